@@ -1,0 +1,159 @@
+//! The errors a port returns. Adapters translate their driver's errors into these, so nothing
+//! above a port sees a driver type, and no message carries SQL.
+
+use std::fmt;
+
+/// A value that breaks a rule of the domain, caught before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    /// The field or argument at fault, as the user named it (`summary`, `priority`, ...).
+    pub field: &'static str,
+    /// What is wrong with it, in the user's terms.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// A validation error for `field`.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
+/// Everything a storage port can fail with.
+///
+/// Each variant's message speaks of tasks, agents, memories and sessions, never of SQL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatabaseError {
+    /// No row has this id (or key).
+    #[error("{entity} {id} was not found")]
+    NotFound {
+        /// What was looked for: `task`, `agent`, `memory`, `session`.
+        entity: &'static str,
+        /// The id or key that matched nothing.
+        id: String,
+    },
+
+    /// The write would duplicate something that must be unique.
+    #[error("{entity} {id} already exists")]
+    UniqueViolation {
+        /// What would be duplicated.
+        entity: &'static str,
+        /// The id or key that is taken.
+        id: String,
+    },
+
+    /// The write refers to something that does not exist.
+    #[error("{entity} refers to a {reference} that does not exist{}", fmt_id(.id))]
+    ForeignKeyViolation {
+        /// What was being written.
+        entity: &'static str,
+        /// What it refers to: `parent task`, `session`, `dependency`, ...
+        reference: &'static str,
+        /// The missing id, when the adapter could tell which one it was.
+        id: Option<String>,
+    },
+
+    /// The write breaks a rule the schema enforces.
+    #[error("{entity} breaks a rule of the schema: {detail}")]
+    CheckViolation {
+        /// What was being written.
+        entity: &'static str,
+        /// Which rule, in the user's terms.
+        detail: String,
+    },
+
+    /// The write left out a value the schema requires.
+    #[error("{entity} is missing a required value: {detail}")]
+    NotNullViolation {
+        /// What was being written.
+        entity: &'static str,
+        /// Which value.
+        detail: String,
+    },
+
+    /// The input breaks a rule of the domain; nothing was written.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+
+    /// The operation is not allowed in the row's current state (a terminated agent's
+    /// heartbeat, say).
+    #[error("{entity} {id}: {reason}")]
+    Conflict {
+        /// What the operation was on.
+        entity: &'static str,
+        /// Its id.
+        id: String,
+        /// Why it cannot be done now.
+        reason: String,
+    },
+
+    /// A stored row does not parse into its model. The data was changed outside abathur, or
+    /// by a bug; it is reported, never skipped.
+    #[error("stored {table} row {id} is corrupt: column {column}: {reason}")]
+    CorruptRow {
+        /// The table the row is in.
+        table: &'static str,
+        /// The row's id or key.
+        id: String,
+        /// The column that does not parse.
+        column: &'static str,
+        /// Why it does not parse.
+        reason: String,
+    },
+
+    /// Another writer held the database for longer than the busy timeout.
+    #[error("the database is busy: another writer held it longer than the busy timeout")]
+    Busy,
+
+    /// No connection became free in time.
+    #[error("timed out waiting for a database connection")]
+    Timeout,
+
+    /// The database could not be opened or reached.
+    #[error("cannot open the database: {0}")]
+    Connection(String),
+
+    /// The schema could not be brought up to date.
+    #[error("cannot migrate the database: {0}")]
+    Migration(String),
+
+    /// Any other failure of the store. The message is the store's, without SQL.
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+fn fmt_id(id: &Option<String>) -> String {
+    id.as_ref().map(|id| format!(" ({id})")).unwrap_or_default()
+}
+
+impl DatabaseError {
+    /// Shorthand for [`DatabaseError::NotFound`].
+    pub fn not_found(entity: &'static str, id: impl ToString) -> Self {
+        Self::NotFound {
+            entity,
+            id: id.to_string(),
+        }
+    }
+
+    /// Shorthand for a [`DatabaseError::Validation`] of `field`.
+    pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Validation(ValidationError::new(field, message))
+    }
+
+    /// True when the error is a [`DatabaseError::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+}

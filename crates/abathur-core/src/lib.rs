@@ -1,0 +1,14 @@
+//! The domain of abathur: the models an agent swarm works with (tasks, agents, memories,
+//! sessions), the ports that storage adapters implement, and the errors they return.
+//!
+//! Nothing here knows which database is behind a port. The SQLite adapter lives in the
+//! `abathur` crate; a PostgreSQL adapter implements the same traits.
+
+pub mod clock;
+pub mod error;
+pub mod models;
+pub mod ports;
+pub mod timestamp;
+
+pub use clock::{Clock, SystemClock};
+pub use error::{DatabaseError, ValidationError};

@@ -1,0 +1,73 @@
+//! What agents learn and keep: versioned values under a namespace and key.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::text_enum;
+use crate::error::ValidationError;
+
+text_enum! {
+    /// The kind of knowledge a memory holds.
+    MemoryType, "memory type" {
+        /// Facts and concepts.
+        Semantic => "semantic",
+        /// Things that happened.
+        Episodic => "episodic",
+        /// How to do things.
+        Procedural => "procedural",
+    }
+}
+
+/// One version of a memory. Every update adds a version; deleting marks every version deleted,
+/// and history is never removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    pub namespace: String,
+    pub key: String,
+    pub value: Value,
+    pub memory_type: MemoryType,
+    /// 1 for the first version of a key, one more for each later version, across deletes.
+    pub version: u32,
+    pub is_deleted: bool,
+    pub metadata: Option<Value>,
+    pub created_by: String,
+    pub updated_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A memory to add; the store assigns its version and timestamps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewMemory {
+    pub namespace: String,
+    pub key: String,
+    pub value: Value,
+    pub memory_type: MemoryType,
+    pub metadata: Option<Value>,
+    pub created_by: String,
+}
+
+impl NewMemory {
+    /// Checks that the namespace, key and author are not empty.
+    ///
+    /// # Errors
+    /// Returns a [`ValidationError`] naming the empty field.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        check_name("namespace", &self.namespace)?;
+        check_name("key", &self.key)?;
+        check_name("created_by", &self.created_by)
+    }
+}
+
+/// Checks that a namespace, key or author name is not empty.
+///
+/// # Errors
+/// Returns a [`ValidationError`] naming `field` when `value` is empty or only white space.
+pub fn check_name(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    if value.trim().is_empty() {
+        Err(ValidationError::new(field, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,13 @@
+//! The ports: what the domain needs from storage, one trait per kind of record. Each adapter
+//! (SQLite now, PostgreSQL later) implements every trait and passes the same conformance
+//! tests.
+
+mod agent_repository;
+mod memory_repository;
+mod session_repository;
+mod task_repository;
+
+pub use agent_repository::AgentRepository;
+pub use memory_repository::MemoryRepository;
+pub use session_repository::SessionRepository;
+pub use task_repository::{TaskFilters, TaskRepository};

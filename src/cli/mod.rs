@@ -1,0 +1,1 @@
+//! The `abathur` command.

@@ -1,0 +1,64 @@
+//! The one place where `sqlx` errors become [`DatabaseError`]s. Classification uses
+//! `DatabaseError::kind()`; the driver's text is logged, never shown to users.
+
+use abathur_core::error::DatabaseError;
+use sqlx::error::ErrorKind;
+
+/// SQLite's primary result codes for "another connection holds the lock" (SQLITE_BUSY and
+/// SQLITE_LOCKED). `kind()` has no variant for them, so the primary code (the low byte of the
+/// extended code) is the only way to tell.
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+
+/// Translates a driver error met while writing or reading `entity` (`task`, `agent`, ...)
+/// identified by `id`.
+pub(crate) fn classify(err: sqlx::Error, entity: &'static str, id: &str) -> DatabaseError {
+    let classified = match &err {
+        sqlx::Error::RowNotFound => DatabaseError::not_found(entity, id),
+        sqlx::Error::PoolTimedOut => DatabaseError::Timeout,
+        sqlx::Error::PoolClosed => DatabaseError::Connection("the connection pool is closed".into()),
+        sqlx::Error::Io(io) => DatabaseError::Connection(io.to_string()),
+        sqlx::Error::Configuration(cfg) => DatabaseError::Connection(cfg.to_string()),
+        sqlx::Error::Migrate(m) => DatabaseError::Migration(m.to_string()),
+        sqlx::Error::Database(db) => match db.kind() {
+            ErrorKind::UniqueViolation => DatabaseError::UniqueViolation {
+                entity,
+                id: id.to_string(),
+            },
+            ErrorKind::ForeignKeyViolation => DatabaseError::ForeignKeyViolation {
+                entity,
+                reference: "record",
+                id: None,
+            },
+            ErrorKind::CheckViolation => DatabaseError::CheckViolation {
+                entity,
+                detail: "a value is outside what the schema allows".into(),
+            },
+            ErrorKind::NotNullViolation => DatabaseError::NotNullViolation {
+                entity,
+                detail: "a required value is missing".into(),
+            },
+            _ => {
+                let primary = db
+                    .code()
+                    .and_then(|code| code.parse::<i64>().ok())
+                    .map(|code| code & 0xff);
+                match primary {
+                    Some(SQLITE_BUSY | SQLITE_LOCKED) => DatabaseError::Busy,
+                    _ => DatabaseError::Other(db.message().to_string()),
+                }
+            }
+        },
+        other => DatabaseError::Other(other.to_string()),
+    };
+    tracing::debug!(entity, id, error = %err, "database error: {classified}");
+    classified
+}
+
+/// `.map_err(on(entity, id))`: classify with context.
+pub(crate) fn on<'a>(
+    entity: &'static str,
+    id: &'a str,
+) -> impl FnOnce(sqlx::Error) -> DatabaseError + 'a {
+    move |err| classify(err, entity, id)
+}

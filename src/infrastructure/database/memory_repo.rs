@@ -1,0 +1,339 @@
+//! [`MemoryRepository`] on SQLite: every version of every memory in `memories`.
+
+use std::sync::Arc;
+
+use abathur_core::clock::{Clock, SystemClock};
+use abathur_core::error::DatabaseError;
+use abathur_core::models::{check_name, Memory, MemoryType, NewMemory};
+use abathur_core::ports::MemoryRepository;
+use abathur_core::timestamp;
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::SqlitePool;
+
+use super::connection::begin_write;
+use super::errors::on;
+use super::row::{json_text, RowContext};
+
+const ENTITY: &str = "memory";
+
+/// The SQLite memory store.
+#[derive(Debug, Clone)]
+pub struct MemoryRepositoryImpl {
+    pool: SqlitePool,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryRepositoryImpl {
+    /// A repository on `pool`, taking time from the system clock.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self::with_clock(pool, Arc::new(SystemClock))
+    }
+
+    /// A repository on `pool`, taking time from `clock`.
+    pub fn with_clock(pool: SqlitePool, clock: Arc<dyn Clock>) -> Self {
+        Self { pool, clock }
+    }
+}
+
+struct MemoryRow {
+    namespace: String,
+    key: String,
+    version: i64,
+    value: String,
+    memory_type: String,
+    is_deleted: i64,
+    metadata: Option<String>,
+    created_by: String,
+    updated_by: String,
+    created_at: String,
+    updated_at: String,
+}
+
+impl TryFrom<MemoryRow> for Memory {
+    type Error = DatabaseError;
+
+    fn try_from(r: MemoryRow) -> Result<Self, Self::Error> {
+        let id = key_id(&r.namespace, &r.key);
+        let cx = RowContext {
+            table: "memories",
+            id: &id,
+        };
+        let is_deleted = match r.is_deleted {
+            0 => false,
+            1 => true,
+            other => return Err(cx.corrupt("is_deleted", format!("{other} is neither 0 nor 1"))),
+        };
+        Ok(Memory {
+            value: cx.json("value", &r.value)?,
+            memory_type: cx.parse("memory_type", &r.memory_type)?,
+            version: cx.int("version", r.version)?,
+            is_deleted,
+            metadata: cx.opt_json("metadata", r.metadata.as_deref())?,
+            created_at: cx.timestamp("created_at", &r.created_at)?,
+            updated_at: cx.timestamp("updated_at", &r.updated_at)?,
+            namespace: r.namespace,
+            key: r.key,
+            created_by: r.created_by,
+            updated_by: r.updated_by,
+        })
+    }
+}
+
+/// How errors and messages name a memory: `namespace/key`.
+fn key_id(namespace: &str, key: &str) -> String {
+    format!("{namespace}/{key}")
+}
+
+/// The least string greater than every string that starts with `prefix`, or `None` when there
+/// is none (`prefix` is empty, or all U+10FFFF). Together with `>= prefix` it bounds an index
+/// range that holds exactly the strings with this prefix, with no pattern syntax, so `%` and `_`
+/// are ordinary characters.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+fn memories_from_rows(rows: Vec<MemoryRow>) -> Result<Vec<Memory>, DatabaseError> {
+    rows.into_iter().map(Memory::try_from).collect()
+}
+
+#[async_trait]
+impl MemoryRepository for MemoryRepositoryImpl {
+    async fn add(&self, memory: NewMemory) -> Result<Memory, DatabaseError> {
+        memory.validate()?;
+        let id = key_id(&memory.namespace, &memory.key);
+        let now = timestamp::format(&self.clock.now());
+        let value = json_text(&memory.value);
+        let metadata = memory.metadata.as_ref().map(json_text);
+        let memory_type = memory.memory_type.as_str();
+        let mut tx = begin_write(&self.pool).await?;
+        let existing = sqlx::query!(
+            r#"SELECT COALESCE(MAX(version), 0) AS "latest!: i64",
+                      COALESCE(SUM(is_deleted = 0), 0) AS "live!: i64"
+               FROM memories WHERE namespace = ? AND key = ?"#,
+            memory.namespace,
+            memory.key
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(on(ENTITY, &id))?;
+        if existing.live > 0 {
+            return Err(DatabaseError::UniqueViolation { entity: ENTITY, id });
+        }
+        let version = existing.latest + 1;
+        let row = sqlx::query_as!(
+            MemoryRow,
+            "INSERT INTO memories (namespace, key, version, value, memory_type, is_deleted,
+                 metadata, created_by, updated_by, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)
+             RETURNING namespace, key, version, value, memory_type, is_deleted, metadata,
+                 created_by, updated_by, created_at, updated_at",
+            memory.namespace,
+            memory.key,
+            version,
+            value,
+            memory_type,
+            metadata,
+            memory.created_by,
+            memory.created_by,
+            now,
+            now,
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(on(ENTITY, &id))?;
+        tx.commit().await.map_err(on(ENTITY, &id))?;
+        Memory::try_from(row)
+    }
+
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Memory>, DatabaseError> {
+        let row = sqlx::query_as!(
+            MemoryRow,
+            "SELECT namespace, key, version, value, memory_type, is_deleted, metadata,
+                 created_by, updated_by, created_at, updated_at
+             FROM memories
+             WHERE namespace = ? AND key = ? AND is_deleted = 0
+             ORDER BY version DESC
+             LIMIT 1",
+            namespace,
+            key
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(on(ENTITY, &key_id(namespace, key)))?;
+        row.map(Memory::try_from).transpose()
+    }
+
+    async fn get_version(
+        &self,
+        namespace: &str,
+        key: &str,
+        version: u32,
+    ) -> Result<Option<Memory>, DatabaseError> {
+        let version = i64::from(version);
+        let row = sqlx::query_as!(
+            MemoryRow,
+            "SELECT namespace, key, version, value, memory_type, is_deleted, metadata,
+                 created_by, updated_by, created_at, updated_at
+             FROM memories
+             WHERE namespace = ? AND key = ? AND version = ?",
+            namespace,
+            key,
+            version
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(on(ENTITY, &key_id(namespace, key)))?;
+        row.map(Memory::try_from).transpose()
+    }
+
+    async fn list_versions(&self, namespace: &str, key: &str) -> Result<Vec<Memory>, DatabaseError> {
+        let rows = sqlx::query_as!(
+            MemoryRow,
+            "SELECT namespace, key, version, value, memory_type, is_deleted, metadata,
+                 created_by, updated_by, created_at, updated_at
+             FROM memories
+             WHERE namespace = ? AND key = ?
+             ORDER BY version",
+            namespace,
+            key
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(on(ENTITY, &key_id(namespace, key)))?;
+        memories_from_rows(rows)
+    }
+
+    async fn update(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        updated_by: &str,
+    ) -> Result<Memory, DatabaseError> {
+        check_name("updated_by", updated_by)?;
+        let id = key_id(namespace, key);
+        let now = timestamp::format(&self.clock.now());
+        let value = json_text(&value);
+        // One statement: the new version is built from the live one, so two updates cannot
+        // both build on the same version.
+        let row = sqlx::query_as!(
+            MemoryRow,
+            r#"INSERT INTO memories (namespace, key, version, value, memory_type, is_deleted,
+                   metadata, created_by, updated_by, created_at, updated_at)
+               SELECT namespace, key, version + 1, ?, memory_type, 0, metadata, created_by, ?,
+                   created_at, ?
+               FROM memories
+               WHERE namespace = ? AND key = ? AND is_deleted = 0
+               ORDER BY version DESC
+               LIMIT 1
+               RETURNING namespace AS "namespace!", key AS "key!", version AS "version!",
+                   value AS "value!", memory_type AS "memory_type!", is_deleted AS "is_deleted!",
+                   metadata, created_by AS "created_by!", updated_by AS "updated_by!",
+                   created_at AS "created_at!", updated_at AS "updated_at!""#,
+            value,
+            updated_by,
+            now,
+            namespace,
+            key
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(on(ENTITY, &id))?;
+        match row {
+            Some(row) => Memory::try_from(row),
+            None => Err(DatabaseError::not_found(ENTITY, id)),
+        }
+    }
+
+    async fn delete(&self, namespace: &str, key: &str) -> Result<(), DatabaseError> {
+        let id = key_id(namespace, key);
+        let deleted = sqlx::query!(
+            "UPDATE memories SET is_deleted = 1
+             WHERE namespace = ? AND key = ? AND is_deleted = 0",
+            namespace,
+            key
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(on(ENTITY, &id))?
+        .rows_affected();
+        if deleted == 0 {
+            return Err(DatabaseError::not_found(ENTITY, id));
+        }
+        Ok(())
+    }
+
+    async fn count(&self, namespace_prefix: &str) -> Result<i64, DatabaseError> {
+        let upper = prefix_upper_bound(namespace_prefix);
+        // A BLOB sorts after every TEXT value: X'FF' as the upper bound means "no bound".
+        sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "count!: i64" FROM memories m
+               WHERE m.namespace >= ? AND m.namespace < COALESCE(?, X'FF')
+                 AND m.is_deleted = 0
+                 AND m.version = (SELECT MAX(v.version) FROM memories v
+                                  WHERE v.namespace = m.namespace AND v.key = m.key)"#,
+            namespace_prefix,
+            upper
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(on(ENTITY, namespace_prefix))
+    }
+
+    async fn search(
+        &self,
+        namespace_prefix: &str,
+        memory_type: Option<MemoryType>,
+        limit: usize,
+    ) -> Result<Vec<Memory>, DatabaseError> {
+        let upper = prefix_upper_bound(namespace_prefix);
+        let memory_type = memory_type.map(MemoryType::as_str);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = sqlx::query_as!(
+            MemoryRow,
+            r#"SELECT m.namespace, m.key, m.version, m.value, m.memory_type, m.is_deleted,
+                   m.metadata, m.created_by, m.updated_by, m.created_at, m.updated_at
+               FROM memories m
+               WHERE m.namespace >= ? AND m.namespace < COALESCE(?, X'FF')
+                 AND m.is_deleted = 0
+                 AND (? IS NULL OR m.memory_type = ?)
+                 AND m.version = (SELECT MAX(v.version) FROM memories v
+                                  WHERE v.namespace = m.namespace AND v.key = m.key)
+               ORDER BY m.namespace, m.key
+               LIMIT ?"#,
+            namespace_prefix,
+            upper,
+            memory_type,
+            memory_type,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(on(ENTITY, namespace_prefix))?;
+        memories_from_rows(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_upper_bound;
+
+    #[test]
+    fn the_upper_bound_is_the_next_string_after_every_extension_of_the_prefix() {
+        assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_upper_bound("a%").as_deref(), Some("a&"));
+        assert_eq!(prefix_upper_bound(""), None);
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        // U+D7FF is followed by U+E000: surrogates are not characters.
+        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
+    }
+}

@@ -1,0 +1,34 @@
+//! The SQLite adapter: the connection (pragmas, pools, migrations) and one repository per port.
+//!
+//! Every static query is a compile-time checked `sqlx` macro; dynamic filters go through
+//! `QueryBuilder` with every value bound. Driver errors are classified here and nowhere else.
+
+mod agent_repo;
+mod connection;
+mod errors;
+mod memory_repo;
+mod row;
+mod session_repo;
+mod task_repo;
+
+pub use abathur_core::error::{DatabaseError, ValidationError};
+pub use agent_repo::AgentRepositoryImpl;
+pub use connection::{DatabaseConfig, DatabaseConnection};
+pub use memory_repo::MemoryRepositoryImpl;
+pub use session_repo::SessionRepositoryImpl;
+pub use task_repo::TaskRepositoryImpl;
+
+/// The migrations embedded in this build, for tools and tests that manage the schema directly.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+// Compile-time conformance: every repository implements its port.
+const _: () = {
+    fn assert_task<T: abathur_core::ports::TaskRepository>() {}
+    fn assert_agent<T: abathur_core::ports::AgentRepository>() {}
+    fn assert_memory<T: abathur_core::ports::MemoryRepository>() {}
+    fn assert_session<T: abathur_core::ports::SessionRepository>() {}
+    let _ = assert_task::<TaskRepositoryImpl>;
+    let _ = assert_agent::<AgentRepositoryImpl>;
+    let _ = assert_memory::<MemoryRepositoryImpl>;
+    let _ = assert_session::<SessionRepositoryImpl>;
+};

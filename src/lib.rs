@@ -1,0 +1,16 @@
+//! abathur: the durable task queue, memory store, session log and agent registry of an agent
+//! swarm, on embedded SQLite.
+//!
+//! - [`domain`] holds the models and the ports (re-exported from `abathur-core`), free of any
+//!   database driver.
+//! - [`infrastructure::database`] is the SQLite adapter: the connection and one repository per
+//!   port.
+//! - [`cli`] is the `abathur` command, a thin adapter over both.
+
+pub mod cli;
+pub mod infrastructure;
+
+/// The domain: models, ports, errors and the clock.
+pub mod domain {
+    pub use abathur_core::{clock, error, models, ports, timestamp};
+}

@@ -1,0 +1,13 @@
+//! Integration tests of the SQLite adapter: the specification's tests, every repository
+//! method, the schema and migrations, the connection, and bad input.
+
+mod helpers;
+
+mod agent_repo;
+mod connection;
+mod memory_repo;
+mod migrations;
+mod query_plans;
+mod session_repo;
+mod task_repo;
+mod task_repo_test;
