@@ -1,1 +1,11 @@
+//! Integration tests of the `abathur` command: each test runs the real binary against its own
+//! database in a temporary directory.
 
+mod sandbox;
+
+mod broken_pipe;
+mod db_status;
+mod exit_codes;
+mod init;
+mod json;
+mod task;

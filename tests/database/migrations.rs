@@ -1,1 +1,83 @@
-//! placeholder
+//! The schema's migrations: they apply, revert all the way and apply again, and a committed
+//! migration can never be edited.
+
+use abathur::infrastructure::database::MIGRATOR;
+use sqlx::SqlitePool;
+
+async fn tables(pool: &SqlitePool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema
+         WHERE type IN ('table', 'index', 'trigger') AND name NOT LIKE 'sqlite_%'
+           AND name <> '_sqlx_migrations'
+         ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn migrations_go_up_all_the_way_down_and_up_again() {
+    let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
+    MIGRATOR.run(&pool).await.unwrap();
+    let schema = tables(&pool).await;
+    for expected in [
+        "tasks",
+        "task_dependencies",
+        "sessions",
+        "session_events",
+        "agents",
+        "memories",
+        "audit",
+        "idx_tasks_ready",
+    ] {
+        assert!(
+            schema.iter().any(|t| t == expected),
+            "{expected} missing from {schema:?}"
+        );
+    }
+    MIGRATOR.undo(&pool, 0).await.unwrap();
+    assert_eq!(tables(&pool).await, Vec::<String>::new());
+    MIGRATOR.run(&pool).await.unwrap();
+    assert_eq!(tables(&pool).await, schema);
+}
+
+/// Every committed migration, with the SHA-384 of its text. A migration is never edited once
+/// committed: change the schema with a new migration instead. If this test fails, undo the
+/// edit; only a new migration adds a line here.
+const PINNED: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "up",
+        "f94ca965df050ed96230e14f4f641310ffdcfe98b0d1ec54817ffefc9c8edba90ddc44f683c3cb8f4469f0e1c75a7ecf",
+    ),
+    (
+        1,
+        "down",
+        "b1afc89976a072e679b90b29f08e401e37bae5fcad00d090ccef373e2bae652ec6a04568f6664ae082c15607585463ae",
+    ),
+];
+
+#[test]
+fn committed_migrations_are_never_edited() {
+    let actual: Vec<(i64, &str, String)> = MIGRATOR
+        .iter()
+        .map(|m| {
+            let direction = if m.migration_type.is_down_migration() {
+                "down"
+            } else {
+                "up"
+            };
+            let hex: String = m.checksum.iter().map(|b| format!("{b:02x}")).collect();
+            (m.version, direction, hex)
+        })
+        .collect();
+    let pinned: Vec<(i64, &str, String)> = PINNED
+        .iter()
+        .map(|(v, d, h)| (*v, *d, h.to_string()))
+        .collect();
+    assert_eq!(
+        actual, pinned,
+        "a committed migration changed, or a new one is not pinned"
+    );
+}

@@ -47,7 +47,9 @@ async fn test_insert_and_get_task() {
     };
 
     // Insert task
-    repo.insert(task.clone()).await.expect("failed to insert task");
+    repo.insert(task.clone())
+        .await
+        .expect("failed to insert task");
 
     // Retrieve task
     let retrieved = repo.get(task.id).await.expect("failed to get task");
@@ -112,7 +114,7 @@ async fn test_get_ready_tasks() {
         .expect("failed to get ready tasks");
 
     assert_eq!(ready_tasks.len(), 3); // Tasks 0, 2, 4
-    // Verify they're ordered by priority descending
+                                      // Verify they're ordered by priority descending
     assert!(ready_tasks[0].calculated_priority >= ready_tasks[1].calculated_priority);
 
     teardown_test_db(pool).await;

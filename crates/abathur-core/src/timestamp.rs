@@ -53,7 +53,9 @@ pub fn parse(text: &str) -> Result<DateTime<Utc>, String> {
     }
     NaiveDateTime::parse_from_str(text, FORMAT)
         .map(|naive| naive.and_utc())
-        .map_err(|e| format!("{text:?} is not a UTC timestamp like 2026-11-28T03:04:22.123456Z: {e}"))
+        .map_err(|e| {
+            format!("{text:?} is not a UTC timestamp like 2026-11-28T03:04:22.123456Z: {e}")
+        })
 }
 
 #[cfg(test)]
@@ -73,8 +75,10 @@ mod tests {
 
     #[test]
     fn text_order_is_time_order_across_fraction_lengths() {
-        let a = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::milliseconds(500);
-        let b = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::microseconds(500_001);
+        let a = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+            + chrono::Duration::milliseconds(500);
+        let b = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+            + chrono::Duration::microseconds(500_001);
         assert!(format(&a) < format(&b));
     }
 

@@ -203,7 +203,11 @@ impl AgentRepository for AgentRepositoryImpl {
             DatabaseError::validation("max_age", format!("{max_age:?} reaches before year 0000"))
         };
         let age = chrono::Duration::from_std(max_age).map_err(|_| too_large())?;
-        let cutoff = self.clock.now().checked_sub_signed(age).ok_or_else(too_large)?;
+        let cutoff = self
+            .clock
+            .now()
+            .checked_sub_signed(age)
+            .ok_or_else(too_large)?;
         timestamp::check("max_age", &cutoff).map_err(|_| too_large())?;
         let cutoff = timestamp::format(&cutoff);
         // Two index ranges of (status, heartbeat_at), one per live status.

@@ -1,18 +1,21 @@
 //! Opening the database: per-connection pragmas, pool limits, creation of the file and its
 //! folder, and migrations.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use abathur_core::error::DatabaseError;
+use abathur_core::models::TaskStatus;
 use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
 
-use super::errors::classify;
+use super::errors::{classify, classify_ref};
+use super::row::RowContext;
 use super::MIGRATOR;
 
 /// Pool limits and lock waiting. The defaults are the specification's.
@@ -66,9 +69,19 @@ impl DatabaseConnection {
     ///
     /// # Errors
     /// As for [`DatabaseConnection::new`].
-    pub async fn with_config(database_url: &str, config: DatabaseConfig) -> Result<Self, DatabaseError> {
+    pub async fn with_config(
+        database_url: &str,
+        config: DatabaseConfig,
+    ) -> Result<Self, DatabaseError> {
+        if !database_url.starts_with("sqlite:") {
+            return Err(DatabaseError::Connection(format!(
+                "{database_url:?} is not a SQLite database URL (sqlite:path/to/file.db or sqlite::memory:)"
+            )));
+        }
         let options = SqliteConnectOptions::from_str(database_url).map_err(|e| {
-            DatabaseError::Connection(format!("{database_url:?} is not a SQLite database URL: {e}"))
+            DatabaseError::Connection(format!(
+                "{database_url:?} is not a SQLite database URL: {e}"
+            ))
         })?;
         let in_memory = is_in_memory(database_url);
         Self::open(options, in_memory, config).await
@@ -91,7 +104,10 @@ impl DatabaseConnection {
             if let Some(parent) = options.get_filename().parent() {
                 if !parent.as_os_str().is_empty() {
                     std::fs::create_dir_all(parent).map_err(|e| {
-                        DatabaseError::Connection(format!("cannot create {}: {e}", parent.display()))
+                        DatabaseError::Connection(format!(
+                            "cannot create {}: {e}",
+                            parent.display()
+                        ))
                     })?;
                 }
             }
@@ -123,27 +139,111 @@ impl DatabaseConnection {
     /// a process that loses the race waits for the winner's migration and finds it applied.
     ///
     /// # Errors
-    /// `Migration` when a migration fails, or when the database was migrated by a build whose
-    /// migrations differ from this one's.
+    /// `Migration` when a migration fails, when one was interrupted half-way, or when the
+    /// database was migrated by a build whose migrations differ from this one's.
     pub async fn migrate(&self) -> Result<(), DatabaseError> {
-        const ATTEMPTS: u32 = 20;
-        let mut attempt = 1;
+        const BUSY_ATTEMPTS: u32 = 20;
+        let mut busy_attempts = 0;
+        let mut reran = false;
         loop {
-            match MIGRATOR.run(&self.pool).await {
+            let err = match MIGRATOR.run(&self.pool).await {
                 Ok(()) => return Ok(()),
-                // A version this build does not know, or whose checksum differs, will not go
-                // away by waiting.
-                Err(e @ (MigrateError::VersionMissing(_) | MigrateError::VersionMismatch(_))) => {
-                    return Err(DatabaseError::Migration(e.to_string()))
-                }
-                Err(e) if attempt >= ATTEMPTS => return Err(DatabaseError::Migration(e.to_string())),
-                Err(e) => {
-                    tracing::debug!(attempt, error = %e, "migration raced another process; retrying");
-                    tokio::time::sleep(Duration::from_millis(25 * u64::from(attempt))).await;
-                    attempt += 1;
-                }
+                Err(err) => err,
+            };
+            let failed_sql = match &err {
+                MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => Some(e),
+                _ => None,
+            };
+            let busy = failed_sql.is_some_and(|e| {
+                matches!(
+                    classify_ref(e),
+                    DatabaseError::Busy | DatabaseError::Timeout
+                )
+            });
+            if busy && busy_attempts < BUSY_ATTEMPTS {
+                busy_attempts += 1;
+                tracing::debug!(busy_attempts, error = %err, "migration waits for another writer");
+                tokio::time::sleep(Duration::from_millis(25 * u64::from(busy_attempts))).await;
+            } else if failed_sql.is_some() && !busy && !reran {
+                // Another process may have applied the same migration between our check and
+                // our write ("table already exists"); one more run finds it applied.
+                reran = true;
+                tracing::debug!(error = %err, "migration failed; checking whether another process applied it");
+            } else {
+                tracing::warn!(error = %err, "migration failed");
+                return Err(DatabaseError::Migration(migration_message(&err)));
             }
         }
+    }
+
+    /// What the database holds: schema version, journal mode, rows per table and tasks per
+    /// status.
+    ///
+    /// # Errors
+    /// Only the store's own failures.
+    pub async fn status(&self) -> Result<DatabaseStatus, DatabaseError> {
+        let failed = |e: sqlx::Error| classify(e, "database", "");
+        let schema_version: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(failed)?;
+        let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed)?;
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM pragma_table_list
+             WHERE schema = 'main' AND type = 'table'
+               AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+               AND name NOT LIKE '\\_sqlx\\_%' ESCAPE '\\'
+             ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed)?;
+        let mut tables = BTreeMap::new();
+        for name in names {
+            // A table name cannot be bound; it comes from the schema itself and is quoted as
+            // an identifier.
+            let sql = format!("SELECT COUNT(*) FROM \"{}\"", name.replace('"', "\"\""));
+            let rows: i64 = sqlx::query_scalar(&sql)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(failed)?;
+            tables.insert(name, rows);
+        }
+        let mut tasks_by_status: BTreeMap<TaskStatus, i64> =
+            TaskStatus::ALL.iter().map(|s| (*s, 0)).collect();
+        let counted: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(failed)?;
+        for (status, rows) in counted {
+            let cx = RowContext {
+                table: "tasks",
+                id: "",
+            };
+            tasks_by_status.insert(cx.parse("status", &status)?, rows);
+        }
+        Ok(DatabaseStatus {
+            schema_version,
+            journal_mode,
+            tables,
+            tasks_by_status,
+        })
+    }
+
+    /// Begins a write transaction of your own with `BEGIN IMMEDIATE`, which takes the write
+    /// lock at once: read-then-write transactions on it never fail with SQLITE_BUSY while
+    /// another writer finishes within the busy timeout.
+    ///
+    /// # Errors
+    /// `Busy` when another writer holds the lock past the busy timeout; `Timeout` when no
+    /// connection is free in time.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, DatabaseError> {
+        begin_write(&self.pool).await
     }
 
     /// The pool, for building repositories.
@@ -157,6 +257,39 @@ impl DatabaseConnection {
     }
 }
 
+/// What [`DatabaseConnection::status`] reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DatabaseStatus {
+    /// The newest migration applied, or `None` before the first.
+    pub schema_version: Option<i64>,
+    /// SQLite's journal mode: `wal` for a file opened by abathur, `memory` in memory.
+    pub journal_mode: String,
+    /// Rows per table, by table name (SQLite's and sqlx's own tables left out).
+    pub tables: BTreeMap<String, i64>,
+    /// Tasks per status, every status present.
+    pub tasks_by_status: BTreeMap<TaskStatus, i64>,
+}
+
+/// The user's words for a failed migration.
+fn migration_message(err: &MigrateError) -> String {
+    match err {
+        MigrateError::Dirty(v) => format!(
+            "migration {v} was interrupted and is only partly applied; restore the database from a backup"
+        ),
+        MigrateError::VersionMissing(v) => format!(
+            "the database has migration {v}, which this build of abathur does not know; use a newer abathur"
+        ),
+        MigrateError::VersionMismatch(v) => format!(
+            "migration {v} applied to this database differs from this build's; the database was made by another build"
+        ),
+        MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => match classify_ref(e) {
+            DatabaseError::Other(message) => format!("a migration failed: {message}"),
+            other => format!("a migration failed: {other}"),
+        },
+        other => other.to_string(),
+    }
+}
+
 fn is_in_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
@@ -167,7 +300,9 @@ fn is_in_memory(url: &str) -> bool {
 /// when another connection committed in between; SQLite then fails it with SQLITE_BUSY at once,
 /// without waiting on busy_timeout. Taking the lock first makes the wait happen at BEGIN, where
 /// busy_timeout applies.
-pub(crate) async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, DatabaseError> {
+pub(crate) async fn begin_write(
+    pool: &SqlitePool,
+) -> Result<Transaction<'static, Sqlite>, DatabaseError> {
     pool.begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(|e| classify(e, "transaction", ""))

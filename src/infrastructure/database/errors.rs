@@ -13,10 +13,23 @@ const SQLITE_LOCKED: i64 = 6;
 /// Translates a driver error met while writing or reading `entity` (`task`, `agent`, ...)
 /// identified by `id`.
 pub(crate) fn classify(err: sqlx::Error, entity: &'static str, id: &str) -> DatabaseError {
-    let classified = match &err {
+    let classified = classify_as(&err, entity, id);
+    tracing::debug!(entity, id, error = %err, "database error: {classified}");
+    classified
+}
+
+/// Classifies an error that the caller keeps (a migration's), without context.
+pub(crate) fn classify_ref(err: &sqlx::Error) -> DatabaseError {
+    classify_as(err, "database", "")
+}
+
+fn classify_as(err: &sqlx::Error, entity: &'static str, id: &str) -> DatabaseError {
+    match err {
         sqlx::Error::RowNotFound => DatabaseError::not_found(entity, id),
         sqlx::Error::PoolTimedOut => DatabaseError::Timeout,
-        sqlx::Error::PoolClosed => DatabaseError::Connection("the connection pool is closed".into()),
+        sqlx::Error::PoolClosed => {
+            DatabaseError::Connection("the connection pool is closed".into())
+        }
         sqlx::Error::Io(io) => DatabaseError::Connection(io.to_string()),
         sqlx::Error::Configuration(cfg) => DatabaseError::Connection(cfg.to_string()),
         sqlx::Error::Migrate(m) => DatabaseError::Migration(m.to_string()),
@@ -50,9 +63,7 @@ pub(crate) fn classify(err: sqlx::Error, entity: &'static str, id: &str) -> Data
             }
         },
         other => DatabaseError::Other(other.to_string()),
-    };
-    tracing::debug!(entity, id, error = %err, "database error: {classified}");
-    classified
+    }
 }
 
 /// `.map_err(on(entity, id))`: classify with context.

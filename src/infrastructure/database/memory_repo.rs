@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use abathur_core::clock::{Clock, SystemClock};
 use abathur_core::error::DatabaseError;
-use abathur_core::models::{check_name, Memory, MemoryType, NewMemory};
+use abathur_core::models::{check_json_depth, check_name, Memory, MemoryType, NewMemory};
 use abathur_core::ports::MemoryRepository;
 use abathur_core::timestamp;
 use async_trait::async_trait;
@@ -155,14 +155,9 @@ impl MemoryRepository for MemoryRepositoryImpl {
     }
 
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Memory>, DatabaseError> {
-        let row = sqlx::query_as!(
+        let row = sqlx::query_file_as!(
             MemoryRow,
-            "SELECT namespace, key, version, value, memory_type, is_deleted, metadata,
-                 created_by, updated_by, created_at, updated_at
-             FROM memories
-             WHERE namespace = ? AND key = ? AND is_deleted = 0
-             ORDER BY version DESC
-             LIMIT 1",
+            "src/infrastructure/database/queries/memory_get.sql",
             namespace,
             key
         )
@@ -195,7 +190,11 @@ impl MemoryRepository for MemoryRepositoryImpl {
         row.map(Memory::try_from).transpose()
     }
 
-    async fn list_versions(&self, namespace: &str, key: &str) -> Result<Vec<Memory>, DatabaseError> {
+    async fn list_versions(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Vec<Memory>, DatabaseError> {
         let rows = sqlx::query_as!(
             MemoryRow,
             "SELECT namespace, key, version, value, memory_type, is_deleted, metadata,
@@ -220,6 +219,7 @@ impl MemoryRepository for MemoryRepositoryImpl {
         updated_by: &str,
     ) -> Result<Memory, DatabaseError> {
         check_name("updated_by", updated_by)?;
+        check_json_depth("value", &value)?;
         let id = key_id(namespace, key);
         let now = timestamp::format(&self.clock.now());
         let value = json_text(&value);
@@ -298,18 +298,9 @@ impl MemoryRepository for MemoryRepositoryImpl {
         let upper = prefix_upper_bound(namespace_prefix);
         let memory_type = memory_type.map(MemoryType::as_str);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = sqlx::query_as!(
+        let rows = sqlx::query_file_as!(
             MemoryRow,
-            r#"SELECT m.namespace, m.key, m.version, m.value, m.memory_type, m.is_deleted,
-                   m.metadata, m.created_by, m.updated_by, m.created_at, m.updated_at
-               FROM memories m
-               WHERE m.namespace >= ? AND m.namespace < COALESCE(?, X'FF')
-                 AND m.is_deleted = 0
-                 AND (? IS NULL OR m.memory_type = ?)
-                 AND m.version = (SELECT MAX(v.version) FROM memories v
-                                  WHERE v.namespace = m.namespace AND v.key = m.key)
-               ORDER BY m.namespace, m.key
-               LIMIT ?"#,
+            "src/infrastructure/database/queries/memory_search.sql",
             namespace_prefix,
             upper,
             memory_type,

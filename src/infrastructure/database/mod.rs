@@ -13,7 +13,7 @@ mod task_repo;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
 pub use agent_repo::AgentRepositoryImpl;
-pub use connection::{DatabaseConfig, DatabaseConnection};
+pub use connection::{DatabaseConfig, DatabaseConnection, DatabaseStatus};
 pub use memory_repo::MemoryRepositoryImpl;
 pub use session_repo::SessionRepositoryImpl;
 pub use task_repo::TaskRepositoryImpl;

@@ -28,14 +28,23 @@ impl RowContext<'_> {
     }
 
     pub fn uuid(&self, column: &'static str, text: &str) -> Result<Uuid, DatabaseError> {
-        Uuid::parse_str(text).map_err(|e| self.corrupt(column, format!("{text:?} is not a UUID: {e}")))
+        Uuid::parse_str(text)
+            .map_err(|e| self.corrupt(column, format!("{text:?} is not a UUID: {e}")))
     }
 
-    pub fn opt_uuid(&self, column: &'static str, text: Option<&str>) -> Result<Option<Uuid>, DatabaseError> {
+    pub fn opt_uuid(
+        &self,
+        column: &'static str,
+        text: Option<&str>,
+    ) -> Result<Option<Uuid>, DatabaseError> {
         text.map(|t| self.uuid(column, t)).transpose()
     }
 
-    pub fn timestamp(&self, column: &'static str, text: &str) -> Result<DateTime<Utc>, DatabaseError> {
+    pub fn timestamp(
+        &self,
+        column: &'static str,
+        text: &str,
+    ) -> Result<DateTime<Utc>, DatabaseError> {
         timestamp::parse(text).map_err(|e| self.corrupt(column, e))
     }
 
@@ -51,7 +60,11 @@ impl RowContext<'_> {
         serde_json::from_str(text).map_err(|e| self.corrupt(column, format!("not valid JSON: {e}")))
     }
 
-    pub fn opt_json(&self, column: &'static str, text: Option<&str>) -> Result<Option<Value>, DatabaseError> {
+    pub fn opt_json(
+        &self,
+        column: &'static str,
+        text: Option<&str>,
+    ) -> Result<Option<Value>, DatabaseError> {
         text.map(|t| self.json(column, t)).transpose()
     }
 
@@ -65,16 +78,27 @@ impl RowContext<'_> {
     }
 
     /// An integer that must fit a narrower unsigned type.
-    pub fn int<T: TryFrom<i64>>(&self, column: &'static str, value: i64) -> Result<T, DatabaseError> {
+    pub fn int<T: TryFrom<i64>>(
+        &self,
+        column: &'static str,
+        value: i64,
+    ) -> Result<T, DatabaseError> {
         T::try_from(value).map_err(|_| {
             self.corrupt(
                 column,
-                format!("{value} is out of range for a {}", std::any::type_name::<T>()),
+                format!(
+                    "{value} is out of range for a {}",
+                    std::any::type_name::<T>()
+                ),
             )
         })
     }
 
-    pub fn opt_int<T: TryFrom<i64>>(&self, column: &'static str, value: Option<i64>) -> Result<Option<T>, DatabaseError> {
+    pub fn opt_int<T: TryFrom<i64>>(
+        &self,
+        column: &'static str,
+        value: Option<i64>,
+    ) -> Result<Option<T>, DatabaseError> {
         value.map(|v| self.int(column, v)).transpose()
     }
 }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use abathur_core::clock::{Clock, SystemClock};
 use abathur_core::error::DatabaseError;
-use abathur_core::models::{check_state_key, NewSessionEvent, Session, SessionEvent};
+use abathur_core::models::{
+    check_json_depth, check_state_key, NewSessionEvent, Session, SessionEvent,
+};
 use abathur_core::ports::SessionRepository;
 use abathur_core::timestamp;
 use async_trait::async_trait;
@@ -109,9 +111,12 @@ impl TryFrom<EventRow> for SessionEvent {
 }
 
 /// The JSON path of a top-level state key. [`check_state_key`] has ruled out the one
-/// character (`"`) that a quoted path label cannot hold.
+/// character (`"`) that a quoted path label cannot hold. SQLite reads a backslash in a quoted
+/// label as the start of a JSON escape, so each one is doubled: left alone, `a\b` would be
+/// written as the invalid JSON label `"a\b"`, and a key ending in `\` would swallow the closing
+/// quote.
 fn state_path(key: &str) -> String {
-    format!("$.\"{key}\"")
+    format!("$.\"{}\"", key.replace('\\', "\\\\"))
 }
 
 #[async_trait]
@@ -202,13 +207,9 @@ impl SessionRepository for SessionRepositoryImpl {
         let id = session_id.to_string();
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         let limit = i64::from(limit);
-        let rows = sqlx::query_as!(
+        let rows = sqlx::query_file_as!(
             EventRow,
-            "SELECT session_id, sequence, event_type, actor, content, timestamp
-             FROM session_events
-             WHERE session_id = ?
-             ORDER BY timestamp, sequence
-             LIMIT ? OFFSET ?",
+            "src/infrastructure/database/queries/session_events.sql",
             id,
             limit,
             offset
@@ -246,8 +247,14 @@ impl SessionRepository for SessionRepositoryImpl {
         cx.opt_json("state", row.value.as_deref())
     }
 
-    async fn set_state(&self, session_id: Uuid, key: &str, value: Value) -> Result<(), DatabaseError> {
+    async fn set_state(
+        &self,
+        session_id: Uuid,
+        key: &str,
+        value: Value,
+    ) -> Result<(), DatabaseError> {
         check_state_key(key)?;
+        check_json_depth("value", &value)?;
         let id = session_id.to_string();
         let path = state_path(key);
         let value = json_text(&value);

@@ -94,10 +94,9 @@ impl TryFrom<TaskRow> for Task {
         };
         let dependencies = match r.dependencies.as_deref() {
             None => None,
-            Some(text) => Some(
-                serde_json::from_str::<Vec<Uuid>>(text)
-                    .map_err(|e| cx.corrupt("dependencies", format!("not a JSON array of UUIDs: {e}")))?,
-            ),
+            Some(text) => Some(serde_json::from_str::<Vec<Uuid>>(text).map_err(|e| {
+                cx.corrupt("dependencies", format!("not a JSON array of UUIDs: {e}"))
+            })?),
         };
         let priority: u8 = cx.int("priority", r.priority)?;
         if priority > MAX_PRIORITY {
@@ -119,8 +118,10 @@ impl TryFrom<TaskRow> for Task {
             error_message: r.error_message,
             retry_count: cx.int("retry_count", r.retry_count)?,
             max_retries: cx.int("max_retries", r.max_retries)?,
-            max_execution_timeout_seconds: cx
-                .int("max_execution_timeout_seconds", r.max_execution_timeout_seconds)?,
+            max_execution_timeout_seconds: cx.int(
+                "max_execution_timeout_seconds",
+                r.max_execution_timeout_seconds,
+            )?,
             submitted_at: cx.timestamp("submitted_at", &r.submitted_at)?,
             started_at: cx.opt_timestamp("started_at", r.started_at.as_deref())?,
             completed_at: cx.opt_timestamp("completed_at", r.completed_at.as_deref())?,
@@ -328,7 +329,11 @@ async fn insert_edges(conn: &mut SqliteConnection, t: &TaskParams) -> Result<(),
 }
 
 /// Maps a write error: a foreign-key failure is diagnosed to name the missing reference.
-async fn write_error(conn: &mut SqliteConnection, err: sqlx::Error, t: &TaskParams) -> DatabaseError {
+async fn write_error(
+    conn: &mut SqliteConnection,
+    err: sqlx::Error,
+    t: &TaskParams,
+) -> DatabaseError {
     match classify(err, ENTITY, &t.id) {
         DatabaseError::ForeignKeyViolation { .. } => {
             match first_missing_reference(conn, t, &HashSet::new()).await {
@@ -389,7 +394,8 @@ fn push_filters(qb: &mut QueryBuilder<'_, Sqlite>, f: &TaskFilters) {
         qb.push(" AND source = ").push_bind(source.as_str());
     }
     if let Some(parent) = f.parent_task_id {
-        qb.push(" AND parent_task_id = ").push_bind(parent.to_string());
+        qb.push(" AND parent_task_id = ")
+            .push_bind(parent.to_string());
     }
     if let Some(min) = f.min_priority {
         qb.push(" AND priority >= ").push_bind(i64::from(min));
@@ -398,10 +404,12 @@ fn push_filters(qb: &mut QueryBuilder<'_, Sqlite>, f: &TaskFilters) {
         qb.push(" AND priority <= ").push_bind(i64::from(max));
     }
     if let Some(after) = &f.submitted_after {
-        qb.push(" AND submitted_at >= ").push_bind(timestamp::format(after));
+        qb.push(" AND submitted_at >= ")
+            .push_bind(timestamp::format(after));
     }
     if let Some(before) = &f.submitted_before {
-        qb.push(" AND submitted_at < ").push_bind(timestamp::format(before));
+        qb.push(" AND submitted_at < ")
+            .push_bind(timestamp::format(before));
     }
 }
 
@@ -565,18 +573,10 @@ impl TaskRepository for TaskRepositoryImpl {
 
     async fn get_ready_tasks(&self, limit: usize) -> Result<Vec<Task>, DatabaseError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = sqlx::query_as!(
+        // In its own file so the query-plan test runs exactly this text.
+        let rows = sqlx::query_file_as!(
             TaskRow,
-            r#"SELECT id, summary, description, agent_type, priority, calculated_priority,
-                   status, dependencies, dependency_type, dependency_depth, input_data, result_data,
-                   error_message, retry_count, max_retries, max_execution_timeout_seconds,
-                   submitted_at, started_at, completed_at, last_updated_at, created_by,
-                   parent_task_id, session_id, source, deadline, estimated_duration_seconds,
-                   feature_branch, task_branch, worktree_path
-               FROM tasks
-               WHERE status = 'ready'
-               ORDER BY calculated_priority DESC, submitted_at ASC, id ASC
-               LIMIT ?"#,
+            "src/infrastructure/database/queries/ready_tasks.sql",
             limit
         )
         .fetch_all(&self.pool)
@@ -616,23 +616,9 @@ impl TaskRepository for TaskRepositoryImpl {
 
     async fn get_dependents(&self, id: Uuid) -> Result<Vec<Task>, DatabaseError> {
         let id = id.to_string();
-        let rows = sqlx::query_as!(
+        let rows = sqlx::query_file_as!(
             TaskRow,
-            r#"SELECT t.id AS "id!", t.summary AS "summary!", t.description AS "description!",
-                   t.agent_type AS "agent_type!", t.priority AS "priority!",
-                   t.calculated_priority AS "calculated_priority!", t.status AS "status!",
-                   t.dependencies, t.dependency_type AS "dependency_type!",
-                   t.dependency_depth AS "dependency_depth!", t.input_data, t.result_data,
-                   t.error_message, t.retry_count AS "retry_count!",
-                   t.max_retries AS "max_retries!",
-                   t.max_execution_timeout_seconds AS "max_execution_timeout_seconds!",
-                   t.submitted_at AS "submitted_at!", t.started_at, t.completed_at,
-                   t.last_updated_at AS "last_updated_at!", t.created_by, t.parent_task_id,
-                   t.session_id, t.source AS "source!", t.deadline, t.estimated_duration_seconds,
-                   t.feature_branch, t.task_branch, t.worktree_path
-               FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
-               WHERE d.depends_on_task_id = ?
-               ORDER BY t.calculated_priority DESC, t.submitted_at ASC, t.id ASC"#,
+            "src/infrastructure/database/queries/task_dependents.sql",
             id
         )
         .fetch_all(&self.pool)
@@ -682,7 +668,8 @@ impl TaskRepository for TaskRepositoryImpl {
             .await
             .map_err(on(ENTITY, ""))?;
         for chunk in params.chunks(MAX_VARIABLES / TASK_BINDS) {
-            let mut qb = QueryBuilder::<Sqlite>::new(format!("INSERT INTO tasks ({TASK_COLUMNS}) "));
+            let mut qb =
+                QueryBuilder::<Sqlite>::new(format!("INSERT INTO tasks ({TASK_COLUMNS}) "));
             qb.push_values(chunk, |mut b, t| {
                 b.push_bind(&t.id)
                     .push_bind(&t.summary)

@@ -25,7 +25,9 @@ pub async fn file_db() -> (TempDir, DatabaseConnection) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("abathur.db");
     let url = format!("sqlite:{}", path.display());
-    let db = DatabaseConnection::new(&url).await.expect("open file database");
+    let db = DatabaseConnection::new(&url)
+        .await
+        .expect("open file database");
     db.migrate().await.expect("migrate");
     (dir, db)
 }

@@ -49,25 +49,32 @@ pub struct NewMemory {
 }
 
 impl NewMemory {
-    /// Checks that the namespace, key and author are not empty.
+    /// Checks that the namespace, key and author are not empty and hold no NUL character, and
+    /// that the value and metadata nest at most [`super::MAX_JSON_DEPTH`] deep.
     ///
     /// # Errors
-    /// Returns a [`ValidationError`] naming the empty field.
+    /// Returns a [`ValidationError`] naming the field at fault.
     pub fn validate(&self) -> Result<(), ValidationError> {
         check_name("namespace", &self.namespace)?;
         check_name("key", &self.key)?;
-        check_name("created_by", &self.created_by)
+        check_name("created_by", &self.created_by)?;
+        super::check_json_depth("value", &self.value)?;
+        if let Some(metadata) = &self.metadata {
+            super::check_json_depth("metadata", metadata)?;
+        }
+        Ok(())
     }
 }
 
-/// Checks that a namespace, key or author name is not empty.
+/// Checks that a namespace, key or author name is not empty and has no NUL character.
 ///
 /// # Errors
-/// Returns a [`ValidationError`] naming `field` when `value` is empty or only white space.
+/// Returns a [`ValidationError`] naming `field` when `value` is empty, only white space, or
+/// holds a NUL character.
 pub fn check_name(field: &'static str, value: &str) -> Result<(), ValidationError> {
     if value.trim().is_empty() {
         Err(ValidationError::new(field, "must not be empty"))
     } else {
-        Ok(())
+        super::check_no_nul(field, value)
     }
 }

@@ -10,6 +10,53 @@ pub use memory::{check_name, Memory, MemoryType, NewMemory};
 pub use session::{check_state_key, NewSessionEvent, Session, SessionEvent};
 pub use task::{DependencyType, Task, TaskSource, TaskStatus, MAX_PRIORITY, MAX_SUMMARY_CHARS};
 
+/// Checks that a text field holds no NUL character, which PostgreSQL cannot store in text and
+/// SQLite's string functions treat as the end of the text.
+///
+/// # Errors
+/// Returns a [`crate::ValidationError`] naming `field`.
+pub fn check_no_nul(field: &'static str, value: &str) -> Result<(), crate::ValidationError> {
+    if value.contains('\0') {
+        Err(crate::ValidationError::new(
+            field,
+            "must not contain a NUL character",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The deepest nesting of arrays and objects a stored JSON value may have. Deeper values are
+/// refused on write, because JSON parsers (serde_json's among them) refuse to read them back.
+pub const MAX_JSON_DEPTH: usize = 100;
+
+/// Checks that a JSON value nests arrays and objects at most [`MAX_JSON_DEPTH`] deep.
+///
+/// # Errors
+/// Returns a [`crate::ValidationError`] naming `field`.
+pub fn check_json_depth(
+    field: &'static str,
+    value: &serde_json::Value,
+) -> Result<(), crate::ValidationError> {
+    // Iterative, so a hostile value cannot exhaust the stack here.
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match value {
+            serde_json::Value::Array(items) => Box::new(items.iter()),
+            serde_json::Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth + 1 > MAX_JSON_DEPTH {
+            return Err(crate::ValidationError::new(
+                field,
+                format!("nests arrays and objects deeper than {MAX_JSON_DEPTH} levels"),
+            ));
+        }
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    Ok(())
+}
+
 /// The error of parsing an enum from its stored name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} {value:?}; expected one of: {expected}")]
@@ -32,7 +79,7 @@ macro_rules! text_enum {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name {
             $( $(#[$vmeta])* $variant ),+

@@ -23,7 +23,11 @@ pub struct Session {
 
 impl Session {
     /// An empty session of `app_name` for `user_id`, created at `now`.
-    pub fn new(app_name: impl Into<String>, user_id: impl Into<String>, now: DateTime<Utc>) -> Self {
+    pub fn new(
+        app_name: impl Into<String>,
+        user_id: impl Into<String>,
+        now: DateTime<Utc>,
+    ) -> Self {
         let now = timestamp::truncate_to_micros(now);
         Self {
             id: Uuid::new_v4(),
@@ -39,8 +43,9 @@ impl Session {
     /// Checks the rules every stored session obeys.
     ///
     /// # Errors
-    /// Returns a [`ValidationError`] for an empty app name or user id, a state key that
-    /// [`check_state_key`] rejects, or a timestamp outside years 0000–9999.
+    /// Returns a [`ValidationError`] for an empty app name or user id, a NUL character, a state
+    /// key that [`check_state_key`] rejects, a state value nested deeper than
+    /// [`super::MAX_JSON_DEPTH`], or a timestamp outside years 0000–9999.
     pub fn validate(&self) -> Result<(), ValidationError> {
         if self.app_name.trim().is_empty() {
             return Err(ValidationError::new("app_name", "must not be empty"));
@@ -48,8 +53,14 @@ impl Session {
         if self.user_id.trim().is_empty() {
             return Err(ValidationError::new("user_id", "must not be empty"));
         }
-        for key in self.state.keys() {
+        super::check_no_nul("app_name", &self.app_name)?;
+        super::check_no_nul("user_id", &self.user_id)?;
+        if let Some(project) = &self.project_id {
+            super::check_no_nul("project_id", project)?;
+        }
+        for (key, value) in &self.state {
             check_state_key(key)?;
+            super::check_json_depth("state", value)?;
         }
         timestamp::check("created_at", &self.created_at)?;
         timestamp::check("updated_at", &self.updated_at)
@@ -65,6 +76,7 @@ pub fn check_state_key(key: &str) -> Result<(), ValidationError> {
     if key.is_empty() {
         return Err(ValidationError::new("key", "must not be empty"));
     }
+    super::check_no_nul("key", key)?;
     if key.contains('"') {
         return Err(ValidationError::new(
             "key",
@@ -95,10 +107,11 @@ pub struct NewSessionEvent {
 }
 
 impl NewSessionEvent {
-    /// Checks that the event type and actor are not empty.
+    /// Checks that the event type and actor are not empty and hold no NUL character, and that
+    /// the content nests at most [`super::MAX_JSON_DEPTH`] deep.
     ///
     /// # Errors
-    /// Returns a [`ValidationError`] naming the empty field.
+    /// Returns a [`ValidationError`] naming the field at fault.
     pub fn validate(&self) -> Result<(), ValidationError> {
         if self.event_type.trim().is_empty() {
             return Err(ValidationError::new("event_type", "must not be empty"));
@@ -106,6 +119,8 @@ impl NewSessionEvent {
         if self.actor.trim().is_empty() {
             return Err(ValidationError::new("actor", "must not be empty"));
         }
-        Ok(())
+        super::check_no_nul("event_type", &self.event_type)?;
+        super::check_no_nul("actor", &self.actor)?;
+        super::check_json_depth("content", &self.content)
     }
 }

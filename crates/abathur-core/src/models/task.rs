@@ -148,11 +148,35 @@ impl Task {
     /// Checks the rules every stored task obeys, before anything is written.
     ///
     /// # Errors
-    /// Returns a [`ValidationError`] naming the first field at fault: an empty or over-long
+    /// Returns a [`ValidationError`] naming the first field at fault: text with a NUL character,
+    /// JSON nested deeper than [`super::MAX_JSON_DEPTH`],
+    /// an empty or over-long
     /// summary (over 140 characters), an empty agent type, a priority over 10, a calculated
     /// priority that is not a finite number, a zero timeout, a task that depends on or is the
     /// parent of itself, a dependency listed twice, or a timestamp outside years 0000–9999.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        for (field, value) in [
+            ("summary", Some(&self.summary)),
+            ("description", Some(&self.description)),
+            ("agent_type", Some(&self.agent_type)),
+            ("error_message", self.error_message.as_ref()),
+            ("created_by", self.created_by.as_ref()),
+            ("feature_branch", self.feature_branch.as_ref()),
+            ("task_branch", self.task_branch.as_ref()),
+            ("worktree_path", self.worktree_path.as_ref()),
+        ] {
+            if let Some(value) = value {
+                super::check_no_nul(field, value)?;
+            }
+        }
+        for (field, value) in [
+            ("input_data", &self.input_data),
+            ("result_data", &self.result_data),
+        ] {
+            if let Some(value) = value {
+                super::check_json_depth(field, value)?;
+            }
+        }
         let summary_chars = self.summary.chars().count();
         if self.summary.trim().is_empty() {
             return Err(ValidationError::new("summary", "must not be empty"));

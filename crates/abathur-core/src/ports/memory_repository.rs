@@ -39,12 +39,14 @@ pub trait MemoryRepository: Send + Sync {
     ///
     /// # Errors
     /// `CorruptRow` when a stored row does not parse.
-    async fn list_versions(&self, namespace: &str, key: &str) -> Result<Vec<Memory>, DatabaseError>;
+    async fn list_versions(&self, namespace: &str, key: &str)
+        -> Result<Vec<Memory>, DatabaseError>;
 
     /// Adds a new version of a live key with this value, keeping its type and metadata.
     ///
     /// # Errors
-    /// `NotFound` when the key is absent or deleted; `Validation` for an empty `updated_by`.
+    /// `NotFound` when the key is absent or deleted; `Validation` for an empty `updated_by` or
+    /// a value nested deeper than [`crate::models::MAX_JSON_DEPTH`].
     async fn update(
         &self,
         namespace: &str,

@@ -57,8 +57,14 @@ pub trait SessionRepository: Send + Sync {
     ///
     /// # Errors
     /// `NotFound` when no session has this id; `Validation` for a key that
-    /// [`crate::models::check_state_key`] rejects.
-    async fn set_state(&self, session_id: Uuid, key: &str, value: Value) -> Result<(), DatabaseError>;
+    /// [`crate::models::check_state_key`] rejects, or a value nested deeper than
+    /// [`crate::models::MAX_JSON_DEPTH`].
+    async fn set_state(
+        &self,
+        session_id: Uuid,
+        key: &str,
+        value: Value,
+    ) -> Result<(), DatabaseError>;
 
     /// Deletes a session and its events. Its tasks keep existing without a session.
     ///

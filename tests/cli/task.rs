@@ -1,0 +1,132 @@
+//! `abathur task submit`, `list` and `show`.
+
+use serde_json::Value;
+
+use crate::sandbox::Sandbox;
+
+#[test]
+fn a_submitted_task_is_shown_by_its_id() {
+    let sandbox = Sandbox::new();
+    let id = sandbox.submit(&["Write the release notes", "--agent-type", "writer"]);
+    let shown = sandbox.ok(&["task", "show", &id]);
+    assert!(shown.contains(&id), "{shown}");
+    assert!(shown.contains("Write the release notes"), "{shown}");
+    assert!(shown.contains("writer"), "{shown}");
+    assert!(shown.contains("ready"), "{shown}");
+}
+
+#[test]
+fn a_submitted_task_appears_in_the_list() {
+    let sandbox = Sandbox::new();
+    let id = sandbox.submit(&["Refactor the parser", "--priority", "7"]);
+    let list = sandbox.ok(&["task", "list"]);
+    let row = list
+        .lines()
+        .find(|line| line.starts_with(&id))
+        .unwrap_or_else(|| panic!("no row for {id} in:\n{list}"));
+    for column in ["ready", "7", "generic", "Refactor the parser"] {
+        assert!(row.contains(column), "row lacks {column:?}: {row}");
+    }
+}
+
+#[test]
+fn the_list_filters_by_status_and_agent_type_and_pages() {
+    let sandbox = Sandbox::new();
+    let first = sandbox.submit(&["first", "--agent-type", "coder", "--priority", "9"]);
+    let second = sandbox.submit(&["second", "--agent-type", "coder"]);
+    let _blocked = sandbox.submit(&["third", "--depends-on", &first]);
+
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut full = vec!["task", "list"];
+        full.extend_from_slice(args);
+        match sandbox.json(&full) {
+            Value::Array(tasks) => tasks
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_string())
+                .collect(),
+            other => panic!("not an array: {other}"),
+        }
+    };
+    assert_eq!(
+        ids(&["--agent-type", "coder"]),
+        [first.clone(), second.clone()]
+    );
+    assert_eq!(
+        ids(&["--status", "ready", "--limit", "1", "--offset", "1"]),
+        [second]
+    );
+    assert_eq!(ids(&["--status", "blocked"]).len(), 1);
+}
+
+#[test]
+fn the_summary_defaults_to_the_first_line_of_the_description() {
+    let sandbox = Sandbox::new();
+    let id = sandbox.submit(&["Fix the flaky test\n\nIt fails one run in ten."]);
+    let task = sandbox.json(&["task", "show", &id]);
+    assert_eq!(task["summary"], "Fix the flaky test");
+    assert_eq!(
+        task["description"],
+        "Fix the flaky test\n\nIt fails one run in ten."
+    );
+}
+
+#[test]
+fn a_long_first_line_is_cut_to_140_characters_not_bytes() {
+    let sandbox = Sandbox::new();
+    let id = sandbox.submit(&[&"é".repeat(300)]);
+    let task = sandbox.json(&["task", "show", &id]);
+    assert_eq!(task["summary"].as_str().unwrap().chars().count(), 140);
+}
+
+#[test]
+fn a_task_depending_on_another_is_blocked_at_depth_1() {
+    let sandbox = Sandbox::new();
+    let first = sandbox.submit(&["build"]);
+    let second = sandbox.submit(&["test", "--depends-on", &first]);
+    let third = sandbox.submit(&["release", "--depends-on", &second, "--depends-on", &first]);
+
+    let task = sandbox.json(&["task", "show", &second]);
+    assert_eq!(task["status"], "blocked");
+    assert_eq!(task["dependency_depth"], 1);
+    assert_eq!(task["dependencies"], serde_json::json!([first]));
+
+    let task = sandbox.json(&["task", "show", &third]);
+    assert_eq!(
+        task["dependency_depth"], 2,
+        "one more than the deepest dependency"
+    );
+
+    let shown = sandbox.ok(&["task", "show", &second]);
+    assert!(shown.contains("blocked"), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("dependency depth:") && l.ends_with(" 1")),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_task_without_dependencies_is_ready_at_depth_0() {
+    let sandbox = Sandbox::new();
+    let id = sandbox.submit(&["alone"]);
+    let task = sandbox.json(&["task", "show", &id]);
+    assert_eq!(task["status"], "ready");
+    assert_eq!(task["dependency_depth"], 0);
+}
+
+#[test]
+fn submit_keeps_the_input_and_the_parent() {
+    let sandbox = Sandbox::new();
+    let parent = sandbox.submit(&["epic"]);
+    let child = sandbox.submit(&[
+        "story",
+        "--parent",
+        &parent,
+        "--input",
+        r#"{"files":["a.rs"]}"#,
+    ]);
+    let task = sandbox.json(&["task", "show", &child]);
+    assert_eq!(task["parent_task_id"], parent.as_str());
+    assert_eq!(task["input_data"], serde_json::json!({"files": ["a.rs"]}));
+}
