@@ -12,5 +12,5 @@ pub mod infrastructure;
 
 /// The domain: models, ports, errors and the clock.
 pub mod domain {
-    pub use abathur_core::{clock, error, models, ports, timestamp};
+    pub use abathur_core::{clock, error, models, ports, queue, timestamp};
 }

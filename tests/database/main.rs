@@ -8,6 +8,8 @@ mod connection;
 mod memory_repo;
 mod migrations;
 mod query_plans;
+mod queue;
+mod queue_properties;
 mod session_repo;
 mod task_repo;
 mod task_repo_test;

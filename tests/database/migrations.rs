@@ -56,11 +56,21 @@ const PINNED: &[(i64, &str, &str)] = &[
         "down",
         "b1afc89976a072e679b90b29f08e401e37bae5fcad00d090ccef373e2bae652ec6a04568f6664ae082c15607585463ae",
     ),
+    (
+        2,
+        "up",
+        "4132553567fc79196c090c8eb9d56096cfaf8154414eebda9f540e90fc69d3a1363697d6eb17966f16e141a651d2ec64",
+    ),
+    (
+        2,
+        "down",
+        "4f966cb5094ed8274a8739a5a67a85e197e4f973ae42847e1d98608e5aab9362a286a2cfd2de0ef26d05d39e5418a4ad",
+    ),
 ];
 
 #[test]
 fn committed_migrations_are_never_edited() {
-    let actual: Vec<(i64, &str, String)> = MIGRATOR
+    let mut actual: Vec<(i64, &str, String)> = MIGRATOR
         .iter()
         .map(|m| {
             let direction = if m.migration_type.is_down_migration() {
@@ -72,10 +82,12 @@ fn committed_migrations_are_never_edited() {
             (m.version, direction, hex)
         })
         .collect();
-    let pinned: Vec<(i64, &str, String)> = PINNED
+    actual.sort();
+    let mut pinned: Vec<(i64, &str, String)> = PINNED
         .iter()
         .map(|(v, d, h)| (*v, *d, h.to_string()))
         .collect();
+    pinned.sort();
     assert_eq!(
         actual, pinned,
         "a committed migration changed, or a new one is not pinned"

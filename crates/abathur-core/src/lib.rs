@@ -8,6 +8,7 @@ pub mod clock;
 pub mod error;
 pub mod models;
 pub mod ports;
+pub mod queue;
 pub mod timestamp;
 
 pub use clock::{Clock, SystemClock};

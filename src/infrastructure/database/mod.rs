@@ -7,6 +7,7 @@ mod agent_repo;
 mod connection;
 mod errors;
 mod memory_repo;
+mod queue_store;
 mod row;
 mod session_repo;
 mod task_repo;
@@ -15,6 +16,7 @@ pub use abathur_core::error::{DatabaseError, ValidationError};
 pub use agent_repo::AgentRepositoryImpl;
 pub use connection::{DatabaseConfig, DatabaseConnection, DatabaseStatus};
 pub use memory_repo::MemoryRepositoryImpl;
+pub use queue_store::QueueStoreImpl;
 pub use session_repo::SessionRepositoryImpl;
 pub use task_repo::TaskRepositoryImpl;
 

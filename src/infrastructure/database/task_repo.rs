@@ -52,7 +52,7 @@ impl TaskRepositoryImpl {
 
 /// A task as stored: every column in its SQLite type.
 #[derive(Debug, sqlx::FromRow)]
-struct TaskRow {
+pub(crate) struct TaskRow {
     id: String,
     summary: String,
     description: String,
@@ -140,13 +140,35 @@ impl TryFrom<TaskRow> for Task {
     }
 }
 
-fn tasks_from_rows(rows: Vec<TaskRow>) -> Result<Vec<Task>, DatabaseError> {
+pub(crate) fn tasks_from_rows(rows: Vec<TaskRow>) -> Result<Vec<Task>, DatabaseError> {
     rows.into_iter().map(Task::try_from).collect()
 }
 
+/// The task with this id, read on `executor` (a pool, or a transaction's connection).
+pub(crate) async fn load_task<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    id: &str,
+) -> Result<Option<Task>, DatabaseError> {
+    let row = sqlx::query_as!(
+        TaskRow,
+        r#"SELECT id, summary, description, agent_type, priority, calculated_priority,
+               status, dependencies, dependency_type, dependency_depth, input_data, result_data,
+               error_message, retry_count, max_retries, max_execution_timeout_seconds,
+               submitted_at, started_at, completed_at, last_updated_at, created_by,
+               parent_task_id, session_id, source, deadline, estimated_duration_seconds,
+               feature_branch, task_branch, worktree_path
+           FROM tasks WHERE id = ?"#,
+        id
+    )
+    .fetch_optional(executor)
+    .await
+    .map_err(on(ENTITY, id))?;
+    row.map(Task::try_from).transpose()
+}
+
 /// A validated task in its stored form.
-struct TaskParams {
-    id: String,
+pub(crate) struct TaskParams {
+    pub(crate) id: String,
     summary: String,
     description: String,
     agent_type: String,
@@ -180,7 +202,7 @@ struct TaskParams {
 }
 
 impl TaskParams {
-    fn new(task: Task) -> Result<Self, DatabaseError> {
+    pub(crate) fn new(task: Task) -> Result<Self, DatabaseError> {
         task.validate()?;
         let dependency_ids: Vec<String> = task
             .dependencies
@@ -229,7 +251,7 @@ impl TaskParams {
 
 /// The first id `task` refers to that is neither stored nor in `pending` (the other members of
 /// a batch), with what it is. Runs inside the write's transaction, so the answer is current.
-async fn first_missing_reference(
+pub(crate) async fn first_missing_reference(
     conn: &mut SqliteConnection,
     task: &TaskParams,
     pending: &HashSet<&str>,
@@ -257,7 +279,7 @@ async fn first_missing_reference(
     Ok(None)
 }
 
-fn missing(reference: &'static str, id: String) -> DatabaseError {
+pub(crate) fn missing(reference: &'static str, id: String) -> DatabaseError {
     DatabaseError::ForeignKeyViolation {
         entity: ENTITY,
         reference,
@@ -266,7 +288,10 @@ fn missing(reference: &'static str, id: String) -> DatabaseError {
 }
 
 /// Writes the task row and its edges on `conn`, inside the caller's transaction.
-async fn insert_one(conn: &mut SqliteConnection, t: &TaskParams) -> Result<(), sqlx::Error> {
+pub(crate) async fn insert_one(
+    conn: &mut SqliteConnection,
+    t: &TaskParams,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         r#"INSERT INTO tasks (
             id, summary, description, agent_type, priority, calculated_priority,
@@ -425,22 +450,7 @@ impl TaskRepository for TaskRepositoryImpl {
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Task>, DatabaseError> {
-        let id = id.to_string();
-        let row = sqlx::query_as!(
-            TaskRow,
-            r#"SELECT id, summary, description, agent_type, priority, calculated_priority,
-                   status, dependencies, dependency_type, dependency_depth, input_data, result_data,
-                   error_message, retry_count, max_retries, max_execution_timeout_seconds,
-                   submitted_at, started_at, completed_at, last_updated_at, created_by,
-                   parent_task_id, session_id, source, deadline, estimated_duration_seconds,
-                   feature_branch, task_branch, worktree_path
-               FROM tasks WHERE id = ?"#,
-            id
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(on(ENTITY, &id))?;
-        row.map(Task::try_from).transpose()
+        load_task(&self.pool, &id.to_string()).await
     }
 
     async fn update(&self, task: Task) -> Result<(), DatabaseError> {

@@ -1,0 +1,231 @@
+//! [`TaskQueue`]: the queue as callers use it. It validates input, takes `now` from its clock,
+//! and hands each operation to the store, which does it atomically.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::graph::plan_batch;
+use super::policy::{PriorityPolicy, QueueLimits, RetryPolicy};
+use super::store::QueueStore;
+use super::types::{
+    ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, QueueError, ReapReport, TaskEvent,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::error::ValidationError;
+use crate::models::{check_json_depth, check_no_nul, Task};
+
+/// Rows per statement when refreshing priorities.
+const REFRESH_BATCH: u32 = 5_000;
+
+/// The task queue.
+#[derive(Clone)]
+pub struct TaskQueue {
+    store: Arc<dyn QueueStore>,
+    clock: Arc<dyn Clock>,
+    limits: QueueLimits,
+    retry: RetryPolicy,
+    priority: PriorityPolicy,
+}
+
+impl std::fmt::Debug for TaskQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskQueue")
+            .field("limits", &self.limits)
+            .field("retry", &self.retry)
+            .field("priority", &self.priority)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskQueue {
+    /// A queue over `store` with the system clock and default policies.
+    pub fn new(store: Arc<dyn QueueStore>) -> Self {
+        Self {
+            store,
+            clock: Arc::new(SystemClock),
+            limits: QueueLimits::default(),
+            retry: RetryPolicy::default(),
+            priority: PriorityPolicy::default(),
+        }
+    }
+
+    /// The same queue taking time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The same queue with other submission limits.
+    pub fn with_limits(mut self, limits: QueueLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The same queue with another retry policy.
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The same queue with another priority policy.
+    pub fn with_priority_policy(mut self, priority: PriorityPolicy) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Submits one task; see [`TaskQueue::submit_batch`].
+    ///
+    /// # Errors
+    /// As for [`TaskQueue::submit_batch`].
+    pub async fn submit(&self, task: NewTask) -> Result<Task, QueueError> {
+        let mut stored = self.submit_batch(vec![task]).await?;
+        stored.pop().ok_or_else(|| {
+            QueueError::Database(crate::error::DatabaseError::Other(
+                "the store returned no task for a submission".into(),
+            ))
+        })
+    }
+
+    /// Submits a batch atomically: all of it or none. Members may depend on each other.
+    ///
+    /// # Errors
+    /// A `Validation` error naming the field (summary, priority, ...), `SelfDependency`,
+    /// `DuplicateTask`, `Cycle` with its path, `TooManyDependencies`, `UnknownDependency`,
+    /// `TooDeep`, or the store's errors. Nothing is written on any error.
+    pub async fn submit_batch(&self, batch: Vec<NewTask>) -> Result<Vec<Task>, QueueError> {
+        let now = self.clock.now();
+        for task in &batch {
+            if task.dependencies.contains(&task.id) {
+                return Err(QueueError::SelfDependency { task: task.id });
+            }
+            task.to_task(now).validate()?;
+        }
+        let ordered = plan_batch(batch, &self.limits)?;
+        let actor = ordered
+            .first()
+            .and_then(|t| t.created_by.clone())
+            .unwrap_or_else(|| "submitter".to_string());
+        self.store
+            .submit(ordered, &self.limits, &self.priority, &actor, now)
+            .await
+    }
+
+    /// Claims up to `max_tasks` of the most urgent ready tasks of these agent types (any type
+    /// when empty) under a lease of `lease`.
+    ///
+    /// # Errors
+    /// A `Validation` error for an empty worker id, a zero lease or a zero `max_tasks`.
+    pub async fn claim(
+        &self,
+        worker_id: &str,
+        agent_types: &[String],
+        lease: Duration,
+        max_tasks: u32,
+    ) -> Result<Vec<ClaimedTask>, QueueError> {
+        if worker_id.trim().is_empty() {
+            return Err(ValidationError::new("worker_id", "must not be empty").into());
+        }
+        check_no_nul("worker_id", worker_id)?;
+        if lease.is_zero() {
+            return Err(ValidationError::new("lease", "must be longer than zero").into());
+        }
+        if max_tasks == 0 {
+            return Err(ValidationError::new("max_tasks", "must be at least 1").into());
+        }
+        let request = ClaimRequest {
+            worker_id: worker_id.to_string(),
+            agent_types: agent_types.to_vec(),
+            lease,
+            max_tasks,
+        };
+        self.store.claim(&request, self.clock.now()).await
+    }
+
+    /// Extends a lease by `lease` from now.
+    ///
+    /// # Errors
+    /// `LeaseLost`, `Cancelled`, or a `Validation` error for a zero lease.
+    pub async fn heartbeat(&self, attempt_id: Uuid, lease: Duration) -> Result<Lease, QueueError> {
+        if lease.is_zero() {
+            return Err(ValidationError::new("lease", "must be longer than zero").into());
+        }
+        self.store
+            .heartbeat(attempt_id, lease, self.clock.now())
+            .await
+    }
+
+    /// Completes the leased task with `result`; returns the dependents made ready.
+    ///
+    /// # Errors
+    /// `LeaseLost`, `Cancelled`, or a `Validation` error for a result nested too deep.
+    pub async fn complete(
+        &self,
+        attempt_id: Uuid,
+        result: Option<Value>,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        if let Some(result) = &result {
+            check_json_depth("result", result)?;
+        }
+        self.store
+            .complete(attempt_id, result, &self.priority, self.clock.now())
+            .await
+    }
+
+    /// Fails the leased attempt with `error`.
+    ///
+    /// # Errors
+    /// `LeaseLost`, `Cancelled`, or a `Validation` error for an error message with a NUL.
+    pub async fn fail(&self, attempt_id: Uuid, error: &str) -> Result<FailOutcome, QueueError> {
+        check_no_nul("error", error)?;
+        self.store
+            .fail(attempt_id, error, &self.retry, self.clock.now())
+            .await
+    }
+
+    /// Cancels a task with its dependents and children; returns every task cancelled.
+    ///
+    /// # Errors
+    /// `TaskNotFound`, or `InvalidTransition` for a task that is already terminal.
+    pub async fn cancel(&self, task_id: Uuid, actor: &str) -> Result<Vec<Uuid>, QueueError> {
+        self.store.cancel(task_id, actor, self.clock.now()).await
+    }
+
+    /// Retries a failed task; returns its dependents put back to blocked.
+    ///
+    /// # Errors
+    /// `TaskNotFound`, or `InvalidTransition` for a task that is not failed.
+    pub async fn retry(&self, task_id: Uuid, actor: &str) -> Result<Vec<Uuid>, QueueError> {
+        self.store
+            .retry(task_id, actor, &self.priority, self.clock.now())
+            .await
+    }
+
+    /// Recovers tasks of dead workers and tasks past their timeout.
+    ///
+    /// # Errors
+    /// Only the store's failures.
+    pub async fn reap(&self) -> Result<ReapReport, QueueError> {
+        self.store.reap(&self.retry, self.clock.now()).await
+    }
+
+    /// Recomputes calculated priorities for ageing and deadlines.
+    ///
+    /// # Errors
+    /// Only the store's failures.
+    pub async fn refresh_priorities(&self) -> Result<u64, QueueError> {
+        self.store
+            .refresh_priorities(&self.priority, REFRESH_BATCH, self.clock.now())
+            .await
+    }
+
+    /// A task's status changes, oldest first.
+    ///
+    /// # Errors
+    /// `TaskNotFound`.
+    pub async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError> {
+        self.store.history(task_id).await
+    }
+}

@@ -1,0 +1,141 @@
+//! The queue's port: each method is one atomic operation, done by the adapter in one
+//! transaction, so that no decision is ever taken on a stale read.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::policy::{PriorityPolicy, QueueLimits, RetryPolicy};
+use super::types::{
+    ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, QueueError, ReapReport, TaskEvent,
+};
+use crate::models::Task;
+
+/// Where the queue keeps tasks, leases and history. Every method is atomic: it takes effect
+/// whole or not at all, and concurrent callers (in any process) never both win.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Stores a batch that [`super::plan_batch`] ordered (dependencies first). Sets each
+    /// task's depth (1 + its deepest dependency's), status (ready when every dependency is
+    /// completed, else blocked) and calculated priority, and records a submission event.
+    ///
+    /// # Errors
+    /// `UnknownDependency` for a dependency neither stored nor in the batch; `TooDeep` past
+    /// `limits.max_depth`; `Database(ForeignKeyViolation)` for an unknown parent or session.
+    /// Nothing is written on any error.
+    async fn submit(
+        &self,
+        batch: Vec<NewTask>,
+        limits: &QueueLimits,
+        priority: &PriorityPolicy,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Task>, QueueError>;
+
+    /// Moves up to `request.max_tasks` of the most urgent ready tasks of the requested agent
+    /// types whose run-after time has come to running, opening one attempt (lease) each.
+    ///
+    /// # Errors
+    /// Only the store's own failures; an empty queue is an empty list.
+    async fn claim(
+        &self,
+        request: &ClaimRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedTask>, QueueError>;
+
+    /// Extends a live lease to `now + lease`.
+    ///
+    /// # Errors
+    /// `LeaseLost` when the attempt is unknown, finished or expired; `Cancelled` when its
+    /// task was cancelled.
+    async fn heartbeat(
+        &self,
+        attempt_id: Uuid,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, QueueError>;
+
+    /// Completes the attempt's task with `result`, and makes ready every dependent whose
+    /// dependencies are now all completed. Returns the ids made ready.
+    ///
+    /// # Errors
+    /// `LeaseLost` or `Cancelled` as for [`QueueStore::heartbeat`]; nothing changes.
+    async fn complete(
+        &self,
+        attempt_id: Uuid,
+        result: Option<Value>,
+        priority: &PriorityPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>, QueueError>;
+
+    /// Records a failed attempt. Under `max_retries` the task goes back to ready after a
+    /// backoff; when retries are exhausted it fails, and its transitive dependents fail with
+    /// it, naming the root failure.
+    ///
+    /// # Errors
+    /// `LeaseLost` or `Cancelled` as for [`QueueStore::heartbeat`]; nothing changes.
+    async fn fail(
+        &self,
+        attempt_id: Uuid,
+        error: &str,
+        retry: &RetryPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<FailOutcome, QueueError>;
+
+    /// Cancels a task, its transitive dependents and its children (transitively) that are not
+    /// terminal; a running one's lease is revoked. Returns every task cancelled.
+    ///
+    /// # Errors
+    /// `TaskNotFound`; `InvalidTransition` when the task is completed (or already cancelled or
+    /// failed).
+    async fn cancel(
+        &self,
+        task_id: Uuid,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>, QueueError>;
+
+    /// Puts a failed task back to ready (or blocked, if a dependency is not completed) with its
+    /// retry count reset, and its dependents that failed because of it back to blocked.
+    /// Returns those dependents.
+    ///
+    /// # Errors
+    /// `TaskNotFound`; `InvalidTransition` when the task is not failed.
+    async fn retry(
+        &self,
+        task_id: Uuid,
+        actor: &str,
+        priority: &PriorityPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>, QueueError>;
+
+    /// Recovers running tasks whose lease expired (the attempt is lost) or that ran past their
+    /// timeout (timed out); each follows the fail path. Safe to run from many processes at
+    /// once: each task is recovered once.
+    ///
+    /// # Errors
+    /// Only the store's own failures.
+    async fn reap(&self, retry: &RetryPolicy, now: DateTime<Utc>)
+        -> Result<ReapReport, QueueError>;
+
+    /// Recomputes the calculated priority of ready and blocked tasks (ageing, deadlines) in
+    /// statements of at most `batch_size` rows. Returns how many rows were updated.
+    ///
+    /// # Errors
+    /// Only the store's own failures.
+    async fn refresh_priorities(
+        &self,
+        priority: &PriorityPolicy,
+        batch_size: u32,
+        now: DateTime<Utc>,
+    ) -> Result<u64, QueueError>;
+
+    /// Every status change of a task, oldest first.
+    ///
+    /// # Errors
+    /// `TaskNotFound` when no task has this id.
+    async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError>;
+}

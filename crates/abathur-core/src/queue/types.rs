@@ -1,0 +1,258 @@
+//! The queue's values: what is submitted, what a claim hands out, what a failure decides, and
+//! the queue's errors.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{DatabaseError, ValidationError};
+use crate::models::{DependencyType, Task, TaskSource, TaskStatus};
+
+/// A task to submit. Its id is chosen by the submitter, so members of one batch can depend on
+/// each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTask {
+    pub id: Uuid,
+    pub summary: String,
+    pub description: String,
+    pub agent_type: String,
+    pub priority: u8,
+    pub dependencies: Vec<Uuid>,
+    pub dependency_type: DependencyType,
+    pub input_data: Option<Value>,
+    pub max_retries: u32,
+    pub max_execution_timeout_seconds: u32,
+    pub created_by: Option<String>,
+    pub parent_task_id: Option<Uuid>,
+    pub session_id: Option<Uuid>,
+    pub source: TaskSource,
+    pub deadline: Option<DateTime<Utc>>,
+    pub estimated_duration_seconds: Option<u32>,
+    pub feature_branch: Option<String>,
+    pub task_branch: Option<String>,
+    pub worktree_path: Option<String>,
+}
+
+impl NewTask {
+    /// A task with a fresh id and the specification's defaults: priority 5, no dependencies,
+    /// 3 retries, a one-hour timeout, submitted by a human.
+    pub fn new(
+        summary: impl Into<String>,
+        description: impl Into<String>,
+        agent_type: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            summary: summary.into(),
+            description: description.into(),
+            agent_type: agent_type.into(),
+            priority: 5,
+            dependencies: Vec::new(),
+            dependency_type: DependencyType::Sequential,
+            input_data: None,
+            max_retries: 3,
+            max_execution_timeout_seconds: 3600,
+            created_by: None,
+            parent_task_id: None,
+            session_id: None,
+            source: TaskSource::Human,
+            deadline: None,
+            estimated_duration_seconds: None,
+            feature_branch: None,
+            task_branch: None,
+            worktree_path: None,
+        }
+    }
+
+    /// The task this becomes, before the queue sets its status, depth and priority.
+    pub fn to_task(&self, now: DateTime<Utc>) -> Task {
+        let mut task = Task::new(
+            self.summary.clone(),
+            self.description.clone(),
+            self.agent_type.clone(),
+            now,
+        );
+        task.id = self.id;
+        task.priority = self.priority;
+        task.calculated_priority = f64::from(self.priority);
+        task.dependencies = (!self.dependencies.is_empty()).then(|| self.dependencies.clone());
+        task.dependency_type = self.dependency_type;
+        task.input_data = self.input_data.clone();
+        task.max_retries = self.max_retries;
+        task.max_execution_timeout_seconds = self.max_execution_timeout_seconds;
+        task.created_by = self.created_by.clone();
+        task.parent_task_id = self.parent_task_id;
+        task.session_id = self.session_id;
+        task.source = self.source;
+        task.deadline = self.deadline.map(crate::timestamp::truncate_to_micros);
+        task.estimated_duration_seconds = self.estimated_duration_seconds;
+        task.feature_branch = self.feature_branch.clone();
+        task.task_branch = self.task_branch.clone();
+        task.worktree_path = self.worktree_path.clone();
+        task
+    }
+}
+
+/// What a worker asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// Who is claiming: recorded on the attempt and in the history.
+    pub worker_id: String,
+    /// Only tasks of these agent types; all types when empty.
+    pub agent_types: Vec<String>,
+    /// How long the lease lasts without a heartbeat.
+    pub lease: std::time::Duration,
+    /// At most this many tasks.
+    pub max_tasks: u32,
+}
+
+/// The right to finish one attempt of one task. The attempt id is the fencing token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub attempt_id: Uuid,
+    pub task_id: Uuid,
+    pub worker_id: String,
+    pub attempt_number: u32,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A task handed to a worker, with its lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimedTask {
+    pub task: Task,
+    pub lease: Lease,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Completed,
+    Failed,
+    /// The lease expired: the worker died or stopped heartbeating.
+    Lost,
+    /// The task ran past its `max_execution_timeout_seconds`.
+    TimedOut,
+    /// The task was cancelled while it ran.
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Lost => "lost",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What a failure did to its task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum FailOutcome {
+    /// Back to ready, claimable again at `run_after`.
+    Retrying {
+        retry_count: u32,
+        run_after: DateTime<Utc>,
+    },
+    /// Retries exhausted: the task failed, and so did these transitive dependents.
+    Failed { cascaded: Vec<Uuid> },
+}
+
+/// What one reaper pass did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReapReport {
+    /// Tasks whose lease had expired.
+    pub lost: Vec<Uuid>,
+    /// Tasks that ran past their timeout.
+    pub timed_out: Vec<Uuid>,
+}
+
+/// One status change of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    /// Orders events across the store: a later event has a larger sequence.
+    pub sequence: i64,
+    pub task_id: Uuid,
+    /// `None` for the submission.
+    pub from: Option<TaskStatus>,
+    pub to: TaskStatus,
+    pub at: DateTime<Utc>,
+    /// The worker or person who caused it.
+    pub actor: String,
+    pub attempt_id: Option<Uuid>,
+    pub reason: Option<String>,
+}
+
+/// Everything a queue operation can fail with. Each names the offender.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// A field breaks a rule; nothing was written.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+
+    /// A dependency is neither stored nor in the batch.
+    #[error("task {task} depends on {dependency}, which does not exist")]
+    UnknownDependency { task: Uuid, dependency: Uuid },
+
+    /// A task lists itself among its dependencies.
+    #[error("task {task} depends on itself")]
+    SelfDependency { task: Uuid },
+
+    /// The batch's dependencies form a cycle; the path starts and ends at the same task.
+    #[error("the dependencies form a cycle: {}", fmt_path(.path))]
+    Cycle { path: Vec<Uuid> },
+
+    /// A task lists more dependencies than the queue allows.
+    #[error("task {task} has {count} dependencies; the limit is {limit}")]
+    TooManyDependencies {
+        task: Uuid,
+        count: usize,
+        limit: usize,
+    },
+
+    /// A task would sit deeper in the DAG than the queue allows.
+    #[error("task {task} would be at dependency depth {depth}; the limit is {limit}")]
+    TooDeep { task: Uuid, depth: u32, limit: u32 },
+
+    /// The same id appears twice in one batch.
+    #[error("task {task} appears twice in the batch")]
+    DuplicateTask { task: Uuid },
+
+    /// No task has this id.
+    #[error("task {0} was not found")]
+    TaskNotFound(Uuid),
+
+    /// The lease is no longer valid: it expired and the task was reclaimed, or it finished.
+    #[error("the lease of attempt {attempt_id} is lost: {reason}")]
+    LeaseLost { attempt_id: Uuid, reason: String },
+
+    /// The task was cancelled while the lease was held.
+    #[error("task {task_id} was cancelled")]
+    Cancelled { task_id: Uuid },
+
+    /// The task's status does not allow the operation.
+    #[error("cannot {operation} task {task_id}: it is {status}")]
+    InvalidTransition {
+        task_id: Uuid,
+        operation: &'static str,
+        status: TaskStatus,
+    },
+
+    /// The store failed.
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+}
+
+fn fmt_path(path: &[Uuid]) -> String {
+    path.iter()
+        .map(Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}

@@ -1,0 +1,1051 @@
+//! [`QueueStore`] on SQLite. Every operation is one `BEGIN IMMEDIATE` transaction: it takes the
+//! write lock first, so its reads are current when it decides, in whatever process it runs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use abathur_core::error::DatabaseError;
+use abathur_core::models::{Task, TaskStatus};
+use abathur_core::queue::{
+    AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PriorityPolicy,
+    QueueError, QueueLimits, QueueStore, ReapReport, RetryPolicy, TaskEvent,
+};
+use abathur_core::timestamp;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use super::connection::begin_write;
+use super::errors::on;
+use super::row::{json_text, RowContext};
+use super::task_repo::{first_missing_reference, insert_one, load_task, missing, TaskParams};
+
+const ENTITY: &str = "task";
+
+/// The SQLite task queue store.
+#[derive(Debug, Clone)]
+pub struct QueueStoreImpl {
+    pool: SqlitePool,
+}
+
+impl QueueStoreImpl {
+    /// A store on `pool`.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+fn db(e: sqlx::Error) -> QueueError {
+    QueueError::Database(on(ENTITY, "")(e))
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    timestamp::format(t)
+}
+
+fn later(now: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, QueueError> {
+    chrono::Duration::from_std(by)
+        .ok()
+        .and_then(|by| now.checked_add_signed(by))
+        .filter(|t| timestamp::check("lease", t).is_ok())
+        .ok_or_else(|| {
+            QueueError::Validation(abathur_core::ValidationError::new(
+                "lease",
+                format!("{by:?} reaches past year 9999"),
+            ))
+        })
+}
+
+/// Appends one event to a task's history.
+#[allow(clippy::too_many_arguments)] // reason: one column each; a struct would only rename them
+async fn record(
+    conn: &mut SqliteConnection,
+    task_id: &str,
+    from: Option<TaskStatus>,
+    to: TaskStatus,
+    now: &str,
+    actor: &str,
+    attempt_id: Option<&str>,
+    reason: Option<&str>,
+) -> Result<(), QueueError> {
+    let from = from.map(TaskStatus::as_str);
+    let to = to.as_str();
+    sqlx::query!(
+        "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        task_id,
+        from,
+        to,
+        now,
+        actor,
+        attempt_id,
+        reason
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// The open attempt `attempt_id`, or the reason it cannot be acted on.
+struct OpenAttempt {
+    task_id: String,
+    worker_id: String,
+    attempt_number: i64,
+}
+
+async fn open_attempt(
+    conn: &mut SqliteConnection,
+    attempt_id: Uuid,
+) -> Result<OpenAttempt, QueueError> {
+    let id = attempt_id.to_string();
+    let row = sqlx::query!(
+        "SELECT task_id, worker_id, attempt_number, finished_at, outcome
+         FROM task_attempts WHERE id = ?",
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db)?;
+    let Some(row) = row else {
+        return Err(QueueError::LeaseLost {
+            attempt_id,
+            reason: "no attempt has this id".into(),
+        });
+    };
+    match row.outcome.as_deref() {
+        None => Ok(OpenAttempt {
+            task_id: row.task_id,
+            worker_id: row.worker_id,
+            attempt_number: row.attempt_number,
+        }),
+        Some("cancelled") => Err(QueueError::Cancelled {
+            task_id: RowContext {
+                table: "task_attempts",
+                id: &id,
+            }
+            .uuid("task_id", &row.task_id)?,
+        }),
+        Some(outcome) => Err(QueueError::LeaseLost {
+            attempt_id,
+            reason: format!("the attempt already ended ({outcome})"),
+        }),
+    }
+}
+
+async fn close_attempt(
+    conn: &mut SqliteConnection,
+    attempt_id: &str,
+    outcome: AttemptOutcome,
+    error: Option<&str>,
+    now: &str,
+) -> Result<(), QueueError> {
+    let outcome = outcome.as_str();
+    sqlx::query!(
+        "UPDATE task_attempts SET finished_at = ?, outcome = ?, error = ?
+         WHERE id = ? AND finished_at IS NULL",
+        now,
+        outcome,
+        error,
+        attempt_id
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// The non-terminal tasks reachable from `root` along dependency edges (its dependents), and,
+/// with `children`, along parent links too. `root` itself is not included.
+async fn descendants(
+    conn: &mut SqliteConnection,
+    root: &str,
+    children: bool,
+) -> Result<Vec<(String, TaskStatus)>, QueueError> {
+    let rows: Vec<(String, String)> = if children {
+        sqlx::query_as(
+            "WITH RECURSIVE affected(id) AS (
+                 SELECT ?1
+                 UNION
+                 SELECT d.task_id FROM task_dependencies d JOIN affected a ON d.depends_on_task_id = a.id
+                 UNION
+                 SELECT t.id FROM tasks t JOIN affected a ON t.parent_task_id = a.id
+             )
+             SELECT t.id, t.status FROM affected JOIN tasks t ON t.id = affected.id
+             WHERE t.id <> ?1",
+        )
+    } else {
+        sqlx::query_as(
+            "WITH RECURSIVE affected(id) AS (
+                 SELECT ?1
+                 UNION
+                 SELECT d.task_id FROM task_dependencies d JOIN affected a ON d.depends_on_task_id = a.id
+             )
+             SELECT t.id, t.status FROM affected JOIN tasks t ON t.id = affected.id
+             WHERE t.id <> ?1",
+        )
+    }
+    .bind(root)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    rows.into_iter()
+        .map(|(id, status)| {
+            let status = RowContext {
+                table: "tasks",
+                id: &id,
+            }
+            .parse("status", &status)?;
+            Ok((id, status))
+        })
+        .collect()
+}
+
+/// Sets a task's status (and `completed_at` when terminal) and records the change.
+#[allow(clippy::too_many_arguments)] // reason: the event's columns
+async fn transition(
+    conn: &mut SqliteConnection,
+    task_id: &str,
+    from: TaskStatus,
+    to: TaskStatus,
+    now: &str,
+    actor: &str,
+    attempt_id: Option<&str>,
+    reason: Option<&str>,
+) -> Result<(), QueueError> {
+    let status = to.as_str();
+    let completed_at = to.is_terminal().then_some(now);
+    sqlx::query!(
+        "UPDATE tasks SET status = ?, last_updated_at = ?, completed_at = COALESCE(?, completed_at)
+         WHERE id = ?",
+        status,
+        now,
+        completed_at,
+        task_id
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    record(
+        conn,
+        task_id,
+        Some(from),
+        to,
+        now,
+        actor,
+        attempt_id,
+        reason,
+    )
+    .await
+}
+
+/// The fail path of a running task whose attempt ended badly: back to ready after a backoff
+/// while retries remain, else failed with every non-terminal dependent.
+async fn fail_task(
+    conn: &mut SqliteConnection,
+    task_id: &str,
+    attempt_id: Uuid,
+    error: &str,
+    actor: &str,
+    retry: &RetryPolicy,
+    now: DateTime<Utc>,
+) -> Result<FailOutcome, QueueError> {
+    let now_text = ts(&now);
+    let attempt = attempt_id.to_string();
+    let row = sqlx::query!(
+        "SELECT retry_count, max_retries FROM tasks WHERE id = ?",
+        task_id
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?;
+    let retry_count = row.retry_count + 1;
+    sqlx::query!(
+        "UPDATE tasks SET retry_count = ?, error_message = ? WHERE id = ?",
+        retry_count,
+        error,
+        task_id
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    let cx = RowContext {
+        table: "tasks",
+        id: task_id,
+    };
+    let retry_count: u32 = cx.int("retry_count", retry_count)?;
+    if i64::from(retry_count) <= row.max_retries {
+        let run_after = later(now, retry.delay(retry_count, attempt_id))?;
+        let run_after_text = ts(&run_after);
+        sqlx::query!(
+            "INSERT INTO task_schedule (task_id, run_after) VALUES (?, ?)
+             ON CONFLICT (task_id) DO UPDATE SET run_after = excluded.run_after",
+            task_id,
+            run_after_text
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        let reason = format!("attempt failed, retry {retry_count} after {run_after_text}: {error}");
+        transition(
+            conn,
+            task_id,
+            TaskStatus::Running,
+            TaskStatus::Ready,
+            &now_text,
+            actor,
+            Some(&attempt),
+            Some(&reason),
+        )
+        .await?;
+        return Ok(FailOutcome::Retrying {
+            retry_count,
+            run_after,
+        });
+    }
+    let reason = format!("retries exhausted: {error}");
+    transition(
+        conn,
+        task_id,
+        TaskStatus::Running,
+        TaskStatus::Failed,
+        &now_text,
+        actor,
+        Some(&attempt),
+        Some(&reason),
+    )
+    .await?;
+    let cascade_error = format!("dependency {task_id} failed: {error}");
+    let mut cascaded = Vec::new();
+    for (id, status) in descendants(conn, task_id, false).await? {
+        if status.is_terminal() || status == TaskStatus::Running {
+            continue;
+        }
+        sqlx::query!(
+            "UPDATE tasks SET error_message = ? WHERE id = ?",
+            cascade_error,
+            id
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        transition(
+            conn,
+            &id,
+            status,
+            TaskStatus::Failed,
+            &now_text,
+            "queue",
+            None,
+            Some(&cascade_error),
+        )
+        .await?;
+        sqlx::query!("DELETE FROM task_schedule WHERE task_id = ?", id)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        cascaded.push(
+            RowContext {
+                table: "tasks",
+                id: &id,
+            }
+            .uuid("id", &id)?,
+        );
+    }
+    Ok(FailOutcome::Failed { cascaded })
+}
+
+/// Makes ready every blocked dependent of `task_id` whose dependencies are all completed.
+async fn release_dependents(
+    conn: &mut SqliteConnection,
+    task_id: &str,
+    priority: &PriorityPolicy,
+    now: DateTime<Utc>,
+) -> Result<Vec<Uuid>, QueueError> {
+    let now_text = ts(&now);
+    let rows = sqlx::query!(
+        r#"SELECT t.id AS "id!", t.priority AS "priority!", t.dependency_depth AS "dependency_depth!",
+                  t.deadline, t.submitted_at AS "submitted_at!"
+           FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
+           WHERE d.depends_on_task_id = ? AND t.status = 'blocked'
+             AND NOT EXISTS (
+                 SELECT 1 FROM task_dependencies d2 JOIN tasks u ON u.id = d2.depends_on_task_id
+                 WHERE d2.task_id = t.id AND u.status <> 'completed')"#,
+        task_id
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    let mut released = Vec::with_capacity(rows.len());
+    for r in rows {
+        let cx = RowContext {
+            table: "tasks",
+            id: &r.id,
+        };
+        let calculated = priority.calculate(
+            cx.int("priority", r.priority)?,
+            cx.int("dependency_depth", r.dependency_depth)?,
+            cx.opt_timestamp("deadline", r.deadline.as_deref())?,
+            cx.timestamp("submitted_at", &r.submitted_at)?,
+            now,
+        );
+        sqlx::query!(
+            "UPDATE tasks SET calculated_priority = ? WHERE id = ?",
+            calculated,
+            r.id
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        let reason = format!("dependency {task_id} completed");
+        transition(
+            conn,
+            &r.id,
+            TaskStatus::Blocked,
+            TaskStatus::Ready,
+            &now_text,
+            "queue",
+            None,
+            Some(&reason),
+        )
+        .await?;
+        released.push(cx.uuid("id", &r.id)?);
+    }
+    Ok(released)
+}
+
+async fn task_status(conn: &mut SqliteConnection, task_id: Uuid) -> Result<TaskStatus, QueueError> {
+    let id = task_id.to_string();
+    let status = sqlx::query_scalar!("SELECT status FROM tasks WHERE id = ?", id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?
+        .ok_or(QueueError::TaskNotFound(task_id))?;
+    Ok(RowContext {
+        table: "tasks",
+        id: &id,
+    }
+    .parse("status", &status)?)
+}
+
+#[async_trait]
+impl QueueStore for QueueStoreImpl {
+    async fn submit(
+        &self,
+        batch: Vec<NewTask>,
+        limits: &QueueLimits,
+        priority: &PriorityPolicy,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Task>, QueueError> {
+        let now_text = ts(&now);
+        let mut tx = begin_write(&self.pool).await?;
+        // Members may name each other as parents in any order: check at commit.
+        sqlx::query!("PRAGMA defer_foreign_keys = ON")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let mut in_batch: HashMap<Uuid, u32> = HashMap::with_capacity(batch.len());
+        let mut stored = Vec::with_capacity(batch.len());
+        let mut params_all = Vec::with_capacity(batch.len());
+        for new in &batch {
+            let mut deepest: Option<u32> = None;
+            let mut all_completed = true;
+            for dep in &new.dependencies {
+                let depth = if let Some(depth) = in_batch.get(dep) {
+                    all_completed = false;
+                    *depth
+                } else {
+                    let id = dep.to_string();
+                    let row = sqlx::query!(
+                        "SELECT status, dependency_depth FROM tasks WHERE id = ?",
+                        id
+                    )
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?
+                    .ok_or(QueueError::UnknownDependency {
+                        task: new.id,
+                        dependency: *dep,
+                    })?;
+                    all_completed &= row.status == TaskStatus::Completed.as_str();
+                    RowContext {
+                        table: "tasks",
+                        id: &id,
+                    }
+                    .int("dependency_depth", row.dependency_depth)?
+                };
+                deepest = Some(deepest.map_or(depth, |d| d.max(depth)));
+            }
+            let depth = deepest.map_or(0, |d| d.saturating_add(1));
+            if depth > limits.max_depth {
+                return Err(QueueError::TooDeep {
+                    task: new.id,
+                    depth,
+                    limit: limits.max_depth,
+                });
+            }
+            in_batch.insert(new.id, depth);
+            let mut task = new.to_task(now);
+            task.dependency_depth = depth;
+            task.status = if all_completed {
+                TaskStatus::Ready
+            } else {
+                TaskStatus::Blocked
+            };
+            task.calculated_priority =
+                priority.calculate(task.priority, depth, task.deadline, task.submitted_at, now);
+            let params = TaskParams::new(task.clone())?;
+            insert_one(&mut tx, &params).await.map_err(db)?;
+            record(
+                &mut tx,
+                &params.id,
+                None,
+                task.status,
+                &now_text,
+                actor,
+                None,
+                Some("submitted"),
+            )
+            .await?;
+            params_all.push(params);
+            stored.push(task);
+        }
+        let pending: std::collections::HashSet<&str> =
+            params_all.iter().map(|p| p.id.as_str()).collect();
+        for p in &params_all {
+            if let Some((reference, id)) = first_missing_reference(&mut tx, p, &pending)
+                .await
+                .map_err(db)?
+            {
+                return Err(missing(reference, id).into());
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(stored)
+    }
+
+    async fn claim(
+        &self,
+        request: &ClaimRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedTask>, QueueError> {
+        let now_text = ts(&now);
+        let expires_at = later(now, request.lease)?;
+        let expires_text = ts(&expires_at);
+        let mut tx = begin_write(&self.pool).await?;
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM tasks t WHERE status = 'ready'");
+        if !request.agent_types.is_empty() {
+            qb.push(" AND agent_type IN (");
+            let mut list = qb.separated(", ");
+            for agent_type in &request.agent_types {
+                list.push_bind(agent_type);
+            }
+            qb.push(")");
+        }
+        qb.push(" AND NOT EXISTS (SELECT 1 FROM task_schedule s WHERE s.task_id = t.id AND s.run_after > ")
+            .push_bind(&now_text)
+            .push(") ORDER BY calculated_priority DESC, submitted_at ASC, id ASC LIMIT ")
+            .push_bind(i64::from(request.max_tasks));
+        let ids: Vec<String> = qb
+            .build_query_scalar()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let attempt_id = Uuid::new_v4();
+            let attempt = attempt_id.to_string();
+            let attempt_number = sqlx::query_scalar!(
+                r#"SELECT COALESCE(MAX(attempt_number), 0) + 1 AS "n!: i64" FROM task_attempts WHERE task_id = ?"#,
+                id
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            sqlx::query!(
+                "INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at, lease_expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+                attempt,
+                id,
+                attempt_number,
+                request.worker_id,
+                now_text,
+                expires_text
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            sqlx::query!("UPDATE tasks SET started_at = ? WHERE id = ?", now_text, id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            sqlx::query!("DELETE FROM task_schedule WHERE task_id = ?", id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            transition(
+                &mut tx,
+                &id,
+                TaskStatus::Ready,
+                TaskStatus::Running,
+                &now_text,
+                &request.worker_id,
+                Some(&attempt),
+                Some("claimed"),
+            )
+            .await?;
+            let task = load_task(&mut *tx, &id)
+                .await?
+                .ok_or_else(|| QueueError::Database(DatabaseError::not_found(ENTITY, &id)))?;
+            let cx = RowContext {
+                table: "task_attempts",
+                id: &attempt,
+            };
+            claimed.push(ClaimedTask {
+                lease: Lease {
+                    attempt_id,
+                    task_id: task.id,
+                    worker_id: request.worker_id.clone(),
+                    attempt_number: cx.int("attempt_number", attempt_number)?,
+                    expires_at,
+                },
+                task,
+            });
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(claimed)
+    }
+
+    async fn heartbeat(
+        &self,
+        attempt_id: Uuid,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, QueueError> {
+        let expires_at = later(now, lease)?;
+        let expires_text = ts(&expires_at);
+        let id = attempt_id.to_string();
+        let mut tx = begin_write(&self.pool).await?;
+        let open = open_attempt(&mut tx, attempt_id).await?;
+        sqlx::query!(
+            "UPDATE task_attempts SET lease_expires_at = ? WHERE id = ?",
+            expires_text,
+            id
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let cx = RowContext {
+            table: "task_attempts",
+            id: &id,
+        };
+        Ok(Lease {
+            attempt_id,
+            task_id: cx.uuid("task_id", &open.task_id)?,
+            worker_id: open.worker_id,
+            attempt_number: cx.int("attempt_number", open.attempt_number)?,
+            expires_at,
+        })
+    }
+
+    async fn complete(
+        &self,
+        attempt_id: Uuid,
+        result: Option<Value>,
+        priority: &PriorityPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        let now_text = ts(&now);
+        let attempt = attempt_id.to_string();
+        let result = result.as_ref().map(json_text);
+        let mut tx = begin_write(&self.pool).await?;
+        let open = open_attempt(&mut tx, attempt_id).await?;
+        close_attempt(
+            &mut tx,
+            &attempt,
+            AttemptOutcome::Completed,
+            None,
+            &now_text,
+        )
+        .await?;
+        sqlx::query!(
+            "UPDATE tasks SET result_data = ?, error_message = NULL WHERE id = ?",
+            result,
+            open.task_id
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        transition(
+            &mut tx,
+            &open.task_id,
+            TaskStatus::Running,
+            TaskStatus::Completed,
+            &now_text,
+            &open.worker_id,
+            Some(&attempt),
+            None,
+        )
+        .await?;
+        let released = release_dependents(&mut tx, &open.task_id, priority, now).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(released)
+    }
+
+    async fn fail(
+        &self,
+        attempt_id: Uuid,
+        error: &str,
+        retry: &RetryPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<FailOutcome, QueueError> {
+        let now_text = ts(&now);
+        let attempt = attempt_id.to_string();
+        let mut tx = begin_write(&self.pool).await?;
+        let open = open_attempt(&mut tx, attempt_id).await?;
+        close_attempt(
+            &mut tx,
+            &attempt,
+            AttemptOutcome::Failed,
+            Some(error),
+            &now_text,
+        )
+        .await?;
+        let outcome = fail_task(
+            &mut tx,
+            &open.task_id,
+            attempt_id,
+            error,
+            &open.worker_id,
+            retry,
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(db)?;
+        Ok(outcome)
+    }
+
+    async fn cancel(
+        &self,
+        task_id: Uuid,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        let now_text = ts(&now);
+        let id = task_id.to_string();
+        let mut tx = begin_write(&self.pool).await?;
+        let status = task_status(&mut tx, task_id).await?;
+        if status.is_terminal() {
+            return Err(QueueError::InvalidTransition {
+                task_id,
+                operation: "cancel",
+                status,
+            });
+        }
+        let mut affected = vec![(id.clone(), status)];
+        affected.extend(descendants(&mut tx, &id, true).await?);
+        let reason = format!("cancelled with {id}");
+        let mut cancelled = Vec::new();
+        for (task, status) in affected {
+            if status.is_terminal() {
+                continue;
+            }
+            let open = sqlx::query_scalar!(
+                "SELECT id FROM task_attempts WHERE task_id = ? AND finished_at IS NULL",
+                task
+            )
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            if let Some(attempt) = &open {
+                close_attempt(&mut tx, attempt, AttemptOutcome::Cancelled, None, &now_text).await?;
+            }
+            sqlx::query!("DELETE FROM task_schedule WHERE task_id = ?", task)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            let why = (task != id).then_some(reason.as_str());
+            transition(
+                &mut tx,
+                &task,
+                status,
+                TaskStatus::Cancelled,
+                &now_text,
+                actor,
+                open.as_deref(),
+                why,
+            )
+            .await?;
+            cancelled.push(
+                RowContext {
+                    table: "tasks",
+                    id: &task,
+                }
+                .uuid("id", &task)?,
+            );
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(cancelled)
+    }
+
+    async fn retry(
+        &self,
+        task_id: Uuid,
+        actor: &str,
+        priority: &PriorityPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        let now_text = ts(&now);
+        let id = task_id.to_string();
+        let mut tx = begin_write(&self.pool).await?;
+        let status = task_status(&mut tx, task_id).await?;
+        if status != TaskStatus::Failed {
+            return Err(QueueError::InvalidTransition {
+                task_id,
+                operation: "retry",
+                status,
+            });
+        }
+        let waiting = sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "n!: i64" FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on_task_id
+               WHERE d.task_id = ? AND u.status <> 'completed'"#,
+            id
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let to = if waiting == 0 {
+            TaskStatus::Ready
+        } else {
+            TaskStatus::Blocked
+        };
+        let task = load_task(&mut *tx, &id)
+            .await?
+            .ok_or(QueueError::TaskNotFound(task_id))?;
+        let calculated = priority.calculate(
+            task.priority,
+            task.dependency_depth,
+            task.deadline,
+            task.submitted_at,
+            now,
+        );
+        sqlx::query!(
+            "UPDATE tasks SET retry_count = 0, error_message = NULL, completed_at = NULL,
+                 calculated_priority = ? WHERE id = ?",
+            calculated,
+            id
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query!("DELETE FROM task_schedule WHERE task_id = ?", id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        transition(
+            &mut tx,
+            &id,
+            TaskStatus::Failed,
+            to,
+            &now_text,
+            actor,
+            None,
+            Some("retried"),
+        )
+        .await?;
+        // A failed dependent of a task that never completed cannot have run: it failed by
+        // cascade, and waits again.
+        let mut unblocked = Vec::new();
+        let reason = format!("dependency {id} retried");
+        for (dependent, status) in descendants(&mut tx, &id, false).await? {
+            if status != TaskStatus::Failed {
+                continue;
+            }
+            sqlx::query!(
+                "UPDATE tasks SET error_message = NULL, completed_at = NULL WHERE id = ?",
+                dependent
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            transition(
+                &mut tx,
+                &dependent,
+                TaskStatus::Failed,
+                TaskStatus::Blocked,
+                &now_text,
+                actor,
+                None,
+                Some(&reason),
+            )
+            .await?;
+            unblocked.push(
+                RowContext {
+                    table: "tasks",
+                    id: &dependent,
+                }
+                .uuid("id", &dependent)?,
+            );
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(unblocked)
+    }
+
+    async fn reap(
+        &self,
+        retry: &RetryPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<ReapReport, QueueError> {
+        let now_text = ts(&now);
+        let mut tx = begin_write(&self.pool).await?;
+        let open = sqlx::query!(
+            r#"SELECT a.id AS "attempt_id!", a.task_id AS "task_id!", a.started_at AS "started_at!",
+                      a.lease_expires_at AS "lease_expires_at!",
+                      t.max_execution_timeout_seconds AS "timeout!"
+               FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+               WHERE a.finished_at IS NULL"#
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut report = ReapReport::default();
+        for row in open {
+            let cx = RowContext {
+                table: "task_attempts",
+                id: &row.attempt_id,
+            };
+            let started = cx.timestamp("started_at", &row.started_at)?;
+            let timeout: u32 = cx.int("max_execution_timeout_seconds", row.timeout)?;
+            let deadline = started + chrono::Duration::seconds(i64::from(timeout));
+            let (outcome, error) = if deadline <= now {
+                (
+                    AttemptOutcome::TimedOut,
+                    format!("ran past its timeout of {timeout} s"),
+                )
+            } else if row.lease_expires_at <= now_text {
+                (
+                    AttemptOutcome::Lost,
+                    "the worker's lease expired".to_string(),
+                )
+            } else {
+                continue;
+            };
+            close_attempt(&mut tx, &row.attempt_id, outcome, Some(&error), &now_text).await?;
+            let attempt_id = cx.uuid("id", &row.attempt_id)?;
+            fail_task(
+                &mut tx,
+                &row.task_id,
+                attempt_id,
+                &error,
+                "reaper",
+                retry,
+                now,
+            )
+            .await?;
+            let task_id = cx.uuid("task_id", &row.task_id)?;
+            match outcome {
+                AttemptOutcome::TimedOut => report.timed_out.push(task_id),
+                _ => report.lost.push(task_id),
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(report)
+    }
+
+    async fn refresh_priorities(
+        &self,
+        priority: &PriorityPolicy,
+        batch_size: u32,
+        now: DateTime<Utc>,
+    ) -> Result<u64, QueueError> {
+        let now_text = ts(&now);
+        let depth_cap = i64::from(priority.depth_cap);
+        let horizon = priority.deadline_horizon.as_secs_f64().max(1e-6);
+        let aging = priority.aging_interval.as_secs_f64().max(1e-6);
+        let mut cursor = String::new();
+        let mut updated = 0;
+        loop {
+            let mut tx = begin_write(&self.pool).await?;
+            let ids: Vec<String> = sqlx::query_scalar!(
+                "SELECT id FROM tasks WHERE status IN ('ready', 'blocked') AND id > ? ORDER BY id LIMIT ?",
+                cursor,
+                batch_size
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+            let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+                tx.rollback().await.map_err(db)?;
+                return Ok(updated);
+            };
+            // The formula of PriorityPolicy::calculate, in SQL, for one bounded range of rows.
+            updated += sqlx::query!(
+                "UPDATE tasks SET calculated_priority = priority
+                     + ? * MIN(dependency_depth, ?)
+                     + CASE WHEN deadline IS NULL THEN 0.0
+                            ELSE ? * MAX(0.0, MIN(1.0, 1.0 - (julianday(deadline) - julianday(?)) * 86400.0 / ?))
+                       END
+                     + MAX(0.0, (julianday(?) - julianday(submitted_at)) * 86400.0) / ?
+                 WHERE id >= ? AND id <= ? AND status IN ('ready', 'blocked')",
+                priority.depth_weight,
+                depth_cap,
+                priority.deadline_weight,
+                now_text,
+                horizon,
+                now_text,
+                aging,
+                first,
+                last
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            cursor = last.clone();
+            tx.commit().await.map_err(db)?;
+        }
+    }
+
+    async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError> {
+        let id = task_id.to_string();
+        let rows = sqlx::query!(
+            r#"SELECT id AS "id!", from_status, to_status, at, actor, attempt_id, reason
+             FROM task_events WHERE task_id = ? ORDER BY id"#,
+            id
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        if rows.is_empty() {
+            let mut conn = self.pool.acquire().await.map_err(db)?;
+            task_status(&mut conn, task_id).await?;
+        }
+        rows.into_iter()
+            .map(|r| {
+                let key = r.id.to_string();
+                let cx = RowContext {
+                    table: "task_events",
+                    id: &key,
+                };
+                Ok(TaskEvent {
+                    sequence: r.id,
+                    task_id,
+                    from: r
+                        .from_status
+                        .as_deref()
+                        .map(|s| cx.parse("from_status", s))
+                        .transpose()?,
+                    to: cx.parse("to_status", &r.to_status)?,
+                    at: cx.timestamp("at", &r.at)?,
+                    actor: r.actor,
+                    attempt_id: cx.opt_uuid("attempt_id", r.attempt_id.as_deref())?,
+                    reason: r.reason,
+                })
+            })
+            .collect()
+    }
+}

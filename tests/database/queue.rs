@@ -1,0 +1,443 @@
+//! The task queue end to end on SQLite: the diamond DAG with failure, cascade and retry,
+//! leases and fencing, cancellation, the reaper, priorities and history.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use abathur::domain::clock::Clock;
+use abathur::domain::models::{Task, TaskStatus};
+use abathur::domain::ports::TaskRepository;
+use abathur::domain::queue::{FailOutcome, NewTask, QueueError, RetryPolicy, TaskQueue};
+use abathur::infrastructure::database::{QueueStoreImpl, TaskRepositoryImpl};
+use serde_json::json;
+use sqlx::SqlitePool;
+use uuid::Uuid;
+
+use crate::helpers::database::setup_test_db;
+use crate::helpers::ManualClock;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+struct Fixture {
+    pool: SqlitePool,
+    clock: Arc<ManualClock>,
+    queue: TaskQueue,
+    tasks: TaskRepositoryImpl,
+}
+
+async fn fixture() -> Fixture {
+    let pool = setup_test_db().await;
+    let clock = ManualClock::new();
+    let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(pool.clone())))
+        .with_clock(clock.clone())
+        .with_retry_policy(RetryPolicy {
+            base: Duration::from_secs(10),
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        });
+    let tasks = TaskRepositoryImpl::new(pool.clone());
+    Fixture {
+        pool,
+        clock,
+        queue,
+        tasks,
+    }
+}
+
+impl Fixture {
+    async fn status(&self, id: Uuid) -> TaskStatus {
+        self.task(id).await.status
+    }
+
+    async fn task(&self, id: Uuid) -> Task {
+        self.tasks.get(id).await.unwrap().unwrap()
+    }
+}
+
+fn new(name: &str, deps: &[Uuid]) -> NewTask {
+    NewTask {
+        dependencies: deps.to_vec(),
+        max_retries: 1,
+        ..NewTask::new(name, name, "worker")
+    }
+}
+
+#[tokio::test]
+async fn a_diamond_runs_fails_cascades_and_recovers_by_retry() {
+    let f = fixture().await;
+    let a = new("A", &[]);
+    let b = new("B", &[a.id]);
+    let c = new("C", &[a.id]);
+    let d = new("D", &[b.id, c.id]);
+    let (ia, ib, ic, id) = (a.id, b.id, c.id, d.id);
+    let stored = f.queue.submit_batch(vec![d, c, b, a]).await.unwrap();
+    assert_eq!(stored.len(), 4);
+    assert_eq!(f.status(ia).await, TaskStatus::Ready);
+    assert_eq!(f.task(id).await.dependency_depth, 2);
+    for t in [ib, ic, id] {
+        assert_eq!(f.status(t).await, TaskStatus::Blocked);
+    }
+
+    let claimed = f.queue.claim("w1", &[], LEASE, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1, "only A is ready");
+    assert_eq!(claimed[0].task.id, ia);
+    let mut released = f
+        .queue
+        .complete(claimed[0].lease.attempt_id, Some(json!({"ok": true})))
+        .await
+        .unwrap();
+    released.sort();
+    let mut expected = vec![ib, ic];
+    expected.sort();
+    assert_eq!(released, expected);
+    assert_eq!(f.status(ib).await, TaskStatus::Ready);
+    assert_eq!(f.status(ic).await, TaskStatus::Ready);
+    assert_eq!(f.status(id).await, TaskStatus::Blocked);
+
+    // C fails twice (max_retries 1): first a retry with backoff, then exhausted.
+    let lease = f.queue.claim("w1", &[], LEASE, 10).await.unwrap();
+    let c_lease = lease
+        .iter()
+        .find(|t| t.task.id == ic)
+        .unwrap()
+        .lease
+        .clone();
+    let b_lease = lease
+        .iter()
+        .find(|t| t.task.id == ib)
+        .unwrap()
+        .lease
+        .clone();
+    match f.queue.fail(c_lease.attempt_id, "boom").await.unwrap() {
+        FailOutcome::Retrying {
+            retry_count: 1,
+            run_after,
+        } => {
+            assert_eq!(run_after, f.clock.now() + chrono::Duration::seconds(10));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        f.queue
+            .claim("w1", &[], LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "C backs off"
+    );
+    f.clock.advance(chrono::Duration::seconds(10));
+    let again = f.queue.claim("w1", &[], LEASE, 10).await.unwrap();
+    assert_eq!(again[0].task.id, ic);
+    assert_eq!(again[0].lease.attempt_number, 2);
+    match f
+        .queue
+        .fail(again[0].lease.attempt_id, "boom again")
+        .await
+        .unwrap()
+    {
+        FailOutcome::Failed { cascaded } => assert_eq!(cascaded, vec![id]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.status(ic).await, TaskStatus::Failed);
+    let d_task = f.task(id).await;
+    assert_eq!(d_task.status, TaskStatus::Failed);
+    assert!(d_task.error_message.unwrap().contains(&ic.to_string()));
+
+    // B still completes; D stays failed.
+    assert!(f
+        .queue
+        .complete(b_lease.attempt_id, None)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A human retries C: C is ready again, D waits again.
+    assert_eq!(f.queue.retry(ic, "human").await.unwrap(), vec![id]);
+    assert_eq!(f.status(ic).await, TaskStatus::Ready);
+    assert_eq!(f.status(id).await, TaskStatus::Blocked);
+    let c_run = f.queue.claim("w2", &[], LEASE, 1).await.unwrap();
+    assert_eq!(
+        f.queue
+            .complete(c_run[0].lease.attempt_id, None)
+            .await
+            .unwrap(),
+        vec![id]
+    );
+    let d_run = f.queue.claim("w2", &[], LEASE, 1).await.unwrap();
+    f.queue
+        .complete(d_run[0].lease.attempt_id, None)
+        .await
+        .unwrap();
+    assert_eq!(f.status(id).await, TaskStatus::Completed);
+
+    let history: Vec<(Option<TaskStatus>, TaskStatus)> = f
+        .queue
+        .history(ic)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.from, e.to))
+        .collect();
+    use TaskStatus::*;
+    assert_eq!(
+        history,
+        vec![
+            (None, Blocked),
+            (Some(Blocked), Ready),
+            (Some(Ready), Running),
+            (Some(Running), Ready),
+            (Some(Ready), Running),
+            (Some(Running), Failed),
+            (Some(Failed), Ready),
+            (Some(Ready), Running),
+            (Some(Running), Completed),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_task_is_never_held_by_two_leases_and_stale_leases_are_fenced_off() {
+    let f = fixture().await;
+    let t = f.queue.submit(new("only", &[])).await.unwrap();
+    let first = f.queue.claim("w1", &[], LEASE, 5).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(f.queue.claim("w2", &[], LEASE, 5).await.unwrap().is_empty());
+
+    // The lease expires; the reaper recovers the task; another worker claims it.
+    f.clock.advance(chrono::Duration::seconds(31));
+    let report = f.queue.reap().await.unwrap();
+    assert_eq!(report.lost, vec![t.id]);
+    f.clock.advance(chrono::Duration::seconds(10));
+    let second = f.queue.claim("w2", &[], LEASE, 5).await.unwrap();
+    assert_eq!(second[0].task.id, t.id);
+
+    // The first worker comes back: its lease is lost and nothing changes.
+    let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_events")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    let err = f
+        .queue
+        .complete(first[0].lease.attempt_id, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueueError::LeaseLost { .. }), "{err:?}");
+    let err = f
+        .queue
+        .heartbeat(first[0].lease.attempt_id, LEASE)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueueError::LeaseLost { .. }), "{err:?}");
+    let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_events")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+    assert_eq!(f.status(t.id).await, TaskStatus::Running);
+    f.queue
+        .complete(second[0].lease.attempt_id, None)
+        .await
+        .unwrap();
+    assert_eq!(f.status(t.id).await, TaskStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_heartbeat_keeps_a_lease_alive_past_its_first_expiry() {
+    let f = fixture().await;
+    f.queue.submit(new("long", &[])).await.unwrap();
+    let claimed = f.queue.claim("w1", &[], LEASE, 1).await.unwrap();
+    f.clock.advance(chrono::Duration::seconds(20));
+    let lease = f
+        .queue
+        .heartbeat(claimed[0].lease.attempt_id, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.expires_at,
+        f.clock.now() + chrono::Duration::seconds(30)
+    );
+    f.clock.advance(chrono::Duration::seconds(20));
+    assert!(f.queue.reap().await.unwrap().lost.is_empty());
+}
+
+#[tokio::test]
+async fn cancelling_a_running_task_revokes_its_lease_and_cancels_dependents_and_children() {
+    let f = fixture().await;
+    let root = new("root", &[]);
+    let dependent = new("dependent", &[root.id]);
+    let child = NewTask {
+        parent_task_id: Some(root.id),
+        ..new("child", &[])
+    };
+    let (r, d, c) = (root.id, dependent.id, child.id);
+    f.queue
+        .submit_batch(vec![root, dependent, child])
+        .await
+        .unwrap();
+    let claimed = f.queue.claim("w1", &[], LEASE, 1).await.unwrap();
+    let mut cancelled = f.queue.cancel(r, "human").await.unwrap();
+    cancelled.sort();
+    let mut expected = vec![r, d, c];
+    expected.sort();
+    assert_eq!(cancelled, expected);
+    let err = f
+        .queue
+        .complete(claimed[0].lease.attempt_id, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, QueueError::Cancelled { task_id } if task_id == claimed[0].task.id),
+        "{err:?}"
+    );
+    for t in [r, d, c] {
+        assert_eq!(f.status(t).await, TaskStatus::Cancelled);
+    }
+}
+
+#[tokio::test]
+async fn cancelling_a_completed_task_is_an_error_and_changes_nothing() {
+    let f = fixture().await;
+    let t = f.queue.submit(new("done", &[])).await.unwrap();
+    let claimed = f.queue.claim("w1", &[], LEASE, 1).await.unwrap();
+    f.queue
+        .complete(claimed[0].lease.attempt_id, None)
+        .await
+        .unwrap();
+    let err = f.queue.cancel(t.id, "human").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QueueError::InvalidTransition {
+                status: TaskStatus::Completed,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(f.status(t.id).await, TaskStatus::Completed);
+    assert!(matches!(
+        f.queue.cancel(Uuid::new_v4(), "human").await.unwrap_err(),
+        QueueError::TaskNotFound(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_task_past_its_timeout_is_timed_out_by_the_reaper() {
+    let f = fixture().await;
+    let t = f
+        .queue
+        .submit(NewTask {
+            max_execution_timeout_seconds: 60,
+            max_retries: 0,
+            ..new("slow", &[])
+        })
+        .await
+        .unwrap();
+    let claimed = f.queue.claim("w1", &[], LEASE, 1).await.unwrap();
+    for _ in 0..3 {
+        f.clock.advance(chrono::Duration::seconds(25));
+        f.queue
+            .heartbeat(claimed[0].lease.attempt_id, LEASE)
+            .await
+            .unwrap();
+    }
+    let report = f.queue.reap().await.unwrap();
+    assert_eq!(report.timed_out, vec![t.id]);
+    assert_eq!(f.status(t.id).await, TaskStatus::Failed);
+    // Running the reaper again finds nothing more to do.
+    assert_eq!(f.queue.reap().await.unwrap(), Default::default());
+}
+
+#[tokio::test]
+async fn claims_follow_priority_and_agent_type() {
+    let f = fixture().await;
+    let low = f
+        .queue
+        .submit(NewTask {
+            priority: 1,
+            ..new("low", &[])
+        })
+        .await
+        .unwrap();
+    let high = f
+        .queue
+        .submit(NewTask {
+            priority: 9,
+            ..new("high", &[])
+        })
+        .await
+        .unwrap();
+    let other = f
+        .queue
+        .submit(NewTask {
+            priority: 10,
+            agent_type: "reviewer".into(),
+            ..new("other", &[])
+        })
+        .await
+        .unwrap();
+    let claimed = f
+        .queue
+        .claim("w1", &["worker".to_string()], LEASE, 1)
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].task.id, high.id);
+    let claimed = f
+        .queue
+        .claim("w1", &["worker".to_string()], LEASE, 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(),
+        vec![low.id]
+    );
+    let claimed = f.queue.claim("w1", &[], LEASE, 5).await.unwrap();
+    assert_eq!(claimed[0].task.id, other.id);
+}
+
+#[tokio::test]
+async fn ageing_lets_an_old_low_priority_task_overtake_new_urgent_work() {
+    let f = fixture().await;
+    let old = f
+        .queue
+        .submit(NewTask {
+            priority: 0,
+            ..new("old", &[])
+        })
+        .await
+        .unwrap();
+    f.clock.advance(chrono::Duration::hours(3));
+    let new_high = f
+        .queue
+        .submit(NewTask {
+            priority: 10,
+            ..new("new", &[])
+        })
+        .await
+        .unwrap();
+    assert!(f.queue.refresh_priorities().await.unwrap() >= 2);
+    let first = f.queue.claim("w1", &[], LEASE, 1).await.unwrap();
+    assert_eq!(
+        first[0].task.id, old.id,
+        "18 points of ageing beat 10 of priority"
+    );
+    let _ = new_high;
+}
+
+#[tokio::test]
+async fn bad_claim_arguments_are_rejected() {
+    let f = fixture().await;
+    assert!(
+        matches!(f.queue.claim(" ", &[], LEASE, 1).await.unwrap_err(), QueueError::Validation(e) if e.field == "worker_id")
+    );
+    assert!(
+        matches!(f.queue.claim("w", &[], Duration::ZERO, 1).await.unwrap_err(), QueueError::Validation(e) if e.field == "lease")
+    );
+    assert!(
+        matches!(f.queue.claim("w", &[], LEASE, 0).await.unwrap_err(), QueueError::Validation(e) if e.field == "max_tasks")
+    );
+    assert!(matches!(
+        f.queue.complete(Uuid::new_v4(), None).await.unwrap_err(),
+        QueueError::LeaseLost { .. }
+    ));
+}
