@@ -1,6 +1,6 @@
 //! `abathur db status`.
 
-use crate::sandbox::Sandbox;
+use crate::sandbox::{latest_schema_version, Sandbox};
 
 #[test]
 fn db_status_shows_wal_and_the_counts() {
@@ -16,7 +16,10 @@ fn db_status_shows_wal_and_the_counts() {
             .trim()
     };
     assert_eq!(field("journal mode:"), "wal");
-    assert_eq!(field("schema version:"), "1");
+    assert_eq!(
+        field("schema version:"),
+        latest_schema_version().to_string()
+    );
     let path = std::fs::canonicalize(sandbox.db_path()).unwrap();
     assert_eq!(field("database:"), path.display().to_string());
     let count = |name: &str| -> String {
@@ -37,7 +40,7 @@ fn db_status_shows_wal_and_the_counts() {
 
     let status = sandbox.json(&["db", "status"]);
     assert_eq!(status["journal_mode"], "wal");
-    assert_eq!(status["schema_version"], 1);
+    assert_eq!(status["schema_version"], latest_schema_version());
     assert_eq!(status["tables"]["tasks"], 2);
     assert_eq!(status["tables"]["task_dependencies"], 1);
     assert_eq!(status["tasks_by_status"]["ready"], 1);

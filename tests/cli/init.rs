@@ -2,7 +2,7 @@
 
 use predicates::prelude::*;
 
-use crate::sandbox::Sandbox;
+use crate::sandbox::{latest_schema_version, Sandbox};
 
 #[test]
 fn init_creates_the_database_under_dot_abathur_in_the_current_directory() {
@@ -13,7 +13,10 @@ fn init_creates_the_database_under_dot_abathur_in_the_current_directory() {
         .assert()
         .success()
         .stdout(predicate::str::contains(".abathur/abathur.db"))
-        .stdout(predicate::str::contains("schema version: 1"));
+        .stdout(predicate::str::contains(format!(
+            "schema version: {}",
+            latest_schema_version()
+        )));
     assert!(sandbox.dir.path().join(".abathur/abathur.db").is_file());
 }
 

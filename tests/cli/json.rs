@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::sandbox::Sandbox;
+use crate::sandbox::{latest_schema_version, Sandbox};
 
 /// The fields of a task's JSON form.
 const TASK_KEYS: [&str; 29] = [
@@ -55,7 +55,7 @@ fn init_prints_the_database_and_schema_version() {
     let init = sandbox.json(&["init"]);
     assert_keys(&init, &["database", "schema_version"]);
     assert!(init["database"].as_str().unwrap().ends_with("abathur.db"));
-    assert_eq!(init["schema_version"], 1);
+    assert_eq!(init["schema_version"], latest_schema_version());
 }
 
 #[test]

@@ -116,3 +116,12 @@ impl Sandbox {
         stderr
     }
 }
+
+/// The newest migration this build carries: what a fresh database reports as its version.
+pub fn latest_schema_version() -> i64 {
+    abathur::infrastructure::database::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .expect("at least one migration")
+}
