@@ -41,6 +41,11 @@ fn db(e: sqlx::Error) -> QueueError {
     QueueError::Database(on(ENTITY, "")(e))
 }
 
+/// A task id read back from the store.
+fn task_uuid(id: &str) -> Result<Uuid, QueueError> {
+    Ok(RowContext { table: "tasks", id }.uuid("id", id)?)
+}
+
 fn ts(t: &DateTime<Utc>) -> String {
     timestamp::format(t)
 }
@@ -346,13 +351,7 @@ async fn fail_task(
             .execute(&mut *conn)
             .await
             .map_err(db)?;
-        cascaded.push(
-            RowContext {
-                table: "tasks",
-                id: &id,
-            }
-            .uuid("id", &id)?,
-        );
+        cascaded.push(task_uuid(&id)?);
     }
     Ok(FailOutcome::Failed { cascaded })
 }
@@ -780,13 +779,7 @@ impl QueueStore for QueueStoreImpl {
                 why,
             )
             .await?;
-            cancelled.push(
-                RowContext {
-                    table: "tasks",
-                    id: &task,
-                }
-                .uuid("id", &task)?,
-            );
+            cancelled.push(task_uuid(&task)?);
         }
         tx.commit().await.map_err(db)?;
         Ok(cancelled)
@@ -883,13 +876,7 @@ impl QueueStore for QueueStoreImpl {
                 Some(&reason),
             )
             .await?;
-            unblocked.push(
-                RowContext {
-                    table: "tasks",
-                    id: &dependent,
-                }
-                .uuid("id", &dependent)?,
-            );
+            unblocked.push(task_uuid(&dependent)?);
         }
         tx.commit().await.map_err(db)?;
         Ok(unblocked)
