@@ -38,7 +38,7 @@ pub struct InitReport {
 pub async fn init(db: &DatabaseConnection, path: &Path) -> Result<InitReport, CliError> {
     Ok(InitReport {
         database: resolved(path),
-        schema_version: db.status().await?.schema_version,
+        schema_version: db.schema_version().await?,
     })
 }
 

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use abathur_core::error::{DatabaseError, ValidationError};
+use abathur_core::queue::QueueError;
 
 /// How the process ends. The numbers are documented in the `cli` module and in `--help`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +87,31 @@ impl From<DatabaseError> for CliError {
             DatabaseError::Other(_) => {
                 return Self::internal("the database failed unexpectedly", &err);
             }
+            _ => ExitCode::Internal,
+        };
+        Self::new(exit, err.to_string())
+    }
+}
+
+impl From<QueueError> for CliError {
+    fn from(err: QueueError) -> Self {
+        let err = match err {
+            QueueError::Database(db) => return db.into(),
+            other => other,
+        };
+        let exit = match &err {
+            QueueError::TaskNotFound(_)
+            | QueueError::UnknownDependency { .. }
+            | QueueError::UnknownReference { .. } => ExitCode::NotFound,
+            QueueError::LeaseLost { .. }
+            | QueueError::Cancelled { .. }
+            | QueueError::InvalidTransition { .. } => ExitCode::Conflict,
+            QueueError::Validation(_)
+            | QueueError::SelfDependency { .. }
+            | QueueError::Cycle { .. }
+            | QueueError::TooManyDependencies { .. }
+            | QueueError::TooDeep { .. }
+            | QueueError::DuplicateTask { .. } => ExitCode::Invalid,
             _ => ExitCode::Internal,
         };
         Self::new(exit, err.to_string())

@@ -24,13 +24,15 @@ mod task;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::Path;
+use std::sync::Arc;
 
+use abathur_core::queue::TaskQueue;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 pub use error::ExitCode;
 
-use crate::infrastructure::database::TaskRepositoryImpl;
+use crate::infrastructure::database::{QueueStoreImpl, TaskRepositoryImpl};
 use args::{Cli, Command, DbCommand, TaskCommand};
 use error::CliError;
 use render::View;
@@ -83,9 +85,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
 async fn dispatch(path: &Path, command: Command) -> Result<View, CliError> {
     let db = db::open(path).await?;
     let repo = TaskRepositoryImpl::new(db.pool().clone());
+    let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone())));
     let result = match command {
         Command::Init => db::init(&db, path).await.map(View::Init),
-        Command::Task(TaskCommand::Submit(args)) => task::submit(&repo, args)
+        Command::Task(TaskCommand::Submit(args)) => task::submit(&queue, args)
             .await
             .map(|t| View::Submitted(Box::new(t))),
         Command::Task(TaskCommand::List(args)) => task::list(&repo, args).await.map(View::Tasks),

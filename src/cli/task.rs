@@ -1,16 +1,17 @@
-//! The `task` commands: submit, list and show, each a thin call into the task repository.
+//! The `task` commands: submit (through the queue), list and show (from the task repository).
 
-use abathur_core::clock::{Clock, SystemClock};
 use abathur_core::error::{DatabaseError, ValidationError};
-use abathur_core::models::{Task, TaskStatus, MAX_PRIORITY, MAX_SUMMARY_CHARS};
+use abathur_core::models::{Task, MAX_PRIORITY, MAX_SUMMARY_CHARS};
 use abathur_core::ports::{TaskFilters, TaskRepository};
+use abathur_core::queue::{NewTask, TaskQueue};
 use uuid::Uuid;
 
 use super::args::{ListArgs, SubmitArgs};
 use super::error::CliError;
 
-/// `abathur task submit`: builds the task, checks what it refers to, and stores it.
-pub async fn submit(repo: &impl TaskRepository, args: SubmitArgs) -> Result<Task, CliError> {
+/// `abathur task submit`: builds the task and submits it to the queue, which checks what it
+/// refers to and sets its depth, status and priority.
+pub async fn submit(queue: &TaskQueue, args: SubmitArgs) -> Result<Task, CliError> {
     let summary = args
         .summary
         .unwrap_or_else(|| default_summary(&args.description));
@@ -26,44 +27,14 @@ pub async fn submit(repo: &impl TaskRepository, args: SubmitArgs) -> Result<Task
         .map(serde_json::from_str::<serde_json::Value>)
         .transpose()
         .map_err(|e| ValidationError::new("input", format!("is not valid JSON: {e}")))?;
-
-    let mut task = Task::new(
-        summary,
-        args.description,
-        args.agent_type,
-        SystemClock.now(),
-    );
-    task.priority = priority;
-    task.calculated_priority = f64::from(priority);
-    task.input_data = input_data;
-    task.parent_task_id = args.parent;
-    if !args.depends_on.is_empty() {
-        task.dependencies = Some(args.depends_on);
-    }
-    // Bad input is reported before the database is asked about the references.
-    task.validate()?;
-
-    if let Some(parent) = task.parent_task_id {
-        if repo.get(parent).await?.is_none() {
-            return Err(DatabaseError::not_found("parent task", parent).into());
-        }
-    }
-    let mut depth = None;
-    for &dependency in task.dependencies.iter().flatten() {
-        let Some(found) = repo.get(dependency).await? else {
-            return Err(DatabaseError::not_found("dependency", dependency).into());
-        };
-        depth = depth.max(Some(found.dependency_depth));
-    }
-    match depth {
-        None => task.status = TaskStatus::Ready,
-        Some(deepest) => {
-            task.status = TaskStatus::Blocked;
-            task.dependency_depth = deepest.saturating_add(1);
-        }
-    }
-
-    repo.insert(task.clone()).await?;
+    let task = NewTask {
+        priority,
+        input_data,
+        parent_task_id: args.parent,
+        dependencies: args.depends_on,
+        ..NewTask::new(summary, args.description, args.agent_type)
+    };
+    let task = queue.submit(task).await?;
     tracing::debug!(id = %task.id, status = %task.status, "task submitted");
     Ok(task)
 }

@@ -130,3 +130,41 @@ fn submit_keeps_the_input_and_the_parent() {
     assert_eq!(task["parent_task_id"], parent.as_str());
     assert_eq!(task["input_data"], serde_json::json!({"files": ["a.rs"]}));
 }
+
+/// Regression: `task submit --depends-on` once set the status itself and left a task whose
+/// dependencies had all completed blocked for ever.
+#[test]
+fn a_task_depending_on_a_completed_task_is_ready() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use abathur::domain::queue::TaskQueue;
+    use abathur::infrastructure::database::{DatabaseConfig, DatabaseConnection, QueueStoreImpl};
+
+    let sandbox = Sandbox::new();
+    let first = sandbox.submit(&["build"]);
+    // Run the first task to completion through the library, as a worker would.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let db = DatabaseConnection::open_path(&sandbox.db_path(), DatabaseConfig::default())
+            .await
+            .unwrap();
+        let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone())));
+        let claimed = queue
+            .claim("worker", &[], Duration::from_secs(30), 1)
+            .await
+            .unwrap();
+        queue
+            .complete(claimed[0].lease.attempt_id, None)
+            .await
+            .unwrap();
+        db.close().await;
+    });
+    let second = sandbox.submit(&["test", "--depends-on", &first]);
+    let task = sandbox.json(&["task", "show", &second]);
+    assert_eq!(task["status"], "ready");
+    assert_eq!(task["dependency_depth"], 1);
+}

@@ -441,3 +441,66 @@ async fn bad_claim_arguments_are_rejected() {
         QueueError::LeaseLost { .. }
     ));
 }
+
+/// Regression: `abathur task submit --depends-on` once set the status itself and left a task
+/// whose dependencies had all completed blocked for ever; submission now goes through the
+/// queue, which checks the dependencies' status.
+#[tokio::test]
+async fn a_task_submitted_after_its_dependencies_completed_is_ready_at_once() {
+    let f = fixture().await;
+    let done = f.queue.submit(new("done", &[])).await.unwrap();
+    let claimed = f.queue.claim("w1", &[], LEASE, 1).await.unwrap();
+    f.queue
+        .complete(claimed[0].lease.attempt_id, None)
+        .await
+        .unwrap();
+    let later = f.queue.submit(new("later", &[done.id])).await.unwrap();
+    assert_eq!(later.status, TaskStatus::Ready);
+    assert_eq!(later.dependency_depth, 1);
+    assert_eq!(f.status(later.id).await, TaskStatus::Ready);
+}
+
+/// The refresh runs the priority formula in SQL; it must agree with `PriorityPolicy::calculate`.
+#[tokio::test]
+async fn refreshed_priorities_match_the_policy_formula() {
+    use abathur::domain::queue::PriorityPolicy;
+    let f = fixture().await;
+    let root = f
+        .queue
+        .submit(NewTask {
+            priority: 3,
+            ..new("root", &[])
+        })
+        .await
+        .unwrap();
+    let deadline = f.clock.now() + chrono::Duration::hours(12);
+    let deep = f
+        .queue
+        .submit(NewTask {
+            priority: 7,
+            deadline: Some(deadline),
+            ..new("deep", &[root.id])
+        })
+        .await
+        .unwrap();
+    f.clock.advance(chrono::Duration::minutes(45));
+    assert_eq!(f.queue.refresh_priorities().await.unwrap(), 2);
+    let policy = PriorityPolicy::default();
+    for id in [root.id, deep.id] {
+        let t = f.task(id).await;
+        let expected = policy.calculate(
+            t.priority,
+            t.dependency_depth,
+            t.deadline,
+            t.submitted_at,
+            f.clock.now(),
+        );
+        // julianday() arithmetic is exact to about a millisecond.
+        assert!(
+            (t.calculated_priority - expected).abs() < 1e-3,
+            "{}: {} vs {expected}",
+            t.summary,
+            t.calculated_priority
+        );
+    }
+}

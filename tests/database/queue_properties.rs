@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use abathur::domain::error::DatabaseError;
 use abathur::domain::queue::{
     FailOutcome, NewTask, QueueError, QueueLimits, RetryPolicy, TaskQueue,
 };
@@ -454,9 +453,14 @@ async fn an_unknown_parent_task_is_rejected() {
     let ghost = Uuid::new_v4();
     let mut a = t("a");
     a.parent_task_id = Some(ghost);
-    match rejected(&pool, &queue, vec![t("ok"), a]).await {
-        QueueError::Database(DatabaseError::ForeignKeyViolation { id, .. }) => {
-            assert_eq!(id, Some(ghost.to_string()));
+    let (a_id, ok) = (a.id, t("ok"));
+    match rejected(&pool, &queue, vec![ok, a]).await {
+        QueueError::UnknownReference {
+            task,
+            reference,
+            id,
+        } => {
+            assert_eq!((task, reference, id), (a_id, "parent task", ghost));
         }
         other => panic!("{other:?}"),
     }

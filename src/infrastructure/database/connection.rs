@@ -176,6 +176,17 @@ impl DatabaseConnection {
         }
     }
 
+    /// The newest migration applied, or `None` before the first.
+    ///
+    /// # Errors
+    /// Only the store's own failures.
+    pub async fn schema_version(&self) -> Result<Option<i64>, DatabaseError> {
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| classify(e, "database", ""))
+    }
+
     /// What the database holds: schema version, journal mode, rows per table and tasks per
     /// status.
     ///
@@ -183,11 +194,7 @@ impl DatabaseConnection {
     /// Only the store's own failures.
     pub async fn status(&self) -> Result<DatabaseStatus, DatabaseError> {
         let failed = |e: sqlx::Error| classify(e, "database", "");
-        let schema_version: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(failed)?;
+        let schema_version = self.schema_version().await?;
         let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(&self.pool)
             .await

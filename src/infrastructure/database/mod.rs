@@ -33,4 +33,6 @@ const _: () = {
     let _ = assert_agent::<AgentRepositoryImpl>;
     let _ = assert_memory::<MemoryRepositoryImpl>;
     let _ = assert_session::<SessionRepositoryImpl>;
+    fn assert_queue<T: abathur_core::queue::QueueStore>() {}
+    let _ = assert_queue::<QueueStoreImpl>;
 };

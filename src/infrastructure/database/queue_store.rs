@@ -94,6 +94,15 @@ async fn record(
     Ok(())
 }
 
+/// Forgets a task's run-after time: it is claimable at once when next ready.
+async fn clear_schedule(conn: &mut SqliteConnection, task_id: &str) -> Result<(), QueueError> {
+    sqlx::query!("DELETE FROM task_schedule WHERE task_id = ?", task_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
 /// The open attempt `attempt_id`, or the reason it cannot be acted on.
 struct OpenAttempt {
     task_id: String,
@@ -208,7 +217,8 @@ async fn descendants(
         .collect()
 }
 
-/// Sets a task's status (and `completed_at` when terminal) and records the change.
+/// Sets a task's status (and `started_at` when running, `completed_at` when terminal) and
+/// records the change.
 #[allow(clippy::too_many_arguments)] // reason: the event's columns
 async fn transition(
     conn: &mut SqliteConnection,
@@ -221,12 +231,15 @@ async fn transition(
     reason: Option<&str>,
 ) -> Result<(), QueueError> {
     let status = to.as_str();
+    let started_at = (to == TaskStatus::Running).then_some(now);
     let completed_at = to.is_terminal().then_some(now);
     sqlx::query!(
-        "UPDATE tasks SET status = ?, last_updated_at = ?, completed_at = COALESCE(?, completed_at)
+        "UPDATE tasks SET status = ?, last_updated_at = ?,
+             started_at = COALESCE(?, started_at), completed_at = COALESCE(?, completed_at)
          WHERE id = ?",
         status,
         now,
+        started_at,
         completed_at,
         task_id
     )
@@ -347,10 +360,7 @@ async fn fail_task(
             Some(&cascade_error),
         )
         .await?;
-        sqlx::query!("DELETE FROM task_schedule WHERE task_id = ?", id)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
+        clear_schedule(conn, &id).await?;
         cascaded.push(task_uuid(&id)?);
     }
     Ok(FailOutcome::Failed { cascaded })
@@ -519,7 +529,14 @@ impl QueueStore for QueueStoreImpl {
                 .await
                 .map_err(db)?
             {
-                return Err(missing(reference, id).into());
+                return Err(match (task_uuid(&p.id), Uuid::parse_str(&id)) {
+                    (Ok(task), Ok(id)) => QueueError::UnknownReference {
+                        task,
+                        reference,
+                        id,
+                    },
+                    _ => missing(reference, id).into(),
+                });
             }
         }
         tx.commit().await.map_err(db)?;
@@ -577,14 +594,7 @@ impl QueueStore for QueueStoreImpl {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-            sqlx::query!("UPDATE tasks SET started_at = ? WHERE id = ?", now_text, id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            sqlx::query!("DELETE FROM task_schedule WHERE task_id = ?", id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            clear_schedule(&mut tx, &id).await?;
             transition(
                 &mut tx,
                 &id,
@@ -763,10 +773,7 @@ impl QueueStore for QueueStoreImpl {
             if let Some(attempt) = &open {
                 close_attempt(&mut tx, attempt, AttemptOutcome::Cancelled, None, &now_text).await?;
             }
-            sqlx::query!("DELETE FROM task_schedule WHERE task_id = ?", task)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            clear_schedule(&mut tx, &task).await?;
             let why = (task != id).then_some(reason.as_str());
             transition(
                 &mut tx,
@@ -835,10 +842,7 @@ impl QueueStore for QueueStoreImpl {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        sqlx::query!("DELETE FROM task_schedule WHERE task_id = ?", id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        clear_schedule(&mut tx, &id).await?;
         transition(
             &mut tx,
             &id,

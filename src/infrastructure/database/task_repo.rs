@@ -712,7 +712,10 @@ impl TaskRepository for TaskRepositoryImpl {
                     .push_bind(&t.worktree_path);
             });
             if let Err(e) = qb.build().execute(&mut *tx).await {
-                let id = duplicate_in(&mut tx, chunk).await.unwrap_or_default();
+                let id = match duplicate_in(&mut tx, chunk).await {
+                    Ok(id) => id.unwrap_or_default(),
+                    Err(lookup) => return Err(classify(lookup, ENTITY, "")),
+                };
                 return Err(classify(e, ENTITY, &id));
             }
         }
@@ -733,15 +736,17 @@ impl TaskRepository for TaskRepositoryImpl {
 }
 
 /// The id of a chunk member that is already stored, to name in a uniqueness error.
-async fn duplicate_in(conn: &mut SqliteConnection, chunk: &[TaskParams]) -> Option<String> {
+async fn duplicate_in(
+    conn: &mut SqliteConnection,
+    chunk: &[TaskParams],
+) -> Result<Option<String>, sqlx::Error> {
     for p in chunk {
         let exists = sqlx::query_scalar!("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?)", p.id)
             .fetch_one(&mut *conn)
-            .await
-            .ok()?;
+            .await?;
         if exists != 0 {
-            return Some(p.id.clone());
+            return Ok(Some(p.id.clone()));
         }
     }
-    None
+    Ok(None)
 }

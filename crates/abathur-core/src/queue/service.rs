@@ -94,7 +94,7 @@ impl TaskQueue {
     /// # Errors
     /// A `Validation` error naming the field (summary, priority, ...), `SelfDependency`,
     /// `DuplicateTask`, `Cycle` with its path, `TooManyDependencies`, `UnknownDependency`,
-    /// `TooDeep`, or the store's errors. Nothing is written on any error.
+    /// `UnknownReference`, `TooDeep`, or the store's errors. Nothing is written on any error.
     pub async fn submit_batch(&self, batch: Vec<NewTask>) -> Result<Vec<Task>, QueueError> {
         let now = self.clock.now();
         for task in &batch {

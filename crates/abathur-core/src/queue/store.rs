@@ -24,7 +24,7 @@ pub trait QueueStore: Send + Sync {
     ///
     /// # Errors
     /// `UnknownDependency` for a dependency neither stored nor in the batch; `TooDeep` past
-    /// `limits.max_depth`; `Database(ForeignKeyViolation)` for an unknown parent or session.
+    /// `limits.max_depth`; `UnknownReference` for an unknown parent task or session.
     /// Nothing is written on any error.
     async fn submit(
         &self,

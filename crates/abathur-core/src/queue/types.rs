@@ -198,8 +198,17 @@ pub enum QueueError {
     Validation(#[from] ValidationError),
 
     /// A dependency is neither stored nor in the batch.
-    #[error("task {task} depends on {dependency}, which does not exist")]
+    #[error("task {task} has dependency {dependency}, which does not exist")]
     UnknownDependency { task: Uuid, dependency: Uuid },
+
+    /// The parent task or session a task names does not exist.
+    #[error("task {task} refers to {reference} {id}, which does not exist")]
+    UnknownReference {
+        task: Uuid,
+        /// `parent task` or `session`.
+        reference: &'static str,
+        id: Uuid,
+    },
 
     /// A task lists itself among its dependencies.
     #[error("task {task} depends on itself")]
