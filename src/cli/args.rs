@@ -1,6 +1,7 @@
 //! The command line's grammar: every command, option and flag, parsed by clap.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use abathur_core::models::TaskStatus;
 use clap::{Args, Parser, Subcommand};
@@ -12,9 +13,10 @@ Exit codes:
   0  success (also when stdout is closed early, as by `| head`)
   1  internal error (database unreachable, busy or corrupt, I/O failure)
   2  usage error (unknown command or flag, malformed argument such as a task id that is not a UUID)
-  3  not found (no task has this id)
+  3  not found (no task or attempt has this id)
   4  invalid input (a value breaks a rule: summary too long, priority above 10, bad JSON)
-  5  conflict (the record already exists, or its state does not allow the operation)";
+  5  conflict (the record already exists, its state does not allow the operation, or a
+     lease was lost)";
 
 /// Durable task queue, memory store, session log and agent registry for agent swarms.
 #[derive(Debug, Parser)]
@@ -44,9 +46,14 @@ pub enum Command {
     /// Create the database if needed, bring its schema up to date, and say where it is.
     #[command(after_help = EXIT_CODES_HELP)]
     Init,
-    /// Submit, list and show tasks.
+    /// Submit, claim, finish and inspect tasks.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Recover the tasks of dead workers (expired leases) and tasks past their timeout.
+    ///
+    /// Safe to run from any number of processes at once.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Reap,
     /// Inspect the database.
     #[command(subcommand)]
     Db(DbCommand),
@@ -68,6 +75,90 @@ pub enum TaskCommand {
         #[arg(value_parser = parse_task_id)]
         id: Uuid,
     },
+    /// Every status change of a task, oldest first.
+    #[command(after_help = EXIT_CODES_HELP)]
+    History {
+        /// The task's id (a full UUID).
+        #[arg(value_parser = parse_task_id)]
+        id: Uuid,
+    },
+    /// Claim the most urgent ready tasks; prints each task with its attempt id.
+    ///
+    /// The attempt id is the lease: pass it to `heartbeat`, `complete` or `fail`. Prints
+    /// nothing (and exits 0) when no task is ready.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Claim(ClaimArgs),
+    /// Extend a lease, so the reaper does not take the task back.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Heartbeat {
+        /// The attempt id that `claim` printed.
+        #[arg(value_parser = parse_attempt_id)]
+        attempt: Uuid,
+        /// The new lease, counted from now: `90s`, `5m`, `1h`, or plain seconds.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+        lease: Duration,
+    },
+    /// Complete a claimed task; prints the dependents that became ready.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Complete {
+        /// The attempt id that `claim` printed.
+        #[arg(value_parser = parse_attempt_id)]
+        attempt: Uuid,
+        /// The task's result, as a JSON value.
+        #[arg(long, value_name = "JSON")]
+        result: Option<String>,
+    },
+    /// Fail a claimed task: it is retried after a backoff, or, with its retries used up,
+    /// fails along with everything that depends on it.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Fail {
+        /// The attempt id that `claim` printed.
+        #[arg(value_parser = parse_attempt_id)]
+        attempt: Uuid,
+        /// What went wrong.
+        #[arg(long, value_name = "MESSAGE")]
+        error: String,
+    },
+    /// Cancel a task, every task that depends on it, and its child tasks.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Cancel {
+        /// The task's id (a full UUID).
+        #[arg(value_parser = parse_task_id)]
+        id: Uuid,
+        /// Who is cancelling, for the history.
+        #[arg(long, value_name = "NAME", default_value = "human")]
+        actor: String,
+    },
+    /// Put a failed task back to ready; the tasks its failure cascaded to wait for it again.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Retry {
+        /// The task's id (a full UUID).
+        #[arg(value_parser = parse_task_id)]
+        id: Uuid,
+        /// Who is retrying, for the history.
+        #[arg(long, value_name = "NAME", default_value = "human")]
+        actor: String,
+    },
+}
+
+/// The arguments of `abathur task claim`.
+#[derive(Debug, Args)]
+pub struct ClaimArgs {
+    /// Who is claiming; recorded on the attempt and in the history.
+    #[arg(long, value_name = "NAME")]
+    pub worker: String,
+
+    /// Only tasks for this agent type; repeat for several. Any type when left out.
+    #[arg(long = "agent-type", value_name = "TYPE")]
+    pub agent_types: Vec<String>,
+
+    /// How long the lease lasts without a heartbeat: `90s`, `5m`, `1h`, or plain seconds.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub lease: Duration,
+
+    /// At most this many tasks.
+    #[arg(long = "max", value_name = "N", default_value_t = 1)]
+    pub max_tasks: u32,
 }
 
 /// `abathur db ...`
@@ -110,6 +201,14 @@ pub struct SubmitArgs {
     /// Input for the agent, as a JSON value.
     #[arg(long, value_name = "JSON")]
     pub input: Option<String>,
+
+    /// How many times a failed attempt is retried before the task fails.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub max_retries: u32,
+
+    /// Seconds an attempt may run before the reaper times it out.
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 3600)]
+    pub timeout_seconds: u32,
 }
 
 /// The arguments of `abathur task list`.
@@ -138,6 +237,29 @@ fn parse_task_id(text: &str) -> Result<Uuid, String> {
     })
 }
 
+fn parse_attempt_id(text: &str) -> Result<Uuid, String> {
+    Uuid::try_parse(text.trim()).map_err(|_| {
+        "an attempt id is the full UUID that `task claim` printed, like \
+         67e55044-10b1-426f-9247-bb680e5fe0c8"
+            .to_string()
+    })
+}
+
+/// A positive duration: `1500ms`, `90s`, `5m`, `1h 30m`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let duration = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(text).map_err(|e| {
+            format!("{e}; a duration looks like 90s, 5m, 1h 30m or a plain number of seconds")
+        })?,
+    };
+    if duration.is_zero() {
+        return Err("a duration must be longer than zero".to_string());
+    }
+    Ok(duration)
+}
+
 fn parse_status(text: &str) -> Result<TaskStatus, String> {
     text.parse::<TaskStatus>().map_err(|e| e.to_string())
 }
@@ -151,5 +273,20 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_take_units_or_plain_seconds() {
+        use std::time::Duration;
+
+        use super::parse_duration;
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        for bad in ["0", "0s", "", "-5", "5 parsecs", "soon"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

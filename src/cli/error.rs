@@ -101,6 +101,7 @@ impl From<QueueError> for CliError {
         };
         let exit = match &err {
             QueueError::TaskNotFound(_)
+            | QueueError::AttemptNotFound(_)
             | QueueError::UnknownDependency { .. }
             | QueueError::UnknownReference { .. } => ExitCode::NotFound,
             QueueError::LeaseLost { .. }

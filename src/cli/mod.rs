@@ -9,9 +9,9 @@
 //! | 0 | success; also when stdout is closed early (`abathur task list \| head -1`) |
 //! | 1 | internal error: the database cannot be opened, is busy or corrupt, or output fails |
 //! | 2 | usage error: unknown command or flag, malformed argument (a task id that is not a UUID) |
-//! | 3 | not found: no task has the id given (as the task, its parent or a dependency) |
+//! | 3 | not found: no task or attempt has the id given (as the task, its parent or a dependency) |
 //! | 4 | invalid input: a value breaks a rule (summary over 140 characters, priority over 10, `--input` not JSON); nothing was written |
-//! | 5 | conflict: the record already exists, or its state forbids the operation |
+//! | 5 | conflict: the record already exists, its state forbids the operation (cancelling a completed task), or the lease is lost (the attempt finished, expired or was cancelled) |
 //!
 //! Errors go to stderr as `error: <message>`, in the user's terms; the underlying cause is
 //! logged with `tracing`, which writes to stderr only when `RUST_LOG` is set.
@@ -95,6 +95,32 @@ async fn dispatch(path: &Path, command: Command) -> Result<View, CliError> {
         Command::Task(TaskCommand::Show { id }) => {
             task::show(&repo, id).await.map(|t| View::Task(Box::new(t)))
         }
+        Command::Task(TaskCommand::History { id }) => {
+            task::history(&queue, id).await.map(View::History)
+        }
+        Command::Task(TaskCommand::Claim(args)) => {
+            task::claim(&queue, args).await.map(View::Claimed)
+        }
+        Command::Task(TaskCommand::Heartbeat { attempt, lease }) => {
+            task::heartbeat(&queue, attempt, lease)
+                .await
+                .map(View::Lease)
+        }
+        Command::Task(TaskCommand::Complete { attempt, result }) => {
+            task::complete(&queue, attempt, result.as_deref())
+                .await
+                .map(View::Completed)
+        }
+        Command::Task(TaskCommand::Fail { attempt, error }) => {
+            task::fail(&queue, attempt, &error).await.map(View::Failed)
+        }
+        Command::Task(TaskCommand::Cancel { id, actor }) => {
+            task::cancel(&queue, id, &actor).await.map(View::Cancelled)
+        }
+        Command::Task(TaskCommand::Retry { id, actor }) => {
+            task::retry(&queue, id, &actor).await.map(View::Retried)
+        }
+        Command::Reap => task::reap(&queue).await.map(View::Reaped),
         Command::Db(DbCommand::Status) => db::status(&db, path).await.map(View::Status),
     };
     // Closing waits for the connections to finish, so the WAL is checkpointed on the way out.

@@ -1,17 +1,28 @@
 //! Turning a command's result into text: a human-readable form and a stable JSON form.
 //!
-//! The JSON shapes: a task is the serde form of [`Task`]; `task list` is an array of them;
-//! `task submit` is the stored task; `init` and `db status` are objects with the fields of
-//! [`InitReport`] and [`StatusReport`].
+//! The JSON shapes:
+//! - a task is the serde form of [`Task`]; `task list` is an array of them, `task submit` and
+//!   `task show` one;
+//! - `task claim`: an array of `{"task": Task, "lease": Lease}` ([`ClaimedTask`]);
+//! - `task heartbeat`: a [`Lease`];
+//! - `task complete`: `{"attempt_id", "ready": [ids]}`;
+//! - `task fail`: `{"outcome": "retrying", "retry_count", "run_after"}` or
+//!   `{"outcome": "failed", "cascaded": [ids]}` ([`FailOutcome`]);
+//! - `task cancel` and `task retry`: `{"task_id", "tasks": [ids]}`;
+//! - `task history`: an array of [`TaskEvent`];
+//! - `reap`: `{"lost": [ids], "timed_out": [ids]}` ([`ReapReport`]);
+//! - `init` and `db status`: objects with the fields of [`InitReport`] and [`StatusReport`].
 
 use std::fmt::Write as _;
 
 use abathur_core::models::{Task, TaskStatus};
+use abathur_core::queue::{ClaimedTask, FailOutcome, Lease, ReapReport, TaskEvent};
 use abathur_core::timestamp;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::db::{InitReport, StatusReport};
+use super::task::{Affected, Completion};
 
 /// What a command produced.
 #[derive(Debug)]
@@ -24,6 +35,22 @@ pub enum View {
     Tasks(Vec<Task>),
     /// `task show`.
     Task(Box<Task>),
+    /// `task history`.
+    History(Vec<TaskEvent>),
+    /// `task claim`.
+    Claimed(Vec<ClaimedTask>),
+    /// `task heartbeat`.
+    Lease(Lease),
+    /// `task complete`.
+    Completed(Completion),
+    /// `task fail`.
+    Failed(FailOutcome),
+    /// `task cancel`.
+    Cancelled(Affected),
+    /// `task retry`.
+    Retried(Affected),
+    /// `reap`.
+    Reaped(ReapReport),
     /// `db status`.
     Status(StatusReport),
 }
@@ -42,6 +69,13 @@ impl View {
             View::Submitted(task) => pretty(task),
             View::Tasks(tasks) => pretty(tasks),
             View::Task(task) => pretty(task),
+            View::History(events) => pretty(events),
+            View::Claimed(claimed) => pretty(claimed),
+            View::Lease(lease) => pretty(lease),
+            View::Completed(completion) => pretty(completion),
+            View::Failed(outcome) => pretty(outcome),
+            View::Cancelled(affected) | View::Retried(affected) => pretty(affected),
+            View::Reaped(report) => pretty(report),
             View::Status(report) => pretty(report),
         }
     }
@@ -61,9 +95,121 @@ impl View {
             View::Submitted(task) => format!("{}\n", task.id),
             View::Tasks(tasks) => task_table(tasks),
             View::Task(task) => task_fields(task),
+            View::History(events) => history_table(events),
+            View::Claimed(claimed) => claimed_table(claimed),
+            View::Lease(lease) => format!(
+                "attempt {} of task {} holds its lease until {}\n",
+                lease.attempt_id,
+                lease.task_id,
+                instant(&lease.expires_at)
+            ),
+            View::Completed(completion) => {
+                let mut out = format!("attempt {} completed\n", completion.attempt_id);
+                id_lines(&mut out, "now ready", &completion.ready);
+                out
+            }
+            View::Failed(FailOutcome::Retrying {
+                retry_count,
+                run_after,
+            }) => format!(
+                "will retry (retry {retry_count}) from {}\n",
+                instant(run_after)
+            ),
+            View::Failed(FailOutcome::Failed { cascaded }) => {
+                let mut out = "failed: no retries left\n".to_string();
+                id_lines(&mut out, "failed with it", cascaded);
+                out
+            }
+            View::Cancelled(affected) => {
+                let mut out = String::new();
+                id_lines(&mut out, "cancelled", &affected.tasks);
+                out
+            }
+            View::Retried(affected) => {
+                let mut out = format!("task {} is back in the queue\n", affected.task_id);
+                id_lines(&mut out, "waiting for it again", &affected.tasks);
+                out
+            }
+            View::Reaped(report) => {
+                let mut out = String::new();
+                id_lines(&mut out, "lease expired", &report.lost);
+                id_lines(&mut out, "timed out", &report.timed_out);
+                if out.is_empty() {
+                    out.push_str("nothing to reap\n");
+                }
+                out
+            }
             View::Status(report) => status_text(report),
         }
     }
+}
+
+/// `<label>: <n>` and one id per line below it; nothing when `ids` is empty.
+fn id_lines(out: &mut String, label: &str, ids: &[uuid::Uuid]) {
+    if ids.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{label}: {}", ids.len());
+    for id in ids {
+        let _ = writeln!(out, "  {id}");
+    }
+}
+
+fn claimed_table(claimed: &[ClaimedTask]) -> String {
+    let mut out = String::new();
+    if claimed.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<36}  {:<36}  {:<27}  SUMMARY",
+        "ATTEMPT", "TASK", "LEASE EXPIRES"
+    );
+    for ClaimedTask { task, lease } in claimed {
+        let _ = writeln!(
+            out,
+            "{:<36}  {:<36}  {:<27}  {}",
+            lease.attempt_id,
+            task.id,
+            instant(&lease.expires_at),
+            one_line(&task.summary)
+        );
+    }
+    out
+}
+
+fn history_table(events: &[TaskEvent]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<27}  {:<21}  {:<16}  REASON",
+        "AT", "CHANGE", "BY [ATTEMPT]"
+    );
+    for event in events {
+        let change = match event.from {
+            Some(from) => format!("{from} -> {}", event.to),
+            None => format!("-> {}", event.to),
+        };
+        // The attempt's first eight characters identify it well enough to read; `--json`
+        // has it in full.
+        let by = match event.attempt_id {
+            Some(attempt) => format!(
+                "{} [{}]",
+                one_line(&event.actor),
+                &attempt.simple().to_string()[..8]
+            ),
+            None => one_line(&event.actor),
+        };
+        let _ = writeln!(
+            out,
+            "{:<27}  {:<21}  {:<16}  {}",
+            instant(&event.at),
+            change,
+            by,
+            one_line(event.reason.as_deref().unwrap_or("-"))
+        );
+    }
+    out
 }
 
 fn task_table(tasks: &[Task]) -> String {

@@ -3,10 +3,14 @@
 use abathur_core::error::{DatabaseError, ValidationError};
 use abathur_core::models::{Task, MAX_PRIORITY, MAX_SUMMARY_CHARS};
 use abathur_core::ports::{TaskFilters, TaskRepository};
-use abathur_core::queue::{NewTask, TaskQueue};
+use abathur_core::queue::{
+    ClaimedTask, FailOutcome, Lease, NewTask, ReapReport, TaskEvent, TaskQueue,
+};
+use serde::Serialize;
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::args::{ListArgs, SubmitArgs};
+use super::args::{ClaimArgs, ListArgs, SubmitArgs};
 use super::error::CliError;
 
 /// `abathur task submit`: builds the task and submits it to the queue, which checks what it
@@ -21,17 +25,14 @@ pub async fn submit(queue: &TaskQueue, args: SubmitArgs) -> Result<Task, CliErro
             format!("{} is above the maximum of {MAX_PRIORITY}", args.priority),
         )
     })?;
-    let input_data = args
-        .input
-        .as_deref()
-        .map(serde_json::from_str::<serde_json::Value>)
-        .transpose()
-        .map_err(|e| ValidationError::new("input", format!("is not valid JSON: {e}")))?;
+    let input_data = parse_json("input", args.input.as_deref())?;
     let task = NewTask {
         priority,
         input_data,
         parent_task_id: args.parent,
         dependencies: args.depends_on,
+        max_retries: args.max_retries,
+        max_execution_timeout_seconds: args.timeout_seconds,
         ..NewTask::new(summary, args.description, args.agent_type)
     };
     let task = queue.submit(task).await?;
@@ -56,6 +57,87 @@ pub async fn show(repo: &impl TaskRepository, id: Uuid) -> Result<Task, CliError
     repo.get(id)
         .await?
         .ok_or_else(|| DatabaseError::not_found("task", id).into())
+}
+
+/// `abathur task history ID`.
+pub async fn history(queue: &TaskQueue, id: Uuid) -> Result<Vec<TaskEvent>, CliError> {
+    Ok(queue.history(id).await?)
+}
+
+/// `abathur task claim`.
+pub async fn claim(queue: &TaskQueue, args: ClaimArgs) -> Result<Vec<ClaimedTask>, CliError> {
+    Ok(queue
+        .claim(&args.worker, &args.agent_types, args.lease, args.max_tasks)
+        .await?)
+}
+
+/// `abathur task heartbeat ATTEMPT`.
+pub async fn heartbeat(
+    queue: &TaskQueue,
+    attempt: Uuid,
+    lease: std::time::Duration,
+) -> Result<Lease, CliError> {
+    Ok(queue.heartbeat(attempt, lease).await?)
+}
+
+/// What `task complete` reports.
+#[derive(Debug, Serialize)]
+pub struct Completion {
+    pub attempt_id: Uuid,
+    /// The dependents that became ready.
+    pub ready: Vec<Uuid>,
+}
+
+/// `abathur task complete ATTEMPT`.
+pub async fn complete(
+    queue: &TaskQueue,
+    attempt: Uuid,
+    result: Option<&str>,
+) -> Result<Completion, CliError> {
+    let result = parse_json("result", result)?;
+    let ready = queue.complete(attempt, result).await?;
+    Ok(Completion {
+        attempt_id: attempt,
+        ready,
+    })
+}
+
+/// `abathur task fail ATTEMPT --error MSG`.
+pub async fn fail(queue: &TaskQueue, attempt: Uuid, error: &str) -> Result<FailOutcome, CliError> {
+    Ok(queue.fail(attempt, error).await?)
+}
+
+/// What `task cancel` and `task retry` report.
+#[derive(Debug, Serialize)]
+pub struct Affected {
+    pub task_id: Uuid,
+    /// `cancel`: every task cancelled, this one first. `retry`: the dependents that wait for
+    /// this task again.
+    pub tasks: Vec<Uuid>,
+}
+
+/// `abathur task cancel ID`.
+pub async fn cancel(queue: &TaskQueue, id: Uuid, actor: &str) -> Result<Affected, CliError> {
+    let tasks = queue.cancel(id, actor).await?;
+    Ok(Affected { task_id: id, tasks })
+}
+
+/// `abathur task retry ID`.
+pub async fn retry(queue: &TaskQueue, id: Uuid, actor: &str) -> Result<Affected, CliError> {
+    let tasks = queue.retry(id, actor).await?;
+    Ok(Affected { task_id: id, tasks })
+}
+
+/// `abathur reap`.
+pub async fn reap(queue: &TaskQueue) -> Result<ReapReport, CliError> {
+    Ok(queue.reap().await?)
+}
+
+/// `text` parsed as a JSON value, or an invalid-input error naming `field`.
+fn parse_json(field: &'static str, text: Option<&str>) -> Result<Option<Value>, CliError> {
+    text.map(serde_json::from_str::<Value>)
+        .transpose()
+        .map_err(|e| ValidationError::new(field, format!("is not valid JSON: {e}")).into())
 }
 
 /// The first line of `description` with text on it, trimmed and cut to the summary limit.

@@ -8,4 +8,5 @@ mod db_status;
 mod exit_codes;
 mod init;
 mod json;
+mod queue;
 mod task;

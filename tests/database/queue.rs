@@ -436,10 +436,25 @@ async fn bad_claim_arguments_are_rejected() {
     assert!(
         matches!(f.queue.claim("w", &[], LEASE, 0).await.unwrap_err(), QueueError::Validation(e) if e.field == "max_tasks")
     );
-    assert!(matches!(
-        f.queue.complete(Uuid::new_v4(), None).await.unwrap_err(),
-        QueueError::LeaseLost { .. }
-    ));
+}
+
+#[tokio::test]
+async fn an_attempt_that_was_never_handed_out_is_not_found() {
+    let f = fixture().await;
+    let task = f.queue.submit(new("waiting", &[])).await.unwrap();
+    let unknown = Uuid::new_v4();
+    let errors = [
+        f.queue.complete(unknown, None).await.unwrap_err(),
+        f.queue.fail(unknown, "x").await.unwrap_err(),
+        f.queue.heartbeat(unknown, LEASE).await.unwrap_err(),
+    ];
+    for err in errors {
+        assert!(
+            matches!(err, QueueError::AttemptNotFound(id) if id == unknown),
+            "{err:?}"
+        );
+    }
+    assert_eq!(f.task(task.id).await, task);
 }
 
 /// Regression: `abathur task submit --depends-on` once set the status itself and left a task

@@ -124,10 +124,7 @@ async fn open_attempt(
     .await
     .map_err(db)?;
     let Some(row) = row else {
-        return Err(QueueError::LeaseLost {
-            attempt_id,
-            reason: "no attempt has this id".into(),
-        });
+        return Err(QueueError::AttemptNotFound(attempt_id));
     };
     match row.outcome.as_deref() {
         None => Ok(OpenAttempt {

@@ -147,7 +147,7 @@ impl TaskQueue {
     /// Extends a lease by `lease` from now.
     ///
     /// # Errors
-    /// `LeaseLost`, `Cancelled`, or a `Validation` error for a zero lease.
+    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for a zero lease.
     pub async fn heartbeat(&self, attempt_id: Uuid, lease: Duration) -> Result<Lease, QueueError> {
         if lease.is_zero() {
             return Err(ValidationError::new("lease", "must be longer than zero").into());
@@ -160,7 +160,7 @@ impl TaskQueue {
     /// Completes the leased task with `result`; returns the dependents made ready.
     ///
     /// # Errors
-    /// `LeaseLost`, `Cancelled`, or a `Validation` error for a result nested too deep.
+    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for a result nested too deep.
     pub async fn complete(
         &self,
         attempt_id: Uuid,
@@ -177,7 +177,7 @@ impl TaskQueue {
     /// Fails the leased attempt with `error`.
     ///
     /// # Errors
-    /// `LeaseLost`, `Cancelled`, or a `Validation` error for an error message with a NUL.
+    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for an error message with a NUL.
     pub async fn fail(&self, attempt_id: Uuid, error: &str) -> Result<FailOutcome, QueueError> {
         check_no_nul("error", error)?;
         self.store

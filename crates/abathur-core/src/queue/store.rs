@@ -49,7 +49,7 @@ pub trait QueueStore: Send + Sync {
     /// Extends a live lease to `now + lease`.
     ///
     /// # Errors
-    /// `LeaseLost` when the attempt is unknown, finished or expired; `Cancelled` when its
+    /// `AttemptNotFound` when no attempt has the id; `LeaseLost` when it finished or expired; `Cancelled` when its
     /// task was cancelled.
     async fn heartbeat(
         &self,
@@ -62,7 +62,7 @@ pub trait QueueStore: Send + Sync {
     /// dependencies are now all completed. Returns the ids made ready.
     ///
     /// # Errors
-    /// `LeaseLost` or `Cancelled` as for [`QueueStore::heartbeat`]; nothing changes.
+    /// `AttemptNotFound`, `LeaseLost` or `Cancelled` as for [`QueueStore::heartbeat`]; nothing changes.
     async fn complete(
         &self,
         attempt_id: Uuid,
@@ -76,7 +76,7 @@ pub trait QueueStore: Send + Sync {
     /// it, naming the root failure.
     ///
     /// # Errors
-    /// `LeaseLost` or `Cancelled` as for [`QueueStore::heartbeat`]; nothing changes.
+    /// `AttemptNotFound`, `LeaseLost` or `Cancelled` as for [`QueueStore::heartbeat`]; nothing changes.
     async fn fail(
         &self,
         attempt_id: Uuid,

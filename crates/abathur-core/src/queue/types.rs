@@ -238,6 +238,10 @@ pub enum QueueError {
     #[error("task {0} was not found")]
     TaskNotFound(Uuid),
 
+    /// No attempt has this id: it was never handed out by a claim.
+    #[error("no attempt has the id {0}")]
+    AttemptNotFound(Uuid),
+
     /// The lease is no longer valid: it expired and the task was reclaimed, or it finished.
     #[error("the lease of attempt {attempt_id} is lost: {reason}")]
     LeaseLost { attempt_id: Uuid, reason: String },
