@@ -1,0 +1,90 @@
+//! Several OS processes working one queue on one database file, with and without crashes.
+//!
+//! This target has its own `main` (`harness = false`): run with `worker ...` as its first
+//! argument, it is one worker process; otherwise it runs the scenarios below, each of which
+//! spawns this same executable as its workers. A positional argument filters scenarios by
+//! name, as libtest does.
+//!
+//! Each scenario submits a layered DAG of 5,000 tasks, runs it to completion with worker
+//! processes, and then checks, from the database and from each worker's log of the
+//! completions it was told succeeded:
+//! - the database passes `integrity_check` and `foreign_key_check`;
+//! - every task completed, exactly once, by exactly one attempt;
+//! - no attempt of any task started before all of its dependencies had completed;
+//! - no worker was told a completion succeeded that the database does not hold.
+
+mod scenario;
+mod verify;
+mod worker;
+
+use std::panic;
+use std::process::ExitCode;
+use std::time::Instant;
+
+type Scenario = (&'static str, fn());
+
+const SCENARIOS: &[Scenario] = &[
+    (
+        "four_processes_run_a_5000_task_dag_exactly_once",
+        scenario::four_processes_run_a_5000_task_dag_exactly_once,
+    ),
+    (
+        "workers_killed_20_times_lose_and_repeat_nothing",
+        scenario::workers_killed_20_times_lose_and_repeat_nothing,
+    ),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("worker") {
+        return worker::main(&args[1..]);
+    }
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in SCENARIOS {
+            println!("{name}: test");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let filters: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let exact = args.iter().any(|a| a == "--exact");
+    let selected: Vec<&Scenario> = SCENARIOS
+        .iter()
+        .filter(|(name, _)| {
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| if exact { name == f } else { name.contains(f) })
+        })
+        .collect();
+
+    println!("\nrunning {} tests", selected.len());
+    let mut failed = Vec::new();
+    for (name, scenario) in &selected {
+        let started = Instant::now();
+        let outcome = panic::catch_unwind(scenario);
+        let secs = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(()) => println!("test {name} ... ok ({secs:.1} s)"),
+            Err(_) => {
+                println!("test {name} ... FAILED ({secs:.1} s)");
+                failed.push(*name);
+            }
+        }
+    }
+    let passed = selected.len() - failed.len();
+    if failed.is_empty() {
+        println!("\ntest result: ok. {passed} passed; 0 failed\n");
+        ExitCode::SUCCESS
+    } else {
+        println!("\nfailures:\n    {}", failed.join("\n    "));
+        println!(
+            "\ntest result: FAILED. {passed} passed; {} failed\n",
+            failed.len()
+        );
+        ExitCode::FAILURE
+    }
+}

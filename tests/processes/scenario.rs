@@ -1,0 +1,226 @@
+//! The scenarios: a DAG submitted, worker processes started (and killed), the outcome checked.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use abathur::domain::queue::{NewTask, QueueLimits, TaskQueue};
+use abathur::infrastructure::database::{DatabaseConnection, QueueStoreImpl};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+use crate::verify::{verify, Logs};
+use crate::worker::WorkerArgs;
+
+/// 25 layers of 200 tasks: 5,000 in all, depth 24.
+const LAYERS: usize = 25;
+const WIDTH: usize = 200;
+/// Long enough that no kill can use a task's retries up: each kill loses at most one claim's
+/// worth of tasks, and a task is lost at most once per kill.
+const MAX_RETRIES: u32 = 25;
+/// A scenario that has not finished by then has hung.
+const DEADLINE: Duration = Duration::from_secs(600);
+
+pub fn four_processes_run_a_5000_task_dag_exactly_once() {
+    let run = Run::new(0xABA7);
+    let started = Instant::now();
+    let mut workers: Vec<Worker> = (0..4)
+        .map(|i| run.spawn(&format!("w{i}"), Duration::from_secs(30), 0))
+        .collect();
+    for worker in &mut workers {
+        worker.wait_for_exit(started + DEADLINE);
+    }
+    let elapsed = started.elapsed();
+    let report = verify(&run.db_path(), &run.logs(), true);
+    println!(
+        "  4 processes: {} tasks in {:.2} s ({:.0} tasks/s), {} attempts",
+        report.tasks,
+        elapsed.as_secs_f64(),
+        report.tasks as f64 / elapsed.as_secs_f64(),
+        report.attempts
+    );
+}
+
+pub fn workers_killed_20_times_lose_and_repeat_nothing() {
+    let run = Run::new(0x5EED);
+    // A short lease, so the reaper takes a dead worker's tasks back soon; work of up to 3 ms
+    // per task, so a kill usually lands while a task is held.
+    let lease = Duration::from_millis(750);
+    let spawn = |name: &str| run.spawn(name, lease, 3);
+    let started = Instant::now();
+    let mut workers: Vec<Worker> = (0..4).map(|i| spawn(&format!("w{i}"))).collect();
+    let mut kills = 0;
+    while kills < 20 {
+        std::thread::sleep(Duration::from_millis(fastrand::u64(50..=250)));
+        let victim = fastrand::usize(..workers.len());
+        if !workers[victim].kill() {
+            // It had finished: the DAG ran out before the kills did.
+            break;
+        }
+        kills += 1;
+        workers[victim] = spawn(&format!("w{victim}-after-kill-{kills}"));
+    }
+    for worker in &mut workers {
+        worker.wait_for_exit(started + DEADLINE);
+    }
+    let elapsed = started.elapsed();
+    let report = verify(&run.db_path(), &run.logs(), false);
+    println!(
+        "  {kills} kills: {} tasks in {:.2} s, {} attempts ({} lost to kills)",
+        report.tasks,
+        elapsed.as_secs_f64(),
+        report.attempts,
+        report.lost_attempts
+    );
+    assert_eq!(kills, 20, "the DAG finished before 20 kills landed");
+    assert!(
+        report.lost_attempts > 0,
+        "no kill landed while a task was held, so recovery was not tested"
+    );
+}
+
+/// One scenario's folder: the database, and each worker's log and stderr.
+struct Run {
+    dir: TempDir,
+}
+
+impl Run {
+    /// A fresh database holding the DAG.
+    fn new(seed: u64) -> Self {
+        fastrand::seed(seed);
+        let run = Self {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let db = DatabaseConnection::open_path(&run.db_path(), Default::default())
+                .await
+                .expect("open the database");
+            db.migrate().await.expect("migrate");
+            let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone())))
+                .with_limits(QueueLimits::default());
+            let stored = queue
+                .submit_batch(layered_dag())
+                .await
+                .expect("submit the DAG");
+            assert_eq!(stored.len(), LAYERS * WIDTH);
+            db.close().await;
+        });
+        run
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.dir.path().join("queue.db")
+    }
+
+    fn spawn(&self, name: &str, lease: Duration, max_work_ms: u64) -> Worker {
+        let args = WorkerArgs {
+            db: self.db_path(),
+            name: name.to_string(),
+            log: self.dir.path().join(format!("{name}.log")),
+            lease,
+            max_per_claim: 4,
+            max_work: Duration::from_millis(max_work_ms),
+        };
+        let stderr = self.dir.path().join(format!("{name}.stderr"));
+        let child = Command::new(std::env::current_exe().expect("the test executable"))
+            .args(args.to_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("a stderr file"))
+            .spawn()
+            .expect("spawn a worker");
+        Worker {
+            name: name.to_string(),
+            child,
+            stderr,
+        }
+    }
+
+    /// Every worker's log of confirmed completions.
+    fn logs(&self) -> Logs {
+        Logs::read(self.dir.path())
+    }
+}
+
+/// A running worker process.
+struct Worker {
+    name: String,
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Worker {
+    /// SIGKILLs the worker; false if it had already exited.
+    fn kill(&mut self) -> bool {
+        if self.child.try_wait().expect("poll a worker").is_some() {
+            return false;
+        }
+        self.child.kill().expect("kill a worker");
+        self.child.wait().expect("reap a killed worker");
+        true
+    }
+
+    /// Waits for the worker to exit by itself, successfully, before `deadline`.
+    fn wait_for_exit(&mut self, deadline: Instant) {
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll a worker") {
+                assert!(
+                    status.success(),
+                    "worker {} exited with {status}:\n{}",
+                    self.name,
+                    read(&self.stderr)
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "worker {} did not finish in time:\n{}",
+                    self.name,
+                    read(&self.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// `LAYERS` layers of `WIDTH` tasks; each task past the first layer depends on one to three
+/// tasks of the layer before, and sometimes on one further back.
+fn layered_dag() -> Vec<NewTask> {
+    let ids: Vec<Vec<Uuid>> = (0..LAYERS)
+        .map(|_| (0..WIDTH).map(|_| Uuid::new_v4()).collect())
+        .collect();
+    let mut tasks = Vec::with_capacity(LAYERS * WIDTH);
+    for (layer, layer_ids) in ids.iter().enumerate() {
+        for (i, id) in layer_ids.iter().enumerate() {
+            let mut dependencies = Vec::new();
+            if layer > 0 {
+                for _ in 0..fastrand::usize(1..=3) {
+                    dependencies.push(ids[layer - 1][fastrand::usize(..WIDTH)]);
+                }
+                if layer > 1 && fastrand::bool() {
+                    dependencies.push(ids[fastrand::usize(..layer - 1)][fastrand::usize(..WIDTH)]);
+                }
+                dependencies.sort();
+                dependencies.dedup();
+            }
+            tasks.push(NewTask {
+                id: *id,
+                dependencies,
+                max_retries: MAX_RETRIES,
+                ..NewTask::new(format!("layer {layer} task {i}"), "no-op", "worker")
+            });
+        }
+    }
+    tasks
+}

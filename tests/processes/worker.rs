@@ -1,0 +1,146 @@
+//! One worker process: claims tasks, "runs" each for a moment, completes it, and logs each
+//! completion the queue confirmed. It reaps now and then, as any process may, and exits once
+//! no task is left unfinished.
+//!
+//! Arguments: `worker DB NAME LOG LEASE_MS MAX_PER_CLAIM MAX_WORK_MS`.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use abathur::domain::queue::{QueueError, RetryPolicy, TaskQueue};
+use abathur::infrastructure::database::{DatabaseConfig, DatabaseConnection, QueueStoreImpl};
+use serde_json::json;
+
+/// How often a worker runs the reaper.
+const REAP_EVERY: Duration = Duration::from_millis(100);
+/// How long a worker with nothing to claim waits before asking again.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
+
+/// What a worker was started with.
+pub struct WorkerArgs {
+    pub db: PathBuf,
+    pub name: String,
+    pub log: PathBuf,
+    pub lease: Duration,
+    pub max_per_claim: u32,
+    pub max_work: Duration,
+}
+
+impl WorkerArgs {
+    /// The command-line form that [`main`] parses.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "worker".into(),
+            self.db.display().to_string(),
+            self.name.clone(),
+            self.log.display().to_string(),
+            self.lease.as_millis().to_string(),
+            self.max_per_claim.to_string(),
+            self.max_work.as_millis().to_string(),
+        ]
+    }
+
+    fn parse(args: &[String]) -> Option<Self> {
+        let [db, name, log, lease, max, work] = args else {
+            return None;
+        };
+        Some(Self {
+            db: db.into(),
+            name: name.clone(),
+            log: log.into(),
+            lease: Duration::from_millis(lease.parse().ok()?),
+            max_per_claim: max.parse().ok()?,
+            max_work: Duration::from_millis(work.parse().ok()?),
+        })
+    }
+}
+
+pub fn main(args: &[String]) -> ExitCode {
+    let Some(args) = WorkerArgs::parse(args) else {
+        eprintln!("usage: worker DB NAME LOG LEASE_MS MAX_PER_CLAIM MAX_WORK_MS");
+        return ExitCode::from(2);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    match runtime.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("worker {}: {message}", args.name);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &WorkerArgs) -> Result<(), String> {
+    let config = DatabaseConfig {
+        min_connections: 1,
+        max_connections: 2,
+        ..DatabaseConfig::default()
+    };
+    let db = DatabaseConnection::open_path(&args.db, config)
+        .await
+        .map_err(|e| format!("open: {e}"))?;
+    let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone()))).with_retry_policy(
+        RetryPolicy {
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            jitter: 0.25,
+        },
+    );
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.log)
+        .map_err(|e| format!("log: {e}"))?;
+    let mut last_reap = Instant::now();
+    loop {
+        if last_reap.elapsed() >= REAP_EVERY {
+            queue.reap().await.map_err(|e| format!("reap: {e}"))?;
+            last_reap = Instant::now();
+        }
+        let claimed = queue
+            .claim(&args.name, &[], args.lease, args.max_per_claim)
+            .await
+            .map_err(|e| format!("claim: {e}"))?;
+        if claimed.is_empty() {
+            let unfinished: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM tasks WHERE status NOT IN ('completed', 'failed', 'cancelled')",
+            )
+            .fetch_one(db.pool())
+            .await
+            .map_err(|e| format!("count: {e}"))?;
+            if unfinished == 0 {
+                db.close().await;
+                return Ok(());
+            }
+            tokio::time::sleep(IDLE_WAIT).await;
+            continue;
+        }
+        for task in claimed {
+            if !args.max_work.is_zero() {
+                let work = fastrand::u64(0..=args.max_work.as_millis() as u64);
+                tokio::time::sleep(Duration::from_millis(work)).await;
+            }
+            let attempt = task.lease.attempt_id;
+            match queue
+                .complete(attempt, Some(json!({ "by": args.name })))
+                .await
+            {
+                // Written only after the queue confirmed the completion: a worker killed in
+                // between leaves a completion out of its log, never one too many.
+                Ok(_) => {
+                    writeln!(log, "{} {attempt}", task.task.id).map_err(|e| format!("log: {e}"))?
+                }
+                // The reaper took the task back while this worker was slow: not an error.
+                Err(QueueError::LeaseLost { .. }) => {}
+                Err(e) => return Err(format!("complete: {e}")),
+            }
+        }
+    }
+}
