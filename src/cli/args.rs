@@ -49,9 +49,11 @@ pub enum Command {
     /// Submit, claim, finish and inspect tasks.
     #[command(subcommand)]
     Task(TaskCommand),
-    /// Recover the tasks of dead workers (expired leases) and tasks past their timeout.
+    /// Recover the tasks of dead workers (expired leases) and tasks past their timeout, then
+    /// bring waiting tasks' priorities up to date for ageing and deadlines.
     ///
-    /// Safe to run from any number of processes at once.
+    /// Safe to run from any number of processes at once; run it every minute or so (from cron,
+    /// say) when no `abathur worker` is running to do it.
     #[command(after_help = EXIT_CODES_HELP)]
     Reap,
     /// Inspect the database.
@@ -84,8 +86,8 @@ pub enum TaskCommand {
     },
     /// Claim the most urgent ready tasks; prints each task with its attempt id.
     ///
-    /// The attempt id is the lease: pass it to `heartbeat`, `complete` or `fail`. Prints
-    /// nothing (and exits 0) when no task is ready.
+    /// The attempt id is the lease: pass it to `heartbeat`, `complete` or `fail`. When no task
+    /// is ready it says so and exits 0 (`--json` prints `[]`).
     #[command(after_help = EXIT_CODES_HELP)]
     Claim(ClaimArgs),
     /// Extend a lease, so the reaper does not take the task back.

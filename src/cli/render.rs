@@ -10,19 +10,19 @@
 //!   `{"outcome": "failed", "cascaded": [ids]}` ([`FailOutcome`]);
 //! - `task cancel` and `task retry`: `{"task_id", "tasks": [ids]}`;
 //! - `task history`: an array of [`TaskEvent`];
-//! - `reap`: `{"lost": [ids], "timed_out": [ids]}` ([`ReapReport`]);
+//! - `reap`: `{"lost": [ids], "timed_out": [ids], "reprioritised": n}`;
 //! - `init` and `db status`: objects with the fields of [`InitReport`] and [`StatusReport`].
 
 use std::fmt::Write as _;
 
 use abathur_core::models::{Task, TaskStatus};
-use abathur_core::queue::{ClaimedTask, FailOutcome, Lease, ReapReport, TaskEvent};
+use abathur_core::queue::{ClaimedTask, FailOutcome, Lease, TaskEvent};
 use abathur_core::timestamp;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::db::{InitReport, StatusReport};
-use super::task::{Affected, Completion};
+use super::task::{Affected, Completion, Maintenance};
 
 /// What a command produced.
 #[derive(Debug)]
@@ -50,7 +50,7 @@ pub enum View {
     /// `task retry`.
     Retried(Affected),
     /// `reap`.
-    Reaped(ReapReport),
+    Reaped(Maintenance),
     /// `db status`.
     Status(StatusReport),
 }
@@ -132,11 +132,16 @@ impl View {
             }
             View::Reaped(report) => {
                 let mut out = String::new();
-                id_lines(&mut out, "lease expired", &report.lost);
-                id_lines(&mut out, "timed out", &report.timed_out);
+                id_lines(&mut out, "lease expired", &report.reaped.lost);
+                id_lines(&mut out, "timed out", &report.reaped.timed_out);
                 if out.is_empty() {
                     out.push_str("nothing to reap\n");
                 }
+                let _ = writeln!(
+                    out,
+                    "priorities brought up to date: {} waiting tasks",
+                    report.reprioritised
+                );
                 out
             }
             View::Status(report) => status_text(report),
@@ -158,7 +163,7 @@ fn id_lines(out: &mut String, label: &str, ids: &[uuid::Uuid]) {
 fn claimed_table(claimed: &[ClaimedTask]) -> String {
     let mut out = String::new();
     if claimed.is_empty() {
-        return out;
+        return "no task is ready\n".to_string();
     }
     let _ = writeln!(
         out,

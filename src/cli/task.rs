@@ -128,9 +128,25 @@ pub async fn retry(queue: &TaskQueue, id: Uuid, actor: &str) -> Result<Affected,
     Ok(Affected { task_id: id, tasks })
 }
 
-/// `abathur reap`.
-pub async fn reap(queue: &TaskQueue) -> Result<ReapReport, CliError> {
-    Ok(queue.reap().await?)
+/// What `reap` reports.
+#[derive(Debug, Serialize)]
+pub struct Maintenance {
+    /// The tasks taken back from dead workers, and those timed out.
+    #[serde(flatten)]
+    pub reaped: ReapReport,
+    /// Waiting tasks whose calculated priority was recomputed for ageing and deadlines.
+    pub reprioritised: u64,
+}
+
+/// `abathur reap`: recovers expired leases and timed-out tasks, then brings the priorities of
+/// waiting tasks up to date, so that ageing and deadlines take effect.
+pub async fn reap(queue: &TaskQueue) -> Result<Maintenance, CliError> {
+    let reaped = queue.reap().await?;
+    let reprioritised = queue.refresh_priorities().await?;
+    Ok(Maintenance {
+        reaped,
+        reprioritised,
+    })
 }
 
 /// `text` parsed as a JSON value, or an invalid-input error naming `field`.

@@ -148,9 +148,12 @@ fn the_diamond_runs_fails_cascades_and_recovers_by_commands() {
 }
 
 #[test]
-fn claiming_from_an_empty_queue_prints_nothing_and_succeeds() {
+fn claiming_from_an_empty_queue_says_so_and_succeeds() {
     let s = Sandbox::new();
-    assert_eq!(s.ok(&["task", "claim", "--worker", "w"]), "");
+    assert_eq!(
+        s.ok(&["task", "claim", "--worker", "w"]),
+        "no task is ready\n"
+    );
     assert!(s.claim(&["--worker", "w"]).is_empty());
 }
 
@@ -294,7 +297,10 @@ fn retrying_a_task_that_has_not_failed_exits_with_5() {
 #[test]
 fn reap_takes_back_an_expired_lease() {
     let s = Sandbox::new();
-    assert_eq!(s.ok(&["reap"]), "nothing to reap\n");
+    assert_eq!(
+        s.ok(&["reap"]),
+        "nothing to reap\npriorities brought up to date: 0 waiting tasks\n"
+    );
     let id = s.submit(&["job of a worker that dies"]);
     let claimed = s.claim(&["--worker", "doomed", "--lease", "200ms"]);
     let attempt = claimed[0]["lease"]["attempt_id"].as_str().unwrap();
@@ -302,6 +308,8 @@ fn reap_takes_back_an_expired_lease() {
     let report = s.json(&["reap"]);
     assert_eq!(ids(&report["lost"]), vec![id.clone()]);
     assert_eq!(report["timed_out"], serde_json::json!([]));
+    // The reaped task is waiting again, so its priority was recomputed too.
+    assert_eq!(report["reprioritised"], 1);
     assert_eq!(s.status_of(&id), "ready");
     s.fails(&["task", "complete", attempt], 5);
 }
