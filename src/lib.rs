@@ -5,10 +5,13 @@
 //!   database driver.
 //! - [`infrastructure::database`] is the SQLite adapter: the connection and one repository per
 //!   port.
-//! - [`cli`] is the `abathur` command, a thin adapter over both.
+//! - [`worker`] runs a command for each claimed task; [`mcp`] serves the services as MCP tools.
+//! - [`cli`] is the `abathur` command, a thin adapter over all of them.
 
 pub mod cli;
 pub mod infrastructure;
+pub mod mcp;
+pub mod worker;
 
 /// The domain: models, ports, errors and the clock.
 pub mod domain {

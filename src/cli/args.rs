@@ -59,6 +59,12 @@ pub enum Command {
     /// Inspect the database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Claim tasks and run a command for each: `abathur worker -- CMD ARGS...`.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Worker(super::worker::WorkerArgs),
+    /// Serve the queue, memory and sessions as MCP tools (stdio, or `--http`).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Mcp(super::mcp::McpArgs),
 }
 
 /// `abathur task ...`

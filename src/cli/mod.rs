@@ -19,8 +19,10 @@
 mod args;
 mod db;
 mod error;
+mod mcp;
 mod render;
 mod task;
+mod worker;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::Path;
@@ -71,6 +73,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::internal("cannot start the async runtime", &e))?;
+    // The long-running commands print as they go, and have no result to render.
+    let command = match command {
+        Command::Worker(args) => return runtime.block_on(worker::run(&db, args)),
+        Command::Mcp(args) => return runtime.block_on(mcp::run(&db, args)),
+        other => other,
+    };
     let view = runtime.block_on(dispatch(&db, command))?;
     let text = if json {
         view.json()
@@ -122,6 +130,9 @@ async fn dispatch(path: &Path, command: Command) -> Result<View, CliError> {
         }
         Command::Reap => task::reap(&queue).await.map(View::Reaped),
         Command::Db(DbCommand::Status) => db::status(&db, path).await.map(View::Status),
+        Command::Worker(_) | Command::Mcp(_) => {
+            unreachable!("long-running commands are run before dispatch")
+        }
     };
     // Closing waits for the connections to finish, so the WAL is checkpointed on the way out.
     db.close().await;
