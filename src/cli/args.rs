@@ -49,6 +49,14 @@ pub enum Command {
     /// Submit, claim, finish and inspect tasks.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// The queue at a glance: tasks per status, the oldest ready task, running leases and how
+    /// soon they expire.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Status {
+        /// Show at most this many running attempts.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        running: u32,
+    },
     /// Recover the tasks of dead workers (expired leases) and tasks past their timeout, then
     /// bring waiting tasks' priorities up to date for ageing and deadlines.
     ///

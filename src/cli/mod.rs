@@ -129,6 +129,7 @@ async fn dispatch(path: &Path, command: Command) -> Result<View, CliError> {
             task::retry(&queue, id, &actor).await.map(View::Retried)
         }
         Command::Reap => task::reap(&queue).await.map(View::Reaped),
+        Command::Status { running } => Ok(View::Overview(queue.overview(running).await?)),
         Command::Db(DbCommand::Status) => db::status(&db, path).await.map(View::Status),
         Command::Worker(_) | Command::Mcp(_) => {
             unreachable!("long-running commands are run before dispatch")

@@ -11,12 +11,14 @@
 //! - `task cancel` and `task retry`: `{"task_id", "tasks": [ids]}`;
 //! - `task history`: an array of [`TaskEvent`];
 //! - `reap`: `{"lost": [ids], "timed_out": [ids], "reprioritised": n}`;
+//! - `status`: a [`QueueOverview`]: `at`, `counts` (status → n), `oldest_ready`, `running`
+//!   (attempts with `lease_expires_at`, the soonest first), `expired_leases`;
 //! - `init` and `db status`: objects with the fields of [`InitReport`] and [`StatusReport`].
 
 use std::fmt::Write as _;
 
 use abathur_core::models::{Task, TaskStatus};
-use abathur_core::queue::{ClaimedTask, FailOutcome, Lease, TaskEvent};
+use abathur_core::queue::{ClaimedTask, FailOutcome, Lease, QueueOverview, TaskEvent};
 use abathur_core::timestamp;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -51,6 +53,8 @@ pub enum View {
     Retried(Affected),
     /// `reap`.
     Reaped(Maintenance),
+    /// `status`.
+    Overview(QueueOverview),
     /// `db status`.
     Status(StatusReport),
 }
@@ -76,6 +80,7 @@ impl View {
             View::Failed(outcome) => pretty(outcome),
             View::Cancelled(affected) | View::Retried(affected) => pretty(affected),
             View::Reaped(report) => pretty(report),
+            View::Overview(overview) => pretty(overview),
             View::Status(report) => pretty(report),
         }
     }
@@ -144,8 +149,86 @@ impl View {
                 );
                 out
             }
+            View::Overview(overview) => overview_text(overview),
             View::Status(report) => status_text(report),
         }
+    }
+}
+
+fn overview_text(overview: &QueueOverview) -> String {
+    let mut out = String::from("tasks:\n");
+    for (status, count) in &overview.counts {
+        let _ = writeln!(out, "  {:<9}  {count:>8}", status.as_str());
+    }
+    match &overview.oldest_ready {
+        Some(task) => {
+            let _ = writeln!(
+                out,
+                "\noldest ready: {} ({}), waiting {}\n  {}",
+                task.task_id,
+                one_line(&task.agent_type),
+                span(overview.at - task.submitted_at),
+                one_line(&task.summary)
+            );
+        }
+        None => out.push_str("\noldest ready: none\n"),
+    }
+    let running = overview
+        .counts
+        .get(&TaskStatus::Running)
+        .copied()
+        .unwrap_or(0);
+    let _ = writeln!(out, "\nrunning: {running}");
+    if overview.expired_leases > 0 {
+        let _ = writeln!(
+            out,
+            "  {} past their lease: their workers are gone; `abathur reap` takes them back",
+            overview.expired_leases
+        );
+    }
+    if !overview.running.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {:<36}  {:<36}  {:<16}  {:>10}  SUMMARY",
+            "ATTEMPT", "TASK", "WORKER", "EXPIRES IN"
+        );
+        for attempt in &overview.running {
+            let left = attempt.lease_expires_at - overview.at;
+            let expires = if left <= chrono::Duration::zero() {
+                "expired".to_string()
+            } else {
+                span(left)
+            };
+            let _ = writeln!(
+                out,
+                "  {:<36}  {:<36}  {:<16}  {:>10}  {}",
+                attempt.attempt_id,
+                attempt.task_id,
+                one_line(&attempt.worker_id),
+                expires,
+                one_line(&attempt.summary)
+            );
+        }
+        if (overview.running.len() as u64) < running {
+            let _ = writeln!(
+                out,
+                "  ... and {} more",
+                running - overview.running.len() as u64
+            );
+        }
+    }
+    out
+}
+
+/// A length of time in its two largest units: `45s`, `3m 12s`, `2h 5m`, `3d 4h`.
+fn span(length: chrono::Duration) -> String {
+    let secs = length.num_seconds().max(0);
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
     }
 }
 

@@ -313,3 +313,33 @@ fn reap_takes_back_an_expired_lease() {
     assert_eq!(s.status_of(&id), "ready");
     s.fails(&["task", "complete", attempt], 5);
 }
+
+#[test]
+fn status_shows_counts_the_oldest_ready_task_and_leases() {
+    let s = Sandbox::new();
+    let human = s.ok(&["status"]);
+    assert!(human.contains("oldest ready: none"), "{human}");
+    let old = s.submit(&["the old one"]);
+    let new = s.submit(&["the new one"]);
+    s.submit(&["the next one"]);
+    let claimed = s.claim(&["--worker", "busy-bee", "--lease", "1h"]);
+    let status = s.json(&["status"]);
+    assert_eq!(status["counts"]["running"], 1);
+    assert_eq!(status["counts"]["ready"], 2);
+    assert_eq!(status["counts"]["failed"], 0);
+    assert_eq!(status["running"][0]["worker_id"], "busy-bee");
+    assert_eq!(
+        status["running"][0]["attempt_id"],
+        claimed[0]["lease"]["attempt_id"]
+    );
+    assert_eq!(status["expired_leases"], 0);
+    // Equal priorities go oldest first, so the old task was claimed and the new one waits
+    // longest.
+    assert_eq!(claimed[0]["task"]["id"], old.as_str());
+    assert_eq!(status["oldest_ready"]["task_id"], new.as_str());
+    let human = s.ok(&["status"]);
+    assert!(
+        human.contains("busy-bee") && human.contains("59m"),
+        "{human}"
+    );
+}

@@ -519,3 +519,97 @@ async fn refreshed_priorities_match_the_policy_formula() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_overview_counts_statuses_and_lists_leases_soonest_first() {
+    let f = fixture().await;
+    let empty = f.queue.overview(10).await.unwrap();
+    assert!(empty.counts.values().all(|n| *n == 0));
+    assert_eq!(empty.counts.len(), TaskStatus::ALL.len());
+    assert!(empty.oldest_ready.is_none() && empty.running.is_empty());
+
+    let first = f.queue.submit(new("first", &[])).await.unwrap();
+    f.clock.advance(chrono::Duration::seconds(1));
+    let second = f.queue.submit(new("second", &[])).await.unwrap();
+    f.queue.submit(new("third", &[second.id])).await.unwrap();
+    // Claimed with different leases: the shorter one is listed first.
+    let long = f
+        .queue
+        .claim("w-long", &[], Duration::from_secs(600), 1)
+        .await
+        .unwrap();
+    let short = f
+        .queue
+        .claim("w-short", &[], Duration::from_secs(10), 1)
+        .await
+        .unwrap();
+    assert_eq!(long[0].task.id, first.id);
+
+    let overview = f.queue.overview(10).await.unwrap();
+    assert_eq!(overview.counts[&TaskStatus::Running], 2);
+    assert_eq!(overview.counts[&TaskStatus::Blocked], 1);
+    assert_eq!(overview.counts[&TaskStatus::Ready], 0);
+    let attempts: Vec<Uuid> = overview.running.iter().map(|r| r.attempt_id).collect();
+    assert_eq!(
+        attempts,
+        vec![short[0].lease.attempt_id, long[0].lease.attempt_id]
+    );
+    assert_eq!(overview.running[0].worker_id, "w-short");
+    assert_eq!(overview.expired_leases, 0);
+    assert_eq!(f.queue.overview(1).await.unwrap().running.len(), 1);
+
+    // The short lease runs out; the overview says so before any reap.
+    f.clock.advance(chrono::Duration::seconds(11));
+    assert_eq!(f.queue.overview(10).await.unwrap().expired_leases, 1);
+    f.queue.reap().await.unwrap();
+    let after = f.queue.overview(10).await.unwrap();
+    assert_eq!(after.expired_leases, 0);
+    let oldest = after.oldest_ready.expect("the reaped task waits again");
+    assert_eq!(oldest.task_id, second.id);
+}
+
+#[tokio::test]
+async fn the_execution_plan_orders_the_unfinished_dag_in_stages() {
+    let f = fixture().await;
+    let a = new("A", &[]);
+    let b = new("B", &[a.id]);
+    let c = NewTask {
+        priority: 9,
+        ..new("C", &[a.id])
+    };
+    let d = new("D", &[b.id, c.id]);
+    let lone = new("lone", &[]);
+    let ids = [a.id, b.id, c.id, d.id, lone.id];
+    f.queue.submit_batch(vec![a, b, c, d, lone]).await.unwrap();
+
+    let plan = f.queue.execution_plan(100).await.unwrap();
+    let order: Vec<(Uuid, u32)> = plan.iter().map(|s| (s.task.task_id, s.stage)).collect();
+    // Stage 0: A and the lone task; stage 1: C (priority 9) before B; stage 2: D.
+    assert_eq!(order.len(), 5);
+    assert_eq!(order[2..], [(ids[2], 1), (ids[1], 1), (ids[3], 2)]);
+    assert!(order[..2].iter().all(|(_, stage)| *stage == 0));
+    assert_eq!(plan[4].task.waits_for.len(), 2);
+
+    // Completing A drops it from the plan; B and C then wait for nothing.
+    let claimed = f
+        .queue
+        .claim("w", &["worker".into()], LEASE, 5)
+        .await
+        .unwrap();
+    let a_lease = claimed.iter().find(|c| c.task.id == ids[0]).unwrap();
+    f.queue
+        .complete(a_lease.lease.attempt_id, None)
+        .await
+        .unwrap();
+    let plan = f.queue.execution_plan(100).await.unwrap();
+    assert!(plan.iter().all(|s| s.task.task_id != ids[0]));
+    let b_step = plan.iter().find(|s| s.task.task_id == ids[1]).unwrap();
+    assert_eq!((b_step.stage, b_step.task.waits_for.len()), (0, 0));
+    let d_step = plan.iter().find(|s| s.task.task_id == ids[3]).unwrap();
+    assert_eq!(d_step.stage, 1);
+
+    assert!(matches!(
+        f.queue.execution_plan(0).await.unwrap_err(),
+        QueueError::Validation(e) if e.field == "limit"
+    ));
+}

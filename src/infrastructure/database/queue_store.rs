@@ -7,8 +7,9 @@ use std::time::Duration;
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{Task, TaskStatus};
 use abathur_core::queue::{
-    AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PriorityPolicy,
-    QueueError, QueueLimits, QueueStore, ReapReport, RetryPolicy, TaskEvent,
+    AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask,
+    PriorityPolicy, QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport, RetryPolicy,
+    RunningAttempt, TaskEvent, WaitingTask,
 };
 use abathur_core::timestamp;
 use async_trait::async_trait;
@@ -1032,6 +1033,149 @@ impl QueueStore for QueueStoreImpl {
                     actor: r.actor,
                     attempt_id: cx.opt_uuid("attempt_id", r.attempt_id.as_deref())?,
                     reason: r.reason,
+                })
+            })
+            .collect()
+    }
+
+    async fn overview(
+        &self,
+        running_limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<QueueOverview, QueueError> {
+        // One read transaction: in WAL mode every statement sees the same snapshot.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut counts: std::collections::BTreeMap<TaskStatus, u64> =
+            TaskStatus::ALL.iter().map(|s| (*s, 0)).collect();
+        let rows = sqlx::query!(
+            r#"SELECT status AS "status!", COUNT(*) AS "count!: i64" FROM tasks GROUP BY status"#
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        for r in rows {
+            let cx = RowContext {
+                table: "tasks",
+                id: "",
+            };
+            counts.insert(cx.parse("status", &r.status)?, cx.int("count", r.count)?);
+        }
+
+        let oldest = sqlx::query!(
+            r#"SELECT id AS "id!", summary, agent_type, submitted_at
+               FROM tasks WHERE status = 'ready' ORDER BY submitted_at, id LIMIT 1"#
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let oldest_ready = oldest
+            .map(|r| {
+                let cx = RowContext {
+                    table: "tasks",
+                    id: &r.id,
+                };
+                Ok::<_, DatabaseError>(WaitingTask {
+                    task_id: cx.uuid("id", &r.id)?,
+                    summary: r.summary,
+                    agent_type: r.agent_type,
+                    submitted_at: cx.timestamp("submitted_at", &r.submitted_at)?,
+                })
+            })
+            .transpose()?;
+
+        let limit = i64::from(running_limit);
+        let rows = sqlx::query!(
+            r#"SELECT a.id AS "id!", a.task_id, t.summary, a.worker_id, a.started_at,
+                      a.lease_expires_at
+               FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+               WHERE a.finished_at IS NULL
+               ORDER BY a.lease_expires_at, a.id LIMIT ?"#,
+            limit
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let running = rows
+            .into_iter()
+            .map(|r| {
+                let cx = RowContext {
+                    table: "task_attempts",
+                    id: &r.id,
+                };
+                Ok::<_, DatabaseError>(RunningAttempt {
+                    attempt_id: cx.uuid("id", &r.id)?,
+                    task_id: cx.uuid("task_id", &r.task_id)?,
+                    summary: r.summary,
+                    worker_id: r.worker_id,
+                    started_at: cx.timestamp("started_at", &r.started_at)?,
+                    lease_expires_at: cx.timestamp("lease_expires_at", &r.lease_expires_at)?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let now_text = ts(&now);
+        let expired = sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "count!: i64" FROM task_attempts
+               WHERE finished_at IS NULL AND lease_expires_at <= ?"#,
+            now_text
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(QueueOverview {
+            at: now,
+            counts,
+            oldest_ready,
+            running,
+            expired_leases: RowContext {
+                table: "task_attempts",
+                id: "",
+            }
+            .int("count", expired)?,
+        })
+    }
+
+    async fn pending(&self, limit: u32) -> Result<Vec<PendingTask>, QueueError> {
+        let limit = i64::from(limit);
+        let rows = sqlx::query!(
+            r#"WITH p AS (
+                   SELECT id, summary, agent_type, status, calculated_priority, submitted_at
+                   FROM tasks
+                   WHERE status NOT IN ('completed', 'failed', 'cancelled')
+                   ORDER BY calculated_priority DESC, submitted_at, id
+                   LIMIT ?
+               )
+               SELECT p.id AS "id!", p.summary AS "summary!", p.agent_type AS "agent_type!",
+                      p.status AS "status!", p.calculated_priority AS "calculated_priority!: f64",
+                      (SELECT json_group_array(d.depends_on_task_id)
+                       FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on_task_id
+                       WHERE d.task_id = p.id AND u.status <> 'completed') AS "waits_for!: String"
+               FROM p
+               ORDER BY p.calculated_priority DESC, p.submitted_at, p.id"#,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                let cx = RowContext {
+                    table: "tasks",
+                    id: &r.id,
+                };
+                let waits_for = cx.json("dependencies", &r.waits_for)?;
+                let waits_for = waits_for.as_array().map(Vec::as_slice).unwrap_or_default();
+                Ok(PendingTask {
+                    task_id: cx.uuid("id", &r.id)?,
+                    summary: r.summary,
+                    agent_type: r.agent_type,
+                    status: cx.parse("status", &r.status)?,
+                    calculated_priority: r.calculated_priority,
+                    waits_for: waits_for
+                        .iter()
+                        .map(|id| cx.uuid("dependencies", id.as_str().unwrap_or_default()))
+                        .collect::<Result<_, _>>()?,
                 })
             })
             .collect()

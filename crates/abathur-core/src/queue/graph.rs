@@ -8,8 +8,65 @@ use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 use super::policy::QueueLimits;
-use super::types::{NewTask, QueueError};
+use super::types::{NewTask, PendingTask, PlanStep, QueueError};
 use crate::error::ValidationError;
+
+/// Orders unfinished tasks so that each comes after every task it waits for, grouped in
+/// stages that can run in parallel; within a stage the most urgent come first. A dependency
+/// outside `pending` is taken as finished. Tasks caught in a cycle (which the queue never
+/// stores) would be left out.
+pub fn execution_plan(pending: Vec<PendingTask>) -> Vec<PlanStep> {
+    let index: HashMap<Uuid, usize> = pending
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.task_id, i))
+        .collect();
+    let mut waiting = vec![0usize; pending.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); pending.len()];
+    for (i, task) in pending.iter().enumerate() {
+        for dependency in &task.waits_for {
+            if let Some(&d) = index.get(dependency) {
+                waiting[i] += 1;
+                dependents[d].push(i);
+            }
+        }
+    }
+    let mut stage_of = vec![0u32; pending.len()];
+    let mut current: Vec<usize> = (0..pending.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut order = Vec::with_capacity(pending.len());
+    let mut stage = 0;
+    while !current.is_empty() {
+        current.sort_by(|&a, &b| {
+            pending[b]
+                .calculated_priority
+                .total_cmp(&pending[a].calculated_priority)
+                .then_with(|| pending[a].task_id.cmp(&pending[b].task_id))
+        });
+        let mut next = Vec::new();
+        for &i in &current {
+            stage_of[i] = stage;
+            order.push(i);
+            for &d in &dependents[i] {
+                waiting[d] -= 1;
+                if waiting[d] == 0 {
+                    next.push(d);
+                }
+            }
+        }
+        current = next;
+        stage += 1;
+    }
+    let mut slots: Vec<Option<PendingTask>> = pending.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|i| {
+            slots[i].take().map(|task| PlanStep {
+                stage: stage_of[i],
+                task,
+            })
+        })
+        .collect()
+}
 
 /// Checks a batch's graph and orders it so that every member comes after the members it
 /// depends on.

@@ -12,11 +12,11 @@ mod service;
 mod store;
 mod types;
 
-pub use graph::plan_batch;
+pub use graph::{execution_plan, plan_batch};
 pub use policy::{PriorityPolicy, QueueLimits, RetryPolicy};
 pub use service::TaskQueue;
 pub use store::QueueStore;
 pub use types::{
-    AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, QueueError, ReapReport,
-    TaskEvent,
+    AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, PlanStep,
+    QueueError, QueueOverview, ReapReport, RunningAttempt, TaskEvent, WaitingTask,
 };

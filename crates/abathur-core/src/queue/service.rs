@@ -7,11 +7,12 @@ use std::time::Duration;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::graph::plan_batch;
+use super::graph::{execution_plan, plan_batch};
 use super::policy::{PriorityPolicy, QueueLimits, RetryPolicy};
 use super::store::QueueStore;
 use super::types::{
-    ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, QueueError, ReapReport, TaskEvent,
+    ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PlanStep, QueueError, QueueOverview,
+    ReapReport, TaskEvent,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::ValidationError;
@@ -227,5 +228,27 @@ impl TaskQueue {
     /// `TaskNotFound`.
     pub async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError> {
         self.store.history(task_id).await
+    }
+
+    /// The queue at a glance: counts per status, the oldest ready task, and up to
+    /// `running_limit` running attempts, the soonest to expire first.
+    ///
+    /// # Errors
+    /// Only the store's failures.
+    pub async fn overview(&self, running_limit: u32) -> Result<QueueOverview, QueueError> {
+        self.store.overview(running_limit, self.clock.now()).await
+    }
+
+    /// The unfinished part of the DAG in the order it can run: stage by stage, each task after
+    /// everything it waits for. At most `limit` tasks are planned, the most urgent first; a
+    /// task whose dependencies fall outside the limit is placed as if they had finished.
+    ///
+    /// # Errors
+    /// A `Validation` error for a zero limit; the store's failures.
+    pub async fn execution_plan(&self, limit: u32) -> Result<Vec<PlanStep>, QueueError> {
+        if limit == 0 {
+            return Err(ValidationError::new("limit", "must be at least 1").into());
+        }
+        Ok(execution_plan(self.store.pending(limit).await?))
     }
 }

@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use super::policy::{PriorityPolicy, QueueLimits, RetryPolicy};
 use super::types::{
-    ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, QueueError, ReapReport, TaskEvent,
+    ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, QueueError, QueueOverview,
+    ReapReport, TaskEvent,
 };
 use crate::models::Task;
 
@@ -49,8 +50,8 @@ pub trait QueueStore: Send + Sync {
     /// Extends a live lease to `now + lease`.
     ///
     /// # Errors
-    /// `AttemptNotFound` when no attempt has the id; `LeaseLost` when it finished or expired; `Cancelled` when its
-    /// task was cancelled.
+    /// `AttemptNotFound` when no attempt has the id; `LeaseLost` when it finished or expired;
+    /// `Cancelled` when its task was cancelled.
     async fn heartbeat(
         &self,
         attempt_id: Uuid,
@@ -138,4 +139,22 @@ pub trait QueueStore: Send + Sync {
     /// # Errors
     /// `TaskNotFound` when no task has this id.
     async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError>;
+
+    /// Counts per status, the oldest ready task, and up to `running_limit` open attempts, the
+    /// soonest to expire first, read in one snapshot.
+    ///
+    /// # Errors
+    /// Only the store's own failures.
+    async fn overview(
+        &self,
+        running_limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<QueueOverview, QueueError>;
+
+    /// Every task that is not completed, failed or cancelled, with the dependencies it still
+    /// waits for; at most `limit` tasks, the most urgent first.
+    ///
+    /// # Errors
+    /// Only the store's own failures.
+    async fn pending(&self, limit: u32) -> Result<Vec<PendingTask>, QueueError>;
 }

@@ -269,3 +269,61 @@ fn fmt_path(path: &[Uuid]) -> String {
         .collect::<Vec<_>>()
         .join(" -> ")
 }
+
+/// The queue at a glance: what `abathur status` and the `task_queue_status` tool show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueOverview {
+    /// When it was read.
+    pub at: DateTime<Utc>,
+    /// Tasks per status, every status present.
+    pub counts: std::collections::BTreeMap<TaskStatus, u64>,
+    /// The ready task that has waited longest since submission.
+    pub oldest_ready: Option<WaitingTask>,
+    /// Open attempts, the soonest to expire first (at most the number asked for).
+    pub running: Vec<RunningAttempt>,
+    /// Open attempts whose lease has already expired: the next reap takes them back.
+    pub expired_leases: u64,
+}
+
+/// A task waiting to be claimed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitingTask {
+    pub task_id: Uuid,
+    pub summary: String,
+    pub agent_type: String,
+    pub submitted_at: DateTime<Utc>,
+}
+
+/// An attempt in progress, with its lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningAttempt {
+    pub attempt_id: Uuid,
+    pub task_id: Uuid,
+    pub summary: String,
+    pub worker_id: String,
+    pub started_at: DateTime<Utc>,
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// An unfinished task and the unfinished tasks it waits for: one node of the execution plan's
+/// input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingTask {
+    pub task_id: Uuid,
+    pub summary: String,
+    pub agent_type: String,
+    pub status: TaskStatus,
+    pub calculated_priority: f64,
+    /// Its dependencies that are not completed yet.
+    pub waits_for: Vec<Uuid>,
+}
+
+/// One step of an execution plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanStep {
+    /// 0 for tasks that wait for nothing unfinished; otherwise one more than the latest stage
+    /// among the tasks it waits for. Tasks of one stage can run in parallel.
+    pub stage: u32,
+    #[serde(flatten)]
+    pub task: PendingTask,
+}
