@@ -5,14 +5,16 @@ use std::time::Duration;
 
 use abathur_core::models::TaskStatus;
 use clap::{Args, Parser, Subcommand};
-use uuid::Uuid;
+
+use super::ids::{parse_id, IdArg};
 
 /// The exit codes, shown at the end of `--help`. Kept in step with [`super::ExitCode`].
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success (also when stdout is closed early, as by `| head`)
   1  internal error (database unreachable, busy or corrupt, I/O failure)
-  2  usage error (unknown command or flag, malformed argument such as a task id that is not a UUID)
+  2  usage error (unknown command or flag, malformed argument such as a bad duration, or an id
+     prefix that matches several records)
   3  not found (no task or attempt has this id)
   4  invalid input (a value breaks a rule: summary too long, priority above 10, bad JSON)
   5  conflict (the record already exists, its state does not allow the operation, or a
@@ -87,16 +89,16 @@ pub enum TaskCommand {
     /// Show every field of one task.
     #[command(after_help = EXIT_CODES_HELP)]
     Show {
-        /// The task's id (a full UUID).
-        #[arg(value_parser = parse_task_id)]
-        id: Uuid,
+        /// The task's id, or an unambiguous prefix of it.
+        #[arg(value_parser = parse_id)]
+        id: IdArg,
     },
     /// Every status change of a task, oldest first.
     #[command(after_help = EXIT_CODES_HELP)]
     History {
-        /// The task's id (a full UUID).
-        #[arg(value_parser = parse_task_id)]
-        id: Uuid,
+        /// The task's id, or an unambiguous prefix of it.
+        #[arg(value_parser = parse_id)]
+        id: IdArg,
     },
     /// Claim the most urgent ready tasks; prints each task with its attempt id.
     ///
@@ -107,9 +109,9 @@ pub enum TaskCommand {
     /// Extend a lease, so the reaper does not take the task back.
     #[command(after_help = EXIT_CODES_HELP)]
     Heartbeat {
-        /// The attempt id that `claim` printed.
-        #[arg(value_parser = parse_attempt_id)]
-        attempt: Uuid,
+        /// The attempt id that `claim` printed, or an unambiguous prefix of it.
+        #[arg(value_parser = parse_id)]
+        attempt: IdArg,
         /// The new lease, counted from now: `90s`, `5m`, `1h`, or plain seconds.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
         lease: Duration,
@@ -117,9 +119,9 @@ pub enum TaskCommand {
     /// Complete a claimed task; prints the dependents that became ready.
     #[command(after_help = EXIT_CODES_HELP)]
     Complete {
-        /// The attempt id that `claim` printed.
-        #[arg(value_parser = parse_attempt_id)]
-        attempt: Uuid,
+        /// The attempt id that `claim` printed, or an unambiguous prefix of it.
+        #[arg(value_parser = parse_id)]
+        attempt: IdArg,
         /// The task's result, as a JSON value.
         #[arg(long, value_name = "JSON")]
         result: Option<String>,
@@ -128,9 +130,9 @@ pub enum TaskCommand {
     /// fails along with everything that depends on it.
     #[command(after_help = EXIT_CODES_HELP)]
     Fail {
-        /// The attempt id that `claim` printed.
-        #[arg(value_parser = parse_attempt_id)]
-        attempt: Uuid,
+        /// The attempt id that `claim` printed, or an unambiguous prefix of it.
+        #[arg(value_parser = parse_id)]
+        attempt: IdArg,
         /// What went wrong.
         #[arg(long, value_name = "MESSAGE")]
         error: String,
@@ -138,9 +140,9 @@ pub enum TaskCommand {
     /// Cancel a task, every task that depends on it, and its child tasks.
     #[command(after_help = EXIT_CODES_HELP)]
     Cancel {
-        /// The task's id (a full UUID).
-        #[arg(value_parser = parse_task_id)]
-        id: Uuid,
+        /// The task's id, or an unambiguous prefix of it.
+        #[arg(value_parser = parse_id)]
+        id: IdArg,
         /// Who is cancelling, for the history.
         #[arg(long, value_name = "NAME", default_value = "human")]
         actor: String,
@@ -148,9 +150,9 @@ pub enum TaskCommand {
     /// Put a failed task back to ready; the tasks its failure cascaded to wait for it again.
     #[command(after_help = EXIT_CODES_HELP)]
     Retry {
-        /// The task's id (a full UUID).
-        #[arg(value_parser = parse_task_id)]
-        id: Uuid,
+        /// The task's id, or an unambiguous prefix of it.
+        #[arg(value_parser = parse_id)]
+        id: IdArg,
         /// Who is retrying, for the history.
         #[arg(long, value_name = "NAME", default_value = "human")]
         actor: String,
@@ -183,6 +185,19 @@ pub enum DbCommand {
     /// Schema version, journal mode, location and row counts.
     #[command(after_help = EXIT_CODES_HELP)]
     Status,
+    /// Apply the migrations this build has and the database lacks (every command does this on
+    /// first use; this says what it did).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Migrate,
+    /// Run SQLite's integrity and foreign-key checks; exits 1 if anything is wrong.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Check,
+    /// Write a consistent copy of the database to PATH while it stays in use.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Backup {
+        /// Where to write the copy: a new file (an existing one is never overwritten).
+        path: PathBuf,
+    },
 }
 
 /// The arguments of `abathur task submit`.
@@ -206,13 +221,13 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub priority: u32,
 
-    /// A task that must complete first (a full UUID); repeat for several.
-    #[arg(long = "depends-on", value_name = "ID", value_parser = parse_task_id)]
-    pub depends_on: Vec<Uuid>,
+    /// A task that must complete first (an id or a prefix of one); repeat for several.
+    #[arg(long = "depends-on", value_name = "ID", value_parser = parse_id)]
+    pub depends_on: Vec<IdArg>,
 
-    /// The task this one is part of (a full UUID).
-    #[arg(long, value_name = "ID", value_parser = parse_task_id)]
-    pub parent: Option<Uuid>,
+    /// The task this one is part of (an id or a prefix of one).
+    #[arg(long, value_name = "ID", value_parser = parse_id)]
+    pub parent: Option<IdArg>,
 
     /// Input for the agent, as a JSON value.
     #[arg(long, value_name = "JSON")]
@@ -245,20 +260,6 @@ pub struct ListArgs {
     /// Skip this many tasks first.
     #[arg(long, value_name = "N")]
     pub offset: Option<u32>,
-}
-
-fn parse_task_id(text: &str) -> Result<Uuid, String> {
-    Uuid::try_parse(text.trim()).map_err(|_| {
-        "a task id is a full UUID, like 67e55044-10b1-426f-9247-bb680e5fe0c8".to_string()
-    })
-}
-
-fn parse_attempt_id(text: &str) -> Result<Uuid, String> {
-    Uuid::try_parse(text.trim()).map_err(|_| {
-        "an attempt id is the full UUID that `task claim` printed, like \
-         67e55044-10b1-426f-9247-bb680e5fe0c8"
-            .to_string()
-    })
 }
 
 /// A positive duration: `1500ms`, `90s`, `5m`, `1h 30m`, or a plain number of seconds.

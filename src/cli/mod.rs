@@ -19,6 +19,7 @@
 mod args;
 mod db;
 mod error;
+mod ids;
 mod mcp;
 mod render;
 mod task;
@@ -34,9 +35,12 @@ use tracing_subscriber::EnvFilter;
 
 pub use error::ExitCode;
 
-use crate::infrastructure::database::{QueueStoreImpl, TaskRepositoryImpl};
-use args::{Cli, Command, DbCommand, TaskCommand};
+use crate::infrastructure::database::{
+    DatabaseConnection, IdLookupImpl, QueueStoreImpl, TaskRepositoryImpl,
+};
+use args::{Cli, Command, DbCommand};
 use error::CliError;
+use ids::Ids;
 use render::View;
 
 /// Runs the command given on the process's command line and returns its exit code.
@@ -89,54 +93,45 @@ fn run(cli: Cli) -> Result<(), CliError> {
     print(&text)
 }
 
+/// What every command may use: the open database and the services over it.
+pub struct Context {
+    pub db: DatabaseConnection,
+    pub tasks: TaskRepositoryImpl,
+    pub queue: TaskQueue,
+    pub ids: Ids<IdLookupImpl>,
+}
+
 /// Opens the database at `path` and runs `command` on it.
 async fn dispatch(path: &Path, command: Command) -> Result<View, CliError> {
-    let db = db::open(path).await?;
-    let repo = TaskRepositoryImpl::new(db.pool().clone());
-    let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone())));
+    let db = match command {
+        // Reports what it applies, so it must see the schema as it was.
+        Command::Db(DbCommand::Migrate) => db::open_unmigrated(path).await?,
+        _ => db::open(path).await?,
+    };
+    let pool = db.pool().clone();
+    let cx = Context {
+        tasks: TaskRepositoryImpl::new(pool.clone()),
+        queue: TaskQueue::new(Arc::new(QueueStoreImpl::new(pool.clone()))),
+        ids: Ids::new(IdLookupImpl::new(pool)),
+        db,
+    };
     let result = match command {
-        Command::Init => db::init(&db, path).await.map(View::Init),
-        Command::Task(TaskCommand::Submit(args)) => task::submit(&queue, args)
-            .await
-            .map(|t| View::Submitted(Box::new(t))),
-        Command::Task(TaskCommand::List(args)) => task::list(&repo, args).await.map(View::Tasks),
-        Command::Task(TaskCommand::Show { id }) => {
-            task::show(&repo, id).await.map(|t| View::Task(Box::new(t)))
+        Command::Init => db::init(&cx.db, path).await.map(View::Init),
+        Command::Task(command) => task::run(&cx, command).await,
+        Command::Reap => task::reap(&cx.queue).await.map(View::Reaped),
+        Command::Status { running } => Ok(View::Overview(cx.queue.overview(running).await?)),
+        Command::Db(DbCommand::Status) => db::status(&cx.db, path).await.map(View::Status),
+        Command::Db(DbCommand::Migrate) => db::migrate(&cx.db).await.map(View::Rendered),
+        Command::Db(DbCommand::Check) => db::check(&cx.db).await.map(View::Rendered),
+        Command::Db(DbCommand::Backup { path: target }) => {
+            db::backup(&cx.db, &target).await.map(View::Rendered)
         }
-        Command::Task(TaskCommand::History { id }) => {
-            task::history(&queue, id).await.map(View::History)
-        }
-        Command::Task(TaskCommand::Claim(args)) => {
-            task::claim(&queue, args).await.map(View::Claimed)
-        }
-        Command::Task(TaskCommand::Heartbeat { attempt, lease }) => {
-            task::heartbeat(&queue, attempt, lease)
-                .await
-                .map(View::Lease)
-        }
-        Command::Task(TaskCommand::Complete { attempt, result }) => {
-            task::complete(&queue, attempt, result.as_deref())
-                .await
-                .map(View::Completed)
-        }
-        Command::Task(TaskCommand::Fail { attempt, error }) => {
-            task::fail(&queue, attempt, &error).await.map(View::Failed)
-        }
-        Command::Task(TaskCommand::Cancel { id, actor }) => {
-            task::cancel(&queue, id, &actor).await.map(View::Cancelled)
-        }
-        Command::Task(TaskCommand::Retry { id, actor }) => {
-            task::retry(&queue, id, &actor).await.map(View::Retried)
-        }
-        Command::Reap => task::reap(&queue).await.map(View::Reaped),
-        Command::Status { running } => Ok(View::Overview(queue.overview(running).await?)),
-        Command::Db(DbCommand::Status) => db::status(&db, path).await.map(View::Status),
         Command::Worker(_) | Command::Mcp(_) => {
             unreachable!("long-running commands are run before dispatch")
         }
     };
     // Closing waits for the connections to finish, so the WAL is checkpointed on the way out.
-    db.close().await;
+    cx.db.close().await;
     result
 }
 

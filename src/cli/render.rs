@@ -26,9 +26,21 @@ use serde::Serialize;
 use super::db::{InitReport, StatusReport};
 use super::task::{Affected, Completion, Maintenance};
 
+/// A result its command module rendered itself, for commands whose output shapes are defined
+/// beside them.
+#[derive(Debug)]
+pub struct Rendered {
+    /// The `--json` form.
+    pub json: serde_json::Value,
+    /// The human-readable form, ending with a newline.
+    pub human: String,
+}
+
 /// What a command produced.
 #[derive(Debug)]
 pub enum View {
+    /// Rendered by the command's own module.
+    Rendered(Rendered),
     /// `init`.
     Init(InitReport),
     /// `task submit`: shown as the bare id, so scripts can capture it.
@@ -69,6 +81,7 @@ impl View {
             })
         }
         match self {
+            View::Rendered(rendered) => pretty(&rendered.json),
             View::Init(report) => pretty(report),
             View::Submitted(task) => pretty(task),
             View::Tasks(tasks) => pretty(tasks),
@@ -88,6 +101,7 @@ impl View {
     /// The human-readable form, ending with a newline.
     pub fn human(&self) -> String {
         match self {
+            View::Rendered(rendered) => rendered.human.clone(),
             View::Init(report) => {
                 let version = report
                     .schema_version

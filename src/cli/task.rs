@@ -3,19 +3,64 @@
 use abathur_core::error::{DatabaseError, ValidationError};
 use abathur_core::models::{Task, MAX_PRIORITY, MAX_SUMMARY_CHARS};
 use abathur_core::ports::{TaskFilters, TaskRepository};
-use abathur_core::queue::{
-    ClaimedTask, FailOutcome, Lease, NewTask, ReapReport, TaskEvent, TaskQueue,
-};
+use abathur_core::queue::{ClaimedTask, NewTask, ReapReport, TaskQueue};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::args::{ClaimArgs, ListArgs, SubmitArgs};
+use super::args::{ClaimArgs, ListArgs, SubmitArgs, TaskCommand};
 use super::error::CliError;
+use super::render::View;
+use super::Context;
+use abathur_core::ports::IdKind;
+
+/// Runs one `abathur task ...` command.
+pub async fn run(cx: &Context, command: TaskCommand) -> Result<View, CliError> {
+    let ids = &cx.ids;
+    let queue = &cx.queue;
+    Ok(match command {
+        TaskCommand::Submit(args) => View::Submitted(Box::new(submit(cx, args).await?)),
+        TaskCommand::List(args) => View::Tasks(list(&cx.tasks, args).await?),
+        TaskCommand::Show { id } => {
+            let id = ids.resolve(IdKind::Task, &id).await?;
+            View::Task(Box::new(show(&cx.tasks, id).await?))
+        }
+        TaskCommand::History { id } => {
+            View::History(queue.history(ids.resolve(IdKind::Task, &id).await?).await?)
+        }
+        TaskCommand::Claim(args) => View::Claimed(claim(queue, args).await?),
+        TaskCommand::Heartbeat { attempt, lease } => {
+            let attempt = ids.resolve(IdKind::Attempt, &attempt).await?;
+            View::Lease(queue.heartbeat(attempt, lease).await?)
+        }
+        TaskCommand::Complete { attempt, result } => {
+            let attempt = ids.resolve(IdKind::Attempt, &attempt).await?;
+            View::Completed(complete(queue, attempt, result.as_deref()).await?)
+        }
+        TaskCommand::Fail { attempt, error } => {
+            let attempt = ids.resolve(IdKind::Attempt, &attempt).await?;
+            View::Failed(queue.fail(attempt, &error).await?)
+        }
+        TaskCommand::Cancel { id, actor } => {
+            let id = ids.resolve(IdKind::Task, &id).await?;
+            View::Cancelled(Affected {
+                task_id: id,
+                tasks: queue.cancel(id, &actor).await?,
+            })
+        }
+        TaskCommand::Retry { id, actor } => {
+            let id = ids.resolve(IdKind::Task, &id).await?;
+            View::Retried(Affected {
+                task_id: id,
+                tasks: queue.retry(id, &actor).await?,
+            })
+        }
+    })
+}
 
 /// `abathur task submit`: builds the task and submits it to the queue, which checks what it
 /// refers to and sets its depth, status and priority.
-pub async fn submit(queue: &TaskQueue, args: SubmitArgs) -> Result<Task, CliError> {
+async fn submit(cx: &Context, args: SubmitArgs) -> Result<Task, CliError> {
     let summary = args
         .summary
         .unwrap_or_else(|| default_summary(&args.description));
@@ -29,19 +74,22 @@ pub async fn submit(queue: &TaskQueue, args: SubmitArgs) -> Result<Task, CliErro
     let task = NewTask {
         priority,
         input_data,
-        parent_task_id: args.parent,
-        dependencies: args.depends_on,
+        parent_task_id: match &args.parent {
+            Some(parent) => Some(cx.ids.resolve(IdKind::Task, parent).await?),
+            None => None,
+        },
+        dependencies: cx.ids.resolve_all(IdKind::Task, &args.depends_on).await?,
         max_retries: args.max_retries,
         max_execution_timeout_seconds: args.timeout_seconds,
         ..NewTask::new(summary, args.description, args.agent_type)
     };
-    let task = queue.submit(task).await?;
+    let task = cx.queue.submit(task).await?;
     tracing::debug!(id = %task.id, status = %task.status, "task submitted");
     Ok(task)
 }
 
 /// `abathur task list`.
-pub async fn list(repo: &impl TaskRepository, args: ListArgs) -> Result<Vec<Task>, CliError> {
+async fn list(repo: &impl TaskRepository, args: ListArgs) -> Result<Vec<Task>, CliError> {
     let filters = TaskFilters {
         status: args.status,
         agent_type: args.agent_type,
@@ -53,31 +101,17 @@ pub async fn list(repo: &impl TaskRepository, args: ListArgs) -> Result<Vec<Task
 }
 
 /// `abathur task show ID`.
-pub async fn show(repo: &impl TaskRepository, id: Uuid) -> Result<Task, CliError> {
+async fn show(repo: &impl TaskRepository, id: Uuid) -> Result<Task, CliError> {
     repo.get(id)
         .await?
         .ok_or_else(|| DatabaseError::not_found("task", id).into())
 }
 
-/// `abathur task history ID`.
-pub async fn history(queue: &TaskQueue, id: Uuid) -> Result<Vec<TaskEvent>, CliError> {
-    Ok(queue.history(id).await?)
-}
-
 /// `abathur task claim`.
-pub async fn claim(queue: &TaskQueue, args: ClaimArgs) -> Result<Vec<ClaimedTask>, CliError> {
+async fn claim(queue: &TaskQueue, args: ClaimArgs) -> Result<Vec<ClaimedTask>, CliError> {
     Ok(queue
         .claim(&args.worker, &args.agent_types, args.lease, args.max_tasks)
         .await?)
-}
-
-/// `abathur task heartbeat ATTEMPT`.
-pub async fn heartbeat(
-    queue: &TaskQueue,
-    attempt: Uuid,
-    lease: std::time::Duration,
-) -> Result<Lease, CliError> {
-    Ok(queue.heartbeat(attempt, lease).await?)
 }
 
 /// What `task complete` reports.
@@ -89,7 +123,7 @@ pub struct Completion {
 }
 
 /// `abathur task complete ATTEMPT`.
-pub async fn complete(
+async fn complete(
     queue: &TaskQueue,
     attempt: Uuid,
     result: Option<&str>,
@@ -102,11 +136,6 @@ pub async fn complete(
     })
 }
 
-/// `abathur task fail ATTEMPT --error MSG`.
-pub async fn fail(queue: &TaskQueue, attempt: Uuid, error: &str) -> Result<FailOutcome, CliError> {
-    Ok(queue.fail(attempt, error).await?)
-}
-
 /// What `task cancel` and `task retry` report.
 #[derive(Debug, Serialize)]
 pub struct Affected {
@@ -114,18 +143,6 @@ pub struct Affected {
     /// `cancel`: every task cancelled, this one first. `retry`: the dependents that wait for
     /// this task again.
     pub tasks: Vec<Uuid>,
-}
-
-/// `abathur task cancel ID`.
-pub async fn cancel(queue: &TaskQueue, id: Uuid, actor: &str) -> Result<Affected, CliError> {
-    let tasks = queue.cancel(id, actor).await?;
-    Ok(Affected { task_id: id, tasks })
-}
-
-/// `abathur task retry ID`.
-pub async fn retry(queue: &TaskQueue, id: Uuid, actor: &str) -> Result<Affected, CliError> {
-    let tasks = queue.retry(id, actor).await?;
-    Ok(Affected { task_id: id, tasks })
 }
 
 /// What `reap` reports.

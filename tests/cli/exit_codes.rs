@@ -58,9 +58,10 @@ fn input_that_is_not_json_exits_with_4_and_stores_nothing() {
 fn a_malformed_task_id_is_a_usage_error() {
     let sandbox = Sandbox::new();
     let stderr = sandbox.fails(&["task", "show", "not-a-uuid"], 2);
-    assert!(stderr.contains("UUID"), "{stderr}");
-    sandbox.fails(&["task", "submit", "x", "--depends-on", "1234"], 2);
-    sandbox.fails(&["task", "submit", "x", "--parent", "1234"], 2);
+    assert!(stderr.contains("hex digits"), "{stderr}");
+    sandbox.fails(&["task", "submit", "x", "--depends-on", "123"], 2);
+    sandbox.fails(&["task", "submit", "x", "--parent", "12x4"], 2);
+    assert!(sandbox.tasks().is_empty());
 }
 
 #[test]

@@ -4,8 +4,10 @@
 mod sandbox;
 
 mod broken_pipe;
+mod db_admin;
 mod db_status;
 mod exit_codes;
+mod ids;
 mod init;
 mod json;
 mod queue;

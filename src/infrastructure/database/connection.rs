@@ -181,10 +181,21 @@ impl DatabaseConnection {
     /// # Errors
     /// Only the store's own failures.
     pub async fn schema_version(&self) -> Result<Option<i64>, DatabaseError> {
+        let failed = |e: sqlx::Error| classify(e, "database", "");
+        // A database no migration has touched has no bookkeeping table yet.
+        let tracked: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_sqlx_migrations')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(failed)?;
+        if !tracked {
+            return Ok(None);
+        }
         sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
             .fetch_one(&self.pool)
             .await
-            .map_err(|e| classify(e, "database", ""))
+            .map_err(failed)
     }
 
     /// What the database holds: schema version, journal mode, rows per table and tasks per
@@ -242,6 +253,70 @@ impl DatabaseConnection {
         })
     }
 
+    /// Runs SQLite's `integrity_check` and `foreign_key_check` over the whole database.
+    ///
+    /// # Errors
+    /// Only the store's own failures; problems found are in the report.
+    pub async fn check(&self) -> Result<CheckReport, DatabaseError> {
+        let failed = |e: sqlx::Error| classify(e, "database", "");
+        let integrity: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed)?;
+        let integrity_problems = if integrity == ["ok"] {
+            Vec::new()
+        } else {
+            integrity
+        };
+        let rows: Vec<(String, Option<i64>, String)> =
+            sqlx::query_as("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(failed)?;
+        let foreign_key_problems = rows
+            .into_iter()
+            .map(|(table, rowid, parent)| ForeignKeyProblem {
+                table,
+                rowid,
+                parent,
+            })
+            .collect();
+        Ok(CheckReport {
+            integrity_problems,
+            foreign_key_problems,
+        })
+    }
+
+    /// Writes a consistent copy of the database to `target` while it stays in use, with
+    /// `VACUUM INTO`: the copy is one snapshot, compacted, and needs no WAL file beside it.
+    ///
+    /// # Errors
+    /// `Validation` when `target` already exists (nothing is overwritten); `Other` when the
+    /// copy cannot be written there.
+    pub async fn backup_to(&self, target: &Path) -> Result<(), DatabaseError> {
+        if target.exists() {
+            return Err(DatabaseError::validation(
+                "backup path",
+                format!("{} already exists; choose a new file", target.display()),
+            ));
+        }
+        let target_text = target.to_str().ok_or_else(|| {
+            DatabaseError::validation("backup path", "must be valid UTF-8".to_string())
+        })?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(target_text)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match classify(e, "backup", target_text) {
+                DatabaseError::Other(message) => DatabaseError::Other(format!(
+                    "cannot write the backup to {}: {message}",
+                    target.display()
+                )),
+                other => other,
+            })?;
+        Ok(())
+    }
+
     /// Begins a write transaction of your own with `BEGIN IMMEDIATE`, which takes the write
     /// lock at once: read-then-write transactions on it never fail with SQLITE_BUSY while
     /// another writer finishes within the busy timeout.
@@ -275,6 +350,32 @@ pub struct DatabaseStatus {
     pub tables: BTreeMap<String, i64>,
     /// Tasks per status, every status present.
     pub tasks_by_status: BTreeMap<TaskStatus, i64>,
+}
+
+/// What [`DatabaseConnection::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CheckReport {
+    /// `integrity_check`'s findings; empty when it says `ok`.
+    pub integrity_problems: Vec<String>,
+    /// Rows that refer to a parent row that does not exist.
+    pub foreign_key_problems: Vec<ForeignKeyProblem>,
+}
+
+impl CheckReport {
+    /// True when nothing was found.
+    pub fn is_ok(&self) -> bool {
+        self.integrity_problems.is_empty() && self.foreign_key_problems.is_empty()
+    }
+}
+
+/// A row whose foreign key names a missing parent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ForeignKeyProblem {
+    pub table: String,
+    /// The row's rowid; `None` for a table without rowids.
+    pub rowid: Option<i64>,
+    /// The table the missing parent should be in.
+    pub parent: String,
 }
 
 /// The user's words for a failed migration.

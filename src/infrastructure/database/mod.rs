@@ -6,6 +6,7 @@
 mod agent_repo;
 mod connection;
 mod errors;
+mod id_lookup;
 mod memory_repo;
 mod queue_store;
 mod row;
@@ -14,7 +15,10 @@ mod task_repo;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
 pub use agent_repo::AgentRepositoryImpl;
-pub use connection::{DatabaseConfig, DatabaseConnection, DatabaseStatus};
+pub use connection::{
+    CheckReport, DatabaseConfig, DatabaseConnection, DatabaseStatus, ForeignKeyProblem,
+};
+pub use id_lookup::IdLookupImpl;
 pub use memory_repo::MemoryRepositoryImpl;
 pub use queue_store::QueueStoreImpl;
 pub use session_repo::SessionRepositoryImpl;

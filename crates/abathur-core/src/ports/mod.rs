@@ -3,11 +3,13 @@
 //! tests.
 
 mod agent_repository;
+mod id_lookup;
 mod memory_repository;
 mod session_repository;
 mod task_repository;
 
 pub use agent_repository::AgentRepository;
+pub use id_lookup::{IdKind, IdLookup};
 pub use memory_repository::MemoryRepository;
 pub use session_repository::SessionRepository;
 pub use task_repository::{TaskFilters, TaskRepository};

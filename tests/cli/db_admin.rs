@@ -1,0 +1,88 @@
+//! `db migrate`, `db check` and `db backup`.
+
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+use crate::sandbox::{latest_schema_version, Sandbox};
+
+#[test]
+fn migrate_says_what_it_applied_and_then_that_it_is_up_to_date() {
+    let s = Sandbox::new();
+    let first = s.json(&["db", "migrate"]);
+    assert_eq!(first["from_version"], serde_json::Value::Null);
+    assert_eq!(first["to_version"], latest_schema_version());
+    let again = s.ok(&["db", "migrate"]);
+    assert_eq!(
+        again,
+        format!("schema version {}: up to date\n", latest_schema_version())
+    );
+}
+
+#[test]
+fn check_passes_a_healthy_database() {
+    let s = Sandbox::new();
+    s.submit(&["something"]);
+    assert_eq!(s.ok(&["db", "check"]), "integrity: ok\nforeign keys: ok\n");
+    assert_eq!(s.json(&["db", "check"])["ok"], true);
+}
+
+#[test]
+fn check_reports_a_row_with_a_missing_parent_and_exits_with_1() {
+    let s = Sandbox::new();
+    let id = s.submit(&["child"]);
+    // Write an edge to a task that does not exist, with the foreign keys switched off, as an
+    // outside tool might.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(s.db_path())
+            .foreign_keys(false)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO task_dependencies (task_id, depends_on_task_id)
+             VALUES (?, '00000000-0000-4000-8000-000000000000')",
+        )
+        .bind(&id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    });
+    let stderr = s.fails(&["db", "check"], 1);
+    assert!(
+        stderr.contains("rows with a missing parent: 1")
+            && stderr.contains("a row of task_dependencies refers to a missing row of tasks"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn backup_writes_a_consistent_copy_and_never_overwrites() {
+    let s = Sandbox::new();
+    let id = s.submit(&["keep me"]);
+    let target = s.dir.path().join("copies").join("backup.db");
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    let target_text = target.to_str().unwrap();
+    let report = s.json(&["db", "backup", target_text]);
+    assert!(report["bytes"].as_u64().unwrap() > 0);
+
+    // The copy is a complete database on its own.
+    let copy = s
+        .bare()
+        .args(["--json", "--db", target_text, "task", "show", &id])
+        .output()
+        .unwrap();
+    assert!(copy.status.success());
+    let task: serde_json::Value = serde_json::from_slice(&copy.stdout).unwrap();
+    assert_eq!(task["summary"], "keep me");
+
+    let before = std::fs::read(&target).unwrap();
+    let stderr = s.fails(&["db", "backup", target_text], 4);
+    assert!(stderr.contains("already exists"), "{stderr}");
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+}
