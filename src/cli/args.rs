@@ -66,7 +66,16 @@ pub enum Command {
     /// say) when no `abathur worker` is running to do it.
     #[command(after_help = EXIT_CODES_HELP)]
     Reap,
-    /// Inspect the database.
+    /// Store, read and search versioned memories.
+    #[command(subcommand)]
+    Memory(super::memory::MemoryCommand),
+    /// Create sessions, append to their event logs, read and set their state.
+    #[command(subcommand)]
+    Session(super::session::SessionCommand),
+    /// Register agents and track their liveness.
+    #[command(subcommand)]
+    Agent(super::agent::AgentCommand),
+    /// Migrate, inspect, check and back up the database.
     #[command(subcommand)]
     Db(DbCommand),
     /// Claim tasks and run a command for each: `abathur worker -- CMD ARGS...`.
@@ -122,8 +131,8 @@ pub enum TaskCommand {
         /// The attempt id that `claim` printed, or an unambiguous prefix of it.
         #[arg(value_parser = parse_id)]
         attempt: IdArg,
-        /// The task's result, as a JSON value.
-        #[arg(long, value_name = "JSON")]
+        /// The task's result: a JSON value, or @FILE to read it from a file.
+        #[arg(long, value_name = "JSON|@FILE")]
         result: Option<String>,
     },
     /// Fail a claimed task: it is retried after a backoff, or, with its retries used up,
@@ -229,8 +238,8 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "ID", value_parser = parse_id)]
     pub parent: Option<IdArg>,
 
-    /// Input for the agent, as a JSON value.
-    #[arg(long, value_name = "JSON")]
+    /// Input for the agent: a JSON value, or @FILE to read it from a file.
+    #[arg(long, value_name = "JSON|@FILE")]
     pub input: Option<String>,
 
     /// How many times a failed attempt is retried before the task fails.

@@ -16,12 +16,16 @@
 //! Errors go to stderr as `error: <message>`, in the user's terms; the underlying cause is
 //! logged with `tracing`, which writes to stderr only when `RUST_LOG` is set.
 
+mod agent;
 mod args;
 mod db;
 mod error;
 mod ids;
+mod json_value;
 mod mcp;
+mod memory;
 mod render;
+mod session;
 mod task;
 mod worker;
 
@@ -36,7 +40,8 @@ use tracing_subscriber::EnvFilter;
 pub use error::ExitCode;
 
 use crate::infrastructure::database::{
-    DatabaseConnection, IdLookupImpl, QueueStoreImpl, TaskRepositoryImpl,
+    AgentRepositoryImpl, DatabaseConnection, IdLookupImpl, MemoryRepositoryImpl, QueueStoreImpl,
+    SessionRepositoryImpl, TaskRepositoryImpl,
 };
 use args::{Cli, Command, DbCommand};
 use error::CliError;
@@ -97,6 +102,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
 pub struct Context {
     pub db: DatabaseConnection,
     pub tasks: TaskRepositoryImpl,
+    pub memories: MemoryRepositoryImpl,
+    pub sessions: SessionRepositoryImpl,
+    pub agents: AgentRepositoryImpl,
     pub queue: TaskQueue,
     pub ids: Ids<IdLookupImpl>,
 }
@@ -111,6 +119,9 @@ async fn dispatch(path: &Path, command: Command) -> Result<View, CliError> {
     let pool = db.pool().clone();
     let cx = Context {
         tasks: TaskRepositoryImpl::new(pool.clone()),
+        memories: MemoryRepositoryImpl::new(pool.clone()),
+        sessions: SessionRepositoryImpl::new(pool.clone()),
+        agents: AgentRepositoryImpl::new(pool.clone()),
         queue: TaskQueue::new(Arc::new(QueueStoreImpl::new(pool.clone()))),
         ids: Ids::new(IdLookupImpl::new(pool)),
         db,
@@ -118,6 +129,9 @@ async fn dispatch(path: &Path, command: Command) -> Result<View, CliError> {
     let result = match command {
         Command::Init => db::init(&cx.db, path).await.map(View::Init),
         Command::Task(command) => task::run(&cx, command).await,
+        Command::Memory(command) => memory::run(&cx, command).await,
+        Command::Session(command) => session::run(&cx, command).await,
+        Command::Agent(command) => agent::run(&cx, command).await,
         Command::Reap => task::reap(&cx.queue).await.map(View::Reaped),
         Command::Status { running } => Ok(View::Overview(cx.queue.overview(running).await?)),
         Command::Db(DbCommand::Status) => db::status(&cx.db, path).await.map(View::Status),

@@ -36,6 +36,19 @@ pub struct Rendered {
     pub human: String,
 }
 
+impl Rendered {
+    /// `value`'s JSON form beside `human`.
+    ///
+    /// # Errors
+    /// An internal error when `value` cannot be encoded as JSON.
+    pub fn of(value: &impl Serialize, human: String) -> Result<Self, super::error::CliError> {
+        let json = serde_json::to_value(value).map_err(|e| {
+            super::error::CliError::internal("cannot encode the result as JSON", &e)
+        })?;
+        Ok(Self { json, human })
+    }
+}
+
 /// What a command produced.
 #[derive(Debug)]
 pub enum View {
@@ -455,12 +468,12 @@ fn optional(value: Option<impl ToString>) -> String {
     value.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
-fn instant(ts: &DateTime<Utc>) -> String {
+pub(super) fn instant(ts: &DateTime<Utc>) -> String {
     timestamp::format(ts)
 }
 
 /// A table cell on one line: control characters (newlines, tabs) become spaces.
-fn one_line(text: &str) -> String {
+pub(super) fn one_line(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()

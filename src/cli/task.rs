@@ -5,11 +5,11 @@ use abathur_core::models::{Task, MAX_PRIORITY, MAX_SUMMARY_CHARS};
 use abathur_core::ports::{TaskFilters, TaskRepository};
 use abathur_core::queue::{ClaimedTask, NewTask, ReapReport, TaskQueue};
 use serde::Serialize;
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::args::{ClaimArgs, ListArgs, SubmitArgs, TaskCommand};
 use super::error::CliError;
+use super::json_value;
 use super::render::View;
 use super::Context;
 use abathur_core::ports::IdKind;
@@ -70,7 +70,7 @@ async fn submit(cx: &Context, args: SubmitArgs) -> Result<Task, CliError> {
             format!("{} is above the maximum of {MAX_PRIORITY}", args.priority),
         )
     })?;
-    let input_data = parse_json("input", args.input.as_deref())?;
+    let input_data = json_value::read_opt("input", args.input.as_deref())?;
     let task = NewTask {
         priority,
         input_data,
@@ -128,7 +128,7 @@ async fn complete(
     attempt: Uuid,
     result: Option<&str>,
 ) -> Result<Completion, CliError> {
-    let result = parse_json("result", result)?;
+    let result = json_value::read_opt("result", result)?;
     let ready = queue.complete(attempt, result).await?;
     Ok(Completion {
         attempt_id: attempt,
@@ -164,13 +164,6 @@ pub async fn reap(queue: &TaskQueue) -> Result<Maintenance, CliError> {
         reaped,
         reprioritised,
     })
-}
-
-/// `text` parsed as a JSON value, or an invalid-input error naming `field`.
-fn parse_json(field: &'static str, text: Option<&str>) -> Result<Option<Value>, CliError> {
-    text.map(serde_json::from_str::<Value>)
-        .transpose()
-        .map_err(|e| ValidationError::new(field, format!("is not valid JSON: {e}")).into())
 }
 
 /// The first line of `description` with text on it, trimmed and cut to the summary limit.

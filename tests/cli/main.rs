@@ -11,4 +11,5 @@ mod ids;
 mod init;
 mod json;
 mod queue;
+mod records;
 mod task;
