@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use abathur_core::models::TaskStatus;
+use abathur_core::models::{TaskSource, TaskStatus};
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
 use super::ids::{parse_id, IdArg};
@@ -92,12 +93,26 @@ pub enum TaskCommand {
     /// Submit a task; prints its id.
     #[command(after_help = EXIT_CODES_HELP)]
     Submit(SubmitArgs),
+    /// Submit many tasks from JSON Lines (one object per line; see `docs/QUEUE.md`), all or
+    /// none. Lines refer to each other by their "key".
+    #[command(after_help = EXIT_CODES_HELP)]
+    Import {
+        /// The file to read, or `-` for stdin.
+        source: PathBuf,
+    },
     /// List tasks, most urgent first.
     #[command(after_help = EXIT_CODES_HELP)]
     List(ListArgs),
     /// Show every field of one task.
     #[command(after_help = EXIT_CODES_HELP)]
     Show {
+        /// The task's id, or an unambiguous prefix of it.
+        #[arg(value_parser = parse_id)]
+        id: IdArg,
+    },
+    /// What a task waits for and what waits for it, as indented trees with statuses.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Tree {
         /// The task's id, or an unambiguous prefix of it.
         #[arg(value_parser = parse_id)]
         id: IdArg,
@@ -249,6 +264,19 @@ pub struct SubmitArgs {
     /// Seconds an attempt may run before the reaper times it out.
     #[arg(long = "timeout", value_name = "SECS", default_value_t = 3600)]
     pub timeout_seconds: u32,
+
+    /// The session the task belongs to (an id or a prefix of one).
+    #[arg(long, value_name = "ID", value_parser = parse_id)]
+    pub session: Option<IdArg>,
+
+    /// When it is due: an RFC 3339 time (2026-12-01T09:00:00Z) or a time from now (+2h, +3d).
+    /// Urgency rises as it nears.
+    #[arg(long, value_name = "WHEN", value_parser = parse_deadline)]
+    pub deadline: Option<DateTime<Utc>>,
+
+    /// The feature branch the work is for.
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
 }
 
 /// The arguments of `abathur task list`.
@@ -261,6 +289,30 @@ pub struct ListArgs {
     /// Only tasks for this agent type.
     #[arg(long, value_name = "TYPE")]
     pub agent_type: Option<String>,
+
+    /// Only child tasks of this task.
+    #[arg(long, value_name = "ID", value_parser = parse_id)]
+    pub parent: Option<IdArg>,
+
+    /// Only tasks of this session.
+    #[arg(long, value_name = "ID", value_parser = parse_id)]
+    pub session: Option<IdArg>,
+
+    /// Only tasks for this feature branch.
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
+
+    /// Only tasks submitted by: human, agent_requirements, agent_planner or agent_implementation.
+    #[arg(long, value_name = "SOURCE", value_parser = parse_source)]
+    pub source: Option<TaskSource>,
+
+    /// Only tasks of at least this base priority.
+    #[arg(long, value_name = "N")]
+    pub min_priority: Option<u8>,
+
+    /// Only tasks of at most this base priority.
+    #[arg(long, value_name = "N")]
+    pub max_priority: Option<u8>,
 
     /// At most this many tasks.
     #[arg(long, value_name = "N")]
@@ -284,6 +336,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("a duration must be longer than zero".to_string());
     }
     Ok(duration)
+}
+
+/// A deadline: an RFC 3339 time, or `+DURATION` from now.
+fn parse_deadline(text: &str) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Some(ahead) = text.strip_prefix('+') {
+        let ahead = parse_duration(ahead)?;
+        return chrono::Duration::from_std(ahead)
+            .ok()
+            .and_then(|ahead| Utc::now().checked_add_signed(ahead))
+            .ok_or_else(|| "that is too far ahead".to_string());
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            format!(
+                "{e}; a deadline is an RFC 3339 time like 2026-12-01T09:00:00Z, or +2h from now"
+            )
+        })
+}
+
+fn parse_source(text: &str) -> Result<TaskSource, String> {
+    text.parse::<TaskSource>().map_err(|e| e.to_string())
 }
 
 fn parse_status(text: &str) -> Result<TaskStatus, String> {

@@ -104,6 +104,21 @@ impl<L: IdLookup> Ids<L> {
         }
     }
 
+    /// [`Ids::resolve`] for an optional id.
+    ///
+    /// # Errors
+    /// As for [`Ids::resolve`].
+    pub async fn resolve_opt(
+        &self,
+        kind: IdKind,
+        id: Option<&IdArg>,
+    ) -> Result<Option<Uuid>, CliError> {
+        match id {
+            Some(id) => self.resolve(kind, id).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// [`Ids::resolve`] for each of `ids`.
     ///
     /// # Errors

@@ -21,12 +21,14 @@ mod args;
 mod db;
 mod error;
 mod ids;
+mod import;
 mod json_value;
 mod mcp;
 mod memory;
 mod render;
 mod session;
 mod task;
+mod tree;
 mod worker;
 
 use std::io::{self, IsTerminal, Write};

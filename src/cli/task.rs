@@ -9,8 +9,10 @@ use uuid::Uuid;
 
 use super::args::{ClaimArgs, ListArgs, SubmitArgs, TaskCommand};
 use super::error::CliError;
+use super::import;
 use super::json_value;
 use super::render::View;
+use super::tree;
 use super::Context;
 use abathur_core::ports::IdKind;
 
@@ -20,10 +22,15 @@ pub async fn run(cx: &Context, command: TaskCommand) -> Result<View, CliError> {
     let queue = &cx.queue;
     Ok(match command {
         TaskCommand::Submit(args) => View::Submitted(Box::new(submit(cx, args).await?)),
-        TaskCommand::List(args) => View::Tasks(list(&cx.tasks, args).await?),
+        TaskCommand::Import { source } => View::Rendered(import::import(cx, &source).await?),
+        TaskCommand::List(args) => View::Tasks(list(cx, args).await?),
         TaskCommand::Show { id } => {
             let id = ids.resolve(IdKind::Task, &id).await?;
             View::Task(Box::new(show(&cx.tasks, id).await?))
+        }
+        TaskCommand::Tree { id } => {
+            let id = ids.resolve(IdKind::Task, &id).await?;
+            View::Rendered(tree::tree(&cx.tasks, id).await?)
         }
         TaskCommand::History { id } => {
             View::History(queue.history(ids.resolve(IdKind::Task, &id).await?).await?)
@@ -74,13 +81,19 @@ async fn submit(cx: &Context, args: SubmitArgs) -> Result<Task, CliError> {
     let task = NewTask {
         priority,
         input_data,
-        parent_task_id: match &args.parent {
-            Some(parent) => Some(cx.ids.resolve(IdKind::Task, parent).await?),
-            None => None,
-        },
+        parent_task_id: cx
+            .ids
+            .resolve_opt(IdKind::Task, args.parent.as_ref())
+            .await?,
         dependencies: cx.ids.resolve_all(IdKind::Task, &args.depends_on).await?,
         max_retries: args.max_retries,
         max_execution_timeout_seconds: args.timeout_seconds,
+        session_id: cx
+            .ids
+            .resolve_opt(IdKind::Session, args.session.as_ref())
+            .await?,
+        deadline: args.deadline,
+        feature_branch: args.branch,
         ..NewTask::new(summary, args.description, args.agent_type)
     };
     let task = cx.queue.submit(task).await?;
@@ -89,15 +102,27 @@ async fn submit(cx: &Context, args: SubmitArgs) -> Result<Task, CliError> {
 }
 
 /// `abathur task list`.
-async fn list(repo: &impl TaskRepository, args: ListArgs) -> Result<Vec<Task>, CliError> {
+async fn list(cx: &Context, args: ListArgs) -> Result<Vec<Task>, CliError> {
     let filters = TaskFilters {
         status: args.status,
         agent_type: args.agent_type,
+        parent_task_id: cx
+            .ids
+            .resolve_opt(IdKind::Task, args.parent.as_ref())
+            .await?,
+        session_id: cx
+            .ids
+            .resolve_opt(IdKind::Session, args.session.as_ref())
+            .await?,
+        feature_branch: args.branch,
+        source: args.source,
+        min_priority: args.min_priority,
+        max_priority: args.max_priority,
         limit: args.limit.map(i64::from),
         offset: args.offset.map(i64::from),
         ..TaskFilters::default()
     };
-    Ok(repo.list(filters).await?)
+    Ok(cx.tasks.list(filters).await?)
 }
 
 /// `abathur task show ID`.
@@ -167,7 +192,7 @@ pub async fn reap(queue: &TaskQueue) -> Result<Maintenance, CliError> {
 }
 
 /// The first line of `description` with text on it, trimmed and cut to the summary limit.
-fn default_summary(description: &str) -> String {
+pub(super) fn default_summary(description: &str) -> String {
     let line = description
         .lines()
         .map(str::trim)

@@ -168,3 +168,95 @@ fn a_task_depending_on_a_completed_task_is_ready() {
     assert_eq!(task["status"], "ready");
     assert_eq!(task["dependency_depth"], 1);
 }
+
+#[test]
+fn submit_takes_every_option_and_list_filters_by_them() {
+    let s = Sandbox::new();
+    let session = s.ok(&["session", "create", "--app", "a", "--user", "u"]);
+    let session = session.trim();
+    let parent = s.submit(&["parent", "--priority", "2"]);
+    let input = s.dir.path().join("input.json");
+    std::fs::write(&input, r#"{"file": true}"#).unwrap();
+    let child = s.submit(&[
+        "child",
+        "--parent",
+        &parent[..6],
+        "--session",
+        &session[..6],
+        "--branch",
+        "feature/x",
+        "--deadline",
+        "2030-01-02T03:04:05Z",
+        "--input",
+        &format!("@{}", input.display()),
+        "--max-retries",
+        "7",
+        "--timeout",
+        "90",
+        "--priority",
+        "9",
+    ]);
+    let task = s.json(&["task", "show", &child]);
+    assert_eq!(task["parent_task_id"], parent.as_str());
+    assert_eq!(task["session_id"], session);
+    assert_eq!(task["feature_branch"], "feature/x");
+    assert_eq!(task["deadline"], "2030-01-02T03:04:05Z");
+    assert_eq!(task["input_data"]["file"], true);
+    assert_eq!(task["max_retries"], 7);
+    assert_eq!(task["max_execution_timeout_seconds"], 90);
+
+    let only = |args: &[&str]| -> Vec<String> {
+        let mut full = vec!["task", "list"];
+        full.extend_from_slice(args);
+        s.json(&full)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(only(&["--parent", &parent]), vec![child.clone()]);
+    assert_eq!(only(&["--session", session]), vec![child.clone()]);
+    assert_eq!(only(&["--branch", "feature/x"]), vec![child.clone()]);
+    assert_eq!(only(&["--min-priority", "8"]), vec![child.clone()]);
+    assert_eq!(only(&["--max-priority", "3"]), vec![parent.clone()]);
+    assert_eq!(only(&["--source", "human"]).len(), 2);
+    assert!(only(&["--source", "agent_planner"]).is_empty());
+}
+
+#[test]
+fn a_relative_deadline_counts_from_now() {
+    let s = Sandbox::new();
+    let id = s.submit(&["soon", "--deadline", "+2h"]);
+    let deadline = s.json(&["task", "show", &id])["deadline"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = chrono::DateTime::parse_from_rfc3339(&deadline).unwrap();
+    let ahead = deadline.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        ahead > chrono::Duration::minutes(119) && ahead <= chrono::Duration::hours(2),
+        "{ahead}"
+    );
+}
+
+#[test]
+fn bad_deadlines_and_unknown_sessions_are_refused() {
+    let s = Sandbox::new();
+    for bad in ["tomorrow", "+soon", "2030-13-01T00:00:00Z", "+0s"] {
+        let flag = format!("--deadline={bad}");
+        s.fails(&["task", "submit", "x", &flag], 2);
+    }
+    s.fails(
+        &[
+            "task",
+            "submit",
+            "x",
+            "--session",
+            "67e55044-10b1-426f-9247-bb680e5fe0c8",
+        ],
+        3,
+    );
+    s.fails(&["task", "list", "--source", "robot"], 2);
+    assert!(s.tasks().is_empty());
+}

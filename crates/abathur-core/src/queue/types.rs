@@ -263,6 +263,28 @@ pub enum QueueError {
     Database(#[from] DatabaseError),
 }
 
+impl QueueError {
+    /// The submitted task the error is about, when it names one: the task with the unknown
+    /// dependency, the first task of a cycle, the task that is too deep, and so on.
+    pub fn task(&self) -> Option<Uuid> {
+        match self {
+            Self::UnknownDependency { task, .. }
+            | Self::UnknownReference { task, .. }
+            | Self::SelfDependency { task }
+            | Self::TooManyDependencies { task, .. }
+            | Self::TooDeep { task, .. }
+            | Self::DuplicateTask { task } => Some(*task),
+            Self::Cycle { path } => path.first().copied(),
+            Self::TaskNotFound(task) | Self::Cancelled { task_id: task } => Some(*task),
+            Self::InvalidTransition { task_id, .. } => Some(*task_id),
+            Self::Validation(_)
+            | Self::AttemptNotFound(_)
+            | Self::LeaseLost { .. }
+            | Self::Database(_) => None,
+        }
+    }
+}
+
 fn fmt_path(path: &[Uuid]) -> String {
     path.iter()
         .map(Uuid::to_string)

@@ -1,0 +1,242 @@
+//! `abathur task import FILE|-`: many tasks from JSON Lines, submitted as one atomic batch.
+//!
+//! Each line is an object; `description` is required, every other field optional:
+//!
+//! ```text
+//! {"key": "fetch", "description": "Fetch the sources", "agent_type": "git", "priority": 7}
+//! {"key": "build", "description": "Build", "depends_on": ["fetch"], "max_retries": 5}
+//! ```
+//!
+//! `depends_on` and `parent` name a `key` of the same file or the id of a stored task. Either
+//! the whole file goes in, or nothing does.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use abathur_core::models::TaskStatus;
+use abathur_core::queue::NewTask;
+use chrono::{DateTime, Utc};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt::Write as _;
+use uuid::Uuid;
+
+use super::error::{CliError, ExitCode};
+use super::render::Rendered;
+use super::task::default_summary;
+use super::Context;
+
+/// One line of the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    key: Option<String>,
+    description: String,
+    summary: Option<String>,
+    agent_type: Option<String>,
+    priority: Option<u8>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+    parent: Option<String>,
+    session: Option<Uuid>,
+    input: Option<Value>,
+    max_retries: Option<u32>,
+    timeout_seconds: Option<u32>,
+    deadline: Option<DateTime<Utc>>,
+    branch: Option<String>,
+}
+
+/// What one line became.
+#[derive(Debug, Serialize)]
+struct Imported {
+    line: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    id: Uuid,
+    status: TaskStatus,
+}
+
+/// Reads `source` (a path, or `-` for stdin) and submits every task in it at once.
+///
+/// # Errors
+/// Invalid input (exit 4) naming the line for a malformed line, a duplicate key or a reference
+/// that is neither a key nor an id; the queue's errors for the batch. Nothing is written on any
+/// error.
+pub async fn import(cx: &Context, source: &Path) -> Result<Rendered, CliError> {
+    let (reader, size): (Box<dyn Read>, Option<u64>) = if source == Path::new("-") {
+        (Box::new(std::io::stdin().lock()), None)
+    } else {
+        let file = std::fs::File::open(source).map_err(|e| {
+            CliError::new(
+                ExitCode::NotFound,
+                format!("cannot read {}: {e}", source.display()),
+            )
+        })?;
+        let size = file.metadata().ok().map(|m| m.len());
+        (Box::new(file), size)
+    };
+    let progress = progress_bar(size);
+
+    let mut lines = Vec::new();
+    for (index, text) in BufReader::new(reader).lines().enumerate() {
+        let number = index + 1;
+        let text = text.map_err(|e| {
+            CliError::new(
+                ExitCode::Invalid,
+                format!("line {number}: cannot be read: {e}"),
+            )
+        })?;
+        progress.inc(text.len() as u64 + 1);
+        if text.trim().is_empty() {
+            continue;
+        }
+        let line: Line =
+            serde_json::from_str(&text).map_err(|e| invalid(number, &e.to_string()))?;
+        lines.push((number, line));
+    }
+    if lines.is_empty() {
+        progress.finish_and_clear();
+        return Err(CliError::new(
+            ExitCode::Invalid,
+            "the file holds no tasks".to_string(),
+        ));
+    }
+
+    let mut keys: HashMap<String, (usize, Uuid)> = HashMap::new();
+    let ids: Vec<Uuid> = lines.iter().map(|_| Uuid::new_v4()).collect();
+    for ((number, line), id) in lines.iter().zip(&ids) {
+        if let Some(key) = &line.key {
+            if let Some((first, _)) = keys.insert(key.clone(), (*number, *id)) {
+                return Err(invalid(
+                    *number,
+                    &format!("key {key:?} is already used on line {first}"),
+                ));
+            }
+        }
+    }
+    let reference = |number: usize, field: &str, text: &str| -> Result<Uuid, CliError> {
+        if let Some((_, id)) = keys.get(text) {
+            return Ok(*id);
+        }
+        Uuid::try_parse(text).map_err(|_| {
+            invalid(
+                number,
+                &format!("{field} {text:?} is neither a key in this file nor a task id"),
+            )
+        })
+    };
+
+    let mut batch = Vec::with_capacity(lines.len());
+    for ((number, line), id) in lines.iter().zip(&ids) {
+        let defaults = NewTask::new("", "", "generic");
+        let dependencies = line
+            .depends_on
+            .iter()
+            .map(|d| reference(*number, "depends_on", d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let parent_task_id = line
+            .parent
+            .as_deref()
+            .map(|p| reference(*number, "parent", p))
+            .transpose()?;
+        batch.push(NewTask {
+            id: *id,
+            summary: line
+                .summary
+                .clone()
+                .unwrap_or_else(|| default_summary(&line.description)),
+            description: line.description.clone(),
+            agent_type: line.agent_type.clone().unwrap_or(defaults.agent_type),
+            priority: line.priority.unwrap_or(defaults.priority),
+            dependencies,
+            parent_task_id,
+            session_id: line.session,
+            input_data: line.input.clone(),
+            max_retries: line.max_retries.unwrap_or(defaults.max_retries),
+            max_execution_timeout_seconds: line
+                .timeout_seconds
+                .unwrap_or(defaults.max_execution_timeout_seconds),
+            deadline: line.deadline,
+            feature_branch: line.branch.clone(),
+            ..defaults
+        });
+    }
+
+    // Each task's own fields are checked here, where the line is known; the queue checks the
+    // graph.
+    let now = Utc::now();
+    for ((number, _), task) in lines.iter().zip(&batch) {
+        task.to_task(now)
+            .validate()
+            .map_err(|e| invalid(*number, &e.to_string()))?;
+    }
+
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    progress.set_message(format!("submitting {} tasks", batch.len()));
+    progress.enable_steady_tick(std::time::Duration::from_millis(100));
+    let line_of: HashMap<Uuid, usize> = lines
+        .iter()
+        .zip(&ids)
+        .map(|((n, _), id)| (*id, *n))
+        .collect();
+    let stored = cx.queue.submit_batch(batch).await;
+    progress.finish_and_clear();
+    let stored = stored.map_err(|e| {
+        // The queue names tasks by id; the person knows them by line.
+        let line = e.task().and_then(|id| line_of.get(&id).copied());
+        let mut err = CliError::from(e);
+        if let Some(number) = line {
+            err.message = format!("line {number}: {}", err.message);
+        }
+        err
+    })?;
+
+    let key_of: HashMap<Uuid, Option<String>> = lines
+        .iter()
+        .zip(&ids)
+        .map(|((_, line), id)| (*id, line.key.clone()))
+        .collect();
+    let mut imported: Vec<Imported> = stored
+        .iter()
+        .map(|task| Imported {
+            line: line_of[&task.id],
+            key: key_of[&task.id].clone(),
+            id: task.id,
+            status: task.status,
+        })
+        .collect();
+    imported.sort_by_key(|i| i.line);
+    let mut human = format!("imported {} tasks\n", imported.len());
+    for task in &imported {
+        let _ = writeln!(
+            human,
+            "  line {:<5} {}  {:<8}  {}",
+            task.line,
+            task.id,
+            task.status.as_str(),
+            task.key.as_deref().unwrap_or("")
+        );
+    }
+    Rendered::of(&imported, human)
+}
+
+fn invalid(line: usize, message: &str) -> CliError {
+    CliError::new(ExitCode::Invalid, format!("line {line}: {message}"))
+}
+
+/// A bar over the bytes read, on stderr, drawn only when stderr is a terminal.
+fn progress_bar(size: Option<u64>) -> ProgressBar {
+    let bar = match size {
+        Some(size) => ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr()),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+    };
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} read") {
+        bar.set_style(style);
+    }
+    bar
+}

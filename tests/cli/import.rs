@@ -1,0 +1,134 @@
+//! `task import`: JSON Lines in, one atomic batch.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use crate::sandbox::Sandbox;
+
+impl Sandbox {
+    /// Runs `abathur [--json] task import -` with `input` on stdin; returns (exit code,
+    /// stdout, stderr).
+    fn import(&self, input: &str, json: bool) -> (i32, String, String) {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("abathur"));
+        cmd.current_dir(self.dir.path())
+            .env_remove("ABATHUR_DB")
+            .env_remove("RUST_LOG")
+            .arg("--db")
+            .arg(self.db_path());
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd
+            .args(["task", "import", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    }
+}
+
+const DAG: &str = r#"{"key": "fetch", "description": "Fetch the sources", "agent_type": "git"}
+{"key": "test", "description": "Test", "depends_on": ["build", "fetch"], "priority": 8, "max_retries": 1}
+
+{"key": "build", "description": "Build\nwith details", "depends_on": ["fetch"], "input": {"target": "x86"}}
+"#;
+
+#[test]
+fn a_file_of_tasks_goes_in_with_references_by_key_in_any_order() {
+    let s = Sandbox::new();
+    let (code, stdout, stderr) = s.import(DAG, true);
+    assert_eq!(code, 0, "{stderr}");
+    let imported: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let by_key = |key: &str| {
+        imported
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["key"] == key)
+            .unwrap_or_else(|| panic!("{key} missing from {imported}"))
+            .clone()
+    };
+    assert_eq!(by_key("fetch")["line"], 1);
+    assert_eq!(by_key("build")["line"], 4);
+    assert_eq!(by_key("fetch")["status"], "ready");
+    assert_eq!(by_key("test")["status"], "blocked");
+
+    let build_id = by_key("build")["id"].as_str().unwrap().to_string();
+    let build = s.json(&["task", "show", &build_id]);
+    assert_eq!(build["summary"], "Build");
+    assert_eq!(build["input_data"]["target"], "x86");
+    assert_eq!(build["dependencies"][0], by_key("fetch")["id"]);
+    let test = s.json(&["task", "show", by_key("test")["id"].as_str().unwrap()]);
+    assert_eq!(test["priority"], 8);
+    assert_eq!(test["max_retries"], 1);
+    assert_eq!(test["dependency_depth"], 2);
+}
+
+#[test]
+fn a_line_may_depend_on_a_stored_task_by_id() {
+    let s = Sandbox::new();
+    let stored = s.submit(&["already here"]);
+    let line = format!(r#"{{"description": "after it", "depends_on": ["{stored}"]}}"#);
+    let (code, stdout, stderr) = s.import(&line, false);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("imported 1 tasks\n"), "{stdout}");
+}
+
+#[test]
+fn any_bad_line_names_its_line_and_nothing_is_imported() {
+    let s = Sandbox::new();
+    let cases = [
+        ("{\"description\": \"ok\"}\nnot json\n", 4, "line 2"),
+        ("{\"description\": \"x\", \"prio\": 1}", 4, "unknown field"),
+        ("{\"summary\": \"no description\"}", 4, "description"),
+        ("{\"description\": \"x\", \"priority\": 11}", 4, "priority"),
+        (
+            "{\"key\": \"a\", \"description\": \"A\"}\n{\"key\": \"a\", \"description\": \"B\"}",
+            4,
+            "already used on line 1",
+        ),
+        (
+            "{\"description\": \"x\", \"depends_on\": [\"nowhere\"]}",
+            4,
+            "neither a key in this file nor a task id",
+        ),
+        (
+            "{\"key\": \"a\", \"description\": \"A\", \"depends_on\": [\"b\"]}\n{\"key\": \"b\", \"description\": \"B\", \"depends_on\": [\"a\"]}",
+            4,
+            "cycle",
+        ),
+        (
+            "{\"description\": \"x\", \"depends_on\": [\"67e55044-10b1-426f-9247-bb680e5fe0c8\"]}",
+            3,
+            "does not exist",
+        ),
+        ("\n\n", 4, "no tasks"),
+    ];
+    for (input, code, expected) in cases {
+        let (got, stdout, stderr) = s.import(input, false);
+        assert_eq!(got, code, "{input:?}: {stderr}");
+        assert!(stderr.contains(expected), "{input:?}: {stderr}");
+        assert!(stdout.is_empty(), "{input:?}: {stdout}");
+    }
+    assert!(s.tasks().is_empty());
+}
+
+#[test]
+fn a_missing_file_is_not_found() {
+    let s = Sandbox::new();
+    let stderr = s.fails(&["task", "import", "no-such-file.jsonl"], 3);
+    assert!(stderr.contains("no-such-file.jsonl"), "{stderr}");
+}
