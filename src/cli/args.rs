@@ -79,6 +79,11 @@ pub enum Command {
     /// Migrate, inspect, check and back up the database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Print a shell completion script: `abathur completions bash > /etc/bash_completion.d/abathur`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Claim tasks and run a command for each: `abathur worker -- CMD ARGS...`.
     #[command(after_help = EXIT_CODES_HELP)]
     Worker(super::worker::WorkerArgs),

@@ -36,7 +36,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use abathur_core::queue::TaskQueue;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
 pub use error::ExitCode;
@@ -70,7 +70,13 @@ pub fn main() -> i32 {
     let exit = match run(cli) {
         Ok(()) => ExitCode::Success,
         Err(err) => {
-            let _ = writeln!(io::stderr().lock(), "error: {err}");
+            let label = anstyle::Style::new()
+                .bold()
+                .fg_color(Some(anstyle::AnsiColor::Red.into()));
+            let _ = writeln!(
+                anstream::AutoStream::auto(io::stderr()).lock(),
+                "{label}error:{label:#} {err}"
+            );
             err.exit
         }
     };
@@ -80,6 +86,12 @@ pub fn main() -> i32 {
 /// Runs a parsed command, then prints its result on stdout.
 fn run(cli: Cli) -> Result<(), CliError> {
     let Cli { db, json, command } = cli;
+    if let Command::Completions { shell } = command {
+        // Needs no database: nothing is opened or created.
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "abathur", &mut script);
+        return print(&String::from_utf8_lossy(&script));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -142,8 +154,8 @@ async fn dispatch(path: &Path, command: Command) -> Result<View, CliError> {
         Command::Db(DbCommand::Backup { path: target }) => {
             db::backup(&cx.db, &target).await.map(View::Rendered)
         }
-        Command::Worker(_) | Command::Mcp(_) => {
-            unreachable!("long-running commands are run before dispatch")
+        Command::Worker(_) | Command::Mcp(_) | Command::Completions { .. } => {
+            unreachable!("commands without a rendered result are run before dispatch")
         }
     };
     // Closing waits for the connections to finish, so the WAL is checkpointed on the way out.
@@ -153,8 +165,11 @@ async fn dispatch(path: &Path, command: Command) -> Result<View, CliError> {
 
 /// Writes `text` to stdout. A reader that went away (`| head`) is not an error: the output
 /// was wanted only up to there.
+///
+/// Colour reaches the terminal only: `anstream` strips the styles when stdout is not a terminal,
+/// or when `NO_COLOR` is set (and `CLICOLOR_FORCE` forces them).
 fn print(text: &str) -> Result<(), CliError> {
-    let mut stdout = io::stdout().lock();
+    let mut stdout = anstream::AutoStream::auto(io::stdout()).lock();
     match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())

@@ -352,9 +352,9 @@ fn task_table(tasks: &[Task]) -> String {
     for task in tasks {
         let _ = writeln!(
             out,
-            "{:<36}  {:<status_width$}  {:>8}  {:<agent_width$}  {}",
+            "{:<36}  {}  {:>8}  {:<agent_width$}  {}",
             task.id,
-            task.status.as_str(),
+            status_cell(task.status, status_width),
             task.priority,
             one_line(&task.agent_type),
             one_line(&task.summary),
@@ -470,6 +470,26 @@ fn optional(value: Option<impl ToString>) -> String {
 
 pub(super) fn instant(ts: &DateTime<Utc>) -> String {
     timestamp::format(ts)
+}
+
+/// `status` padded to `width`, in its colour: green when done, red when failed, yellow while
+/// waiting on others, cyan while running. The styles are stripped on the way out when stdout is
+/// not a terminal.
+pub(super) fn status_cell(status: TaskStatus, width: usize) -> String {
+    use anstyle::{AnsiColor, Style};
+    let style = match status {
+        TaskStatus::Completed => Style::new().fg_color(Some(AnsiColor::Green.into())),
+        TaskStatus::Failed => Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
+        TaskStatus::Cancelled => Style::new().dimmed(),
+        TaskStatus::Blocked | TaskStatus::Pending => {
+            Style::new().fg_color(Some(AnsiColor::Yellow.into()))
+        }
+        TaskStatus::Ready => Style::new().bold(),
+        TaskStatus::Running => Style::new().fg_color(Some(AnsiColor::Cyan.into())),
+    };
+    let name = status.as_str();
+    let pad = width.saturating_sub(name.len());
+    format!("{style}{name}{style:#}{:pad$}", "")
 }
 
 /// A table cell on one line: control characters (newlines, tabs) become spaces.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::error::CliError;
-use super::render::{one_line, Rendered};
+use super::render::{one_line, status_cell, Rendered};
 
 /// The most tasks one tree shows; past it a branch ends in "...".
 const MAX_NODES: usize = 500;
@@ -159,9 +159,9 @@ fn human(tree: &Tree) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}  {:<9}  {}",
+        "{}  {}  {}",
         short(tree.id),
-        tree.status.as_str(),
+        status_cell(tree.status, 9),
         one_line(&tree.summary)
     );
     for (title, nodes) in [
@@ -189,10 +189,10 @@ fn branches(out: &mut String, nodes: &[Node], indent: &str) {
         };
         let _ = writeln!(
             out,
-            "{indent}{}{}  {:<9}  {}{note}",
+            "{indent}{}{}  {}  {}{note}",
             if last { "└── " } else { "├── " },
             short(node.id),
-            node.status.as_str(),
+            status_cell(node.status, 9),
             one_line(&node.summary)
         );
         let deeper = format!("{indent}{}", if last { "    " } else { "│   " });

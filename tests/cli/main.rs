@@ -11,6 +11,7 @@ mod ids;
 mod import;
 mod init;
 mod json;
+mod output;
 mod queue;
 mod records;
 mod task;

@@ -35,7 +35,10 @@ impl Sandbox {
         let mut cmd = Command::cargo_bin("abathur").expect("the abathur binary");
         cmd.current_dir(self.dir.path())
             .env_remove("ABATHUR_DB")
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR")
+            .env_remove("CLICOLOR_FORCE");
         cmd
     }
 
