@@ -106,10 +106,12 @@ impl From<QueueError> for CliError {
             | QueueError::UnknownReference { .. } => ExitCode::NotFound,
             QueueError::LeaseLost { .. }
             | QueueError::Cancelled { .. }
+            | QueueError::DependencyUnavailable { .. }
             | QueueError::InvalidTransition { .. } => ExitCode::Conflict,
             QueueError::Validation(_)
             | QueueError::SelfDependency { .. }
             | QueueError::Cycle { .. }
+            | QueueError::ParentCycle { .. }
             | QueueError::TooManyDependencies { .. }
             | QueueError::TooDeep { .. }
             | QueueError::DuplicateTask { .. } => ExitCode::Invalid,

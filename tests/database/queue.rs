@@ -13,7 +13,7 @@ use serde_json::json;
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
-use crate::helpers::database::setup_test_db;
+use crate::helpers::database::{setup_test_db, table_dump};
 use crate::helpers::ManualClock;
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -476,6 +476,7 @@ async fn a_task_submitted_after_its_dependencies_completed_is_ready_at_once() {
 }
 
 /// The refresh runs the priority formula in SQL; it must agree with `PriorityPolicy::calculate`.
+/// It touches ready tasks only: a blocked task's priority is computed when it becomes ready.
 #[tokio::test]
 async fn refreshed_priorities_match_the_policy_formula() {
     use abathur::domain::queue::PriorityPolicy;
@@ -498,10 +499,24 @@ async fn refreshed_priorities_match_the_policy_formula() {
         })
         .await
         .unwrap();
+    let waiting = f.queue.submit(new("waiting", &[deep.id])).await.unwrap();
+    let claimed = f.queue.claim("w", &[], LEASE, 1).await.unwrap();
+    f.queue
+        .complete(claimed[0].lease.attempt_id, None)
+        .await
+        .unwrap();
+    let plain = f
+        .queue
+        .submit(NewTask {
+            priority: 2,
+            ..new("plain", &[])
+        })
+        .await
+        .unwrap();
     f.clock.advance(chrono::Duration::minutes(45));
     assert_eq!(f.queue.refresh_priorities().await.unwrap(), 2);
     let policy = PriorityPolicy::default();
-    for id in [root.id, deep.id] {
+    for id in [deep.id, plain.id] {
         let t = f.task(id).await;
         let expected = policy.calculate(
             t.priority,
@@ -518,6 +533,10 @@ async fn refreshed_priorities_match_the_policy_formula() {
             t.calculated_priority
         );
     }
+    assert_eq!(
+        f.task(waiting.id).await.calculated_priority,
+        waiting.calculated_priority
+    );
 }
 
 #[tokio::test]
@@ -612,4 +631,164 @@ async fn the_execution_plan_orders_the_unfinished_dag_in_stages() {
         f.queue.execution_plan(0).await.unwrap_err(),
         QueueError::Validation(e) if e.field == "limit"
     ));
+}
+
+/// Review finding: retrying one failed dependency once put back every failed dependent, even
+/// one whose other dependency was still failed.
+#[tokio::test]
+async fn a_retry_puts_back_only_dependents_with_no_other_failed_dependency() {
+    let f = fixture().await;
+    let x = NewTask {
+        max_retries: 0,
+        ..new("X", &[])
+    };
+    let y = NewTask {
+        max_retries: 0,
+        ..new("Y", &[])
+    };
+    let d = new("D", &[x.id, y.id]);
+    let e = new("E", &[d.id]);
+    let (ix, iy, id, ie) = (x.id, y.id, d.id, e.id);
+    f.queue.submit_batch(vec![x, y, d, e]).await.unwrap();
+    for claimed in f.queue.claim("w", &[], LEASE, 2).await.unwrap() {
+        f.queue
+            .fail(claimed.lease.attempt_id, "broken")
+            .await
+            .unwrap();
+    }
+    for t in [ix, iy, id, ie] {
+        assert_eq!(f.status(t).await, TaskStatus::Failed);
+    }
+    // X is still failed, so D (and E behind it) stay failed.
+    assert!(f.queue.retry(iy, "human").await.unwrap().is_empty());
+    assert_eq!(f.status(id).await, TaskStatus::Failed);
+    assert_eq!(f.status(ie).await, TaskStatus::Failed);
+    // With X retried too, both wait again.
+    assert_eq!(f.queue.retry(ix, "human").await.unwrap(), vec![id, ie]);
+    assert_eq!(f.status(id).await, TaskStatus::Blocked);
+    assert_eq!(f.status(ie).await, TaskStatus::Blocked);
+    assert_eq!(f.task(id).await.error_message, None);
+}
+
+/// Review finding: cancelling a parent followed its completed child's dependents.
+#[tokio::test]
+async fn cancel_stops_at_finished_tasks() {
+    let f = fixture().await;
+    let parent = f.queue.submit(new("parent", &[])).await.unwrap();
+    let child = f
+        .queue
+        .submit(NewTask {
+            parent_task_id: Some(parent.id),
+            ..new("child", &[])
+        })
+        .await
+        .unwrap();
+    // Claim and complete the child only.
+    let claimed = f.queue.claim("w", &[], LEASE, 2).await.unwrap();
+    for c in &claimed {
+        if c.task.id == child.id {
+            f.queue.complete(c.lease.attempt_id, None).await.unwrap();
+        }
+    }
+    let after_child = f
+        .queue
+        .submit(new("after child", &[child.id]))
+        .await
+        .unwrap();
+    assert_eq!(after_child.status, TaskStatus::Ready);
+
+    let cancelled = f.queue.cancel(parent.id, "human").await.unwrap();
+    assert_eq!(cancelled, vec![parent.id]);
+    assert_eq!(f.status(child.id).await, TaskStatus::Completed);
+    assert_eq!(f.status(after_child.id).await, TaskStatus::Ready);
+}
+
+#[tokio::test]
+async fn a_task_cannot_wait_on_a_cancelled_or_failed_task() {
+    let f = fixture().await;
+    let gone = f.queue.submit(new("gone", &[])).await.unwrap();
+    f.queue.cancel(gone.id, "human").await.unwrap();
+    let before = table_dump(&f.pool).await;
+    let late = new("late", &[gone.id]);
+    let late_id = late.id;
+    let err = f.queue.submit(late).await.unwrap_err();
+    assert!(
+        matches!(err, QueueError::DependencyUnavailable { task, dependency, status: TaskStatus::Cancelled }
+            if task == late_id && dependency == gone.id),
+        "{err:?}"
+    );
+    assert_eq!(table_dump(&f.pool).await, before);
+}
+
+#[tokio::test]
+async fn parents_that_loop_within_a_batch_are_refused() {
+    let f = fixture().await;
+    let before = table_dump(&f.pool).await;
+    let mut a = new("a", &[]);
+    let mut b = new("b", &[]);
+    a.parent_task_id = Some(b.id);
+    b.parent_task_id = Some(a.id);
+    let err = f.queue.submit_batch(vec![a, b]).await.unwrap_err();
+    assert!(
+        matches!(&err, QueueError::ParentCycle { path } if path.len() == 3 && path[0] == path[2]),
+        "{err:?}"
+    );
+    let mut own = new("own parent", &[]);
+    own.parent_task_id = Some(own.id);
+    // A task that is its own parent is caught by the task's own rules, first.
+    assert!(matches!(
+        f.queue.submit(own).await.unwrap_err(),
+        QueueError::Validation(e) if e.field == "parent_task_id"
+    ));
+    assert_eq!(table_dump(&f.pool).await, before);
+}
+
+#[tokio::test]
+async fn an_id_already_stored_is_a_duplicate_and_a_blank_actor_is_refused() {
+    let f = fixture().await;
+    let first = new("first", &[]);
+    let again = NewTask {
+        summary: "again".into(),
+        ..first.clone()
+    };
+    f.queue.submit(first.clone()).await.unwrap();
+    let before = table_dump(&f.pool).await;
+    assert!(matches!(
+        f.queue.submit(again).await.unwrap_err(),
+        QueueError::DuplicateTask { task } if task == first.id
+    ));
+    for actor in ["", "  "] {
+        assert!(matches!(
+            f.queue.cancel(first.id, actor).await.unwrap_err(),
+            QueueError::Validation(e) if e.field == "actor"
+        ));
+    }
+    assert_eq!(table_dump(&f.pool).await, before);
+}
+
+/// The queue refuses to write a history that did not happen when a row was changed behind its
+/// back through the low-level repository.
+#[tokio::test]
+async fn a_status_changed_outside_the_queue_is_a_conflict_not_a_false_history() {
+    let f = fixture().await;
+    let task = f.queue.submit(new("t", &[])).await.unwrap();
+    let claimed = f.queue.claim("w", &[], LEASE, 1).await.unwrap();
+    f.tasks
+        .update_status(task.id, TaskStatus::Cancelled)
+        .await
+        .unwrap();
+    let before = table_dump(&f.pool).await;
+    let err = f
+        .queue
+        .complete(claimed[0].lease.attempt_id, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QueueError::Database(abathur::domain::error::DatabaseError::Conflict { .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(table_dump(&f.pool).await, before);
 }

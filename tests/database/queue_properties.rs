@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
-use crate::helpers::database::setup_test_db;
+use crate::helpers::database::{setup_test_db, table_dump};
 use crate::helpers::ManualClock;
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -135,6 +135,15 @@ async fn check_invariants(pool: &SqlitePool, context: &str) {
 enum Op {
     ClaimComplete,
     ClaimFail,
+    /// Claim and keep the lease for a later step.
+    Claim,
+    /// Complete the k-th lease ever held: it may have been reaped, cancelled or finished.
+    CompleteHeld(usize),
+    /// Fail the k-th lease ever held, live or not.
+    FailHeld(usize),
+    /// Move the clock past every lease.
+    Advance,
+    Reap,
     Cancel(usize),
     Retry(usize),
 }
@@ -143,9 +152,50 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         Just(Op::ClaimComplete),
         Just(Op::ClaimFail),
+        Just(Op::Claim),
+        any::<usize>().prop_map(Op::CompleteHeld),
+        any::<usize>().prop_map(Op::FailHeld),
+        Just(Op::Advance),
+        Just(Op::Reap),
         any::<usize>().prop_map(Op::Cancel),
         any::<usize>().prop_map(Op::Retry),
     ]
+}
+
+/// Whether a lease's task is still ours: its attempt is open.
+async fn lease_is_live(pool: &SqlitePool, attempt: Uuid) -> bool {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM task_attempts WHERE id = ? AND finished_at IS NULL",
+    )
+    .bind(attempt.to_string())
+    .fetch_one(pool)
+    .await
+    .unwrap()
+        == 1
+}
+
+/// Finishes a held lease. A stale one must be refused with `LeaseLost` or `Cancelled` and
+/// change nothing; a live one must succeed.
+async fn finish_held(pool: &SqlitePool, queue: &TaskQueue, attempt: Uuid, complete: bool) {
+    let live = lease_is_live(pool, attempt).await;
+    let before = table_dump(pool).await;
+    let result = if complete {
+        queue.complete(attempt, None).await.map(|_| ())
+    } else {
+        queue.fail(attempt, "boom").await.map(|_| ())
+    };
+    match result {
+        Ok(()) => assert!(live, "a stale lease {attempt} was honoured"),
+        Err(QueueError::LeaseLost { .. } | QueueError::Cancelled { .. }) => {
+            assert!(!live, "a live lease {attempt} was refused");
+            assert_eq!(
+                table_dump(pool).await,
+                before,
+                "a refused lease changed rows"
+            );
+        }
+        Err(e) => panic!("finishing a held lease: {e:?}"),
+    }
 }
 
 /// Each task: a bit mask choosing its dependencies among earlier tasks, and its max_retries.
@@ -172,8 +222,23 @@ async fn run_case(dag: Vec<(u64, u32)>, ops: Vec<Op>) {
     queue.submit_batch(batch).await.expect("submit the DAG");
     check_invariants(&pool, "after submit").await;
 
+    let mut held: Vec<Uuid> = Vec::new();
     for (step, op) in ops.iter().enumerate() {
         match op {
+            Op::Claim => {
+                for claimed in queue.claim("holder", &[], LEASE, 1).await.unwrap() {
+                    held.push(claimed.lease.attempt_id);
+                }
+            }
+            Op::CompleteHeld(k) | Op::FailHeld(k) if !held.is_empty() => {
+                let attempt = held[k % held.len()];
+                finish_held(&pool, &queue, attempt, matches!(op, Op::CompleteHeld(_))).await;
+            }
+            Op::CompleteHeld(_) | Op::FailHeld(_) => {}
+            Op::Advance => clock.advance(chrono::Duration::seconds(61)),
+            Op::Reap => {
+                queue.reap().await.unwrap();
+            }
             Op::ClaimComplete => {
                 for claimed in queue.claim("worker", &[], LEASE, 1).await.unwrap() {
                     queue
@@ -212,7 +277,10 @@ async fn run_case(dag: Vec<(u64, u32)>, ops: Vec<Op>) {
         check_invariants(&pool, &format!("after step {step} {op:?}")).await;
     }
 
-    // Drain: claim and complete everything claimable.
+    // Take back the leases still held, then drain: claim and complete everything claimable.
+    clock.advance(chrono::Duration::seconds(61));
+    queue.reap().await.unwrap();
+    check_invariants(&pool, "after the last reap").await;
     let mut rounds = 0;
     loop {
         let claimed = queue.claim("drainer", &[], LEASE, 1).await.unwrap();
@@ -273,20 +341,6 @@ proptest! {
 
 // ---- Bad input: the typed error, and nothing written. ----
 
-async fn counts(pool: &SqlitePool) -> (i64, i64) {
-    let tasks = sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM tasks")
-        .fetch_one(pool)
-        .await
-        .unwrap()
-        .0;
-    let events = sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM task_events")
-        .fetch_one(pool)
-        .await
-        .unwrap()
-        .0;
-    (tasks, events)
-}
-
 /// A queue with one task already stored, so "unchanged" is checked against a non-empty table.
 async fn seeded(limits: Option<QueueLimits>) -> (SqlitePool, TaskQueue, Uuid) {
     let pool = setup_test_db().await;
@@ -303,13 +357,13 @@ async fn seeded(limits: Option<QueueLimits>) -> (SqlitePool, TaskQueue, Uuid) {
 
 /// Submits `batch`, returns the error, and asserts nothing was written.
 async fn rejected(pool: &SqlitePool, queue: &TaskQueue, batch: Vec<NewTask>) -> QueueError {
-    let before = counts(pool).await;
+    let before = table_dump(pool).await;
     let err = queue
         .submit_batch(batch)
         .await
         .expect_err("the batch must be rejected");
     assert_eq!(
-        counts(pool).await,
+        table_dump(pool).await,
         before,
         "a rejected batch wrote rows: {err:?}"
     );

@@ -169,40 +169,75 @@ async fn close_attempt(
     Ok(())
 }
 
-/// The non-terminal tasks reachable from `root` along dependency edges (its dependents), and,
-/// with `children`, along parent links too. `root` itself is not included.
+/// Which tasks a walk from a root reaches.
+#[derive(Clone, Copy)]
+enum Walk {
+    /// Its dependents, transitively, through unfinished tasks only: a finished task's own
+    /// dependents are not the root's business.
+    Dependents,
+    /// As `Dependents`, and along parent links to children too.
+    DependentsAndChildren,
+    /// Its failed dependents, transitively through failed tasks: the tasks a failure may
+    /// have cascaded to.
+    FailedDependents,
+}
+
+/// The tasks reachable from `root` by `walk`, without `root`, shallowest first.
 async fn descendants(
     conn: &mut SqliteConnection,
     root: &str,
-    children: bool,
+    walk: Walk,
 ) -> Result<Vec<(String, TaskStatus)>, QueueError> {
-    let rows: Vec<(String, String)> = if children {
-        sqlx::query_as(
+    // The walk goes on from a task only when it is the root or unfinished: a completed child
+    // of a cancelled parent keeps its own dependents.
+    let sql = match walk {
+        Walk::Dependents => {
             "WITH RECURSIVE affected(id) AS (
                  SELECT ?1
                  UNION
-                 SELECT d.task_id FROM task_dependencies d JOIN affected a ON d.depends_on_task_id = a.id
-                 UNION
-                 SELECT t.id FROM tasks t JOIN affected a ON t.parent_task_id = a.id
+                 SELECT d.task_id FROM affected a
+                 JOIN tasks p ON p.id = a.id
+                 JOIN task_dependencies d ON d.depends_on_task_id = a.id
+                 WHERE a.id = ?1 OR p.status NOT IN ('completed', 'failed', 'cancelled')
              )
              SELECT t.id, t.status FROM affected JOIN tasks t ON t.id = affected.id
-             WHERE t.id <> ?1",
-        )
-    } else {
-        sqlx::query_as(
+             WHERE t.id <> ?1 ORDER BY t.dependency_depth, t.id"
+        }
+        Walk::DependentsAndChildren => {
             "WITH RECURSIVE affected(id) AS (
                  SELECT ?1
                  UNION
-                 SELECT d.task_id FROM task_dependencies d JOIN affected a ON d.depends_on_task_id = a.id
+                 SELECT d.task_id FROM affected a
+                 JOIN tasks p ON p.id = a.id
+                 JOIN task_dependencies d ON d.depends_on_task_id = a.id
+                 WHERE a.id = ?1 OR p.status NOT IN ('completed', 'failed', 'cancelled')
+                 UNION
+                 SELECT c.id FROM affected a
+                 JOIN tasks p ON p.id = a.id
+                 JOIN tasks c ON c.parent_task_id = a.id
+                 WHERE a.id = ?1 OR p.status NOT IN ('completed', 'failed', 'cancelled')
              )
              SELECT t.id, t.status FROM affected JOIN tasks t ON t.id = affected.id
-             WHERE t.id <> ?1",
-        )
-    }
-    .bind(root)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
+             WHERE t.id <> ?1 ORDER BY t.dependency_depth, t.id"
+        }
+        Walk::FailedDependents => {
+            "WITH RECURSIVE affected(id) AS (
+                 SELECT ?1
+                 UNION
+                 SELECT d.task_id FROM affected a
+                 JOIN task_dependencies d ON d.depends_on_task_id = a.id
+                 JOIN tasks t ON t.id = d.task_id
+                 WHERE t.status = 'failed'
+             )
+             SELECT t.id, t.status FROM affected JOIN tasks t ON t.id = affected.id
+             WHERE t.id <> ?1 ORDER BY t.dependency_depth, t.id"
+        }
+    };
+    let rows: Vec<(String, String)> = sqlx::query_as(sql)
+        .bind(root)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
     rows.into_iter()
         .map(|(id, status)| {
             let status = RowContext {
@@ -231,19 +266,32 @@ async fn transition(
     let status = to.as_str();
     let started_at = (to == TaskStatus::Running).then_some(now);
     let completed_at = to.is_terminal().then_some(now);
-    sqlx::query!(
+    let expected = from.as_str();
+    let changed = sqlx::query!(
         "UPDATE tasks SET status = ?, last_updated_at = ?,
              started_at = COALESCE(?, started_at), completed_at = COALESCE(?, completed_at)
-         WHERE id = ?",
+         WHERE id = ? AND status = ?",
         status,
         now,
         started_at,
         completed_at,
-        task_id
+        task_id,
+        expected
     )
     .execute(&mut *conn)
     .await
-    .map_err(db)?;
+    .map_err(db)?
+    .rows_affected();
+    // Every caller read `from` in this same write transaction, so a mismatch means the row was
+    // changed outside the queue (through the low-level repository): refuse rather than write
+    // a history that did not happen.
+    if changed != 1 {
+        return Err(QueueError::Database(DatabaseError::Conflict {
+            entity: "task",
+            id: task_id.to_string(),
+            reason: format!("expected it to be {from}, but it was changed outside the queue"),
+        }));
+    }
     record(
         conn,
         task_id,
@@ -335,7 +383,7 @@ async fn fail_task(
     .await?;
     let cascade_error = format!("dependency {task_id} failed: {error}");
     let mut cascaded = Vec::new();
-    for (id, status) in descendants(conn, task_id, false).await? {
+    for (id, status) in descendants(conn, task_id, Walk::Dependents).await? {
         if status.is_terminal() || status == TaskStatus::Running {
             continue;
         }
@@ -477,12 +525,22 @@ impl QueueStore for QueueStoreImpl {
                         task: new.id,
                         dependency: *dep,
                     })?;
-                    all_completed &= row.status == TaskStatus::Completed.as_str();
-                    RowContext {
+                    let cx = RowContext {
                         table: "tasks",
                         id: &id,
+                    };
+                    let status: TaskStatus = cx.parse("status", &row.status)?;
+                    // A cancelled task never completes, and a failed one only after a retry:
+                    // a task waiting on either would wait unseen, so it is refused.
+                    if matches!(status, TaskStatus::Failed | TaskStatus::Cancelled) {
+                        return Err(QueueError::DependencyUnavailable {
+                            task: new.id,
+                            dependency: *dep,
+                            status,
+                        });
                     }
-                    .int("dependency_depth", row.dependency_depth)?
+                    all_completed &= status == TaskStatus::Completed;
+                    cx.int("dependency_depth", row.dependency_depth)?
                 };
                 deepest = Some(deepest.map_or(depth, |d| d.max(depth)));
             }
@@ -505,7 +563,14 @@ impl QueueStore for QueueStoreImpl {
             task.calculated_priority =
                 priority.calculate(task.priority, depth, task.deadline, task.submitted_at, now);
             let params = TaskParams::new(task.clone())?;
-            insert_one(&mut tx, &params).await.map_err(db)?;
+            insert_one(&mut tx, &params)
+                .await
+                .map_err(|e| match db(e) {
+                    QueueError::Database(DatabaseError::UniqueViolation { .. }) => {
+                        QueueError::DuplicateTask { task: new.id }
+                    }
+                    other => other,
+                })?;
             record(
                 &mut tx,
                 &params.id,
@@ -754,7 +819,7 @@ impl QueueStore for QueueStoreImpl {
             });
         }
         let mut affected = vec![(id.clone(), status)];
-        affected.extend(descendants(&mut tx, &id, true).await?);
+        affected.extend(descendants(&mut tx, &id, Walk::DependentsAndChildren).await?);
         let reason = format!("cancelled with {id}");
         let mut cancelled = Vec::new();
         for (task, status) in affected {
@@ -853,11 +918,21 @@ impl QueueStore for QueueStoreImpl {
         )
         .await?;
         // A failed dependent of a task that never completed cannot have run: it failed by
-        // cascade, and waits again.
+        // cascade. It waits again once none of its dependencies is failed or cancelled any
+        // more; shallowest first, so a dependent sees its dependencies already put back.
         let mut unblocked = Vec::new();
         let reason = format!("dependency {id} retried");
-        for (dependent, status) in descendants(&mut tx, &id, false).await? {
-            if status != TaskStatus::Failed {
+        for (dependent, _) in descendants(&mut tx, &id, Walk::FailedDependents).await? {
+            let still_down = sqlx::query_scalar!(
+                r#"SELECT COUNT(*) AS "n!: i64" FROM task_dependencies d
+                   JOIN tasks u ON u.id = d.depends_on_task_id
+                   WHERE d.task_id = ? AND u.status IN ('failed', 'cancelled')"#,
+                dependent
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            if still_down > 0 {
                 continue;
             }
             sqlx::query!(
@@ -896,7 +971,12 @@ impl QueueStore for QueueStoreImpl {
                       a.lease_expires_at AS "lease_expires_at!",
                       t.max_execution_timeout_seconds AS "timeout!"
                FROM task_attempts a JOIN tasks t ON t.id = a.task_id
-               WHERE a.finished_at IS NULL"#
+               WHERE a.finished_at IS NULL
+                 AND (a.lease_expires_at <= ?1
+                      -- a second's slack for julianday's rounding; the exact check is below
+                      OR (julianday(?1) - julianday(a.started_at)) * 86400.0
+                         >= t.max_execution_timeout_seconds - 1)"#,
+            now_text
         )
         .fetch_all(&mut *tx)
         .await
@@ -959,8 +1039,10 @@ impl QueueStore for QueueStoreImpl {
         let mut updated = 0;
         loop {
             let mut tx = begin_write(&self.pool).await?;
+            // `+status` keeps the planner off the status indexes: it walks the primary key from
+            // the cursor, so each batch costs its own rows, not a sort of every ready task.
             let ids: Vec<String> = sqlx::query_scalar!(
-                "SELECT id FROM tasks WHERE status IN ('ready', 'blocked') AND id > ? ORDER BY id LIMIT ?",
+                "SELECT id FROM tasks WHERE +status = 'ready' AND id > ? ORDER BY id LIMIT ?",
                 cursor,
                 batch_size
             )
@@ -979,7 +1061,7 @@ impl QueueStore for QueueStoreImpl {
                             ELSE ? * MAX(0.0, MIN(1.0, 1.0 - (julianday(deadline) - julianday(?)) * 86400.0 / ?))
                        END
                      + MAX(0.0, (julianday(?) - julianday(submitted_at)) * 86400.0) / ?
-                 WHERE id >= ? AND id <= ? AND status IN ('ready', 'blocked')",
+                 WHERE id >= ? AND id <= ? AND +status = 'ready'",
                 priority.depth_weight,
                 depth_cap,
                 priority.deadline_weight,

@@ -31,3 +31,34 @@ pub async fn file_db() -> (TempDir, DatabaseConnection) {
     db.migrate().await.expect("migrate");
     (dir, db)
 }
+
+/// Every row of every queue table, in a fixed order: equal dumps mean nothing changed.
+pub async fn table_dump(pool: &SqlitePool) -> Vec<String> {
+    let mut rows = Vec::new();
+    for (table, order) in [
+        ("tasks", "id"),
+        ("task_dependencies", "task_id, depends_on_task_id"),
+        ("task_attempts", "id"),
+        ("task_events", "id"),
+        ("task_schedule", "task_id"),
+    ] {
+        let columns: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        let row = columns
+            .iter()
+            .map(|c| format!("quote({c})"))
+            .collect::<Vec<_>>()
+            .join(" || '|' || ");
+        let all: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT {row} FROM {table} ORDER BY {order}"))
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        rows.push(format!("{table}: {} rows", all.len()));
+        rows.extend(all);
+    }
+    rows
+}

@@ -73,8 +73,9 @@ pub fn execution_plan(pending: Vec<PendingTask>) -> Vec<PlanStep> {
 ///
 /// # Errors
 /// `DuplicateTask` for an id used twice, `SelfDependency`, a `Validation` error for a
-/// dependency listed twice, `TooManyDependencies` past `limits.max_dependencies`, and `Cycle`
-/// with the cycle's path when the members depend on each other in a loop.
+/// dependency listed twice, `TooManyDependencies` past `limits.max_dependencies`, `Cycle`
+/// with the cycle's path when the members depend on each other in a loop, and `ParentCycle`
+/// when they name each other as parents in a loop.
 pub fn plan_batch(batch: Vec<NewTask>, limits: &QueueLimits) -> Result<Vec<NewTask>, QueueError> {
     let mut index = HashMap::with_capacity(batch.len());
     for (i, task) in batch.iter().enumerate() {
@@ -148,8 +149,41 @@ pub fn plan_batch(batch: Vec<NewTask>, limits: &QueueLimits) -> Result<Vec<NewTa
             }
         }
     }
+    check_parents(&batch, &index)?;
     let mut slots: Vec<Option<NewTask>> = batch.into_iter().map(Some).collect();
     Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+}
+
+/// Refuses parent links that loop among the members. A stored task's parent is already
+/// stored, so a loop can only run through the batch.
+fn check_parents(batch: &[NewTask], index: &HashMap<Uuid, usize>) -> Result<(), QueueError> {
+    // 0: not seen; k: seen on the walk that started at member k - 1.
+    let mut seen = vec![0usize; batch.len()];
+    for start in 0..batch.len() {
+        if seen[start] != 0 {
+            continue;
+        }
+        let walk = start + 1;
+        let mut chain: Vec<usize> = Vec::new();
+        let mut member = Some(start);
+        while let Some(m) = member {
+            if seen[m] == walk {
+                let from = chain.iter().position(|c| *c == m).unwrap_or(0);
+                let mut path: Vec<Uuid> = chain[from..].iter().map(|c| batch[*c].id).collect();
+                path.push(batch[m].id);
+                return Err(QueueError::ParentCycle { path });
+            }
+            if seen[m] != 0 {
+                break;
+            }
+            seen[m] = walk;
+            chain.push(m);
+            member = batch[m]
+                .parent_task_id
+                .and_then(|parent| index.get(&parent).copied());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -189,16 +189,20 @@ impl TaskQueue {
     /// Cancels a task with its dependents and children; returns every task cancelled.
     ///
     /// # Errors
-    /// `TaskNotFound`, or `InvalidTransition` for a task that is already terminal.
+    /// `TaskNotFound`, `InvalidTransition` for a task that is already terminal, or a
+    /// `Validation` error for a blank actor.
     pub async fn cancel(&self, task_id: Uuid, actor: &str) -> Result<Vec<Uuid>, QueueError> {
+        check_actor(actor)?;
         self.store.cancel(task_id, actor, self.clock.now()).await
     }
 
     /// Retries a failed task; returns its dependents put back to blocked.
     ///
     /// # Errors
-    /// `TaskNotFound`, or `InvalidTransition` for a task that is not failed.
+    /// `TaskNotFound`, `InvalidTransition` for a task that is not failed, or a `Validation`
+    /// error for a blank actor.
     pub async fn retry(&self, task_id: Uuid, actor: &str) -> Result<Vec<Uuid>, QueueError> {
+        check_actor(actor)?;
         self.store
             .retry(task_id, actor, &self.priority, self.clock.now())
             .await
@@ -251,4 +255,13 @@ impl TaskQueue {
         }
         Ok(execution_plan(self.store.pending(limit).await?))
     }
+}
+
+/// The person or process named in the history must be named.
+fn check_actor(actor: &str) -> Result<(), QueueError> {
+    if actor.trim().is_empty() {
+        return Err(ValidationError::new("actor", "must not be empty").into());
+    }
+    check_no_nul("actor", actor)?;
+    Ok(())
 }

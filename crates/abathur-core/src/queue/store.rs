@@ -50,8 +50,10 @@ pub trait QueueStore: Send + Sync {
     /// Extends a live lease to `now + lease`.
     ///
     /// # Errors
-    /// `AttemptNotFound` when no attempt has the id; `LeaseLost` when it finished or expired;
-    /// `Cancelled` when its task was cancelled.
+    /// `AttemptNotFound` when no attempt has the id; `LeaseLost` when the attempt ended
+    /// (completed, failed, or taken back by the reaper); `Cancelled` when its task was
+    /// cancelled. A lease past its expiry that no reaper has taken back yet is still honoured:
+    /// the task has not been handed to anyone else.
     async fn heartbeat(
         &self,
         attempt_id: Uuid,
@@ -100,8 +102,9 @@ pub trait QueueStore: Send + Sync {
     ) -> Result<Vec<Uuid>, QueueError>;
 
     /// Puts a failed task back to ready (or blocked, if a dependency is not completed) with its
-    /// retry count reset, and its dependents that failed because of it back to blocked.
-    /// Returns those dependents.
+    /// retry count reset. Its failed dependents (which failed by cascade: they never ran) go
+    /// back to blocked, shallowest first, each once none of its own dependencies is failed or
+    /// cancelled any more. Returns those dependents.
     ///
     /// # Errors
     /// `TaskNotFound`; `InvalidTransition` when the task is not failed.

@@ -201,6 +201,20 @@ pub enum QueueError {
     #[error("task {task} has dependency {dependency}, which does not exist")]
     UnknownDependency { task: Uuid, dependency: Uuid },
 
+    /// A dependency was cancelled, or failed and has not been retried: the task could never
+    /// become ready.
+    #[error("task {task} depends on {dependency}, which is {status}; a task can only wait for work that can still complete")]
+    DependencyUnavailable {
+        task: Uuid,
+        dependency: Uuid,
+        status: TaskStatus,
+    },
+
+    /// Tasks of the batch name each other as parents in a loop; the path starts and ends at
+    /// the same task.
+    #[error("the parent links form a cycle: {}", fmt_path(.path))]
+    ParentCycle { path: Vec<Uuid> },
+
     /// The parent task or session a task names does not exist.
     #[error("task {task} refers to {reference} {id}, which does not exist")]
     UnknownReference {
@@ -273,8 +287,9 @@ impl QueueError {
             | Self::SelfDependency { task }
             | Self::TooManyDependencies { task, .. }
             | Self::TooDeep { task, .. }
-            | Self::DuplicateTask { task } => Some(*task),
-            Self::Cycle { path } => path.first().copied(),
+            | Self::DuplicateTask { task }
+            | Self::DependencyUnavailable { task, .. } => Some(*task),
+            Self::Cycle { path } | Self::ParentCycle { path } => path.first().copied(),
             Self::TaskNotFound(task) | Self::Cancelled { task_id: task } => Some(*task),
             Self::InvalidTransition { task_id, .. } => Some(*task_id),
             Self::Validation(_)
