@@ -138,7 +138,8 @@ pub(super) async fn run(
         &mut child,
         attempt,
         job.lease,
-        claimed_at + timeout,
+        // A timeout too far away to represent is no timeout.
+        claimed_at.checked_add(timeout).unwrap_or_else(far_future),
         &mut grace,
     )
     .await;
@@ -238,7 +239,8 @@ async fn supervise(
     grace: &mut watch::Receiver<Option<Instant>>,
 ) -> Stop {
     // A third of the lease: two heartbeats may be lost (a busy database) before it expires.
-    let every = lease / 3;
+    // Never a zero period, which `interval` refuses, however short the lease.
+    let every = (lease / 3).max(Duration::from_millis(1));
     let mut heartbeat = interval_at(Instant::now() + every, every);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -261,6 +263,11 @@ async fn supervise(
             },
         }
     }
+}
+
+/// A moment no command outlives: thirty years on.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(30 * 365 * 24 * 3600)
 }
 
 /// Returns once the worker is stopping and its grace period is over.

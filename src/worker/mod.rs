@@ -5,7 +5,8 @@
 //! ```rust,ignore
 //! let mut config = WorkerConfig::new(vec!["sh".into(), "-c".into(), "./build.sh".into()], db_path);
 //! config.concurrency = 4;
-//! let report = Worker::new(queue, config)?.run(tokio::signal::ctrl_c().map(drop)).await?;
+//! let stop = async { let _ = tokio::signal::ctrl_c().await; };
+//! let report = Worker::new(queue, config)?.with_wake(wake).run(stop).await?;
 //! ```
 
 mod attempt;
@@ -81,6 +82,9 @@ impl WorkerConfig {
     fn validate(&self) -> Result<(), ValidationError> {
         if self.name.trim().is_empty() {
             return Err(ValidationError::new("name", "must not be empty"));
+        }
+        if self.name.contains('\0') {
+            return Err(ValidationError::new("name", "must not contain NUL"));
         }
         if self.concurrency == 0 {
             return Err(ValidationError::new("concurrency", "must be at least 1"));
@@ -208,6 +212,9 @@ impl Worker {
         refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Whether a claim may find something: after a start, a change, a finished command.
         let mut look = true;
+        // Whether the last claim failed (a busy database): even `--once` waits and tries again
+        // rather than take the failure for an empty queue.
+        let mut claim_failed = false;
         tokio::pin!(shutdown);
         tracing::info!(
             worker = %config.name,
@@ -225,6 +232,7 @@ impl Worker {
                     .await
                 {
                     Ok(tasks) => {
+                        claim_failed = false;
                         // A full batch: there may be more, claimed when a slot frees up.
                         look = slots_u32(tasks.len()) == free;
                         for task in tasks {
@@ -240,13 +248,17 @@ impl Worker {
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot claim; trying again shortly");
                         look = false;
+                        claim_failed = true;
                     }
                 }
             }
-            if running.is_empty() && (stopping || (config.once && !look)) {
+            if running.is_empty() && (stopping || (config.once && !look && !claim_failed)) {
                 break;
             }
-            let idle = !look && !stopping && !config.once && slots(&running) < config.concurrency;
+            let idle = !look
+                && !stopping
+                && (!config.once || claim_failed)
+                && slots(&running) < config.concurrency;
             tokio::select! {
                 () = &mut shutdown, if !stopping => {
                     stopping = true;
@@ -325,4 +337,185 @@ fn slots(running: &JoinSet<Ending>) -> u32 {
 
 fn slots_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use abathur_core::error::DatabaseError;
+    use abathur_core::models::Task;
+    use abathur_core::queue::{
+        ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PriorityPolicy, QueueError,
+        QueueLimits, QueueStore, ReapReport, RetryPolicy, TaskEvent, TaskQueue,
+    };
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+    use serde_json::Value;
+    use uuid::Uuid;
+
+    use super::{Worker, WorkerConfig, WorkerReport};
+    use crate::infrastructure::database::{DatabaseConnection, QueueStoreImpl};
+
+    /// The SQLite store, except that its first `busy` claims fail as a locked database would.
+    struct BusyAtFirst {
+        inner: QueueStoreImpl,
+        busy: AtomicU32,
+        claims: AtomicU32,
+    }
+
+    #[async_trait]
+    impl QueueStore for BusyAtFirst {
+        async fn submit(
+            &self,
+            batch: Vec<NewTask>,
+            limits: &QueueLimits,
+            priority: &PriorityPolicy,
+            actor: &str,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<Task>, QueueError> {
+            self.inner.submit(batch, limits, priority, actor, now).await
+        }
+        async fn claim(
+            &self,
+            request: &ClaimRequest,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<ClaimedTask>, QueueError> {
+            self.claims.fetch_add(1, Ordering::SeqCst);
+            let left = self.busy.load(Ordering::SeqCst);
+            if left > 0 {
+                self.busy.store(left - 1, Ordering::SeqCst);
+                return Err(QueueError::Database(DatabaseError::Busy));
+            }
+            self.inner.claim(request, now).await
+        }
+        async fn heartbeat(
+            &self,
+            attempt_id: Uuid,
+            lease: Duration,
+            now: DateTime<Utc>,
+        ) -> Result<Lease, QueueError> {
+            self.inner.heartbeat(attempt_id, lease, now).await
+        }
+        async fn complete(
+            &self,
+            attempt_id: Uuid,
+            result: Option<Value>,
+            priority: &PriorityPolicy,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<Uuid>, QueueError> {
+            self.inner.complete(attempt_id, result, priority, now).await
+        }
+        async fn fail(
+            &self,
+            attempt_id: Uuid,
+            error: &str,
+            retry: &RetryPolicy,
+            now: DateTime<Utc>,
+        ) -> Result<FailOutcome, QueueError> {
+            self.inner.fail(attempt_id, error, retry, now).await
+        }
+        async fn release(
+            &self,
+            attempt_id: Uuid,
+            reason: &str,
+            now: DateTime<Utc>,
+        ) -> Result<(), QueueError> {
+            self.inner.release(attempt_id, reason, now).await
+        }
+        async fn cancel(
+            &self,
+            task_id: Uuid,
+            actor: &str,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<Uuid>, QueueError> {
+            self.inner.cancel(task_id, actor, now).await
+        }
+        async fn retry(
+            &self,
+            task_id: Uuid,
+            actor: &str,
+            priority: &PriorityPolicy,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<Uuid>, QueueError> {
+            self.inner.retry(task_id, actor, priority, now).await
+        }
+        async fn reap(
+            &self,
+            retry: &RetryPolicy,
+            now: DateTime<Utc>,
+        ) -> Result<ReapReport, QueueError> {
+            self.inner.reap(retry, now).await
+        }
+        async fn refresh_priorities(
+            &self,
+            priority: &PriorityPolicy,
+            batch_size: u32,
+            now: DateTime<Utc>,
+        ) -> Result<u64, QueueError> {
+            self.inner
+                .refresh_priorities(priority, batch_size, now)
+                .await
+        }
+        async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError> {
+            self.inner.history(task_id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn once_takes_a_failed_claim_for_a_busy_database_not_for_an_empty_queue() {
+        let db = DatabaseConnection::new("sqlite::memory:")
+            .await
+            .expect("open");
+        db.migrate().await.expect("migrate");
+        let store = Arc::new(BusyAtFirst {
+            inner: QueueStoreImpl::new(db.pool().clone()),
+            busy: AtomicU32::new(2),
+            claims: AtomicU32::new(0),
+        });
+        let queue = TaskQueue::new(store.clone());
+        queue
+            .submit(NewTask::new("t", "t", "generic"))
+            .await
+            .expect("submit");
+        let mut config = WorkerConfig::new(vec!["true".into()], "unused.db".into());
+        config.once = true;
+        config.idle_recheck = Duration::from_millis(20);
+        let report = Worker::new(queue, config)
+            .expect("a valid config")
+            .run(std::future::pending())
+            .await
+            .expect("the worker runs");
+        assert_eq!(
+            report,
+            WorkerReport {
+                completed: 1,
+                ..WorkerReport::default()
+            }
+        );
+        // Two failed claims, the one that got the task, and the one that found nothing.
+        assert_eq!(store.claims.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused() {
+        let valid = WorkerConfig::new(vec!["true".into()], "db".into());
+        type Breaks = fn(&mut WorkerConfig);
+        let cases: [(&str, Breaks); 5] = [
+            ("command", |c| c.command.clear()),
+            ("command", |c| c.command = vec!["".into()]),
+            ("concurrency", |c| c.concurrency = 0),
+            ("lease", |c| c.lease = Duration::ZERO),
+            ("name", |c| c.name = " ".into()),
+        ];
+        for (field, break_it) in cases {
+            let mut config = valid.clone();
+            break_it(&mut config);
+            let err = config.validate().expect_err(field);
+            assert!(err.to_string().contains(field), "{err}");
+        }
+        assert!(valid.validate().is_ok());
+    }
 }
