@@ -14,7 +14,8 @@
 //! | 5 | conflict: the record already exists, its state forbids the operation (cancelling a completed task), or the lease is lost (the attempt finished, expired or was cancelled) |
 //!
 //! Errors go to stderr as `error: <message>`, in the user's terms; the underlying cause is
-//! logged with `tracing`, which writes to stderr only when `RUST_LOG` is set.
+//! logged with `tracing`, which writes to stderr only when `RUST_LOG` is set (`abathur
+//! worker` logs each task it runs by default).
 
 mod agent;
 mod args;
@@ -66,7 +67,12 @@ pub fn main() -> i32 {
             return exit.code();
         }
     };
-    init_logging();
+    // The worker reports each task it runs; other commands log only when asked.
+    let default_log = match cli.command {
+        Command::Worker(_) => "abathur::worker=info",
+        _ => "off",
+    };
+    init_logging(default_log);
     let exit = match run(cli) {
         Ok(()) => ExitCode::Success,
         Err(err) => {
@@ -180,9 +186,9 @@ fn print(text: &str) -> Result<(), CliError> {
     }
 }
 
-/// Logs go to stderr, and only when `RUST_LOG` asks for them.
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("off"));
+/// Logs go to stderr: as `RUST_LOG` asks, else as `default` says.
+fn init_logging(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)

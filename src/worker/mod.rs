@@ -1,2 +1,532 @@
 //! The worker: claims tasks and runs a command for each, with heartbeats, timeouts and a
-//! graceful shutdown.
+//! graceful shutdown. `abathur worker` is a thin adapter over [`Worker`]; `docs/WORKER.md`
+//! describes the behaviour as a user sees it.
+//!
+//! ```rust,ignore
+//! let mut config = WorkerConfig::new(vec!["sh".into(), "-c".into(), "./build.sh".into()], db_path);
+//! config.concurrency = 4;
+//! let stop = async { let _ = tokio::signal::ctrl_c().await; };
+//! let report = Worker::new(queue, config)?.with_wake(wake).run(stop).await?;
+//! ```
+
+mod attempt;
+mod output;
+mod wake;
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use abathur_core::error::ValidationError;
+use abathur_core::queue::TaskQueue;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{interval, Instant, MissedTickBehavior};
+
+pub use output::{STDERR_TAIL_BYTES, STDOUT_LIMIT_BYTES};
+pub use wake::{DataVersion, Interval, Wake, DATA_VERSION_POLL};
+
+use attempt::{Ending, Job};
+
+/// How a worker runs. [`WorkerConfig::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Who claims: recorded on each attempt and in the tasks' history.
+    pub name: String,
+    /// Only tasks of these agent types; any type when empty.
+    pub agent_types: Vec<String>,
+    /// How many commands run at once (default 1).
+    pub concurrency: u32,
+    /// The lease taken with each claim and renewed by each heartbeat, every third of it
+    /// (default 1 min). A worker that dies loses its tasks to the reaper this long after.
+    pub lease: Duration,
+    /// How long running commands may go on once the worker is told to stop (default 10 s).
+    pub grace: Duration,
+    /// Stop once nothing more can be claimed and every command has finished.
+    pub once: bool,
+    /// The program, then its arguments.
+    pub command: Vec<OsString>,
+    /// The database file, given to the command as `ABATHUR_DB`.
+    pub database: PathBuf,
+    /// How often the worker recovers dead workers' tasks (default 5 s).
+    pub reap_every: Duration,
+    /// How often the worker recomputes waiting tasks' priorities (default 30 s). Each pass
+    /// rewrites every waiting task's row, and ageing moves priorities slowly.
+    pub refresh_every: Duration,
+    /// The longest an idle worker goes without trying to claim, even if nothing told it the
+    /// queue changed (default 1 s): a retried task becomes claimable when its backoff ends,
+    /// and no write announces that.
+    pub idle_recheck: Duration,
+}
+
+impl WorkerConfig {
+    /// The defaults, for `command` on the database at `database`, named `worker-<pid>`.
+    pub fn new(command: Vec<OsString>, database: PathBuf) -> Self {
+        Self {
+            name: format!("worker-{}", std::process::id()),
+            agent_types: Vec::new(),
+            concurrency: 1,
+            lease: Duration::from_secs(60),
+            grace: Duration::from_secs(10),
+            once: false,
+            command,
+            database,
+            reap_every: Duration::from_secs(5),
+            refresh_every: Duration::from_secs(30),
+            idle_recheck: Duration::from_secs(1),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ValidationError> {
+        if self.name.trim().is_empty() {
+            return Err(ValidationError::new("name", "must not be empty"));
+        }
+        if self.name.contains('\0') {
+            return Err(ValidationError::new("name", "must not contain NUL"));
+        }
+        if self.concurrency == 0 {
+            return Err(ValidationError::new("concurrency", "must be at least 1"));
+        }
+        for (field, value) in [
+            ("lease", self.lease),
+            ("reap_every", self.reap_every),
+            ("refresh_every", self.refresh_every),
+            ("idle_recheck", self.idle_recheck),
+        ] {
+            if value.is_zero() {
+                return Err(ValidationError::new(field, "must be longer than zero"));
+            }
+        }
+        if self.command.first().map_or(true, |p| p.is_empty()) {
+            return Err(ValidationError::new(
+                "command",
+                "must name a program to run",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Tasks completed.
+    pub completed: u64,
+    /// Attempts failed (the command failed or timed out); the task may be retried.
+    pub failed: u64,
+    /// Tasks given back unfinished at shutdown.
+    pub released: u64,
+    /// Attempts stopped because the task was no longer this worker's (lease lost, cancelled),
+    /// or whose outcome could not be reported.
+    pub abandoned: u64,
+}
+
+/// Why a worker could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The configuration breaks a rule.
+    #[error("invalid worker setting: {0}")]
+    Invalid(#[from] ValidationError),
+    /// The command could not be started; the task it was for went back to ready, and the
+    /// worker stopped rather than fail every task in the queue the same way.
+    #[error("cannot start the command {program:?}: {error}")]
+    CommandNotStarted {
+        program: OsString,
+        error: std::io::Error,
+    },
+}
+
+/// Claims tasks and runs the configured command for each.
+pub struct Worker {
+    queue: TaskQueue,
+    config: WorkerConfig,
+    wake: Box<dyn Wake>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker on `queue`. It looks for new work every `config.idle_recheck` until given a
+    /// better [`Wake`] with [`Worker::with_wake`].
+    ///
+    /// # Errors
+    /// `Invalid` when a setting breaks a rule (no command, zero concurrency or lease, empty
+    /// name).
+    pub fn new(queue: TaskQueue, config: WorkerConfig) -> Result<Self, WorkerError> {
+        config.validate()?;
+        Ok(Self {
+            queue,
+            config,
+            wake: Box::new(Interval),
+        })
+    }
+
+    /// The same worker, woken by `wake` when the queue changes.
+    pub fn with_wake(mut self, wake: impl Wake + 'static) -> Self {
+        self.wake = Box::new(wake);
+        self
+    }
+
+    /// Runs until `shutdown` resolves (or, with `once`, until the queue has nothing more to
+    /// claim), then gives running commands the grace period, kills those still running and
+    /// releases their tasks back to ready.
+    ///
+    /// # Errors
+    /// `CommandNotStarted` when the command could not be started; the worker stops as on
+    /// `shutdown`.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<WorkerReport, WorkerError> {
+        let config = &self.config;
+        let (program, args) = config
+            .command
+            .split_first()
+            .map(|(p, a)| (p.clone(), a.to_vec()))
+            .unwrap_or_default();
+        let job = Arc::new(Job {
+            worker: config.name.clone(),
+            program,
+            args,
+            database: config.database.clone(),
+            lease: config.lease,
+        });
+        let (grace_tx, grace_rx) = watch::channel(None::<Instant>);
+        let mut running = JoinSet::new();
+        let mut report = WorkerReport::default();
+        let mut fatal = None;
+        let mut stopping = false;
+        // Both fire at once first: a worker starting up recovers what dead ones left.
+        let mut reap = interval(config.reap_every);
+        reap.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut refresh = interval(config.refresh_every);
+        refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Whether a claim may find something: after a start, a change, a finished command.
+        let mut look = true;
+        // Whether the last claim failed (a busy database): even `--once` waits and tries again
+        // rather than take the failure for an empty queue.
+        let mut claim_failed = false;
+        tokio::pin!(shutdown);
+        tracing::info!(
+            worker = %config.name,
+            concurrency = config.concurrency,
+            "waiting for tasks"
+        );
+
+        loop {
+            let free = config.concurrency.saturating_sub(slots(&running));
+            if look && !stopping && free > 0 {
+                let claimed_at = Instant::now();
+                match self
+                    .queue
+                    .claim(&config.name, &config.agent_types, config.lease, free)
+                    .await
+                {
+                    Ok(tasks) => {
+                        claim_failed = false;
+                        // A full batch: there may be more, claimed when a slot frees up.
+                        look = slots_u32(tasks.len()) == free;
+                        for task in tasks {
+                            running.spawn(attempt::run(
+                                self.queue.clone(),
+                                task,
+                                job.clone(),
+                                grace_rx.clone(),
+                                claimed_at,
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot claim; trying again shortly");
+                        look = false;
+                        claim_failed = true;
+                    }
+                }
+            }
+            if running.is_empty() && (stopping || (config.once && !look && !claim_failed)) {
+                break;
+            }
+            let idle = !look
+                && !stopping
+                && (!config.once || claim_failed)
+                && slots(&running) < config.concurrency;
+            tokio::select! {
+                () = &mut shutdown, if !stopping => {
+                    stopping = true;
+                    grace_tx.send_replace(Some(Instant::now() + config.grace));
+                    tracing::info!(
+                        running = running.len(),
+                        "stopping: no more claims; running commands have {:?} to finish",
+                        config.grace
+                    );
+                }
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    look = true;
+                    match joined {
+                        Ok(Ending::Completed) => report.completed += 1,
+                        Ok(Ending::Failed) => report.failed += 1,
+                        Ok(Ending::Released) => report.released += 1,
+                        Ok(Ending::Abandoned | Ending::Unreported) => report.abandoned += 1,
+                        Ok(Ending::NotStarted { program, error }) => {
+                            report.released += 1;
+                            tracing::error!(
+                                "cannot start the command {program:?} ({error}); stopping"
+                            );
+                            if !stopping {
+                                stopping = true;
+                                grace_tx.send_replace(Some(Instant::now() + config.grace));
+                            }
+                            fatal.get_or_insert(WorkerError::CommandNotStarted { program, error });
+                        }
+                        Err(e) => {
+                            // The attempt's task panicked; its lease expires and the reaper
+                            // takes the task back.
+                            report.abandoned += 1;
+                            tracing::error!(error = %e, "an attempt ended abnormally");
+                        }
+                    }
+                }
+                () = self.wake.wait(config.idle_recheck), if idle => look = true,
+                _ = reap.tick(), if !stopping => match self.queue.reap().await {
+                    Ok(reaped) => {
+                        if !reaped.lost.is_empty() || !reaped.timed_out.is_empty() {
+                            tracing::info!(
+                                lost = reaped.lost.len(),
+                                timed_out = reaped.timed_out.len(),
+                                "took back tasks of dead or stuck workers"
+                            );
+                            look = true;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot reap"),
+                },
+                _ = refresh.tick(), if !stopping => {
+                    if let Err(e) = self.queue.refresh_priorities().await {
+                        tracing::warn!(error = %e, "cannot refresh priorities");
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            worker = %config.name,
+            completed = report.completed,
+            failed = report.failed,
+            released = report.released,
+            abandoned = report.abandoned,
+            "stopped"
+        );
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+}
+
+fn slots(running: &JoinSet<Ending>) -> u32 {
+    slots_u32(running.len())
+}
+
+fn slots_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use abathur_core::error::DatabaseError;
+    use abathur_core::models::Task;
+    use abathur_core::queue::{
+        ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, PriorityPolicy,
+        QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport, RetryPolicy, TaskEvent,
+        TaskQueue,
+    };
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+    use serde_json::Value;
+    use uuid::Uuid;
+
+    use super::{Worker, WorkerConfig, WorkerReport};
+    use crate::infrastructure::database::{DatabaseConnection, QueueStoreImpl};
+
+    /// The SQLite store, except that its first `busy` claims fail as a locked database would.
+    struct BusyAtFirst {
+        inner: QueueStoreImpl,
+        busy: AtomicU32,
+        claims: AtomicU32,
+    }
+
+    #[async_trait]
+    impl QueueStore for BusyAtFirst {
+        async fn submit(
+            &self,
+            batch: Vec<NewTask>,
+            limits: &QueueLimits,
+            priority: &PriorityPolicy,
+            actor: &str,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<Task>, QueueError> {
+            self.inner.submit(batch, limits, priority, actor, now).await
+        }
+        async fn claim(
+            &self,
+            request: &ClaimRequest,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<ClaimedTask>, QueueError> {
+            self.claims.fetch_add(1, Ordering::SeqCst);
+            let left = self.busy.load(Ordering::SeqCst);
+            if left > 0 {
+                self.busy.store(left - 1, Ordering::SeqCst);
+                return Err(QueueError::Database(DatabaseError::Busy));
+            }
+            self.inner.claim(request, now).await
+        }
+        async fn heartbeat(
+            &self,
+            attempt_id: Uuid,
+            lease: Duration,
+            now: DateTime<Utc>,
+        ) -> Result<Lease, QueueError> {
+            self.inner.heartbeat(attempt_id, lease, now).await
+        }
+        async fn complete(
+            &self,
+            attempt_id: Uuid,
+            result: Option<Value>,
+            priority: &PriorityPolicy,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<Uuid>, QueueError> {
+            self.inner.complete(attempt_id, result, priority, now).await
+        }
+        async fn fail(
+            &self,
+            attempt_id: Uuid,
+            error: &str,
+            retry: &RetryPolicy,
+            now: DateTime<Utc>,
+        ) -> Result<FailOutcome, QueueError> {
+            self.inner.fail(attempt_id, error, retry, now).await
+        }
+        async fn release(
+            &self,
+            attempt_id: Uuid,
+            reason: &str,
+            now: DateTime<Utc>,
+        ) -> Result<(), QueueError> {
+            self.inner.release(attempt_id, reason, now).await
+        }
+        async fn cancel(
+            &self,
+            task_id: Uuid,
+            actor: &str,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<Uuid>, QueueError> {
+            self.inner.cancel(task_id, actor, now).await
+        }
+        async fn retry(
+            &self,
+            task_id: Uuid,
+            actor: &str,
+            priority: &PriorityPolicy,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<Uuid>, QueueError> {
+            self.inner.retry(task_id, actor, priority, now).await
+        }
+        async fn reap(
+            &self,
+            retry: &RetryPolicy,
+            now: DateTime<Utc>,
+        ) -> Result<ReapReport, QueueError> {
+            self.inner.reap(retry, now).await
+        }
+        async fn refresh_priorities(
+            &self,
+            priority: &PriorityPolicy,
+            batch_size: u32,
+            now: DateTime<Utc>,
+        ) -> Result<u64, QueueError> {
+            self.inner
+                .refresh_priorities(priority, batch_size, now)
+                .await
+        }
+        async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError> {
+            self.inner.history(task_id).await
+        }
+        async fn overview(
+            &self,
+            running_limit: u32,
+            now: DateTime<Utc>,
+        ) -> Result<QueueOverview, QueueError> {
+            self.inner.overview(running_limit, now).await
+        }
+        async fn pending(&self, limit: u32) -> Result<Vec<PendingTask>, QueueError> {
+            self.inner.pending(limit).await
+        }
+    }
+
+    #[tokio::test]
+    async fn once_takes_a_failed_claim_for_a_busy_database_not_for_an_empty_queue() {
+        let db = DatabaseConnection::new("sqlite::memory:")
+            .await
+            .expect("open");
+        db.migrate().await.expect("migrate");
+        let store = Arc::new(BusyAtFirst {
+            inner: QueueStoreImpl::new(db.pool().clone()),
+            busy: AtomicU32::new(2),
+            claims: AtomicU32::new(0),
+        });
+        let queue = TaskQueue::new(store.clone());
+        queue
+            .submit(NewTask::new("t", "t", "generic"))
+            .await
+            .expect("submit");
+        let mut config = WorkerConfig::new(vec!["true".into()], "unused.db".into());
+        config.once = true;
+        config.idle_recheck = Duration::from_millis(20);
+        let report = Worker::new(queue, config)
+            .expect("a valid config")
+            .run(std::future::pending())
+            .await
+            .expect("the worker runs");
+        assert_eq!(
+            report,
+            WorkerReport {
+                completed: 1,
+                ..WorkerReport::default()
+            }
+        );
+        // Two failed claims, the one that got the task, and the one that found nothing.
+        assert_eq!(store.claims.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused() {
+        let valid = WorkerConfig::new(vec!["true".into()], "db".into());
+        type Breaks = fn(&mut WorkerConfig);
+        let cases: [(&str, Breaks); 5] = [
+            ("command", |c| c.command.clear()),
+            ("command", |c| c.command = vec!["".into()]),
+            ("concurrency", |c| c.concurrency = 0),
+            ("lease", |c| c.lease = Duration::ZERO),
+            ("name", |c| c.name = " ".into()),
+        ];
+        for (field, break_it) in cases {
+            let mut config = valid.clone();
+            break_it(&mut config);
+            let err = config.validate().expect_err(field);
+            assert!(err.to_string().contains(field), "{err}");
+        }
+        assert!(valid.validate().is_ok());
+    }
+}

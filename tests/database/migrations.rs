@@ -66,6 +66,16 @@ const PINNED: &[(i64, &str, &str)] = &[
         "down",
         "4f966cb5094ed8274a8739a5a67a85e197e4f973ae42847e1d98608e5aab9362a286a2cfd2de0ef26d05d39e5418a4ad",
     ),
+    (
+        3,
+        "up",
+        "0817c08bde1600276be50fb0d62c377db1b25f2ccace17c2d10a31a9f38daddb343a49d048bd0f835ca476f3ab51d94f",
+    ),
+    (
+        3,
+        "down",
+        "79b2d377f36d02c4c75bdf72ffa781ced7b90785bba55eb4705def696fe826e7c849b40ead2652bf9b29b3e6b794d3a6",
+    ),
 ];
 
 #[test]

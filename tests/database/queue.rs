@@ -792,3 +792,140 @@ async fn a_status_changed_outside_the_queue_is_a_conflict_not_a_false_history() 
     );
     assert_eq!(table_dump(&f.pool).await, before);
 }
+
+#[tokio::test]
+async fn a_released_task_is_ready_at_once_without_counting_a_retry() {
+    let f = fixture().await;
+    // No retries at all: a release must not be what fails it.
+    let t = f
+        .queue
+        .submit(NewTask {
+            max_retries: 0,
+            ..new("interrupted", &[])
+        })
+        .await
+        .unwrap();
+    let first = f.queue.claim("w1", &[], LEASE, 1).await.unwrap();
+    f.queue
+        .release(first[0].lease.attempt_id, "the worker is shutting down")
+        .await
+        .unwrap();
+
+    let task = f.task(t.id).await;
+    assert_eq!(task.status, TaskStatus::Ready);
+    assert_eq!(task.retry_count, 0);
+    let (outcome, error): (String, Option<String>) =
+        sqlx::query_as("SELECT outcome, error FROM task_attempts WHERE id = ?")
+            .bind(first[0].lease.attempt_id.to_string())
+            .fetch_one(&f.pool)
+            .await
+            .unwrap();
+    assert_eq!(outcome, "released");
+    assert_eq!(error.as_deref(), Some("the worker is shutting down"));
+    let history = f.queue.history(t.id).await.unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(
+        (last.from, last.to, last.actor.as_str(), last.attempt_id),
+        (
+            Some(TaskStatus::Running),
+            TaskStatus::Ready,
+            "w1",
+            Some(first[0].lease.attempt_id)
+        )
+    );
+    assert_eq!(
+        last.reason.as_deref(),
+        Some("released unfinished: the worker is shutting down")
+    );
+
+    // Claimable at once, with no backoff, and the old lease is fenced off.
+    let second = f.queue.claim("w2", &[], LEASE, 1).await.unwrap();
+    assert_eq!(second[0].task.id, t.id);
+    assert_eq!(second[0].lease.attempt_number, 2);
+    let err = f
+        .queue
+        .complete(first[0].lease.attempt_id, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueueError::LeaseLost { .. }), "{err:?}");
+    f.queue
+        .complete(second[0].lease.attempt_id, None)
+        .await
+        .unwrap();
+    assert_eq!(f.status(t.id).await, TaskStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_release_clears_a_leftover_backoff() {
+    let f = fixture().await;
+    let t = f.queue.submit(new("flaky", &[])).await.unwrap();
+    let first = f.queue.claim("w1", &[], LEASE, 1).await.unwrap();
+    f.queue
+        .fail(first[0].lease.attempt_id, "boom")
+        .await
+        .unwrap();
+    f.clock.advance(chrono::Duration::seconds(11));
+    let second = f.queue.claim("w1", &[], LEASE, 1).await.unwrap();
+    assert_eq!(second[0].task.id, t.id);
+    f.queue
+        .release(second[0].lease.attempt_id, "stopping")
+        .await
+        .unwrap();
+    assert_eq!(
+        f.task(t.id).await.retry_count,
+        1,
+        "the failure still counts"
+    );
+    let third = f.queue.claim("w2", &[], LEASE, 1).await.unwrap();
+    assert_eq!(third.len(), 1, "claimable at once after a release");
+}
+
+#[tokio::test]
+async fn only_an_open_attempt_can_be_released() {
+    let f = fixture().await;
+    let done = f.queue.submit(new("done", &[])).await.unwrap();
+    let claimed = f.queue.claim("w1", &[], LEASE, 1).await.unwrap();
+    f.queue
+        .complete(claimed[0].lease.attempt_id, None)
+        .await
+        .unwrap();
+    let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_events")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    let err = f
+        .queue
+        .release(claimed[0].lease.attempt_id, "stopping")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueueError::LeaseLost { .. }), "{err:?}");
+    assert_eq!(f.status(done.id).await, TaskStatus::Completed);
+
+    let cancelled = f.queue.submit(new("cancelled", &[])).await.unwrap();
+    let claimed = f.queue.claim("w1", &[], LEASE, 1).await.unwrap();
+    f.queue.cancel(cancelled.id, "human").await.unwrap();
+    let err = f
+        .queue
+        .release(claimed[0].lease.attempt_id, "stopping")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueueError::Cancelled { .. }), "{err:?}");
+    assert_eq!(f.status(cancelled.id).await, TaskStatus::Cancelled);
+
+    let unknown = Uuid::new_v4();
+    let err = f.queue.release(unknown, "stopping").await.unwrap_err();
+    assert!(
+        matches!(err, QueueError::AttemptNotFound(id) if id == unknown),
+        "{err:?}"
+    );
+    let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_events")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    // Only the cancellation's own event was written in between.
+    assert_eq!(
+        after,
+        before + 3,
+        "submit, claim and cancel of the second task"
+    );
+}

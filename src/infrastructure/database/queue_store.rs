@@ -801,6 +801,42 @@ impl QueueStore for QueueStoreImpl {
         Ok(outcome)
     }
 
+    async fn release(
+        &self,
+        attempt_id: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        let now_text = ts(&now);
+        let attempt = attempt_id.to_string();
+        let mut tx = begin_write(&self.pool).await?;
+        let open = open_attempt(&mut tx, attempt_id).await?;
+        close_attempt(
+            &mut tx,
+            &attempt,
+            AttemptOutcome::Released,
+            Some(reason),
+            &now_text,
+        )
+        .await?;
+        // A leftover run-after time would hold the task back; it is claimable at once.
+        clear_schedule(&mut tx, &open.task_id).await?;
+        let why = format!("released unfinished: {reason}");
+        transition(
+            &mut tx,
+            &open.task_id,
+            TaskStatus::Running,
+            TaskStatus::Ready,
+            &now_text,
+            &open.worker_id,
+            Some(&attempt),
+            Some(&why),
+        )
+        .await?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
     async fn cancel(
         &self,
         task_id: Uuid,

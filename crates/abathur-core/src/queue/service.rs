@@ -186,6 +186,19 @@ impl TaskQueue {
             .await
     }
 
+    /// Gives the leased task back unfinished: it is ready again at once, and no retry is
+    /// counted. For a worker that is shutting down; a failure of the task itself goes through
+    /// [`TaskQueue::fail`].
+    ///
+    /// # Errors
+    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for a reason with a NUL.
+    pub async fn release(&self, attempt_id: Uuid, reason: &str) -> Result<(), QueueError> {
+        check_no_nul("reason", reason)?;
+        self.store
+            .release(attempt_id, reason, self.clock.now())
+            .await
+    }
+
     /// Cancels a task with its dependents and children; returns every task cancelled.
     ///
     /// # Errors

@@ -88,6 +88,20 @@ pub trait QueueStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<FailOutcome, QueueError>;
 
+    /// Gives a running task back unfinished: ends the attempt as released with `reason`, and
+    /// puts the task back to ready, claimable at once, without counting a retry. For a worker
+    /// that stops before its command finished through no fault of the task (it is shutting
+    /// down), so that restarting workers never uses up a task's retries.
+    ///
+    /// # Errors
+    /// `AttemptNotFound`, `LeaseLost` or `Cancelled` as for [`QueueStore::heartbeat`]; nothing changes.
+    async fn release(
+        &self,
+        attempt_id: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError>;
+
     /// Cancels a task, its transitive dependents and its children (transitively) that are not
     /// terminal; a running one's lease is revoked. Returns every task cancelled.
     ///

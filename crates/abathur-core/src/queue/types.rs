@@ -136,6 +136,8 @@ pub enum AttemptOutcome {
     TimedOut,
     /// The task was cancelled while it ran.
     Cancelled,
+    /// The worker gave the task back unfinished (it was shutting down); no retry was counted.
+    Released,
 }
 
 impl AttemptOutcome {
@@ -147,6 +149,7 @@ impl AttemptOutcome {
             Self::Lost => "lost",
             Self::TimedOut => "timed_out",
             Self::Cancelled => "cancelled",
+            Self::Released => "released",
         }
     }
 }

@@ -1,0 +1,31 @@
+-- Reverts 0003_attempt_released. A released attempt becomes `lost`, the nearest older outcome:
+-- its worker went away without finishing it.
+
+CREATE TABLE task_attempts_old (
+    id TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 36),
+    task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    attempt_number INTEGER NOT NULL CHECK (attempt_number >= 1),
+    worker_id TEXT NOT NULL CHECK (length(trim(worker_id)) > 0),
+    started_at TEXT NOT NULL
+        CHECK (started_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'),
+    lease_expires_at TEXT NOT NULL
+        CHECK (lease_expires_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'),
+    finished_at TEXT
+        CHECK (finished_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'),
+    outcome TEXT CHECK (outcome IN ('completed', 'failed', 'lost', 'timed_out', 'cancelled')),
+    error TEXT,
+    CHECK ((finished_at IS NULL) = (outcome IS NULL)),
+    UNIQUE (task_id, attempt_number)
+) STRICT;
+
+INSERT INTO task_attempts_old
+    (id, task_id, attempt_number, worker_id, started_at, lease_expires_at, finished_at, outcome, error)
+SELECT id, task_id, attempt_number, worker_id, started_at, lease_expires_at, finished_at,
+       CASE outcome WHEN 'released' THEN 'lost' ELSE outcome END, error
+FROM task_attempts;
+
+DROP TABLE task_attempts;
+ALTER TABLE task_attempts_old RENAME TO task_attempts;
+
+CREATE UNIQUE INDEX idx_task_attempts_one_open ON task_attempts(task_id) WHERE finished_at IS NULL;
+CREATE INDEX idx_task_attempts_open_leases ON task_attempts(lease_expires_at) WHERE finished_at IS NULL;

@@ -1,0 +1,431 @@
+//! One attempt: run the command for one claimed task, keep its lease alive, stop it when it
+//! must stop, and report how it ended to the queue.
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use abathur_core::queue::{ClaimedTask, FailOutcome, QueueError, TaskQueue};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{interval_at, sleep, sleep_until, Instant, MissedTickBehavior};
+use uuid::Uuid;
+
+use super::output::{
+    describe_exit, failure_message, result_from_stdout, Capture, STDERR_TAIL_BYTES,
+    STDOUT_LIMIT_BYTES,
+};
+
+/// What every attempt of one worker shares.
+#[derive(Debug)]
+pub(super) struct Job {
+    pub worker: String,
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    /// Given to the command as `ABATHUR_DB`.
+    pub database: PathBuf,
+    pub lease: Duration,
+}
+
+/// How an attempt ended, as far as the worker is concerned.
+#[derive(Debug)]
+pub(super) enum Ending {
+    /// The command exited 0 and the task completed.
+    Completed,
+    /// The command failed, timed out or printed too much; the attempt was failed (the queue
+    /// decides whether the task runs again).
+    Failed,
+    /// The worker stopped before the command finished; the task went back to ready.
+    Released,
+    /// The lease was lost or the task cancelled while it ran; the command was killed and
+    /// nothing was reported.
+    Abandoned,
+    /// The outcome could not be reported; the reaper will take the task back when its lease
+    /// expires.
+    Unreported,
+    /// The command could not be started; the task went back to ready.
+    NotStarted { program: OsString, error: io::Error },
+}
+
+/// Why the worker stopped waiting for the command.
+enum Stop {
+    Exited(ExitStatus),
+    WaitFailed(io::Error),
+    TimedOut,
+    LeaseGone(QueueError),
+    Shutdown,
+}
+
+/// Runs the command for `claimed` and reports the outcome. `claimed_at` is when the claim was
+/// asked for: the task's timeout counts from there, as the reaper's does from the claim.
+/// `grace` holds, once the worker is stopping, the moment to give up on the command.
+pub(super) async fn run(
+    queue: TaskQueue,
+    claimed: ClaimedTask,
+    job: Arc<Job>,
+    mut grace: watch::Receiver<Option<Instant>>,
+    claimed_at: Instant,
+) -> Ending {
+    let task = &claimed.task;
+    let attempt = claimed.lease.attempt_id;
+    let timeout = Duration::from_secs(u64::from(task.max_execution_timeout_seconds));
+    let started = Instant::now();
+
+    let mut command = Command::new(&job.program);
+    command
+        .args(&job.args)
+        .env("ABATHUR_TASK_ID", task.id.to_string())
+        .env("ABATHUR_ATTEMPT_ID", attempt.to_string())
+        .env("ABATHUR_DB", &job.database)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // Its own process group, so that a kill reaches whatever the command started (`sh -c`
+    // runs its commands as children), and a Ctrl-C at the worker's terminal reaches only the
+    // worker, which then decides how long the command may go on.
+    #[cfg(unix)]
+    command.process_group(0);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            let reason = format!("worker {} could not start its command", job.worker);
+            if let Err(e) = with_retries(|| queue.release(attempt, &reason)).await {
+                tracing::warn!(task = %task.id, error = %e, "cannot give the task back");
+            }
+            return Ending::NotStarted {
+                program: job.program.clone(),
+                error,
+            };
+        }
+    };
+    tracing::info!(
+        task = %task.id,
+        attempt = %attempt,
+        try_number = claimed.lease.attempt_number,
+        "started: {}",
+        task.summary
+    );
+
+    let input = serde_json::to_vec(task).map(|mut v| {
+        v.push(b'\n');
+        v
+    });
+    let writer = child.stdin.take().map(|mut stdin| {
+        tokio::spawn(async move {
+            if let Ok(input) = input {
+                // A command that does not read its input closes the pipe: not an error.
+                let _ = stdin.write_all(&input).await;
+            }
+        })
+    });
+    let stdout = Arc::new(Mutex::new(Capture::head(STDOUT_LIMIT_BYTES)));
+    let stderr = Arc::new(Mutex::new(Capture::tail(STDERR_TAIL_BYTES)));
+    let readers = [
+        child.stdout.take().map(|s| drain(s, stdout.clone())),
+        child.stderr.take().map(|s| drain(s, stderr.clone())),
+    ];
+
+    let stop = supervise(
+        &queue,
+        &mut child,
+        attempt,
+        job.lease,
+        // A timeout too far away to represent is no timeout.
+        claimed_at.checked_add(timeout).unwrap_or_else(far_future),
+        &mut grace,
+    )
+    .await;
+    let stop = match stop {
+        Stop::Exited(status) => Stop::Exited(status),
+        other => {
+            kill_tree(&mut child);
+            // Reap it, so that no zombie is left; its status says nothing new.
+            let _ = child.wait().await;
+            other
+        }
+    };
+    // The pipes close when the last process holding them ends. A background process the
+    // command left running may keep them open: wait a little, then go on with what was read.
+    for reader in readers.into_iter().flatten() {
+        let abort = reader.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(1), reader)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+    if let Some(writer) = writer {
+        writer.abort();
+    }
+    let took = started.elapsed().as_secs_f64();
+    let stdout = take(&stdout);
+    let stderr = take(&stderr);
+
+    let (what, error) = match stop {
+        Stop::Exited(status) if status.success() => {
+            if stdout.overflowed() {
+                let what = format!(
+                    "exited with status 0 but printed more than {} MiB on stdout",
+                    STDOUT_LIMIT_BYTES / (1024 * 1024)
+                );
+                ("printed too much", failure_message(&what, stderr.bytes()))
+            } else {
+                return complete(&queue, &claimed, result_from_stdout(stdout.bytes()), took).await;
+            }
+        }
+        Stop::Exited(status) => (
+            "failed",
+            failure_message(&describe_exit(status), stderr.bytes()),
+        ),
+        Stop::WaitFailed(e) => (
+            "failed",
+            format!("the worker lost track of the command: {e}"),
+        ),
+        Stop::TimedOut => (
+            "timed out",
+            failure_message(
+                &format!(
+                    "ran past the task's timeout of {} s and was killed",
+                    task.max_execution_timeout_seconds
+                ),
+                stderr.bytes(),
+            ),
+        ),
+        Stop::LeaseGone(e) => {
+            tracing::warn!(
+                task = %task.id,
+                attempt = %attempt,
+                "stopped after {took:.1} s: the task is no longer this worker's ({e}); the command was killed"
+            );
+            return Ending::Abandoned;
+        }
+        Stop::Shutdown => {
+            let reason = format!(
+                "worker {} shut down before the command finished",
+                job.worker
+            );
+            return match with_retries(|| queue.release(attempt, &reason)).await {
+                Ok(()) => {
+                    tracing::info!(
+                        task = %task.id,
+                        attempt = %attempt,
+                        "released after {took:.1} s: the command was killed at shutdown; the task is ready again"
+                    );
+                    Ending::Released
+                }
+                Err(e) => unreported(task.id, &e),
+            };
+        }
+    };
+    fail(&queue, &claimed, what, &error, took).await
+}
+
+/// Waits for the command to exit, heartbeating, until it exits or must be stopped.
+async fn supervise(
+    queue: &TaskQueue,
+    child: &mut Child,
+    attempt: Uuid,
+    lease: Duration,
+    deadline: Instant,
+    grace: &mut watch::Receiver<Option<Instant>>,
+) -> Stop {
+    // A third of the lease: two heartbeats may be lost (a busy database) before it expires.
+    // Never a zero period, which `interval` refuses, however short the lease.
+    let every = (lease / 3).max(Duration::from_millis(1));
+    let mut heartbeat = interval_at(Instant::now() + every, every);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                return match status {
+                    Ok(status) => Stop::Exited(status),
+                    Err(e) => Stop::WaitFailed(e),
+                };
+            }
+            () = sleep_until(deadline) => return Stop::TimedOut,
+            () = grace_over(grace) => return Stop::Shutdown,
+            _ = heartbeat.tick() => match queue.heartbeat(attempt, lease).await {
+                Ok(_) => {}
+                Err(e @ (QueueError::LeaseLost { .. }
+                | QueueError::Cancelled { .. }
+                | QueueError::AttemptNotFound(_))) => return Stop::LeaseGone(e),
+                // The next heartbeat may get through; the lease has room for two misses.
+                Err(e) => tracing::warn!(attempt = %attempt, error = %e, "a heartbeat failed"),
+            },
+        }
+    }
+}
+
+/// A moment no command outlives: thirty years on.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(30 * 365 * 24 * 3600)
+}
+
+/// Returns once the worker is stopping and its grace period is over.
+async fn grace_over(grace: &mut watch::Receiver<Option<Instant>>) {
+    loop {
+        let deadline = *grace.borrow_and_update();
+        if let Some(deadline) = deadline {
+            sleep_until(deadline).await;
+            return;
+        }
+        if grace.changed().await.is_err() {
+            // The worker is gone without stopping: nothing will ever end the grace.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Kills the command and every process in its group.
+fn kill_tree(child: &mut Child) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        // SAFETY: killpg only sends a signal. `id()` is Some only until the child is reaped,
+        // so `pid` is still our child's, and it leads its own group (`process_group(0)`):
+        // the group cannot be anyone else's.
+        unsafe {
+            libc::killpg(pid, libc::SIGKILL);
+        }
+    }
+    // The direct child at least, where process groups do not exist or it already left.
+    let _ = child.start_kill();
+}
+
+fn drain(
+    mut stream: impl AsyncRead + Unpin + Send + 'static,
+    into: Arc<Mutex<Capture>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => lock(&into).push(&buf[..n]),
+            }
+        }
+    })
+}
+
+fn lock(capture: &Mutex<Capture>) -> std::sync::MutexGuard<'_, Capture> {
+    // A reader that panicked left a capture that is still whole bytes: use it.
+    capture
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn take(capture: &Mutex<Capture>) -> Capture {
+    std::mem::take(&mut *lock(capture))
+}
+
+async fn complete(
+    queue: &TaskQueue,
+    claimed: &ClaimedTask,
+    result: Option<Value>,
+    took: f64,
+) -> Ending {
+    let (task, attempt) = (claimed.task.id, claimed.lease.attempt_id);
+    match with_retries(|| queue.complete(attempt, result.clone())).await {
+        Ok(ready) => {
+            tracing::info!(
+                task = %task,
+                attempt = %attempt,
+                now_ready = ready.len(),
+                "completed in {took:.1} s"
+            );
+            Ending::Completed
+        }
+        // The queue refuses this result (nested too deep): the attempt failed.
+        Err(QueueError::Validation(e)) => {
+            let error =
+                format!("the command exited with status 0, but its result was refused: {e}");
+            fail(queue, claimed, "failed", &error, took).await
+        }
+        Err(e) => lost_or_unreported(task, attempt, e, took),
+    }
+}
+
+async fn fail(
+    queue: &TaskQueue,
+    claimed: &ClaimedTask,
+    what: &str,
+    error: &str,
+    took: f64,
+) -> Ending {
+    let (task, attempt) = (claimed.task.id, claimed.lease.attempt_id);
+    // The last line of stderr usually says why; the whole tail is in the task.
+    let last_line = error.lines().last().unwrap_or_default();
+    match with_retries(|| queue.fail(attempt, error)).await {
+        Ok(FailOutcome::Retrying {
+            retry_count,
+            run_after,
+        }) => {
+            tracing::warn!(
+                task = %task,
+                attempt = %attempt,
+                "{what} after {took:.1} s ({last_line}); retry {retry_count} from {}", abathur_core::timestamp::format(&run_after)
+            );
+            Ending::Failed
+        }
+        Ok(FailOutcome::Failed { cascaded }) => {
+            tracing::warn!(
+                task = %task,
+                attempt = %attempt,
+                failed_with_it = cascaded.len(),
+                "{what} after {took:.1} s ({last_line}); no retries left"
+            );
+            Ending::Failed
+        }
+        Err(e) => lost_or_unreported(task, attempt, e, took),
+    }
+}
+
+fn lost_or_unreported(task: Uuid, attempt: Uuid, e: QueueError, took: f64) -> Ending {
+    match e {
+        QueueError::LeaseLost { .. } | QueueError::Cancelled { .. } => {
+            tracing::warn!(
+                task = %task,
+                attempt = %attempt,
+                "finished after {took:.1} s, but the task is no longer this worker's ({e})"
+            );
+            Ending::Abandoned
+        }
+        e => unreported(task, &e),
+    }
+}
+
+fn unreported(task: Uuid, e: &QueueError) -> Ending {
+    tracing::error!(
+        task = %task,
+        error = %e,
+        "cannot report how the task ended; it will be taken back when its lease expires"
+    );
+    Ending::Unreported
+}
+
+/// Runs a queue operation, trying again twice when the database itself failed (busy past
+/// its timeout, say): losing a finished result to a passing lock would cost a whole rerun.
+async fn with_retries<T, F, Fut>(mut op: F) -> Result<T, QueueError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, QueueError>>,
+{
+    for pause in [Duration::from_millis(200), Duration::from_secs(1)] {
+        match op().await {
+            Err(QueueError::Database(e)) => {
+                tracing::warn!(error = %e, "the database failed; trying again");
+                sleep(pause).await;
+            }
+            other => return other,
+        }
+    }
+    op().await
+}

@@ -1,0 +1,192 @@
+//! What a command gets and what becomes of its output, its exit and its running time; how a
+//! worker waits for work.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::sandbox::{group_alive, wait_until, Sandbox};
+
+#[test]
+fn the_command_gets_the_task_on_stdin_and_its_ids_and_database_in_the_environment() {
+    let sb = Sandbox::new();
+    let task = sb.submit(&["with input", "--input", r#"{"n": 7}"#]);
+    let mut worker = sb.worker(
+        "w1",
+        &["--once"],
+        r#"cat > stdin.json; env | grep '^ABATHUR_' | sort > env.txt; echo '{"ok": true}'"#,
+    );
+    worker.exits_cleanly_within(Duration::from_secs(10));
+
+    let stdin: Value = serde_json::from_str(&sb.read("stdin.json")).expect("stdin is JSON");
+    assert_eq!(stdin["id"], task.as_str());
+    assert_eq!(stdin["summary"], "with input");
+    assert_eq!(stdin["input_data"], json!({"n": 7}));
+    assert_eq!(stdin["status"], "running");
+
+    let history = sb.history(&task);
+    let attempt = history[1]["attempt_id"]
+        .as_str()
+        .expect("the claim's attempt");
+    let db = std::fs::canonicalize(sb.db_path()).expect("the database exists");
+    assert_eq!(
+        sb.read("env.txt"),
+        format!(
+            "ABATHUR_ATTEMPT_ID={attempt}\nABATHUR_DB={}\nABATHUR_TASK_ID={task}\n",
+            db.display()
+        )
+    );
+    assert_eq!(sb.task(&task)["result_data"], json!({"ok": true}));
+}
+
+#[test]
+fn stdout_that_is_not_json_becomes_text_and_empty_stdout_no_result() {
+    let sb = Sandbox::new();
+    let text = sb.submit(&["text"]);
+    let empty = sb.submit(&["quiet"]);
+    let mut worker = sb.worker(
+        "w1",
+        &["--once"],
+        r#"case "$(cat)" in *'"summary":"quiet"'*) ;; *) printf 'hello\nworld\n' ;; esac"#,
+    );
+    worker.exits_cleanly_within(Duration::from_secs(10));
+    assert_eq!(
+        sb.task(&text)["result_data"],
+        json!({"stdout": "hello\nworld\n"})
+    );
+    let quiet = sb.task(&empty);
+    assert_eq!(quiet["status"], "completed");
+    assert_eq!(quiet["result_data"], Value::Null);
+}
+
+#[test]
+fn a_failing_command_fails_the_task_with_the_bounded_end_of_its_stderr() {
+    let sb = Sandbox::new();
+    let task = sb.submit(&["noisy", "--max-retries", "0"]);
+    let mut worker = sb.worker(
+        "w1",
+        &["--once"],
+        "i=0; while [ $i -lt 2000 ]; do echo \"line $i of noise\" >&2; i=$((i+1)); done; \
+         echo 'the real reason' >&2; exit 3",
+    );
+    worker.exits_cleanly_within(Duration::from_secs(20));
+    let stored = sb.task(&task);
+    assert_eq!(stored["status"], "failed");
+    let error = stored["error_message"].as_str().expect("an error message");
+    assert!(
+        error.starts_with("the command exited with status 3"),
+        "{error}"
+    );
+    assert!(error.ends_with("the real reason"), "{error}");
+    assert!(
+        !error.contains("line 0 of noise"),
+        "the start of stderr was kept"
+    );
+    assert!(error.len() < 4096 + 200, "{} bytes kept", error.len());
+}
+
+#[test]
+fn a_command_past_its_timeout_is_killed_with_its_children_and_the_task_failed() {
+    let sb = Sandbox::new();
+    let task = sb.submit(&["stuck", "--timeout", "1", "--max-retries", "0"]);
+    let started = Instant::now();
+    let mut worker = sb.worker(
+        "w1",
+        &["--once"],
+        "echo $$ > pgid; echo 'stuck on a lock' >&2; sleep 30",
+    );
+    worker.exits_cleanly_within(Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(8));
+    let pgid: i32 = sb.read("pgid").trim().parse().expect("a pgid");
+    wait_until(
+        Duration::from_secs(3),
+        "the command's `sleep` to end",
+        || !group_alive(pgid),
+    );
+    let stored = sb.task(&task);
+    assert_eq!(stored["status"], "failed");
+    let error = stored["error_message"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("ran past the task's timeout of 1 s and was killed")
+            && error.contains("stuck on a lock"),
+        "{error}"
+    );
+}
+
+#[test]
+fn once_runs_what_it_can_claim_at_most_concurrency_at_a_time_then_exits() {
+    let sb = Sandbox::new();
+    let first: Vec<String> = (0..4).map(|i| sb.submit(&[&format!("t{i}")])).collect();
+    let mut deps = vec!["last"];
+    for id in &first {
+        deps.extend(["--depends-on", id.as_str()]);
+    }
+    let last = sb.submit(&deps);
+    // Each run counts the runs in progress (the files in `running/`) while it lasts.
+    let script = r#"mkdir -p running; touch running/$ABATHUR_TASK_ID
+ls running | wc -l >> in_flight.log
+sleep 0.5
+rm running/$ABATHUR_TASK_ID"#;
+    let mut worker = sb.worker("w1", &["--once", "--concurrency", "2"], script);
+    worker.exits_cleanly_within(Duration::from_secs(20));
+    for id in first.iter().chain([&last]) {
+        assert_eq!(sb.status(id), "completed");
+    }
+    let in_flight: Vec<u32> = sb
+        .read("in_flight.log")
+        .lines()
+        .map(|l| l.trim().parse().expect("a count"))
+        .collect();
+    assert_eq!(in_flight.len(), 5);
+    assert_eq!(in_flight.iter().max(), Some(&2), "{in_flight:?}");
+}
+
+#[test]
+fn once_on_an_empty_queue_exits_at_once() {
+    let sb = Sandbox::new();
+    let mut worker = sb.worker("w1", &["--once"], "exit 1");
+    worker.exits_cleanly_within(Duration::from_secs(5));
+}
+
+#[test]
+fn an_idle_worker_does_not_spin_and_wakes_promptly_when_work_arrives() {
+    let sb = Sandbox::new();
+    let mut worker = sb.worker("w1", &[], "touch ran.$ABATHUR_TASK_ID");
+    wait_until(Duration::from_secs(10), "the worker to start", || {
+        worker.log().contains("waiting for tasks")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Idle for two seconds: a busy loop would burn ~200 ticks (at 100 Hz); a poll of a
+    // counter every 50 ms and a claim a second, a few.
+    let before = worker.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_ticks = worker.cpu_ticks() - before;
+    assert!(
+        idle_ticks < 30,
+        "an idle worker used {idle_ticks} ticks in 2 s"
+    );
+
+    let mut latencies = Vec::new();
+    for i in 0..3 {
+        // From before `task submit` starts: the figure includes that process's own run.
+        let submitted = Instant::now();
+        let id = sb.submit(&[&format!("wake {i}")]);
+        let marker = sb.path(&format!("ran.{id}"));
+        wait_until(Duration::from_secs(5), "the task to start", || {
+            marker.exists()
+        });
+        latencies.push(submitted.elapsed());
+        wait_until(Duration::from_secs(5), "the task to complete", || {
+            sb.status(&id) == "completed"
+        });
+        // Idle again before the next one, past the once-a-second recheck.
+        std::thread::sleep(Duration::from_millis(1300));
+    }
+    eprintln!("idle CPU: {idle_ticks} ticks in 2 s; wake-up latencies: {latencies:?}");
+    for latency in &latencies {
+        assert!(*latency < Duration::from_secs(2), "{latencies:?}");
+    }
+    worker.signal(libc::SIGTERM);
+    worker.exits_cleanly_within(Duration::from_secs(5));
+}
