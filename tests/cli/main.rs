@@ -13,6 +13,7 @@ mod init;
 mod json;
 mod output;
 mod queue;
+mod readme;
 mod records;
 mod task;
 mod tree;
