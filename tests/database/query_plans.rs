@@ -56,6 +56,24 @@ async fn get_dependents_reads_the_edge_index() {
     assert!(plan.iter().all(|l| !l.starts_with("SCAN ")), "{plan:?}");
 }
 
+const DEPENDENTS_TO_RELEASE: &str =
+    include_str!("../../src/infrastructure/database/queries/dependents_to_release.sql");
+
+/// Completing a task reads its dependents through the edge index, and each dependent's row and
+/// its other edges by key: the cost follows the dependents, not the table.
+#[tokio::test]
+async fn completing_reads_the_dependents_through_the_edge_index_first() {
+    let pool = setup_test_db().await;
+    let plan = plan(&pool, DEPENDENTS_TO_RELEASE, 1).await;
+    assert!(
+        plan[0].contains("idx_task_dependencies_depends_on"),
+        "the edge index must be the outer loop: {plan:?}"
+    );
+    for line in &plan {
+        assert!(!line.starts_with("SCAN "), "full scan in {plan:?}");
+    }
+}
+
 const MEMORY_GET: &str = include_str!("../../src/infrastructure/database/queries/memory_get.sql");
 const MEMORY_SEARCH: &str =
     include_str!("../../src/infrastructure/database/queries/memory_search.sql");

@@ -929,3 +929,44 @@ async fn only_an_open_attempt_can_be_released() {
         "submit, claim and cancel of the second task"
     );
 }
+
+/// A completion releases a wide fan-out in a fixed number of statements; every dependent gets
+/// its event and the priority of the formula.
+#[tokio::test]
+async fn completing_a_task_with_thousands_of_dependents_releases_them_all() {
+    use abathur::domain::queue::PriorityPolicy;
+    let f = fixture().await;
+    let root = new("root", &[]);
+    let mut batch = vec![root.clone()];
+    batch.extend((0..3_000).map(|i| new(&format!("leaf {i}"), &[root.id])));
+    f.queue.submit_batch(batch).await.unwrap();
+    let claimed = f.queue.claim("w", &[], LEASE, 1).await.unwrap();
+    f.clock.advance(chrono::Duration::minutes(20));
+    let released = f
+        .queue
+        .complete(claimed[0].lease.attempt_id, None)
+        .await
+        .unwrap();
+    assert_eq!(released.len(), 3_000);
+    let ready: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE status = 'ready'")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(ready, 3_000);
+    let events: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM task_events WHERE from_status = 'blocked' AND to_status = 'ready'",
+    )
+    .fetch_one(&f.pool)
+    .await
+    .unwrap();
+    assert_eq!(events, 3_000);
+    let leaf = f.task(released[1_234]).await;
+    let expected = PriorityPolicy::default().calculate(
+        leaf.priority,
+        leaf.dependency_depth,
+        leaf.deadline,
+        leaf.submitted_at,
+        f.clock.now(),
+    );
+    assert!((leaf.calculated_priority - expected).abs() < 1e-3);
+}

@@ -305,6 +305,132 @@ async fn transition(
     .await
 }
 
+/// One task of a set-based transition: its id, the status it was read in, and the attempt the
+/// change belongs to.
+struct Move {
+    id: String,
+    from: TaskStatus,
+    attempt: Option<String>,
+}
+
+/// [`transition`] for many tasks in two statements, whatever their number: the status update
+/// and the events both read the set from one JSON array. Used where one operation moves a
+/// whole subtree (a cascade, a cancel, a fan-out), so that the write lock is held for two
+/// statements rather than several per task.
+async fn transition_many(
+    conn: &mut SqliteConnection,
+    moves: &[Move],
+    to: TaskStatus,
+    now: &str,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<(), QueueError> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let rows = serde_json::Value::Array(
+        moves
+            .iter()
+            .map(|m| serde_json::json!({ "id": m.id, "from": m.from.as_str(), "attempt": m.attempt }))
+            .collect(),
+    )
+    .to_string();
+    let status = to.as_str();
+    let terminal = to.is_terminal();
+    let changed = sqlx::query!(
+        r#"UPDATE tasks SET status = ?1, last_updated_at = ?2,
+               completed_at = CASE WHEN ?3 THEN ?2 ELSE completed_at END
+           FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.from') AS from_status
+                 FROM json_each(?4)) AS m
+           WHERE tasks.id = m.id AND tasks.status = m.from_status"#,
+        status,
+        now,
+        terminal,
+        rows
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?
+    .rows_affected();
+    // As in `transition`: every `from` was read in this transaction.
+    if changed != moves.len() as u64 {
+        return Err(QueueError::Database(DatabaseError::Conflict {
+            entity: "task",
+            id: moves[0].id.clone(),
+            reason: format!(
+                "{} of {} tasks were changed outside the queue",
+                moves.len() as u64 - changed,
+                moves.len()
+            ),
+        }));
+    }
+    sqlx::query!(
+        r#"INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
+           SELECT json_extract(value, '$.id'), json_extract(value, '$.from'), ?1, ?2, ?3,
+                  json_extract(value, '$.attempt'), ?4
+           FROM json_each(?5) ORDER BY key"#,
+        status,
+        now,
+        actor,
+        reason,
+        rows
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// A JSON array of ids, for statements that take a set as `json_each(?)`.
+fn id_array<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+    serde_json::Value::Array(ids.into_iter().map(|id| id.into()).collect()).to_string()
+}
+
+/// Recomputes `calculated_priority` of the tasks in `ids` (a JSON array), with the formula of
+/// [`PriorityPolicy::calculate`] in SQL; returns how many rows changed.
+async fn recompute_priorities(
+    conn: &mut SqliteConnection,
+    ids: &str,
+    priority: &PriorityPolicy,
+    now: &str,
+) -> Result<u64, QueueError> {
+    let depth_cap = i64::from(priority.depth_cap);
+    let horizon = priority.deadline_horizon.as_secs_f64().max(1e-6);
+    let aging = priority.aging_interval.as_secs_f64().max(1e-6);
+    Ok(sqlx::query!(
+        "UPDATE tasks SET calculated_priority = priority
+             + ?1 * MIN(dependency_depth, ?2)
+             + CASE WHEN deadline IS NULL THEN 0.0
+                    ELSE ?3 * MAX(0.0, MIN(1.0, 1.0 - (julianday(deadline) - julianday(?4)) * 86400.0 / ?5))
+               END
+             + MAX(0.0, (julianday(?4) - julianday(submitted_at)) * 86400.0) / ?6
+         WHERE id IN (SELECT value FROM json_each(?7))",
+        priority.depth_weight,
+        depth_cap,
+        priority.deadline_weight,
+        now,
+        horizon,
+        aging,
+        ids
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?
+    .rows_affected())
+}
+
+/// Forgets the run-after times of the tasks in `ids` (a JSON array).
+async fn clear_schedules(conn: &mut SqliteConnection, ids: &str) -> Result<(), QueueError> {
+    sqlx::query!(
+        "DELETE FROM task_schedule WHERE task_id IN (SELECT value FROM json_each(?))",
+        ids
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
 /// The fail path of a running task whose attempt ended badly: back to ready after a backoff
 /// while retries remain, else failed with every non-terminal dependent.
 async fn fail_task(
@@ -382,33 +508,41 @@ async fn fail_task(
     )
     .await?;
     let cascade_error = format!("dependency {task_id} failed: {error}");
-    let mut cascaded = Vec::new();
-    for (id, status) in descendants(conn, task_id, Walk::Dependents).await? {
-        if status.is_terminal() || status == TaskStatus::Running {
-            continue;
-        }
-        sqlx::query!(
-            "UPDATE tasks SET error_message = ? WHERE id = ?",
-            cascade_error,
-            id
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-        transition(
-            conn,
-            &id,
-            status,
-            TaskStatus::Failed,
-            &now_text,
-            "queue",
-            None,
-            Some(&cascade_error),
-        )
-        .await?;
-        clear_schedule(conn, &id).await?;
-        cascaded.push(task_uuid(&id)?);
-    }
+    // An unfinished dependent of a task that never completed is blocked (or pending): it
+    // cannot be ready or running.
+    let moves: Vec<Move> = descendants(conn, task_id, Walk::Dependents)
+        .await?
+        .into_iter()
+        .filter(|(_, status)| !status.is_terminal() && *status != TaskStatus::Running)
+        .map(|(id, from)| Move {
+            id,
+            from,
+            attempt: None,
+        })
+        .collect();
+    let ids = id_array(moves.iter().map(|m| m.id.as_str()));
+    sqlx::query!(
+        "UPDATE tasks SET error_message = ? WHERE id IN (SELECT value FROM json_each(?))",
+        cascade_error,
+        ids
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    transition_many(
+        conn,
+        &moves,
+        TaskStatus::Failed,
+        &now_text,
+        "queue",
+        Some(&cascade_error),
+    )
+    .await?;
+    clear_schedules(conn, &ids).await?;
+    let cascaded = moves
+        .iter()
+        .map(|m| task_uuid(&m.id))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(FailOutcome::Failed { cascaded })
 }
 
@@ -420,55 +554,42 @@ async fn release_dependents(
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, QueueError> {
     let now_text = ts(&now);
-    let rows = sqlx::query!(
-        r#"SELECT t.id AS "id!", t.priority AS "priority!", t.dependency_depth AS "dependency_depth!",
-                  t.deadline, t.submitted_at AS "submitted_at!"
-           FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
-           WHERE d.depends_on_task_id = ? AND t.status = 'blocked'
-             AND NOT EXISTS (
-                 SELECT 1 FROM task_dependencies d2 JOIN tasks u ON u.id = d2.depends_on_task_id
-                 WHERE d2.task_id = t.id AND u.status <> 'completed')"#,
+    let ids = sqlx::query_file_scalar!(
+        "src/infrastructure/database/queries/dependents_to_release.sql",
         task_id
     )
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
-    let mut released = Vec::with_capacity(rows.len());
-    for r in rows {
-        let cx = RowContext {
-            table: "tasks",
-            id: &r.id,
-        };
-        let calculated = priority.calculate(
-            cx.int("priority", r.priority)?,
-            cx.int("dependency_depth", r.dependency_depth)?,
-            cx.opt_timestamp("deadline", r.deadline.as_deref())?,
-            cx.timestamp("submitted_at", &r.submitted_at)?,
-            now,
-        );
-        sqlx::query!(
-            "UPDATE tasks SET calculated_priority = ? WHERE id = ?",
-            calculated,
-            r.id
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-        let reason = format!("dependency {task_id} completed");
-        transition(
-            conn,
-            &r.id,
-            TaskStatus::Blocked,
-            TaskStatus::Ready,
-            &now_text,
-            "queue",
-            None,
-            Some(&reason),
-        )
-        .await?;
-        released.push(cx.uuid("id", &r.id)?);
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(released)
+    let moves: Vec<Move> = ids
+        .iter()
+        .map(|id| Move {
+            id: id.clone(),
+            from: TaskStatus::Blocked,
+            attempt: None,
+        })
+        .collect();
+    let reason = format!("dependency {task_id} completed");
+    transition_many(
+        conn,
+        &moves,
+        TaskStatus::Ready,
+        &now_text,
+        "queue",
+        Some(&reason),
+    )
+    .await?;
+    recompute_priorities(
+        conn,
+        &id_array(ids.iter().map(String::as_str)),
+        priority,
+        &now_text,
+    )
+    .await?;
+    ids.iter().map(|id| task_uuid(id)).collect()
 }
 
 async fn task_status(conn: &mut SqliteConnection, task_id: Uuid) -> Result<TaskStatus, QueueError> {
@@ -856,37 +977,55 @@ impl QueueStore for QueueStoreImpl {
         }
         let mut affected = vec![(id.clone(), status)];
         affected.extend(descendants(&mut tx, &id, Walk::DependentsAndChildren).await?);
+        affected.retain(|(_, status)| !status.is_terminal());
+        let ids = id_array(affected.iter().map(|(task, _)| task.as_str()));
+        // Running tasks' attempts end as cancelled: their leases are revoked.
+        let revoked: HashMap<String, String> = sqlx::query!(
+            r#"UPDATE task_attempts SET finished_at = ?, outcome = 'cancelled'
+               WHERE finished_at IS NULL AND task_id IN (SELECT value FROM json_each(?))
+               RETURNING task_id AS "task_id!", id AS "id!""#,
+            now_text,
+            ids
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .map(|r| (r.task_id, r.id))
+        .collect();
+        clear_schedules(&mut tx, &ids).await?;
+        let (root, rest): (Vec<_>, Vec<_>) = affected
+            .into_iter()
+            .map(|(task, from)| Move {
+                attempt: revoked.get(&task).cloned(),
+                id: task,
+                from,
+            })
+            .partition(|m| m.id == id);
+        transition_many(
+            &mut tx,
+            &root,
+            TaskStatus::Cancelled,
+            &now_text,
+            actor,
+            None,
+        )
+        .await?;
         let reason = format!("cancelled with {id}");
-        let mut cancelled = Vec::new();
-        for (task, status) in affected {
-            if status.is_terminal() {
-                continue;
-            }
-            let open = sqlx::query_scalar!(
-                "SELECT id FROM task_attempts WHERE task_id = ? AND finished_at IS NULL",
-                task
-            )
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
-            if let Some(attempt) = &open {
-                close_attempt(&mut tx, attempt, AttemptOutcome::Cancelled, None, &now_text).await?;
-            }
-            clear_schedule(&mut tx, &task).await?;
-            let why = (task != id).then_some(reason.as_str());
-            transition(
-                &mut tx,
-                &task,
-                status,
-                TaskStatus::Cancelled,
-                &now_text,
-                actor,
-                open.as_deref(),
-                why,
-            )
-            .await?;
-            cancelled.push(task_uuid(&task)?);
-        }
+        transition_many(
+            &mut tx,
+            &rest,
+            TaskStatus::Cancelled,
+            &now_text,
+            actor,
+            Some(&reason),
+        )
+        .await?;
+        let cancelled = root
+            .iter()
+            .chain(&rest)
+            .map(|m| task_uuid(&m.id))
+            .collect::<Result<Vec<_>, _>>()?;
         tx.commit().await.map_err(db)?;
         Ok(cancelled)
     }
@@ -1068,9 +1207,6 @@ impl QueueStore for QueueStoreImpl {
         now: DateTime<Utc>,
     ) -> Result<u64, QueueError> {
         let now_text = ts(&now);
-        let depth_cap = i64::from(priority.depth_cap);
-        let horizon = priority.deadline_horizon.as_secs_f64().max(1e-6);
-        let aging = priority.aging_interval.as_secs_f64().max(1e-6);
         let mut cursor = String::new();
         let mut updated = 0;
         loop {
@@ -1085,34 +1221,18 @@ impl QueueStore for QueueStoreImpl {
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
-            let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+            let Some(last) = ids.last().cloned() else {
                 tx.rollback().await.map_err(db)?;
                 return Ok(updated);
             };
-            // The formula of PriorityPolicy::calculate, in SQL, for one bounded range of rows.
-            updated += sqlx::query!(
-                "UPDATE tasks SET calculated_priority = priority
-                     + ? * MIN(dependency_depth, ?)
-                     + CASE WHEN deadline IS NULL THEN 0.0
-                            ELSE ? * MAX(0.0, MIN(1.0, 1.0 - (julianday(deadline) - julianday(?)) * 86400.0 / ?))
-                       END
-                     + MAX(0.0, (julianday(?) - julianday(submitted_at)) * 86400.0) / ?
-                 WHERE id >= ? AND id <= ? AND +status = 'ready'",
-                priority.depth_weight,
-                depth_cap,
-                priority.deadline_weight,
-                now_text,
-                horizon,
-                now_text,
-                aging,
-                first,
-                last
+            updated += recompute_priorities(
+                &mut tx,
+                &id_array(ids.iter().map(String::as_str)),
+                priority,
+                &now_text,
             )
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-            cursor = last.clone();
+            .await?;
+            cursor = last;
             tx.commit().await.map_err(db)?;
         }
     }
