@@ -606,6 +606,592 @@ async fn task_status(conn: &mut SqliteConnection, task_id: Uuid) -> Result<TaskS
     .parse("status", &status)?)
 }
 
+// ---- Each operation on a connection inside a write transaction: the store runs one per
+// transaction; the group-commit store runs many.
+
+pub(super) async fn submit_in(
+    conn: &mut SqliteConnection,
+    batch: Vec<NewTask>,
+    limits: &QueueLimits,
+    priority: &PriorityPolicy,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Task>, QueueError> {
+    let now_text = ts(&now);
+    // Members may name each other as parents in any order: check at commit.
+    sqlx::query!("PRAGMA defer_foreign_keys = ON")
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    let mut in_batch: HashMap<Uuid, u32> = HashMap::with_capacity(batch.len());
+    let mut stored = Vec::with_capacity(batch.len());
+    let mut params_all = Vec::with_capacity(batch.len());
+    for new in &batch {
+        let mut deepest: Option<u32> = None;
+        let mut all_completed = true;
+        for dep in &new.dependencies {
+            let depth = if let Some(depth) = in_batch.get(dep) {
+                all_completed = false;
+                *depth
+            } else {
+                let id = dep.to_string();
+                let row = sqlx::query!(
+                    "SELECT status, dependency_depth FROM tasks WHERE id = ?",
+                    id
+                )
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db)?
+                .ok_or(QueueError::UnknownDependency {
+                    task: new.id,
+                    dependency: *dep,
+                })?;
+                let cx = RowContext {
+                    table: "tasks",
+                    id: &id,
+                };
+                let status: TaskStatus = cx.parse("status", &row.status)?;
+                // A cancelled task never completes, and a failed one only after a retry:
+                // a task waiting on either would wait unseen, so it is refused.
+                if matches!(status, TaskStatus::Failed | TaskStatus::Cancelled) {
+                    return Err(QueueError::DependencyUnavailable {
+                        task: new.id,
+                        dependency: *dep,
+                        status,
+                    });
+                }
+                all_completed &= status == TaskStatus::Completed;
+                cx.int("dependency_depth", row.dependency_depth)?
+            };
+            deepest = Some(deepest.map_or(depth, |d| d.max(depth)));
+        }
+        let depth = deepest.map_or(0, |d| d.saturating_add(1));
+        if depth > limits.max_depth {
+            return Err(QueueError::TooDeep {
+                task: new.id,
+                depth,
+                limit: limits.max_depth,
+            });
+        }
+        in_batch.insert(new.id, depth);
+        let mut task = new.to_task(now);
+        task.dependency_depth = depth;
+        task.status = if all_completed {
+            TaskStatus::Ready
+        } else {
+            TaskStatus::Blocked
+        };
+        task.calculated_priority =
+            priority.calculate(task.priority, depth, task.deadline, task.submitted_at, now);
+        let params = TaskParams::new(task.clone())?;
+        insert_one(&mut *conn, &params)
+            .await
+            .map_err(|e| match db(e) {
+                QueueError::Database(DatabaseError::UniqueViolation { .. }) => {
+                    QueueError::DuplicateTask { task: new.id }
+                }
+                other => other,
+            })?;
+        record(
+            &mut *conn,
+            &params.id,
+            None,
+            task.status,
+            &now_text,
+            actor,
+            None,
+            Some("submitted"),
+        )
+        .await?;
+        params_all.push(params);
+        stored.push(task);
+    }
+    let pending: std::collections::HashSet<&str> =
+        params_all.iter().map(|p| p.id.as_str()).collect();
+    for p in &params_all {
+        if let Some((reference, id)) = first_missing_reference(&mut *conn, p, &pending)
+            .await
+            .map_err(db)?
+        {
+            return Err(match (task_uuid(&p.id), Uuid::parse_str(&id)) {
+                (Ok(task), Ok(id)) => QueueError::UnknownReference {
+                    task,
+                    reference,
+                    id,
+                },
+                _ => missing(reference, id).into(),
+            });
+        }
+    }
+    Ok(stored)
+}
+
+pub(super) async fn claim_in(
+    conn: &mut SqliteConnection,
+    request: &ClaimRequest,
+    now: DateTime<Utc>,
+) -> Result<Vec<ClaimedTask>, QueueError> {
+    let now_text = ts(&now);
+    let expires_at = later(now, request.lease)?;
+    let expires_text = ts(&expires_at);
+    let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM tasks t WHERE status = 'ready'");
+    if !request.agent_types.is_empty() {
+        qb.push(" AND agent_type IN (");
+        let mut list = qb.separated(", ");
+        for agent_type in &request.agent_types {
+            list.push_bind(agent_type);
+        }
+        qb.push(")");
+    }
+    qb.push(
+        " AND NOT EXISTS (SELECT 1 FROM task_schedule s WHERE s.task_id = t.id AND s.run_after > ",
+    )
+    .push_bind(&now_text)
+    .push(") ORDER BY calculated_priority DESC, submitted_at ASC, id ASC LIMIT ")
+    .push_bind(i64::from(request.max_tasks));
+    let ids: Vec<String> = qb
+        .build_query_scalar()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+    let mut claimed = Vec::with_capacity(ids.len());
+    for id in ids {
+        let attempt_id = Uuid::new_v4();
+        let attempt = attempt_id.to_string();
+        let attempt_number = sqlx::query_scalar!(
+            r#"SELECT COALESCE(MAX(attempt_number), 0) + 1 AS "n!: i64" FROM task_attempts WHERE task_id = ?"#,
+            id
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+        sqlx::query!(
+            "INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at, lease_expires_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+            attempt,
+            id,
+            attempt_number,
+            request.worker_id,
+            now_text,
+            expires_text
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        clear_schedule(&mut *conn, &id).await?;
+        transition(
+            &mut *conn,
+            &id,
+            TaskStatus::Ready,
+            TaskStatus::Running,
+            &now_text,
+            &request.worker_id,
+            Some(&attempt),
+            Some("claimed"),
+        )
+        .await?;
+        let task = load_task(&mut *conn, &id)
+            .await?
+            .ok_or_else(|| QueueError::Database(DatabaseError::not_found(ENTITY, &id)))?;
+        let cx = RowContext {
+            table: "task_attempts",
+            id: &attempt,
+        };
+        claimed.push(ClaimedTask {
+            lease: Lease {
+                attempt_id,
+                task_id: task.id,
+                worker_id: request.worker_id.clone(),
+                attempt_number: cx.int("attempt_number", attempt_number)?,
+                expires_at,
+            },
+            task,
+        });
+    }
+    Ok(claimed)
+}
+
+pub(super) async fn heartbeat_in(
+    conn: &mut SqliteConnection,
+    attempt_id: Uuid,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> Result<Lease, QueueError> {
+    let expires_at = later(now, lease)?;
+    let expires_text = ts(&expires_at);
+    let id = attempt_id.to_string();
+    let open = open_attempt(&mut *conn, attempt_id).await?;
+    sqlx::query!(
+        "UPDATE task_attempts SET lease_expires_at = ? WHERE id = ?",
+        expires_text,
+        id
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    let cx = RowContext {
+        table: "task_attempts",
+        id: &id,
+    };
+    Ok(Lease {
+        attempt_id,
+        task_id: cx.uuid("task_id", &open.task_id)?,
+        worker_id: open.worker_id,
+        attempt_number: cx.int("attempt_number", open.attempt_number)?,
+        expires_at,
+    })
+}
+
+pub(super) async fn complete_in(
+    conn: &mut SqliteConnection,
+    attempt_id: Uuid,
+    result: Option<Value>,
+    priority: &PriorityPolicy,
+    now: DateTime<Utc>,
+) -> Result<Vec<Uuid>, QueueError> {
+    let now_text = ts(&now);
+    let attempt = attempt_id.to_string();
+    let result = result.as_ref().map(json_text);
+    let open = open_attempt(&mut *conn, attempt_id).await?;
+    close_attempt(
+        &mut *conn,
+        &attempt,
+        AttemptOutcome::Completed,
+        None,
+        &now_text,
+    )
+    .await?;
+    sqlx::query!(
+        "UPDATE tasks SET result_data = ?, error_message = NULL WHERE id = ?",
+        result,
+        open.task_id
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    transition(
+        &mut *conn,
+        &open.task_id,
+        TaskStatus::Running,
+        TaskStatus::Completed,
+        &now_text,
+        &open.worker_id,
+        Some(&attempt),
+        None,
+    )
+    .await?;
+    let released = release_dependents(&mut *conn, &open.task_id, priority, now).await?;
+    Ok(released)
+}
+
+pub(super) async fn fail_in(
+    conn: &mut SqliteConnection,
+    attempt_id: Uuid,
+    error: &str,
+    retry: &RetryPolicy,
+    now: DateTime<Utc>,
+) -> Result<FailOutcome, QueueError> {
+    let now_text = ts(&now);
+    let attempt = attempt_id.to_string();
+    let open = open_attempt(&mut *conn, attempt_id).await?;
+    close_attempt(
+        &mut *conn,
+        &attempt,
+        AttemptOutcome::Failed,
+        Some(error),
+        &now_text,
+    )
+    .await?;
+    let outcome = fail_task(
+        &mut *conn,
+        &open.task_id,
+        attempt_id,
+        error,
+        &open.worker_id,
+        retry,
+        now,
+    )
+    .await?;
+    Ok(outcome)
+}
+
+pub(super) async fn release_in(
+    conn: &mut SqliteConnection,
+    attempt_id: Uuid,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), QueueError> {
+    let now_text = ts(&now);
+    let attempt = attempt_id.to_string();
+    let open = open_attempt(&mut *conn, attempt_id).await?;
+    close_attempt(
+        &mut *conn,
+        &attempt,
+        AttemptOutcome::Released,
+        Some(reason),
+        &now_text,
+    )
+    .await?;
+    // A leftover run-after time would hold the task back; it is claimable at once.
+    clear_schedule(&mut *conn, &open.task_id).await?;
+    let why = format!("released unfinished: {reason}");
+    transition(
+        &mut *conn,
+        &open.task_id,
+        TaskStatus::Running,
+        TaskStatus::Ready,
+        &now_text,
+        &open.worker_id,
+        Some(&attempt),
+        Some(&why),
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn cancel_in(
+    conn: &mut SqliteConnection,
+    task_id: Uuid,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Uuid>, QueueError> {
+    let now_text = ts(&now);
+    let id = task_id.to_string();
+    let status = task_status(&mut *conn, task_id).await?;
+    if status.is_terminal() {
+        return Err(QueueError::InvalidTransition {
+            task_id,
+            operation: "cancel",
+            status,
+        });
+    }
+    let mut affected = vec![(id.clone(), status)];
+    affected.extend(descendants(&mut *conn, &id, Walk::DependentsAndChildren).await?);
+    affected.retain(|(_, status)| !status.is_terminal());
+    let ids = id_array(affected.iter().map(|(task, _)| task.as_str()));
+    // Running tasks' attempts end as cancelled: their leases are revoked.
+    let revoked: HashMap<String, String> = sqlx::query!(
+        r#"UPDATE task_attempts SET finished_at = ?, outcome = 'cancelled'
+           WHERE finished_at IS NULL AND task_id IN (SELECT value FROM json_each(?))
+           RETURNING task_id AS "task_id!", id AS "id!""#,
+        now_text,
+        ids
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(|r| (r.task_id, r.id))
+    .collect();
+    clear_schedules(&mut *conn, &ids).await?;
+    let (root, rest): (Vec<_>, Vec<_>) = affected
+        .into_iter()
+        .map(|(task, from)| Move {
+            attempt: revoked.get(&task).cloned(),
+            id: task,
+            from,
+        })
+        .partition(|m| m.id == id);
+    transition_many(
+        &mut *conn,
+        &root,
+        TaskStatus::Cancelled,
+        &now_text,
+        actor,
+        None,
+    )
+    .await?;
+    let reason = format!("cancelled with {id}");
+    transition_many(
+        &mut *conn,
+        &rest,
+        TaskStatus::Cancelled,
+        &now_text,
+        actor,
+        Some(&reason),
+    )
+    .await?;
+    let cancelled = root
+        .iter()
+        .chain(&rest)
+        .map(|m| task_uuid(&m.id))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(cancelled)
+}
+
+pub(super) async fn retry_in(
+    conn: &mut SqliteConnection,
+    task_id: Uuid,
+    actor: &str,
+    priority: &PriorityPolicy,
+    now: DateTime<Utc>,
+) -> Result<Vec<Uuid>, QueueError> {
+    let now_text = ts(&now);
+    let id = task_id.to_string();
+    let status = task_status(&mut *conn, task_id).await?;
+    if status != TaskStatus::Failed {
+        return Err(QueueError::InvalidTransition {
+            task_id,
+            operation: "retry",
+            status,
+        });
+    }
+    let waiting = sqlx::query_scalar!(
+        r#"SELECT COUNT(*) AS "n!: i64" FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on_task_id
+           WHERE d.task_id = ? AND u.status <> 'completed'"#,
+        id
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?;
+    let to = if waiting == 0 {
+        TaskStatus::Ready
+    } else {
+        TaskStatus::Blocked
+    };
+    let task = load_task(&mut *conn, &id)
+        .await?
+        .ok_or(QueueError::TaskNotFound(task_id))?;
+    let calculated = priority.calculate(
+        task.priority,
+        task.dependency_depth,
+        task.deadline,
+        task.submitted_at,
+        now,
+    );
+    sqlx::query!(
+        "UPDATE tasks SET retry_count = 0, error_message = NULL, completed_at = NULL,
+             calculated_priority = ? WHERE id = ?",
+        calculated,
+        id
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    clear_schedule(&mut *conn, &id).await?;
+    transition(
+        &mut *conn,
+        &id,
+        TaskStatus::Failed,
+        to,
+        &now_text,
+        actor,
+        None,
+        Some("retried"),
+    )
+    .await?;
+    // A failed dependent of a task that never completed cannot have run: it failed by
+    // cascade. It waits again once none of its dependencies is failed or cancelled any
+    // more; shallowest first, so a dependent sees its dependencies already put back.
+    let mut unblocked = Vec::new();
+    let reason = format!("dependency {id} retried");
+    for (dependent, _) in descendants(&mut *conn, &id, Walk::FailedDependents).await? {
+        let still_down = sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "n!: i64" FROM task_dependencies d
+               JOIN tasks u ON u.id = d.depends_on_task_id
+               WHERE d.task_id = ? AND u.status IN ('failed', 'cancelled')"#,
+            dependent
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+        if still_down > 0 {
+            continue;
+        }
+        sqlx::query!(
+            "UPDATE tasks SET error_message = NULL, completed_at = NULL WHERE id = ?",
+            dependent
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        transition(
+            &mut *conn,
+            &dependent,
+            TaskStatus::Failed,
+            TaskStatus::Blocked,
+            &now_text,
+            actor,
+            None,
+            Some(&reason),
+        )
+        .await?;
+        unblocked.push(task_uuid(&dependent)?);
+    }
+    Ok(unblocked)
+}
+
+pub(super) async fn reap_in(
+    conn: &mut SqliteConnection,
+    retry: &RetryPolicy,
+    now: DateTime<Utc>,
+) -> Result<ReapReport, QueueError> {
+    let now_text = ts(&now);
+    let open = sqlx::query!(
+        r#"SELECT a.id AS "attempt_id!", a.task_id AS "task_id!", a.started_at AS "started_at!",
+                  a.lease_expires_at AS "lease_expires_at!",
+                  t.max_execution_timeout_seconds AS "timeout!"
+           FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+           WHERE a.finished_at IS NULL
+             AND (a.lease_expires_at <= ?1
+                  -- a second's slack for julianday's rounding; the exact check is below
+                  OR (julianday(?1) - julianday(a.started_at)) * 86400.0
+                     >= t.max_execution_timeout_seconds - 1)"#,
+        now_text
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    let mut report = ReapReport::default();
+    for row in open {
+        let cx = RowContext {
+            table: "task_attempts",
+            id: &row.attempt_id,
+        };
+        let started = cx.timestamp("started_at", &row.started_at)?;
+        let timeout: u32 = cx.int("max_execution_timeout_seconds", row.timeout)?;
+        let deadline = started + chrono::Duration::seconds(i64::from(timeout));
+        let (outcome, error) = if deadline <= now {
+            (
+                AttemptOutcome::TimedOut,
+                format!("ran past its timeout of {timeout} s"),
+            )
+        } else if row.lease_expires_at <= now_text {
+            (
+                AttemptOutcome::Lost,
+                "the worker's lease expired".to_string(),
+            )
+        } else {
+            continue;
+        };
+        close_attempt(
+            &mut *conn,
+            &row.attempt_id,
+            outcome,
+            Some(&error),
+            &now_text,
+        )
+        .await?;
+        let attempt_id = cx.uuid("id", &row.attempt_id)?;
+        fail_task(
+            &mut *conn,
+            &row.task_id,
+            attempt_id,
+            &error,
+            "reaper",
+            retry,
+            now,
+        )
+        .await?;
+        let task_id = cx.uuid("task_id", &row.task_id)?;
+        match outcome {
+            AttemptOutcome::TimedOut => report.timed_out.push(task_id),
+            _ => report.lost.push(task_id),
+        }
+    }
+    Ok(report)
+}
+
 #[async_trait]
 impl QueueStore for QueueStoreImpl {
     async fn submit(
@@ -616,115 +1202,10 @@ impl QueueStore for QueueStoreImpl {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<Task>, QueueError> {
-        let now_text = ts(&now);
         let mut tx = begin_write(&self.pool).await?;
-        // Members may name each other as parents in any order: check at commit.
-        sqlx::query!("PRAGMA defer_foreign_keys = ON")
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        let mut in_batch: HashMap<Uuid, u32> = HashMap::with_capacity(batch.len());
-        let mut stored = Vec::with_capacity(batch.len());
-        let mut params_all = Vec::with_capacity(batch.len());
-        for new in &batch {
-            let mut deepest: Option<u32> = None;
-            let mut all_completed = true;
-            for dep in &new.dependencies {
-                let depth = if let Some(depth) = in_batch.get(dep) {
-                    all_completed = false;
-                    *depth
-                } else {
-                    let id = dep.to_string();
-                    let row = sqlx::query!(
-                        "SELECT status, dependency_depth FROM tasks WHERE id = ?",
-                        id
-                    )
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?
-                    .ok_or(QueueError::UnknownDependency {
-                        task: new.id,
-                        dependency: *dep,
-                    })?;
-                    let cx = RowContext {
-                        table: "tasks",
-                        id: &id,
-                    };
-                    let status: TaskStatus = cx.parse("status", &row.status)?;
-                    // A cancelled task never completes, and a failed one only after a retry:
-                    // a task waiting on either would wait unseen, so it is refused.
-                    if matches!(status, TaskStatus::Failed | TaskStatus::Cancelled) {
-                        return Err(QueueError::DependencyUnavailable {
-                            task: new.id,
-                            dependency: *dep,
-                            status,
-                        });
-                    }
-                    all_completed &= status == TaskStatus::Completed;
-                    cx.int("dependency_depth", row.dependency_depth)?
-                };
-                deepest = Some(deepest.map_or(depth, |d| d.max(depth)));
-            }
-            let depth = deepest.map_or(0, |d| d.saturating_add(1));
-            if depth > limits.max_depth {
-                return Err(QueueError::TooDeep {
-                    task: new.id,
-                    depth,
-                    limit: limits.max_depth,
-                });
-            }
-            in_batch.insert(new.id, depth);
-            let mut task = new.to_task(now);
-            task.dependency_depth = depth;
-            task.status = if all_completed {
-                TaskStatus::Ready
-            } else {
-                TaskStatus::Blocked
-            };
-            task.calculated_priority =
-                priority.calculate(task.priority, depth, task.deadline, task.submitted_at, now);
-            let params = TaskParams::new(task.clone())?;
-            insert_one(&mut tx, &params)
-                .await
-                .map_err(|e| match db(e) {
-                    QueueError::Database(DatabaseError::UniqueViolation { .. }) => {
-                        QueueError::DuplicateTask { task: new.id }
-                    }
-                    other => other,
-                })?;
-            record(
-                &mut tx,
-                &params.id,
-                None,
-                task.status,
-                &now_text,
-                actor,
-                None,
-                Some("submitted"),
-            )
-            .await?;
-            params_all.push(params);
-            stored.push(task);
-        }
-        let pending: std::collections::HashSet<&str> =
-            params_all.iter().map(|p| p.id.as_str()).collect();
-        for p in &params_all {
-            if let Some((reference, id)) = first_missing_reference(&mut tx, p, &pending)
-                .await
-                .map_err(db)?
-            {
-                return Err(match (task_uuid(&p.id), Uuid::parse_str(&id)) {
-                    (Ok(task), Ok(id)) => QueueError::UnknownReference {
-                        task,
-                        reference,
-                        id,
-                    },
-                    _ => missing(reference, id).into(),
-                });
-            }
-        }
+        let out = submit_in(&mut tx, batch, limits, priority, actor, now).await?;
         tx.commit().await.map_err(db)?;
-        Ok(stored)
+        Ok(out)
     }
 
     async fn claim(
@@ -732,84 +1213,10 @@ impl QueueStore for QueueStoreImpl {
         request: &ClaimRequest,
         now: DateTime<Utc>,
     ) -> Result<Vec<ClaimedTask>, QueueError> {
-        let now_text = ts(&now);
-        let expires_at = later(now, request.lease)?;
-        let expires_text = ts(&expires_at);
         let mut tx = begin_write(&self.pool).await?;
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM tasks t WHERE status = 'ready'");
-        if !request.agent_types.is_empty() {
-            qb.push(" AND agent_type IN (");
-            let mut list = qb.separated(", ");
-            for agent_type in &request.agent_types {
-                list.push_bind(agent_type);
-            }
-            qb.push(")");
-        }
-        qb.push(" AND NOT EXISTS (SELECT 1 FROM task_schedule s WHERE s.task_id = t.id AND s.run_after > ")
-            .push_bind(&now_text)
-            .push(") ORDER BY calculated_priority DESC, submitted_at ASC, id ASC LIMIT ")
-            .push_bind(i64::from(request.max_tasks));
-        let ids: Vec<String> = qb
-            .build_query_scalar()
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
-        let mut claimed = Vec::with_capacity(ids.len());
-        for id in ids {
-            let attempt_id = Uuid::new_v4();
-            let attempt = attempt_id.to_string();
-            let attempt_number = sqlx::query_scalar!(
-                r#"SELECT COALESCE(MAX(attempt_number), 0) + 1 AS "n!: i64" FROM task_attempts WHERE task_id = ?"#,
-                id
-            )
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
-            sqlx::query!(
-                "INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at, lease_expires_at)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-                attempt,
-                id,
-                attempt_number,
-                request.worker_id,
-                now_text,
-                expires_text
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            clear_schedule(&mut tx, &id).await?;
-            transition(
-                &mut tx,
-                &id,
-                TaskStatus::Ready,
-                TaskStatus::Running,
-                &now_text,
-                &request.worker_id,
-                Some(&attempt),
-                Some("claimed"),
-            )
-            .await?;
-            let task = load_task(&mut *tx, &id)
-                .await?
-                .ok_or_else(|| QueueError::Database(DatabaseError::not_found(ENTITY, &id)))?;
-            let cx = RowContext {
-                table: "task_attempts",
-                id: &attempt,
-            };
-            claimed.push(ClaimedTask {
-                lease: Lease {
-                    attempt_id,
-                    task_id: task.id,
-                    worker_id: request.worker_id.clone(),
-                    attempt_number: cx.int("attempt_number", attempt_number)?,
-                    expires_at,
-                },
-                task,
-            });
-        }
+        let out = claim_in(&mut tx, request, now).await?;
         tx.commit().await.map_err(db)?;
-        Ok(claimed)
+        Ok(out)
     }
 
     async fn heartbeat(
@@ -818,31 +1225,10 @@ impl QueueStore for QueueStoreImpl {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<Lease, QueueError> {
-        let expires_at = later(now, lease)?;
-        let expires_text = ts(&expires_at);
-        let id = attempt_id.to_string();
         let mut tx = begin_write(&self.pool).await?;
-        let open = open_attempt(&mut tx, attempt_id).await?;
-        sqlx::query!(
-            "UPDATE task_attempts SET lease_expires_at = ? WHERE id = ?",
-            expires_text,
-            id
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        let out = heartbeat_in(&mut tx, attempt_id, lease, now).await?;
         tx.commit().await.map_err(db)?;
-        let cx = RowContext {
-            table: "task_attempts",
-            id: &id,
-        };
-        Ok(Lease {
-            attempt_id,
-            task_id: cx.uuid("task_id", &open.task_id)?,
-            worker_id: open.worker_id,
-            attempt_number: cx.int("attempt_number", open.attempt_number)?,
-            expires_at,
-        })
+        Ok(out)
     }
 
     async fn complete(
@@ -852,41 +1238,10 @@ impl QueueStore for QueueStoreImpl {
         priority: &PriorityPolicy,
         now: DateTime<Utc>,
     ) -> Result<Vec<Uuid>, QueueError> {
-        let now_text = ts(&now);
-        let attempt = attempt_id.to_string();
-        let result = result.as_ref().map(json_text);
         let mut tx = begin_write(&self.pool).await?;
-        let open = open_attempt(&mut tx, attempt_id).await?;
-        close_attempt(
-            &mut tx,
-            &attempt,
-            AttemptOutcome::Completed,
-            None,
-            &now_text,
-        )
-        .await?;
-        sqlx::query!(
-            "UPDATE tasks SET result_data = ?, error_message = NULL WHERE id = ?",
-            result,
-            open.task_id
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        transition(
-            &mut tx,
-            &open.task_id,
-            TaskStatus::Running,
-            TaskStatus::Completed,
-            &now_text,
-            &open.worker_id,
-            Some(&attempt),
-            None,
-        )
-        .await?;
-        let released = release_dependents(&mut tx, &open.task_id, priority, now).await?;
+        let out = complete_in(&mut tx, attempt_id, result, priority, now).await?;
         tx.commit().await.map_err(db)?;
-        Ok(released)
+        Ok(out)
     }
 
     async fn fail(
@@ -896,30 +1251,10 @@ impl QueueStore for QueueStoreImpl {
         retry: &RetryPolicy,
         now: DateTime<Utc>,
     ) -> Result<FailOutcome, QueueError> {
-        let now_text = ts(&now);
-        let attempt = attempt_id.to_string();
         let mut tx = begin_write(&self.pool).await?;
-        let open = open_attempt(&mut tx, attempt_id).await?;
-        close_attempt(
-            &mut tx,
-            &attempt,
-            AttemptOutcome::Failed,
-            Some(error),
-            &now_text,
-        )
-        .await?;
-        let outcome = fail_task(
-            &mut tx,
-            &open.task_id,
-            attempt_id,
-            error,
-            &open.worker_id,
-            retry,
-            now,
-        )
-        .await?;
+        let out = fail_in(&mut tx, attempt_id, error, retry, now).await?;
         tx.commit().await.map_err(db)?;
-        Ok(outcome)
+        Ok(out)
     }
 
     async fn release(
@@ -928,34 +1263,10 @@ impl QueueStore for QueueStoreImpl {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), QueueError> {
-        let now_text = ts(&now);
-        let attempt = attempt_id.to_string();
         let mut tx = begin_write(&self.pool).await?;
-        let open = open_attempt(&mut tx, attempt_id).await?;
-        close_attempt(
-            &mut tx,
-            &attempt,
-            AttemptOutcome::Released,
-            Some(reason),
-            &now_text,
-        )
-        .await?;
-        // A leftover run-after time would hold the task back; it is claimable at once.
-        clear_schedule(&mut tx, &open.task_id).await?;
-        let why = format!("released unfinished: {reason}");
-        transition(
-            &mut tx,
-            &open.task_id,
-            TaskStatus::Running,
-            TaskStatus::Ready,
-            &now_text,
-            &open.worker_id,
-            Some(&attempt),
-            Some(&why),
-        )
-        .await?;
+        let out = release_in(&mut tx, attempt_id, reason, now).await?;
         tx.commit().await.map_err(db)?;
-        Ok(())
+        Ok(out)
     }
 
     async fn cancel(
@@ -964,70 +1275,10 @@ impl QueueStore for QueueStoreImpl {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<Uuid>, QueueError> {
-        let now_text = ts(&now);
-        let id = task_id.to_string();
         let mut tx = begin_write(&self.pool).await?;
-        let status = task_status(&mut tx, task_id).await?;
-        if status.is_terminal() {
-            return Err(QueueError::InvalidTransition {
-                task_id,
-                operation: "cancel",
-                status,
-            });
-        }
-        let mut affected = vec![(id.clone(), status)];
-        affected.extend(descendants(&mut tx, &id, Walk::DependentsAndChildren).await?);
-        affected.retain(|(_, status)| !status.is_terminal());
-        let ids = id_array(affected.iter().map(|(task, _)| task.as_str()));
-        // Running tasks' attempts end as cancelled: their leases are revoked.
-        let revoked: HashMap<String, String> = sqlx::query!(
-            r#"UPDATE task_attempts SET finished_at = ?, outcome = 'cancelled'
-               WHERE finished_at IS NULL AND task_id IN (SELECT value FROM json_each(?))
-               RETURNING task_id AS "task_id!", id AS "id!""#,
-            now_text,
-            ids
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?
-        .into_iter()
-        .map(|r| (r.task_id, r.id))
-        .collect();
-        clear_schedules(&mut tx, &ids).await?;
-        let (root, rest): (Vec<_>, Vec<_>) = affected
-            .into_iter()
-            .map(|(task, from)| Move {
-                attempt: revoked.get(&task).cloned(),
-                id: task,
-                from,
-            })
-            .partition(|m| m.id == id);
-        transition_many(
-            &mut tx,
-            &root,
-            TaskStatus::Cancelled,
-            &now_text,
-            actor,
-            None,
-        )
-        .await?;
-        let reason = format!("cancelled with {id}");
-        transition_many(
-            &mut tx,
-            &rest,
-            TaskStatus::Cancelled,
-            &now_text,
-            actor,
-            Some(&reason),
-        )
-        .await?;
-        let cancelled = root
-            .iter()
-            .chain(&rest)
-            .map(|m| task_uuid(&m.id))
-            .collect::<Result<Vec<_>, _>>()?;
+        let out = cancel_in(&mut tx, task_id, actor, now).await?;
         tx.commit().await.map_err(db)?;
-        Ok(cancelled)
+        Ok(out)
     }
 
     async fn retry(
@@ -1037,101 +1288,10 @@ impl QueueStore for QueueStoreImpl {
         priority: &PriorityPolicy,
         now: DateTime<Utc>,
     ) -> Result<Vec<Uuid>, QueueError> {
-        let now_text = ts(&now);
-        let id = task_id.to_string();
         let mut tx = begin_write(&self.pool).await?;
-        let status = task_status(&mut tx, task_id).await?;
-        if status != TaskStatus::Failed {
-            return Err(QueueError::InvalidTransition {
-                task_id,
-                operation: "retry",
-                status,
-            });
-        }
-        let waiting = sqlx::query_scalar!(
-            r#"SELECT COUNT(*) AS "n!: i64" FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on_task_id
-               WHERE d.task_id = ? AND u.status <> 'completed'"#,
-            id
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
-        let to = if waiting == 0 {
-            TaskStatus::Ready
-        } else {
-            TaskStatus::Blocked
-        };
-        let task = load_task(&mut *tx, &id)
-            .await?
-            .ok_or(QueueError::TaskNotFound(task_id))?;
-        let calculated = priority.calculate(
-            task.priority,
-            task.dependency_depth,
-            task.deadline,
-            task.submitted_at,
-            now,
-        );
-        sqlx::query!(
-            "UPDATE tasks SET retry_count = 0, error_message = NULL, completed_at = NULL,
-                 calculated_priority = ? WHERE id = ?",
-            calculated,
-            id
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        clear_schedule(&mut tx, &id).await?;
-        transition(
-            &mut tx,
-            &id,
-            TaskStatus::Failed,
-            to,
-            &now_text,
-            actor,
-            None,
-            Some("retried"),
-        )
-        .await?;
-        // A failed dependent of a task that never completed cannot have run: it failed by
-        // cascade. It waits again once none of its dependencies is failed or cancelled any
-        // more; shallowest first, so a dependent sees its dependencies already put back.
-        let mut unblocked = Vec::new();
-        let reason = format!("dependency {id} retried");
-        for (dependent, _) in descendants(&mut tx, &id, Walk::FailedDependents).await? {
-            let still_down = sqlx::query_scalar!(
-                r#"SELECT COUNT(*) AS "n!: i64" FROM task_dependencies d
-                   JOIN tasks u ON u.id = d.depends_on_task_id
-                   WHERE d.task_id = ? AND u.status IN ('failed', 'cancelled')"#,
-                dependent
-            )
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
-            if still_down > 0 {
-                continue;
-            }
-            sqlx::query!(
-                "UPDATE tasks SET error_message = NULL, completed_at = NULL WHERE id = ?",
-                dependent
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            transition(
-                &mut tx,
-                &dependent,
-                TaskStatus::Failed,
-                TaskStatus::Blocked,
-                &now_text,
-                actor,
-                None,
-                Some(&reason),
-            )
-            .await?;
-            unblocked.push(task_uuid(&dependent)?);
-        }
+        let out = retry_in(&mut tx, task_id, actor, priority, now).await?;
         tx.commit().await.map_err(db)?;
-        Ok(unblocked)
+        Ok(out)
     }
 
     async fn reap(
@@ -1139,65 +1299,10 @@ impl QueueStore for QueueStoreImpl {
         retry: &RetryPolicy,
         now: DateTime<Utc>,
     ) -> Result<ReapReport, QueueError> {
-        let now_text = ts(&now);
         let mut tx = begin_write(&self.pool).await?;
-        let open = sqlx::query!(
-            r#"SELECT a.id AS "attempt_id!", a.task_id AS "task_id!", a.started_at AS "started_at!",
-                      a.lease_expires_at AS "lease_expires_at!",
-                      t.max_execution_timeout_seconds AS "timeout!"
-               FROM task_attempts a JOIN tasks t ON t.id = a.task_id
-               WHERE a.finished_at IS NULL
-                 AND (a.lease_expires_at <= ?1
-                      -- a second's slack for julianday's rounding; the exact check is below
-                      OR (julianday(?1) - julianday(a.started_at)) * 86400.0
-                         >= t.max_execution_timeout_seconds - 1)"#,
-            now_text
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let mut report = ReapReport::default();
-        for row in open {
-            let cx = RowContext {
-                table: "task_attempts",
-                id: &row.attempt_id,
-            };
-            let started = cx.timestamp("started_at", &row.started_at)?;
-            let timeout: u32 = cx.int("max_execution_timeout_seconds", row.timeout)?;
-            let deadline = started + chrono::Duration::seconds(i64::from(timeout));
-            let (outcome, error) = if deadline <= now {
-                (
-                    AttemptOutcome::TimedOut,
-                    format!("ran past its timeout of {timeout} s"),
-                )
-            } else if row.lease_expires_at <= now_text {
-                (
-                    AttemptOutcome::Lost,
-                    "the worker's lease expired".to_string(),
-                )
-            } else {
-                continue;
-            };
-            close_attempt(&mut tx, &row.attempt_id, outcome, Some(&error), &now_text).await?;
-            let attempt_id = cx.uuid("id", &row.attempt_id)?;
-            fail_task(
-                &mut tx,
-                &row.task_id,
-                attempt_id,
-                &error,
-                "reaper",
-                retry,
-                now,
-            )
-            .await?;
-            let task_id = cx.uuid("task_id", &row.task_id)?;
-            match outcome {
-                AttemptOutcome::TimedOut => report.timed_out.push(task_id),
-                _ => report.lost.push(task_id),
-            }
-        }
+        let out = reap_in(&mut tx, retry, now).await?;
         tx.commit().await.map_err(db)?;
-        Ok(report)
+        Ok(out)
     }
 
     async fn refresh_priorities(
