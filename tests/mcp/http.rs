@@ -9,12 +9,13 @@ use tokio::net::TcpStream;
 
 use crate::client::{Store, PATIENCE};
 
-/// POSTs one JSON-RPC message to `url_path` on `addr` and returns the status and the JSON
-/// body. HTTP/1.1 with `Connection: close`, so the body ends where the stream does.
-async fn post(addr: &str, url_path: &str, message: &Value) -> (u16, Value) {
+/// POSTs one JSON-RPC message to `url_path` on `addr`, naming `host` in the `Host` header, and
+/// returns the status, the headers and the body. HTTP/1.1 with `Connection: close`, so the
+/// body ends where the stream does.
+async fn post_as(addr: &str, host: &str, url_path: &str, message: &Value) -> (u16, String, String) {
     let body = message.to_string();
     let request = format!(
-        "POST {url_path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+        "POST {url_path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
          Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -33,16 +34,22 @@ async fn post(addr: &str, url_path: &str, message: &Value) -> (u16, Value) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("a status line");
-    let lower = head.to_ascii_lowercase();
-    assert!(
-        lower.contains("content-type: application/json"),
-        "a JSON response: {head}"
-    );
-    let body = if lower.contains("transfer-encoding: chunked") {
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
         dechunk(body)
     } else {
         body.to_string()
     };
+    (status, head, body)
+}
+
+/// [`post_as`] with the listener's own address as the host, expecting a JSON answer.
+async fn post(addr: &str, url_path: &str, message: &Value) -> (u16, Value) {
+    let (status, head, body) = post_as(addr, addr, url_path, message).await;
+    assert!(
+        head.contains("content-type: application/json"),
+        "a JSON response: {head}"
+    );
     let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     (status, json)
 }
@@ -124,6 +131,16 @@ async fn the_tools_answer_over_http_on_a_loopback_port() {
     )
     .await;
     assert_eq!(call["result"]["isError"], true, "{call}");
+
+    // A page served from a hostname the attacker controls, rebound to 127.0.0.1, is refused.
+    let (status, _, _) = post_as(
+        addr,
+        "rebound.example.com",
+        &path,
+        &json!({ "jsonrpc": "2.0", "id": 4, "method": "tools/list" }),
+    )
+    .await;
+    assert_eq!(status, 403, "a foreign Host header is refused");
 
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
