@@ -55,12 +55,13 @@ impl ToolError {
         Self::new(ErrorKind::InvalidArgument, message)
     }
 
-    /// An unexpected failure whose cause goes to the log.
-    fn internal(cause: &dyn std::error::Error) -> Self {
-        tracing::error!(error = %cause, "a tool call failed unexpectedly");
+    /// An unexpected failure whose cause goes to the log. `context` says, for the client,
+    /// what was being done.
+    fn internal(context: &str, cause: &dyn std::error::Error) -> Self {
+        tracing::error!(error = %cause, "{context}");
         Self::new(
             ErrorKind::Internal,
-            "the database failed unexpectedly (the server's log has the details)",
+            format!("{context} (the server's log has the details)"),
         )
     }
 
@@ -97,7 +98,9 @@ impl From<DatabaseError> for ToolError {
             DatabaseError::Busy | DatabaseError::Timeout => ErrorKind::Busy,
             // `Other` carries the store's own message, which may quote a statement: it goes to
             // the log only.
-            DatabaseError::Other(_) => return Self::internal(&err),
+            DatabaseError::Other(_) => {
+                return Self::internal("the database failed unexpectedly", &err)
+            }
             _ => ErrorKind::Internal,
         };
         Self::new(kind, err.to_string())
@@ -132,9 +135,10 @@ impl From<QueueError> for ToolError {
 
 /// The tool result for `outcome`: the value as JSON text, or the error.
 pub fn render<T: Serialize>(outcome: Result<T, ToolError>) -> CallToolResult {
-    match outcome
-        .and_then(|value| serde_json::to_string(&value).map_err(|e| ToolError::internal(&e)))
-    {
+    match outcome.and_then(|value| {
+        serde_json::to_string(&value)
+            .map_err(|e| ToolError::internal("cannot encode the result as JSON", &e))
+    }) {
         Ok(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
         Err(err) => err.into_result(),
     }

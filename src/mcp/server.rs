@@ -83,15 +83,6 @@ impl McpServer {
             Arc::new(SessionRepositoryImpl::new(pool)),
         )
     }
-
-    /// The names of every tool, in the order they are listed.
-    pub fn tool_names(&self) -> Vec<String> {
-        self.tool_router
-            .list_all()
-            .into_iter()
-            .map(|t| t.name.into_owned())
-            .collect()
-    }
 }
 
 // Each tool's doc comment is its description, as clients show it to the model.
@@ -267,14 +258,20 @@ impl ServerHandler for McpServer {
         let name = request.name.clone();
         let call = ToolCallContext::new(self, request, context);
         Ok(match self.tool_router.call(call).await? {
-            CallToolResponse::Complete(result) => match argument_error(&result) {
-                Some(detail) => {
-                    ToolError::argument(format!("invalid arguments for {name}: {detail}"))
-                        .into_result()
-                        .into()
+            CallToolResponse::Complete(result) => {
+                let result = match argument_error(&result) {
+                    Some(detail) => {
+                        ToolError::argument(format!("invalid arguments for {name}: {detail}"))
+                            .into_result()
+                    }
+                    None => result,
+                };
+                if result.is_error == Some(true) {
+                    let text = result.content.first().and_then(|c| c.as_text());
+                    tracing::debug!(tool = %name, error = text.map_or("", |t| &t.text), "tool error");
                 }
-                None => result.into(),
-            },
+                result.into()
+            }
             other => other,
         })
     }
