@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::process::Child;
 
 use crate::client::{Store, PATIENCE};
 
@@ -67,24 +68,45 @@ fn dechunk(mut body: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn the_tools_answer_over_http_on_a_loopback_port() {
-    let store = Store::new();
-    let mut cmd = store.command(&["--http", "127.0.0.1:0"]);
-    cmd.stdin(Stdio::null());
-    let mut child = cmd.spawn().expect("abathur mcp --http starts");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    // Log lines (with ABATHUR_MCP_TEST_LOG) may come first.
-    let url = loop {
+/// Reads the server's stderr up to the notice with its URL, and returns the URL without
+/// `http://`, with the lines before it (log lines, with ABATHUR_MCP_TEST_LOG, and warnings).
+async fn served_url(child: &mut Child) -> (String, Vec<String>) {
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let mut before = Vec::new();
+    loop {
         let line = tokio::time::timeout(PATIENCE, stderr.next_line())
             .await
             .expect("the address in time")
             .unwrap()
             .expect("the address on stderr before it closes");
         if let Some(url) = line.strip_prefix("abathur mcp: serving on http://") {
-            break url.to_string();
+            return (url.to_string(), before);
         }
-    };
+        before.push(line);
+    }
+}
+
+/// Sends SIGTERM and expects a clean exit.
+async fn stop(mut child: Child) {
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the server stops on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn the_tools_answer_over_http_on_a_loopback_port() {
+    let store = Store::new();
+    let mut cmd = store.command(&["--http", "127.0.0.1:0"]);
+    cmd.stdin(Stdio::null());
+    let mut child = cmd.spawn().expect("abathur mcp --http starts");
+    let (url, _) = served_url(&mut child).await;
     let (addr, path) = url.split_once('/').expect("an address and a path");
     let path = format!("/{path}");
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
@@ -142,16 +164,7 @@ async fn the_tools_answer_over_http_on_a_loopback_port() {
     .await;
     assert_eq!(status, 403, "a foreign Host header is refused");
 
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("the server stops on SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status}");
+    stop(child).await;
 }
 
 #[tokio::test]
@@ -170,4 +183,33 @@ async fn a_non_loopback_address_is_refused_without_allow_remote() {
         !store.db_path().exists(),
         "nothing is opened before the address is accepted"
     );
+}
+
+#[tokio::test]
+async fn allow_remote_serves_any_address_with_a_warning_and_accepts_any_host() {
+    let store = Store::new();
+    let mut cmd = store.command(&["--http", "0.0.0.0:0", "--allow-remote"]);
+    cmd.stdin(Stdio::null());
+    let mut child = cmd.spawn().expect("abathur mcp --http starts");
+    let (url, notices) = served_url(&mut child).await;
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.starts_with("warning:") && n.contains("without authentication")),
+        "{notices:?}"
+    );
+    let (addr, path) = url.split_once('/').expect("an address and a path");
+    let port = addr.rsplit_once(':').expect("a port").1;
+    let (status, _, body) = post_as(
+        &format!("127.0.0.1:{port}"),
+        "mcp.example.com",
+        &format!("/{path}"),
+        &json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": { "name": "task_queue_status", "arguments": {} },
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    stop(child).await;
 }
