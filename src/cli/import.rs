@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
-use abathur_core::models::TaskStatus;
+use abathur_core::models::{default_summary, TaskStatus};
 use abathur_core::queue::NewTask;
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -25,7 +25,6 @@ use uuid::Uuid;
 
 use super::error::{CliError, ExitCode};
 use super::render::Rendered;
-use super::task::default_summary;
 use super::Context;
 
 /// One line of the file.

@@ -105,7 +105,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
     // The long-running commands print as they go, and have no result to render.
     let command = match command {
         Command::Worker(args) => return runtime.block_on(worker::run(&db, args)),
-        Command::Mcp(args) => return runtime.block_on(mcp::run(&db, args)),
+        Command::Mcp(args) => {
+            let served = runtime.block_on(mcp::run(&db, args));
+            // A read of a terminal's stdin cannot be cancelled; do not wait for it on the way
+            // out after a signal.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+            return served;
+        }
         other => other,
     };
     let view = runtime.block_on(dispatch(&db, command))?;

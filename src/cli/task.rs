@@ -1,7 +1,7 @@
 //! The `task` commands: submit (through the queue), list and show (from the task repository).
 
 use abathur_core::error::{DatabaseError, ValidationError};
-use abathur_core::models::{Task, MAX_PRIORITY, MAX_SUMMARY_CHARS};
+use abathur_core::models::{default_summary, Task, MAX_PRIORITY};
 use abathur_core::ports::{TaskFilters, TaskRepository};
 use abathur_core::queue::{ClaimedTask, NewTask, ReapReport, TaskQueue};
 use serde::Serialize;
@@ -191,20 +191,9 @@ pub async fn reap(queue: &TaskQueue) -> Result<Maintenance, CliError> {
     })
 }
 
-/// The first line of `description` with text on it, trimmed and cut to the summary limit.
-pub(super) fn default_summary(description: &str) -> String {
-    let line = description
-        .lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty())
-        .unwrap_or_default();
-    let cut: String = line.chars().take(MAX_SUMMARY_CHARS).collect();
-    cut.trim_end().to_string()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::default_summary;
+    use abathur_core::models::default_summary;
 
     #[test]
     fn the_default_summary_is_the_first_line_with_text() {

@@ -99,7 +99,7 @@ impl WorkerConfig {
                 return Err(ValidationError::new(field, "must be longer than zero"));
             }
         }
-        if self.command.first().map_or(true, |p| p.is_empty()) {
+        if self.command.first().is_none_or(|p| p.is_empty()) {
             return Err(ValidationError::new(
                 "command",
                 "must name a program to run",

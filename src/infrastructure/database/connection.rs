@@ -18,6 +18,9 @@ use super::errors::{classify, classify_ref};
 use super::row::RowContext;
 use super::MIGRATOR;
 
+/// How many times opening retries while another process sets up a new file (about 2 s).
+const OPEN_BUSY_ATTEMPTS: u32 = 20;
+
 /// Pool limits and lock waiting. The defaults are the specification's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
@@ -120,19 +123,33 @@ impl DatabaseConnection {
             .foreign_keys(true)
             .busy_timeout(config.busy_timeout)
             .create_if_missing(true);
-        let pool = SqlitePoolOptions::new()
-            .min_connections(config.min_connections)
-            .max_connections(config.max_connections)
-            .idle_timeout(config.idle_timeout)
-            .max_lifetime(config.max_lifetime)
-            .acquire_timeout(config.acquire_timeout)
-            .connect_with(options)
-            .await
-            .map_err(|e| match classify(e, "database", "") {
-                DatabaseError::Other(message) => DatabaseError::Connection(message),
-                other => other,
-            })?;
-        Ok(Self { pool })
+        // Switching a new file to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY
+        // at once, without the busy handler, when another process is doing the same: several
+        // processes started together on a new file retry here instead of failing.
+        let mut attempt = 0;
+        loop {
+            let connected = SqlitePoolOptions::new()
+                .min_connections(config.min_connections)
+                .max_connections(config.max_connections)
+                .idle_timeout(config.idle_timeout)
+                .max_lifetime(config.max_lifetime)
+                .acquire_timeout(config.acquire_timeout)
+                .connect_with(options.clone())
+                .await
+                .map_err(|e| match classify(e, "database", "") {
+                    DatabaseError::Other(message) => DatabaseError::Connection(message),
+                    other => other,
+                });
+            match connected {
+                Ok(pool) => return Ok(Self { pool }),
+                Err(DatabaseError::Busy) if attempt < OPEN_BUSY_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(attempt, "the new database is locked; opening again");
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Brings the schema up to date. Safe when several processes start at once on a new file:
@@ -144,7 +161,10 @@ impl DatabaseConnection {
     pub async fn migrate(&self) -> Result<(), DatabaseError> {
         const BUSY_ATTEMPTS: u32 = 20;
         let mut busy_attempts = 0;
-        let mut reran = false;
+        // Each lost race is against another process committing one of our migrations, so
+        // there can be at most one per migration.
+        let max_reruns = MIGRATOR.iter().count();
+        let mut reruns = 0;
         loop {
             let err = match MIGRATOR.run(&self.pool).await {
                 Ok(()) => return Ok(()),
@@ -164,10 +184,10 @@ impl DatabaseConnection {
                 busy_attempts += 1;
                 tracing::debug!(busy_attempts, error = %err, "migration waits for another writer");
                 tokio::time::sleep(Duration::from_millis(25 * u64::from(busy_attempts))).await;
-            } else if failed_sql.is_some() && !busy && !reran {
+            } else if failed_sql.is_some() && !busy && reruns < max_reruns {
                 // Another process may have applied the same migration between our check and
                 // our write ("table already exists"); one more run finds it applied.
-                reran = true;
+                reruns += 1;
                 tracing::debug!(error = %err, "migration failed; checking whether another process applied it");
             } else {
                 tracing::warn!(error = %err, "migration failed");

@@ -8,7 +8,9 @@ mod task;
 pub use agent::{Agent, AgentStatus};
 pub use memory::{check_name, Memory, MemoryType, NewMemory};
 pub use session::{check_state_key, NewSessionEvent, Session, SessionEvent};
-pub use task::{DependencyType, Task, TaskSource, TaskStatus, MAX_PRIORITY, MAX_SUMMARY_CHARS};
+pub use task::{
+    default_summary, DependencyType, Task, TaskSource, TaskStatus, MAX_PRIORITY, MAX_SUMMARY_CHARS,
+};
 
 /// Checks that a text field holds no NUL character, which PostgreSQL cannot store in text and
 /// SQLite's string functions treat as the end of the text.

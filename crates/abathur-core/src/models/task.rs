@@ -11,6 +11,18 @@ use crate::timestamp;
 
 /// The longest summary, counted in characters (not bytes).
 pub const MAX_SUMMARY_CHARS: usize = 140;
+
+/// The summary a task gets when none is given: the first line of `description` with text on
+/// it, trimmed and cut to [`MAX_SUMMARY_CHARS`] characters (not bytes).
+pub fn default_summary(description: &str) -> String {
+    let line = description
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or_default();
+    let cut: String = line.chars().take(MAX_SUMMARY_CHARS).collect();
+    cut.trim_end().to_string()
+}
 /// The highest base priority.
 pub const MAX_PRIORITY: u8 = 10;
 

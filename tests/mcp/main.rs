@@ -1,0 +1,15 @@
+//! Integration tests of `abathur mcp`: each test starts the real binary and drives it as an MCP
+//! client would, over stdio (rmcp's client, or raw JSON-RPC lines) or HTTP, against its own
+//! database.
+
+mod client;
+
+mod concurrency;
+mod errors;
+mod http;
+mod lifecycle;
+mod memory;
+mod python;
+mod queue;
+mod sessions;
+mod tools;
