@@ -5,6 +5,7 @@ mod helpers;
 
 mod agent_repo;
 mod connection;
+mod group_commit;
 mod id_lookup;
 mod memory_repo;
 mod migrations;

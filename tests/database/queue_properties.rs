@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use abathur::domain::queue::{
-    FailOutcome, NewTask, QueueError, QueueLimits, RetryPolicy, TaskQueue,
+    FailOutcome, NewTask, QueueError, QueueLimits, QueueStore, RetryPolicy, TaskQueue,
 };
-use abathur::infrastructure::database::QueueStoreImpl;
+use abathur::infrastructure::database::{GroupCommitQueueStore, QueueStoreImpl};
 use proptest::prelude::*;
 use sqlx::SqlitePool;
 use uuid::Uuid;
@@ -19,7 +19,11 @@ use crate::helpers::ManualClock;
 const LEASE: Duration = Duration::from_secs(60);
 
 fn queue_over(pool: &SqlitePool, clock: Arc<ManualClock>) -> TaskQueue {
-    TaskQueue::new(Arc::new(QueueStoreImpl::new(pool.clone())))
+    queue_on(Arc::new(QueueStoreImpl::new(pool.clone())), clock)
+}
+
+fn queue_on(store: Arc<dyn QueueStore>, clock: Arc<ManualClock>) -> TaskQueue {
+    TaskQueue::new(store)
         .with_clock(clock)
         .with_retry_policy(RetryPolicy {
             base: Duration::ZERO,
@@ -203,10 +207,17 @@ fn dag_strategy() -> impl Strategy<Value = Vec<(u64, u32)>> {
     prop::collection::vec((any::<u64>(), 0u32..=2), 2..=12)
 }
 
-async fn run_case(dag: Vec<(u64, u32)>, ops: Vec<Op>) {
+async fn run_case(dag: Vec<(u64, u32)>, ops: Vec<Op>, grouped: bool) {
     let pool = setup_test_db().await;
     let clock = ManualClock::new();
-    let queue = queue_over(&pool, clock.clone());
+    let queue = if grouped {
+        queue_on(
+            Arc::new(GroupCommitQueueStore::new(pool.clone())),
+            clock.clone(),
+        )
+    } else {
+        queue_over(&pool, clock.clone())
+    };
 
     let mut batch: Vec<NewTask> = Vec::with_capacity(dag.len());
     for (i, (mask, max_retries)) in dag.iter().enumerate() {
@@ -335,7 +346,17 @@ proptest! {
         ops in prop::collection::vec(op_strategy(), 0..=40),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(run_case(dag, ops));
+        rt.block_on(run_case(dag, ops, false));
+    }
+
+    /// The same, with every write going through the group-commit store.
+    #[test]
+    fn the_invariants_hold_with_group_commit_too(
+        dag in dag_strategy(),
+        ops in prop::collection::vec(op_strategy(), 0..=40),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run_case(dag, ops, true));
     }
 }
 

@@ -6,7 +6,7 @@
 //! name, as libtest does.
 //!
 //! Each scenario submits a layered DAG of 5,000 tasks, runs it to completion with worker
-//! processes, and then checks, from the database and from each worker's log of the
+//! processes (one claim loop each, or four sharing group commits), and then checks, from the database and from each worker's log of the
 //! completions it was told succeeded:
 //! - the database passes `integrity_check` and `foreign_key_check`;
 //! - every task completed, exactly once, by exactly one attempt;
@@ -29,8 +29,16 @@ const SCENARIOS: &[Scenario] = &[
         scenario::four_processes_run_a_5000_task_dag_exactly_once,
     ),
     (
+        "four_processes_with_group_commit_run_a_5000_task_dag_exactly_once",
+        scenario::four_processes_with_group_commit_run_a_5000_task_dag_exactly_once,
+    ),
+    (
         "workers_killed_20_times_lose_and_repeat_nothing",
         scenario::workers_killed_20_times_lose_and_repeat_nothing,
+    ),
+    (
+        "group_commit_workers_killed_20_times_lose_and_repeat_nothing",
+        scenario::group_commit_workers_killed_20_times_lose_and_repeat_nothing,
     ),
 ];
 

@@ -22,11 +22,45 @@ const MAX_RETRIES: u32 = 25;
 /// A scenario that has not finished by then has hung.
 const DEADLINE: Duration = Duration::from_secs(600);
 
+/// How the workers of a scenario write.
+#[derive(Clone, Copy)]
+pub enum Mode {
+    /// One claim loop per process, one transaction per operation.
+    Plain,
+    /// Four claim loops per process, their writes grouped into shared transactions.
+    Grouped,
+}
+
+impl Mode {
+    fn loops(self) -> u32 {
+        match self {
+            Mode::Plain => 1,
+            Mode::Grouped => 4,
+        }
+    }
+}
+
 pub fn four_processes_run_a_5000_task_dag_exactly_once() {
+    exactly_once(Mode::Plain);
+}
+
+pub fn four_processes_with_group_commit_run_a_5000_task_dag_exactly_once() {
+    exactly_once(Mode::Grouped);
+}
+
+pub fn workers_killed_20_times_lose_and_repeat_nothing() {
+    crashes(Mode::Plain);
+}
+
+pub fn group_commit_workers_killed_20_times_lose_and_repeat_nothing() {
+    crashes(Mode::Grouped);
+}
+
+fn exactly_once(mode: Mode) {
     let run = Run::new(0xABA7);
     let started = Instant::now();
     let mut workers: Vec<Worker> = (0..4)
-        .map(|i| run.spawn(&format!("w{i}"), Duration::from_secs(30), 0))
+        .map(|i| run.spawn(&format!("w{i}"), Duration::from_secs(30), 0, mode))
         .collect();
     for worker in &mut workers {
         worker.wait_for_exit(started + DEADLINE);
@@ -42,12 +76,12 @@ pub fn four_processes_run_a_5000_task_dag_exactly_once() {
     );
 }
 
-pub fn workers_killed_20_times_lose_and_repeat_nothing() {
+fn crashes(mode: Mode) {
     let run = Run::new(0x5EED);
     // A short lease, so the reaper takes a dead worker's tasks back soon; work of up to 3 ms
     // per task, so a kill usually lands while a task is held.
     let lease = Duration::from_millis(750);
-    let spawn = |name: &str| run.spawn(name, lease, 3);
+    let spawn = |name: &str| run.spawn(name, lease, 3, mode);
     let started = Instant::now();
     let mut workers: Vec<Worker> = (0..4).map(|i| spawn(&format!("w{i}"))).collect();
     let mut kills = 0;
@@ -117,7 +151,7 @@ impl Run {
         self.dir.path().join("queue.db")
     }
 
-    fn spawn(&self, name: &str, lease: Duration, max_work_ms: u64) -> Worker {
+    fn spawn(&self, name: &str, lease: Duration, max_work_ms: u64, mode: Mode) -> Worker {
         let args = WorkerArgs {
             db: self.db_path(),
             name: name.to_string(),
@@ -125,6 +159,8 @@ impl Run {
             lease,
             max_per_claim: 4,
             max_work: Duration::from_millis(max_work_ms),
+            loops: mode.loops(),
+            grouped: matches!(mode, Mode::Grouped),
         };
         let stderr = self.dir.path().join(format!("{name}.stderr"));
         let child = Command::new(std::env::current_exe().expect("the test executable"))

@@ -2,7 +2,8 @@
 //! completion the queue confirmed. It reaps now and then, as any process may, and exits once
 //! no task is left unfinished.
 //!
-//! Arguments: `worker DB NAME LOG LEASE_MS MAX_PER_CLAIM MAX_WORK_MS`.
+//! Arguments: `worker DB NAME LOG LEASE_MS MAX_PER_CLAIM MAX_WORK_MS LOOPS GROUPED`: LOOPS
+//! claim loops run at once in the process, through the group-commit store when GROUPED is 1.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -11,8 +12,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abathur::domain::queue::{QueueError, RetryPolicy, TaskQueue};
-use abathur::infrastructure::database::{DatabaseConfig, DatabaseConnection, QueueStoreImpl};
+use abathur::domain::queue::{QueueError, QueueStore, RetryPolicy, TaskQueue};
+use abathur::infrastructure::database::{
+    DatabaseConfig, DatabaseConnection, GroupCommitQueueStore, QueueStoreImpl,
+};
 use serde_json::json;
 
 /// How often a worker runs the reaper.
@@ -28,6 +31,10 @@ pub struct WorkerArgs {
     pub lease: Duration,
     pub max_per_claim: u32,
     pub max_work: Duration,
+    /// Claim loops running at once in this process.
+    pub loops: u32,
+    /// Whether the loops' writes go through the group-commit store.
+    pub grouped: bool,
 }
 
 impl WorkerArgs {
@@ -41,11 +48,13 @@ impl WorkerArgs {
             self.lease.as_millis().to_string(),
             self.max_per_claim.to_string(),
             self.max_work.as_millis().to_string(),
+            self.loops.to_string(),
+            u8::from(self.grouped).to_string(),
         ]
     }
 
     fn parse(args: &[String]) -> Option<Self> {
-        let [db, name, log, lease, max, work] = args else {
+        let [db, name, log, lease, max, work, loops, grouped] = args else {
             return None;
         };
         Some(Self {
@@ -55,13 +64,15 @@ impl WorkerArgs {
             lease: Duration::from_millis(lease.parse().ok()?),
             max_per_claim: max.parse().ok()?,
             max_work: Duration::from_millis(work.parse().ok()?),
+            loops: loops.parse().ok()?,
+            grouped: grouped == "1",
         })
     }
 }
 
 pub fn main(args: &[String]) -> ExitCode {
     let Some(args) = WorkerArgs::parse(args) else {
-        eprintln!("usage: worker DB NAME LOG LEASE_MS MAX_PER_CLAIM MAX_WORK_MS");
+        eprintln!("usage: worker DB NAME LOG LEASE_MS MAX_PER_CLAIM MAX_WORK_MS LOOPS GROUPED");
         return ExitCode::from(2);
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -80,24 +91,80 @@ pub fn main(args: &[String]) -> ExitCode {
 async fn run(args: &WorkerArgs) -> Result<(), String> {
     let config = DatabaseConfig {
         min_connections: 1,
-        max_connections: 2,
+        max_connections: 2 + args.loops,
         ..DatabaseConfig::default()
     };
     let db = DatabaseConnection::open_path(&args.db, config)
         .await
         .map_err(|e| format!("open: {e}"))?;
-    let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone()))).with_retry_policy(
-        RetryPolicy {
-            base: Duration::from_millis(20),
-            max: Duration::from_millis(200),
-            jitter: 0.25,
-        },
-    );
-    let mut log = OpenOptions::new()
+    let store: Arc<dyn QueueStore> = if args.grouped {
+        Arc::new(GroupCommitQueueStore::new(db.pool().clone()))
+    } else {
+        Arc::new(QueueStoreImpl::new(db.pool().clone()))
+    };
+    let queue = TaskQueue::new(store).with_retry_policy(RetryPolicy {
+        base: Duration::from_millis(20),
+        max: Duration::from_millis(200),
+        jitter: 0.25,
+    });
+    let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&args.log)
         .map_err(|e| format!("log: {e}"))?;
+    let log = Arc::new(std::sync::Mutex::new(log));
+    let loops: Vec<_> = (0..args.loops.max(1))
+        .map(|i| {
+            let name = if args.loops > 1 {
+                format!("{}-{i}", args.name)
+            } else {
+                args.name.clone()
+            };
+            claim_loop(queue.clone(), db.pool().clone(), name, log.clone(), args)
+        })
+        .collect();
+    for result in futures_join(loops).await {
+        result?;
+    }
+    db.close().await;
+    Ok(())
+}
+
+/// Runs `futures` at once on this thread (they borrow the arguments, so they are not
+/// spawned); their results in order.
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, future) in pinned.iter_mut().enumerate() {
+            if done[i].is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(output) => done[i] = Some(output),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter()
+        .map(|o| o.expect("every loop finished"))
+        .collect()
+}
+
+/// One claim loop: claim, work, complete, log; reap now and then; stop when nothing is left.
+async fn claim_loop(
+    queue: TaskQueue,
+    pool: sqlx::SqlitePool,
+    name: String,
+    log: Arc<std::sync::Mutex<std::fs::File>>,
+    args: &WorkerArgs,
+) -> Result<(), String> {
     let mut last_reap = Instant::now();
     loop {
         if last_reap.elapsed() >= REAP_EVERY {
@@ -105,18 +172,17 @@ async fn run(args: &WorkerArgs) -> Result<(), String> {
             last_reap = Instant::now();
         }
         let claimed = queue
-            .claim(&args.name, &[], args.lease, args.max_per_claim)
+            .claim(&name, &[], args.lease, args.max_per_claim)
             .await
             .map_err(|e| format!("claim: {e}"))?;
         if claimed.is_empty() {
             let unfinished: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM tasks WHERE status NOT IN ('completed', 'failed', 'cancelled')",
             )
-            .fetch_one(db.pool())
+            .fetch_one(&pool)
             .await
             .map_err(|e| format!("count: {e}"))?;
             if unfinished == 0 {
-                db.close().await;
                 return Ok(());
             }
             tokio::time::sleep(IDLE_WAIT).await;
@@ -128,14 +194,12 @@ async fn run(args: &WorkerArgs) -> Result<(), String> {
                 tokio::time::sleep(Duration::from_millis(work)).await;
             }
             let attempt = task.lease.attempt_id;
-            match queue
-                .complete(attempt, Some(json!({ "by": args.name })))
-                .await
-            {
+            match queue.complete(attempt, Some(json!({ "by": name }))).await {
                 // Written only after the queue confirmed the completion: a worker killed in
                 // between leaves a completion out of its log, never one too many.
                 Ok(_) => {
-                    writeln!(log, "{} {attempt}", task.task.id).map_err(|e| format!("log: {e}"))?
+                    let mut log = log.lock().map_err(|_| "log lock poisoned".to_string())?;
+                    writeln!(log, "{} {attempt}", task.task.id).map_err(|e| format!("log: {e}"))?;
                 }
                 // The reaper took the task back while this worker was slow: not an error.
                 Err(QueueError::LeaseLost { .. }) => {}

@@ -6,6 +6,7 @@
 mod agent_repo;
 mod connection;
 mod errors;
+mod group_commit;
 mod id_lookup;
 mod memory_repo;
 mod queue_store;
@@ -18,6 +19,7 @@ pub use agent_repo::AgentRepositoryImpl;
 pub use connection::{
     CheckReport, DatabaseConfig, DatabaseConnection, DatabaseStatus, ForeignKeyProblem,
 };
+pub use group_commit::{GroupCommitConfig, GroupCommitQueueStore, GroupCommitStats};
 pub use id_lookup::IdLookupImpl;
 pub use memory_repo::MemoryRepositoryImpl;
 pub use queue_store::QueueStoreImpl;
@@ -39,4 +41,5 @@ const _: () = {
     let _ = assert_session::<SessionRepositoryImpl>;
     fn assert_queue<T: abathur_core::queue::QueueStore>() {}
     let _ = assert_queue::<QueueStoreImpl>;
+    let _ = assert_queue::<GroupCommitQueueStore>;
 };

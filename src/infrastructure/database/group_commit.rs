@@ -1,0 +1,587 @@
+//! Group commit: the queue operations of every caller in a process share write transactions.
+//!
+//! A commit in WAL mode costs a roughly fixed time, whatever it holds, so a queue that commits
+//! once per claim and once per completion is capped by that time. [`GroupCommitQueueStore`]
+//! sends each write to one writer task, which runs everything that is waiting in one
+//! `BEGIN IMMEDIATE` transaction, each operation inside its own savepoint, and commits once:
+//!
+//! - each caller gets its own outcome, as if it had run alone;
+//! - an operation that fails is rolled back to its savepoint, so it does not poison the others
+//!   in its group;
+//! - a group forms from whatever waits while the previous one commits: under light load a group
+//!   is one operation and nothing waits for a timer; under heavy load groups grow up to
+//!   [`GroupCommitConfig::max_group`].
+//!
+//! Reads (history, overview, execution plan) and the priority refresh, which has its own
+//! batching, go straight to the pool.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use abathur_core::error::DatabaseError;
+use abathur_core::models::Task;
+use abathur_core::queue::{
+    ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, PriorityPolicy,
+    QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport, RetryPolicy, TaskEvent,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::connection::begin_write;
+use super::errors::classify;
+use super::queue_store::{
+    cancel_in, claim_in, complete_in, fail_in, heartbeat_in, reap_in, release_in, retry_in,
+    submit_in, QueueStoreImpl,
+};
+
+/// How the writer groups operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommitConfig {
+    /// The most operations in one transaction (default 256): bounds how long the write lock
+    /// is held, and so how long other processes wait for it.
+    pub max_group: usize,
+    /// How many operations may wait for the writer before callers wait to hand theirs over
+    /// (default 4,096).
+    pub queue_depth: usize,
+}
+
+impl Default for GroupCommitConfig {
+    fn default() -> Self {
+        Self {
+            max_group: 256,
+            queue_depth: 4_096,
+        }
+    }
+}
+
+/// One operation waiting for the writer, with where its outcome goes.
+enum Job {
+    Submit {
+        batch: Vec<NewTask>,
+        limits: QueueLimits,
+        priority: PriorityPolicy,
+        actor: String,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<Vec<Task>, QueueError>>,
+    },
+    Claim {
+        request: ClaimRequest,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<Vec<ClaimedTask>, QueueError>>,
+    },
+    Heartbeat {
+        attempt_id: Uuid,
+        lease: Duration,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<Lease, QueueError>>,
+    },
+    Complete {
+        attempt_id: Uuid,
+        result: Option<Value>,
+        priority: PriorityPolicy,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<Vec<Uuid>, QueueError>>,
+    },
+    Fail {
+        attempt_id: Uuid,
+        error: String,
+        retry: RetryPolicy,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<FailOutcome, QueueError>>,
+    },
+    Release {
+        attempt_id: Uuid,
+        reason: String,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<(), QueueError>>,
+    },
+    Cancel {
+        task_id: Uuid,
+        actor: String,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<Vec<Uuid>, QueueError>>,
+    },
+    Retry {
+        task_id: Uuid,
+        actor: String,
+        priority: PriorityPolicy,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<Vec<Uuid>, QueueError>>,
+    },
+    Reap {
+        retry: RetryPolicy,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<ReapReport, QueueError>>,
+    },
+}
+
+/// A [`QueueStore`] whose writes share transactions; see the module's documentation.
+///
+/// Create it inside a tokio runtime: it spawns its writer task there. The writer stops when
+/// the store and every clone of it are dropped.
+#[derive(Clone)]
+pub struct GroupCommitQueueStore {
+    jobs: mpsc::Sender<Job>,
+    direct: QueueStoreImpl,
+    stats: Arc<Counters>,
+}
+
+/// How many transactions the writer committed, and how many operations they held.
+#[derive(Debug, Default)]
+struct Counters {
+    groups: AtomicU64,
+    operations: AtomicU64,
+}
+
+/// What the writer has done so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommitStats {
+    /// Transactions committed (or attempted).
+    pub groups: u64,
+    /// Operations run in them.
+    pub operations: u64,
+}
+
+impl std::fmt::Debug for GroupCommitQueueStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommitQueueStore")
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupCommitQueueStore {
+    /// A store on `pool` with the default grouping.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self::with_config(pool, GroupCommitConfig::default())
+    }
+
+    /// A store on `pool` grouping as `config` says.
+    pub fn with_config(pool: SqlitePool, config: GroupCommitConfig) -> Self {
+        let (jobs, queue) = mpsc::channel(config.queue_depth.max(1));
+        let stats = Arc::new(Counters::default());
+        tokio::spawn(write_groups(
+            pool.clone(),
+            queue,
+            config.max_group.max(1),
+            stats.clone(),
+        ));
+        Self {
+            jobs,
+            direct: QueueStoreImpl::new(pool),
+            stats,
+        }
+    }
+
+    /// How many transactions the writer has run and how many operations they held: the
+    /// average group size is their ratio.
+    pub fn stats(&self) -> GroupCommitStats {
+        GroupCommitStats {
+            groups: self.stats.groups.load(Ordering::Relaxed),
+            operations: self.stats.operations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Hands `job` to the writer and waits for its outcome.
+    async fn run<T>(
+        &self,
+        job: Job,
+        outcome: oneshot::Receiver<Result<T, QueueError>>,
+    ) -> Result<T, QueueError> {
+        let gone = || {
+            QueueError::Database(DatabaseError::Other(
+                "the group-commit writer has stopped".into(),
+            ))
+        };
+        self.jobs.send(job).await.map_err(|_| gone())?;
+        outcome.await.map_err(|_| gone())?
+    }
+}
+
+/// The writer: takes whatever operations wait, runs them in one transaction, commits, and
+/// answers each caller.
+async fn write_groups(
+    pool: SqlitePool,
+    mut queue: mpsc::Receiver<Job>,
+    max_group: usize,
+    stats: Arc<Counters>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < max_group {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        stats
+            .operations
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
+        commit_group(&pool, group).await;
+    }
+}
+
+/// What is left to do for one operation once its group's commit is known: answer its caller.
+type Settle = Box<dyn FnOnce(Option<&DatabaseError>) + Send>;
+
+/// The answer for an operation that ran: its own outcome, unless the group's commit failed, in
+/// which case nothing it did was kept.
+fn settle<T: Send + 'static>(
+    reply: oneshot::Sender<Result<T, QueueError>>,
+    outcome: Result<T, QueueError>,
+) -> Settle {
+    Box::new(move |commit_failure| {
+        let answer = match (outcome, commit_failure) {
+            (Ok(_), Some(failure)) => Err(QueueError::Database(copy_error(failure))),
+            (outcome, _) => outcome,
+        };
+        // A caller that stopped waiting has nobody to tell.
+        let _ = reply.send(answer);
+    })
+}
+
+/// The same failure for another caller. `DatabaseError` is not `Clone` (it may carry
+/// validation details); a commit can only fail for reasons of the database as a whole.
+fn copy_error(err: &DatabaseError) -> DatabaseError {
+    match err {
+        DatabaseError::Busy => DatabaseError::Busy,
+        DatabaseError::Timeout => DatabaseError::Timeout,
+        DatabaseError::Connection(message) => DatabaseError::Connection(message.clone()),
+        other => DatabaseError::Other(other.to_string()),
+    }
+}
+
+async fn commit_group(pool: &SqlitePool, group: Vec<Job>) {
+    let mut tx = match begin_write(pool).await {
+        Ok(tx) => tx,
+        Err(err) => {
+            for job in group {
+                answer_without_running(job, &err);
+            }
+            return;
+        }
+    };
+    let mut settles = Vec::with_capacity(group.len());
+    for job in group {
+        match run_in_savepoint(&mut tx, job).await {
+            Ok(settle) => settles.push(settle),
+            Err(err) => {
+                // The savepoint itself failed: the transaction cannot be trusted. Roll it all
+                // back and tell everyone, the ones already run included.
+                drop(tx);
+                for settle in settles {
+                    settle(Some(&err));
+                }
+                return;
+            }
+        }
+    }
+    let failure = tx
+        .commit()
+        .await
+        .err()
+        .map(|e| classify(e, "transaction", ""));
+    if let Some(failure) = &failure {
+        tracing::warn!(error = %failure, "a group commit failed; its operations are undone");
+    }
+    for settle in settles {
+        settle(failure.as_ref());
+    }
+}
+
+/// Runs one operation inside a savepoint, releasing it on success and rolling back to it on
+/// failure, so that a failed operation leaves no trace in the group. The error is the
+/// savepoint's own failure, not the operation's: that goes to its caller.
+async fn run_in_savepoint(conn: &mut SqliteConnection, job: Job) -> Result<Settle, DatabaseError> {
+    let failed = |e: sqlx::Error| classify(e, "transaction", "");
+    sqlx::query("SAVEPOINT queue_op")
+        .execute(&mut *conn)
+        .await
+        .map_err(failed)?;
+    let (ok, settle) = run_job(conn, job).await;
+    if !ok {
+        sqlx::query("ROLLBACK TO queue_op")
+            .execute(&mut *conn)
+            .await
+            .map_err(failed)?;
+    }
+    sqlx::query("RELEASE queue_op")
+        .execute(&mut *conn)
+        .await
+        .map_err(failed)?;
+    Ok(settle)
+}
+
+/// Runs `job` on `conn`; whether it succeeded, and how to answer its caller.
+async fn run_job(conn: &mut SqliteConnection, job: Job) -> (bool, Settle) {
+    fn done<T: Send + 'static>(
+        reply: oneshot::Sender<Result<T, QueueError>>,
+        outcome: Result<T, QueueError>,
+    ) -> (bool, Settle) {
+        (outcome.is_ok(), settle(reply, outcome))
+    }
+    match job {
+        Job::Submit {
+            batch,
+            limits,
+            priority,
+            actor,
+            now,
+            reply,
+        } => done(
+            reply,
+            submit_in(conn, batch, &limits, &priority, &actor, now).await,
+        ),
+        Job::Claim {
+            request,
+            now,
+            reply,
+        } => done(reply, claim_in(conn, &request, now).await),
+        Job::Heartbeat {
+            attempt_id,
+            lease,
+            now,
+            reply,
+        } => done(reply, heartbeat_in(conn, attempt_id, lease, now).await),
+        Job::Complete {
+            attempt_id,
+            result,
+            priority,
+            now,
+            reply,
+        } => done(
+            reply,
+            complete_in(conn, attempt_id, result, &priority, now).await,
+        ),
+        Job::Fail {
+            attempt_id,
+            error,
+            retry,
+            now,
+            reply,
+        } => done(reply, fail_in(conn, attempt_id, &error, &retry, now).await),
+        Job::Release {
+            attempt_id,
+            reason,
+            now,
+            reply,
+        } => done(reply, release_in(conn, attempt_id, &reason, now).await),
+        Job::Cancel {
+            task_id,
+            actor,
+            now,
+            reply,
+        } => done(reply, cancel_in(conn, task_id, &actor, now).await),
+        Job::Retry {
+            task_id,
+            actor,
+            priority,
+            now,
+            reply,
+        } => done(reply, retry_in(conn, task_id, &actor, &priority, now).await),
+        Job::Reap { retry, now, reply } => done(reply, reap_in(conn, &retry, now).await),
+    }
+}
+
+/// Answers a job that never ran because its group could not begin.
+fn answer_without_running(job: Job, err: &DatabaseError) {
+    fn fail<T>(reply: oneshot::Sender<Result<T, QueueError>>, err: &DatabaseError) {
+        let _ = reply.send(Err(QueueError::Database(copy_error(err))));
+    }
+    match job {
+        Job::Submit { reply, .. } => fail(reply, err),
+        Job::Claim { reply, .. } => fail(reply, err),
+        Job::Heartbeat { reply, .. } => fail(reply, err),
+        Job::Complete { reply, .. } | Job::Cancel { reply, .. } | Job::Retry { reply, .. } => {
+            fail(reply, err)
+        }
+        Job::Fail { reply, .. } => fail(reply, err),
+        Job::Release { reply, .. } => fail(reply, err),
+        Job::Reap { reply, .. } => fail(reply, err),
+    }
+}
+
+#[async_trait]
+impl QueueStore for GroupCommitQueueStore {
+    async fn submit(
+        &self,
+        batch: Vec<NewTask>,
+        limits: &QueueLimits,
+        priority: &PriorityPolicy,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Task>, QueueError> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job::Submit {
+            batch,
+            limits: *limits,
+            priority: *priority,
+            actor: actor.to_string(),
+            now,
+            reply,
+        };
+        self.run(job, outcome).await
+    }
+
+    async fn claim(
+        &self,
+        request: &ClaimRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedTask>, QueueError> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job::Claim {
+            request: request.clone(),
+            now,
+            reply,
+        };
+        self.run(job, outcome).await
+    }
+
+    async fn heartbeat(
+        &self,
+        attempt_id: Uuid,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, QueueError> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job::Heartbeat {
+            attempt_id,
+            lease,
+            now,
+            reply,
+        };
+        self.run(job, outcome).await
+    }
+
+    async fn complete(
+        &self,
+        attempt_id: Uuid,
+        result: Option<Value>,
+        priority: &PriorityPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job::Complete {
+            attempt_id,
+            result,
+            priority: *priority,
+            now,
+            reply,
+        };
+        self.run(job, outcome).await
+    }
+
+    async fn fail(
+        &self,
+        attempt_id: Uuid,
+        error: &str,
+        retry: &RetryPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<FailOutcome, QueueError> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job::Fail {
+            attempt_id,
+            error: error.to_string(),
+            retry: *retry,
+            now,
+            reply,
+        };
+        self.run(job, outcome).await
+    }
+
+    async fn release(
+        &self,
+        attempt_id: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job::Release {
+            attempt_id,
+            reason: reason.to_string(),
+            now,
+            reply,
+        };
+        self.run(job, outcome).await
+    }
+
+    async fn cancel(
+        &self,
+        task_id: Uuid,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job::Cancel {
+            task_id,
+            actor: actor.to_string(),
+            now,
+            reply,
+        };
+        self.run(job, outcome).await
+    }
+
+    async fn retry(
+        &self,
+        task_id: Uuid,
+        actor: &str,
+        priority: &PriorityPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job::Retry {
+            task_id,
+            actor: actor.to_string(),
+            priority: *priority,
+            now,
+            reply,
+        };
+        self.run(job, outcome).await
+    }
+
+    async fn reap(
+        &self,
+        retry: &RetryPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<ReapReport, QueueError> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job::Reap {
+            retry: *retry,
+            now,
+            reply,
+        };
+        self.run(job, outcome).await
+    }
+
+    async fn refresh_priorities(
+        &self,
+        priority: &PriorityPolicy,
+        batch_size: u32,
+        now: DateTime<Utc>,
+    ) -> Result<u64, QueueError> {
+        self.direct
+            .refresh_priorities(priority, batch_size, now)
+            .await
+    }
+
+    async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError> {
+        self.direct.history(task_id).await
+    }
+
+    async fn overview(
+        &self,
+        running_limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<QueueOverview, QueueError> {
+        self.direct.overview(running_limit, now).await
+    }
+
+    async fn pending(&self, limit: u32) -> Result<Vec<PendingTask>, QueueError> {
+        self.direct.pending(limit).await
+    }
+}

@@ -1,0 +1,195 @@
+//! Group commit: many callers' operations share transactions, and each still gets its own
+//! outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use abathur::domain::models::TaskStatus;
+use abathur::domain::queue::{NewTask, QueueError, TaskQueue};
+use abathur::infrastructure::database::{GroupCommitQueueStore, QueueStoreImpl};
+use uuid::Uuid;
+
+use crate::helpers::database::{file_db, table_dump};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn concurrent_operations_share_commits_and_each_gets_its_own_outcome() {
+    let (_dir, db) = file_db().await;
+    let store = GroupCommitQueueStore::new(db.pool().clone());
+    let queue = TaskQueue::new(Arc::new(store.clone()));
+    let tasks: Vec<NewTask> = (0..64)
+        .map(|i| NewTask::new(format!("t{i}"), "d", "w"))
+        .collect();
+    queue.submit_batch(tasks).await.unwrap();
+
+    // 64 callers claim at once: they queue up behind one another and are written in groups.
+    let claims = futures_join_all((0..64).map(|i| {
+        let queue = queue.clone();
+        async move { queue.claim(&format!("w{i}"), &[], LEASE, 1).await }
+    }))
+    .await;
+    let mut attempts = Vec::new();
+    for claim in claims {
+        let claimed = claim.unwrap();
+        assert_eq!(claimed.len(), 1, "every caller gets exactly one task");
+        attempts.push(claimed[0].lease.attempt_id);
+    }
+    let mut claimed_tasks: Vec<Uuid> = Vec::new();
+    for a in &attempts {
+        let id: String = sqlx::query_scalar("SELECT task_id FROM task_attempts WHERE id = ?")
+            .bind(a.to_string())
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        claimed_tasks.push(id.parse().unwrap());
+    }
+    claimed_tasks.sort();
+    claimed_tasks.dedup();
+    assert_eq!(claimed_tasks.len(), 64, "no task went to two callers");
+
+    // Completions of 64 live leases and one stale lease, all at once: the stale one is
+    // refused and the 64 others are kept.
+    let stale = attempts[0];
+    let mut work: Vec<Uuid> = attempts.clone();
+    work.push(stale);
+    let outcomes = futures_join_all(work.into_iter().map(|a| {
+        let queue = queue.clone();
+        async move { queue.complete(a, None).await }
+    }))
+    .await;
+    let refused: Vec<&QueueError> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(matches!(refused[0], QueueError::LeaseLost { .. }));
+    let completed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE status = 'completed'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(completed, 64);
+
+    let stats = store.stats();
+    assert!(
+        stats.groups < stats.operations,
+        "operations were never grouped: {stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_operation_leaves_no_trace_and_does_not_undo_its_group() {
+    let (_dir, db) = file_db().await;
+    let store = GroupCommitQueueStore::new(db.pool().clone());
+    let queue = TaskQueue::new(Arc::new(store.clone()));
+    let a = queue.submit(NewTask::new("a", "a", "w")).await.unwrap();
+    let claimed = queue.claim("w", &[], LEASE, 1).await.unwrap();
+    let before = table_dump(db.pool()).await;
+    let stats_before = store.stats();
+
+    // In one group: a submission that fails half-way (its second member names a missing
+    // dependency, after the first was written), and a completion that succeeds.
+    let good = NewTask::new("good", "g", "w");
+    let bad = NewTask {
+        dependencies: vec![Uuid::new_v4()],
+        ..NewTask::new("bad", "b", "w")
+    };
+    let (submitted, completed) = tokio::join!(
+        queue.submit_batch(vec![good.clone(), bad]),
+        queue.complete(claimed[0].lease.attempt_id, None)
+    );
+    assert!(matches!(
+        submitted.unwrap_err(),
+        QueueError::UnknownDependency { .. }
+    ));
+    completed.unwrap();
+    let stats_after = store.stats();
+    assert_eq!(
+        (
+            stats_after.groups - stats_before.groups,
+            stats_after.operations - stats_before.operations
+        ),
+        (1, 2),
+        "both operations must have shared one transaction"
+    );
+
+    let after = table_dump(db.pool()).await;
+    assert_ne!(after, before, "the completion was kept");
+    let good_row: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE id = ?")
+        .bind(good.id.to_string())
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        good_row, 0,
+        "the failed submission's first member was rolled back"
+    );
+    let status: String = sqlx::query_scalar("SELECT status FROM tasks WHERE id = ?")
+        .bind(a.id.to_string())
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(status, TaskStatus::Completed.as_str());
+}
+
+#[tokio::test]
+async fn the_group_commit_store_and_the_plain_store_agree_on_a_diamond() {
+    let (_dir, db) = file_db().await;
+    for grouped in [false, true] {
+        let store: Arc<dyn abathur::domain::queue::QueueStore> = if grouped {
+            Arc::new(GroupCommitQueueStore::new(db.pool().clone()))
+        } else {
+            Arc::new(QueueStoreImpl::new(db.pool().clone()))
+        };
+        let queue = TaskQueue::new(store);
+        let a = NewTask::new("A", "A", "diamond");
+        let b = NewTask {
+            dependencies: vec![a.id],
+            ..NewTask::new("B", "B", "diamond")
+        };
+        let c = NewTask {
+            dependencies: vec![a.id],
+            ..NewTask::new("C", "C", "diamond")
+        };
+        let d = NewTask {
+            dependencies: vec![b.id, c.id],
+            ..NewTask::new("D", "D", "diamond")
+        };
+        queue.submit_batch(vec![a, b, c, d]).await.unwrap();
+        let mut order = Vec::new();
+        loop {
+            let claimed = queue
+                .claim("w", &["diamond".to_string()], LEASE, 2)
+                .await
+                .unwrap();
+            if claimed.is_empty() {
+                break;
+            }
+            for c in claimed {
+                order.push(c.task.summary.clone());
+                queue.complete(c.lease.attempt_id, None).await.unwrap();
+            }
+        }
+        assert_eq!(order.len(), 4, "grouped: {grouped}");
+        assert_eq!(order[0], "A");
+        assert_eq!(order[3], "D");
+        sqlx::query("DELETE FROM tasks WHERE agent_type = 'diamond'")
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+}
+
+/// Polls every future to completion, concurrently, in order of the results.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+    F: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.expect("a task panicked"));
+    }
+    outputs
+}
