@@ -5,13 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use abathur_core::queue::TaskQueue;
+use abathur_core::queue::{QueueStore, TaskQueue};
 use clap::Args;
 
 use super::args::parse_duration;
 use super::db;
 use super::error::{CliError, ExitCode};
-use crate::infrastructure::database::QueueStoreImpl;
+use crate::infrastructure::database::{GroupCommitQueueStore, QueueStoreImpl};
 use crate::worker::{DataVersion, Worker, WorkerConfig};
 
 /// The arguments of `abathur worker`.
@@ -58,7 +58,13 @@ pub async fn run(path: &Path, args: WorkerArgs) -> Result<(), CliError> {
     let shutdown = shutdown_signal()
         .map_err(|e| CliError::internal("cannot listen for SIGINT and SIGTERM", &e))?;
     let db = db::open(path).await?;
-    let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone())));
+    // With several commands at once, their claims, heartbeats and completions share commits.
+    let store: Arc<dyn QueueStore> = if args.concurrency > 1 {
+        Arc::new(GroupCommitQueueStore::new(db.pool().clone()))
+    } else {
+        Arc::new(QueueStoreImpl::new(db.pool().clone()))
+    };
+    let queue = TaskQueue::new(store);
     let mut config = WorkerConfig::new(
         args.command,
         std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
