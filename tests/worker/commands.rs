@@ -14,7 +14,7 @@ fn the_command_gets_the_task_on_stdin_and_its_ids_and_database_in_the_environmen
     let mut worker = sb.worker(
         "w1",
         &["--once"],
-        r#"cat > stdin.json; env | grep '^ABATHUR_' | sort > env.txt; echo '{"ok": true}'"#,
+        r#"cat > stdin.json; env | grep -E '^ABATHUR_(TASK_ID|ATTEMPT_ID|DB)=' | sort > env.txt; echo '{"ok": true}'"#,
     );
     worker.exits_cleanly_within(Duration::from_secs(10));
 
