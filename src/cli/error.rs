@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use abathur_core::error::{DatabaseError, ValidationError};
+use abathur_core::error::{DatabaseError, ErrorCategory, ValidationError};
 use abathur_core::queue::QueueError;
 
 /// How the process ends. The numbers are documented in the `cli` module and in `--help`.
@@ -71,53 +71,34 @@ impl From<ValidationError> for CliError {
     }
 }
 
+impl From<ErrorCategory> for ExitCode {
+    fn from(category: ErrorCategory) -> Self {
+        match category {
+            ErrorCategory::Invalid => ExitCode::Invalid,
+            ErrorCategory::NotFound => ExitCode::NotFound,
+            ErrorCategory::Conflict => ExitCode::Conflict,
+            ErrorCategory::Busy | ErrorCategory::Internal => ExitCode::Internal,
+        }
+    }
+}
+
 impl From<DatabaseError> for CliError {
     fn from(err: DatabaseError) -> Self {
-        let exit = match &err {
-            DatabaseError::NotFound { .. } => ExitCode::NotFound,
-            DatabaseError::Validation(_)
-            | DatabaseError::CheckViolation { .. }
-            | DatabaseError::NotNullViolation { .. }
-            | DatabaseError::ForeignKeyViolation { .. } => ExitCode::Invalid,
-            DatabaseError::UniqueViolation { .. } | DatabaseError::Conflict { .. } => {
-                ExitCode::Conflict
-            }
-            // `Other` carries the store's own message, which may quote the statement: it goes
-            // to the log, and the user gets a pointer to it.
-            DatabaseError::Other(_) => {
-                return Self::internal("the database failed unexpectedly", &err);
-            }
-            _ => ExitCode::Internal,
-        };
-        Self::new(exit, err.to_string())
+        // `Other` carries the store's own message, which may quote the statement: it goes
+        // to the log, and the user gets a pointer to it.
+        if matches!(err, DatabaseError::Other(_)) {
+            return Self::internal("the database failed unexpectedly", &err);
+        }
+        Self::new(err.category().into(), err.to_string())
     }
 }
 
 impl From<QueueError> for CliError {
     fn from(err: QueueError) -> Self {
-        let err = match err {
-            QueueError::Database(db) => return db.into(),
-            other => other,
-        };
-        let exit = match &err {
-            QueueError::TaskNotFound(_)
-            | QueueError::AttemptNotFound(_)
-            | QueueError::UnknownDependency { .. }
-            | QueueError::UnknownReference { .. } => ExitCode::NotFound,
-            QueueError::LeaseLost { .. }
-            | QueueError::Cancelled { .. }
-            | QueueError::DependencyUnavailable { .. }
-            | QueueError::InvalidTransition { .. } => ExitCode::Conflict,
-            QueueError::Validation(_)
-            | QueueError::SelfDependency { .. }
-            | QueueError::Cycle { .. }
-            | QueueError::ParentCycle { .. }
-            | QueueError::TooManyDependencies { .. }
-            | QueueError::TooDeep { .. }
-            | QueueError::DuplicateTask { .. } => ExitCode::Invalid,
-            _ => ExitCode::Internal,
-        };
-        Self::new(exit, err.to_string())
+        match err {
+            QueueError::Database(db) => db.into(),
+            other => Self::new(other.category().into(), other.to_string()),
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use abathur_core::error::{DatabaseError, ValidationError};
+use abathur_core::error::{DatabaseError, ErrorCategory, ValidationError};
 use abathur_core::queue::QueueError;
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde::Serialize;
@@ -84,54 +84,35 @@ impl From<ValidationError> for ToolError {
     }
 }
 
+impl From<ErrorCategory> for ErrorKind {
+    fn from(category: ErrorCategory) -> Self {
+        match category {
+            ErrorCategory::Invalid => ErrorKind::InvalidArgument,
+            ErrorCategory::NotFound => ErrorKind::NotFound,
+            ErrorCategory::Conflict => ErrorKind::Conflict,
+            ErrorCategory::Busy => ErrorKind::Busy,
+            ErrorCategory::Internal => ErrorKind::Internal,
+        }
+    }
+}
+
 impl From<DatabaseError> for ToolError {
     fn from(err: DatabaseError) -> Self {
-        let kind = match &err {
-            DatabaseError::NotFound { .. } => ErrorKind::NotFound,
-            DatabaseError::Validation(_)
-            | DatabaseError::CheckViolation { .. }
-            | DatabaseError::NotNullViolation { .. }
-            | DatabaseError::ForeignKeyViolation { .. } => ErrorKind::InvalidArgument,
-            DatabaseError::UniqueViolation { .. } | DatabaseError::Conflict { .. } => {
-                ErrorKind::Conflict
-            }
-            DatabaseError::Busy | DatabaseError::Timeout => ErrorKind::Busy,
-            // `Other` carries the store's own message, which may quote a statement: it goes to
-            // the log only.
-            DatabaseError::Other(_) => {
-                return Self::internal("the database failed unexpectedly", &err)
-            }
-            _ => ErrorKind::Internal,
-        };
-        Self::new(kind, err.to_string())
+        // `Other` carries the store's own message, which may quote a statement: it goes to
+        // the log only.
+        if matches!(err, DatabaseError::Other(_)) {
+            return Self::internal("the database failed unexpectedly", &err);
+        }
+        Self::new(err.category().into(), err.to_string())
     }
 }
 
 impl From<QueueError> for ToolError {
     fn from(err: QueueError) -> Self {
-        let err = match err {
-            QueueError::Database(db) => return db.into(),
-            other => other,
-        };
-        let kind = match &err {
-            QueueError::TaskNotFound(_)
-            | QueueError::AttemptNotFound(_)
-            | QueueError::UnknownDependency { .. }
-            | QueueError::UnknownReference { .. } => ErrorKind::NotFound,
-            QueueError::LeaseLost { .. }
-            | QueueError::Cancelled { .. }
-            | QueueError::InvalidTransition { .. }
-            | QueueError::DependencyUnavailable { .. } => ErrorKind::Conflict,
-            QueueError::Validation(_)
-            | QueueError::SelfDependency { .. }
-            | QueueError::Cycle { .. }
-            | QueueError::ParentCycle { .. }
-            | QueueError::TooManyDependencies { .. }
-            | QueueError::TooDeep { .. }
-            | QueueError::DuplicateTask { .. } => ErrorKind::InvalidArgument,
-            _ => ErrorKind::Internal,
-        };
-        Self::new(kind, err.to_string())
+        match err {
+            QueueError::Database(db) => db.into(),
+            other => Self::new(other.category().into(), other.to_string()),
+        }
     }
 }
 

@@ -138,7 +138,37 @@ fn fmt_id(id: &Option<String>) -> String {
     id.as_ref().map(|id| format!(" ({id})")).unwrap_or_default()
 }
 
+/// What kind of failure an error is, in the terms the adapters report to people and agents:
+/// the command line's exit codes and the MCP server's error kinds both derive from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCategory {
+    /// The input breaks a rule; nothing was written.
+    Invalid,
+    /// Something named does not exist.
+    NotFound,
+    /// The stored state forbids it: a duplicate, a finished task, a lost lease.
+    Conflict,
+    /// The database was busy or no connection was free in time; trying again may work.
+    Busy,
+    /// Anything else: the store failed.
+    Internal,
+}
+
 impl DatabaseError {
+    /// The kind of failure this is.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Self::NotFound { .. } => ErrorCategory::NotFound,
+            Self::Validation(_)
+            | Self::CheckViolation { .. }
+            | Self::NotNullViolation { .. }
+            | Self::ForeignKeyViolation { .. } => ErrorCategory::Invalid,
+            Self::UniqueViolation { .. } | Self::Conflict { .. } => ErrorCategory::Conflict,
+            Self::Busy | Self::Timeout => ErrorCategory::Busy,
+            _ => ErrorCategory::Internal,
+        }
+    }
+
     /// Shorthand for [`DatabaseError::NotFound`].
     pub fn not_found(entity: &'static str, id: impl ToString) -> Self {
         Self::NotFound {

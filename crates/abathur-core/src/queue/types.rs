@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::{DatabaseError, ValidationError};
+use crate::error::{DatabaseError, ErrorCategory, ValidationError};
 use crate::models::{DependencyType, Task, TaskSource, TaskStatus};
 
 /// A task to submit. Its id is chosen by the submitter, so members of one batch can depend on
@@ -281,6 +281,28 @@ pub enum QueueError {
 }
 
 impl QueueError {
+    /// The kind of failure this is.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Self::Database(db) => db.category(),
+            Self::TaskNotFound(_)
+            | Self::AttemptNotFound(_)
+            | Self::UnknownDependency { .. }
+            | Self::UnknownReference { .. } => ErrorCategory::NotFound,
+            Self::LeaseLost { .. }
+            | Self::Cancelled { .. }
+            | Self::InvalidTransition { .. }
+            | Self::DependencyUnavailable { .. } => ErrorCategory::Conflict,
+            Self::Validation(_)
+            | Self::SelfDependency { .. }
+            | Self::Cycle { .. }
+            | Self::ParentCycle { .. }
+            | Self::TooManyDependencies { .. }
+            | Self::TooDeep { .. }
+            | Self::DuplicateTask { .. } => ErrorCategory::Invalid,
+        }
+    }
+
     /// The submitted task the error is about, when it names one: the task with the unknown
     /// dependency, the first task of a cycle, the task that is too deep, and so on.
     pub fn task(&self) -> Option<Uuid> {
