@@ -93,6 +93,28 @@ pub(super) async fn run(
     // worker, which then decides how long the command may go on.
     #[cfg(unix)]
     command.process_group(0);
+    // If the worker dies (SIGKILL, a crash), the command dies with it rather than run on
+    // while the reaper hands its task to another worker. Linux only; processes the command
+    // started itself are not covered (they are in its group, which the worker kills when it
+    // stops the command on purpose).
+    #[cfg(target_os = "linux")]
+    {
+        let worker = i32::try_from(std::process::id()).unwrap_or(0);
+        // SAFETY: the closure runs in the forked child before exec and calls only the
+        // async-signal-safe prctl and getppid.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The worker may have died between the fork and the prctl.
+                if libc::getppid() != worker {
+                    return Err(io::Error::other("the worker exited"));
+                }
+                Ok(())
+            });
+        }
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
@@ -145,6 +167,16 @@ pub(super) async fn run(
     .await;
     let stop = match stop {
         Stop::Exited(status) => Stop::Exited(status),
+        Stop::Shutdown => {
+            // The grace period is over: ask the command to stop (SIGTERM to its group), give
+            // it a moment to clean up, then kill what is left. Its task goes back either way.
+            signal_tree(&mut child, Signal::Terminate);
+            if tokio::time::timeout(TERM_WAIT, child.wait()).await.is_err() {
+                kill_tree(&mut child);
+                let _ = child.wait().await;
+            }
+            Stop::Shutdown
+        }
         other => {
             kill_tree(&mut child);
             // Reap it, so that no zombie is left; its status says nothing new.
@@ -285,19 +317,43 @@ async fn grace_over(grace: &mut watch::Receiver<Option<Instant>>) {
     }
 }
 
-/// Kills the command and every process in its group.
-fn kill_tree(child: &mut Child) {
+/// How long a command asked to stop (SIGTERM) at the end of the grace period has before it is
+/// killed.
+const TERM_WAIT: Duration = Duration::from_secs(2);
+
+/// Which signal [`signal_tree`] sends.
+#[derive(Clone, Copy)]
+enum Signal {
+    /// SIGTERM: please stop.
+    Terminate,
+    /// SIGKILL: stop now.
+    Kill,
+}
+
+/// Sends `signal` to the command and every process in its group.
+fn signal_tree(child: &mut Child, signal: Signal) {
     #[cfg(unix)]
     if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        let signal = match signal {
+            Signal::Terminate => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+        };
         // SAFETY: killpg only sends a signal. `id()` is Some only until the child is reaped,
         // so `pid` is still our child's, and it leads its own group (`process_group(0)`):
         // the group cannot be anyone else's.
         unsafe {
-            libc::killpg(pid, libc::SIGKILL);
+            libc::killpg(pid, signal);
         }
     }
-    // The direct child at least, where process groups do not exist or it already left.
-    let _ = child.start_kill();
+    if matches!(signal, Signal::Kill) {
+        // The direct child at least, where process groups do not exist or it already left.
+        let _ = child.start_kill();
+    }
+}
+
+/// Kills the command and every process in its group.
+fn kill_tree(child: &mut Child) {
+    signal_tree(child, Signal::Kill);
 }
 
 fn drain(

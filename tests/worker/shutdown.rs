@@ -4,6 +4,17 @@ use std::time::{Duration, Instant};
 
 use crate::sandbox::{changes, group_alive, reasons, wait_until, Sandbox};
 
+/// Whether the process `pid` still exists (and is not a zombie waiting to be reaped).
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 /// Runs long the first time (leaving `pgid` with its process group), quickly after that.
 const LONG_THEN_SHORT: &str = r#"
 if mkdir first.run 2>/dev/null; then echo $$ > pgid; sleep 30; fi
@@ -20,10 +31,15 @@ fn a_task_of_a_worker_killed_mid_task_is_reaped_by_another_worker_and_run_again(
     });
     w1.signal(libc::SIGKILL);
     w1.exits_within(Duration::from_secs(5));
-    // The dead worker's command outlives it: SIGKILL left the worker no chance to stop it.
-    // End it here, as its run would otherwise finish and be counted.
+    // The command dies with its worker (the parent-death signal), so the task does not go on
+    // running twice. Its own children (here `sleep`) are not covered: end them here, as they
+    // would otherwise run on.
     let orphan: i32 = sb.read("pgid").trim().parse().expect("a pgid");
-    assert!(group_alive(orphan));
+    wait_until(
+        Duration::from_secs(3),
+        "the command to die with its worker",
+        || !process_alive(orphan),
+    );
     // SAFETY: only signals the group the first run recorded.
     unsafe { libc::killpg(orphan, libc::SIGKILL) };
     assert_eq!(sb.status(&task), "running", "only a reap takes it back");
@@ -97,6 +113,27 @@ fn a_worker_sent_sigterm_gives_its_task_back_kills_the_command_and_exits_promptl
     // It is claimable at once, by anyone.
     let claimed = sb.json(&["task", "claim", "--worker", "w2"]);
     assert_eq!(claimed[0]["task"]["id"], task.as_str());
+}
+
+/// At the end of the grace period the command is asked to stop (SIGTERM) before it is killed,
+/// so it can clean up.
+#[test]
+fn a_command_still_running_when_the_grace_period_ends_is_asked_to_stop_first() {
+    let sb = Sandbox::new();
+    let task = sb.submit(&["cleans up", "--max-retries", "0"]);
+    let mut worker = sb.worker(
+        "w1",
+        &["--grace", "500ms"],
+        r#"trap 'echo cleaned > term.log; exit 1' TERM; touch started; sleep 30 & wait"#,
+    );
+    wait_until(Duration::from_secs(10), "the command to start", || {
+        sb.path("started").exists()
+    });
+    worker.signal(libc::SIGTERM);
+    worker.exits_cleanly_within(Duration::from_secs(6));
+    assert_eq!(sb.read("term.log"), "cleaned\n");
+    // Its task went back without costing a retry, though the command exited with 1.
+    assert_eq!(sb.status(&task), "ready");
 }
 
 #[test]
