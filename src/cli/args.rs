@@ -21,9 +21,19 @@ Exit codes:
   5  conflict (the record already exists, its state does not allow the operation, or a
      lease was lost)";
 
+/// The command line's definition, with the exit codes at the end of every command's help.
+pub fn command() -> clap::Command {
+    fn with_exit_codes(command: clap::Command) -> clap::Command {
+        command
+            .after_help(EXIT_CODES_HELP)
+            .mut_subcommands(with_exit_codes)
+    }
+    with_exit_codes(<Cli as clap::CommandFactory>::command())
+}
+
 /// Durable task queue, memory store, session log and agent registry for agent swarms.
 #[derive(Debug, Parser)]
-#[command(name = "abathur", version, after_help = EXIT_CODES_HELP)]
+#[command(name = "abathur", version)]
 pub struct Cli {
     /// The database file; created, with its folder, on first use.
     #[arg(
@@ -47,14 +57,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the database if needed, bring its schema up to date, and say where it is.
-    #[command(after_help = EXIT_CODES_HELP)]
     Init,
     /// Submit, claim, finish and inspect tasks.
     #[command(subcommand)]
     Task(TaskCommand),
     /// The queue at a glance: tasks per status, the oldest ready task, running leases and how
     /// soon they expire.
-    #[command(after_help = EXIT_CODES_HELP)]
     Status {
         /// Show at most this many running attempts.
         #[arg(long, value_name = "N", default_value_t = 20)]
@@ -65,7 +73,6 @@ pub enum Command {
     ///
     /// Safe to run from any number of processes at once; run it every minute or so (from cron,
     /// say) when no `abathur worker` is running to do it.
-    #[command(after_help = EXIT_CODES_HELP)]
     Reap,
     /// Store, read and search versioned memories.
     #[command(subcommand)]
@@ -85,10 +92,8 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
     /// Claim tasks and run a command for each: `abathur worker -- CMD ARGS...`.
-    #[command(after_help = EXIT_CODES_HELP)]
     Worker(super::worker::WorkerArgs),
     /// Serve the queue, memory and sessions as MCP tools (stdio, or `--http`).
-    #[command(after_help = EXIT_CODES_HELP)]
     Mcp(super::mcp::McpArgs),
 }
 
@@ -96,34 +101,28 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
     /// Submit a task; prints its id.
-    #[command(after_help = EXIT_CODES_HELP)]
     Submit(SubmitArgs),
     /// Submit many tasks from JSON Lines (one object per line; see `docs/QUEUE.md`), all or
     /// none. Lines refer to each other by their "key".
-    #[command(after_help = EXIT_CODES_HELP)]
     Import {
         /// The file to read, or `-` for stdin.
         source: PathBuf,
     },
     /// List tasks, most urgent first.
-    #[command(after_help = EXIT_CODES_HELP)]
     List(ListArgs),
     /// Show every field of one task.
-    #[command(after_help = EXIT_CODES_HELP)]
     Show {
         /// The task's id, or an unambiguous prefix of it.
         #[arg(value_parser = parse_id)]
         id: IdArg,
     },
     /// What a task waits for and what waits for it, as indented trees with statuses.
-    #[command(after_help = EXIT_CODES_HELP)]
     Tree {
         /// The task's id, or an unambiguous prefix of it.
         #[arg(value_parser = parse_id)]
         id: IdArg,
     },
     /// Every status change of a task, oldest first.
-    #[command(after_help = EXIT_CODES_HELP)]
     History {
         /// The task's id, or an unambiguous prefix of it.
         #[arg(value_parser = parse_id)]
@@ -133,10 +132,8 @@ pub enum TaskCommand {
     ///
     /// The attempt id is the lease: pass it to `heartbeat`, `complete` or `fail`. When no task
     /// is ready it says so and exits 0 (`--json` prints `[]`).
-    #[command(after_help = EXIT_CODES_HELP)]
     Claim(ClaimArgs),
     /// Extend a lease, so the reaper does not take the task back.
-    #[command(after_help = EXIT_CODES_HELP)]
     Heartbeat {
         /// The attempt id that `claim` printed, or an unambiguous prefix of it.
         #[arg(value_parser = parse_id)]
@@ -146,7 +143,6 @@ pub enum TaskCommand {
         lease: Duration,
     },
     /// Complete a claimed task; prints the dependents that became ready.
-    #[command(after_help = EXIT_CODES_HELP)]
     Complete {
         /// The attempt id that `claim` printed, or an unambiguous prefix of it.
         #[arg(value_parser = parse_id)]
@@ -157,7 +153,6 @@ pub enum TaskCommand {
     },
     /// Fail a claimed task: it is retried after a backoff, or, with its retries used up,
     /// fails along with everything that depends on it.
-    #[command(after_help = EXIT_CODES_HELP)]
     Fail {
         /// The attempt id that `claim` printed, or an unambiguous prefix of it.
         #[arg(value_parser = parse_id)]
@@ -167,7 +162,6 @@ pub enum TaskCommand {
         error: String,
     },
     /// Cancel a task, every task that depends on it, and its child tasks.
-    #[command(after_help = EXIT_CODES_HELP)]
     Cancel {
         /// The task's id, or an unambiguous prefix of it.
         #[arg(value_parser = parse_id)]
@@ -177,7 +171,6 @@ pub enum TaskCommand {
         actor: String,
     },
     /// Put a failed task back to ready; the tasks its failure cascaded to wait for it again.
-    #[command(after_help = EXIT_CODES_HELP)]
     Retry {
         /// The task's id, or an unambiguous prefix of it.
         #[arg(value_parser = parse_id)]
@@ -212,17 +205,13 @@ pub struct ClaimArgs {
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
     /// Schema version, journal mode, location and row counts.
-    #[command(after_help = EXIT_CODES_HELP)]
     Status,
     /// Apply the migrations this build has and the database lacks (every command does this on
     /// first use; this says what it did).
-    #[command(after_help = EXIT_CODES_HELP)]
     Migrate,
     /// Run SQLite's integrity and foreign-key checks; exits 1 if anything is wrong.
-    #[command(after_help = EXIT_CODES_HELP)]
     Check,
     /// Write a consistent copy of the database to PATH while it stays in use.
-    #[command(after_help = EXIT_CODES_HELP)]
     Backup {
         /// Where to write the copy: a new file (an existing one is never overwritten).
         path: PathBuf,
@@ -319,6 +308,14 @@ pub struct ListArgs {
     #[arg(long, value_name = "N")]
     pub max_priority: Option<u8>,
 
+    /// Only tasks submitted at or after this time: RFC 3339, or a time from now (-2h, +1d).
+    #[arg(long, value_name = "WHEN", value_parser = parse_time, allow_hyphen_values = true)]
+    pub submitted_after: Option<DateTime<Utc>>,
+
+    /// Only tasks submitted before this time: RFC 3339, or a time from now (-2h, +1d).
+    #[arg(long, value_name = "WHEN", value_parser = parse_time, allow_hyphen_values = true)]
+    pub submitted_before: Option<DateTime<Utc>>,
+
     /// At most this many tasks.
     #[arg(long, value_name = "N")]
     pub limit: Option<u32>,
@@ -345,19 +342,37 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// A deadline: an RFC 3339 time, or `+DURATION` from now.
 fn parse_deadline(text: &str) -> Result<DateTime<Utc>, String> {
+    if text.trim().starts_with('-') {
+        return Err("a deadline is in the future: +2h, or an RFC 3339 time".to_string());
+    }
+    parse_time(text)
+}
+
+/// A time: RFC 3339, or `+DURATION` / `-DURATION` from now.
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     let text = text.trim();
+    let relative = |ahead: bool, rest: &str| -> Result<DateTime<Utc>, String> {
+        let by = chrono::Duration::from_std(parse_duration(rest)?)
+            .map_err(|_| "that is too far away".to_string())?;
+        let moved = if ahead {
+            Utc::now().checked_add_signed(by)
+        } else {
+            Utc::now().checked_sub_signed(by)
+        };
+        moved.ok_or_else(|| "that is too far away".to_string())
+    };
     if let Some(ahead) = text.strip_prefix('+') {
-        let ahead = parse_duration(ahead)?;
-        return chrono::Duration::from_std(ahead)
-            .ok()
-            .and_then(|ahead| Utc::now().checked_add_signed(ahead))
-            .ok_or_else(|| "that is too far ahead".to_string());
+        return relative(true, ahead);
+    }
+    if let Some(ago) = text.strip_prefix('-') {
+        return relative(false, ago);
     }
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
             format!(
-                "{e}; a deadline is an RFC 3339 time like 2026-12-01T09:00:00Z, or +2h from now"
+                "{e}; a time is RFC 3339, like 2026-12-01T09:00:00Z, or relative to now, \
+                 like +2h or -30m"
             )
         })
 }
@@ -379,6 +394,27 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+        super::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_documents_the_exit_codes() {
+        fn check(command: &mut clap::Command, path: &str) {
+            let help = command.render_long_help().to_string();
+            assert!(
+                help.contains("Exit codes:"),
+                "{path} --help lacks the exit codes"
+            );
+            // clap's own `help` subcommands only print other commands' help.
+            for sub in command
+                .get_subcommands_mut()
+                .filter(|sub| sub.get_name() != "help")
+            {
+                let path = format!("{path} {}", sub.get_name());
+                check(sub, &path);
+            }
+        }
+        check(&mut super::command(), "abathur");
     }
 
     #[test]

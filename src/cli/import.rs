@@ -7,14 +7,16 @@
 //! {"key": "build", "description": "Build", "depends_on": ["fetch"], "max_retries": 5}
 //! ```
 //!
-//! `depends_on` and `parent` name a `key` of the same file or the id of a stored task. Either
-//! the whole file goes in, or nothing does.
+//! `depends_on` and `parent` name a `key` of the same file, or the id (or an unambiguous prefix
+//! of it) of a stored task; `session` the id or prefix of a stored session. Either the whole
+//! file goes in, or nothing does.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use abathur_core::models::{default_summary, TaskStatus};
+use abathur_core::ports::IdKind;
 use abathur_core::queue::NewTask;
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -24,6 +26,7 @@ use std::fmt::Write as _;
 use uuid::Uuid;
 
 use super::error::{CliError, ExitCode};
+use super::ids::parse_id;
 use super::render::Rendered;
 use super::Context;
 
@@ -39,7 +42,7 @@ struct Line {
     #[serde(default)]
     depends_on: Vec<String>,
     parent: Option<String>,
-    session: Option<Uuid>,
+    session: Option<String>,
     input: Option<Value>,
     max_retries: Option<u32>,
     timeout_seconds: Option<u32>,
@@ -69,7 +72,7 @@ pub async fn import(cx: &Context, source: &Path) -> Result<Rendered, CliError> {
     } else {
         let file = std::fs::File::open(source).map_err(|e| {
             CliError::new(
-                ExitCode::NotFound,
+                ExitCode::Invalid,
                 format!("cannot read {}: {e}", source.display()),
             )
         })?;
@@ -115,31 +118,47 @@ pub async fn import(cx: &Context, source: &Path) -> Result<Rendered, CliError> {
             }
         }
     }
-    let reference = |number: usize, field: &str, text: &str| -> Result<Uuid, CliError> {
-        if let Some((_, id)) = keys.get(text) {
-            return Ok(*id);
+    // A reference is a key of this file, or the id (or an unambiguous prefix of the id) of a
+    // stored record.
+    let reference = |number: usize, field: &'static str, kind: IdKind, text: String| {
+        let keys = &keys;
+        async move {
+            if kind == IdKind::Task {
+                if let Some((_, id)) = keys.get(&text) {
+                    return Ok(*id);
+                }
+            }
+            let typed = parse_id(&text).map_err(|_| {
+                invalid(
+                    number,
+                    &format!("{field} {text:?} is neither a key in this file nor an id"),
+                )
+            })?;
+            cx.ids.resolve(kind, &typed).await.map_err(|mut e| {
+                e.message = format!("line {number}: {field}: {}", e.message);
+                e
+            })
         }
-        Uuid::try_parse(text).map_err(|_| {
-            invalid(
-                number,
-                &format!("{field} {text:?} is neither a key in this file nor a task id"),
-            )
-        })
     };
 
     let mut batch = Vec::with_capacity(lines.len());
     for ((number, line), id) in lines.iter().zip(&ids) {
         let defaults = NewTask::new("", "", "generic");
-        let dependencies = line
-            .depends_on
-            .iter()
-            .map(|d| reference(*number, "depends_on", d))
-            .collect::<Result<Vec<_>, _>>()?;
-        let parent_task_id = line
-            .parent
-            .as_deref()
-            .map(|p| reference(*number, "parent", p))
-            .transpose()?;
+        let mut dependencies = Vec::with_capacity(line.depends_on.len());
+        for dependency in &line.depends_on {
+            dependencies
+                .push(reference(*number, "depends_on", IdKind::Task, dependency.clone()).await?);
+        }
+        let parent_task_id = match &line.parent {
+            Some(parent) => Some(reference(*number, "parent", IdKind::Task, parent.clone()).await?),
+            None => None,
+        };
+        let session_id = match &line.session {
+            Some(session) => {
+                Some(reference(*number, "session", IdKind::Session, session.clone()).await?)
+            }
+            None => None,
+        };
         batch.push(NewTask {
             id: *id,
             summary: line
@@ -151,7 +170,7 @@ pub async fn import(cx: &Context, source: &Path) -> Result<Rendered, CliError> {
             priority: line.priority.unwrap_or(defaults.priority),
             dependencies,
             parent_task_id,
-            session_id: line.session,
+            session_id,
             input_data: line.input.clone(),
             max_retries: line.max_retries.unwrap_or(defaults.max_retries),
             max_execution_timeout_seconds: line
@@ -186,11 +205,25 @@ pub async fn import(cx: &Context, source: &Path) -> Result<Rendered, CliError> {
     let stored = cx.queue.submit_batch(batch).await;
     progress.finish_and_clear();
     let stored = stored.map_err(|e| {
-        // The queue names tasks by id; the person knows them by line.
+        // The queue names tasks by id, but these were never stored: the person knows them by
+        // line (and key).
         let line = e.task().and_then(|id| line_of.get(&id).copied());
         let mut err = CliError::from(e);
+        for ((number, l), id) in lines.iter().zip(&ids) {
+            let name = match &l.key {
+                Some(key) => format!("line {number} ({key})"),
+                None => format!("line {number}"),
+            };
+            let id = id.to_string();
+            err.message = err
+                .message
+                .replace(&format!("task {id}"), &name)
+                .replace(&id, &name);
+        }
         if let Some(number) = line {
-            err.message = format!("line {number}: {}", err.message);
+            if !err.message.starts_with("line ") {
+                err.message = format!("line {number}: {}", err.message);
+            }
         }
         err
     })?;

@@ -8,15 +8,15 @@ use abathur_core::error::ValidationError;
 /// `text` as a JSON value: the text itself, or the contents of the file `@PATH` names.
 ///
 /// # Errors
-/// Invalid input (exit 4) naming `field` when the text is not JSON; not found (exit 3) when
-/// the file cannot be read.
+/// Invalid input (exit 4) naming `field` when the text is not JSON or the file cannot be
+/// read.
 pub fn read(field: &'static str, text: &str) -> Result<Value, CliError> {
     let (source, owned);
     let json = match text.strip_prefix('@') {
         Some(path) => {
             owned = std::fs::read_to_string(path).map_err(|e| {
                 CliError::new(
-                    ExitCode::NotFound,
+                    ExitCode::Invalid,
                     format!("cannot read {field} from {path}: {e}"),
                 )
             })?;

@@ -37,7 +37,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use abathur_core::queue::TaskQueue;
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 pub use error::ExitCode;
@@ -53,7 +53,10 @@ use render::View;
 
 /// Runs the command given on the process's command line and returns its exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match args::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+    {
         Ok(cli) => cli,
         Err(err) => {
             // Help and version are "errors" that print to stdout and exit 0; a broken pipe

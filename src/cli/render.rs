@@ -387,8 +387,11 @@ fn task_fields(task: &Task) -> String {
         ("source", task.source.to_string()),
         ("created by", optional(task.created_by.as_ref())),
         (
-            "retries",
-            format!("{} of {}", task.retry_count, task.max_retries),
+            "failed attempts",
+            format!(
+                "{} ({} retries allowed)",
+                task.retry_count, task.max_retries
+            ),
         ),
         (
             "timeout",

@@ -96,7 +96,17 @@ async fn submit(cx: &Context, args: SubmitArgs) -> Result<Task, CliError> {
         feature_branch: args.branch,
         ..NewTask::new(summary, args.description, args.agent_type)
     };
-    let task = cx.queue.submit(task).await?;
+    let new_id = task.id;
+    let task = cx.queue.submit(task).await.map_err(|e| {
+        // The id was never stored, so the person does not know it: name it for what it is.
+        let mut err = CliError::from(e);
+        let id = new_id.to_string();
+        err.message = err
+            .message
+            .replace(&format!("task {id}"), "the new task")
+            .replace(&id, "the new task");
+        err
+    })?;
     tracing::debug!(id = %task.id, status = %task.status, "task submitted");
     Ok(task)
 }
@@ -118,9 +128,10 @@ async fn list(cx: &Context, args: ListArgs) -> Result<Vec<Task>, CliError> {
         source: args.source,
         min_priority: args.min_priority,
         max_priority: args.max_priority,
+        submitted_after: args.submitted_after,
+        submitted_before: args.submitted_before,
         limit: args.limit.map(i64::from),
         offset: args.offset.map(i64::from),
-        ..TaskFilters::default()
     };
     Ok(cx.tasks.list(filters).await?)
 }

@@ -22,12 +22,9 @@ struct Node {
     summary: String,
     status: TaskStatus,
     /// Already shown elsewhere in this tree; its branch is not repeated.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     shown_above: bool,
     /// The tree was cut here to stay within its size.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     children: Vec<Node>,
 }
 

@@ -272,7 +272,7 @@ async fn supervise(
 ) -> Stop {
     // A third of the lease: two heartbeats may be lost (a busy database) before it expires.
     // Never a zero period, which `interval` refuses, however short the lease.
-    let every = (lease / 3).max(Duration::from_millis(1));
+    let every = (lease / 3).max(Duration::from_millis(100));
     let mut heartbeat = interval_at(Instant::now() + every, every);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

@@ -89,6 +89,18 @@ impl WorkerConfig {
         if self.concurrency == 0 {
             return Err(ValidationError::new("concurrency", "must be at least 1"));
         }
+        // Heartbeats come every third of the lease: a shorter lease would have the worker
+        // write to the database many times a second, and lose tasks to its own reaper.
+        if self.lease < MIN_LEASE || self.lease > abathur_core::queue::MAX_LEASE {
+            return Err(ValidationError::new(
+                "lease",
+                format!(
+                    "must be between {} s and {} hours",
+                    MIN_LEASE.as_secs(),
+                    abathur_core::queue::MAX_LEASE.as_secs() / 3600
+                ),
+            ));
+        }
         for (field, value) in [
             ("lease", self.lease),
             ("reap_every", self.reap_every),
@@ -108,6 +120,9 @@ impl WorkerConfig {
         Ok(())
     }
 }
+
+/// The shortest lease a worker takes.
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
 
 /// What a worker did before it stopped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

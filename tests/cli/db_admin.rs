@@ -86,3 +86,11 @@ fn backup_writes_a_consistent_copy_and_never_overwrites() {
     assert!(stderr.contains("already exists"), "{stderr}");
     assert_eq!(std::fs::read(&target).unwrap(), before);
 }
+
+#[test]
+fn backup_into_a_missing_folder_is_invalid_input() {
+    let s = Sandbox::new();
+    let target = s.dir.path().join("no-such-folder").join("backup.db");
+    let stderr = s.fails(&["db", "backup", target.to_str().unwrap()], 4);
+    assert!(stderr.contains("not an existing folder"), "{stderr}");
+}

@@ -143,3 +143,17 @@ fn logs_stay_off_unless_rust_log_asks_for_them() {
         .success()
         .stderr(predicate::str::contains("DEBUG"));
 }
+
+#[test]
+fn a_submit_error_calls_the_unstored_task_the_new_task() {
+    let sandbox = Sandbox::new();
+    let gone = sandbox.submit(&["gone"]);
+    sandbox.ok(&["task", "cancel", &gone]);
+    let stderr = sandbox.fails(&["task", "submit", "late", "--depends-on", &gone], 5);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: the new task depends on {gone}, which is cancelled"
+        )),
+        "{stderr}"
+    );
+}

@@ -103,7 +103,7 @@ fn any_bad_line_names_its_line_and_nothing_is_imported() {
         (
             "{\"description\": \"x\", \"depends_on\": [\"nowhere\"]}",
             4,
-            "neither a key in this file nor a task id",
+            "neither a key in this file nor an id",
         ),
         (
             "{\"key\": \"a\", \"description\": \"A\", \"depends_on\": [\"b\"]}\n{\"key\": \"b\", \"description\": \"B\", \"depends_on\": [\"a\"]}",
@@ -127,8 +127,40 @@ fn any_bad_line_names_its_line_and_nothing_is_imported() {
 }
 
 #[test]
-fn a_missing_file_is_not_found() {
+fn a_file_that_cannot_be_read_is_invalid_input() {
     let s = Sandbox::new();
-    let stderr = s.fails(&["task", "import", "no-such-file.jsonl"], 3);
+    let stderr = s.fails(&["task", "import", "no-such-file.jsonl"], 4);
     assert!(stderr.contains("no-such-file.jsonl"), "{stderr}");
+}
+
+#[test]
+fn lines_may_name_stored_tasks_and_sessions_by_prefix() {
+    let s = Sandbox::new();
+    let stored = s.submit(&["stored"]);
+    let session = s.ok(&["session", "create", "--app", "a", "--user", "u"]);
+    let line = format!(
+        r#"{{"description": "after", "depends_on": ["{}"], "session": "{}"}}"#,
+        &stored[..8],
+        &session.trim()[..8]
+    );
+    let (code, stdout, stderr) = s.import(&line, true);
+    assert_eq!(code, 0, "{stderr}");
+    let imported: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let task = s.json(&["task", "show", imported[0]["id"].as_str().unwrap()]);
+    assert_eq!(task["dependencies"], serde_json::json!([stored]));
+    assert_eq!(task["session_id"], session.trim());
+}
+
+#[test]
+fn errors_name_lines_and_keys_not_ids_that_were_never_stored() {
+    let s = Sandbox::new();
+    let (code, _, stderr) = s.import(
+        "{\"key\": \"a\", \"description\": \"A\", \"depends_on\": [\"b\"]}\n{\"key\": \"b\", \"description\": \"B\", \"depends_on\": [\"a\"]}",
+        false,
+    );
+    assert_eq!(code, 4);
+    assert!(
+        stderr.contains("line 1 (a) -> line 2 (b) -> line 1 (a)"),
+        "{stderr}"
+    );
 }

@@ -347,3 +347,16 @@ fn status_shows_counts_the_oldest_ready_task_and_leases() {
         "{human}"
     );
 }
+
+#[test]
+fn leases_and_claims_have_bounds() {
+    let s = Sandbox::new();
+    s.submit(&["job"]);
+    let stderr = s.fails(&["task", "claim", "--worker", "w", "--lease", "2d"], 4);
+    assert!(stderr.contains("lease"), "{stderr}");
+    let stderr = s.fails(&["task", "claim", "--worker", "w", "--max", "1001"], 4);
+    assert!(stderr.contains("1000"), "{stderr}");
+    let stderr = s.fails(&["worker", "--lease", "500ms", "--", "true"], 4);
+    assert!(stderr.contains("lease"), "{stderr}");
+    assert_eq!(s.tasks()[0]["status"], "ready");
+}

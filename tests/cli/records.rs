@@ -76,7 +76,7 @@ fn bad_memory_input_is_refused_and_changes_nothing() {
     s.fails(&["memory", "update", "ns", "missing", "1"], 3);
     s.fails(&["memory", "get", "ns", "k", "--version", "9"], 3);
     s.fails(&["memory", "history", "ns", "missing"], 3);
-    s.fails(&["memory", "add", "ns", "v", "@/no/such/file"], 3);
+    s.fails(&["memory", "add", "ns", "v", "@/no/such/file"], 4);
     let all = s.json(&["memory", "search", "ns"]);
     assert_eq!(all.as_array().unwrap().len(), 1);
     assert_eq!(all[0]["value"], 1);

@@ -260,3 +260,24 @@ fn bad_deadlines_and_unknown_sessions_are_refused() {
     s.fails(&["task", "list", "--source", "robot"], 2);
     assert!(s.tasks().is_empty());
 }
+
+#[test]
+fn list_filters_by_submission_time() {
+    let s = Sandbox::new();
+    let id = s.submit(&["now"]);
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut full = vec!["task", "list"];
+        full.extend_from_slice(args);
+        s.json(&full)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&["--submitted-after", "-1h"]), vec![id.clone()]);
+    assert!(ids(&["--submitted-after", "+1h"]).is_empty());
+    assert_eq!(ids(&["--submitted-before", "+1m"]), vec![id.clone()]);
+    assert!(ids(&["--submitted-before", "2020-01-01T00:00:00Z"]).is_empty());
+    s.fails(&["task", "list", "--submitted-after", "yesterday"], 2);
+}

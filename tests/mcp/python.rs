@@ -12,6 +12,11 @@ const PYTHON_VAR: &str = "ABATHUR_MCP_PYTHON";
 #[tokio::test]
 async fn the_official_python_sdk_runs_a_dag_reads_memory_and_sees_tool_errors() {
     let Some(python) = std::env::var_os(PYTHON_VAR).filter(|p| !p.is_empty()) else {
+        // `.ci/run` asks for it: there a missing interpreter is a failure, not a skip.
+        assert!(
+            std::env::var_os("ABATHUR_REQUIRE_MCP_PYTHON").is_none(),
+            "ABATHUR_REQUIRE_MCP_PYTHON is set but {PYTHON_VAR} is not: the SDK test cannot run"
+        );
         eprintln!(
             "SKIPPED: {PYTHON_VAR} is not set, so the MCP Python SDK test did not run. `.ci/run` \
              sets it after installing the `mcp` package into a venv; to run it by hand: \

@@ -311,14 +311,22 @@ impl DatabaseConnection {
     /// `VACUUM INTO`: the copy is one snapshot, compacted, and needs no WAL file beside it.
     ///
     /// # Errors
-    /// `Validation` when `target` already exists (nothing is overwritten); `Other` when the
-    /// copy cannot be written there.
+    /// `Validation` when `target` already exists (nothing is overwritten) or its folder does
+    /// not; `Other` when the copy cannot be written there.
     pub async fn backup_to(&self, target: &Path) -> Result<(), DatabaseError> {
         if target.exists() {
             return Err(DatabaseError::validation(
                 "backup path",
                 format!("{} already exists; choose a new file", target.display()),
             ));
+        }
+        if let Some(folder) = target.parent().filter(|f| !f.as_os_str().is_empty()) {
+            if !folder.is_dir() {
+                return Err(DatabaseError::validation(
+                    "backup path",
+                    format!("{} is not an existing folder", folder.display()),
+                ));
+            }
         }
         let target_text = target.to_str().ok_or_else(|| {
             DatabaseError::validation("backup path", "must be valid UTF-8".to_string())

@@ -21,6 +21,14 @@ use crate::models::{check_json_depth, check_no_nul, Task};
 /// Rows per statement when refreshing priorities.
 const REFRESH_BATCH: u32 = 5_000;
 
+/// The most tasks one claim may take: a bigger claim would hold the write lock long and
+/// starve every other worker.
+pub const MAX_CLAIM: u32 = 1_000;
+
+/// The longest lease: a worker that needs longer heartbeats. A lease of years would leave a
+/// dead worker's task stuck for as long.
+pub const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
+
 /// The task queue.
 #[derive(Clone)]
 pub struct TaskQueue {
@@ -118,7 +126,8 @@ impl TaskQueue {
     /// when empty) under a lease of `lease`.
     ///
     /// # Errors
-    /// A `Validation` error for an empty worker id, a zero lease or a zero `max_tasks`.
+    /// A `Validation` error for an empty worker id, a lease of zero or over [`MAX_LEASE`], or a
+    /// `max_tasks` of zero or over [`MAX_CLAIM`].
     pub async fn claim(
         &self,
         worker_id: &str,
@@ -130,11 +139,13 @@ impl TaskQueue {
             return Err(ValidationError::new("worker_id", "must not be empty").into());
         }
         check_no_nul("worker_id", worker_id)?;
-        if lease.is_zero() {
-            return Err(ValidationError::new("lease", "must be longer than zero").into());
-        }
-        if max_tasks == 0 {
-            return Err(ValidationError::new("max_tasks", "must be at least 1").into());
+        check_lease(lease)?;
+        if max_tasks == 0 || max_tasks > MAX_CLAIM {
+            return Err(ValidationError::new(
+                "max_tasks",
+                format!("must be between 1 and {MAX_CLAIM}"),
+            )
+            .into());
         }
         let request = ClaimRequest {
             worker_id: worker_id.to_string(),
@@ -150,9 +161,7 @@ impl TaskQueue {
     /// # Errors
     /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for a zero lease.
     pub async fn heartbeat(&self, attempt_id: Uuid, lease: Duration) -> Result<Lease, QueueError> {
-        if lease.is_zero() {
-            return Err(ValidationError::new("lease", "must be longer than zero").into());
-        }
+        check_lease(lease)?;
         self.store
             .heartbeat(attempt_id, lease, self.clock.now())
             .await
@@ -268,6 +277,21 @@ impl TaskQueue {
         }
         Ok(execution_plan(self.store.pending(limit).await?))
     }
+}
+
+/// A lease is longer than zero and at most [`MAX_LEASE`].
+fn check_lease(lease: Duration) -> Result<(), QueueError> {
+    if lease.is_zero() || lease > MAX_LEASE {
+        return Err(ValidationError::new(
+            "lease",
+            format!(
+                "must be longer than zero and at most {} hours",
+                MAX_LEASE.as_secs() / 3600
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// The person or process named in the history must be named.
