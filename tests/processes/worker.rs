@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use abathur::domain::error::DatabaseError;
 use abathur::domain::queue::{QueueError, QueueStore, RetryPolicy, TaskQueue};
 use abathur::infrastructure::database::{
     DatabaseConfig, DatabaseConnection, GroupCommitQueueStore, QueueStoreImpl,
@@ -157,6 +158,32 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
         .collect()
 }
 
+/// `op`, tried again while the database is busy, as a real worker does: SQLite's write lock
+/// is not handed out in order, so under heavy contention a writer can wait past the busy
+/// timeout. A busy failure wrote nothing, so trying again is safe.
+async fn busy_retried<T, F, Fut>(mut op: F) -> Result<T, QueueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueueError>>,
+{
+    let mut tries = 0;
+    loop {
+        match op().await {
+            Err(QueueError::Database(DatabaseError::Busy | DatabaseError::Timeout))
+                if tries < BUSY_TRIES =>
+            {
+                tries += 1;
+                eprintln!("busy; trying again ({tries})");
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(10..100))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How many times a busy operation is tried again.
+const BUSY_TRIES: u32 = 20;
+
 /// One claim loop: claim, work, complete, log; reap now and then; stop when nothing is left.
 async fn claim_loop(
     queue: TaskQueue,
@@ -168,11 +195,12 @@ async fn claim_loop(
     let mut last_reap = Instant::now();
     loop {
         if last_reap.elapsed() >= REAP_EVERY {
-            queue.reap().await.map_err(|e| format!("reap: {e}"))?;
+            busy_retried(|| queue.reap())
+                .await
+                .map_err(|e| format!("reap: {e}"))?;
             last_reap = Instant::now();
         }
-        let claimed = queue
-            .claim(&name, &[], args.lease, args.max_per_claim)
+        let claimed = busy_retried(|| queue.claim(&name, &[], args.lease, args.max_per_claim))
             .await
             .map_err(|e| format!("claim: {e}"))?;
         if claimed.is_empty() {
@@ -194,7 +222,7 @@ async fn claim_loop(
                 tokio::time::sleep(Duration::from_millis(work)).await;
             }
             let attempt = task.lease.attempt_id;
-            match queue.complete(attempt, Some(json!({ "by": name }))).await {
+            match busy_retried(|| queue.complete(attempt, Some(json!({ "by": name })))).await {
                 // Written only after the queue confirmed the completion: a worker killed in
                 // between leaves a completion out of its log, never one too many.
                 Ok(_) => {
