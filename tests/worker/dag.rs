@@ -92,3 +92,33 @@ fn two_workers_run_a_three_task_dag_retrying_a_failure_once() {
     assert_eq!(logs.matches("started: ").count(), 4, "{logs}");
     assert_eq!(logs.matches("completed in ").count(), 3, "{logs}");
 }
+
+/// Independent tasks that each take a while: both workers must take a share.
+#[test]
+fn two_workers_share_a_fan_out_between_them() {
+    let sb = Sandbox::new();
+    let root = sb.submit(&["root"]);
+    let leaves: Vec<String> = (0..4)
+        .map(|i| sb.submit(&[&format!("leaf {i}"), "--depends-on", &root]))
+        .collect();
+    let script =
+        |worker: &str| format!(r#"cat > /dev/null; sleep 0.5; printf '{{"by": "{worker}"}}'"#);
+    let mut w1 = sb.worker("w1", &["--lease", "3s"], &script("w1"));
+    let mut w2 = sb.worker("w2", &["--lease", "3s"], &script("w2"));
+    wait_until(Duration::from_secs(20), "every leaf to complete", || {
+        leaves.iter().all(|leaf| sb.status(leaf) == "completed")
+    });
+    w1.signal(libc::SIGTERM);
+    w2.signal(libc::SIGTERM);
+    w1.exits_cleanly_within(Duration::from_secs(5));
+    w2.exits_cleanly_within(Duration::from_secs(5));
+    let mut by: HashMap<String, usize> = HashMap::new();
+    for leaf in &leaves {
+        let worker = sb.task(leaf)["result_data"]["by"]
+            .as_str()
+            .expect("a result")
+            .to_string();
+        *by.entry(worker).or_default() += 1;
+    }
+    assert_eq!(by.len(), 2, "both workers ran leaves: {by:?}");
+}
