@@ -118,14 +118,19 @@ fn uuid_schema(_: &mut SchemaGenerator) -> Schema {
     schemars::json_schema!({ "type": "string", "format": "uuid" })
 }
 
+/// Marks an optional argument as a UUID or null in the schema.
+fn optional_uuid_schema(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({ "type": ["string", "null"], "format": "uuid" })
+}
+
+/// Marks an optional argument as an RFC 3339 timestamp or null in the schema.
+fn optional_timestamp_schema(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({ "type": ["string", "null"], "format": "date-time" })
+}
+
 /// Marks a list argument as a list of UUIDs in the schema.
 fn uuid_list_schema(_: &mut SchemaGenerator) -> Schema {
     schemars::json_schema!({ "type": "array", "items": { "type": "string", "format": "uuid" } })
-}
-
-/// Marks a string argument as an RFC 3339 timestamp in the schema.
-fn timestamp_schema(_: &mut SchemaGenerator) -> Schema {
-    schemars::json_schema!({ "type": "string", "format": "date-time" })
 }
 
 /// Any JSON value: object, array, string, number, boolean or null.
@@ -148,6 +153,7 @@ pub struct TaskEnqueue {
     /// The kind of agent that should run the task. Default `generic`.
     pub agent_type: Option<String>,
     /// Base priority, 0 (lowest) to 10 (highest). Default 5.
+    #[schemars(range(max = 10))]
     pub priority: Option<u32>,
     /// Ids of tasks that must complete before this one becomes ready.
     #[serde(default)]
@@ -157,16 +163,16 @@ pub struct TaskEnqueue {
     pub dependency_type: Option<Choice<DependencyType>>,
     /// Id of the task this one is part of.
     #[serde(default)]
-    #[schemars(schema_with = "uuid_schema")]
+    #[schemars(schema_with = "optional_uuid_schema")]
     pub parent: Option<String>,
     /// Id of the session this task belongs to.
     #[serde(default)]
-    #[schemars(schema_with = "uuid_schema")]
+    #[schemars(schema_with = "optional_uuid_schema")]
     pub session: Option<String>,
     /// When the task should be done, as an RFC 3339 timestamp (`2030-01-31T17:00:00Z`). Its
     /// priority rises as the deadline nears.
     #[serde(default)]
-    #[schemars(schema_with = "timestamp_schema")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
     pub deadline: Option<String>,
     /// Input for the agent that runs the task: any JSON value.
     #[serde(default)]
@@ -220,25 +226,27 @@ pub struct TaskList {
     pub feature_branch: Option<String>,
     /// Only tasks of this session.
     #[serde(default)]
-    #[schemars(schema_with = "uuid_schema")]
+    #[schemars(schema_with = "optional_uuid_schema")]
     pub session_id: Option<String>,
     /// Only children of this task.
     #[serde(default)]
-    #[schemars(schema_with = "uuid_schema")]
+    #[schemars(schema_with = "optional_uuid_schema")]
     pub parent_task_id: Option<String>,
     /// Only tasks from this source.
     pub source: Option<Choice<TaskSource>>,
     /// Base priority at least this.
+    #[schemars(range(max = 10))]
     pub min_priority: Option<u8>,
     /// Base priority at most this.
+    #[schemars(range(max = 10))]
     pub max_priority: Option<u8>,
     /// Submitted at or after this instant (RFC 3339).
     #[serde(default)]
-    #[schemars(schema_with = "timestamp_schema")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
     pub submitted_after: Option<String>,
     /// Submitted strictly before this instant (RFC 3339).
     #[serde(default)]
-    #[schemars(schema_with = "timestamp_schema")]
+    #[schemars(schema_with = "optional_timestamp_schema")]
     pub submitted_before: Option<String>,
     /// At most this many tasks. Default 50, at most 1000.
     pub limit: Option<u32>,
