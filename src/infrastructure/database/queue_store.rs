@@ -337,16 +337,19 @@ async fn transition_many(
     .to_string();
     let status = to.as_str();
     let terminal = to.is_terminal();
+    let running = to == TaskStatus::Running;
     let changed = sqlx::query!(
         r#"UPDATE tasks SET status = ?1, last_updated_at = ?2,
-               completed_at = CASE WHEN ?3 THEN ?2 ELSE completed_at END
+               completed_at = CASE WHEN ?3 THEN ?2 ELSE completed_at END,
+               started_at = CASE WHEN ?5 THEN ?2 ELSE started_at END
            FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.from') AS from_status
                  FROM json_each(?4)) AS m
            WHERE tasks.id = m.id AND tasks.status = m.from_status"#,
         status,
         now,
         terminal,
-        rows
+        rows,
+        running
     )
     .execute(&mut *conn)
     .await
@@ -754,45 +757,67 @@ pub(super) async fn claim_in(
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
-    let mut claimed = Vec::with_capacity(ids.len());
-    for id in ids {
-        let attempt_id = Uuid::new_v4();
-        let attempt = attempt_id.to_string();
-        let attempt_number = sqlx::query_scalar!(
-            r#"SELECT COALESCE(MAX(attempt_number), 0) + 1 AS "n!: i64" FROM task_attempts WHERE task_id = ?"#,
-            id
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db)?;
-        sqlx::query!(
-            "INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at, lease_expires_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
-            attempt,
-            id,
-            attempt_number,
-            request.worker_id,
-            now_text,
-            expires_text
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-        clear_schedule(&mut *conn, &id).await?;
-        transition(
-            &mut *conn,
-            &id,
-            TaskStatus::Ready,
-            TaskStatus::Running,
-            &now_text,
-            &request.worker_id,
-            Some(&attempt),
-            Some("claimed"),
-        )
-        .await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One attempt per task, all in one statement; each attempt's number follows the task's
+    // earlier ones.
+    let attempts: Vec<(String, Uuid)> = ids.iter().map(|id| (id.clone(), Uuid::new_v4())).collect();
+    let pairs = serde_json::Value::Array(
+        attempts
+            .iter()
+            .map(|(task, attempt)| serde_json::json!({ "task": task, "attempt": attempt.to_string() }))
+            .collect(),
+    )
+    .to_string();
+    let numbers: HashMap<String, i64> = sqlx::query!(
+        r#"INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at, lease_expires_at)
+           SELECT json_extract(j.value, '$.attempt'), json_extract(j.value, '$.task'),
+                  (SELECT COALESCE(MAX(a.attempt_number), 0) + 1 FROM task_attempts a
+                   WHERE a.task_id = json_extract(j.value, '$.task')),
+                  ?1, ?2, ?3
+           FROM json_each(?4) AS j
+           RETURNING id AS "id!", attempt_number AS "attempt_number!""#,
+        request.worker_id,
+        now_text,
+        expires_text,
+        pairs
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(|r| (r.id, r.attempt_number))
+    .collect();
+    let task_ids = id_array(ids.iter().map(String::as_str));
+    clear_schedules(&mut *conn, &task_ids).await?;
+    let moves: Vec<Move> = attempts
+        .iter()
+        .map(|(task, attempt)| Move {
+            id: task.clone(),
+            from: TaskStatus::Ready,
+            attempt: Some(attempt.to_string()),
+        })
+        .collect();
+    transition_many(
+        &mut *conn,
+        &moves,
+        TaskStatus::Running,
+        &now_text,
+        &request.worker_id,
+        Some("claimed"),
+    )
+    .await?;
+    let mut claimed = Vec::with_capacity(attempts.len());
+    for (id, attempt_id) in attempts {
         let task = load_task(&mut *conn, &id)
             .await?
             .ok_or_else(|| QueueError::Database(DatabaseError::not_found(ENTITY, &id)))?;
+        let attempt = attempt_id.to_string();
+        let number = numbers
+            .get(&attempt)
+            .copied()
+            .ok_or_else(|| QueueError::Database(DatabaseError::not_found("attempt", &attempt)))?;
         let cx = RowContext {
             table: "task_attempts",
             id: &attempt,
@@ -802,7 +827,7 @@ pub(super) async fn claim_in(
                 attempt_id,
                 task_id: task.id,
                 worker_id: request.worker_id.clone(),
-                attempt_number: cx.int("attempt_number", attempt_number)?,
+                attempt_number: cx.int("attempt_number", number)?,
                 expires_at,
             },
             task,
