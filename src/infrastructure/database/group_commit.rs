@@ -267,15 +267,21 @@ async fn commit_group(pool: &SqlitePool, group: Vec<Job>) {
         }
     };
     let mut settles = Vec::with_capacity(group.len());
-    for job in group {
+    let mut jobs = group.into_iter();
+    while let Some(job) = jobs.next() {
         match run_in_savepoint(&mut tx, job).await {
             Ok(settle) => settles.push(settle),
-            Err(err) => {
-                // The savepoint itself failed: the transaction cannot be trusted. Roll it all
-                // back and tell everyone, the ones already run included.
+            Err((settle, err)) => {
+                // A savepoint statement failed: the transaction cannot be trusted. Roll it all
+                // back and tell everyone: the operations already run, this one, and those
+                // that did not get to run.
                 drop(tx);
+                settles.extend(settle);
                 for settle in settles {
                     settle(Some(&err));
+                }
+                for job in jobs {
+                    answer_without_running(job, &err);
                 }
                 return;
             }
@@ -296,24 +302,30 @@ async fn commit_group(pool: &SqlitePool, group: Vec<Job>) {
 
 /// Runs one operation inside a savepoint, releasing it on success and rolling back to it on
 /// failure, so that a failed operation leaves no trace in the group. The error is the
-/// savepoint's own failure, not the operation's: that goes to its caller.
-async fn run_in_savepoint(conn: &mut SqliteConnection, job: Job) -> Result<Settle, DatabaseError> {
+/// savepoint's own failure, not the operation's (that goes to its caller), with the way to
+/// answer the operation when it got to run.
+async fn run_in_savepoint(
+    conn: &mut SqliteConnection,
+    job: Job,
+) -> Result<Settle, (Option<Settle>, DatabaseError)> {
     let failed = |e: sqlx::Error| classify(e, "transaction", "");
-    sqlx::query("SAVEPOINT queue_op")
-        .execute(&mut *conn)
-        .await
-        .map_err(failed)?;
+    if let Err(e) = sqlx::query("SAVEPOINT queue_op").execute(&mut *conn).await {
+        let err = failed(e);
+        answer_without_running(job, &err);
+        return Err((None, err));
+    }
     let (ok, settle) = run_job(conn, job).await;
     if !ok {
-        sqlx::query("ROLLBACK TO queue_op")
+        if let Err(e) = sqlx::query("ROLLBACK TO queue_op")
             .execute(&mut *conn)
             .await
-            .map_err(failed)?;
+        {
+            return Err((Some(settle), failed(e)));
+        }
     }
-    sqlx::query("RELEASE queue_op")
-        .execute(&mut *conn)
-        .await
-        .map_err(failed)?;
+    if let Err(e) = sqlx::query("RELEASE queue_op").execute(&mut *conn).await {
+        return Err((Some(settle), failed(e)));
+    }
     Ok(settle)
 }
 
