@@ -22,8 +22,8 @@ use std::time::Instant;
 pub use report::{Row, Verdict};
 pub use scale::Scale;
 
-/// Why a run stopped.
-#[derive(Debug)]
+/// Why a scenario or a run stopped.
+#[derive(Debug, Clone)]
 pub struct BenchError(pub String);
 
 impl std::fmt::Display for BenchError {
@@ -146,8 +146,11 @@ pub struct Findings {
     pub four_workers: Option<f64>,
     pub baseline_loop: Option<f64>,
     pub best_four: Option<(String, f64)>,
-    /// Scenario 7: apalis-sqlite with 4 workers.
-    pub peer_four: Option<f64>,
+    /// Scenario 7: ours with 4 workers claiming 1 and apalis-sqlite with 4 workers, measured
+    /// side by side.
+    pub peer_four: Option<(f64, f64)>,
+    /// Scenario 7: peer runs that failed (each is printed).
+    pub peer_failures: usize,
     /// Scenario 3: the slowest completion that released the fan-out.
     pub fanout_worst: Option<std::time::Duration>,
     /// Scenario 4: run time of the large DAG over the small one.
@@ -167,6 +170,8 @@ pub struct Outcome {
     pub rows: Vec<Row>,
     pub findings: Findings,
     pub verdicts: Vec<Verdict>,
+    /// The scenarios that failed, with why; the others ran.
+    pub failures: Vec<(Scenario, BenchError)>,
 }
 
 /// What the scenarios share: sizes, a temporary folder, and how to start worker processes.
@@ -192,7 +197,8 @@ impl Context {
 /// Runs the chosen scenarios, printing each row as it is measured, then the targets.
 ///
 /// # Errors
-/// The first scenario that fails stops the run.
+/// Only when the run cannot start (no runtime, no temporary folder); a scenario that fails is
+/// reported in [`Outcome::failures`] and the others still run.
 pub fn run(options: &Options) -> Result<Outcome, BenchError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -218,29 +224,43 @@ async fn run_async(options: &Options) -> Result<Outcome, BenchError> {
     chosen.dedup();
     let mut rows = Vec::new();
     let mut findings = Findings::default();
+    let mut failures = Vec::new();
     for scenario in chosen {
         println!("\n{} ({} scale)", scenario.title(), cx.scale);
         let started = Instant::now();
         let produced = match scenario {
-            Scenario::Submit => scenarios::submit::run(&cx, &mut findings).await?,
-            Scenario::ClaimComplete => scenarios::claim::run(&cx, &mut findings).await?,
-            Scenario::Fanout => scenarios::fanout::run(&cx, &mut findings).await?,
-            Scenario::Dag => scenarios::dag::run(&cx, &mut findings).await?,
-            Scenario::Ready => scenarios::ready::run(&cx, &mut findings).await?,
-            Scenario::Memory => scenarios::memory::run(&cx, &mut findings).await?,
-            Scenario::Peer => scenarios::peer::run(&cx, &mut findings).await?,
+            Scenario::Submit => scenarios::submit::run(&cx, &mut findings).await,
+            Scenario::ClaimComplete => scenarios::claim::run(&cx, &mut findings).await,
+            Scenario::Fanout => scenarios::fanout::run(&cx, &mut findings).await,
+            Scenario::Dag => scenarios::dag::run(&cx, &mut findings).await,
+            Scenario::Ready => scenarios::ready::run(&cx, &mut findings).await,
+            Scenario::Memory => scenarios::memory::run(&cx, &mut findings).await,
+            Scenario::Peer => scenarios::peer::run(&cx, &mut findings).await,
         };
-        println!(
-            "  ({} took {:.1} s in all, setup included)",
-            scenario.name(),
-            started.elapsed().as_secs_f64()
-        );
-        rows.extend(produced);
+        match produced {
+            Ok(produced) => {
+                println!(
+                    "  ({} took {:.1} s in all, setup included)",
+                    scenario.name(),
+                    started.elapsed().as_secs_f64()
+                );
+                rows.extend(produced);
+            }
+            // The other scenarios still run: one failure should not cost the whole run.
+            Err(e) => {
+                println!(
+                    "  FAILED after {:.1} s: {e}",
+                    started.elapsed().as_secs_f64()
+                );
+                failures.push((scenario, e));
+            }
+        }
     }
     let verdicts = targets::judge(&findings, cx.scale);
     Ok(Outcome {
         rows,
         findings,
         verdicts,
+        failures,
     })
 }

@@ -34,7 +34,13 @@ fn main() -> ExitCode {
                 verdict.print();
             }
             println!("\n{}", report::markdown_table(&outcome.rows));
-            ExitCode::SUCCESS
+            if outcome.failures.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            for (scenario, e) in &outcome.failures {
+                eprintln!("abathur-bench: scenario {} failed: {e}", scenario.title());
+            }
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("abathur-bench: {e}");

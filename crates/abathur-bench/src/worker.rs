@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::ours::{CommitMode, RunStats, LEASE};
+use crate::ours::{is_busy, CommitMode, RunStats, LEASE};
 use crate::stats::Samples;
 use crate::BenchError;
 
@@ -49,22 +49,38 @@ async fn work(db: &Path, name: &str, max: u32) -> Result<(), BenchError> {
     std::io::stdin().lock().read_line(&mut go)?;
     let mut claims = Vec::new();
     let mut completes = Vec::new();
+    let mut busy = 0;
     loop {
         let t = Instant::now();
-        let claimed = queue.claim(name, &[], LEASE, max).await?;
+        let claimed = match queue.claim(name, &[], LEASE, max).await {
+            Err(e) if is_busy(&e) => {
+                busy += 1;
+                continue;
+            }
+            other => other?,
+        };
         if claimed.is_empty() {
             break;
         }
         claims.push(t.elapsed().as_micros());
         for task in claimed {
-            let t = Instant::now();
-            queue.complete(task.lease.attempt_id, None).await?;
-            completes.push(t.elapsed().as_micros());
+            loop {
+                let t = Instant::now();
+                match queue.complete(task.lease.attempt_id, None).await {
+                    Err(e) if is_busy(&e) => busy += 1,
+                    other => {
+                        other?;
+                        completes.push(t.elapsed().as_micros());
+                        break;
+                    }
+                }
+            }
         }
     }
     let join = |v: &[u128]| v.iter().map(u128::to_string).collect::<Vec<_>>().join(" ");
     writeln!(out, "claim {}", join(&claims))?;
     writeln!(out, "complete {}", join(&completes))?;
+    writeln!(out, "busy {busy}")?;
     writeln!(out, "done {}", completes.len())?;
     out.flush()?;
     drop(out);
@@ -122,10 +138,11 @@ pub fn run_processes(
         .into_iter()
         .map(|(mut child, lines)| {
             std::thread::spawn(
-                move || -> Result<(Duration, usize, Samples, Samples), BenchError> {
+                move || -> Result<(Duration, usize, usize, Samples, Samples), BenchError> {
                     let mut claim = Samples::default();
                     let mut complete = Samples::default();
                     let mut count = None;
+                    let mut busy = 0;
                     let mut finished = Duration::ZERO;
                     for line in lines {
                         let line = line?;
@@ -139,6 +156,11 @@ pub fn run_processes(
                         match kind {
                             "claim" => samples()?.into_iter().for_each(|d| claim.push(d)),
                             "complete" => samples()?.into_iter().for_each(|d| complete.push(d)),
+                            "busy" => {
+                                busy = rest
+                                    .parse::<usize>()
+                                    .map_err(|e| BenchError(e.to_string()))?;
+                            }
                             "done" => {
                                 finished = started.elapsed();
                                 count = Some(
@@ -158,18 +180,19 @@ pub fn run_processes(
                     if !status.success() {
                         return Err(BenchError(format!("worker exited with {status}")));
                     }
-                    Ok((finished, count, claim, complete))
+                    Ok((finished, count, busy, claim, complete))
                 },
             )
         })
         .collect();
     let mut stats = RunStats::default();
     for reader in readers {
-        let (finished, count, claim, complete) = reader
+        let (finished, count, busy, claim, complete) = reader
             .join()
             .map_err(|_| BenchError("a worker reader panicked".into()))??;
         stats.elapsed = stats.elapsed.max(finished);
         stats.completed += count;
+        stats.busy += busy;
         stats.claim.extend(claim);
         stats.complete.extend(complete);
     }

@@ -18,7 +18,12 @@ fn every_scenario_runs_at_tiny_scale_against_its_baseline() {
         worker_exe: PathBuf::from(env!("CARGO_BIN_EXE_abathur-bench")),
         peer_manifest: Options::default_peer_manifest(),
     };
-    let outcome = abathur_bench::run(&options).expect("the tiny run succeeds");
+    let outcome = abathur_bench::run(&options).expect("the tiny run starts");
+    assert!(
+        outcome.failures.is_empty(),
+        "scenarios failed: {:?}",
+        outcome.failures
+    );
     for scenario in scenarios {
         let rows: Vec<_> = outcome
             .rows

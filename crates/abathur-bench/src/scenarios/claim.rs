@@ -132,6 +132,7 @@ pub async fn run(cx: &Context, findings: &mut Findings) -> Result<Vec<Row>, Benc
         for (workers, max) in VARIANTS {
             let stats = run_ours(cx, &template, mode, workers, max, total).await?;
             let claim_latency = Measure::latency(stats.elapsed, stats.claim.clone());
+            let busy = stats.busy;
             let baseline = if max == 1 { &base_single } else { &base_batch };
             let variant = format!(
                 "{}, claim {max}, {} tasks, {}",
@@ -142,7 +143,7 @@ pub async fn run(cx: &Context, findings: &mut Findings) -> Result<Vec<Row>, Benc
             let row = Row::new(title, variant, measure(stats)).baseline(baseline.clone());
             row.print();
             println!(
-                "    claim p50/p99 {}",
+                "    claim p50/p99 {}; calls retried after the busy timeout: {busy}",
                 claim_latency.percentiles().unwrap_or_default()
             );
             let rate = row.ours.rate.unwrap_or(0.0);

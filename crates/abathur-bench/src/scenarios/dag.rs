@@ -89,8 +89,12 @@ pub async fn run(cx: &Context, findings: &mut Findings) -> Result<Vec<Row>, Benc
                 latency.push(t.elapsed());
             }
             let submit = Measure::throughput(tasks, started.elapsed(), latency);
-            let stats = ours::run_workers(&queue, WORKERS, CLAIM, tasks).await?;
+            let stats = match ours::run_workers(&queue, WORKERS, CLAIM, tasks).await {
+                Ok(stats) => stats,
+                Err(e) => return Err(BenchError(format!("{e}; {}", diagnose(&path)))),
+            };
             db.close().await;
+            let busy = stats.busy;
             let run = Measure::throughput(tasks, stats.elapsed, stats.complete);
             if mode == CommitMode::PerOperation {
                 run_times.push((run.elapsed, base_run.elapsed));
@@ -118,7 +122,7 @@ pub async fn run(cx: &Context, findings: &mut Findings) -> Result<Vec<Row>, Benc
             .baseline(base_run.clone());
             row.print();
             println!(
-                "    run time: ours {:.2} s, baseline {:.2} s",
+                "    run time: ours {:.2} s, baseline {:.2} s; calls retried after the busy timeout: {busy}",
                 row.ours.elapsed.as_secs_f64(),
                 base_run.elapsed.as_secs_f64()
             );
@@ -138,4 +142,33 @@ pub async fn run(cx: &Context, findings: &mut Findings) -> Result<Vec<Row>, Benc
         findings.dag_baseline_ratio = Some(base_ratio);
     }
     Ok(rows)
+}
+
+/// What the database holds when a run is stuck: tasks per status, and blocked tasks whose
+/// dependencies have all completed (which the queue should have made ready).
+fn diagnose(path: &std::path::Path) -> String {
+    let look = || -> Result<String, BenchError> {
+        let conn = fixture::raw(path)?;
+        let statuses: Vec<(String, i64)> = conn
+            .prepare("SELECT status, COUNT(*) FROM tasks GROUP BY status ORDER BY status")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let stranded: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM tasks t WHERE t.status = 'blocked' AND NOT EXISTS (
+                 SELECT 1 FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on_task_id
+                 WHERE d.task_id = t.id AND u.status <> 'completed')",
+            [],
+            |r| r.get(0),
+        )?;
+        let open: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM task_attempts WHERE finished_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(format!(
+            "the database holds {statuses:?}, {stranded} blocked tasks whose dependencies all \
+             completed, {open} open attempts"
+        ))
+    };
+    look().unwrap_or_else(|e| format!("no diagnosis: {e}"))
 }
