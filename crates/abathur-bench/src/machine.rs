@@ -1,0 +1,19 @@
+//! The machine line printed with every run: cores, CPU model and the SQLite linked.
+
+/// Cores, CPU model and SQLite version, in one line.
+pub fn describe() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, model)| model.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    format!(
+        "{cores} cores, {cpu}, SQLite {} (one libsqlite3-sys, bundled, shared by sqlx and rusqlite)",
+        rusqlite::version()
+    )
+}

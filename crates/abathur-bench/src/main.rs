@@ -1,0 +1,74 @@
+//! `abathur-bench [SCENARIO...] [--scale tiny|full]`: runs the benchmark scenarios (all when
+//! none is named) and prints each against its raw baseline, then the issue's targets and a
+//! Markdown table of the whole run. `abathur-bench worker ...` is one worker process of the
+//! multi-process variants.
+
+use std::process::ExitCode;
+
+use abathur_bench::{machine, report, worker, Options, Scale, Scenario};
+
+const USAGE: &str = "usage: abathur-bench [SCENARIO...] [--scale tiny|full]
+scenarios: submit claim fanout dag ready memory peer (or 1-7); all when none is named";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("worker") {
+        return worker::main(&args[1..]);
+    }
+    let options = match parse(&args) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "command: cargo run --release -p abathur-bench -- {}",
+        args.join(" ")
+    );
+    println!("machine: {}", machine::describe());
+    match abathur_bench::run(&options) {
+        Ok(outcome) => {
+            println!("\ntargets ({} scale):", options.scale);
+            for verdict in &outcome.verdicts {
+                verdict.print();
+            }
+            println!("\n{}", report::markdown_table(&outcome.rows));
+            if outcome.failures.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            for (scenario, e) in &outcome.failures {
+                eprintln!("abathur-bench: scenario {} failed: {e}", scenario.title());
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("abathur-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut scale = Scale::Full;
+    let mut scenarios = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--scale" => {
+                scale = it.next().ok_or("--scale needs tiny or full")?.parse()?;
+            }
+            "-h" | "--help" => return Err(String::new()),
+            other if other.starts_with('-') => return Err(format!("unknown option {other}")),
+            name => scenarios.push(name.parse::<Scenario>()?),
+        }
+    }
+    let worker_exe =
+        std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    Ok(Options {
+        scale,
+        scenarios,
+        worker_exe,
+        peer_manifest: Options::default_peer_manifest(),
+    })
+}
