@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use abathur::domain::error::DatabaseError;
 use abathur::domain::queue::{QueueError, TaskQueue};
-use abathur::infrastructure::database::{DatabaseConfig, DatabaseConnection, QueueStoreImpl};
+use abathur::infrastructure::database::{
+    DatabaseConfig, DatabaseConnection, GroupCommitQueueStore, QueueStoreImpl,
+};
 
 use crate::raw::RawQueue;
 use crate::stats::Samples;
@@ -19,20 +21,24 @@ use crate::BenchError;
 pub const LEASE: Duration = Duration::from_secs(300);
 
 /// How our queue commits. Each variant of a throughput scenario runs once per mode in
-/// [`CommitMode::ALL`]; a batching mode (group commit) is added here as another variant.
+/// [`CommitMode::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitMode {
     /// One `BEGIN IMMEDIATE` transaction, and one commit, per queue operation.
     PerOperation,
+    /// The operations of every worker in the process share transactions
+    /// (`GroupCommitQueueStore`).
+    Group,
 }
 
 impl CommitMode {
-    pub const ALL: [CommitMode; 1] = [CommitMode::PerOperation];
+    pub const ALL: [CommitMode; 2] = [CommitMode::PerOperation, CommitMode::Group];
 
     /// How the mode is named in variant labels.
     pub fn label(self) -> &'static str {
         match self {
             Self::PerOperation => "commit per op",
+            Self::Group => "group commit",
         }
     }
 
@@ -42,6 +48,11 @@ impl CommitMode {
             Self::PerOperation => {
                 let db = DatabaseConnection::open_path(path, DatabaseConfig::default()).await?;
                 let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone())));
+                Ok((db, queue))
+            }
+            Self::Group => {
+                let db = DatabaseConnection::open_path(path, DatabaseConfig::default()).await?;
+                let queue = TaskQueue::new(Arc::new(GroupCommitQueueStore::new(db.pool().clone())));
                 Ok((db, queue))
             }
         }
@@ -117,7 +128,7 @@ pub async fn run_workers(
                 all.complete.extend(stats.complete);
             }
             Err((at, e)) => {
-                if first_error.as_ref().map_or(true, |(first, _)| at < *first) {
+                if first_error.as_ref().is_none_or(|(first, _)| at < *first) {
                     first_error = Some((at, e));
                 }
             }

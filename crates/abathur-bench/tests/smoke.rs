@@ -39,7 +39,7 @@ fn every_scenario_runs_at_tiny_scale_against_its_baseline() {
                 row.variant
             );
             assert!(
-                row.ours.rate.map_or(true, |r| r > 0.0) && !row.ours.elapsed.is_zero(),
+                row.ours.rate.is_none_or(|r| r > 0.0) && !row.ours.elapsed.is_zero(),
                 "{} / {}: nothing measured",
                 row.scenario,
                 row.variant
