@@ -9,8 +9,8 @@
 //! - an operation that fails is rolled back to its savepoint, so it does not poison the others
 //!   in its group;
 //! - a group forms from whatever waits while the previous one commits: under light load a group
-//!   is one operation and nothing waits for a timer; under heavy load groups grow up to
-//!   [`GroupCommitConfig::max_group`].
+//!   is one operation (run without a savepoint, as the plain store would) and nothing waits
+//!   for a timer; under heavy load groups grow up to [`GroupCommitConfig::max_group`].
 //!
 //! Reads (history, overview, execution plan) and the priority refresh, which has its own
 //! batching, go straight to the pool.
@@ -266,6 +266,24 @@ async fn commit_group(pool: &SqlitePool, group: Vec<Job>) {
             return;
         }
     };
+    if group.len() == 1 {
+        // Alone, an operation needs no savepoint: its transaction is its own. A failed one
+        // is rolled back whole; a successful one is committed.
+        if let Some(job) = group.into_iter().next() {
+            let (ok, settle) = run_job(&mut tx, job).await;
+            let failure = if ok {
+                tx.commit()
+                    .await
+                    .err()
+                    .map(|e| classify(e, "transaction", ""))
+            } else {
+                drop(tx);
+                None
+            };
+            settle(failure.as_ref());
+        }
+        return;
+    }
     let mut settles = Vec::with_capacity(group.len());
     let mut jobs = group.into_iter();
     while let Some(job) = jobs.next() {
