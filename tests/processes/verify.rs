@@ -19,7 +19,10 @@ impl Logs {
             let path = entry.expect("a folder entry").path();
             if path.extension().is_some_and(|e| e == "log") {
                 let text = std::fs::read_to_string(&path).expect("read a log");
-                for line in text.lines() {
+                // Only whole lines count: a line is written in one piece after its completion
+                // committed, and a worker killed before the end of that write has told nobody.
+                let whole = text.rfind('\n').map_or("", |end| &text[..=end]);
+                for line in whole.lines() {
                     let (task, attempt) = line
                         .split_once(' ')
                         .unwrap_or_else(|| panic!("a torn log line in {path:?}: {line:?}"));

@@ -226,8 +226,12 @@ async fn claim_loop(
                 // Written only after the queue confirmed the completion: a worker killed in
                 // between leaves a completion out of its log, never one too many.
                 Ok(_) => {
+                    // One write of the whole line (`writeln!` writes it piece by piece), so a
+                    // kill cannot leave half a line behind.
+                    let line = format!("{} {attempt}\n", task.task.id);
                     let mut log = log.lock().map_err(|_| "log lock poisoned".to_string())?;
-                    writeln!(log, "{} {attempt}", task.task.id).map_err(|e| format!("log: {e}"))?;
+                    log.write_all(line.as_bytes())
+                        .map_err(|e| format!("log: {e}"))?;
                 }
                 // The reaper took the task back while this worker was slow: not an error.
                 Err(QueueError::LeaseLost { .. }) => {}
