@@ -73,3 +73,55 @@ pub(crate) fn on<'a>(
 ) -> impl FnOnce(sqlx::Error) -> DatabaseError + 'a {
     move |err| classify(err, entity, id)
 }
+
+/// Translates an error of a statement run on a connection's handle ([`super::handle`]), with
+/// the same classes as [`classify`].
+pub(crate) fn classify_raw(err: rusqlite::Error, entity: &'static str, id: &str) -> DatabaseError {
+    let classified = classify_raw_as(&err, entity, id);
+    tracing::debug!(entity, id, error = %err, "database error: {classified}");
+    classified
+}
+
+/// `.map_err(raw_on(entity, id))`: [`classify_raw`] with context.
+pub(crate) fn raw_on<'a>(
+    entity: &'static str,
+    id: &'a str,
+) -> impl FnOnce(rusqlite::Error) -> DatabaseError + 'a {
+    move |err| classify_raw(err, entity, id)
+}
+
+fn classify_raw_as(err: &rusqlite::Error, entity: &'static str, id: &str) -> DatabaseError {
+    use rusqlite::ffi;
+    match err {
+        rusqlite::Error::SqliteFailure(failure, message) => {
+            let message = message.clone().unwrap_or_else(|| failure.to_string());
+            match failure.extended_code {
+                ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                    DatabaseError::UniqueViolation {
+                        entity,
+                        id: id.to_string(),
+                    }
+                }
+                ffi::SQLITE_CONSTRAINT_FOREIGNKEY => DatabaseError::ForeignKeyViolation {
+                    entity,
+                    reference: "record",
+                    id: None,
+                },
+                ffi::SQLITE_CONSTRAINT_CHECK => DatabaseError::CheckViolation {
+                    entity,
+                    detail: "a value is outside what the schema allows".into(),
+                },
+                ffi::SQLITE_CONSTRAINT_NOTNULL => DatabaseError::NotNullViolation {
+                    entity,
+                    detail: "a required value is missing".into(),
+                },
+                code if code & 0xff == ffi::SQLITE_BUSY || code & 0xff == ffi::SQLITE_LOCKED => {
+                    DatabaseError::Busy
+                }
+                _ => DatabaseError::Other(message),
+            }
+        }
+        rusqlite::Error::QueryReturnedNoRows => DatabaseError::not_found(entity, id),
+        other => DatabaseError::Other(other.to_string()),
+    }
+}

@@ -27,13 +27,14 @@ use abathur_core::queue::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rusqlite::Connection;
 use serde_json::Value;
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::connection::begin_write;
-use super::errors::classify;
+use super::errors::raw_on;
+use super::handle::{transaction, Finish};
 use super::queue_store::{
     cancel_in, claim_in, complete_in, fail_in, heartbeat_in, reap_in, release_in, retry_in,
     submit_in, QueueStoreImpl,
@@ -257,98 +258,106 @@ fn copy_error(err: &DatabaseError) -> DatabaseError {
 }
 
 async fn commit_group(pool: &SqlitePool, group: Vec<Job>) {
-    let mut tx = match begin_write(pool).await {
-        Ok(tx) => tx,
+    let mut waiting = Some(group);
+    let ran = transaction(pool, |conn| {
+        let group = waiting.take().unwrap_or_default();
+        run_group(conn, group)
+    })
+    .await;
+    match ran {
+        Ok((settles, ended)) => {
+            let failure = ended.err();
+            if let Some(failure) = &failure {
+                tracing::warn!(error = %failure, "a group commit failed; its operations are undone");
+            }
+            for settle in settles {
+                settle(failure.as_ref());
+            }
+        }
+        // The group never ran: no connection, or the write lock held past the busy timeout.
         Err(err) => {
-            for job in group {
+            for job in waiting.into_iter().flatten() {
                 answer_without_running(job, &err);
             }
-            return;
         }
-    };
+    }
+}
+
+/// Runs a group inside its transaction: each operation in a savepoint of its own, so that a
+/// failed one leaves no trace, and alone without one. Says whether to commit: not when a
+/// savepoint statement failed, for then the transaction cannot be trusted; every operation is
+/// then answered with that failure.
+fn run_group(conn: &Connection, group: Vec<Job>) -> (Vec<Settle>, Finish) {
     if group.len() == 1 {
         // Alone, an operation needs no savepoint: its transaction is its own. A failed one
         // is rolled back whole; a successful one is committed.
-        if let Some(job) = group.into_iter().next() {
-            let (ok, settle) = run_job(&mut tx, job).await;
-            let failure = if ok {
-                tx.commit()
-                    .await
-                    .err()
-                    .map(|e| classify(e, "transaction", ""))
-            } else {
-                drop(tx);
-                None
-            };
-            settle(failure.as_ref());
+        let mut settles = Vec::with_capacity(1);
+        let mut finish = Finish::Rollback;
+        for job in group {
+            let (ok, settle) = run_job(conn, job);
+            if ok {
+                finish = Finish::Commit;
+            }
+            settles.push(settle);
         }
-        return;
+        return (settles, finish);
     }
-    let mut settles = Vec::with_capacity(group.len());
+    let mut settles: Vec<Settle> = Vec::with_capacity(group.len());
     let mut jobs = group.into_iter();
     while let Some(job) = jobs.next() {
-        match run_in_savepoint(&mut tx, job).await {
+        match run_in_savepoint(conn, job) {
             Ok(settle) => settles.push(settle),
             Err((settle, err)) => {
-                // A savepoint statement failed: the transaction cannot be trusted. Roll it all
-                // back and tell everyone: the operations already run, this one, and those
-                // that did not get to run.
-                drop(tx);
                 settles.extend(settle);
-                for settle in settles {
-                    settle(Some(&err));
-                }
+                let err = std::sync::Arc::new(err);
+                let mut failed: Vec<Settle> = settles
+                    .into_iter()
+                    .map(|settle| {
+                        let err = err.clone();
+                        Box::new(move |_: Option<&DatabaseError>| settle(Some(&err))) as Settle
+                    })
+                    .collect();
                 for job in jobs {
-                    answer_without_running(job, &err);
+                    let err = err.clone();
+                    failed.push(Box::new(move |_: Option<&DatabaseError>| {
+                        answer_without_running(job, &err)
+                    }));
                 }
-                return;
+                return (failed, Finish::Rollback);
             }
         }
     }
-    let failure = tx
-        .commit()
-        .await
-        .err()
-        .map(|e| classify(e, "transaction", ""));
-    if let Some(failure) = &failure {
-        tracing::warn!(error = %failure, "a group commit failed; its operations are undone");
-    }
-    for settle in settles {
-        settle(failure.as_ref());
-    }
+    (settles, Finish::Commit)
 }
 
 /// Runs one operation inside a savepoint, releasing it on success and rolling back to it on
 /// failure, so that a failed operation leaves no trace in the group. The error is the
 /// savepoint's own failure, not the operation's (that goes to its caller), with the way to
 /// answer the operation when it got to run.
-async fn run_in_savepoint(
-    conn: &mut SqliteConnection,
+fn run_in_savepoint(
+    conn: &Connection,
     job: Job,
 ) -> Result<Settle, (Option<Settle>, DatabaseError)> {
-    let failed = |e: sqlx::Error| classify(e, "transaction", "");
-    if let Err(e) = sqlx::query("SAVEPOINT queue_op").execute(&mut *conn).await {
+    let failed = raw_on("transaction", "");
+    if let Err(e) = conn.execute_batch("SAVEPOINT queue_op") {
         let err = failed(e);
         answer_without_running(job, &err);
         return Err((None, err));
     }
-    let (ok, settle) = run_job(conn, job).await;
+    let (ok, settle) = run_job(conn, job);
     if !ok {
-        if let Err(e) = sqlx::query("ROLLBACK TO queue_op")
-            .execute(&mut *conn)
-            .await
-        {
-            return Err((Some(settle), failed(e)));
+        if let Err(e) = conn.execute_batch("ROLLBACK TO queue_op") {
+            return Err((Some(settle), raw_on("transaction", "")(e)));
         }
     }
-    if let Err(e) = sqlx::query("RELEASE queue_op").execute(&mut *conn).await {
-        return Err((Some(settle), failed(e)));
+    if let Err(e) = conn.execute_batch("RELEASE queue_op") {
+        return Err((Some(settle), raw_on("transaction", "")(e)));
     }
     Ok(settle)
 }
 
 /// Runs `job` on `conn`; whether it succeeded, and how to answer its caller.
-async fn run_job(conn: &mut SqliteConnection, job: Job) -> (bool, Settle) {
+fn run_job(conn: &Connection, job: Job) -> (bool, Settle) {
     fn done<T: Send + 'static>(
         reply: oneshot::Sender<Result<T, QueueError>>,
         outcome: Result<T, QueueError>,
@@ -365,56 +374,53 @@ async fn run_job(conn: &mut SqliteConnection, job: Job) -> (bool, Settle) {
             reply,
         } => done(
             reply,
-            submit_in(conn, batch, &limits, &priority, &actor, now).await,
+            submit_in(conn, batch, &limits, &priority, &actor, now),
         ),
         Job::Claim {
             request,
             now,
             reply,
-        } => done(reply, claim_in(conn, &request, now).await),
+        } => done(reply, claim_in(conn, &request, now)),
         Job::Heartbeat {
             attempt_id,
             lease,
             now,
             reply,
-        } => done(reply, heartbeat_in(conn, attempt_id, lease, now).await),
+        } => done(reply, heartbeat_in(conn, attempt_id, lease, now)),
         Job::Complete {
             attempt_id,
             result,
             priority,
             now,
             reply,
-        } => done(
-            reply,
-            complete_in(conn, attempt_id, result, &priority, now).await,
-        ),
+        } => done(reply, complete_in(conn, attempt_id, result, &priority, now)),
         Job::Fail {
             attempt_id,
             error,
             retry,
             now,
             reply,
-        } => done(reply, fail_in(conn, attempt_id, &error, &retry, now).await),
+        } => done(reply, fail_in(conn, attempt_id, &error, &retry, now)),
         Job::Release {
             attempt_id,
             reason,
             now,
             reply,
-        } => done(reply, release_in(conn, attempt_id, &reason, now).await),
+        } => done(reply, release_in(conn, attempt_id, &reason, now)),
         Job::Cancel {
             task_id,
             actor,
             now,
             reply,
-        } => done(reply, cancel_in(conn, task_id, &actor, now).await),
+        } => done(reply, cancel_in(conn, task_id, &actor, now)),
         Job::Retry {
             task_id,
             actor,
             priority,
             now,
             reply,
-        } => done(reply, retry_in(conn, task_id, &actor, &priority, now).await),
-        Job::Reap { retry, now, reply } => done(reply, reap_in(conn, &retry, now).await),
+        } => done(reply, retry_in(conn, task_id, &actor, &priority, now)),
+        Job::Reap { retry, now, reply } => done(reply, reap_in(conn, &retry, now)),
     }
 }
 

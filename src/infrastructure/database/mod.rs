@@ -7,6 +7,7 @@ mod agent_repo;
 mod connection;
 mod errors;
 mod group_commit;
+mod handle;
 mod id_lookup;
 mod memory_repo;
 mod queue_store;

@@ -1,7 +1,11 @@
 //! [`QueueStore`] on SQLite. Every operation is one `BEGIN IMMEDIATE` transaction: it takes the
 //! write lock first, so its reads are current when it decides, in whatever process it runs.
+//!
+//! The writes run on the pooled connection's own handle ([`super::handle`]), with prepared
+//! statements, in one hop to the connection; the reads (history, overview, pending) go
+//! through sqlx.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use abathur_core::error::DatabaseError;
@@ -14,14 +18,17 @@ use abathur_core::queue::{
 use abathur_core::timestamp;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::SqlitePool;
 use uuid::Uuid;
 
-use super::connection::begin_write;
-use super::errors::on;
+use super::errors::{on, raw_on};
+use super::handle::{transaction, with_handle, Finish};
 use super::row::{json_text, RowContext};
-use super::task_repo::{first_missing_reference, insert_one, load_task, missing, TaskParams};
+use super::task_repo::{
+    first_missing_reference_raw, insert_task_raw, load_task_raw, missing, TaskParams,
+};
 
 const ENTITY: &str = "task";
 
@@ -38,8 +45,56 @@ impl QueueStoreImpl {
     }
 }
 
+/// An error of a read through sqlx.
 fn db(e: sqlx::Error) -> QueueError {
     QueueError::Database(on(ENTITY, "")(e))
+}
+
+/// An error of a statement on the handle.
+fn raw(e: rusqlite::Error) -> QueueError {
+    QueueError::Database(raw_on(ENTITY, "")(e))
+}
+
+/// Runs one statement (prepared once per connection hop) and returns the rows it changed.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<u64, QueueError> {
+    let changed = conn
+        .prepare_cached(sql)
+        .and_then(|mut statement| statement.execute(params))
+        .map_err(raw)?;
+    Ok(changed as u64)
+}
+
+/// Runs one query and maps each row.
+fn rows<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, QueueError> {
+    let mut statement = conn.prepare_cached(sql).map_err(raw)?;
+    let mapped = statement.query_map(params, map).map_err(raw)?;
+    mapped.collect::<Result<Vec<_>, _>>().map_err(raw)
+}
+
+/// Runs `op` as one write transaction of its own on a connection of `pool`: committed when it
+/// succeeds, rolled back when it fails.
+pub(super) async fn write_alone<T>(
+    pool: &SqlitePool,
+    op: impl FnOnce(&Connection) -> Result<T, QueueError>,
+) -> Result<T, QueueError> {
+    let (outcome, ended) = transaction(pool, |conn| {
+        let outcome = op(conn);
+        let finish = if outcome.is_ok() {
+            Finish::Commit
+        } else {
+            Finish::Rollback
+        };
+        (outcome, finish)
+    })
+    .await?;
+    let value = outcome?;
+    ended?;
+    Ok(value)
 }
 
 /// A task id read back from the store.
@@ -66,8 +121,8 @@ fn later(now: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, QueueError> 
 
 /// Appends one event to a task's history.
 #[allow(clippy::too_many_arguments)] // reason: one column each; a struct would only rename them
-async fn record(
-    conn: &mut SqliteConnection,
+fn record(
+    conn: &Connection,
     task_id: &str,
     from: Option<TaskStatus>,
     to: TaskStatus,
@@ -76,31 +131,30 @@ async fn record(
     attempt_id: Option<&str>,
     reason: Option<&str>,
 ) -> Result<(), QueueError> {
-    let from = from.map(TaskStatus::as_str);
-    let to = to.as_str();
-    sqlx::query!(
+    exec(
+        conn,
         "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-        task_id,
-        from,
-        to,
-        now,
-        actor,
-        attempt_id,
-        reason
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            task_id,
+            from.map(TaskStatus::as_str),
+            to.as_str(),
+            now,
+            actor,
+            attempt_id,
+            reason
+        ],
+    )?;
     Ok(())
 }
 
 /// Forgets a task's run-after time: it is claimable at once when next ready.
-async fn clear_schedule(conn: &mut SqliteConnection, task_id: &str) -> Result<(), QueueError> {
-    sqlx::query!("DELETE FROM task_schedule WHERE task_id = ?", task_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+fn clear_schedule(conn: &Connection, task_id: &str) -> Result<(), QueueError> {
+    exec(
+        conn,
+        "DELETE FROM task_schedule WHERE task_id = ?1",
+        [task_id],
+    )?;
     Ok(())
 }
 
@@ -111,34 +165,39 @@ struct OpenAttempt {
     attempt_number: i64,
 }
 
-async fn open_attempt(
-    conn: &mut SqliteConnection,
-    attempt_id: Uuid,
-) -> Result<OpenAttempt, QueueError> {
+fn open_attempt(conn: &Connection, attempt_id: Uuid) -> Result<OpenAttempt, QueueError> {
     let id = attempt_id.to_string();
-    let row = sqlx::query!(
-        "SELECT task_id, worker_id, attempt_number, finished_at, outcome
-         FROM task_attempts WHERE id = ?",
-        id
-    )
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db)?;
-    let Some(row) = row else {
+    let row = conn
+        .prepare_cached(
+            "SELECT task_id, worker_id, attempt_number, outcome FROM task_attempts WHERE id = ?1",
+        )
+        .and_then(|mut q| {
+            q.query_row([&id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(raw)?;
+    let Some((task_id, worker_id, attempt_number, outcome)) = row else {
         return Err(QueueError::AttemptNotFound(attempt_id));
     };
-    match row.outcome.as_deref() {
+    match outcome.as_deref() {
         None => Ok(OpenAttempt {
-            task_id: row.task_id,
-            worker_id: row.worker_id,
-            attempt_number: row.attempt_number,
+            task_id,
+            worker_id,
+            attempt_number,
         }),
         Some("cancelled") => Err(QueueError::Cancelled {
             task_id: RowContext {
                 table: "task_attempts",
                 id: &id,
             }
-            .uuid("task_id", &row.task_id)?,
+            .uuid("task_id", &task_id)?,
         }),
         Some(outcome) => Err(QueueError::LeaseLost {
             attempt_id,
@@ -147,25 +206,19 @@ async fn open_attempt(
     }
 }
 
-async fn close_attempt(
-    conn: &mut SqliteConnection,
+fn close_attempt(
+    conn: &Connection,
     attempt_id: &str,
     outcome: AttemptOutcome,
     error: Option<&str>,
     now: &str,
 ) -> Result<(), QueueError> {
-    let outcome = outcome.as_str();
-    sqlx::query!(
-        "UPDATE task_attempts SET finished_at = ?, outcome = ?, error = ?
-         WHERE id = ? AND finished_at IS NULL",
-        now,
-        outcome,
-        error,
-        attempt_id
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+    exec(
+        conn,
+        "UPDATE task_attempts SET finished_at = ?1, outcome = ?2, error = ?3
+         WHERE id = ?4 AND finished_at IS NULL",
+        params![now, outcome.as_str(), error, attempt_id],
+    )?;
     Ok(())
 }
 
@@ -183,8 +236,8 @@ enum Walk {
 }
 
 /// The tasks reachable from `root` by `walk`, without `root`, shallowest first.
-async fn descendants(
-    conn: &mut SqliteConnection,
+fn descendants(
+    conn: &Connection,
     root: &str,
     walk: Walk,
 ) -> Result<Vec<(String, TaskStatus)>, QueueError> {
@@ -233,28 +286,26 @@ async fn descendants(
              WHERE t.id <> ?1 ORDER BY t.dependency_depth, t.id"
         }
     };
-    let rows: Vec<(String, String)> = sqlx::query_as(sql)
-        .bind(root)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
-    rows.into_iter()
-        .map(|(id, status)| {
-            let status = RowContext {
-                table: "tasks",
-                id: &id,
-            }
-            .parse("status", &status)?;
-            Ok((id, status))
-        })
-        .collect()
+    rows(conn, sql, [root], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?
+    .into_iter()
+    .map(|(id, status)| {
+        let status = RowContext {
+            table: "tasks",
+            id: &id,
+        }
+        .parse("status", &status)?;
+        Ok((id, status))
+    })
+    .collect()
 }
 
 /// Sets a task's status (and `started_at` when running, `completed_at` when terminal) and
 /// records the change.
 #[allow(clippy::too_many_arguments)] // reason: the event's columns
-async fn transition(
-    conn: &mut SqliteConnection,
+fn transition(
+    conn: &Connection,
     task_id: &str,
     from: TaskStatus,
     to: TaskStatus,
@@ -263,25 +314,22 @@ async fn transition(
     attempt_id: Option<&str>,
     reason: Option<&str>,
 ) -> Result<(), QueueError> {
-    let status = to.as_str();
     let started_at = (to == TaskStatus::Running).then_some(now);
     let completed_at = to.is_terminal().then_some(now);
-    let expected = from.as_str();
-    let changed = sqlx::query!(
-        "UPDATE tasks SET status = ?, last_updated_at = ?,
-             started_at = COALESCE(?, started_at), completed_at = COALESCE(?, completed_at)
-         WHERE id = ? AND status = ?",
-        status,
-        now,
-        started_at,
-        completed_at,
-        task_id,
-        expected
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?
-    .rows_affected();
+    let changed = exec(
+        conn,
+        "UPDATE tasks SET status = ?1, last_updated_at = ?2,
+             started_at = COALESCE(?3, started_at), completed_at = COALESCE(?4, completed_at)
+         WHERE id = ?5 AND status = ?6",
+        params![
+            to.as_str(),
+            now,
+            started_at,
+            completed_at,
+            task_id,
+            from.as_str()
+        ],
+    )?;
     // Every caller read `from` in this same write transaction, so a mismatch means the row was
     // changed outside the queue (through the low-level repository): refuse rather than write
     // a history that did not happen.
@@ -302,7 +350,6 @@ async fn transition(
         attempt_id,
         reason,
     )
-    .await
 }
 
 /// One task of a set-based transition: its id, the status it was read in, and the attempt the
@@ -315,10 +362,10 @@ struct Move {
 
 /// [`transition`] for many tasks in two statements, whatever their number: the status update
 /// and the events both read the set from one JSON array. Used where one operation moves a
-/// whole subtree (a cascade, a cancel, a fan-out), so that the write lock is held for two
-/// statements rather than several per task.
-async fn transition_many(
-    conn: &mut SqliteConnection,
+/// whole subtree (a cascade, a cancel, a fan-out, a batched claim), so that the write lock is
+/// held for two statements rather than several per task.
+fn transition_many(
+    conn: &Connection,
     moves: &[Move],
     to: TaskStatus,
     now: &str,
@@ -328,7 +375,7 @@ async fn transition_many(
     if moves.is_empty() {
         return Ok(());
     }
-    let rows = serde_json::Value::Array(
+    let set = serde_json::Value::Array(
         moves
             .iter()
             .map(|m| serde_json::json!({ "id": m.id, "from": m.from.as_str(), "attempt": m.attempt }))
@@ -336,25 +383,22 @@ async fn transition_many(
     )
     .to_string();
     let status = to.as_str();
-    let terminal = to.is_terminal();
-    let running = to == TaskStatus::Running;
-    let changed = sqlx::query!(
-        r#"UPDATE tasks SET status = ?1, last_updated_at = ?2,
-               completed_at = CASE WHEN ?3 THEN ?2 ELSE completed_at END,
-               started_at = CASE WHEN ?5 THEN ?2 ELSE started_at END
-           FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.from') AS from_status
-                 FROM json_each(?4)) AS m
-           WHERE tasks.id = m.id AND tasks.status = m.from_status"#,
-        status,
-        now,
-        terminal,
-        rows,
-        running
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?
-    .rows_affected();
+    let changed = exec(
+        conn,
+        "UPDATE tasks SET status = ?1, last_updated_at = ?2,
+             completed_at = CASE WHEN ?3 THEN ?2 ELSE completed_at END,
+             started_at = CASE WHEN ?5 THEN ?2 ELSE started_at END
+         FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.from') AS from_status
+               FROM json_each(?4)) AS m
+         WHERE tasks.id = m.id AND tasks.status = m.from_status",
+        params![
+            status,
+            now,
+            to.is_terminal(),
+            set,
+            to == TaskStatus::Running
+        ],
+    )?;
     // As in `transition`: every `from` was read in this transaction.
     if changed != moves.len() as u64 {
         return Err(QueueError::Database(DatabaseError::Conflict {
@@ -367,20 +411,14 @@ async fn transition_many(
             ),
         }));
     }
-    sqlx::query!(
-        r#"INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
-           SELECT json_extract(value, '$.id'), json_extract(value, '$.from'), ?1, ?2, ?3,
-                  json_extract(value, '$.attempt'), ?4
-           FROM json_each(?5) ORDER BY key"#,
-        status,
-        now,
-        actor,
-        reason,
-        rows
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+    exec(
+        conn,
+        "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
+         SELECT json_extract(value, '$.id'), json_extract(value, '$.from'), ?1, ?2, ?3,
+                json_extract(value, '$.attempt'), ?4
+         FROM json_each(?5) ORDER BY key",
+        params![status, now, actor, reason, set],
+    )?;
     Ok(())
 }
 
@@ -391,8 +429,8 @@ fn id_array<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
 
 /// Recomputes `calculated_priority` of the tasks in `ids` (a JSON array), with the formula of
 /// [`PriorityPolicy::calculate`] in SQL; returns how many rows changed.
-async fn recompute_priorities(
-    conn: &mut SqliteConnection,
+fn recompute_priorities(
+    conn: &Connection,
     ids: &str,
     priority: &PriorityPolicy,
     now: &str,
@@ -400,7 +438,8 @@ async fn recompute_priorities(
     let depth_cap = i64::from(priority.depth_cap);
     let horizon = priority.deadline_horizon.as_secs_f64().max(1e-6);
     let aging = priority.aging_interval.as_secs_f64().max(1e-6);
-    Ok(sqlx::query!(
+    exec(
+        conn,
         "UPDATE tasks SET calculated_priority = priority
              + ?1 * MIN(dependency_depth, ?2)
              + CASE WHEN deadline IS NULL THEN 0.0
@@ -408,36 +447,32 @@ async fn recompute_priorities(
                END
              + MAX(0.0, (julianday(?4) - julianday(submitted_at)) * 86400.0) / ?6
          WHERE id IN (SELECT value FROM json_each(?7))",
-        priority.depth_weight,
-        depth_cap,
-        priority.deadline_weight,
-        now,
-        horizon,
-        aging,
-        ids
+        params![
+            priority.depth_weight,
+            depth_cap,
+            priority.deadline_weight,
+            now,
+            horizon,
+            aging,
+            ids
+        ],
     )
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?
-    .rows_affected())
 }
 
 /// Forgets the run-after times of the tasks in `ids` (a JSON array).
-async fn clear_schedules(conn: &mut SqliteConnection, ids: &str) -> Result<(), QueueError> {
-    sqlx::query!(
-        "DELETE FROM task_schedule WHERE task_id IN (SELECT value FROM json_each(?))",
-        ids
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+fn clear_schedules(conn: &Connection, ids: &str) -> Result<(), QueueError> {
+    exec(
+        conn,
+        "DELETE FROM task_schedule WHERE task_id IN (SELECT value FROM json_each(?1))",
+        [ids],
+    )?;
     Ok(())
 }
 
 /// The fail path of a running task whose attempt ended badly: back to ready after a backoff
 /// while retries remain, else failed with every non-terminal dependent.
-async fn fail_task(
-    conn: &mut SqliteConnection,
+fn fail_task(
+    conn: &Connection,
     task_id: &str,
     attempt_id: Uuid,
     error: &str,
@@ -447,40 +482,30 @@ async fn fail_task(
 ) -> Result<FailOutcome, QueueError> {
     let now_text = ts(&now);
     let attempt = attempt_id.to_string();
-    let row = sqlx::query!(
-        "SELECT retry_count, max_retries FROM tasks WHERE id = ?",
-        task_id
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db)?;
-    let retry_count = row.retry_count + 1;
-    sqlx::query!(
-        "UPDATE tasks SET retry_count = ?, error_message = ? WHERE id = ?",
-        retry_count,
-        error,
-        task_id
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+    let (stored_count, max_retries): (i64, i64) = conn
+        .prepare_cached("SELECT retry_count, max_retries FROM tasks WHERE id = ?1")
+        .and_then(|mut q| q.query_row([task_id], |r| Ok((r.get(0)?, r.get(1)?))))
+        .map_err(raw)?;
+    let retry_count = stored_count + 1;
+    exec(
+        conn,
+        "UPDATE tasks SET retry_count = ?1, error_message = ?2 WHERE id = ?3",
+        params![retry_count, error, task_id],
+    )?;
     let cx = RowContext {
         table: "tasks",
         id: task_id,
     };
     let retry_count: u32 = cx.int("retry_count", retry_count)?;
-    if i64::from(retry_count) <= row.max_retries {
+    if i64::from(retry_count) <= max_retries {
         let run_after = later(now, retry.delay(retry_count, attempt_id))?;
         let run_after_text = ts(&run_after);
-        sqlx::query!(
-            "INSERT INTO task_schedule (task_id, run_after) VALUES (?, ?)
+        exec(
+            conn,
+            "INSERT INTO task_schedule (task_id, run_after) VALUES (?1, ?2)
              ON CONFLICT (task_id) DO UPDATE SET run_after = excluded.run_after",
-            task_id,
-            run_after_text
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+            params![task_id, run_after_text],
+        )?;
         let reason = format!("attempt failed, retry {retry_count} after {run_after_text}: {error}");
         transition(
             conn,
@@ -491,8 +516,7 @@ async fn fail_task(
             actor,
             Some(&attempt),
             Some(&reason),
-        )
-        .await?;
+        )?;
         return Ok(FailOutcome::Retrying {
             retry_count,
             run_after,
@@ -508,13 +532,11 @@ async fn fail_task(
         actor,
         Some(&attempt),
         Some(&reason),
-    )
-    .await?;
+    )?;
     let cascade_error = format!("dependency {task_id} failed: {error}");
     // An unfinished dependent of a task that never completed is blocked (or pending): it
     // cannot be ready or running.
-    let moves: Vec<Move> = descendants(conn, task_id, Walk::Dependents)
-        .await?
+    let moves: Vec<Move> = descendants(conn, task_id, Walk::Dependents)?
         .into_iter()
         .filter(|(_, status)| !status.is_terminal() && *status != TaskStatus::Running)
         .map(|(id, from)| Move {
@@ -524,14 +546,11 @@ async fn fail_task(
         })
         .collect();
     let ids = id_array(moves.iter().map(|m| m.id.as_str()));
-    sqlx::query!(
-        "UPDATE tasks SET error_message = ? WHERE id IN (SELECT value FROM json_each(?))",
-        cascade_error,
-        ids
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+    exec(
+        conn,
+        "UPDATE tasks SET error_message = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
+        params![cascade_error, ids],
+    )?;
     transition_many(
         conn,
         &moves,
@@ -539,9 +558,8 @@ async fn fail_task(
         &now_text,
         "queue",
         Some(&cascade_error),
-    )
-    .await?;
-    clear_schedules(conn, &ids).await?;
+    )?;
+    clear_schedules(conn, &ids)?;
     let cascaded = moves
         .iter()
         .map(|m| task_uuid(&m.id))
@@ -550,20 +568,19 @@ async fn fail_task(
 }
 
 /// Makes ready every blocked dependent of `task_id` whose dependencies are all completed.
-async fn release_dependents(
-    conn: &mut SqliteConnection,
+fn release_dependents(
+    conn: &Connection,
     task_id: &str,
     priority: &PriorityPolicy,
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, QueueError> {
     let now_text = ts(&now);
-    let ids = sqlx::query_file_scalar!(
-        "src/infrastructure/database/queries/dependents_to_release.sql",
-        task_id
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
+    let ids: Vec<String> = rows(
+        conn,
+        include_str!("queries/dependents_to_release.sql"),
+        [task_id],
+        |r| r.get(0),
+    )?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -583,24 +600,22 @@ async fn release_dependents(
         &now_text,
         "queue",
         Some(&reason),
-    )
-    .await?;
+    )?;
     recompute_priorities(
         conn,
         &id_array(ids.iter().map(String::as_str)),
         priority,
         &now_text,
-    )
-    .await?;
+    )?;
     ids.iter().map(|id| task_uuid(id)).collect()
 }
 
-async fn task_status(conn: &mut SqliteConnection, task_id: Uuid) -> Result<TaskStatus, QueueError> {
+fn task_status(conn: &Connection, task_id: Uuid) -> Result<TaskStatus, QueueError> {
     let id = task_id.to_string();
-    let status = sqlx::query_scalar!("SELECT status FROM tasks WHERE id = ?", id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db)?
+    let status: String = conn
+        .prepare_cached("SELECT status FROM tasks WHERE id = ?1")
+        .and_then(|mut q| q.query_row([&id], |r| r.get(0)).optional())
+        .map_err(raw)?
         .ok_or(QueueError::TaskNotFound(task_id))?;
     Ok(RowContext {
         table: "tasks",
@@ -612,8 +627,8 @@ async fn task_status(conn: &mut SqliteConnection, task_id: Uuid) -> Result<TaskS
 // ---- Each operation on a connection inside a write transaction: the store runs one per
 // transaction; the group-commit store runs many.
 
-pub(super) async fn submit_in(
-    conn: &mut SqliteConnection,
+pub(super) fn submit_in(
+    conn: &Connection,
     batch: Vec<NewTask>,
     limits: &QueueLimits,
     priority: &PriorityPolicy,
@@ -622,10 +637,8 @@ pub(super) async fn submit_in(
 ) -> Result<Vec<Task>, QueueError> {
     let now_text = ts(&now);
     // Members may name each other as parents in any order: check at commit.
-    sqlx::query!("PRAGMA defer_foreign_keys = ON")
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+    conn.execute_batch("PRAGMA defer_foreign_keys = ON")
+        .map_err(raw)?;
     let mut in_batch: HashMap<Uuid, u32> = HashMap::with_capacity(batch.len());
     let mut stored = Vec::with_capacity(batch.len());
     let mut params_all = Vec::with_capacity(batch.len());
@@ -638,22 +651,22 @@ pub(super) async fn submit_in(
                 *depth
             } else {
                 let id = dep.to_string();
-                let row = sqlx::query!(
-                    "SELECT status, dependency_depth FROM tasks WHERE id = ?",
-                    id
-                )
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db)?
-                .ok_or(QueueError::UnknownDependency {
-                    task: new.id,
-                    dependency: *dep,
-                })?;
+                let (status, depth): (String, i64) = conn
+                    .prepare_cached("SELECT status, dependency_depth FROM tasks WHERE id = ?1")
+                    .and_then(|mut q| {
+                        q.query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()
+                    })
+                    .map_err(raw)?
+                    .ok_or(QueueError::UnknownDependency {
+                        task: new.id,
+                        dependency: *dep,
+                    })?;
                 let cx = RowContext {
                     table: "tasks",
                     id: &id,
                 };
-                let status: TaskStatus = cx.parse("status", &row.status)?;
+                let status: TaskStatus = cx.parse("status", &status)?;
                 // A cancelled task never completes, and a failed one only after a retry:
                 // a task waiting on either would wait unseen, so it is refused.
                 if matches!(status, TaskStatus::Failed | TaskStatus::Cancelled) {
@@ -664,7 +677,7 @@ pub(super) async fn submit_in(
                     });
                 }
                 all_completed &= status == TaskStatus::Completed;
-                cx.int("dependency_depth", row.dependency_depth)?
+                cx.int("dependency_depth", depth)?
             };
             deepest = Some(deepest.map_or(depth, |d| d.max(depth)));
         }
@@ -687,16 +700,12 @@ pub(super) async fn submit_in(
         task.calculated_priority =
             priority.calculate(task.priority, depth, task.deadline, task.submitted_at, now);
         let params = TaskParams::new(task.clone())?;
-        insert_one(&mut *conn, &params)
-            .await
-            .map_err(|e| match db(e) {
-                QueueError::Database(DatabaseError::UniqueViolation { .. }) => {
-                    QueueError::DuplicateTask { task: new.id }
-                }
-                other => other,
-            })?;
+        insert_task_raw(conn, &params).map_err(|e| match e {
+            DatabaseError::UniqueViolation { .. } => QueueError::DuplicateTask { task: new.id },
+            other => QueueError::Database(other),
+        })?;
         record(
-            &mut *conn,
+            conn,
             &params.id,
             None,
             task.status,
@@ -704,18 +713,13 @@ pub(super) async fn submit_in(
             actor,
             None,
             Some("submitted"),
-        )
-        .await?;
+        )?;
         params_all.push(params);
         stored.push(task);
     }
-    let pending: std::collections::HashSet<&str> =
-        params_all.iter().map(|p| p.id.as_str()).collect();
+    let pending: HashSet<&str> = params_all.iter().map(|p| p.id.as_str()).collect();
     for p in &params_all {
-        if let Some((reference, id)) = first_missing_reference(&mut *conn, p, &pending)
-            .await
-            .map_err(db)?
-        {
+        if let Some((reference, id)) = first_missing_reference_raw(conn, p, &pending)? {
             return Err(match (task_uuid(&p.id), Uuid::parse_str(&id)) {
                 (Ok(task), Ok(id)) => QueueError::UnknownReference {
                     task,
@@ -729,34 +733,29 @@ pub(super) async fn submit_in(
     Ok(stored)
 }
 
-pub(super) async fn claim_in(
-    conn: &mut SqliteConnection,
+pub(super) fn claim_in(
+    conn: &Connection,
     request: &ClaimRequest,
     now: DateTime<Utc>,
 ) -> Result<Vec<ClaimedTask>, QueueError> {
     let now_text = ts(&now);
     let expires_at = later(now, request.lease)?;
     let expires_text = ts(&expires_at);
-    let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM tasks t WHERE status = 'ready'");
+    let mut sql = String::from("SELECT id FROM tasks t WHERE status = 'ready'");
+    let mut binds: Vec<rusqlite::types::Value> =
+        vec![now_text.clone().into(), i64::from(request.max_tasks).into()];
     if !request.agent_types.is_empty() {
-        qb.push(" AND agent_type IN (");
-        let mut list = qb.separated(", ");
-        for agent_type in &request.agent_types {
-            list.push_bind(agent_type);
-        }
-        qb.push(")");
+        let marks: Vec<String> = (0..request.agent_types.len())
+            .map(|i| format!("?{}", i + 3))
+            .collect();
+        sql.push_str(&format!(" AND agent_type IN ({})", marks.join(", ")));
+        binds.extend(request.agent_types.iter().map(|a| a.clone().into()));
     }
-    qb.push(
-        " AND NOT EXISTS (SELECT 1 FROM task_schedule s WHERE s.task_id = t.id AND s.run_after > ",
-    )
-    .push_bind(&now_text)
-    .push(") ORDER BY calculated_priority DESC, submitted_at ASC, id ASC LIMIT ")
-    .push_bind(i64::from(request.max_tasks));
-    let ids: Vec<String> = qb
-        .build_query_scalar()
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
+    sql.push_str(
+        " AND NOT EXISTS (SELECT 1 FROM task_schedule s WHERE s.task_id = t.id AND s.run_after > ?1)
+          ORDER BY calculated_priority DESC, submitted_at ASC, id ASC LIMIT ?2",
+    );
+    let ids: Vec<String> = rows(conn, &sql, rusqlite::params_from_iter(binds), |r| r.get(0))?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -770,27 +769,22 @@ pub(super) async fn claim_in(
             .collect(),
     )
     .to_string();
-    let numbers: HashMap<String, i64> = sqlx::query!(
-        r#"INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at, lease_expires_at)
-           SELECT json_extract(j.value, '$.attempt'), json_extract(j.value, '$.task'),
-                  (SELECT COALESCE(MAX(a.attempt_number), 0) + 1 FROM task_attempts a
-                   WHERE a.task_id = json_extract(j.value, '$.task')),
-                  ?1, ?2, ?3
-           FROM json_each(?4) AS j
-           RETURNING id AS "id!", attempt_number AS "attempt_number!""#,
-        request.worker_id,
-        now_text,
-        expires_text,
-        pairs
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?
+    let numbers: HashMap<String, i64> = rows(
+        conn,
+        "INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at, lease_expires_at)
+         SELECT json_extract(j.value, '$.attempt'), json_extract(j.value, '$.task'),
+                (SELECT COALESCE(MAX(a.attempt_number), 0) + 1 FROM task_attempts a
+                 WHERE a.task_id = json_extract(j.value, '$.task')),
+                ?1, ?2, ?3
+         FROM json_each(?4) AS j
+         RETURNING id, attempt_number",
+        params![request.worker_id, now_text, expires_text, pairs],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?
     .into_iter()
-    .map(|r| (r.id, r.attempt_number))
     .collect();
     let task_ids = id_array(ids.iter().map(String::as_str));
-    clear_schedules(&mut *conn, &task_ids).await?;
+    clear_schedules(conn, &task_ids)?;
     let moves: Vec<Move> = attempts
         .iter()
         .map(|(task, attempt)| Move {
@@ -800,18 +794,16 @@ pub(super) async fn claim_in(
         })
         .collect();
     transition_many(
-        &mut *conn,
+        conn,
         &moves,
         TaskStatus::Running,
         &now_text,
         &request.worker_id,
         Some("claimed"),
-    )
-    .await?;
+    )?;
     let mut claimed = Vec::with_capacity(attempts.len());
     for (id, attempt_id) in attempts {
-        let task = load_task(&mut *conn, &id)
-            .await?
+        let task = load_task_raw(conn, &id)?
             .ok_or_else(|| QueueError::Database(DatabaseError::not_found(ENTITY, &id)))?;
         let attempt = attempt_id.to_string();
         let number = numbers
@@ -836,24 +828,20 @@ pub(super) async fn claim_in(
     Ok(claimed)
 }
 
-pub(super) async fn heartbeat_in(
-    conn: &mut SqliteConnection,
+pub(super) fn heartbeat_in(
+    conn: &Connection,
     attempt_id: Uuid,
     lease: Duration,
     now: DateTime<Utc>,
 ) -> Result<Lease, QueueError> {
     let expires_at = later(now, lease)?;
-    let expires_text = ts(&expires_at);
     let id = attempt_id.to_string();
-    let open = open_attempt(&mut *conn, attempt_id).await?;
-    sqlx::query!(
-        "UPDATE task_attempts SET lease_expires_at = ? WHERE id = ?",
-        expires_text,
-        id
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+    let open = open_attempt(conn, attempt_id)?;
+    exec(
+        conn,
+        "UPDATE task_attempts SET lease_expires_at = ?1 WHERE id = ?2",
+        params![ts(&expires_at), id],
+    )?;
     let cx = RowContext {
         table: "task_attempts",
         id: &id,
@@ -867,8 +855,8 @@ pub(super) async fn heartbeat_in(
     })
 }
 
-pub(super) async fn complete_in(
-    conn: &mut SqliteConnection,
+pub(super) fn complete_in(
+    conn: &Connection,
     attempt_id: Uuid,
     result: Option<Value>,
     priority: &PriorityPolicy,
@@ -877,25 +865,15 @@ pub(super) async fn complete_in(
     let now_text = ts(&now);
     let attempt = attempt_id.to_string();
     let result = result.as_ref().map(json_text);
-    let open = open_attempt(&mut *conn, attempt_id).await?;
-    close_attempt(
-        &mut *conn,
-        &attempt,
-        AttemptOutcome::Completed,
-        None,
-        &now_text,
-    )
-    .await?;
-    sqlx::query!(
-        "UPDATE tasks SET result_data = ?, error_message = NULL WHERE id = ?",
-        result,
-        open.task_id
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+    let open = open_attempt(conn, attempt_id)?;
+    close_attempt(conn, &attempt, AttemptOutcome::Completed, None, &now_text)?;
+    exec(
+        conn,
+        "UPDATE tasks SET result_data = ?1, error_message = NULL WHERE id = ?2",
+        params![result, open.task_id],
+    )?;
     transition(
-        &mut *conn,
+        conn,
         &open.task_id,
         TaskStatus::Running,
         TaskStatus::Completed,
@@ -903,14 +881,12 @@ pub(super) async fn complete_in(
         &open.worker_id,
         Some(&attempt),
         None,
-    )
-    .await?;
-    let released = release_dependents(&mut *conn, &open.task_id, priority, now).await?;
-    Ok(released)
+    )?;
+    release_dependents(conn, &open.task_id, priority, now)
 }
 
-pub(super) async fn fail_in(
-    conn: &mut SqliteConnection,
+pub(super) fn fail_in(
+    conn: &Connection,
     attempt_id: Uuid,
     error: &str,
     retry: &RetryPolicy,
@@ -918,17 +894,16 @@ pub(super) async fn fail_in(
 ) -> Result<FailOutcome, QueueError> {
     let now_text = ts(&now);
     let attempt = attempt_id.to_string();
-    let open = open_attempt(&mut *conn, attempt_id).await?;
+    let open = open_attempt(conn, attempt_id)?;
     close_attempt(
-        &mut *conn,
+        conn,
         &attempt,
         AttemptOutcome::Failed,
         Some(error),
         &now_text,
-    )
-    .await?;
-    let outcome = fail_task(
-        &mut *conn,
+    )?;
+    fail_task(
+        conn,
         &open.task_id,
         attempt_id,
         error,
@@ -936,32 +911,29 @@ pub(super) async fn fail_in(
         retry,
         now,
     )
-    .await?;
-    Ok(outcome)
 }
 
-pub(super) async fn release_in(
-    conn: &mut SqliteConnection,
+pub(super) fn release_in(
+    conn: &Connection,
     attempt_id: Uuid,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<(), QueueError> {
     let now_text = ts(&now);
     let attempt = attempt_id.to_string();
-    let open = open_attempt(&mut *conn, attempt_id).await?;
+    let open = open_attempt(conn, attempt_id)?;
     close_attempt(
-        &mut *conn,
+        conn,
         &attempt,
         AttemptOutcome::Released,
         Some(reason),
         &now_text,
-    )
-    .await?;
+    )?;
     // A leftover run-after time would hold the task back; it is claimable at once.
-    clear_schedule(&mut *conn, &open.task_id).await?;
+    clear_schedule(conn, &open.task_id)?;
     let why = format!("released unfinished: {reason}");
     transition(
-        &mut *conn,
+        conn,
         &open.task_id,
         TaskStatus::Running,
         TaskStatus::Ready,
@@ -970,19 +942,17 @@ pub(super) async fn release_in(
         Some(&attempt),
         Some(&why),
     )
-    .await?;
-    Ok(())
 }
 
-pub(super) async fn cancel_in(
-    conn: &mut SqliteConnection,
+pub(super) fn cancel_in(
+    conn: &Connection,
     task_id: Uuid,
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, QueueError> {
     let now_text = ts(&now);
     let id = task_id.to_string();
-    let status = task_status(&mut *conn, task_id).await?;
+    let status = task_status(conn, task_id)?;
     if status.is_terminal() {
         return Err(QueueError::InvalidTransition {
             task_id,
@@ -991,24 +961,21 @@ pub(super) async fn cancel_in(
         });
     }
     let mut affected = vec![(id.clone(), status)];
-    affected.extend(descendants(&mut *conn, &id, Walk::DependentsAndChildren).await?);
+    affected.extend(descendants(conn, &id, Walk::DependentsAndChildren)?);
     affected.retain(|(_, status)| !status.is_terminal());
     let ids = id_array(affected.iter().map(|(task, _)| task.as_str()));
     // Running tasks' attempts end as cancelled: their leases are revoked.
-    let revoked: HashMap<String, String> = sqlx::query!(
-        r#"UPDATE task_attempts SET finished_at = ?, outcome = 'cancelled'
-           WHERE finished_at IS NULL AND task_id IN (SELECT value FROM json_each(?))
-           RETURNING task_id AS "task_id!", id AS "id!""#,
-        now_text,
-        ids
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?
+    let revoked: HashMap<String, String> = rows(
+        conn,
+        "UPDATE task_attempts SET finished_at = ?1, outcome = 'cancelled'
+         WHERE finished_at IS NULL AND task_id IN (SELECT value FROM json_each(?2))
+         RETURNING task_id, id",
+        params![now_text, ids],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?
     .into_iter()
-    .map(|r| (r.task_id, r.id))
     .collect();
-    clear_schedules(&mut *conn, &ids).await?;
+    clear_schedules(conn, &ids)?;
     let (root, rest): (Vec<_>, Vec<_>) = affected
         .into_iter()
         .map(|(task, from)| Move {
@@ -1017,35 +984,24 @@ pub(super) async fn cancel_in(
             from,
         })
         .partition(|m| m.id == id);
-    transition_many(
-        &mut *conn,
-        &root,
-        TaskStatus::Cancelled,
-        &now_text,
-        actor,
-        None,
-    )
-    .await?;
+    transition_many(conn, &root, TaskStatus::Cancelled, &now_text, actor, None)?;
     let reason = format!("cancelled with {id}");
     transition_many(
-        &mut *conn,
+        conn,
         &rest,
         TaskStatus::Cancelled,
         &now_text,
         actor,
         Some(&reason),
-    )
-    .await?;
-    let cancelled = root
-        .iter()
+    )?;
+    root.iter()
         .chain(&rest)
         .map(|m| task_uuid(&m.id))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(cancelled)
+        .collect::<Result<Vec<_>, _>>()
 }
 
-pub(super) async fn retry_in(
-    conn: &mut SqliteConnection,
+pub(super) fn retry_in(
+    conn: &Connection,
     task_id: Uuid,
     actor: &str,
     priority: &PriorityPolicy,
@@ -1053,7 +1009,7 @@ pub(super) async fn retry_in(
 ) -> Result<Vec<Uuid>, QueueError> {
     let now_text = ts(&now);
     let id = task_id.to_string();
-    let status = task_status(&mut *conn, task_id).await?;
+    let status = task_status(conn, task_id)?;
     if status != TaskStatus::Failed {
         return Err(QueueError::InvalidTransition {
             task_id,
@@ -1061,22 +1017,19 @@ pub(super) async fn retry_in(
             status,
         });
     }
-    let waiting = sqlx::query_scalar!(
-        r#"SELECT COUNT(*) AS "n!: i64" FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on_task_id
-           WHERE d.task_id = ? AND u.status <> 'completed'"#,
-        id
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db)?;
+    let waiting: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on_task_id
+             WHERE d.task_id = ?1 AND u.status <> 'completed'",
+        )
+        .and_then(|mut q| q.query_row([&id], |r| r.get(0)))
+        .map_err(raw)?;
     let to = if waiting == 0 {
         TaskStatus::Ready
     } else {
         TaskStatus::Blocked
     };
-    let task = load_task(&mut *conn, &id)
-        .await?
-        .ok_or(QueueError::TaskNotFound(task_id))?;
+    let task = load_task_raw(conn, &id)?.ok_or(QueueError::TaskNotFound(task_id))?;
     let calculated = priority.calculate(
         task.priority,
         task.dependency_depth,
@@ -1084,18 +1037,15 @@ pub(super) async fn retry_in(
         task.submitted_at,
         now,
     );
-    sqlx::query!(
+    exec(
+        conn,
         "UPDATE tasks SET retry_count = 0, error_message = NULL, completed_at = NULL,
-             calculated_priority = ? WHERE id = ?",
-        calculated,
-        id
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
-    clear_schedule(&mut *conn, &id).await?;
+             calculated_priority = ?1 WHERE id = ?2",
+        params![calculated, id],
+    )?;
+    clear_schedule(conn, &id)?;
     transition(
-        &mut *conn,
+        conn,
         &id,
         TaskStatus::Failed,
         to,
@@ -1103,35 +1053,31 @@ pub(super) async fn retry_in(
         actor,
         None,
         Some("retried"),
-    )
-    .await?;
+    )?;
     // A failed dependent of a task that never completed cannot have run: it failed by
     // cascade. It waits again once none of its dependencies is failed or cancelled any
     // more; shallowest first, so a dependent sees its dependencies already put back.
     let mut unblocked = Vec::new();
     let reason = format!("dependency {id} retried");
-    for (dependent, _) in descendants(&mut *conn, &id, Walk::FailedDependents).await? {
-        let still_down = sqlx::query_scalar!(
-            r#"SELECT COUNT(*) AS "n!: i64" FROM task_dependencies d
-               JOIN tasks u ON u.id = d.depends_on_task_id
-               WHERE d.task_id = ? AND u.status IN ('failed', 'cancelled')"#,
-            dependent
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db)?;
+    for (dependent, _) in descendants(conn, &id, Walk::FailedDependents)? {
+        let still_down: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM task_dependencies d
+                 JOIN tasks u ON u.id = d.depends_on_task_id
+                 WHERE d.task_id = ?1 AND u.status IN ('failed', 'cancelled')",
+            )
+            .and_then(|mut q| q.query_row([&dependent], |r| r.get(0)))
+            .map_err(raw)?;
         if still_down > 0 {
             continue;
         }
-        sqlx::query!(
-            "UPDATE tasks SET error_message = NULL, completed_at = NULL WHERE id = ?",
-            dependent
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+        exec(
+            conn,
+            "UPDATE tasks SET error_message = NULL, completed_at = NULL WHERE id = ?1",
+            [&dependent],
+        )?;
         transition(
-            &mut *conn,
+            conn,
             &dependent,
             TaskStatus::Failed,
             TaskStatus::Blocked,
@@ -1139,49 +1085,45 @@ pub(super) async fn retry_in(
             actor,
             None,
             Some(&reason),
-        )
-        .await?;
+        )?;
         unblocked.push(task_uuid(&dependent)?);
     }
     Ok(unblocked)
 }
 
-pub(super) async fn reap_in(
-    conn: &mut SqliteConnection,
+pub(super) fn reap_in(
+    conn: &Connection,
     retry: &RetryPolicy,
     now: DateTime<Utc>,
 ) -> Result<ReapReport, QueueError> {
     let now_text = ts(&now);
-    let open = sqlx::query!(
-        r#"SELECT a.id AS "attempt_id!", a.task_id AS "task_id!", a.started_at AS "started_at!",
-                  a.lease_expires_at AS "lease_expires_at!",
-                  t.max_execution_timeout_seconds AS "timeout!"
-           FROM task_attempts a JOIN tasks t ON t.id = a.task_id
-           WHERE a.finished_at IS NULL
-             AND (a.lease_expires_at <= ?1
-                  -- a second's slack for julianday's rounding; the exact check is below
-                  OR (julianday(?1) - julianday(a.started_at)) * 86400.0
-                     >= t.max_execution_timeout_seconds - 1)"#,
-        now_text
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
+    let open: Vec<(String, String, String, String, i64)> = rows(
+        conn,
+        "SELECT a.id, a.task_id, a.started_at, a.lease_expires_at, t.max_execution_timeout_seconds
+         FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+         WHERE a.finished_at IS NULL
+           AND (a.lease_expires_at <= ?1
+                -- a second's slack for julianday's rounding; the exact check is below
+                OR (julianday(?1) - julianday(a.started_at)) * 86400.0
+                   >= t.max_execution_timeout_seconds - 1)",
+        [&now_text],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )?;
     let mut report = ReapReport::default();
-    for row in open {
+    for (attempt, task, started_at, lease_expires_at, timeout) in open {
         let cx = RowContext {
             table: "task_attempts",
-            id: &row.attempt_id,
+            id: &attempt,
         };
-        let started = cx.timestamp("started_at", &row.started_at)?;
-        let timeout: u32 = cx.int("max_execution_timeout_seconds", row.timeout)?;
+        let started = cx.timestamp("started_at", &started_at)?;
+        let timeout: u32 = cx.int("max_execution_timeout_seconds", timeout)?;
         let deadline = started + chrono::Duration::seconds(i64::from(timeout));
         let (outcome, error) = if deadline <= now {
             (
                 AttemptOutcome::TimedOut,
                 format!("ran past its timeout of {timeout} s"),
             )
-        } else if row.lease_expires_at <= now_text {
+        } else if lease_expires_at <= now_text {
             (
                 AttemptOutcome::Lost,
                 "the worker's lease expired".to_string(),
@@ -1189,32 +1131,45 @@ pub(super) async fn reap_in(
         } else {
             continue;
         };
-        close_attempt(
-            &mut *conn,
-            &row.attempt_id,
-            outcome,
-            Some(&error),
-            &now_text,
-        )
-        .await?;
-        let attempt_id = cx.uuid("id", &row.attempt_id)?;
-        fail_task(
-            &mut *conn,
-            &row.task_id,
-            attempt_id,
-            &error,
-            "reaper",
-            retry,
-            now,
-        )
-        .await?;
-        let task_id = cx.uuid("task_id", &row.task_id)?;
+        close_attempt(conn, &attempt, outcome, Some(&error), &now_text)?;
+        let attempt_id = cx.uuid("id", &attempt)?;
+        fail_task(conn, &task, attempt_id, &error, "reaper", retry, now)?;
+        let task_id = cx.uuid("task_id", &task)?;
         match outcome {
             AttemptOutcome::TimedOut => report.timed_out.push(task_id),
             _ => report.lost.push(task_id),
         }
     }
     Ok(report)
+}
+
+/// One batch of the priority refresh: the next `batch_size` ready tasks after `cursor`, by id;
+/// the last id seen and how many rows changed, or `None` past the end.
+fn refresh_batch(
+    conn: &Connection,
+    cursor: &str,
+    batch_size: u32,
+    priority: &PriorityPolicy,
+    now: &str,
+) -> Result<Option<(String, u64)>, QueueError> {
+    // `+status` keeps the planner off the status indexes: it walks the primary key from the
+    // cursor, so each batch costs its own rows, not a sort of every ready task.
+    let ids: Vec<String> = rows(
+        conn,
+        "SELECT id FROM tasks WHERE +status = 'ready' AND id > ?1 ORDER BY id LIMIT ?2",
+        params![cursor, batch_size],
+        |r| r.get(0),
+    )?;
+    let Some(last) = ids.last().cloned() else {
+        return Ok(None);
+    };
+    let updated = recompute_priorities(
+        conn,
+        &id_array(ids.iter().map(String::as_str)),
+        priority,
+        now,
+    )?;
+    Ok(Some((last, updated)))
 }
 
 #[async_trait]
@@ -1227,10 +1182,10 @@ impl QueueStore for QueueStoreImpl {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<Task>, QueueError> {
-        let mut tx = begin_write(&self.pool).await?;
-        let out = submit_in(&mut tx, batch, limits, priority, actor, now).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(out)
+        write_alone(&self.pool, |conn| {
+            submit_in(conn, batch, limits, priority, actor, now)
+        })
+        .await
     }
 
     async fn claim(
@@ -1238,10 +1193,7 @@ impl QueueStore for QueueStoreImpl {
         request: &ClaimRequest,
         now: DateTime<Utc>,
     ) -> Result<Vec<ClaimedTask>, QueueError> {
-        let mut tx = begin_write(&self.pool).await?;
-        let out = claim_in(&mut tx, request, now).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(out)
+        write_alone(&self.pool, |conn| claim_in(conn, request, now)).await
     }
 
     async fn heartbeat(
@@ -1250,10 +1202,10 @@ impl QueueStore for QueueStoreImpl {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<Lease, QueueError> {
-        let mut tx = begin_write(&self.pool).await?;
-        let out = heartbeat_in(&mut tx, attempt_id, lease, now).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(out)
+        write_alone(&self.pool, |conn| {
+            heartbeat_in(conn, attempt_id, lease, now)
+        })
+        .await
     }
 
     async fn complete(
@@ -1263,10 +1215,10 @@ impl QueueStore for QueueStoreImpl {
         priority: &PriorityPolicy,
         now: DateTime<Utc>,
     ) -> Result<Vec<Uuid>, QueueError> {
-        let mut tx = begin_write(&self.pool).await?;
-        let out = complete_in(&mut tx, attempt_id, result, priority, now).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(out)
+        write_alone(&self.pool, |conn| {
+            complete_in(conn, attempt_id, result, priority, now)
+        })
+        .await
     }
 
     async fn fail(
@@ -1276,10 +1228,10 @@ impl QueueStore for QueueStoreImpl {
         retry: &RetryPolicy,
         now: DateTime<Utc>,
     ) -> Result<FailOutcome, QueueError> {
-        let mut tx = begin_write(&self.pool).await?;
-        let out = fail_in(&mut tx, attempt_id, error, retry, now).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(out)
+        write_alone(&self.pool, |conn| {
+            fail_in(conn, attempt_id, error, retry, now)
+        })
+        .await
     }
 
     async fn release(
@@ -1288,10 +1240,7 @@ impl QueueStore for QueueStoreImpl {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), QueueError> {
-        let mut tx = begin_write(&self.pool).await?;
-        let out = release_in(&mut tx, attempt_id, reason, now).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(out)
+        write_alone(&self.pool, |conn| release_in(conn, attempt_id, reason, now)).await
     }
 
     async fn cancel(
@@ -1300,10 +1249,7 @@ impl QueueStore for QueueStoreImpl {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<Uuid>, QueueError> {
-        let mut tx = begin_write(&self.pool).await?;
-        let out = cancel_in(&mut tx, task_id, actor, now).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(out)
+        write_alone(&self.pool, |conn| cancel_in(conn, task_id, actor, now)).await
     }
 
     async fn retry(
@@ -1313,10 +1259,10 @@ impl QueueStore for QueueStoreImpl {
         priority: &PriorityPolicy,
         now: DateTime<Utc>,
     ) -> Result<Vec<Uuid>, QueueError> {
-        let mut tx = begin_write(&self.pool).await?;
-        let out = retry_in(&mut tx, task_id, actor, priority, now).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(out)
+        write_alone(&self.pool, |conn| {
+            retry_in(conn, task_id, actor, priority, now)
+        })
+        .await
     }
 
     async fn reap(
@@ -1324,10 +1270,7 @@ impl QueueStore for QueueStoreImpl {
         retry: &RetryPolicy,
         now: DateTime<Utc>,
     ) -> Result<ReapReport, QueueError> {
-        let mut tx = begin_write(&self.pool).await?;
-        let out = reap_in(&mut tx, retry, now).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(out)
+        write_alone(&self.pool, |conn| reap_in(conn, retry, now)).await
     }
 
     async fn refresh_priorities(
@@ -1339,32 +1282,16 @@ impl QueueStore for QueueStoreImpl {
         let now_text = ts(&now);
         let mut cursor = String::new();
         let mut updated = 0;
-        loop {
-            let mut tx = begin_write(&self.pool).await?;
-            // `+status` keeps the planner off the status indexes: it walks the primary key from
-            // the cursor, so each batch costs its own rows, not a sort of every ready task.
-            let ids: Vec<String> = sqlx::query_scalar!(
-                "SELECT id FROM tasks WHERE +status = 'ready' AND id > ? ORDER BY id LIMIT ?",
-                cursor,
-                batch_size
-            )
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
-            let Some(last) = ids.last().cloned() else {
-                tx.rollback().await.map_err(db)?;
-                return Ok(updated);
-            };
-            updated += recompute_priorities(
-                &mut tx,
-                &id_array(ids.iter().map(String::as_str)),
-                priority,
-                &now_text,
-            )
-            .await?;
+        // One transaction per batch: the write lock is never held for the whole table.
+        while let Some((last, changed)) = write_alone(&self.pool, |conn| {
+            refresh_batch(conn, &cursor, batch_size, priority, &now_text)
+        })
+        .await?
+        {
+            updated += changed;
             cursor = last;
-            tx.commit().await.map_err(db)?;
         }
+        Ok(updated)
     }
 
     async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError> {
@@ -1379,7 +1306,7 @@ impl QueueStore for QueueStoreImpl {
         .map_err(db)?;
         if rows.is_empty() {
             let mut conn = self.pool.acquire().await.map_err(db)?;
-            task_status(&mut conn, task_id).await?;
+            with_handle(&mut conn, |conn| task_status(conn, task_id)).await??;
         }
         rows.into_iter()
             .map(|r| {

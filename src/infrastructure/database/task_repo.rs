@@ -14,8 +14,10 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::connection::begin_write;
-use super::errors::{classify, on};
+use super::errors::{classify, on, raw_on};
+use super::handle::with_handle;
 use super::row::{json_text, opt_timestamp_text, RowContext};
+use rusqlite::OptionalExtension;
 
 const ENTITY: &str = "task";
 
@@ -291,52 +293,153 @@ pub(crate) fn missing(reference: &'static str, id: String) -> DatabaseError {
 pub(crate) async fn insert_one(
     conn: &mut SqliteConnection,
     t: &TaskParams,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        r#"INSERT INTO tasks (
+) -> Result<(), DatabaseError> {
+    with_handle(conn, |raw| insert_task_raw(raw, t)).await?
+}
+
+/// Inserts a task row and its dependency edges, on a connection's handle.
+pub(crate) fn insert_task_raw(
+    raw: &rusqlite::Connection,
+    t: &TaskParams,
+) -> Result<(), DatabaseError> {
+    raw.prepare_cached(
+        "INSERT INTO tasks (
             id, summary, description, agent_type, priority, calculated_priority,
             status, dependencies, dependency_type, dependency_depth,
             input_data, result_data, error_message, retry_count, max_retries,
             max_execution_timeout_seconds, submitted_at, started_at, completed_at,
             last_updated_at, created_by, parent_task_id, session_id, source,
             deadline, estimated_duration_seconds, feature_branch, task_branch, worktree_path
-        ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#,
-        t.id,
-        t.summary,
-        t.description,
-        t.agent_type,
-        t.priority,
-        t.calculated_priority,
-        t.status,
-        t.dependencies,
-        t.dependency_type,
-        t.dependency_depth,
-        t.input_data,
-        t.result_data,
-        t.error_message,
-        t.retry_count,
-        t.max_retries,
-        t.max_execution_timeout_seconds,
-        t.submitted_at,
-        t.started_at,
-        t.completed_at,
-        t.last_updated_at,
-        t.created_by,
-        t.parent_task_id,
-        t.session_id,
-        t.source,
-        t.deadline,
-        t.estimated_duration_seconds,
-        t.feature_branch,
-        t.task_branch,
-        t.worktree_path,
+        ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                  ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
     )
-    .execute(&mut *conn)
-    .await?;
-    insert_edges(conn, t).await
+    .and_then(|mut insert| {
+        insert.execute(rusqlite::params![
+            t.id,
+            t.summary,
+            t.description,
+            t.agent_type,
+            t.priority,
+            t.calculated_priority,
+            t.status,
+            t.dependencies,
+            t.dependency_type,
+            t.dependency_depth,
+            t.input_data,
+            t.result_data,
+            t.error_message,
+            t.retry_count,
+            t.max_retries,
+            t.max_execution_timeout_seconds,
+            t.submitted_at,
+            t.started_at,
+            t.completed_at,
+            t.last_updated_at,
+            t.created_by,
+            t.parent_task_id,
+            t.session_id,
+            t.source,
+            t.deadline,
+            t.estimated_duration_seconds,
+            t.feature_branch,
+            t.task_branch,
+            t.worktree_path,
+        ])
+    })
+    .map_err(raw_on(ENTITY, &t.id))?;
+    if let Some(deps) = &t.dependencies {
+        // `WHERE true` lets SQLite parse ON CONFLICT after a SELECT.
+        raw.prepare_cached(
+            "INSERT INTO task_dependencies (task_id, depends_on_task_id)
+             SELECT ?1, value FROM json_each(?2) WHERE true
+             ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut edges| edges.execute(rusqlite::params![t.id, deps]))
+        .map_err(raw_on(ENTITY, &t.id))?;
+    }
+    Ok(())
 }
 
-/// Adds the edges of `t.dependencies` that are not stored yet.
+/// The first reference of `task` (parent, session, dependency) that names no stored row and no
+/// member of `pending`, on a connection's handle.
+pub(crate) fn first_missing_reference_raw(
+    raw: &rusqlite::Connection,
+    task: &TaskParams,
+    pending: &HashSet<&str>,
+) -> Result<Option<(&'static str, String)>, DatabaseError> {
+    let parent = task.parent_task_id.iter().map(|id| ("parent task", id));
+    let session = task.session_id.iter().map(|id| ("session", id));
+    let deps = task.dependency_ids.iter().map(|id| ("dependency", id));
+    for (reference, id) in parent.chain(session).chain(deps) {
+        if pending.contains(id.as_str()) {
+            continue;
+        }
+        let sql = if reference == "session" {
+            "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)"
+        } else {
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?1)"
+        };
+        let exists: bool = raw
+            .prepare_cached(sql)
+            .and_then(|mut q| q.query_row([id], |row| row.get(0)))
+            .map_err(raw_on(ENTITY, &task.id))?;
+        if !exists {
+            return Ok(Some((reference, id.clone())));
+        }
+    }
+    Ok(None)
+}
+
+/// The task with this id, on a connection's handle.
+pub(crate) fn load_task_raw(
+    raw: &rusqlite::Connection,
+    id: &str,
+) -> Result<Option<Task>, DatabaseError> {
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1");
+    let row = raw
+        .prepare_cached(&sql)
+        .and_then(|mut q| q.query_row([id], TaskRow::from_raw).optional())
+        .map_err(raw_on(ENTITY, id))?;
+    row.map(Task::try_from).transpose()
+}
+
+impl TaskRow {
+    /// A row of `SELECT {TASK_COLUMNS}`, read on a connection's handle.
+    pub(crate) fn from_raw(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            summary: row.get(1)?,
+            description: row.get(2)?,
+            agent_type: row.get(3)?,
+            priority: row.get(4)?,
+            calculated_priority: row.get(5)?,
+            status: row.get(6)?,
+            dependencies: row.get(7)?,
+            dependency_type: row.get(8)?,
+            dependency_depth: row.get(9)?,
+            input_data: row.get(10)?,
+            result_data: row.get(11)?,
+            error_message: row.get(12)?,
+            retry_count: row.get(13)?,
+            max_retries: row.get(14)?,
+            max_execution_timeout_seconds: row.get(15)?,
+            submitted_at: row.get(16)?,
+            started_at: row.get(17)?,
+            completed_at: row.get(18)?,
+            last_updated_at: row.get(19)?,
+            created_by: row.get(20)?,
+            parent_task_id: row.get(21)?,
+            session_id: row.get(22)?,
+            source: row.get(23)?,
+            deadline: row.get(24)?,
+            estimated_duration_seconds: row.get(25)?,
+            feature_branch: row.get(26)?,
+            task_branch: row.get(27)?,
+            worktree_path: row.get(28)?,
+        })
+    }
+}
+
 async fn insert_edges(conn: &mut SqliteConnection, t: &TaskParams) -> Result<(), sqlx::Error> {
     if let Some(deps) = &t.dependencies {
         // `WHERE true` lets SQLite parse ON CONFLICT after a SELECT.
@@ -356,10 +459,10 @@ async fn insert_edges(conn: &mut SqliteConnection, t: &TaskParams) -> Result<(),
 /// Maps a write error: a foreign-key failure is diagnosed to name the missing reference.
 async fn write_error(
     conn: &mut SqliteConnection,
-    err: sqlx::Error,
+    err: DatabaseError,
     t: &TaskParams,
 ) -> DatabaseError {
-    match classify(err, ENTITY, &t.id) {
+    match err {
         DatabaseError::ForeignKeyViolation { .. } => {
             match first_missing_reference(conn, t, &HashSet::new()).await {
                 Ok(Some((reference, id))) => missing(reference, id),
@@ -520,7 +623,7 @@ impl TaskRepository for TaskRepositoryImpl {
         match result {
             Ok(true) => tx.commit().await.map_err(on(ENTITY, &t.id)),
             Ok(false) => Err(DatabaseError::not_found(ENTITY, &t.id)),
-            Err(e) => Err(write_error(&mut tx, e, &t).await),
+            Err(e) => Err(write_error(&mut tx, classify(e, ENTITY, &t.id), &t).await),
         }
     }
 
