@@ -134,6 +134,10 @@ impl DatabaseConnection {
                 .idle_timeout(config.idle_timeout)
                 .max_lifetime(config.max_lifetime)
                 .acquire_timeout(config.acquire_timeout)
+                // A SQLite connection is a file handle in this process: it cannot drop the
+                // way a network connection does, so a ping before each use (one hop to the
+                // connection's thread) buys nothing.
+                .test_before_acquire(false)
                 .connect_with(options.clone())
                 .await
                 .map_err(|e| match classify(e, "database", "") {

@@ -1,7 +1,10 @@
 //! The SQLite adapter: the connection (pragmas, pools, migrations) and one repository per port.
 //!
-//! Every static query is a compile-time checked `sqlx` macro; dynamic filters go through
-//! `QueryBuilder` with every value bound. Driver errors are classified here and nowhere else.
+//! The repositories' static queries are compile-time checked `sqlx` macros; dynamic filters go
+//! through `QueryBuilder` with every value bound. The task queue's writes run as prepared
+//! statements on the pooled connection's own handle ([`handle`]), one hop to the connection
+//! per transaction, and are checked by the queue's tests. Driver errors are classified here
+//! and nowhere else.
 
 mod agent_repo;
 mod connection;
