@@ -17,7 +17,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use abathur_core::error::DatabaseError;
 use abathur_core::models::Task;
@@ -33,8 +33,8 @@ use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::errors::raw_on;
-use super::handle::{transaction, Finish};
+use super::errors::{classify, raw_on};
+use super::handle::{begin_without_waiting, busy_timeout, park, Finish, Handle};
 use super::queue_store::{
     cancel_in, claim_in, complete_in, fail_in, heartbeat_in, reap_in, release_in, retry_in,
     submit_in, QueueStoreImpl,
@@ -203,27 +203,106 @@ impl GroupCommitQueueStore {
     }
 }
 
+/// How long the writer keeps its connection parked after the last operation: while work keeps
+/// coming, the connection's page cache and prepared statements stay warm; when it stops, the
+/// connection goes back to the pool (whose `close` waits for it).
+const KEEP_PARKED: Duration = Duration::from_millis(50);
+
+/// The longest pause between tries for the write lock while another connection holds it.
+const MAX_LOCK_PAUSE: Duration = Duration::from_millis(20);
+
 /// The writer: takes whatever operations wait, runs them in one transaction, commits, and
 /// answers each caller.
+///
+/// It runs its groups on one connection of the pool, whose sqlx thread it parks for as long
+/// as work keeps coming ([`KEEP_PARKED`]): every group is then one run of prepared
+/// statements on the connection's handle, with no hop to another thread. It waits for the
+/// write lock by sleeping between tries, so a lock held by another process never blocks a
+/// thread of the runtime.
 async fn write_groups(
     pool: SqlitePool,
     mut queue: mpsc::Receiver<Job>,
     max_group: usize,
     stats: Arc<Counters>,
 ) {
-    while let Some(first) = queue.recv().await {
-        let mut group = vec![first];
-        while group.len() < max_group {
-            match queue.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+    let mut next = queue.recv().await;
+    while let Some(first) = next.take() {
+        let mut conn = match pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                answer_without_running(first, &classify(e, "connection", ""));
+                next = queue.recv().await;
+                continue;
             }
+        };
+        let mut locked = match park(&mut conn).await {
+            Ok(locked) => locked,
+            Err(err) => {
+                answer_without_running(first, &err);
+                next = queue.recv().await;
+                continue;
+            }
+        };
+        let handle = match Handle::new(&mut locked) {
+            Ok(handle) => handle,
+            Err(err) => {
+                answer_without_running(first, &err);
+                next = queue.recv().await;
+                continue;
+            }
+        };
+        let patience = busy_timeout(&handle).unwrap_or(Duration::from_secs(5));
+        let mut first = Some(first);
+        while let Some(job) = first.take() {
+            let mut group = vec![job];
+            while group.len() < max_group {
+                match queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            stats.groups.fetch_add(1, Ordering::Relaxed);
+            stats
+                .operations
+                .fetch_add(group.len() as u64, Ordering::Relaxed);
+            // Take the write lock, sleeping between tries while another connection holds it.
+            let deadline = Instant::now() + patience;
+            let mut pause = Duration::from_millis(1);
+            let begun = loop {
+                match begin_without_waiting(&handle) {
+                    Ok(true) => break Ok(()),
+                    Ok(false) => {}
+                    Err(err) => break Err(err),
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    break Err(DatabaseError::Busy);
+                }
+                tokio::time::sleep(pause.min(deadline - now)).await;
+                pause = (pause * 2).min(MAX_LOCK_PAUSE);
+            };
+            match begun {
+                Ok(()) => commit_group(&handle, group),
+                Err(err) => {
+                    for job in group {
+                        answer_without_running(job, &err);
+                    }
+                }
+            }
+            first = match tokio::time::timeout(KEEP_PARKED, queue.recv()).await {
+                Ok(Some(job)) => Some(job),
+                // Every store handle is gone.
+                Ok(None) => None,
+                // Idle: give the connection back, and wait for work without it.
+                Err(_) => {
+                    drop(handle);
+                    drop(locked);
+                    drop(conn);
+                    next = queue.recv().await;
+                    break;
+                }
+            };
         }
-        stats.groups.fetch_add(1, Ordering::Relaxed);
-        stats
-            .operations
-            .fetch_add(group.len() as u64, Ordering::Relaxed);
-        commit_group(&pool, group).await;
     }
 }
 
@@ -257,29 +336,27 @@ fn copy_error(err: &DatabaseError) -> DatabaseError {
     }
 }
 
-async fn commit_group(pool: &SqlitePool, group: Vec<Job>) {
-    let mut waiting = Some(group);
-    let ran = transaction(pool, |conn| {
-        let group = waiting.take().unwrap_or_default();
-        run_group(conn, group)
-    })
-    .await;
-    match ran {
-        Ok((settles, ended)) => {
-            let failure = ended.err();
-            if let Some(failure) = &failure {
-                tracing::warn!(error = %failure, "a group commit failed; its operations are undone");
+/// Runs `group` in the transaction just begun on `raw`, ends it, and answers each caller.
+fn commit_group(raw: &Connection, group: Vec<Job>) {
+    let (settles, finish) = run_group(raw, group);
+    let sql = match finish {
+        Finish::Commit => "COMMIT",
+        Finish::Rollback => "ROLLBACK",
+    };
+    let failure = match raw.execute_batch(sql) {
+        Ok(()) => None,
+        Err(e) => {
+            if !raw.is_autocommit() {
+                let _ = raw.execute_batch("ROLLBACK");
             }
-            for settle in settles {
-                settle(failure.as_ref());
-            }
+            Some(raw_on("transaction", "")(e))
         }
-        // The group never ran: no connection, or the write lock held past the busy timeout.
-        Err(err) => {
-            for job in waiting.into_iter().flatten() {
-                answer_without_running(job, &err);
-            }
-        }
+    };
+    if let Some(failure) = &failure {
+        tracing::warn!(error = %failure, "a group commit failed; its operations are undone");
+    }
+    for settle in settles {
+        settle(failure.as_ref());
     }
 }
 

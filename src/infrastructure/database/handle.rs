@@ -12,15 +12,80 @@
 //! takes the write lock without waiting when it is free, and otherwise waits for it on sqlx's
 //! thread, under the busy timeout, before running the closure.
 
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use abathur_core::error::DatabaseError;
 use rusqlite::Connection;
+use sqlx::sqlite::LockedSqliteHandle;
 use sqlx::{Connection as _, SqliteConnection, SqlitePool};
 
 use super::errors::{classify, raw_on};
 
-/// Runs `f` on `conn`'s SQLite handle while sqlx's thread for it waits.
+/// A connection's SQLite handle seen through `rusqlite`, for as long as the sqlx thread of the
+/// connection is parked by `locked`: the borrow keeps the guard alive as long as the handle.
+///
+/// A transaction begun through it and still open when it is dropped (a panic half-way) is
+/// rolled back: a connection must never go back to the pool holding the write lock.
+pub(crate) struct Handle<'a> {
+    raw: Connection,
+    began_autocommit: bool,
+    _locked: PhantomData<&'a mut ()>,
+}
+
+impl<'a> Handle<'a> {
+    /// The handle of the parked connection.
+    pub(crate) fn new(locked: &'a mut LockedSqliteHandle<'_>) -> Result<Self, DatabaseError> {
+        // SAFETY: `locked` keeps sqlx's worker thread from touching the handle until it is
+        // dropped, and the returned value borrows it mutably, so it cannot be dropped first.
+        // `from_handle` does not take ownership: dropping `raw` finalizes only the statements
+        // it prepared, and never closes the handle.
+        let raw = unsafe { Connection::from_handle(locked.as_raw_handle().as_ptr()) }
+            .map_err(raw_on("connection", ""))?;
+        Ok(Self {
+            began_autocommit: raw.is_autocommit(),
+            raw,
+            _locked: PhantomData,
+        })
+    }
+}
+
+impl Drop for Handle<'_> {
+    fn drop(&mut self) {
+        if self.began_autocommit && !self.raw.is_autocommit() {
+            let _ = self.raw.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl std::ops::Deref for Handle<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.raw
+    }
+}
+
+/// Parks `conn`'s sqlx thread, for a [`Handle`].
+///
+/// Two parkings of one connection in a row, with no statement through sqlx between them,
+/// starve sqlx 0.8's worker thread (it never gets the connection back to read its next
+/// command). A connection given back to the pool is pinged, which is such a statement; a
+/// caller that keeps a connection must keep it parked, or run a statement before parking it
+/// again.
+///
+/// # Errors
+/// The error of parking the thread (a closed connection).
+pub(crate) async fn park(
+    conn: &mut SqliteConnection,
+) -> Result<LockedSqliteHandle<'_>, DatabaseError> {
+    conn.lock_handle()
+        .await
+        .map_err(|e| classify(e, "connection", ""))
+}
+
+/// Runs `f` on `conn`'s SQLite handle while sqlx's thread for it waits. Nothing between the
+/// parking and the end of `f` awaits, so the future cannot be cancelled half-way.
 ///
 /// # Errors
 /// The error of parking the connection's thread (a closed connection).
@@ -28,43 +93,9 @@ pub(crate) async fn with_handle<T>(
     conn: &mut SqliteConnection,
     f: impl FnOnce(&Connection) -> T,
 ) -> Result<T, DatabaseError> {
-    let mut locked = conn
-        .lock_handle()
-        .await
-        .map_err(|e| classify(e, "connection", ""))?;
-    // SAFETY: `locked` keeps sqlx's worker thread from touching the handle until it is
-    // dropped, and it outlives `raw`. `from_handle` does not take ownership: dropping `raw`
-    // finalizes only the statements it prepared, and never closes the handle. Nothing between
-    // here and the drop awaits, so the future cannot be cancelled half-way.
-    let raw = unsafe { Connection::from_handle(locked.as_raw_handle().as_ptr()) }
-        .map_err(raw_on("transaction", ""))?;
-    let out = {
-        let guard = EndTransaction {
-            raw: &raw,
-            began_autocommit: raw.is_autocommit(),
-        };
-        let out = f(guard.raw);
-        std::mem::forget(guard);
-        out
-    };
-    drop(raw);
-    drop(locked);
-    Ok(out)
-}
-
-/// Rolls back a transaction the closure of [`with_handle`] began, if the closure unwinds: a
-/// connection must never go back to the pool holding the write lock.
-struct EndTransaction<'a> {
-    raw: &'a Connection,
-    began_autocommit: bool,
-}
-
-impl Drop for EndTransaction<'_> {
-    fn drop(&mut self) {
-        if self.began_autocommit && !self.raw.is_autocommit() {
-            let _ = self.raw.execute_batch("ROLLBACK");
-        }
-    }
+    let mut locked = park(conn).await?;
+    let handle = Handle::new(&mut locked)?;
+    Ok(f(&handle))
 }
 
 /// How a transaction's body wants it to end.
@@ -131,7 +162,7 @@ pub(crate) async fn transaction<T>(
 
 /// `BEGIN IMMEDIATE` with the busy handler off: `false` when another connection holds the
 /// write lock. The connection's busy timeout is restored either way.
-fn begin_without_waiting(raw: &Connection) -> Result<bool, DatabaseError> {
+pub(crate) fn begin_without_waiting(raw: &Connection) -> Result<bool, DatabaseError> {
     let timeout: i64 = raw
         .query_row("PRAGMA busy_timeout", [], |row| row.get(0))
         .map_err(raw_on("transaction", ""))?;
@@ -147,4 +178,12 @@ fn begin_without_waiting(raw: &Connection) -> Result<bool, DatabaseError> {
             other => Err(other),
         },
     }
+}
+
+/// The busy timeout `raw` was opened with: how long a writer waits for the write lock.
+pub(crate) fn busy_timeout(raw: &Connection) -> Result<Duration, DatabaseError> {
+    let ms: i64 = raw
+        .query_row("PRAGMA busy_timeout", [], |row| row.get(0))
+        .map_err(raw_on("connection", ""))?;
+    Ok(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
 }
