@@ -11,7 +11,7 @@ use clap::Args;
 use super::args::parse_duration;
 use super::db;
 use super::error::{CliError, ExitCode};
-use crate::infrastructure::database::{GroupCommitQueueStore, QueueStoreImpl};
+use crate::infrastructure::database::GroupCommitQueueStore;
 use crate::worker::{DataVersion, Worker, WorkerConfig};
 
 /// The arguments of `abathur worker`.
@@ -58,12 +58,9 @@ pub async fn run(path: &Path, args: WorkerArgs) -> Result<(), CliError> {
     let shutdown = shutdown_signal()
         .map_err(|e| CliError::internal("cannot listen for SIGINT and SIGTERM", &e))?;
     let db = db::open(path).await?;
-    // With several commands at once, their claims, heartbeats and completions share commits.
-    let store: Arc<dyn QueueStore> = if args.concurrency > 1 {
-        Arc::new(GroupCommitQueueStore::new(db.pool().clone()))
-    } else {
-        Arc::new(QueueStoreImpl::new(db.pool().clone()))
-    };
+    // One writer for the process: its claims, heartbeats and completions run on one warm
+    // connection, and share commits when several commands run at once.
+    let store: Arc<dyn QueueStore> = Arc::new(GroupCommitQueueStore::new(db.pool().clone()));
     let queue = TaskQueue::new(store);
     let mut config = WorkerConfig::new(
         args.command,

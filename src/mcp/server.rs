@@ -23,7 +23,7 @@ use super::params::{
 use super::reply::{render, ToolError};
 use super::{memory, sessions, tasks};
 use crate::infrastructure::database::{
-    DatabaseConnection, MemoryRepositoryImpl, QueueStoreImpl, SessionRepositoryImpl,
+    DatabaseConnection, GroupCommitQueueStore, MemoryRepositoryImpl, SessionRepositoryImpl,
     TaskRepositoryImpl,
 };
 
@@ -73,11 +73,14 @@ impl McpServer {
         }
     }
 
-    /// A server over the SQLite services of `db`.
+    /// A server over the SQLite services of `db`. The queue's writes go through one writer
+    /// ([`GroupCommitQueueStore`]), so the requests of concurrent clients share commits.
+    ///
+    /// Call it inside a tokio runtime: the writer is a task of it.
     pub fn for_database(db: &DatabaseConnection) -> Self {
         let pool = db.pool().clone();
         Self::new(
-            TaskQueue::new(Arc::new(QueueStoreImpl::new(pool.clone()))),
+            TaskQueue::new(Arc::new(GroupCommitQueueStore::new(pool.clone()))),
             Arc::new(TaskRepositoryImpl::new(pool.clone())),
             Arc::new(MemoryRepositoryImpl::new(pool.clone())),
             Arc::new(SessionRepositoryImpl::new(pool)),

@@ -137,10 +137,11 @@ impl Options {
 /// The figures the targets are judged on, filled in by the scenarios that measure them.
 #[derive(Debug, Clone, Default)]
 pub struct Findings {
-    /// Scenario 1: ours/baseline rates of single submits.
-    pub submit_single_ratio: Option<f64>,
-    /// Scenario 2: ours/baseline rates of one worker, single claims.
-    pub claim_single_ratio: Option<f64>,
+    /// Scenario 1: ours/baseline rates of single submits, in the better commit mode, named.
+    /// With one caller, the group-commit writer runs groups of one: no batching.
+    pub submit_single_ratio: Option<(f64, &'static str)>,
+    /// Scenario 2: ours/baseline rates of one worker, single claims, as above.
+    pub claim_single_ratio: Option<(f64, &'static str)>,
     /// Scenario 2: rates of 4 in-process workers (single claims), the baseline's
     /// one-commit-per-operation loop, and the best 4-worker variant with its name.
     pub four_workers: Option<f64>,
@@ -164,6 +165,17 @@ pub struct Findings {
     pub claim_p99: Option<std::time::Duration>,
     /// Scenario 6: p99 of a memory get.
     pub memory_get_p99: Option<std::time::Duration>,
+}
+
+/// The better of two (ratio, mode) findings.
+pub fn better(
+    a: Option<(f64, &'static str)>,
+    b: Option<(f64, &'static str)>,
+) -> Option<(f64, &'static str)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }
 
 /// What one run produced.

@@ -26,8 +26,9 @@ pub const LEASE: Duration = Duration::from_secs(300);
 pub enum CommitMode {
     /// One `BEGIN IMMEDIATE` transaction, and one commit, per queue operation.
     PerOperation,
-    /// The operations of every worker in the process share transactions
-    /// (`GroupCommitQueueStore`).
+    /// One writer per process (`GroupCommitQueueStore`): the operations of every worker run
+    /// on one parked connection and share transactions. With one caller its groups hold one
+    /// operation each, so nothing is batched.
     Group,
 }
 

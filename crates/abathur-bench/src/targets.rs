@@ -52,15 +52,18 @@ pub fn judge(f: &Findings, scale: Scale) -> Vec<Verdict> {
         met: judged(vs_peer.map(|r| r >= 10.0)),
     });
     let singles = [f.submit_single_ratio, f.claim_single_ratio];
-    let worst = singles.iter().flatten().copied().reduce(f64::min);
+    let worst = singles.iter().flatten().map(|(r, _)| *r).reduce(f64::min);
+    let shown = |r: Option<(f64, &str)>| {
+        r.map_or("not measured".into(), |(r, mode)| {
+            format!("{r:.2}x ({mode})")
+        })
+    };
     out.push(Verdict {
         target: "single operations without batching: at least 0.5x the raw baseline",
         measured: format!(
             "submit one at a time {}, claim 1 + complete by 1 worker {}",
-            f.submit_single_ratio
-                .map_or("not measured".into(), |r| format!("{r:.2}x")),
-            f.claim_single_ratio
-                .map_or("not measured".into(), |r| format!("{r:.2}x")),
+            shown(f.submit_single_ratio),
+            shown(f.claim_single_ratio),
         ),
         met: judged(worst.map(|r| r >= 0.5)),
     });

@@ -13,9 +13,17 @@ use crate::BenchError;
 
 /// The worker process's `main`, given the arguments after `worker`.
 pub fn main(args: &[String]) -> ExitCode {
-    let [db, name, max] = args else {
-        eprintln!("usage: abathur-bench worker DB NAME MAX_PER_CLAIM");
+    let [db, name, max, mode] = args else {
+        eprintln!("usage: abathur-bench worker DB NAME MAX_PER_CLAIM per-op|group");
         return ExitCode::from(2);
+    };
+    let mode = match mode.as_str() {
+        "per-op" => CommitMode::PerOperation,
+        "group" => CommitMode::Group,
+        other => {
+            eprintln!("worker: the mode is per-op or group, not {other:?}");
+            return ExitCode::from(2);
+        }
     };
     let Ok(max) = max.parse::<u32>() else {
         eprintln!("worker: MAX_PER_CLAIM must be a positive number, not {max:?}");
@@ -31,7 +39,7 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(work(Path::new(db), name, max)) {
+    match runtime.block_on(work(Path::new(db), name, max, mode)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("worker {name}: {e}");
@@ -40,8 +48,8 @@ pub fn main(args: &[String]) -> ExitCode {
     }
 }
 
-async fn work(db: &Path, name: &str, max: u32) -> Result<(), BenchError> {
-    let (conn, queue) = CommitMode::PerOperation.open(db).await?;
+async fn work(db: &Path, name: &str, max: u32, mode: CommitMode) -> Result<(), BenchError> {
+    let (conn, queue) = mode.open(db).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")?;
     out.flush()?;
@@ -96,6 +104,7 @@ pub fn run_processes(
     db: &Path,
     processes: usize,
     max: u32,
+    mode: CommitMode,
     total: usize,
 ) -> Result<RunStats, BenchError> {
     let mut children = Vec::with_capacity(processes);
@@ -106,6 +115,10 @@ pub fn run_processes(
                 &db.display().to_string(),
                 &format!("process-{p}"),
                 &max.to_string(),
+                match mode {
+                    CommitMode::PerOperation => "per-op",
+                    CommitMode::Group => "group",
+                },
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

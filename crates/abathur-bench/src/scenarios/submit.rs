@@ -59,9 +59,13 @@ pub async fn run(cx: &Context, findings: &mut Findings) -> Result<Vec<Row>, Benc
             ours,
         )
         .baseline(base_single.clone());
-        if mode == CommitMode::PerOperation {
-            findings.submit_single_ratio = row.ours.rate.zip(base_single.rate).map(|(a, b)| a / b);
-        }
+        findings.submit_single_ratio = crate::better(
+            findings.submit_single_ratio,
+            row.ours
+                .rate
+                .zip(base_single.rate)
+                .map(|(a, b)| (a / b, mode.label())),
+        );
         row.print();
         rows.push(row);
     }
