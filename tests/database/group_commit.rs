@@ -191,3 +191,124 @@ where
     }
     outputs
 }
+
+/// A second handle on the same file, outside the store's pool, that can hold the write lock.
+async fn lock_holder(dir: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let url = format!("sqlite:{}", dir.join("abathur.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+/// Both SQLite stores: the writer, and one pooled connection per operation.
+fn stores(pool: &sqlx::SqlitePool) -> [(&'static str, TaskQueue); 2] {
+    [
+        (
+            "group commit",
+            TaskQueue::new(Arc::new(GroupCommitQueueStore::new(pool.clone()))),
+        ),
+        (
+            "per operation",
+            TaskQueue::new(Arc::new(QueueStoreImpl::new(pool.clone()))),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_write_waits_for_a_lock_held_elsewhere_without_holding_up_the_runtime() {
+    let (dir, db) = file_db().await;
+    for (name, queue) in stores(db.pool()) {
+        waits_without_blocking(dir.path(), &db, name, queue).await;
+    }
+}
+
+async fn waits_without_blocking(
+    dir: &std::path::Path,
+    db: &abathur::infrastructure::database::DatabaseConnection,
+    name: &str,
+    queue: TaskQueue,
+) {
+    // A current-thread runtime: if the store waited for the lock by blocking its thread,
+    // nothing else here could run until it gave up.
+    let mut holder = lock_holder(dir).await;
+
+    let submit = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.submit(NewTask::new("waits", "d", "w")).await }
+    });
+    let mut ticks = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        ticks += 1;
+    }
+    assert_eq!(ticks, 20, "{name}");
+    assert!(
+        !submit.is_finished(),
+        "{name}: the submit cannot finish while another connection holds the write lock"
+    );
+
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    let task = submit
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{name}: the submit goes through once the lock is free: {e}"));
+    let stored: String = sqlx::query_scalar("SELECT summary FROM tasks WHERE id = ?")
+        .bind(task.id.to_string())
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, "waits");
+}
+
+#[tokio::test]
+async fn a_lock_held_past_the_busy_timeout_fails_the_operation_with_busy_and_writes_nothing() {
+    use abathur::domain::error::DatabaseError;
+    use abathur::infrastructure::database::{DatabaseConfig, DatabaseConnection};
+    let (dir, _db) = file_db().await;
+    let config = DatabaseConfig {
+        busy_timeout: Duration::from_millis(200),
+        ..DatabaseConfig::default()
+    };
+    let db = DatabaseConnection::open_path(&dir.path().join("abathur.db"), config)
+        .await
+        .unwrap();
+    for (name, queue) in stores(db.pool()) {
+        let before = table_dump(db.pool()).await;
+        let mut holder = lock_holder(dir.path()).await;
+
+        let refused = queue.submit(NewTask::new("refused", "d", "w")).await;
+        assert!(
+            matches!(refused, Err(QueueError::Database(DatabaseError::Busy))),
+            "{name}: {refused:?}"
+        );
+        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+        assert_eq!(
+            table_dump(db.pool()).await,
+            before,
+            "{name}: nothing was written"
+        );
+
+        // The store is not stuck: the next operation goes through.
+        queue
+            .submit(NewTask::new("accepted", "d", "w"))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: the lock is free again: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn closing_the_database_does_not_wait_on_an_idle_writer() {
+    let (_dir, db) = file_db().await;
+    let queue = TaskQueue::new(Arc::new(GroupCommitQueueStore::new(db.pool().clone())));
+    queue.submit(NewTask::new("one", "d", "w")).await.unwrap();
+    // The writer keeps its connection while work comes, and gives it back once idle: the
+    // pool's close, which waits for every connection, returns although the store lives on.
+    tokio::time::timeout(Duration::from_secs(5), db.close())
+        .await
+        .expect("close returns once the writer is idle");
+    drop(queue);
+}

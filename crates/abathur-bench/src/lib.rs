@@ -147,6 +147,9 @@ pub struct Findings {
     pub four_workers: Option<f64>,
     pub baseline_loop: Option<f64>,
     pub best_four: Option<(String, f64)>,
+    /// Scenario 2: the best rate of the baseline loop with raw group commit, the ceiling of
+    /// what batching gives SQLite on this machine.
+    pub raw_group_ceiling: Option<f64>,
     /// The best 4-worker rate with group commit, and its variant.
     pub best_four_grouped: Option<(String, f64)>,
     /// Scenario 7: ours with 4 workers claiming 1 and apalis-sqlite with 4 workers, measured

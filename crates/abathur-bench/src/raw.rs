@@ -45,6 +45,40 @@ pub struct RawClaim {
 pub struct RawQueue {
     conn: Connection,
     priority: PriorityPolicy,
+    /// Raw group commit: commit once every this many operations, each operation in a
+    /// savepoint of the one open transaction. `None`: one transaction per operation.
+    group: Option<Group>,
+}
+
+struct Group {
+    every: usize,
+    done: usize,
+}
+
+/// One operation's transaction: its own, or a savepoint of the group's.
+enum OpTx<'c> {
+    Own(rusqlite::Transaction<'c>),
+    InGroup(rusqlite::Savepoint<'c>),
+}
+
+impl std::ops::Deref for OpTx<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match self {
+            Self::Own(tx) => tx,
+            Self::InGroup(sp) => sp,
+        }
+    }
+}
+
+impl OpTx<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            Self::Own(tx) => tx.commit(),
+            Self::InGroup(sp) => sp.commit(),
+        }
+    }
 }
 
 fn now_text() -> (DateTime<Utc>, String) {
@@ -57,7 +91,49 @@ impl RawQueue {
         Ok(Self {
             conn: fixture::raw(path)?,
             priority: PriorityPolicy::default(),
+            group: None,
         })
+    }
+
+    /// The baseline with raw group commit: one `BEGIN IMMEDIATE` transaction committed every
+    /// `every` operations, each operation in a savepoint, as our writer does when `every`
+    /// callers wait. What batching could give at best, with no async runtime, no channel and
+    /// no mapping.
+    pub fn grouped(path: &Path, every: usize) -> Result<Self, BenchError> {
+        let mut queue = Self::open(path)?;
+        queue.group = Some(Group {
+            every: every.max(1),
+            done: 0,
+        });
+        Ok(queue)
+    }
+
+    /// Commits what a grouped baseline has not committed yet.
+    pub fn flush(&mut self) -> Result<(), BenchError> {
+        if self.group.is_some() && !self.conn.is_autocommit() {
+            self.conn.execute_batch("COMMIT")?;
+        }
+        Ok(())
+    }
+
+    /// Begins one operation: its own `BEGIN IMMEDIATE` transaction, or, grouped, a savepoint
+    /// in the group's transaction (committing the group first when it is full).
+    fn begin(&mut self) -> Result<OpTx<'_>, BenchError> {
+        let Some(group) = self.group.as_mut() else {
+            return Ok(OpTx::Own(
+                self.conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?,
+            ));
+        };
+        if group.done == group.every && !self.conn.is_autocommit() {
+            self.conn.execute_batch("COMMIT")?;
+            group.done = 0;
+        }
+        if self.conn.is_autocommit() {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        }
+        group.done += 1;
+        Ok(OpTx::InGroup(self.conn.savepoint()?))
     }
 
     /// Submits `batch` in one transaction: each task's stored dependencies are read for their
@@ -150,9 +226,7 @@ impl RawQueue {
     pub fn claim(&mut self, worker: &str, max: u32) -> Result<Vec<RawClaim>, BenchError> {
         let (now, now_text) = now_text();
         let expires = timestamp::format(&(now + ChronoDuration::seconds(60)));
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin()?;
         let ids: Vec<String> = tx
             .prepare_cached(
                 "SELECT id FROM tasks t WHERE status = 'ready'
@@ -211,9 +285,8 @@ impl RawQueue {
     /// completed; returns how many were made ready.
     pub fn complete(&mut self, attempt_id: &str) -> Result<usize, BenchError> {
         let (now, now_text) = now_text();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let policy = self.priority;
+        let tx = self.begin()?;
         let (task_id, worker, outcome): (String, String, Option<String>) = tx
             .prepare_cached(
                 "SELECT task_id, worker_id, attempt_number, finished_at, outcome
@@ -261,7 +334,7 @@ impl RawQueue {
         for (id, priority, depth, deadline, submitted_at) in &dependents {
             let parse = |t: &str| timestamp::parse(t).map_err(BenchError);
             let deadline = deadline.as_deref().map(parse).transpose()?;
-            let calculated = self.priority.calculate(
+            let calculated = policy.calculate(
                 u8::try_from(*priority).map_err(|e| BenchError(e.to_string()))?,
                 u32::try_from(*depth).map_err(|e| BenchError(e.to_string()))?,
                 deadline,
@@ -378,7 +451,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Vec<Value>> {
 
 #[allow(clippy::too_many_arguments)] // reason: the history row's columns, as in our adapter
 fn transition(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     id: &str,
     from: &str,
     to: &str,
@@ -404,7 +477,7 @@ fn transition(
 
 #[allow(clippy::too_many_arguments)] // reason: one column each
 fn record(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     id: &str,
     from: Option<&str>,
     to: &str,

@@ -30,9 +30,14 @@ pub fn judge(f: &Findings, scale: Scale) -> Vec<Verdict> {
         target: "4 workers with group commit: at least 3x the baseline's one-commit-per-operation loop",
         measured: match (&f.best_four_grouped, f.baseline_loop, vs_base) {
             (Some((variant, rate)), Some(base), Some(r)) => format!(
-                "best 4-worker variant with group commit ({variant}) {} vs baseline loop {} = {r:.2}x",
+                "best 4-worker variant with group commit ({variant}) {} vs baseline loop {} = {r:.2}x{}",
                 fmt_rate(*rate),
-                fmt_rate(base)
+                fmt_rate(base),
+                f.raw_group_ceiling.map_or(String::new(), |c| format!(
+                    "; the baseline itself with raw group commit: {} = {:.2}x its loop",
+                    fmt_rate(c),
+                    c / base
+                ))
             ),
             _ => "not measured (run scenario 2)".into(),
         },

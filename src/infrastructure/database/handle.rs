@@ -22,6 +22,10 @@ use sqlx::{Connection as _, SqliteConnection, SqlitePool};
 
 use super::errors::{classify, raw_on};
 
+/// How many prepared statements a [`Handle`] keeps: more than the queue's operations use
+/// between them, so that a warm writer never prepares one twice.
+const STATEMENTS: usize = 64;
+
 /// A connection's SQLite handle seen through `rusqlite`, for as long as the sqlx thread of the
 /// connection is parked by `locked`: the borrow keeps the guard alive as long as the handle.
 ///
@@ -42,6 +46,8 @@ impl<'a> Handle<'a> {
         // it prepared, and never closes the handle.
         let raw = unsafe { Connection::from_handle(locked.as_raw_handle().as_ptr()) }
             .map_err(raw_on("connection", ""))?;
+        // Every statement of the queue's operations stays prepared (rusqlite keeps 16).
+        raw.set_prepared_statement_cache_capacity(STATEMENTS);
         Ok(Self {
             began_autocommit: raw.is_autocommit(),
             raw,
@@ -125,7 +131,7 @@ pub(crate) async fn transaction<T>(
     let mut body = Some(body);
     // The lock is usually free: take it and run the body in one hop.
     let fast = with_handle(&mut conn, |raw| {
-        if !begin_without_waiting(raw)? {
+        if !begin_without_waiting(raw, busy_timeout(raw)?)? {
             return Ok(None);
         }
         let run = body.take().expect("the body runs once");
@@ -134,7 +140,7 @@ pub(crate) async fn transaction<T>(
             Finish::Commit => "COMMIT",
             Finish::Rollback => "ROLLBACK",
         };
-        let ended = raw.execute_batch(sql).map_err(raw_on("transaction", ""));
+        let ended = statement(raw, sql).map_err(raw_on("transaction", ""));
         if ended.is_err() && !raw.is_autocommit() {
             let _ = raw.execute_batch("ROLLBACK");
         }
@@ -161,15 +167,15 @@ pub(crate) async fn transaction<T>(
 }
 
 /// `BEGIN IMMEDIATE` with the busy handler off: `false` when another connection holds the
-/// write lock. The connection's busy timeout is restored either way.
-pub(crate) fn begin_without_waiting(raw: &Connection) -> Result<bool, DatabaseError> {
-    let timeout: i64 = raw
-        .query_row("PRAGMA busy_timeout", [], |row| row.get(0))
-        .map_err(raw_on("transaction", ""))?;
+/// write lock. The busy timeout is then set back to `timeout`, the connection's own.
+pub(crate) fn begin_without_waiting(
+    raw: &Connection,
+    timeout: Duration,
+) -> Result<bool, DatabaseError> {
     raw.busy_timeout(Duration::ZERO)
         .map_err(raw_on("transaction", ""))?;
-    let begun = raw.execute_batch("BEGIN IMMEDIATE");
-    raw.busy_timeout(Duration::from_millis(u64::try_from(timeout).unwrap_or(0)))
+    let begun = statement(raw, "BEGIN IMMEDIATE");
+    raw.busy_timeout(timeout)
         .map_err(raw_on("transaction", ""))?;
     match begun {
         Ok(()) => Ok(true),
@@ -178,6 +184,13 @@ pub(crate) fn begin_without_waiting(raw: &Connection) -> Result<bool, DatabaseEr
             other => Err(other),
         },
     }
+}
+
+/// Runs a statement that returns no rows (`BEGIN`, `COMMIT`, `SAVEPOINT`, a pragma that sets),
+/// prepared once per handle.
+pub(crate) fn statement(raw: &Connection, sql: &str) -> rusqlite::Result<()> {
+    raw.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }
 
 /// The busy timeout `raw` was opened with: how long a writer waits for the write lock.

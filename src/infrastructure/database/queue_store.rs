@@ -24,7 +24,7 @@ use sqlx::SqlitePool;
 use uuid::Uuid;
 
 use super::errors::{on, raw_on};
-use super::handle::{transaction, with_handle, Finish};
+use super::handle::{statement, transaction, with_handle, Finish};
 use super::row::{json_text, RowContext};
 use super::task_repo::{
     first_missing_reference_raw, insert_task_raw, load_task_raw, missing, TaskParams,
@@ -637,8 +637,7 @@ pub(super) fn submit_in(
 ) -> Result<Vec<Task>, QueueError> {
     let now_text = ts(&now);
     // Members may name each other as parents in any order: check at commit.
-    conn.execute_batch("PRAGMA defer_foreign_keys = ON")
-        .map_err(raw)?;
+    statement(conn, "PRAGMA defer_foreign_keys = ON").map_err(raw)?;
     let mut in_batch: HashMap<Uuid, u32> = HashMap::with_capacity(batch.len());
     let mut stored = Vec::with_capacity(batch.len());
     let mut params_all = Vec::with_capacity(batch.len());

@@ -104,6 +104,27 @@ pub fn run_baseline(
     ours::run_raw(&mut raw, max, total)
 }
 
+/// Operations per commit of the raw group-commit loop.
+const RAW_GROUP: usize = 64;
+
+/// The baseline loop with raw group commit ([`RawQueue::grouped`]): what batching gives
+/// SQLite itself, the ceiling for any group commit on this machine.
+pub fn run_baseline_grouped(
+    cx: &Context,
+    template: &Path,
+    max: u32,
+    total: usize,
+) -> Result<RunStats, BenchError> {
+    let path = cx.db_path("claim-baseline-grouped");
+    fixture::copy(template, &path)?;
+    let mut raw = RawQueue::grouped(&path, RAW_GROUP)?;
+    let mut stats = ours::run_raw(&mut raw, max, total)?;
+    let t = std::time::Instant::now();
+    raw.flush()?;
+    stats.elapsed += t.elapsed();
+    Ok(stats)
+}
+
 /// A run as a measure: tasks per second, with the latency of each complete call (the one
 /// operation every task pays for).
 pub fn measure(stats: RunStats) -> Measure {
@@ -125,6 +146,22 @@ pub async fn run(cx: &Context, findings: &mut Findings) -> Result<Vec<Row>, Benc
             .percentiles()
             .unwrap_or_default(),
     );
+    let grouped_single = run_baseline_grouped(cx, &template, 1, total)?;
+    let grouped_batch = run_baseline_grouped(cx, &template, BATCH, total)?;
+    let ceiling = |grouped: &RunStats, base: &RunStats| grouped.rate() / base.rate().max(1e-9);
+    let ceilings = (
+        ceiling(&grouped_single, &base_single),
+        ceiling(&grouped_batch, &base_batch),
+    );
+    println!(
+        "  baseline with raw group commit (a commit every {RAW_GROUP} operations, each in a savepoint): \
+         claim 1 {} = {:.2}x its one-commit-per-operation loop; claim {BATCH} {} = {:.2}x",
+        crate::stats::fmt_rate(grouped_single.rate()),
+        ceilings.0,
+        crate::stats::fmt_rate(grouped_batch.rate()),
+        ceilings.1
+    );
+    findings.raw_group_ceiling = Some(grouped_single.rate().max(grouped_batch.rate()));
     let base_single = measure(base_single);
     let base_batch = measure(base_batch);
     findings.baseline_loop = base_single.rate;
