@@ -970,3 +970,58 @@ async fn completing_a_task_with_thousands_of_dependents_releases_them_all() {
     );
     assert!((leaf.calculated_priority - expected).abs() < 1e-3);
 }
+
+/// A parent that waits for its children is submitted with them in one batch: the children
+/// come first (they are its dependencies) and name it as their parent before it is stored.
+#[tokio::test]
+async fn a_parent_waiting_for_its_children_is_submitted_with_them() {
+    let f = fixture().await;
+    let parent_id = uuid::Uuid::new_v4();
+    let children: Vec<NewTask> = (0..3)
+        .map(|i| NewTask {
+            parent_task_id: Some(parent_id),
+            ..new(&format!("child {i}"), &[])
+        })
+        .collect();
+    let mut parent = new("parent", &children.iter().map(|c| c.id).collect::<Vec<_>>());
+    parent.id = parent_id;
+    let mut batch = vec![parent];
+    batch.extend(children);
+    let stored = f.queue.submit_batch(batch).await.unwrap();
+    assert_eq!(stored.len(), 4);
+    let parent = f.task(parent_id).await;
+    assert_eq!(parent.status, TaskStatus::Blocked);
+    for child in stored.iter().filter(|t| t.id != parent_id) {
+        assert_eq!(f.task(child.id).await.parent_task_id, Some(parent_id));
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_parent_is_named_and_nothing_is_stored() {
+    let f = fixture().await;
+    let before = crate::helpers::database::table_dump(&f.pool).await;
+    let ghost = uuid::Uuid::new_v4();
+    let orphan = NewTask {
+        parent_task_id: Some(ghost),
+        ..new("orphan", &[])
+    };
+    let first = new("fine", &[]);
+    let err = f
+        .queue
+        .submit_batch(vec![first, orphan.clone()])
+        .await
+        .unwrap_err();
+    match err {
+        QueueError::UnknownReference {
+            task,
+            reference,
+            id,
+        } => {
+            assert_eq!(task, orphan.id);
+            assert_eq!(reference, "parent task");
+            assert_eq!(id, ghost);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(crate::helpers::database::table_dump(&f.pool).await, before);
+}
