@@ -375,13 +375,7 @@ fn transition_many(
     if moves.is_empty() {
         return Ok(());
     }
-    let set = serde_json::Value::Array(
-        moves
-            .iter()
-            .map(|m| serde_json::json!({ "id": m.id, "from": m.from.as_str(), "attempt": m.attempt }))
-            .collect(),
-    )
-    .to_string();
+    let set = move_set(moves);
     let status = to.as_str();
     let changed = exec(
         conn,
@@ -399,32 +393,93 @@ fn transition_many(
             to == TaskStatus::Running
         ],
     )?;
-    // As in `transition`: every `from` was read in this transaction.
-    if changed != moves.len() as u64 {
-        return Err(QueueError::Database(DatabaseError::Conflict {
-            entity: "task",
-            id: moves[0].id.clone(),
-            reason: format!(
-                "{} of {} tasks were changed outside the queue",
-                moves.len() as u64 - changed,
-                moves.len()
-            ),
-        }));
+    moved_all(changed, moves)?;
+    record_many(conn, &set, to, now, actor, reason)
+}
+
+/// As in [`transition`]: every `from` was read in this transaction, so a row that did not
+/// change was changed outside the queue.
+fn moved_all(changed: u64, moves: &[Move]) -> Result<(), QueueError> {
+    if changed == moves.len() as u64 {
+        return Ok(());
     }
+    Err(QueueError::Database(DatabaseError::Conflict {
+        entity: "task",
+        id: moves.first().map(|m| m.id.clone()).unwrap_or_default(),
+        reason: format!(
+            "{} of {} tasks were changed outside the queue",
+            moves.len() as u64 - changed,
+            moves.len()
+        ),
+    }))
+}
+
+/// The history rows of a set-based transition to `to`: one per member of `set`, the JSON
+/// array of `{id, from, attempt}` the update read.
+fn record_many(
+    conn: &Connection,
+    set: &str,
+    to: TaskStatus,
+    now: &str,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<(), QueueError> {
     exec(
         conn,
         "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
          SELECT json_extract(value, '$.id'), json_extract(value, '$.from'), ?1, ?2, ?3,
                 json_extract(value, '$.attempt'), ?4
          FROM json_each(?5) ORDER BY key",
-        params![status, now, actor, reason, set],
+        params![to.as_str(), now, actor, reason, set],
     )?;
     Ok(())
+}
+
+/// The JSON array of `{id, from, attempt}` that set-based transitions read.
+fn move_set(moves: &[Move]) -> String {
+    serde_json::Value::Array(
+        moves
+            .iter()
+            .map(|m| serde_json::json!({ "id": m.id, "from": m.from.as_str(), "attempt": m.attempt }))
+            .collect(),
+    )
+    .to_string()
 }
 
 /// A JSON array of ids, for statements that take a set as `json_each(?)`.
 fn id_array<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
     serde_json::Value::Array(ids.into_iter().map(|id| id.into()).collect()).to_string()
+}
+
+/// [`PriorityPolicy::calculate`] in SQL, over a `tasks` row: `?1` depth weight, `?2` depth
+/// cap, `?3` deadline weight, `?4` now, `?5` deadline horizon and `?6` aging interval in
+/// seconds ([`priority_params`]).
+macro_rules! priority_formula {
+    () => {
+        "priority
+             + ?1 * MIN(dependency_depth, ?2)
+             + CASE WHEN deadline IS NULL THEN 0.0
+                    ELSE ?3 * MAX(0.0, MIN(1.0, 1.0 - (julianday(deadline) - julianday(?4)) * 86400.0 / ?5))
+               END
+             + MAX(0.0, (julianday(?4) - julianday(submitted_at)) * 86400.0) / ?6"
+    };
+}
+
+/// The values of `?1` to `?6` in [`priority_formula`], then `ids` as `?7`.
+fn priority_params<'a>(
+    priority: &PriorityPolicy,
+    now: &'a str,
+    ids: &'a str,
+) -> (f64, i64, f64, &'a str, f64, f64, &'a str) {
+    (
+        priority.depth_weight,
+        i64::from(priority.depth_cap),
+        priority.deadline_weight,
+        now,
+        priority.deadline_horizon.as_secs_f64().max(1e-6),
+        priority.aging_interval.as_secs_f64().max(1e-6),
+        ids,
+    )
 }
 
 /// Recomputes `calculated_priority` of the tasks in `ids` (a JSON array), with the formula of
@@ -435,27 +490,14 @@ fn recompute_priorities(
     priority: &PriorityPolicy,
     now: &str,
 ) -> Result<u64, QueueError> {
-    let depth_cap = i64::from(priority.depth_cap);
-    let horizon = priority.deadline_horizon.as_secs_f64().max(1e-6);
-    let aging = priority.aging_interval.as_secs_f64().max(1e-6);
     exec(
         conn,
-        "UPDATE tasks SET calculated_priority = priority
-             + ?1 * MIN(dependency_depth, ?2)
-             + CASE WHEN deadline IS NULL THEN 0.0
-                    ELSE ?3 * MAX(0.0, MIN(1.0, 1.0 - (julianday(deadline) - julianday(?4)) * 86400.0 / ?5))
-               END
-             + MAX(0.0, (julianday(?4) - julianday(submitted_at)) * 86400.0) / ?6
-         WHERE id IN (SELECT value FROM json_each(?7))",
-        params![
-            priority.depth_weight,
-            depth_cap,
-            priority.deadline_weight,
-            now,
-            horizon,
-            aging,
-            ids
-        ],
+        concat!(
+            "UPDATE tasks SET calculated_priority = ",
+            priority_formula!(),
+            " WHERE id IN (SELECT value FROM json_each(?7))"
+        ),
+        priority_params(priority, now, ids),
     )
 }
 
@@ -592,20 +634,30 @@ fn release_dependents(
             attempt: None,
         })
         .collect();
-    let reason = format!("dependency {task_id} completed");
-    transition_many(
+    // One pass over the rows: the status and the priority change together, so each index
+    // that holds either is rewritten once.
+    let changed = exec(
         conn,
-        &moves,
+        concat!(
+            "UPDATE tasks SET status = 'ready', last_updated_at = ?4, calculated_priority = ",
+            priority_formula!(),
+            " WHERE id IN (SELECT value FROM json_each(?7)) AND status = 'blocked'"
+        ),
+        priority_params(
+            priority,
+            &now_text,
+            &id_array(ids.iter().map(String::as_str)),
+        ),
+    )?;
+    moved_all(changed, &moves)?;
+    let reason = format!("dependency {task_id} completed");
+    record_many(
+        conn,
+        &move_set(&moves),
         TaskStatus::Ready,
         &now_text,
         "queue",
         Some(&reason),
-    )?;
-    recompute_priorities(
-        conn,
-        &id_array(ids.iter().map(String::as_str)),
-        priority,
-        &now_text,
     )?;
     ids.iter().map(|id| task_uuid(id)).collect()
 }
