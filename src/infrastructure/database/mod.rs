@@ -2,7 +2,7 @@
 //!
 //! The repositories' static queries are compile-time checked `sqlx` macros; dynamic filters go
 //! through `QueryBuilder` with every value bound. The task queue's writes run as prepared
-//! statements on the pooled connection's own handle ([`handle`]), one hop to the connection
+//! statements on the pooled connection's own handle (module `handle`), one hop to the connection
 //! per transaction, and are checked by the queue's tests. Driver errors are classified here
 //! and nowhere else.
 
