@@ -312,3 +312,38 @@ async fn closing_the_database_does_not_wait_on_an_idle_writer() {
         .expect("close returns once the writer is idle");
     drop(queue);
 }
+
+#[tokio::test]
+async fn on_an_in_memory_database_a_write_waits_out_a_read_of_another_connection() {
+    use abathur::infrastructure::database::DatabaseConnection;
+    use sqlx::Connection;
+    // In-memory databases share one cache between the pool's connections, where a read
+    // transaction locks the tables it read until it ends, and a write to them is refused at
+    // once rather than waited for.
+    let db = DatabaseConnection::new("sqlite::memory:").await.unwrap();
+    db.migrate().await.unwrap();
+    let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone())));
+    queue.submit(NewTask::new("first", "d", "w")).await.unwrap();
+    let mut reader = db.pool().acquire().await.unwrap();
+    let mut read = reader.begin().await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks")
+        .fetch_one(&mut *read)
+        .await
+        .unwrap();
+
+    let submit = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.submit(NewTask::new("second", "d", "w")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    read.commit().await.unwrap();
+    submit
+        .await
+        .unwrap()
+        .expect("the write goes through once the read has ended");
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 2);
+}

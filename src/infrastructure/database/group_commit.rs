@@ -229,12 +229,25 @@ async fn write_groups(
     max_group: usize,
     stats: Arc<Counters>,
 ) {
+    // A pool of one connection is shared with the reads: give it back after every group.
+    let keep_parked = if pool.options().get_max_connections() > 1 {
+        KEEP_PARKED
+    } else {
+        Duration::ZERO
+    };
     let mut next = queue.recv().await;
     while let Some(first) = next.take() {
+        // Without a connection, nothing that waits can run: answer all of it.
+        let refuse = |first: Job, queue: &mut mpsc::Receiver<Job>, err: &DatabaseError| {
+            answer_without_running(first, err);
+            while let Ok(job) = queue.try_recv() {
+                answer_without_running(job, err);
+            }
+        };
         let mut conn = match pool.acquire().await {
             Ok(conn) => conn,
             Err(e) => {
-                answer_without_running(first, &classify(e, "connection", ""));
+                refuse(first, &mut queue, &classify(e, "connection", ""));
                 next = queue.recv().await;
                 continue;
             }
@@ -242,7 +255,7 @@ async fn write_groups(
         let mut locked = match park(&mut conn).await {
             Ok(locked) => locked,
             Err(err) => {
-                answer_without_running(first, &err);
+                refuse(first, &mut queue, &err);
                 next = queue.recv().await;
                 continue;
             }
@@ -250,7 +263,7 @@ async fn write_groups(
         let handle = match Handle::new(&mut locked) {
             Ok(handle) => handle,
             Err(err) => {
-                answer_without_running(first, &err);
+                refuse(first, &mut queue, &err);
                 next = queue.recv().await;
                 continue;
             }
@@ -293,7 +306,16 @@ async fn write_groups(
                     }
                 }
             }
-            first = match tokio::time::timeout(KEEP_PARKED, queue.recv()).await {
+            // A transaction still open here could not be ended: the connection is not to be
+            // trusted. Give it back (dropping the handle rolls back) and take another.
+            if !handle.is_autocommit() {
+                drop(handle);
+                drop(locked);
+                drop(conn);
+                next = queue.recv().await;
+                break;
+            }
+            first = match tokio::time::timeout(keep_parked, queue.recv()).await {
                 Ok(Some(job)) => Some(job),
                 // Every store handle is gone.
                 Ok(None) => None,
@@ -455,7 +477,7 @@ fn run_job(conn: &Connection, job: Job) -> (bool, Settle) {
             reply,
         } => done(
             reply,
-            submit_in(conn, batch, &limits, &priority, &actor, now),
+            submit_in(conn, &batch, &limits, &priority, &actor, now),
         ),
         Job::Claim {
             request,
@@ -474,7 +496,10 @@ fn run_job(conn: &Connection, job: Job) -> (bool, Settle) {
             priority,
             now,
             reply,
-        } => done(reply, complete_in(conn, attempt_id, result, &priority, now)),
+        } => done(
+            reply,
+            complete_in(conn, attempt_id, result.as_ref(), &priority, now),
+        ),
         Job::Fail {
             attempt_id,
             error,

@@ -1,14 +1,17 @@
 //! Statements run on a pooled sqlx connection's own SQLite handle, for the queue's writes.
 //!
 //! sqlx runs each SQLite connection on a thread of its own and sends every statement there and
-//! back: about 40 to 70 µs a statement on a 2-core machine, where SQLite itself takes a few.
-//! A queue operation is five to ten statements, so that hop, not the commit, bounds it.
-//! [`with_handle`] parks the connection's thread (`lock_handle`) and runs a closure on the
-//! connection's handle through `rusqlite`'s statement API, with prepared statements, in one
-//! hop. The connection is the pool's, so its pragmas, its file (or in-memory database) and its
-//! transaction are the same.
+//! back: about 70 µs a statement on a 2-core machine (the `statement_hop` example of the
+//! bench), where SQLite itself takes well under one for a simple update. A queue operation is
+//! five to ten statements, so that hop, not the commit, bounded it. [`with_handle`] parks the
+//! connection's thread (`lock_handle`) and runs a closure on the connection's handle through
+//! `rusqlite`'s statement API, with prepared statements, in one hop. The connection is the
+//! pool's, so its pragmas, its file (or in-memory database) and its transaction are the same.
 //!
-//! The closure runs on the calling task's thread and must not wait on locks: [`transaction`]
+//! The closure runs on the calling task's thread, so that thread is busy for as long as the
+//! operation takes: microseconds for most, about 150 ms to make 10,000 dependents ready, and
+//! a commit that triggers a WAL checkpoint also waits for its `fsync`. On a current-thread
+//! runtime the other tasks wait that long. The closure never waits on locks: [`transaction`]
 //! takes the write lock without waiting when it is free, and otherwise waits for it on sqlx's
 //! thread, under the busy timeout, before running the closure.
 
@@ -74,11 +77,13 @@ impl std::ops::Deref for Handle<'_> {
 
 /// Parks `conn`'s sqlx thread, for a [`Handle`].
 ///
-/// Two parkings of one connection in a row, with no statement through sqlx between them,
-/// starve sqlx 0.8's worker thread (it never gets the connection back to read its next
-/// command). A connection given back to the pool is pinged, which is such a statement; a
-/// caller that keeps a connection must keep it parked, or run a statement before parking it
-/// again.
+/// With sqlx 0.8.6, parking one held connection again and again with no statement through
+/// sqlx between hangs: in a standalone test the 51st parking never returned (sqlx's command
+/// channel holds 50, and its thread did not get the connection back to read them). A
+/// connection given back to the pool is pinged, a statement, before it is used again; the
+/// group-commit writer parks its connection once and keeps it parked; the slow path of
+/// [`transaction`] parks after sqlx's own `BEGIN` and commits through sqlx. None of them
+/// parks twice in a row more than once.
 ///
 /// # Errors
 /// The error of parking the thread (a closed connection).
@@ -175,8 +180,12 @@ pub(crate) fn begin_without_waiting(
     raw.busy_timeout(Duration::ZERO)
         .map_err(raw_on("transaction", ""))?;
     let begun = statement(raw, "BEGIN IMMEDIATE");
-    raw.busy_timeout(timeout)
-        .map_err(raw_on("transaction", ""))?;
+    if let Err(e) = raw.busy_timeout(timeout) {
+        if begun.is_ok() {
+            let _ = statement(raw, "ROLLBACK");
+        }
+        return Err(raw_on("transaction", "")(e));
+    }
     match begun {
         Ok(()) => Ok(true),
         Err(e) => match raw_on("transaction", "")(e) {

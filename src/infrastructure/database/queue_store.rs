@@ -3,7 +3,7 @@
 //!
 //! The writes run on the pooled connection's own handle ([`super::handle`]), with prepared
 //! statements, in one hop to the connection; the reads (history, overview, pending) go
-//! through sqlx.
+//! through sqlx, but for the status check of a task with no history.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -76,25 +76,47 @@ fn rows<T>(
     mapped.collect::<Result<Vec<_>, _>>().map_err(raw)
 }
 
+/// How long an operation waits out a table lock of SQLite's shared cache, which in-memory
+/// databases use: there a read transaction of another connection locks the tables it read,
+/// and a write to them fails at once instead of waiting (file databases in WAL mode never do
+/// this: readers do not block the writer).
+const TABLE_LOCK_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Runs `op` as one write transaction of its own on a connection of `pool`: committed when it
-/// succeeds, rolled back when it fails.
+/// succeeds, rolled back when it fails. An operation refused by a table lock (`Busy` from
+/// inside the transaction) is rolled back and run again, sleeping between tries, for up to
+/// [`TABLE_LOCK_PATIENCE`].
 pub(super) async fn write_alone<T>(
     pool: &SqlitePool,
-    op: impl FnOnce(&Connection) -> Result<T, QueueError>,
+    op: impl Fn(&Connection) -> Result<T, QueueError>,
 ) -> Result<T, QueueError> {
-    let (outcome, ended) = transaction(pool, |conn| {
-        let outcome = op(conn);
-        let finish = if outcome.is_ok() {
-            Finish::Commit
-        } else {
-            Finish::Rollback
-        };
-        (outcome, finish)
-    })
-    .await?;
-    let value = outcome?;
-    ended?;
-    Ok(value)
+    let deadline = std::time::Instant::now() + TABLE_LOCK_PATIENCE;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let (outcome, ended) = transaction(pool, |conn| {
+            let outcome = op(conn);
+            let finish = if outcome.is_ok() {
+                Finish::Commit
+            } else {
+                Finish::Rollback
+            };
+            (outcome, finish)
+        })
+        .await?;
+        match outcome {
+            Err(QueueError::Database(DatabaseError::Busy))
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            outcome => {
+                let value = outcome?;
+                ended?;
+                return Ok(value);
+            }
+        }
+    }
 }
 
 /// A task id read back from the store.
@@ -681,7 +703,7 @@ fn task_status(conn: &Connection, task_id: Uuid) -> Result<TaskStatus, QueueErro
 
 pub(super) fn submit_in(
     conn: &Connection,
-    batch: Vec<NewTask>,
+    batch: &[NewTask],
     limits: &QueueLimits,
     priority: &PriorityPolicy,
     actor: &str,
@@ -701,10 +723,30 @@ pub(super) fn submit_in(
     if forward_parent {
         statement(conn, "PRAGMA defer_foreign_keys = ON").map_err(raw)?;
     }
+    let stored = insert_batch(conn, batch, limits, priority, actor, now, &now_text);
+    // The pragma lasts until the transaction ends: turned off here, it does not slow the
+    // operations that share a group-commit transaction after this one. Every reference was
+    // checked above, so nothing is left for the commit to check.
+    if forward_parent {
+        statement(conn, "PRAGMA defer_foreign_keys = OFF").map_err(raw)?;
+    }
+    stored
+}
+
+/// The body of [`submit_in`]: each member checked and stored, then every reference named.
+fn insert_batch(
+    conn: &Connection,
+    batch: &[NewTask],
+    limits: &QueueLimits,
+    priority: &PriorityPolicy,
+    actor: &str,
+    now: DateTime<Utc>,
+    now_text: &str,
+) -> Result<Vec<Task>, QueueError> {
     let mut in_batch: HashMap<Uuid, u32> = HashMap::with_capacity(batch.len());
     let mut stored = Vec::with_capacity(batch.len());
     let mut params_all = Vec::with_capacity(batch.len());
-    for new in &batch {
+    for new in batch {
         let mut deepest: Option<u32> = None;
         let mut all_completed = true;
         for dep in &new.dependencies {
@@ -787,7 +829,7 @@ pub(super) fn submit_in(
             &params.id,
             None,
             task.status,
-            &now_text,
+            now_text,
             actor,
             None,
             Some("submitted"),
@@ -941,13 +983,13 @@ pub(super) fn heartbeat_in(
 pub(super) fn complete_in(
     conn: &Connection,
     attempt_id: Uuid,
-    result: Option<Value>,
+    result: Option<&Value>,
     priority: &PriorityPolicy,
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, QueueError> {
     let now_text = ts(&now);
     let attempt = attempt_id.to_string();
-    let result = result.as_ref().map(json_text);
+    let result = result.map(json_text);
     let open = open_attempt(conn, attempt_id)?;
     close_attempt(conn, &attempt, AttemptOutcome::Completed, None, &now_text)?;
     exec(
@@ -1266,7 +1308,7 @@ impl QueueStore for QueueStoreImpl {
         now: DateTime<Utc>,
     ) -> Result<Vec<Task>, QueueError> {
         write_alone(&self.pool, |conn| {
-            submit_in(conn, batch, limits, priority, actor, now)
+            submit_in(conn, &batch, limits, priority, actor, now)
         })
         .await
     }
@@ -1299,7 +1341,7 @@ impl QueueStore for QueueStoreImpl {
         now: DateTime<Utc>,
     ) -> Result<Vec<Uuid>, QueueError> {
         write_alone(&self.pool, |conn| {
-            complete_in(conn, attempt_id, result, priority, now)
+            complete_in(conn, attempt_id, result.as_ref(), priority, now)
         })
         .await
     }
