@@ -347,3 +347,83 @@ async fn on_an_in_memory_database_a_write_waits_out_a_read_of_another_connection
         .unwrap();
     assert_eq!(count, 2);
 }
+
+#[tokio::test]
+async fn the_writer_shares_a_pool_of_one_connection_with_the_reads() {
+    use abathur::infrastructure::database::{DatabaseConfig, DatabaseConnection};
+    let (dir, _db) = file_db().await;
+    let config = DatabaseConfig {
+        min_connections: 1,
+        max_connections: 1,
+        ..DatabaseConfig::default()
+    };
+    let db = DatabaseConnection::open_path(&dir.path().join("abathur.db"), config)
+        .await
+        .unwrap();
+    let queue = TaskQueue::new(Arc::new(GroupCommitQueueStore::new(db.pool().clone())));
+    let first = queue.submit(NewTask::new("first", "d", "w")).await.unwrap();
+    // Writes keep coming, closer together than the writer's idle time...
+    let writing = tokio::spawn({
+        let queue = queue.clone();
+        async move {
+            for i in 0..200 {
+                queue
+                    .submit(NewTask::new(format!("t{i}"), "d", "w"))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    // ...and a read through the pool still gets the one connection between two groups.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let history = tokio::time::timeout(Duration::from_secs(2), queue.history(first.id))
+        .await
+        .expect("the read is not starved by the writer")
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    assert!(
+        !writing.is_finished(),
+        "the read ran while the writes went on"
+    );
+    writing.await.unwrap();
+}
+
+#[tokio::test]
+async fn without_a_connection_the_writer_answers_everything_that_waits_at_once() {
+    use abathur::domain::error::DatabaseError;
+    use abathur::infrastructure::database::{DatabaseConfig, DatabaseConnection};
+    let (dir, _db) = file_db().await;
+    let config = DatabaseConfig {
+        min_connections: 1,
+        max_connections: 1,
+        acquire_timeout: Duration::from_millis(500),
+        ..DatabaseConfig::default()
+    };
+    let db = DatabaseConnection::open_path(&dir.path().join("abathur.db"), config)
+        .await
+        .unwrap();
+    let queue = TaskQueue::new(Arc::new(GroupCommitQueueStore::new(db.pool().clone())));
+    let held = db.pool().acquire().await.unwrap();
+
+    let started = std::time::Instant::now();
+    let outcomes = futures_join_all((0..4).map(|i| {
+        let queue = queue.clone();
+        async move { queue.submit(NewTask::new(format!("t{i}"), "d", "w")).await }
+    }))
+    .await;
+    let waited = started.elapsed();
+    for outcome in &outcomes {
+        assert!(
+            matches!(outcome, Err(QueueError::Database(DatabaseError::Timeout))),
+            "{outcome:?}"
+        );
+    }
+    // One acquire timeout for all of them, not one each in turn (2 s for the fourth).
+    assert!(waited < Duration::from_millis(1_500), "{waited:?}");
+    drop(held);
+    queue
+        .submit(NewTask::new("later", "d", "w"))
+        .await
+        .expect("a connection is free again");
+}
