@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use serde_json::Value;
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -237,98 +237,102 @@ async fn write_groups(
     };
     let mut next = queue.recv().await;
     while let Some(first) = next.take() {
-        // Without a connection, nothing that waits can run: answer all of it.
-        let refuse = |first: Job, queue: &mut mpsc::Receiver<Job>, err: &DatabaseError| {
-            answer_without_running(first, err);
-            while let Ok(job) = queue.try_recv() {
-                answer_without_running(job, err);
+        let ended = match pool.acquire().await {
+            Ok(mut conn) => {
+                run_parked(&mut conn, first, &mut queue, max_group, keep_parked, &stats).await
+            }
+            Err(e) => Err((first, classify(e, "connection", ""))),
+        };
+        // The connection is back in the pool: wait for work without it.
+        next = match ended {
+            Ok(Parked::Idle) => queue.recv().await,
+            Ok(Parked::Closed) => None,
+            // Without a connection, nothing that waits can run: answer all of it.
+            Err((first, err)) => {
+                answer_without_running(first, &err);
+                while let Ok(job) = queue.try_recv() {
+                    answer_without_running(job, &err);
+                }
+                queue.recv().await
             }
         };
-        let mut conn = match pool.acquire().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                refuse(first, &mut queue, &classify(e, "connection", ""));
-                next = queue.recv().await;
-                continue;
+    }
+}
+
+/// Why the writer stopped using its parked connection.
+enum Parked {
+    /// No work came for a while, or the connection could not be trusted any more.
+    Idle,
+    /// Every store handle is gone.
+    Closed,
+}
+
+/// Parks `conn` and runs groups on its handle, starting with `first`, until no work comes for
+/// `keep_parked`. The error is for `first` when the connection could not be parked.
+async fn run_parked(
+    conn: &mut SqliteConnection,
+    first: Job,
+    queue: &mut mpsc::Receiver<Job>,
+    max_group: usize,
+    keep_parked: Duration,
+    stats: &Counters,
+) -> Result<Parked, (Job, DatabaseError)> {
+    let mut locked = match park(conn).await {
+        Ok(locked) => locked,
+        Err(err) => return Err((first, err)),
+    };
+    let handle = match Handle::new(&mut locked) {
+        Ok(handle) => handle,
+        Err(err) => return Err((first, err)),
+    };
+    let patience = busy_timeout(&handle).unwrap_or(Duration::from_secs(5));
+    let mut job = first;
+    loop {
+        let mut group = vec![job];
+        while group.len() < max_group {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
             }
-        };
-        let mut locked = match park(&mut conn).await {
-            Ok(locked) => locked,
-            Err(err) => {
-                refuse(first, &mut queue, &err);
-                next = queue.recv().await;
-                continue;
-            }
-        };
-        let handle = match Handle::new(&mut locked) {
-            Ok(handle) => handle,
-            Err(err) => {
-                refuse(first, &mut queue, &err);
-                next = queue.recv().await;
-                continue;
-            }
-        };
-        let patience = busy_timeout(&handle).unwrap_or(Duration::from_secs(5));
-        let mut first = Some(first);
-        while let Some(job) = first.take() {
-            let mut group = vec![job];
-            while group.len() < max_group {
-                match queue.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
-                }
-            }
-            stats.groups.fetch_add(1, Ordering::Relaxed);
-            stats
-                .operations
-                .fetch_add(group.len() as u64, Ordering::Relaxed);
-            // Take the write lock, sleeping between tries while another connection holds it.
-            let deadline = Instant::now() + patience;
-            let mut pause = Duration::from_millis(1);
-            let begun = loop {
-                match begin_without_waiting(&handle, patience) {
-                    Ok(true) => break Ok(()),
-                    Ok(false) => {}
-                    Err(err) => break Err(err),
-                }
-                let now = Instant::now();
-                if now >= deadline {
-                    break Err(DatabaseError::Busy);
-                }
-                tokio::time::sleep(pause.min(deadline - now)).await;
-                pause = (pause * 2).min(MAX_LOCK_PAUSE);
-            };
-            match begun {
-                Ok(()) => commit_group(&handle, group),
-                Err(err) => {
-                    for job in group {
-                        answer_without_running(job, &err);
-                    }
-                }
-            }
-            // A transaction still open here could not be ended: the connection is not to be
-            // trusted. Give it back (dropping the handle rolls back) and take another.
-            if !handle.is_autocommit() {
-                drop(handle);
-                drop(locked);
-                drop(conn);
-                next = queue.recv().await;
-                break;
-            }
-            first = match tokio::time::timeout(keep_parked, queue.recv()).await {
-                Ok(Some(job)) => Some(job),
-                // Every store handle is gone.
-                Ok(None) => None,
-                // Idle: give the connection back, and wait for work without it.
-                Err(_) => {
-                    drop(handle);
-                    drop(locked);
-                    drop(conn);
-                    next = queue.recv().await;
-                    break;
-                }
-            };
         }
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        stats
+            .operations
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
+        // Take the write lock, sleeping between tries while another connection holds it.
+        let deadline = Instant::now() + patience;
+        let mut pause = Duration::from_millis(1);
+        let begun = loop {
+            match begin_without_waiting(&handle, patience) {
+                Ok(true) => break Ok(()),
+                Ok(false) => {}
+                Err(err) => break Err(err),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(DatabaseError::Busy);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(MAX_LOCK_PAUSE);
+        };
+        match begun {
+            Ok(()) => commit_group(&handle, group),
+            Err(err) => {
+                for job in group {
+                    answer_without_running(job, &err);
+                }
+            }
+        }
+        // A transaction still open here could not be ended: the connection is not to be
+        // trusted. Give it back (dropping the handle rolls back) and take another.
+        if !handle.is_autocommit() {
+            return Ok(Parked::Idle);
+        }
+        job = match tokio::time::timeout(keep_parked, queue.recv()).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return Ok(Parked::Closed),
+            Err(_) => return Ok(Parked::Idle),
+        };
     }
 }
 

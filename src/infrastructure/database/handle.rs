@@ -145,10 +145,8 @@ pub(crate) async fn transaction<T>(
             Finish::Commit => "COMMIT",
             Finish::Rollback => "ROLLBACK",
         };
+        // A transaction that could not be ended is rolled back when the handle is dropped.
         let ended = statement(raw, sql).map_err(raw_on("transaction", ""));
-        if ended.is_err() && !raw.is_autocommit() {
-            let _ = raw.execute_batch("ROLLBACK");
-        }
         Ok::<_, DatabaseError>(Some((value, ended)))
     })
     .await??;
