@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod limits;
 pub mod models;
 pub mod ports;
 pub mod queue;
