@@ -9,11 +9,14 @@
 //! result flagged `isError` whose text is `{"error": {"kind": ..., "message": ...}}`, with the
 //! kinds of [`ErrorKind`]; the server stays up.
 
+mod frame;
+mod http;
 mod memory;
 mod params;
 mod reply;
 mod server;
 mod sessions;
+mod stdio;
 mod tasks;
 
 use std::future::Future;
@@ -27,6 +30,8 @@ use rmcp::ServiceExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use frame::MAX_MESSAGE_BYTES;
+pub use http::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, SHUTDOWN_GRACE};
 pub use reply::{ErrorKind, ToolError};
 pub use server::McpServer;
 
@@ -60,10 +65,8 @@ pub async fn serve_stdio(
 ) -> Result<(), ServeError> {
     let stop = CancellationToken::new();
     let serving = async {
-        // Non-blocking pipes when stdin and stdout are pipes, as an MCP client launches us:
-        // a read blocked on a plain stdin would keep the process alive after a signal.
         let running = match server
-            .serve_with_ct(rmcp::transport::io::stdio_pipes(), stop.clone())
+            .serve_with_ct(checked_stdio(), stop.clone())
             .await
         {
             Ok(running) => running,
@@ -91,8 +94,20 @@ pub async fn serve_stdio(
     }
 }
 
+/// Stdin and stdout as a transport whose every incoming line is checked before rmcp reads it.
+/// Non-blocking pipes when stdin and stdout are pipes, as an MCP client launches us: a read
+/// blocked on a plain stdin would keep the process alive after a signal.
+fn checked_stdio() -> stdio::CheckedLines<rmcp::transport::io::StdioReader> {
+    let (read, write) = rmcp::transport::io::stdio_pipes();
+    stdio::CheckedLines::new(read, write)
+}
+
 /// Serves `server` over streamable HTTP at [`HTTP_PATH`] on `listener` until `shutdown`
-/// completes, then lets requests in flight finish.
+/// completes, then lets requests in flight finish for up to [`SHUTDOWN_GRACE`].
+///
+/// A client has [`HEADER_READ_TIMEOUT`] to send a request's headers and [`BODY_READ_TIMEOUT`]
+/// for its body; a body above [`MAX_MESSAGE_BYTES`] is refused with 413, at once when its
+/// `Content-Length` says so.
 ///
 /// Each request is answered on its own, with a JSON response and no session to keep: any
 /// number of clients may call tools at once. On a loopback listener, requests whose `Host`
@@ -116,6 +131,7 @@ pub async fn serve_http(
         .with_legacy_session_mode(false)
         .with_json_response(true)
         .with_sse_keep_alive(None)
+        .with_max_request_body_bytes(MAX_MESSAGE_BYTES)
         .with_cancellation_token(stop.child_token());
     if !loopback {
         config = config.disable_allowed_hosts();
@@ -126,12 +142,7 @@ pub async fn serve_http(
         config,
     );
     let router = axum::Router::new().nest_service(HTTP_PATH, service);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::debug!("shutting down the MCP HTTP server");
-            stop.cancel();
-        })
+    http::serve(router, listener, shutdown, stop)
         .await
         .map_err(ServeError::Http)
 }
