@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod infrastructure;
 pub mod mcp;
+pub mod waiting;
 pub mod worker;
 
 /// The domain: models, ports, errors and the clock.

@@ -131,7 +131,8 @@ pub enum TaskCommand {
     /// Claim the most urgent ready tasks; prints each task with its attempt id.
     ///
     /// The attempt id is the lease: pass it to `heartbeat`, `complete` or `fail`. When no task
-    /// is ready it says so and exits 0 (`--json` prints `[]`).
+    /// is ready it says so and exits 0 (`--json` prints `[]`); with `--wait` it first waits
+    /// for one, and answers as soon as one is claimable.
     Claim(ClaimArgs),
     /// Extend a lease, so the reaper does not take the task back.
     Heartbeat {
@@ -199,6 +200,11 @@ pub struct ClaimArgs {
     /// At most this many tasks.
     #[arg(long = "max", value_name = "N", default_value_t = 1)]
     pub max_tasks: u32,
+
+    /// When nothing is ready, wait up to this long (at most 5m) for a task to become
+    /// claimable, and claim it then: `30s`, `5m`, or plain seconds.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait: Option<Duration>,
 }
 
 /// `abathur db ...`

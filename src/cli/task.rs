@@ -14,6 +14,8 @@ use super::json_value;
 use super::render::View;
 use super::tree;
 use super::Context;
+use crate::waiting::{self, ClaimRequest};
+use crate::worker::DataVersion;
 use abathur_core::ports::IdKind;
 
 /// Runs one `abathur task ...` command.
@@ -35,7 +37,7 @@ pub async fn run(cx: &Context, command: TaskCommand) -> Result<View, CliError> {
         TaskCommand::History { id } => {
             View::History(queue.history(ids.resolve(IdKind::Task, &id).await?).await?)
         }
-        TaskCommand::Claim(args) => View::Claimed(claim(queue, args).await?),
+        TaskCommand::Claim(args) => View::Claimed(claim(cx, args).await?),
         TaskCommand::Heartbeat { attempt, lease } => {
             let attempt = ids.resolve(IdKind::Attempt, &attempt).await?;
             View::Lease(queue.heartbeat(attempt, lease).await?)
@@ -144,10 +146,29 @@ async fn show(repo: &impl TaskRepository, id: Uuid) -> Result<Task, CliError> {
 }
 
 /// `abathur task claim`.
-async fn claim(queue: &TaskQueue, args: ClaimArgs) -> Result<Vec<ClaimedTask>, CliError> {
-    Ok(queue
-        .claim(&args.worker, &args.agent_types, args.lease, args.max_tasks)
-        .await?)
+async fn claim(cx: &Context, args: ClaimArgs) -> Result<Vec<ClaimedTask>, CliError> {
+    let Some(wait) = args.wait else {
+        return Ok(cx
+            .queue
+            .claim(&args.worker, &args.agent_types, args.lease, args.max_tasks)
+            .await?);
+    };
+    waiting::check_wait("--wait", wait)?;
+    let conn =
+        cx.db.pool().acquire().await.map_err(|e| {
+            CliError::internal("cannot open a connection to the database", &e)
+        })?;
+    let mut wake = DataVersion::new(conn)
+        .await
+        .map_err(|e| CliError::internal("cannot watch the database for changes", &e))?;
+    let request = ClaimRequest {
+        worker_id: &args.worker,
+        agent_types: &args.agent_types,
+        lease: args.lease,
+        max: args.max_tasks,
+    };
+    // The command waits in the foreground; a signal ends the process, and with it the wait.
+    Ok(waiting::claim_waiting(&cx.queue, &request, wait, &mut wake, std::future::pending()).await?)
 }
 
 /// What `task complete` reports.

@@ -283,6 +283,9 @@ pub struct TaskClaim {
     pub lease_seconds: Option<u64>,
     /// At most this many tasks. Default 1.
     pub max: Option<u32>,
+    /// When nothing is ready, wait up to this many seconds (at most 300) for a task to become
+    /// claimable, and claim it then. Default 0: answer at once.
+    pub wait_seconds: Option<u64>,
 }
 
 /// Arguments of `task_heartbeat`.

@@ -14,6 +14,7 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
+use tokio_util::sync::CancellationToken;
 
 use super::params::{
     ExecutionPlan, MemoryAdd, MemoryGet, MemoryKey, MemorySearch, MemoryUpdate, QueueStatus,
@@ -22,6 +23,7 @@ use super::params::{
 };
 use super::reply::{render, ToolError};
 use super::{memory, sessions, tasks};
+use crate::waiting::ChangeFeed;
 use crate::infrastructure::database::{
     DatabaseConnection, GroupCommitQueueStore, MemoryRepositoryImpl, SessionRepositoryImpl,
     TaskRepositoryImpl,
@@ -45,6 +47,8 @@ pub struct McpServer {
     tasks: Arc<dyn TaskRepository>,
     memories: Arc<dyn MemoryRepository>,
     sessions: Arc<dyn SessionRepository>,
+    /// Wakes waiting claims; without one they look again every [`crate::waiting::RECHECK`].
+    feed: Option<ChangeFeed>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -69,8 +73,15 @@ impl McpServer {
             tasks,
             memories,
             sessions,
+            feed: None,
             tool_router: Self::tool_router(),
         }
+    }
+
+    /// The same server, waking waiting claims from `feed`.
+    pub fn with_change_feed(mut self, feed: ChangeFeed) -> Self {
+        self.feed = Some(feed);
+        self
     }
 
     /// A server over the SQLite services of `db`. The queue's writes go through one writer
@@ -83,8 +94,9 @@ impl McpServer {
             TaskQueue::new(Arc::new(GroupCommitQueueStore::new(pool.clone()))),
             Arc::new(TaskRepositoryImpl::new(pool.clone())),
             Arc::new(MemoryRepositoryImpl::new(pool.clone())),
-            Arc::new(SessionRepositoryImpl::new(pool)),
+            Arc::new(SessionRepositoryImpl::new(pool.clone())),
         )
+        .with_change_feed(ChangeFeed::new(pool))
     }
 }
 
@@ -138,10 +150,18 @@ impl McpServer {
 
     /// Claim the most urgent ready tasks (of the given agent types) under a lease. Each claimed
     /// task comes with an attempt_id: pass it to task_heartbeat, task_complete or task_fail.
-    /// Returns {"claimed": []} when nothing is ready.
+    /// Returns {"claimed": []} when nothing is ready. With wait_seconds (at most 300), waits
+    /// for a task to become claimable instead of answering empty at once: call it in a loop
+    /// rather than polling.
     #[tool]
-    async fn task_claim(&self, Parameters(args): Parameters<TaskClaim>) -> CallToolResult {
-        render(tasks::claim(&self.queue, args).await)
+    async fn task_claim(
+        &self,
+        Parameters(args): Parameters<TaskClaim>,
+        cancelled: CancellationToken,
+    ) -> CallToolResult {
+        // The token is cancelled when the client cancels the request, disconnects, or the
+        // server shuts down: the wait ends then.
+        render(tasks::claim(&self.queue, self.feed.as_ref(), args, cancelled.cancelled()).await)
     }
 
     /// Extend the lease of a claimed task, so it is not taken back as abandoned.

@@ -1,6 +1,7 @@
 //! The task-queue tools: each parses its arguments, calls the queue or the task repository,
 //! and returns what it got.
 
+use std::future::Future;
 use std::time::Duration;
 
 use abathur_core::error::{DatabaseError, ValidationError};
@@ -17,6 +18,8 @@ use super::params::{
     TaskClaim, TaskComplete, TaskEnqueue, TaskFail, TaskHeartbeat, TaskId, TaskList,
 };
 use super::reply::ToolError;
+use crate::waiting::{self, ChangeFeed, ClaimRequest};
+use crate::worker::{Interval, Wake};
 
 /// Who a change is recorded as when the caller does not say.
 pub const DEFAULT_ACTOR: &str = "mcp";
@@ -164,17 +167,27 @@ pub struct Claimed {
     pub claimed: Vec<ClaimedTask>,
 }
 
-/// `task_claim`.
-pub async fn claim(queue: &TaskQueue, args: TaskClaim) -> Result<Claimed, ToolError> {
-    let lease = Duration::from_secs(args.lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS));
-    let claimed = queue
-        .claim(
-            &args.worker_id,
-            &args.agent_types,
-            lease,
-            args.max.unwrap_or(1),
-        )
-        .await?;
+/// `task_claim`. With `wait_seconds`, waits on `feed` (or, without one, looks again every
+/// [`waiting::RECHECK`]) until a task is claimable, the wait ends, or `gone` completes.
+pub async fn claim(
+    queue: &TaskQueue,
+    feed: Option<&ChangeFeed>,
+    args: TaskClaim,
+    gone: impl Future<Output = ()>,
+) -> Result<Claimed, ToolError> {
+    let request = ClaimRequest {
+        worker_id: &args.worker_id,
+        agent_types: &args.agent_types,
+        lease: Duration::from_secs(args.lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS)),
+        max: args.max.unwrap_or(1),
+    };
+    let wait = Duration::from_secs(args.wait_seconds.unwrap_or(0));
+    waiting::check_wait("wait_seconds", wait)?;
+    let mut wake: Box<dyn Wake> = match feed {
+        Some(feed) => Box::new(feed.subscribe()),
+        None => Box::new(Interval),
+    };
+    let claimed = waiting::claim_waiting(queue, &request, wait, wake.as_mut(), gone).await?;
     Ok(Claimed { claimed })
 }
 

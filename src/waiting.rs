@@ -1,0 +1,203 @@
+//! Claims that wait for work: `abathur task claim --wait` and MCP's `task_claim` with
+//! `wait_seconds` answer as soon as a task can be claimed, instead of leaving the caller to
+//! claim in a loop.
+//!
+//! A waiting claim sleeps on a [`Wake`], as an idle worker does (see [`crate::worker::Wake`]):
+//! it claims again when another connection commits, and at least every [`RECHECK`], because a
+//! retried task's backoff ends without any commit. The MCP server shares one [`ChangeFeed`]
+//! among all its waiting claims, so a hundred waiting agents cost one watcher, not a hundred
+//! connections.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use abathur_core::error::ValidationError;
+use abathur_core::queue::{ClaimedTask, QueueError, TaskQueue};
+use async_trait::async_trait;
+use sqlx::SqlitePool;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::worker::{DataVersion, Wake};
+
+/// The longest a claim may wait. A longer wait is refused, not shortened: a caller that asked
+/// for an hour would otherwise take an empty answer for "nothing came in an hour".
+pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(300);
+
+/// How often a waiting claim looks again when nothing has committed: the longest a retried
+/// task whose backoff has ended waits to be claimed.
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// What one claim asks for.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    pub worker_id: &'a str,
+    pub agent_types: &'a [String],
+    pub lease: Duration,
+    pub max: u32,
+}
+
+/// Checks a wait against [`MAX_CLAIM_WAIT`].
+///
+/// # Errors
+/// A [`ValidationError`] naming `field` when `wait` is longer than the cap.
+pub fn check_wait(field: &'static str, wait: Duration) -> Result<(), ValidationError> {
+    if wait > MAX_CLAIM_WAIT {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "{} s is longer than the maximum wait of {} s; claim again when it ends",
+                wait.as_secs_f64(),
+                MAX_CLAIM_WAIT.as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Claims as [`TaskQueue::claim`] does; when nothing is ready, waits up to `wait` for a task to
+/// become claimable and claims it. Returns an empty list when the wait ends, or as soon as
+/// `gone` completes (the caller went away), without claiming again.
+///
+/// # Errors
+/// What [`TaskQueue::claim`] returns, and a validation error when `wait` is above
+/// [`MAX_CLAIM_WAIT`] (checked before anything is claimed).
+pub async fn claim_waiting(
+    queue: &TaskQueue,
+    request: &ClaimRequest<'_>,
+    wait: Duration,
+    wake: &mut dyn Wake,
+    gone: impl Future<Output = ()>,
+) -> Result<Vec<ClaimedTask>, QueueError> {
+    check_wait("wait", wait)?;
+    let deadline = Instant::now() + wait;
+    tokio::pin!(gone);
+    loop {
+        // The wake was set up before this claim, so a task submitted while it runs is seen
+        // by this claim or wakes the next one.
+        let claimed = queue
+            .claim(
+                request.worker_id,
+                request.agent_types,
+                request.lease,
+                request.max,
+            )
+            .await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !claimed.is_empty() || left.is_zero() {
+            return Ok(claimed);
+        }
+        tokio::select! {
+            () = wake.wait(left.min(RECHECK)) => {}
+            () = &mut gone => {
+                tracing::debug!(worker = request.worker_id, "a waiting claim ended: the client went away");
+                return Ok(Vec::new());
+            }
+        }
+    }
+}
+
+/// One watcher of the database for every waiting claim of a process. It runs only while some
+/// claim waits: the first subscriber starts it, and it stops when the last one is gone.
+#[derive(Debug, Clone)]
+pub struct ChangeFeed {
+    pool: SqlitePool,
+    state: Arc<FeedState>,
+}
+
+#[derive(Debug)]
+struct FeedState {
+    /// Bumped on every change seen, and every [`RECHECK`].
+    ticks: watch::Sender<u64>,
+    /// Whether the watcher runs; taken with a subscription so that none is left without one.
+    running: Mutex<bool>,
+}
+
+impl ChangeFeed {
+    /// A feed of the changes to the database of `pool`.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self {
+            pool,
+            state: Arc::new(FeedState {
+                ticks: watch::channel(0).0,
+                running: Mutex::new(false),
+            }),
+        }
+    }
+
+    /// A [`Wake`] that fires on the next change. Call it inside a tokio runtime.
+    pub fn subscribe(&self) -> FeedWake {
+        let ticks = self.state.ticks.subscribe();
+        let mut running = self
+            .state
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !*running {
+            *running = true;
+            tokio::spawn(watch_database(self.pool.clone(), self.state.clone()));
+        }
+        FeedWake { ticks }
+    }
+}
+
+async fn watch_database(pool: SqlitePool, state: Arc<FeedState>) {
+    let stop = |state: &FeedState| {
+        *state
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+    };
+    let wake = match pool.acquire().await {
+        Ok(conn) => DataVersion::new(conn).await,
+        Err(e) => Err(e),
+    };
+    let mut wake = match wake {
+        Ok(wake) => wake,
+        Err(e) => {
+            // The waiting claims still look again every RECHECK on their own.
+            tracing::warn!(error = %e, "cannot watch the database for changes");
+            stop(&state);
+            return;
+        }
+    };
+    loop {
+        wake.wait(RECHECK).await;
+        state.ticks.send_modify(|n| *n = n.wrapping_add(1));
+        let mut running = state
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.ticks.receiver_count() == 0 {
+            *running = false;
+            return;
+        }
+    }
+}
+
+/// A subscription to a [`ChangeFeed`].
+#[derive(Debug)]
+pub struct FeedWake {
+    ticks: watch::Receiver<u64>,
+}
+
+#[async_trait]
+impl Wake for FeedWake {
+    async fn wait(&mut self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.ticks.changed()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_up_to_the_cap_is_accepted_and_one_past_it_refused_naming_the_cap() {
+        assert!(check_wait("wait", MAX_CLAIM_WAIT).is_ok());
+        let err = check_wait("wait", MAX_CLAIM_WAIT + Duration::from_millis(1)).unwrap_err();
+        assert_eq!(err.field, "wait");
+        assert!(err.message.contains("300 s"), "{}", err.message);
+    }
+}
