@@ -73,6 +73,7 @@ pub async fn claim_waiting(
     check_wait("wait", wait)?;
     let deadline = Instant::now() + wait;
     tokio::pin!(gone);
+    let mut waited = false;
     loop {
         // The wake was set up before this claim, so a task submitted while it runs is seen
         // by this claim or wakes the next one.
@@ -87,6 +88,14 @@ pub async fn claim_waiting(
         let left = deadline.saturating_duration_since(Instant::now());
         if !claimed.is_empty() || left.is_zero() {
             return Ok(claimed);
+        }
+        if !waited {
+            waited = true;
+            tracing::debug!(
+                worker = request.worker_id,
+                ?left,
+                "nothing to claim yet; waiting for work"
+            );
         }
         tokio::select! {
             () = wake.wait(left.min(RECHECK)) => {}

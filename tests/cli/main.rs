@@ -4,6 +4,7 @@
 mod sandbox;
 
 mod broken_pipe;
+mod claim_wait;
 mod db_admin;
 mod db_status;
 mod exit_codes;

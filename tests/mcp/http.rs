@@ -14,7 +14,11 @@ use crate::client::{Store, PATIENCE};
 /// returns the status, the headers and the body. HTTP/1.1 with `Connection: close`, so the
 /// body ends where the stream does.
 async fn post_as(addr: &str, host: &str, url_path: &str, message: &Value) -> (u16, String, String) {
-    let body = message.to_string();
+    post_body(addr, host, url_path, &message.to_string()).await
+}
+
+/// [`post_as`] with any body, JSON or not.
+pub async fn post_body(addr: &str, host: &str, url_path: &str, body: &str) -> (u16, String, String) {
     let request = format!(
         "POST {url_path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
          Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\n\
@@ -70,7 +74,7 @@ fn dechunk(mut body: &str) -> String {
 
 /// Reads the server's stderr up to the notice with its URL, and returns the URL without
 /// `http://`, with the lines before it (log lines, with ABATHUR_MCP_TEST_LOG, and warnings).
-async fn served_url(child: &mut Child) -> (String, Vec<String>) {
+pub async fn served_url(child: &mut Child) -> (String, Vec<String>) {
     let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
     let mut before = Vec::new();
     loop {
@@ -87,7 +91,7 @@ async fn served_url(child: &mut Child) -> (String, Vec<String>) {
 }
 
 /// Sends SIGTERM and expects a clean exit.
-async fn stop(mut child: Child) {
+pub async fn stop(mut child: Child) {
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])

@@ -21,7 +21,12 @@ pub struct RawSession {
 impl RawSession {
     /// Starts the server and performs the MCP handshake by hand.
     pub async fn start(store: &Store) -> Self {
-        let mut child = store.command(&[]).spawn().expect("abathur mcp starts");
+        Self::start_with(store.command(&[])).await
+    }
+
+    /// Starts the server `cmd` runs and performs the MCP handshake by hand.
+    pub async fn start_with(mut cmd: tokio::process::Command) -> Self {
+        let mut child = cmd.spawn().expect("abathur mcp starts");
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let mut raw = Self {
@@ -53,6 +58,22 @@ impl RawSession {
         stdin.write_all(line.as_bytes()).await.expect("write");
         stdin.write_all(b"\n").await.expect("write");
         stdin.flush().await.expect("flush");
+    }
+
+    /// The next message the server writes.
+    pub async fn next_message(&mut self) -> Value {
+        let line = tokio::time::timeout(PATIENCE, self.stdout.next_line())
+            .await
+            .expect("a message in time")
+            .expect("read stdout")
+            .expect("the server closed stdout");
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("stdout carries only JSON-RPC, not {line:?}: {e}"))
+    }
+
+    /// The server's stderr, to read its log.
+    pub fn stderr(&mut self) -> tokio::process::ChildStderr {
+        self.child.stderr.take().expect("piped stderr, taken once")
     }
 
     /// Sends a request and returns the response with its id.
