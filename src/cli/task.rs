@@ -154,10 +154,12 @@ async fn claim(cx: &Context, args: ClaimArgs) -> Result<Vec<ClaimedTask>, CliErr
             .await?);
     };
     waiting::check_wait("--wait", wait)?;
-    let conn =
-        cx.db.pool().acquire().await.map_err(|e| {
-            CliError::internal("cannot open a connection to the database", &e)
-        })?;
+    let conn = cx
+        .db
+        .pool()
+        .acquire()
+        .await
+        .map_err(|e| CliError::internal("cannot open a connection to the database", &e))?;
     let mut wake = DataVersion::new(conn)
         .await
         .map_err(|e| CliError::internal("cannot watch the database for changes", &e))?;
@@ -168,7 +170,10 @@ async fn claim(cx: &Context, args: ClaimArgs) -> Result<Vec<ClaimedTask>, CliErr
         max: args.max_tasks,
     };
     // The command waits in the foreground; a signal ends the process, and with it the wait.
-    Ok(waiting::claim_waiting(&cx.queue, &request, wait, &mut wake, std::future::pending()).await?)
+    Ok(
+        waiting::claim_waiting(&cx.queue, &request, wait, &mut wake, std::future::pending())
+            .await?,
+    )
 }
 
 /// What `task complete` reports.

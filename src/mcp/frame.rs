@@ -137,8 +137,8 @@ pub fn check(bytes: &[u8]) -> Verdict {
 
 /// Hands `bytes` to rmcp's own reading, answering what it would misread.
 fn pass(bytes: &[u8], message: &Node, method: Option<&str>) -> Verdict {
-    let is_request = matches!(message, Node::Object(f) if f.iter().any(|(k, _)| k == "id"))
-        && method.is_some();
+    let is_request =
+        matches!(message, Node::Object(f) if f.iter().any(|(k, _)| k == "id")) && method.is_some();
     if !is_request {
         // A notification or a response: rmcp reads what it can and ignores the rest, and
         // nothing is to be answered. Too deep for rmcp, it is dropped here instead.
@@ -250,12 +250,7 @@ fn check_tool_call(id: &Value, params: Option<&Vec<(String, Node)>>) -> Option<A
 }
 
 fn invalid_request(id: Value, why: impl std::fmt::Display) -> Verdict {
-    error(
-        400,
-        id,
-        INVALID_REQUEST,
-        format!("Invalid request: {why}"),
-    )
+    error(400, id, INVALID_REQUEST, format!("Invalid request: {why}"))
 }
 
 fn invalid_params(id: Value, why: impl std::fmt::Display) -> Verdict {
@@ -482,25 +477,105 @@ mod tests {
     #[test]
     fn each_malformed_request_gets_the_json_rpc_error_with_its_id() {
         let cases = [
-            (r#"{"jsonrpc":"2.0","id":1,"method":"#, Value::Null, PARSE_ERROR, 400),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"#,
+                Value::Null,
+                PARSE_ERROR,
+                400,
+            ),
             ("nope", Value::Null, PARSE_ERROR, 400),
-            (r#"{"id":2,"method":"tools/list"}"#, json!(2), INVALID_REQUEST, 400),
-            (r#"{"jsonrpc":"1.0","id":"a","method":"tools/list"}"#, json!("a"), INVALID_REQUEST, 400),
-            (r#"{"jsonrpc":"2.0","id":3}"#, json!(3), INVALID_REQUEST, 400),
-            (r#"{"jsonrpc":"2.0","id":4,"method":5}"#, json!(4), INVALID_REQUEST, 400),
-            (r#"{"jsonrpc":"2.0","id":1e400,"method":"ping"}"#, Value::Null, PARSE_ERROR, 400),
-            (r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"ping"}"#, Value::Null, INVALID_REQUEST, 400),
-            (r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#, Value::Null, INVALID_REQUEST, 400),
-            (r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#, Value::Null, INVALID_REQUEST, 400),
-            (r#"[{"jsonrpc":"2.0","id":5,"method":"ping"}]"#, Value::Null, INVALID_REQUEST, 400),
+            (
+                r#"{"id":2,"method":"tools/list"}"#,
+                json!(2),
+                INVALID_REQUEST,
+                400,
+            ),
+            (
+                r#"{"jsonrpc":"1.0","id":"a","method":"tools/list"}"#,
+                json!("a"),
+                INVALID_REQUEST,
+                400,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":3}"#,
+                json!(3),
+                INVALID_REQUEST,
+                400,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"method":5}"#,
+                json!(4),
+                INVALID_REQUEST,
+                400,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1e400,"method":"ping"}"#,
+                Value::Null,
+                PARSE_ERROR,
+                400,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"ping"}"#,
+                Value::Null,
+                INVALID_REQUEST,
+                400,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+                Value::Null,
+                INVALID_REQUEST,
+                400,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+                Value::Null,
+                INVALID_REQUEST,
+                400,
+            ),
+            (
+                r#"[{"jsonrpc":"2.0","id":5,"method":"ping"}]"#,
+                Value::Null,
+                INVALID_REQUEST,
+                400,
+            ),
             ("[]", Value::Null, INVALID_REQUEST, 400),
             ("5", Value::Null, INVALID_REQUEST, 400),
-            (r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"task_list","arguments":[]}}"#, json!(6), INVALID_PARAMS, 200),
-            (r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"task_list","arguments":"x"}}"#, json!(7), INVALID_PARAMS, 200),
-            (r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{}}"#, json!(8), INVALID_PARAMS, 200),
-            (r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":[1]}"#, json!(9), INVALID_PARAMS, 200),
-            (r#"{"jsonrpc":"2.0","id":10,"method":"tools/list","params":"x"}"#, json!(10), INVALID_PARAMS, 200),
-            (r#"{"jsonrpc":"2.0","id":11,"method":"initialize","params":{}}"#, json!(11), INVALID_PARAMS, 200),
+            (
+                r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"task_list","arguments":[]}}"#,
+                json!(6),
+                INVALID_PARAMS,
+                200,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"task_list","arguments":"x"}}"#,
+                json!(7),
+                INVALID_PARAMS,
+                200,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{}}"#,
+                json!(8),
+                INVALID_PARAMS,
+                200,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":[1]}"#,
+                json!(9),
+                INVALID_PARAMS,
+                200,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":10,"method":"tools/list","params":"x"}"#,
+                json!(10),
+                INVALID_PARAMS,
+                200,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":11,"method":"initialize","params":{}}"#,
+                json!(11),
+                INVALID_PARAMS,
+                200,
+            ),
         ];
         for (text, id, code, status) in cases {
             let a = answer(text);
@@ -515,7 +590,10 @@ mod tests {
         );
         let a = answer(&deep);
         assert_eq!(a.body["error"]["code"], INVALID_PARAMS, "{}", a.body);
-        assert!(a.body["error"]["message"].as_str().unwrap().contains("100 levels"));
+        assert!(a.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("100 levels"));
     }
 
     #[test]

@@ -127,7 +127,10 @@ async fn edge(request: Request, next: axum::middleware::Next) -> Response {
         Ok(Err(Collect::TooLarge)) => return too_large(),
         Ok(Err(Collect::Failed(e))) => {
             tracing::debug!(error = %e, "cannot read a request body");
-            return plain(StatusCode::BAD_REQUEST, "cannot read the request body".into());
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "cannot read the request body".into(),
+            );
         }
         Ok(Ok(bytes)) => bytes,
     };
@@ -143,8 +146,7 @@ async fn edge(request: Request, next: axum::middleware::Next) -> Response {
             Verdict::Pass(_) => {}
             Verdict::Answer(answer) => {
                 tracing::debug!(error = %frame::describe(&answer), "answering a message at the edge");
-                let status =
-                    StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_REQUEST);
+                let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_REQUEST);
                 return (
                     status,
                     [(

@@ -65,10 +65,7 @@ pub async fn serve_stdio(
 ) -> Result<(), ServeError> {
     let stop = CancellationToken::new();
     let serving = async {
-        let running = match server
-            .serve_with_ct(checked_stdio(), stop.clone())
-            .await
-        {
+        let running = match server.serve_with_ct(checked_stdio(), stop.clone()).await {
             Ok(running) => running,
             // The client left (or we were told to stop) before the handshake finished.
             Err(ServerInitializeError::ConnectionClosed(_) | ServerInitializeError::Cancelled) => {

@@ -23,11 +23,11 @@ use super::params::{
 };
 use super::reply::{render, ToolError};
 use super::{memory, sessions, tasks};
-use crate::waiting::ChangeFeed;
 use crate::infrastructure::database::{
     DatabaseConnection, GroupCommitQueueStore, MemoryRepositoryImpl, SessionRepositoryImpl,
     TaskRepositoryImpl,
 };
+use crate::waiting::ChangeFeed;
 
 /// What the server tells a client about itself when it connects.
 const INSTRUCTIONS: &str = "\

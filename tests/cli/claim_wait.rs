@@ -19,7 +19,9 @@ fn start_waiting_claim(s: &Sandbox) -> Child {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_abathur"))
         .arg("--db")
         .arg(s.db_path())
-        .args(["--json", "task", "claim", "--worker", "waiter", "--wait", "5m"])
+        .args([
+            "--json", "task", "claim", "--worker", "waiter", "--wait", "5m",
+        ])
         .env_remove("ABATHUR_DB")
         .env("RUST_LOG", "abathur=debug")
         .stdout(Stdio::piped())
@@ -36,8 +38,7 @@ fn start_waiting_claim(s: &Sandbox) -> Child {
             }
         }
     });
-    rx.recv_timeout(HANG)
-        .expect("the claim logs that it waits");
+    rx.recv_timeout(HANG).expect("the claim logs that it waits");
     child
 }
 
@@ -75,9 +76,16 @@ fn a_waiting_claim_takes_a_retried_task_when_its_backoff_ends() {
     let s = Sandbox::new();
     let id = s.submit(&["fails once"]);
     let first = s.json(&["task", "claim", "--worker", "w"]);
-    let attempt = first[0]["lease"]["attempt_id"].as_str().unwrap().to_string();
+    let attempt = first[0]["lease"]["attempt_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     s.json(&["task", "fail", &attempt, "--error", "flaky"]);
-    assert_eq!(s.json(&["task", "show", &id])["status"], "ready", "back for a retry");
+    assert_eq!(
+        s.json(&["task", "show", &id])["status"],
+        "ready",
+        "back for a retry"
+    );
     // Nothing commits when the backoff ends: the claim looks again on its own.
     let claimed = claimed(start_waiting_claim(&s));
     assert_eq!(claimed.len(), 1, "{claimed:?}");

@@ -18,7 +18,12 @@ async fn post_as(addr: &str, host: &str, url_path: &str, message: &Value) -> (u1
 }
 
 /// [`post_as`] with any body, JSON or not.
-pub async fn post_body(addr: &str, host: &str, url_path: &str, body: &str) -> (u16, String, String) {
+pub async fn post_body(
+    addr: &str,
+    host: &str,
+    url_path: &str,
+    body: &str,
+) -> (u16, String, String) {
     let request = format!(
         "POST {url_path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
          Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\n\

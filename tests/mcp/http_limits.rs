@@ -126,7 +126,10 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected_and_others_are
         .expect("the server closes a connection whose headers never end")
         .ok();
     let rest = String::from_utf8_lossy(&rest);
-    assert!(rest.is_empty() || rest.starts_with("HTTP/1.1 408"), "{rest}");
+    assert!(
+        rest.is_empty() || rest.starts_with("HTTP/1.1 408"),
+        "{rest}"
+    );
     crate::http::stop(child).await;
 }
 
@@ -136,12 +139,20 @@ async fn sigterm_stops_the_server_within_its_grace_period_while_a_client_holds_h
     let (mut child, addr, path) = start(&store).await;
     let mut stream = TcpStream::connect(&addr).await.unwrap();
     // A whole request first, on the same connection, so the server is known to serve it.
-    let whole = head(&addr, &path, &format!("Content-Length: {}\r\n\r\n{CALL}", CALL.len()));
+    let whole = head(
+        &addr,
+        &path,
+        &format!("Content-Length: {}\r\n\r\n{CALL}", CALL.len()),
+    );
     stream.write_all(whole.as_bytes()).await.unwrap();
     let (status, body) = read_response(&mut stream).await;
     assert_eq!(status, 200, "{body}");
     // Then headers and half a body, and nothing more.
-    let half = head(&addr, &path, &format!("Content-Length: {}\r\n\r\n", CALL.len()));
+    let half = head(
+        &addr,
+        &path,
+        &format!("Content-Length: {}\r\n\r\n", CALL.len()),
+    );
     stream.write_all(half.as_bytes()).await.unwrap();
     stream
         .write_all(&CALL.as_bytes()[..CALL.len() / 2])

@@ -152,7 +152,12 @@ fn cases() -> Vec<Case> {
             Value::Null,
             error(-32700, 400),
         ),
-        case("not JSON", "this is not JSON", Value::Null, error(-32700, 400)),
+        case(
+            "not JSON",
+            "this is not JSON",
+            Value::Null,
+            error(-32700, 400),
+        ),
         case(
             "an unknown method",
             r#"{"jsonrpc":"2.0","id":115,"method":"tasks/teleport"}"#,
@@ -170,10 +175,7 @@ fn assert_answer(case: &Case, answer: &Value) {
     match case.expect {
         Expect::Error { code, .. } => {
             assert_eq!(answer["error"]["code"], code, "{what}: {answer}");
-            assert!(
-                answer["error"]["message"].is_string(),
-                "{what}: {answer}"
-            );
+            assert!(answer["error"]["message"].is_string(), "{what}: {answer}");
         }
         Expect::ToolError(fragment) => {
             assert_eq!(answer["result"]["isError"], true, "{what}: {answer}");
@@ -211,7 +213,11 @@ async fn every_malformed_request_over_stdio_is_answered_and_the_next_one_too() {
                 json!({ "name": "task_list", "arguments": {} }),
             )
             .await;
-        assert_eq!(listed["result"]["isError"], false, "after {}: {listed}", case.what);
+        assert_eq!(
+            listed["result"]["isError"], false,
+            "after {}: {listed}",
+            case.what
+        );
     }
     // A notification gets no answer, not even when it cannot be read; the request after it
     // gets the next line.
@@ -231,7 +237,11 @@ async fn every_malformed_request_over_stdio_is_answered_and_the_next_one_too() {
     let at_limit = raw.next_message().await;
     assert_eq!(at_limit["result"]["isError"], false, "{at_limit}");
     assert!(raw.finish().await.success());
-    assert_eq!(task_count(&store).await, 1, "only the task at the limit was stored");
+    assert_eq!(
+        task_count(&store).await,
+        1,
+        "only the task at the limit was stored"
+    );
 }
 
 #[tokio::test]
@@ -278,5 +288,9 @@ async fn every_malformed_request_over_http_is_answered_with_its_status_and_the_n
     assert_eq!(status, 202, "{body}");
     assert!(body.is_empty(), "{body}");
     stop(child).await;
-    assert_eq!(task_count(&store).await, 0, "no malformed request stored anything");
+    assert_eq!(
+        task_count(&store).await,
+        0,
+        "no malformed request stored anything"
+    );
 }

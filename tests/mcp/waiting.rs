@@ -26,7 +26,9 @@ async fn wait_for_log<R: AsyncRead + Unpin>(log: &mut Lines<BufReader<R>>, fragm
 }
 
 /// An `abathur mcp` over raw stdio with its debug log readable.
-async fn logged_session(store: &Store) -> (RawSession, Lines<BufReader<tokio::process::ChildStderr>>) {
+async fn logged_session(
+    store: &Store,
+) -> (RawSession, Lines<BufReader<tokio::process::ChildStderr>>) {
     let mut cmd = store.command(&[]);
     cmd.env("RUST_LOG", "abathur=debug");
     let mut raw = RawSession::start_with(cmd).await;
@@ -64,7 +66,10 @@ async fn a_waiting_claim_is_answered_when_another_process_submits_a_task() {
         .output()
         .expect("abathur task submit runs");
     assert!(submitted.status.success(), "{submitted:?}");
-    let id = String::from_utf8(submitted.stdout).unwrap().trim().to_string();
+    let id = String::from_utf8(submitted.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
 
     let answer = raw.next_message().await;
     assert_eq!(answer["id"], 50, "{answer}");
@@ -85,7 +90,10 @@ async fn a_claim_whose_wait_ends_with_nothing_claimable_answers_empty() {
     // A ready task is claimed at once, wait or not.
     enqueue(&s, "ready now", &[]).await;
     let answer = s
-        .call("task_claim", json!({ "worker_id": "w", "wait_seconds": 300 }))
+        .call(
+            "task_claim",
+            json!({ "worker_id": "w", "wait_seconds": 300 }),
+        )
         .await;
     assert_eq!(answer["claimed"].as_array().unwrap().len(), 1, "{answer}");
     assert!(s.close().await.success());
@@ -97,10 +105,16 @@ async fn a_wait_above_the_cap_is_refused_and_nothing_is_claimed() {
     let s = store.connect().await;
     let id = enqueue(&s, "stays ready", &[]).await;
     let (kind, message) = s
-        .call_err("task_claim", json!({ "worker_id": "w", "wait_seconds": 301 }))
+        .call_err(
+            "task_claim",
+            json!({ "worker_id": "w", "wait_seconds": 301 }),
+        )
         .await;
     assert_eq!(kind, "invalid_argument");
-    assert!(message.contains("wait_seconds") && message.contains("300 s"), "{message}");
+    assert!(
+        message.contains("wait_seconds") && message.contains("300 s"),
+        "{message}"
+    );
     let task = s.call("task_get", json!({ "task_id": id })).await;
     assert_eq!(task["status"], "ready");
     assert!(s.close().await.success());
@@ -146,7 +160,10 @@ async fn closing_stdin_ends_a_waiting_claim_and_the_server() {
     let (mut raw, mut log) = logged_session(&store).await;
     raw.send_line(&claim_line(70, 300)).await;
     wait_for_log(&mut log, "waiting for work").await;
-    assert!(raw.finish().await.success(), "the server exits although a claim waited");
+    assert!(
+        raw.finish().await.success(),
+        "the server exits although a claim waited"
+    );
 }
 
 #[tokio::test]
