@@ -32,8 +32,8 @@ use crate::waiting::ChangeFeed;
 /// What the server tells a client about itself when it connects.
 const INSTRUCTIONS: &str = "\
 abathur is a durable task queue, memory store and session log shared by a swarm of agents. \
-Submit work with task_enqueue (tasks may depend on each other), take work with task_claim, \
-keep the lease alive with task_heartbeat, and finish with task_complete or task_fail using \
+Submit work with task_enqueue (tasks may depend on each other), take work with task_claim \
+(give it wait_seconds to wait for work rather than polling), keep the lease alive with task_heartbeat, and finish with task_complete or task_fail using \
 the attempt_id the claim returned. Every result is a JSON document; a failed call returns \
 {\"error\": {\"kind\", \"message\"}} with kind one of invalid_argument, not_found, conflict, \
 busy, internal.";

@@ -168,12 +168,17 @@ async fn an_unknown_tool_is_a_protocol_error_and_the_server_keeps_answering() {
 }
 
 #[tokio::test]
-async fn a_line_that_is_not_json_is_skipped_and_the_next_request_answered() {
+async fn a_line_that_is_not_json_is_answered_with_a_parse_error_and_the_next_request_too() {
     let store = Store::new();
     let mut raw = RawSession::start(&store).await;
     raw.send_line("{\"jsonrpc\": \"2.0\", \"id\": 7, \"method\": ")
         .await;
     raw.send_line("this is not JSON at all").await;
+    for _ in 0..2 {
+        let answer = raw.next_message().await;
+        assert_eq!(answer["error"]["code"], -32700, "{answer}");
+        assert_eq!(answer["id"], serde_json::Value::Null, "{answer}");
+    }
     let reply = raw
         .request(
             "tools/call",
