@@ -134,6 +134,33 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected_and_others_are
 }
 
 #[tokio::test]
+async fn a_body_that_stops_halfway_is_answered_408_after_the_body_timeout() {
+    let store = Store::new();
+    let (child, addr, path) = start(&store).await;
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    let half = head(
+        &addr,
+        &path,
+        &format!("Content-Length: {}\r\n\r\n", CALL.len()),
+    );
+    stream.write_all(half.as_bytes()).await.unwrap();
+    stream
+        .write_all(&CALL.as_bytes()[..CALL.len() / 2])
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(HANG, stream.read_to_end(&mut response))
+        .await
+        .expect("the server gives up on the body")
+        .ok();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    let (status, _, body) = post_body(&addr, &addr, &path, CALL).await;
+    assert_eq!(status, 200, "still serving: {body}");
+    crate::http::stop(child).await;
+}
+
+#[tokio::test]
 async fn sigterm_stops_the_server_within_its_grace_period_while_a_client_holds_half_a_body() {
     let store = Store::new();
     let (mut child, addr, path) = start(&store).await;

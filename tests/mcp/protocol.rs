@@ -294,3 +294,34 @@ async fn every_malformed_request_over_http_is_answered_with_its_status_and_the_n
         "no malformed request stored anything"
     );
 }
+
+#[tokio::test]
+async fn a_stdio_line_over_the_message_limit_is_answered_and_the_next_request_too() {
+    let store = Store::new();
+    let mut raw = RawSession::start(&store).await;
+    let description = "x".repeat(abathur::mcp::MAX_MESSAGE_BYTES);
+    let line = json!({
+        "jsonrpc": "2.0", "id": 300, "method": "tools/call",
+        "params": { "name": "task_enqueue", "arguments": { "description": description } },
+    })
+    .to_string();
+    raw.send_line(&line).await;
+    let answer = raw.next_message().await;
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("8 MiB"),
+        "{answer}"
+    );
+    let listed = raw
+        .request(
+            "tools/call",
+            json!({ "name": "task_list", "arguments": {} }),
+        )
+        .await;
+    assert_eq!(listed["result"]["isError"], false, "{listed}");
+    assert!(raw.finish().await.success());
+    assert_eq!(task_count(&store).await, 0);
+}
