@@ -105,13 +105,13 @@ pub fn check(bytes: &[u8]) -> Verdict {
     let Some(method) = method else {
         // A response to a request of ours (the server sends none today), or nothing at all.
         if id.is_some() && (field("result").is_some() || field("error").is_some()) {
-            return pass(bytes, &message, None);
+            return pass(bytes, message.depth(), Shape::Unanswered);
         }
         return invalid_request(reply_id, "method is missing");
     };
     // JSON-RPC answers no notification, not even with an error.
     let Some(id) = id else {
-        return pass(bytes, &message, Some(method));
+        return pass(bytes, message.depth(), Shape::Unanswered);
     };
     let params = match field("params") {
         None | Some(Node::Scalar(Value::Null)) => None,
@@ -123,7 +123,8 @@ pub fn check(bytes: &[u8]) -> Verdict {
             return Verdict::Answer(answer);
         }
     }
-    if message.depth() > READ_DEPTH {
+    let depth = message.depth();
+    if depth > READ_DEPTH {
         return invalid_params(
             id,
             format!(
@@ -132,52 +133,45 @@ pub fn check(bytes: &[u8]) -> Verdict {
             ),
         );
     }
-    pass(bytes, &message, Some(method))
+    pass(bytes, depth, Shape::Request { id, method })
+}
+
+/// What a message that passed the checks of its envelope is.
+enum Shape<'a> {
+    Request {
+        id: Value,
+        method: &'a str,
+    },
+    /// A notification, or a response to a request of ours: neither is ever answered.
+    Unanswered,
 }
 
 /// Hands `bytes` to rmcp's own reading, answering what it would misread.
-fn pass(bytes: &[u8], message: &Node, method: Option<&str>) -> Verdict {
-    let is_request =
-        matches!(message, Node::Object(f) if f.iter().any(|(k, _)| k == "id")) && method.is_some();
-    if !is_request {
-        // A notification or a response: rmcp reads what it can and ignores the rest, and
-        // nothing is to be answered. Too deep for rmcp, it is dropped here instead.
-        if message.depth() > READ_DEPTH {
-            tracing::debug!(?method, "dropping a notification nested too deep to read");
+fn pass(bytes: &[u8], depth: usize, shape: Shape<'_>) -> Verdict {
+    let Shape::Request { id, method } = shape else {
+        if depth > READ_DEPTH {
+            tracing::debug!("dropping a notification nested too deep to read");
             return Verdict::Drop;
         }
-    }
+        return match serde_json::from_slice::<ClientJsonRpcMessage>(bytes) {
+            Ok(message) => Verdict::Pass(Box::new(message)),
+            Err(e) => {
+                tracing::debug!(error = %e, "dropping a notification rmcp cannot read");
+                Verdict::Drop
+            }
+        };
+    };
     match serde_json::from_slice::<ClientJsonRpcMessage>(bytes) {
+        // rmcp reads a standard method whose params do not fit as a custom request, and
+        // answers it "method not found".
         Ok(ClientJsonRpcMessage::Request(request))
             if matches!(&request.request, ClientRequest::CustomRequest(custom)
                 if is_standard_request(&custom.method)) =>
         {
-            // rmcp reads a standard method whose params do not fit as a custom request, and
-            // answers it "method not found".
-            let method = method.unwrap_or_default();
-            let id = serde_json::to_value(&request.id).unwrap_or(Value::Null);
             invalid_params(id, format!("params do not fit {method}"))
         }
         Ok(message) => Verdict::Pass(Box::new(message)),
-        Err(e) if is_request => {
-            let method = method.unwrap_or_default();
-            let id = match message {
-                Node::Object(fields) => fields
-                    .iter()
-                    .find(|(k, _)| k == "id")
-                    .and_then(|(_, v)| match v {
-                        Node::Scalar(id) => Some(id.clone()),
-                        _ => None,
-                    })
-                    .unwrap_or(Value::Null),
-                _ => Value::Null,
-            };
-            invalid_params(id, format!("params do not fit {method}: {e}"))
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, ?method, "dropping a notification rmcp cannot read");
-            Verdict::Drop
-        }
+        Err(e) => invalid_params(id, format!("params do not fit {method}: {e}")),
     }
 }
 
