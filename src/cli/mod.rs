@@ -18,7 +18,8 @@
 //! worker` logs each task it runs by default).
 
 mod agent;
-mod args;
+// The MCP server parses `run_after` with `args::parse_run_after`, as `--run-after` does.
+pub(crate) mod args;
 mod db;
 mod error;
 mod ids;
