@@ -204,8 +204,7 @@ pub async fn import(cx: &Context, source: &Path) -> Result<Rendered, CliError> {
     // graph.
     let now = Utc::now();
     for ((number, _), task) in lines.iter().zip(&batch) {
-        task.to_task(now)
-            .validate()
+        task.validate(now)
             .map_err(|e| invalid(*number, &e.to_string()))?;
     }
 

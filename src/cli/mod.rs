@@ -123,6 +123,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         view.json()
             .map_err(|e| CliError::internal("cannot encode the result as JSON", &e))?
     } else {
+        if let Some(notice) = view.notice() {
+            eprintln!("{notice}");
+        }
         view.human()
     };
     print(&text)

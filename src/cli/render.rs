@@ -129,6 +129,19 @@ impl View {
         }
     }
 
+    /// A note for stderr beside the human-readable form, which scripts capture: a submission
+    /// whose idempotency key named a task already stored. The JSON form says it in `existing`.
+    pub fn notice(&self) -> Option<String> {
+        match self {
+            View::Submitted(view) if view.existing == Some(true) => Some(format!(
+                "abathur: idempotency key {:?} was already used for task {}; nothing new was submitted",
+                view.idempotency_key.as_deref().unwrap_or_default(),
+                view.task.id
+            )),
+            _ => None,
+        }
+    }
+
     /// The human-readable form, ending with a newline.
     pub fn human(&self) -> String {
         match self {

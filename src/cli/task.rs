@@ -67,7 +67,7 @@ pub async fn run(cx: &Context, command: TaskCommand) -> Result<View, CliError> {
 
 /// `abathur task submit`: builds the task and submits it to the queue, which checks what it
 /// refers to and sets its depth, status and priority. With an idempotency key already used for
-/// the same task, the stored task is returned and a notice goes to stderr.
+/// the same task, the stored task is returned (and the human form adds a notice on stderr).
 async fn submit(cx: &Context, args: SubmitArgs) -> Result<TaskView, CliError> {
     let summary = args
         .summary
@@ -113,14 +113,6 @@ async fn submit(cx: &Context, args: SubmitArgs) -> Result<TaskView, CliError> {
     })?;
     let task = submitted.task;
     tracing::debug!(id = %task.id, status = %task.status, existing = submitted.existing, "task submitted");
-    if submitted.existing {
-        if let Some(key) = &key {
-            eprintln!(
-                "abathur: idempotency key {key:?} was already used for task {}; it was not submitted again",
-                task.id
-            );
-        }
-    }
     let details = cx.queue.submission_details(task.id).await?;
     Ok(TaskView {
         task,

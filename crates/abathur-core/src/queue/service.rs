@@ -11,8 +11,8 @@ use super::graph::{execution_plan, plan_batch};
 use super::policy::{PriorityPolicy, QueueLimits, RetryPolicy};
 use super::store::QueueStore;
 use super::types::{
-    check_idempotency_key, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PlanStep,
-    QueueError, QueueOverview, ReapReport, SubmissionDetails, Submitted, TaskEvent,
+    ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PlanStep, QueueError, QueueOverview,
+    ReapReport, SubmissionDetails, Submitted, TaskEvent,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::ValidationError;
@@ -141,13 +141,7 @@ impl TaskQueue {
             if task.dependencies.contains(&task.id) {
                 return Err(QueueError::SelfDependency { task: task.id });
             }
-            task.to_task(now).validate()?;
-            if let Some(key) = &task.idempotency_key {
-                check_idempotency_key(key)?;
-            }
-            if let Some(run_after) = &task.run_after {
-                crate::timestamp::check("run_after", run_after)?;
-            }
+            task.validate(now)?;
         }
         let ordered = plan_batch(batch, &self.limits)?;
         let actor = ordered

@@ -74,6 +74,23 @@ impl NewTask {
         }
     }
 
+    /// Checks every field of the submission on its own (not the graph): the task's fields,
+    /// the idempotency key ([`check_idempotency_key`]) and the run-after time
+    /// ([`crate::timestamp::check`]).
+    ///
+    /// # Errors
+    /// Returns a [`ValidationError`] naming the first field that breaks its rule.
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<(), ValidationError> {
+        self.to_task(now).validate()?;
+        if let Some(key) = &self.idempotency_key {
+            check_idempotency_key(key)?;
+        }
+        if let Some(run_after) = &self.run_after {
+            crate::timestamp::check("run_after", run_after)?;
+        }
+        Ok(())
+    }
+
     /// The SHA-256, in lowercase hex, of what this submission asks for: every field but the
     /// id, the deadline and the run-after time. The id is new on every call, and a deadline or
     /// run-after time given relative to now (`+10m`) is another instant on every retry, so
