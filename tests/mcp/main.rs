@@ -12,4 +12,5 @@ mod memory;
 mod python;
 mod queue;
 mod sessions;
+mod submit_options;
 mod tools;
