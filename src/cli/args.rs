@@ -103,7 +103,8 @@ pub enum TaskCommand {
     /// Submit a task; prints its id.
     Submit(SubmitArgs),
     /// Submit many tasks from JSON Lines (one object per line; see `docs/QUEUE.md`), all or
-    /// none. Lines refer to each other by their "key".
+    /// none. Lines refer to each other by their "key". A line whose "idempotency_key" was
+    /// already used for the same task stands for that task, so a file can be imported again.
     Import {
         /// The file to read, or `-` for stdin.
         source: PathBuf,
