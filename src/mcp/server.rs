@@ -100,10 +100,11 @@ impl McpServer {
         render(tasks::enqueue(&self.queue, args).await)
     }
 
-    /// Every field of one task: status, input, result, error, retries, timestamps.
+    /// Every field of one task: status, input, result, error, retries, timestamps, and its
+    /// run_after and idempotency_key when it has them.
     #[tool]
     async fn task_get(&self, Parameters(args): Parameters<TaskId>) -> CallToolResult {
-        render(tasks::get(self.tasks.as_ref(), args).await)
+        render(tasks::get(self.tasks.as_ref(), &self.queue, args).await)
     }
 
     /// List tasks, most urgent first, filtered by status, agent type, branch, session, parent,

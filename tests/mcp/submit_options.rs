@@ -49,6 +49,9 @@ async fn an_enqueue_retried_with_its_idempotency_key_returns_the_task_it_made() 
     let first = s.call("task_enqueue", args.clone()).await;
     assert_eq!(first["existing"], false);
     assert_eq!(first["idempotency_key"], "call-7");
+    let got = s.call("task_get", json!({"task_id": id_of(&first)})).await;
+    assert_eq!(got["idempotency_key"], "call-7");
+    assert!(got.get("existing").is_none(), "{got}");
     let again = s.call("task_enqueue", args).await;
     assert_eq!(again["existing"], true);
     assert_eq!(id_of(&again), id_of(&first));
@@ -101,6 +104,8 @@ async fn a_task_enqueued_with_run_after_is_not_claimed_until_then() {
         .await;
     let id = id_of(&task);
     let run_after: DateTime<Utc> = task["run_after"].as_str().unwrap().parse().unwrap();
+    let got = s.call("task_get", json!({"task_id": id})).await;
+    assert_eq!(got["run_after"], task["run_after"]);
     let claimed = s.call("task_claim", json!({"worker_id": "w1"})).await;
     assert_eq!(claimed["claimed"], json!([]));
     assert!(claim_at(&store, run_after - chrono::Duration::seconds(1))

@@ -542,3 +542,77 @@ pub struct PlanStep {
     #[serde(flatten)]
     pub task: PendingTask,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> NewTask {
+        NewTask {
+            input_data: Some(json!({"a": 1, "b": {"c": [1, 2], "d": null}})),
+            dependencies: vec![Uuid::from_u128(1), Uuid::from_u128(2)],
+            ..NewTask::new("s", "d", "w")
+        }
+    }
+
+    #[test]
+    fn a_retry_hashes_alike_whatever_its_id_times_key_order_and_dependency_order() {
+        let first = base();
+        let retry = NewTask {
+            id: Uuid::new_v4(),
+            input_data: Some(json!({"b": {"d": null, "c": [1, 2]}, "a": 1})),
+            dependencies: vec![Uuid::from_u128(2), Uuid::from_u128(1)],
+            deadline: Some(Utc::now()),
+            run_after: Some(Utc::now()),
+            idempotency_key: Some("k".into()),
+            ..base()
+        };
+        assert_eq!(first.content_hash(), retry.content_hash());
+        assert_eq!(first.content_hash().len(), 64);
+    }
+
+    #[test]
+    fn every_field_of_the_content_changes_the_hash() {
+        let changes: Vec<fn(&mut NewTask)> = vec![
+            |t| t.summary.push('x'),
+            |t| t.description.push('x'),
+            |t| t.agent_type.push('x'),
+            |t| t.priority += 1,
+            |t| t.dependencies.pop().map(drop).unwrap_or(()),
+            |t| t.dependency_type = DependencyType::Parallel,
+            |t| t.input_data = Some(json!({"a": 1.5})),
+            |t| t.input_data = None,
+            |t| t.max_retries += 1,
+            |t| t.max_execution_timeout_seconds += 1,
+            |t| t.created_by = Some("x".into()),
+            |t| t.parent_task_id = Some(Uuid::from_u128(3)),
+            |t| t.session_id = Some(Uuid::from_u128(3)),
+            |t| t.source = TaskSource::AgentPlanner,
+            |t| t.estimated_duration_seconds = Some(1),
+            |t| t.feature_branch = Some("x".into()),
+            |t| t.task_branch = Some("x".into()),
+            |t| t.worktree_path = Some("x".into()),
+        ];
+        let original = base().content_hash();
+        for (i, change) in changes.into_iter().enumerate() {
+            let mut task = base();
+            change(&mut task);
+            assert_ne!(task.content_hash(), original, "change {i} kept the hash");
+        }
+    }
+
+    #[test]
+    fn a_key_is_refused_when_empty_too_long_or_holding_a_nul() {
+        assert!(check_idempotency_key("k").is_ok());
+        assert!(check_idempotency_key(&"k".repeat(crate::limits::MAX_NAME_BYTES)).is_ok());
+        for bad in [
+            String::new(),
+            "k".repeat(crate::limits::MAX_NAME_BYTES + 1),
+            "a\0b".into(),
+        ] {
+            let err = check_idempotency_key(&bad).unwrap_err();
+            assert_eq!(err.field, "idempotency_key");
+        }
+    }
+}
