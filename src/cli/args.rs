@@ -103,7 +103,8 @@ pub enum TaskCommand {
     /// Submit a task; prints its id.
     Submit(SubmitArgs),
     /// Submit many tasks from JSON Lines (one object per line; see `docs/QUEUE.md`), all or
-    /// none. Lines refer to each other by their "key".
+    /// none. Lines refer to each other by their "key". A line whose "idempotency_key" was
+    /// already used for the same task stands for that task, so a file can be imported again.
     Import {
         /// The file to read, or `-` for stdin.
         source: PathBuf,
@@ -277,6 +278,18 @@ pub struct SubmitArgs {
     /// The feature branch the work is for.
     #[arg(long, value_name = "BRANCH")]
     pub branch: Option<String>,
+
+    /// Not claimable before this time: an RFC 3339 time (2026-12-01T09:00:00Z) or a time from
+    /// now (+10m, +2h). A task with dependencies waits for both.
+    #[arg(long, value_name = "WHEN", value_parser = parse_run_after)]
+    pub run_after: Option<DateTime<Utc>>,
+
+    /// A name for this submission (at most 256 bytes). Submitting again with a key already
+    /// used prints the task it made instead of making a second one; with a different task
+    /// (other than its deadline and run-after time) it is a conflict (exit 5). A key is
+    /// remembered as long as its task is kept.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
 }
 
 /// The arguments of `abathur task list`.
@@ -350,6 +363,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 fn parse_deadline(text: &str) -> Result<DateTime<Utc>, String> {
     if text.trim().starts_with('-') {
         return Err("a deadline is in the future: +2h, or an RFC 3339 time".to_string());
+    }
+    parse_time(text)
+}
+
+/// A run-after time: an RFC 3339 time, or `+DURATION` from now, as a deadline is. `task
+/// import` and the MCP server's `task_enqueue` take the same forms through this function.
+pub(crate) fn parse_run_after(text: &str) -> Result<DateTime<Utc>, String> {
+    if text.trim().starts_with('-') {
+        return Err(
+            "a run-after time is a time from now, like +10m, or an RFC 3339 time".to_string(),
+        );
     }
     parse_time(text)
 }

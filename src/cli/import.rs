@@ -10,6 +10,12 @@
 //! `depends_on` and `parent` name a `key` of the same file, or the id (or an unambiguous prefix
 //! of it) of a stored task; `session` the id or prefix of a stored session. Either the whole
 //! file goes in, or nothing does.
+//!
+//! `idempotency_key` makes a line safe to import again: a line whose key was already used
+//! stands for the task it made (listed as `existing`), lines that name it link to that task,
+//! and the other lines are stored, all in one transaction. A key used with a different task is
+//! a conflict, and nothing is stored. `run_after` (`+10m` or an RFC 3339 time) holds a task
+//! back from claims until then.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -17,7 +23,7 @@ use std::path::Path;
 
 use abathur_core::models::{default_summary, TaskStatus};
 use abathur_core::ports::IdKind;
-use abathur_core::queue::NewTask;
+use abathur_core::queue::{NewTask, QueueError};
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -48,6 +54,8 @@ struct Line {
     timeout_seconds: Option<u32>,
     deadline: Option<DateTime<Utc>>,
     branch: Option<String>,
+    idempotency_key: Option<String>,
+    run_after: Option<String>,
 }
 
 /// What one line became.
@@ -58,6 +66,8 @@ struct Imported {
     key: Option<String>,
     id: Uuid,
     status: TaskStatus,
+    /// Its idempotency key was already used: this is the task stored then, not a new one.
+    existing: bool,
 }
 
 /// Reads `source` (a path, or `-` for stdin) and submits every task in it at once.
@@ -159,6 +169,12 @@ pub async fn import(cx: &Context, source: &Path) -> Result<Rendered, CliError> {
             }
             None => None,
         };
+        let run_after = line
+            .run_after
+            .as_deref()
+            .map(super::args::parse_run_after)
+            .transpose()
+            .map_err(|e| invalid(*number, &format!("run_after: {e}")))?;
         batch.push(NewTask {
             id: *id,
             summary: line
@@ -178,6 +194,8 @@ pub async fn import(cx: &Context, source: &Path) -> Result<Rendered, CliError> {
                 .unwrap_or(defaults.max_execution_timeout_seconds),
             deadline: line.deadline,
             feature_branch: line.branch.clone(),
+            idempotency_key: line.idempotency_key.clone(),
+            run_after,
             ..defaults
         });
     }
@@ -186,8 +204,7 @@ pub async fn import(cx: &Context, source: &Path) -> Result<Rendered, CliError> {
     // graph.
     let now = Utc::now();
     for ((number, _), task) in lines.iter().zip(&batch) {
-        task.to_task(now)
-            .validate()
+        task.validate(now)
             .map_err(|e| invalid(*number, &e.to_string()))?;
     }
 
@@ -202,12 +219,22 @@ pub async fn import(cx: &Context, source: &Path) -> Result<Rendered, CliError> {
         .zip(&ids)
         .map(|((n, _), id)| (*id, *n))
         .collect();
-    let stored = cx.queue.submit_batch(batch).await;
+    let stored = cx.queue.submit_batch_keyed(batch).await;
     progress.finish_and_clear();
     let stored = stored.map_err(|e| {
         // The queue names tasks by id, but these were never stored: the person knows them by
         // line (and key).
-        let line = e.task().and_then(|id| line_of.get(&id).copied());
+        let line = e
+            .task()
+            .and_then(|id| line_of.get(&id).copied())
+            .or_else(|| match &e {
+                // The stored task is named by id; the line is the one that carries the key.
+                QueueError::IdempotencyConflict { key, .. } => lines
+                    .iter()
+                    .find(|(_, l)| l.idempotency_key.as_ref() == Some(key))
+                    .map(|(number, _)| *number),
+                _ => None,
+            });
         let mut err = CliError::from(e);
         for ((number, l), id) in lines.iter().zip(&ids) {
             let name = match &l.key {
@@ -235,23 +262,33 @@ pub async fn import(cx: &Context, source: &Path) -> Result<Rendered, CliError> {
         .collect();
     let mut imported: Vec<Imported> = stored
         .iter()
-        .map(|task| Imported {
-            line: line_of[&task.id],
-            key: key_of[&task.id].clone(),
-            id: task.id,
-            status: task.status,
+        .map(|submitted| Imported {
+            line: line_of[&submitted.requested_id],
+            key: key_of[&submitted.requested_id].clone(),
+            id: submitted.task.id,
+            status: submitted.task.status,
+            existing: submitted.existing,
         })
         .collect();
     imported.sort_by_key(|i| i.line);
-    let mut human = format!("imported {} tasks\n", imported.len());
+    let existing = imported.iter().filter(|i| i.existing).count();
+    let mut human = if existing == 0 {
+        format!("imported {} tasks\n", imported.len())
+    } else {
+        format!(
+            "imported {} tasks, {existing} of them already submitted under their idempotency key\n",
+            imported.len()
+        )
+    };
     for task in &imported {
         let _ = writeln!(
             human,
-            "  line {:<5} {}  {:<8}  {}",
+            "  line {:<5} {}  {:<8}  {}{}",
             task.line,
             task.id,
             task.status.as_str(),
-            task.key.as_deref().unwrap_or("")
+            task.key.as_deref().unwrap_or(""),
+            if task.existing { "  (existing)" } else { "" }
         );
     }
     Rendered::of(&imported, human)

@@ -18,7 +18,8 @@
 //! worker` logs each task it runs by default).
 
 mod agent;
-mod args;
+// The MCP server parses `run_after` with `args::parse_run_after`, as `--run-after` does.
+pub(crate) mod args;
 mod db;
 mod error;
 mod ids;
@@ -122,6 +123,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         view.json()
             .map_err(|e| CliError::internal("cannot encode the result as JSON", &e))?
     } else {
+        if let Some(notice) = view.notice() {
+            eprintln!("{notice}");
+        }
         view.human()
     };
     print(&text)

@@ -2,7 +2,9 @@
 //!
 //! The JSON shapes:
 //! - a task is the serde form of [`Task`]; `task list` is an array of them, `task submit` and
-//!   `task show` one;
+//!   `task show` one ([`TaskView`]), with `run_after` when it is held back until then and
+//!   `idempotency_key` when it was submitted with one; `task submit` with a key adds
+//!   `existing` (true when the key named a task already stored, and nothing new was made);
 //! - `task claim`: an array of `{"task": Task, "lease": Lease}` ([`ClaimedTask`]);
 //! - `task heartbeat`: a [`Lease`];
 //! - `task complete`: `{"attempt_id", "ready": [ids]}`;
@@ -49,6 +51,22 @@ impl Rendered {
     }
 }
 
+/// A task with what the queue keeps beside it: `task submit` and `task show`.
+#[derive(Debug, Serialize)]
+pub struct TaskView {
+    #[serde(flatten)]
+    pub task: Task,
+    /// It is not claimable before this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_after: Option<DateTime<Utc>>,
+    /// The key it was submitted with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// For a submission with a key: whether the key named a task already stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existing: Option<bool>,
+}
+
 /// What a command produced.
 #[derive(Debug)]
 pub enum View {
@@ -57,11 +75,11 @@ pub enum View {
     /// `init`.
     Init(InitReport),
     /// `task submit`: shown as the bare id, so scripts can capture it.
-    Submitted(Box<Task>),
+    Submitted(Box<TaskView>),
     /// `task list`.
     Tasks(Vec<Task>),
     /// `task show`.
-    Task(Box<Task>),
+    Task(Box<TaskView>),
     /// `task history`.
     History(Vec<TaskEvent>),
     /// `task claim`.
@@ -111,6 +129,19 @@ impl View {
         }
     }
 
+    /// A note for stderr beside the human-readable form, which scripts capture: a submission
+    /// whose idempotency key named a task already stored. The JSON form says it in `existing`.
+    pub fn notice(&self) -> Option<String> {
+        match self {
+            View::Submitted(view) if view.existing == Some(true) => Some(format!(
+                "abathur: idempotency key {:?} was already used for task {}; nothing new was submitted",
+                view.idempotency_key.as_deref().unwrap_or_default(),
+                view.task.id
+            )),
+            _ => None,
+        }
+    }
+
     /// The human-readable form, ending with a newline.
     pub fn human(&self) -> String {
         match self {
@@ -124,7 +155,7 @@ impl View {
                     report.database.display()
                 )
             }
-            View::Submitted(task) => format!("{}\n", task.id),
+            View::Submitted(task) => format!("{}\n", task.task.id),
             View::Tasks(tasks) => task_table(tasks),
             View::Task(task) => task_fields(task),
             View::History(events) => history_table(events),
@@ -363,7 +394,8 @@ fn task_table(tasks: &[Task]) -> String {
     out
 }
 
-fn task_fields(task: &Task) -> String {
+fn task_fields(view: &TaskView) -> String {
+    let task = &view.task;
     let dependencies = match &task.dependencies {
         Some(ids) if !ids.is_empty() => ids
             .iter()
@@ -412,6 +444,8 @@ fn task_fields(task: &Task) -> String {
         ),
         ("last updated at", instant(&task.last_updated_at)),
         ("deadline", optional(task.deadline.as_ref().map(instant))),
+        ("run after", optional(view.run_after.as_ref().map(instant))),
+        ("idempotency key", optional(view.idempotency_key.as_ref())),
         ("feature branch", optional(task.feature_branch.as_ref())),
         ("task branch", optional(task.task_branch.as_ref())),
         ("worktree path", optional(task.worktree_path.as_ref())),

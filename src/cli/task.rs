@@ -11,7 +11,7 @@ use super::args::{ClaimArgs, ListArgs, SubmitArgs, TaskCommand};
 use super::error::CliError;
 use super::import;
 use super::json_value;
-use super::render::View;
+use super::render::{TaskView, View};
 use super::tree;
 use super::Context;
 use crate::waiting::{self, ClaimRequest};
@@ -28,7 +28,7 @@ pub async fn run(cx: &Context, command: TaskCommand) -> Result<View, CliError> {
         TaskCommand::List(args) => View::Tasks(list(cx, args).await?),
         TaskCommand::Show { id } => {
             let id = ids.resolve(IdKind::Task, &id).await?;
-            View::Task(Box::new(show(&cx.tasks, id).await?))
+            View::Task(Box::new(show(cx, id).await?))
         }
         TaskCommand::Tree { id } => {
             let id = ids.resolve(IdKind::Task, &id).await?;
@@ -68,8 +68,9 @@ pub async fn run(cx: &Context, command: TaskCommand) -> Result<View, CliError> {
 }
 
 /// `abathur task submit`: builds the task and submits it to the queue, which checks what it
-/// refers to and sets its depth, status and priority.
-async fn submit(cx: &Context, args: SubmitArgs) -> Result<Task, CliError> {
+/// refers to and sets its depth, status and priority. With an idempotency key already used for
+/// the same task, the stored task is returned (and the human form adds a notice on stderr).
+async fn submit(cx: &Context, args: SubmitArgs) -> Result<TaskView, CliError> {
     let summary = args
         .summary
         .unwrap_or_else(|| default_summary(&args.description));
@@ -96,10 +97,13 @@ async fn submit(cx: &Context, args: SubmitArgs) -> Result<Task, CliError> {
             .await?,
         deadline: args.deadline,
         feature_branch: args.branch,
+        idempotency_key: args.idempotency_key,
+        run_after: args.run_after,
         ..NewTask::new(summary, args.description, args.agent_type)
     };
     let new_id = task.id;
-    let task = cx.queue.submit(task).await.map_err(|e| {
+    let key = task.idempotency_key.clone();
+    let submitted = cx.queue.submit_keyed(task).await.map_err(|e| {
         // The id was never stored, so the person does not know it: name it for what it is.
         let mut err = CliError::from(e);
         let id = new_id.to_string();
@@ -109,8 +113,15 @@ async fn submit(cx: &Context, args: SubmitArgs) -> Result<Task, CliError> {
             .replace(&id, "the new task");
         err
     })?;
-    tracing::debug!(id = %task.id, status = %task.status, "task submitted");
-    Ok(task)
+    let task = submitted.task;
+    tracing::debug!(id = %task.id, status = %task.status, existing = submitted.existing, "task submitted");
+    let details = cx.queue.submission_details(task.id).await?;
+    Ok(TaskView {
+        task,
+        run_after: details.run_after,
+        existing: key.is_some().then_some(submitted.existing),
+        idempotency_key: key,
+    })
 }
 
 /// `abathur task list`.
@@ -138,11 +149,20 @@ async fn list(cx: &Context, args: ListArgs) -> Result<Vec<Task>, CliError> {
     Ok(cx.tasks.list(filters).await?)
 }
 
-/// `abathur task show ID`.
-async fn show(repo: &impl TaskRepository, id: Uuid) -> Result<Task, CliError> {
-    repo.get(id)
+/// `abathur task show ID`: the task, its run-after time and its idempotency key.
+async fn show(cx: &Context, id: Uuid) -> Result<TaskView, CliError> {
+    let task = cx
+        .tasks
+        .get(id)
         .await?
-        .ok_or_else(|| DatabaseError::not_found("task", id).into())
+        .ok_or_else(|| CliError::from(DatabaseError::not_found("task", id)))?;
+    let details = cx.queue.submission_details(id).await?;
+    Ok(TaskView {
+        task,
+        run_after: details.run_after,
+        idempotency_key: details.idempotency_key,
+        existing: None,
+    })
 }
 
 /// `abathur task claim`.

@@ -192,6 +192,16 @@ pub struct TaskEnqueue {
     pub created_by: Option<String>,
     /// Who submitted the task. Default `agent_planner`.
     pub source: Option<Choice<TaskSource>>,
+    /// Not claimable before this time: a time from now (`+10m`, `+2h`) or an RFC 3339
+    /// timestamp. With depends_on, the task waits for both.
+    #[serde(default)]
+    pub run_after: Option<String>,
+    /// A name for this submission (1 to 256 bytes), so that retrying the call after a timeout
+    /// returns the task it made instead of making a second one (`existing` is then true). The
+    /// same key with a different task (other than deadline and run_after) is a conflict.
+    /// Remembered as long as its task is kept.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 /// Arguments of `task_get`, `task_cancel` and friends that name one task.

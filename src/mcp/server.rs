@@ -104,16 +104,19 @@ impl McpServer {
 #[tool_router]
 impl McpServer {
     /// Submit a task to the queue. It is ready to claim at once, or blocked until every task in
-    /// depends_on has completed. Returns the stored task (with its id and status).
+    /// depends_on has completed (and not claimable before run_after, if given). Returns the
+    /// stored task (with its id and status). Give an idempotency_key to make a retried call safe:
+    /// the same key returns the task it made, with existing: true.
     #[tool]
     async fn task_enqueue(&self, Parameters(args): Parameters<TaskEnqueue>) -> CallToolResult {
         render(tasks::enqueue(&self.queue, args).await)
     }
 
-    /// Every field of one task: status, input, result, error, retries, timestamps.
+    /// Every field of one task: status, input, result, error, retries, timestamps, and its
+    /// run_after and idempotency_key when it has them.
     #[tool]
     async fn task_get(&self, Parameters(args): Parameters<TaskId>) -> CallToolResult {
-        render(tasks::get(self.tasks.as_ref(), args).await)
+        render(tasks::get(self.tasks.as_ref(), &self.queue, args).await)
     }
 
     /// List tasks, most urgent first, filtered by status, agent type, branch, session, parent,

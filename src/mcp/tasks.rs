@@ -34,8 +34,26 @@ const DEFAULT_RUNNING_LIMIT: u32 = 20;
 /// A lease lasts this long unless the caller says otherwise, as in `abathur task claim`.
 const DEFAULT_LEASE_SECONDS: u64 = 300;
 
+/// What `task_enqueue` and `task_get` return: the stored task, with its run-after time and
+/// idempotency key when it has them.
+#[derive(Debug, Serialize)]
+pub struct ShownTask {
+    #[serde(flatten)]
+    pub task: Task,
+    /// It is not claimable before this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// The key it was submitted with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// `task_enqueue` with a key: true when the key named a task already stored, and nothing
+    /// new was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existing: Option<bool>,
+}
+
 /// `task_enqueue`.
-pub async fn enqueue(queue: &TaskQueue, args: TaskEnqueue) -> Result<Task, ToolError> {
+pub async fn enqueue(queue: &TaskQueue, args: TaskEnqueue) -> Result<ShownTask, ToolError> {
     let priority = match args.priority {
         None => 5,
         Some(p) => u8::try_from(p)
@@ -72,17 +90,44 @@ pub async fn enqueue(queue: &TaskQueue, args: TaskEnqueue) -> Result<Task, ToolE
         task_branch: args.task_branch,
         created_by: Some(args.created_by.unwrap_or_else(|| DEFAULT_ACTOR.to_string())),
         source: args.source.map_or(TaskSource::AgentPlanner, |c| c.0),
+        run_after: args
+            .run_after
+            .as_deref()
+            .map(crate::cli::args::parse_run_after)
+            .transpose()
+            .map_err(|e| ToolError::argument(format!("invalid run_after: {e}")))?,
+        idempotency_key: args.idempotency_key,
         ..defaults
     };
-    Ok(queue.submit(task).await?)
+    let key = task.idempotency_key.clone();
+    let submitted = queue.submit_keyed(task).await?;
+    let details = queue.submission_details(submitted.task.id).await?;
+    Ok(ShownTask {
+        task: submitted.task,
+        run_after: details.run_after,
+        existing: key.is_some().then_some(submitted.existing),
+        idempotency_key: key,
+    })
 }
 
 /// `task_get`.
-pub async fn get(repo: &dyn TaskRepository, args: TaskId) -> Result<Task, ToolError> {
+pub async fn get(
+    repo: &dyn TaskRepository,
+    queue: &TaskQueue,
+    args: TaskId,
+) -> Result<ShownTask, ToolError> {
     let id = parse_id("task_id", &args.task_id)?;
-    repo.get(id)
+    let task = repo
+        .get(id)
         .await?
-        .ok_or_else(|| DatabaseError::not_found("task", id).into())
+        .ok_or_else(|| ToolError::from(DatabaseError::not_found("task", id)))?;
+    let details = queue.submission_details(id).await?;
+    Ok(ShownTask {
+        task,
+        run_after: details.run_after,
+        idempotency_key: details.idempotency_key,
+        existing: None,
+    })
 }
 
 /// What `task_list` returns.

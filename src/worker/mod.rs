@@ -361,11 +361,10 @@ mod tests {
     use std::time::Duration;
 
     use abathur_core::error::DatabaseError;
-    use abathur_core::models::Task;
     use abathur_core::queue::{
         ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, PriorityPolicy,
-        QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport, RetryPolicy, TaskEvent,
-        TaskQueue,
+        QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport, RetryPolicy,
+        SubmissionDetails, Submitted, TaskEvent, TaskQueue,
     };
     use async_trait::async_trait;
     use chrono::{DateTime, Utc};
@@ -391,8 +390,11 @@ mod tests {
             priority: &PriorityPolicy,
             actor: &str,
             now: DateTime<Utc>,
-        ) -> Result<Vec<Task>, QueueError> {
+        ) -> Result<Vec<Submitted>, QueueError> {
             self.inner.submit(batch, limits, priority, actor, now).await
+        }
+        async fn submission_details(&self, task_id: Uuid) -> Result<SubmissionDetails, QueueError> {
+            self.inner.submission_details(task_id).await
         }
         async fn claim(
             &self,

@@ -16,5 +16,6 @@ mod output;
 mod queue;
 mod readme;
 mod records;
+mod submit_options;
 mod task;
 mod tree;

@@ -13,5 +13,6 @@ mod query_plans;
 mod queue;
 mod queue_properties;
 mod session_repo;
+mod submit_options;
 mod task_repo;
 mod task_repo_test;

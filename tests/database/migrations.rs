@@ -76,6 +76,16 @@ const PINNED: &[(i64, &str, &str)] = &[
         "down",
         "79b2d377f36d02c4c75bdf72ffa781ced7b90785bba55eb4705def696fe826e7c849b40ead2652bf9b29b3e6b794d3a6",
     ),
+    (
+        4,
+        "up",
+        "56c386936539576bcb771d14bee7d95a8c2556c4f1e63bfbe7e30eb204061f1446c96404aeb75a25f8bfc956b26dedb4",
+    ),
+    (
+        4,
+        "down",
+        "ee191ec7693dee79fdda0fd7e965a8750c0adb51451662eb914248bf609106e016eb283b0c4e7d0a14aa8a1867bf86b0",
+    ),
 ];
 
 #[test]

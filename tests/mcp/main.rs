@@ -14,5 +14,6 @@ mod protocol;
 mod python;
 mod queue;
 mod sessions;
+mod submit_options;
 mod tools;
 mod waiting;

@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abathur_core::error::DatabaseError;
-use abathur_core::models::Task;
 use abathur_core::queue::{
     ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, PriorityPolicy,
-    QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport, RetryPolicy, TaskEvent,
+    QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport, RetryPolicy, SubmissionDetails,
+    Submitted, TaskEvent,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -72,7 +72,7 @@ enum Job {
         priority: PriorityPolicy,
         actor: String,
         now: DateTime<Utc>,
-        reply: oneshot::Sender<Result<Vec<Task>, QueueError>>,
+        reply: oneshot::Sender<Result<Vec<Submitted>, QueueError>>,
     },
     Claim {
         request: ClaimRequest,
@@ -561,7 +561,7 @@ impl QueueStore for GroupCommitQueueStore {
         priority: &PriorityPolicy,
         actor: &str,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Task>, QueueError> {
+    ) -> Result<Vec<Submitted>, QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Submit {
             batch,
@@ -713,6 +713,10 @@ impl QueueStore for GroupCommitQueueStore {
         self.direct
             .refresh_priorities(priority, batch_size, now)
             .await
+    }
+
+    async fn submission_details(&self, task_id: Uuid) -> Result<SubmissionDetails, QueueError> {
+        self.direct.submission_details(task_id).await
     }
 
     async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError> {

@@ -5,6 +5,7 @@
 //! statements, in one hop to the connection; the reads (history, overview, pending) go
 //! through sqlx, but for the status check of a task with no history.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use abathur_core::models::{Task, TaskStatus};
 use abathur_core::queue::{
     AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask,
     PriorityPolicy, QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport, RetryPolicy,
-    RunningAttempt, TaskEvent, WaitingTask,
+    RunningAttempt, SubmissionDetails, Submitted, TaskEvent, WaitingTask,
 };
 use abathur_core::timestamp;
 use async_trait::async_trait;
@@ -623,7 +624,8 @@ fn fail_task(
         "queue",
         Some(&cascade_error),
     )?;
-    clear_schedules(conn, &ids)?;
+    // The dependents never ran, so a run-after time they have is the one they were submitted
+    // with: it is kept, to hold them back again if a retry brings them back.
     let cascaded = moves
         .iter()
         .map(|m| task_uuid(&m.id))
@@ -702,6 +704,142 @@ fn task_status(conn: &Connection, task_id: Uuid) -> Result<TaskStatus, QueueErro
 // transaction; the group-commit store runs many.
 
 pub(super) fn submit_in(
+    conn: &Connection,
+    batch: &[NewTask],
+    limits: &QueueLimits,
+    priority: &PriorityPolicy,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Submitted>, QueueError> {
+    let existing = stored_keys(conn, batch)?;
+    // Members whose key names a stored task are not stored again, and the others' references
+    // to them name the stored task: a retried batch then links to what the first one made.
+    let batch: Cow<'_, [NewTask]> = if existing.is_empty() {
+        Cow::Borrowed(batch)
+    } else {
+        let stored_id = |id: Uuid| existing.get(&id).map_or(id, |(stored, _)| *stored);
+        Cow::Owned(
+            batch
+                .iter()
+                .map(|new| {
+                    let mut new = new.clone();
+                    let mut seen = HashSet::new();
+                    new.dependencies = new
+                        .dependencies
+                        .iter()
+                        .map(|dep| stored_id(*dep))
+                        .filter(|dep| seen.insert(*dep))
+                        .collect();
+                    new.parent_task_id = new.parent_task_id.map(stored_id);
+                    new
+                })
+                .collect(),
+        )
+    };
+    for new in batch.iter() {
+        if let (Some((stored, hash)), Some(key)) = (existing.get(&new.id), &new.idempotency_key) {
+            if new.content_hash() != *hash {
+                return Err(QueueError::IdempotencyConflict {
+                    key: key.clone(),
+                    existing: *stored,
+                });
+            }
+        }
+    }
+    let fresh: Cow<'_, [NewTask]> = if existing.is_empty() {
+        batch.clone()
+    } else {
+        Cow::Owned(
+            batch
+                .iter()
+                .filter(|new| !existing.contains_key(&new.id))
+                .cloned()
+                .collect(),
+        )
+    };
+    let mut inserted = insert_fresh(conn, &fresh, limits, priority, actor, now)?.into_iter();
+    for new in fresh.iter() {
+        let id = new.id.to_string();
+        if let Some(key) = &new.idempotency_key {
+            exec(
+                conn,
+                "INSERT INTO task_idempotency (idempotency_key, task_id, content_hash)
+                 VALUES (?1, ?2, ?3)",
+                params![key, id, new.content_hash()],
+            )?;
+        }
+        if let Some(run_after) = &new.run_after {
+            exec(
+                conn,
+                "INSERT INTO task_schedule (task_id, run_after) VALUES (?1, ?2)",
+                params![id, ts(run_after)],
+            )?;
+        }
+    }
+    let mut submitted = Vec::with_capacity(batch.len());
+    for new in batch.iter() {
+        submitted.push(match existing.get(&new.id) {
+            Some((stored, _)) => {
+                let id = stored.to_string();
+                Submitted {
+                    requested_id: new.id,
+                    task: load_task_raw(conn, &id)?.ok_or_else(|| {
+                        QueueError::Database(DatabaseError::not_found(ENTITY, &id))
+                    })?,
+                    existing: true,
+                }
+            }
+            None => Submitted {
+                requested_id: new.id,
+                task: inserted.next().ok_or_else(|| {
+                    QueueError::Database(DatabaseError::Other(
+                        "a submitted task was not stored".into(),
+                    ))
+                })?,
+                existing: false,
+            },
+        });
+    }
+    Ok(submitted)
+}
+
+/// The members of `batch` whose idempotency key names a stored task: each with that task's
+/// id and the content hash stored with the key.
+fn stored_keys(
+    conn: &Connection,
+    batch: &[NewTask],
+) -> Result<HashMap<Uuid, (Uuid, String)>, QueueError> {
+    let mut found = HashMap::new();
+    let mut keys: HashMap<&str, Uuid> = HashMap::new();
+    for new in batch {
+        let Some(key) = new.idempotency_key.as_deref() else {
+            continue;
+        };
+        if keys.insert(key, new.id).is_some() {
+            return Err(QueueError::DuplicateIdempotencyKey {
+                task: new.id,
+                key: key.to_string(),
+            });
+        }
+        let row: Option<(String, String)> = conn
+            .prepare_cached(
+                "SELECT task_id, content_hash FROM task_idempotency WHERE idempotency_key = ?1",
+            )
+            .and_then(|mut q| {
+                q.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(raw)?;
+        if let Some((task_id, hash)) = row {
+            found.insert(new.id, (task_uuid(&task_id)?, hash));
+        }
+    }
+    Ok(found)
+}
+
+/// Stores the members of a batch that are new: [`insert_batch`], with deferred foreign-key
+/// checks when a member names a later one as its parent.
+fn insert_fresh(
     conn: &Connection,
     batch: &[NewTask],
     limits: &QueueLimits,
@@ -1168,7 +1306,9 @@ pub(super) fn retry_in(
              calculated_priority = ?1 WHERE id = ?2",
         params![calculated, id],
     )?;
-    clear_schedule(conn, &id)?;
+    // No run-after time is cleared: a failed task's backoff ended with the claim that ran
+    // it, so a time still here is the one it was submitted with, and it never ran (it failed
+    // by cascade). It still holds.
     transition(
         conn,
         &id,
@@ -1306,11 +1446,42 @@ impl QueueStore for QueueStoreImpl {
         priority: &PriorityPolicy,
         actor: &str,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Task>, QueueError> {
+    ) -> Result<Vec<Submitted>, QueueError> {
         write_alone(&self.pool, |conn| {
             submit_in(conn, &batch, limits, priority, actor, now)
         })
         .await
+    }
+
+    async fn submission_details(&self, task_id: Uuid) -> Result<SubmissionDetails, QueueError> {
+        let id = task_id.to_string();
+        let row = sqlx::query!(
+            r#"SELECT
+                   (SELECT k.idempotency_key FROM task_idempotency k WHERE k.task_id = t.id)
+                       AS "idempotency_key?: String",
+                   (SELECT s.run_after FROM task_schedule s WHERE s.task_id = t.id)
+                       AS "run_after?: String"
+               FROM tasks t WHERE t.id = ?1"#,
+            id
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .ok_or(QueueError::TaskNotFound(task_id))?;
+        let run_after = row
+            .run_after
+            .map(|text| {
+                RowContext {
+                    table: "task_schedule",
+                    id: &id,
+                }
+                .timestamp("run_after", &text)
+            })
+            .transpose()?;
+        Ok(SubmissionDetails {
+            idempotency_key: row.idempotency_key,
+            run_after,
+        })
     }
 
     async fn claim(

@@ -41,6 +41,7 @@ pub async fn table_dump(pool: &SqlitePool) -> Vec<String> {
         ("task_attempts", "id"),
         ("task_events", "id"),
         ("task_schedule", "task_id"),
+        ("task_idempotency", "idempotency_key"),
     ] {
         let columns: Vec<String> =
             sqlx::query_scalar(&format!("SELECT name FROM pragma_table_info('{table}')"))

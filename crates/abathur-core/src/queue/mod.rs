@@ -17,6 +17,7 @@ pub use policy::{PriorityPolicy, QueueLimits, RetryPolicy};
 pub use service::{TaskQueue, MAX_CLAIM, MAX_LEASE};
 pub use store::QueueStore;
 pub use types::{
-    AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, PlanStep,
-    QueueError, QueueOverview, ReapReport, RunningAttempt, TaskEvent, WaitingTask,
+    check_idempotency_key, AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask,
+    PendingTask, PlanStep, QueueError, QueueOverview, ReapReport, RunningAttempt,
+    SubmissionDetails, Submitted, TaskEvent, WaitingTask,
 };

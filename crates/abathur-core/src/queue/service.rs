@@ -12,7 +12,7 @@ use super::policy::{PriorityPolicy, QueueLimits, RetryPolicy};
 use super::store::QueueStore;
 use super::types::{
     ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PlanStep, QueueError, QueueOverview,
-    ReapReport, TaskEvent,
+    ReapReport, SubmissionDetails, Submitted, TaskEvent,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::ValidationError;
@@ -90,7 +90,16 @@ impl TaskQueue {
     /// # Errors
     /// As for [`TaskQueue::submit_batch`].
     pub async fn submit(&self, task: NewTask) -> Result<Task, QueueError> {
-        let mut stored = self.submit_batch(vec![task]).await?;
+        Ok(self.submit_keyed(task).await?.task)
+    }
+
+    /// Submits one task and says whether its idempotency key named a task already stored;
+    /// see [`TaskQueue::submit_batch_keyed`].
+    ///
+    /// # Errors
+    /// As for [`TaskQueue::submit_batch_keyed`].
+    pub async fn submit_keyed(&self, task: NewTask) -> Result<Submitted, QueueError> {
+        let mut stored = self.submit_batch_keyed(vec![task]).await?;
         stored.pop().ok_or_else(|| {
             QueueError::Database(crate::error::DatabaseError::Other(
                 "the store returned no task for a submission".into(),
@@ -99,18 +108,40 @@ impl TaskQueue {
     }
 
     /// Submits a batch atomically: all of it or none. Members may depend on each other.
+    /// Returns the stored tasks, dependencies first; see [`TaskQueue::submit_batch_keyed`]
+    /// for members with an idempotency key.
     ///
     /// # Errors
-    /// A `Validation` error naming the field (summary, priority, ...), `SelfDependency`,
-    /// `DuplicateTask`, `Cycle` with its path, `TooManyDependencies`, `UnknownDependency`,
-    /// `UnknownReference`, `TooDeep`, or the store's errors. Nothing is written on any error.
+    /// As for [`TaskQueue::submit_batch_keyed`].
     pub async fn submit_batch(&self, batch: Vec<NewTask>) -> Result<Vec<Task>, QueueError> {
+        Ok(self
+            .submit_batch_keyed(batch)
+            .await?
+            .into_iter()
+            .map(|s| s.task)
+            .collect())
+    }
+
+    /// Submits a batch atomically: all of it or none. Members may depend on each other. A
+    /// member whose idempotency key was already used is not stored again: its entry is the
+    /// stored task, marked `existing`, and the other members' references to it name that
+    /// task. One entry per member, dependencies first.
+    ///
+    /// # Errors
+    /// A `Validation` error naming the field (summary, priority, idempotency_key, run_after,
+    /// ...), `SelfDependency`, `DuplicateTask`, `Cycle` with its path, `TooManyDependencies`,
+    /// `UnknownDependency`, `UnknownReference`, `TooDeep`, `DuplicateIdempotencyKey`,
+    /// `IdempotencyConflict`, or the store's errors. Nothing is written on any error.
+    pub async fn submit_batch_keyed(
+        &self,
+        batch: Vec<NewTask>,
+    ) -> Result<Vec<Submitted>, QueueError> {
         let now = self.clock.now();
         for task in &batch {
             if task.dependencies.contains(&task.id) {
                 return Err(QueueError::SelfDependency { task: task.id });
             }
-            task.to_task(now).validate()?;
+            task.validate(now)?;
         }
         let ordered = plan_batch(batch, &self.limits)?;
         let actor = ordered
@@ -120,6 +151,15 @@ impl TaskQueue {
         self.store
             .submit(ordered, &self.limits, &self.priority, &actor, now)
             .await
+    }
+
+    /// The idempotency key a task was submitted with, and the time before which it is not
+    /// claimable, if any.
+    ///
+    /// # Errors
+    /// `TaskNotFound`; the store's failures.
+    pub async fn submission_details(&self, task_id: Uuid) -> Result<SubmissionDetails, QueueError> {
+        self.store.submission_details(task_id).await
     }
 
     /// Claims up to `max_tasks` of the most urgent ready tasks of these agent types (any type

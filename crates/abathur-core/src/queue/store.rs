@@ -11,9 +11,8 @@ use uuid::Uuid;
 use super::policy::{PriorityPolicy, QueueLimits, RetryPolicy};
 use super::types::{
     ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, QueueError, QueueOverview,
-    ReapReport, TaskEvent,
+    ReapReport, SubmissionDetails, Submitted, TaskEvent,
 };
-use crate::models::Task;
 
 /// Where the queue keeps tasks, leases and history. Every method is atomic: it takes effect
 /// whole or not at all, and concurrent callers (in any process) never both win.
@@ -23,10 +22,19 @@ pub trait QueueStore: Send + Sync {
     /// task's depth (1 + its deepest dependency's), status (ready when every dependency is
     /// completed, else blocked) and calculated priority, and records a submission event.
     ///
+    /// A member whose `idempotency_key` names a stored task is not stored again: that task is
+    /// returned (`existing`), and every other member that names the member as a dependency or
+    /// parent names the stored task instead. The rest of the batch is stored as usual. A
+    /// member's `run_after` holds it back from claims until then, also once it is ready.
+    /// Returns one entry per member, in the batch's order.
+    ///
     /// # Errors
     /// `UnknownDependency` for a dependency neither stored nor in the batch; `TooDeep` past
-    /// `limits.max_depth`; `UnknownReference` for an unknown parent task or session.
-    /// Nothing is written on any error.
+    /// `limits.max_depth`; `UnknownReference` for an unknown parent task or session;
+    /// `DuplicateTask` for an id already stored; `DuplicateIdempotencyKey` when two members
+    /// carry one key; `IdempotencyConflict` when a key names a stored task whose
+    /// [`NewTask::content_hash`] (with references named by stored id) differs from the
+    /// member's. Nothing is written on any error.
     async fn submit(
         &self,
         batch: Vec<NewTask>,
@@ -34,7 +42,14 @@ pub trait QueueStore: Send + Sync {
         priority: &PriorityPolicy,
         actor: &str,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Task>, QueueError>;
+    ) -> Result<Vec<Submitted>, QueueError>;
+
+    /// The idempotency key a task was submitted with, and the time before which it is not
+    /// claimable, if any.
+    ///
+    /// # Errors
+    /// `TaskNotFound` when no task has this id.
+    async fn submission_details(&self, task_id: Uuid) -> Result<SubmissionDetails, QueueError>;
 
     /// Moves up to `request.max_tasks` of the most urgent ready tasks of the requested agent
     /// types whose run-after time has come to running, opening one attempt (lease) each.

@@ -32,6 +32,13 @@ pub struct NewTask {
     pub feature_branch: Option<String>,
     pub task_branch: Option<String>,
     pub worktree_path: Option<String>,
+    /// A name the submitter gives this submission, so that sending it again (after a timeout,
+    /// say) returns the task it made instead of making a second one. Unique across the store.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Not claimable before this time, even when ready.
+    #[serde(default)]
+    pub run_after: Option<DateTime<Utc>>,
 }
 
 impl NewTask {
@@ -62,7 +69,71 @@ impl NewTask {
             feature_branch: None,
             task_branch: None,
             worktree_path: None,
+            idempotency_key: None,
+            run_after: None,
         }
+    }
+
+    /// Checks every field of the submission on its own (not the graph): the task's fields,
+    /// the idempotency key ([`check_idempotency_key`]) and the run-after time
+    /// ([`crate::timestamp::check`]).
+    ///
+    /// # Errors
+    /// Returns a [`ValidationError`] naming the first field that breaks its rule.
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<(), ValidationError> {
+        self.to_task(now).validate()?;
+        if let Some(key) = &self.idempotency_key {
+            check_idempotency_key(key)?;
+        }
+        if let Some(run_after) = &self.run_after {
+            crate::timestamp::check("run_after", run_after)?;
+        }
+        Ok(())
+    }
+
+    /// The SHA-256, in lowercase hex, of what this submission asks for: every field but the
+    /// id, the deadline and the run-after time. The id is new on every call, and a deadline or
+    /// run-after time given relative to now (`+10m`) is another instant on every retry, so
+    /// none of them can tell a retry from a different submission; the first submission's
+    /// times stand. Dependencies count as a set; input is compared as a JSON value (key order
+    /// and spacing do not matter).
+    ///
+    /// A store compares it after naming every dependency and parent by its stored id, so a
+    /// retried batch whose members were already stored still matches.
+    pub fn content_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+
+        let mut dependencies: Vec<String> = self.dependencies.iter().map(Uuid::to_string).collect();
+        dependencies.sort();
+        dependencies.dedup();
+        // A JSON array in a fixed order: each field's text is quoted and escaped, so no two
+        // different submissions encode alike.
+        let fields = serde_json::json!([
+            "abathur-submit-v1",
+            self.summary,
+            self.description,
+            self.agent_type,
+            self.priority,
+            dependencies,
+            self.dependency_type.as_str(),
+            self.input_data,
+            self.max_retries,
+            self.max_execution_timeout_seconds,
+            self.created_by,
+            self.parent_task_id.map(|id| id.to_string()),
+            self.session_id.map(|id| id.to_string()),
+            self.source.as_str(),
+            self.estimated_duration_seconds,
+            self.feature_branch,
+            self.task_branch,
+            self.worktree_path,
+        ]);
+        let mut text = Vec::new();
+        canonical_json(&fields, &mut text);
+        Sha256::digest(&text)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// The task this becomes, before the queue sets its status, depth and priority.
@@ -92,6 +163,75 @@ impl NewTask {
         task.worktree_path = self.worktree_path.clone();
         task
     }
+}
+
+/// Writes `value` as compact JSON with every object's keys sorted, so that equal values
+/// encode alike whatever order their keys came in.
+fn canonical_json(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(Value::String(key.clone()).to_string().as_bytes());
+                out.push(b':');
+                canonical_json(item, out);
+            }
+            out.push(b'}');
+        }
+        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+    }
+}
+
+/// Checks an idempotency key: not empty, at most [`crate::limits::MAX_NAME_BYTES`] bytes, no
+/// NUL character.
+///
+/// # Errors
+/// Returns a [`ValidationError`] naming `idempotency_key`.
+pub fn check_idempotency_key(key: &str) -> Result<(), ValidationError> {
+    const FIELD: &str = "idempotency_key";
+    if key.is_empty() {
+        return Err(ValidationError::new(FIELD, "must not be empty"));
+    }
+    crate::limits::check_text(FIELD, key, crate::limits::MAX_NAME_BYTES)?;
+    crate::models::check_no_nul(FIELD, key)
+}
+
+/// One task of a submission, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// The id the submission gave the task. It differs from `task.id` when the task's
+    /// idempotency key named a task already stored.
+    pub requested_id: Uuid,
+    /// The stored task: the one just made, or the one the key already named.
+    pub task: Task,
+    /// Whether the key named a task already stored, so that nothing new was made for it.
+    pub existing: bool,
+}
+
+/// What the queue keeps about a task outside the task itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmissionDetails {
+    /// The idempotency key it was submitted with.
+    pub idempotency_key: Option<String>,
+    /// It is not claimable before this time: the run-after time it was submitted with, or the
+    /// backoff of a failed attempt. `None` once it has passed is not promised: a time in the
+    /// past may still be shown.
+    pub run_after: Option<DateTime<Utc>>,
 }
 
 /// What a worker asks for.
@@ -247,6 +387,14 @@ pub enum QueueError {
     #[error("task {task} would be at dependency depth {depth}; the limit is {limit}")]
     TooDeep { task: Uuid, depth: u32, limit: u32 },
 
+    /// The idempotency key names a stored task that was submitted with other content.
+    #[error("idempotency key {key:?} was already used for task {existing}, submitted with other content")]
+    IdempotencyConflict { key: String, existing: Uuid },
+
+    /// Two tasks of one batch carry the same idempotency key.
+    #[error("task {task} repeats idempotency key {key:?} of another task in the batch")]
+    DuplicateIdempotencyKey { task: Uuid, key: String },
+
     /// The same id appears twice in one batch.
     #[error("task {task} appears twice in the batch")]
     DuplicateTask { task: Uuid },
@@ -292,14 +440,16 @@ impl QueueError {
             Self::LeaseLost { .. }
             | Self::Cancelled { .. }
             | Self::InvalidTransition { .. }
-            | Self::DependencyUnavailable { .. } => ErrorCategory::Conflict,
+            | Self::DependencyUnavailable { .. }
+            | Self::IdempotencyConflict { .. } => ErrorCategory::Conflict,
             Self::Validation(_)
             | Self::SelfDependency { .. }
             | Self::Cycle { .. }
             | Self::ParentCycle { .. }
             | Self::TooManyDependencies { .. }
             | Self::TooDeep { .. }
-            | Self::DuplicateTask { .. } => ErrorCategory::Invalid,
+            | Self::DuplicateTask { .. }
+            | Self::DuplicateIdempotencyKey { .. } => ErrorCategory::Invalid,
         }
     }
 
@@ -313,10 +463,13 @@ impl QueueError {
             | Self::TooManyDependencies { task, .. }
             | Self::TooDeep { task, .. }
             | Self::DuplicateTask { task }
+            | Self::DuplicateIdempotencyKey { task, .. }
             | Self::DependencyUnavailable { task, .. } => Some(*task),
             Self::Cycle { path } | Self::ParentCycle { path } => path.first().copied(),
             Self::TaskNotFound(task) | Self::Cancelled { task_id: task } => Some(*task),
             Self::InvalidTransition { task_id, .. } => Some(*task_id),
+            // The stored task, not a submitted one: the caller knows it by its key.
+            Self::IdempotencyConflict { .. } => None,
             Self::Validation(_)
             | Self::AttemptNotFound(_)
             | Self::LeaseLost { .. }
@@ -388,4 +541,78 @@ pub struct PlanStep {
     pub stage: u32,
     #[serde(flatten)]
     pub task: PendingTask,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> NewTask {
+        NewTask {
+            input_data: Some(json!({"a": 1, "b": {"c": [1, 2], "d": null}})),
+            dependencies: vec![Uuid::from_u128(1), Uuid::from_u128(2)],
+            ..NewTask::new("s", "d", "w")
+        }
+    }
+
+    #[test]
+    fn a_retry_hashes_alike_whatever_its_id_times_key_order_and_dependency_order() {
+        let first = base();
+        let retry = NewTask {
+            id: Uuid::new_v4(),
+            input_data: Some(json!({"b": {"d": null, "c": [1, 2]}, "a": 1})),
+            dependencies: vec![Uuid::from_u128(2), Uuid::from_u128(1)],
+            deadline: Some(Utc::now()),
+            run_after: Some(Utc::now()),
+            idempotency_key: Some("k".into()),
+            ..base()
+        };
+        assert_eq!(first.content_hash(), retry.content_hash());
+        assert_eq!(first.content_hash().len(), 64);
+    }
+
+    #[test]
+    fn every_field_of_the_content_changes_the_hash() {
+        let changes: Vec<fn(&mut NewTask)> = vec![
+            |t| t.summary.push('x'),
+            |t| t.description.push('x'),
+            |t| t.agent_type.push('x'),
+            |t| t.priority += 1,
+            |t| t.dependencies.pop().map(drop).unwrap_or(()),
+            |t| t.dependency_type = DependencyType::Parallel,
+            |t| t.input_data = Some(json!({"a": 1.5})),
+            |t| t.input_data = None,
+            |t| t.max_retries += 1,
+            |t| t.max_execution_timeout_seconds += 1,
+            |t| t.created_by = Some("x".into()),
+            |t| t.parent_task_id = Some(Uuid::from_u128(3)),
+            |t| t.session_id = Some(Uuid::from_u128(3)),
+            |t| t.source = TaskSource::AgentPlanner,
+            |t| t.estimated_duration_seconds = Some(1),
+            |t| t.feature_branch = Some("x".into()),
+            |t| t.task_branch = Some("x".into()),
+            |t| t.worktree_path = Some("x".into()),
+        ];
+        let original = base().content_hash();
+        for (i, change) in changes.into_iter().enumerate() {
+            let mut task = base();
+            change(&mut task);
+            assert_ne!(task.content_hash(), original, "change {i} kept the hash");
+        }
+    }
+
+    #[test]
+    fn a_key_is_refused_when_empty_too_long_or_holding_a_nul() {
+        assert!(check_idempotency_key("k").is_ok());
+        assert!(check_idempotency_key(&"k".repeat(crate::limits::MAX_NAME_BYTES)).is_ok());
+        for bad in [
+            String::new(),
+            "k".repeat(crate::limits::MAX_NAME_BYTES + 1),
+            "a\0b".into(),
+        ] {
+            let err = check_idempotency_key(&bad).unwrap_err();
+            assert_eq!(err.field, "idempotency_key");
+        }
+    }
 }
