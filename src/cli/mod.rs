@@ -18,6 +18,7 @@
 //! worker` logs each task it runs by default).
 
 mod agent;
+mod allocator;
 mod args;
 mod db;
 mod error;
@@ -40,7 +41,9 @@ use abathur_core::queue::TaskQueue;
 use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
+pub use allocator::Allocator;
 pub use error::ExitCode;
+pub use import::{MAX_IMPORT_BYTES, MAX_IMPORT_TASKS};
 
 use crate::infrastructure::database::{
     AgentRepositoryImpl, DatabaseConnection, IdLookupImpl, MemoryRepositoryImpl, QueueStoreImpl,
@@ -52,7 +55,38 @@ use ids::Ids;
 use render::View;
 
 /// Runs the command given on the process's command line and returns its exit code.
+///
+/// A panic (a bug) is reported as a plain `error:` line and exit code 1, like any internal
+/// error, never as Rust's panic message and stack trace.
 pub fn main() -> i32 {
+    std::panic::set_hook(Box::new(report_panic));
+    std::panic::catch_unwind(run_command_line).unwrap_or(ExitCode::Internal.code())
+}
+
+/// Prints a panic in the user's terms. A panic caught elsewhere (the worker survives one in an
+/// attempt) is reported the same way; the backtrace is logged, for whoever set `RUST_LOG`.
+fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let what = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no details");
+    let place = info
+        .location()
+        .map(|l| format!(" ({}:{})", l.file(), l.line()))
+        .unwrap_or_default();
+    let _ = writeln!(
+        io::stderr().lock(),
+        "error: internal error, a bug in abathur: {what}{place}"
+    );
+    tracing::debug!(
+        backtrace = %std::backtrace::Backtrace::force_capture(),
+        "the internal error's backtrace"
+    );
+}
+
+fn run_command_line() -> i32 {
     let cli = match args::command()
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches))

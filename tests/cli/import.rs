@@ -164,3 +164,126 @@ fn errors_name_lines_and_keys_not_ids_that_were_never_stored() {
         "{stderr}"
     );
 }
+
+/// Whether `text` holds a UUID: a message about a file's lines must name its keys instead.
+fn holds_a_uuid(text: &str) -> bool {
+    text.split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
+        .any(|word| uuid::Uuid::parse_str(word).is_ok())
+}
+
+#[test]
+fn every_bad_field_is_named_by_the_files_key_on_its_line_never_by_an_internal_name_or_id() {
+    let s = Sandbox::new();
+    let deep = format!("{}{}", "[".repeat(101), "]".repeat(101));
+    let cases = [
+        // The summary is made from the description: a NUL there is the description's fault.
+        (
+            r#"{"description": "a\u0000b"}"#.to_string(),
+            "line 1: invalid description: must not contain a NUL",
+        ),
+        (
+            r#"{"description": "  "}"#.to_string(),
+            "line 1: invalid description: must not be empty",
+        ),
+        (
+            r#"{"description": "x", "summary": "a\u0000b"}"#.to_string(),
+            "line 1: invalid summary",
+        ),
+        (
+            r#"{"description": 5}"#.to_string(),
+            "line 1: description: invalid type",
+        ),
+        (
+            r#"{"description": "x", "priority": 300}"#.to_string(),
+            "line 1: priority: invalid value",
+        ),
+        (
+            r#"{"description": "x", "priority": 11}"#.to_string(),
+            "line 1: invalid priority",
+        ),
+        (
+            r#"{"description": "x", "deadline": "soon"}"#.to_string(),
+            "line 1: deadline:",
+        ),
+        (
+            r#"{"description": "x", "depends_on": "a"}"#.to_string(),
+            "line 1: depends_on: invalid type",
+        ),
+        (
+            format!(r#"{{"description": "x", "input": {deep}}}"#),
+            "line 1: invalid input: nests",
+        ),
+        (
+            r#"{"description": "x", "timeout_seconds": 0}"#.to_string(),
+            "line 1: invalid timeout_seconds",
+        ),
+        (
+            r#"{"description": "x", "branch": "a\u0000b"}"#.to_string(),
+            "line 1: invalid branch",
+        ),
+        (
+            r#"{"key": "a", "description": "x", "depends_on": ["a"]}"#.to_string(),
+            "line 1: invalid depends_on: a task cannot depend on itself",
+        ),
+        (
+            r#"{"key": "a", "description": "x", "parent": "a"}"#.to_string(),
+            "line 1: invalid parent",
+        ),
+        ("[1, 2]".to_string(), "line 1: is not a JSON object"),
+        (
+            "{\"description\": \"x\"}\n{\"description\": ".to_string(),
+            "line 2: is not JSON",
+        ),
+    ];
+    for (input, expected) in cases {
+        let (code, stdout, stderr) = s.import(&input, false);
+        assert_eq!(code, 4, "{input}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{input}:\n  wanted {expected}\n  got {stderr}"
+        );
+        assert!(!holds_a_uuid(&stderr), "{input}: {stderr}");
+        assert!(!stderr.contains("at line 1 column"), "{input}: {stderr}");
+        assert!(stdout.is_empty());
+    }
+    assert!(s.tasks().is_empty());
+}
+
+#[test]
+fn a_dependency_listed_twice_is_named_by_its_key_or_by_the_two_names_it_goes_by() {
+    let s = Sandbox::new();
+    let stored = s.submit(&["stored"]);
+    let twice = "{\"key\": \"fetch\", \"description\": \"F\"}\n\
+                 {\"key\": \"build\", \"description\": \"B\", \"depends_on\": [\"fetch\", \"fetch\"]}";
+    let (code, _, stderr) = s.import(twice, false);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains(r#"line 2: depends_on: "fetch" is listed more than once"#),
+        "{stderr}"
+    );
+    let two_names = format!(
+        r#"{{"description": "B", "depends_on": ["{stored}", "{}"]}}"#,
+        &stored[..8]
+    );
+    let (code, _, stderr) = s.import(&two_names, false);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("name the same task"), "{stderr}");
+    assert_eq!(s.tasks().len(), 1, "only the task stored before");
+}
+
+#[test]
+fn a_byte_order_mark_at_the_start_of_the_file_is_skipped() {
+    let s = Sandbox::new();
+    let input = "\u{FEFF}{\"key\": \"a\", \"description\": \"first\"}\r\n{\"description\": \"second\", \"depends_on\": [\"a\"]}\r\n";
+    let (code, stdout, stderr) = s.import(input, true);
+    assert_eq!(code, 0, "{stderr}");
+    let imported: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(imported.as_array().map(Vec::len), Some(2));
+    assert_eq!(imported[0]["key"], "a");
+    let summaries: Vec<String> = s
+        .tasks()
+        .iter()
+        .map(|t| t["summary"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(summaries.contains(&"first".to_string()), "{summaries:?}");
+}
