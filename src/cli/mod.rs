@@ -7,7 +7,7 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0 | success; also when stdout is closed early (`abathur task list \| head -1`) |
-//! | 1 | internal error: the database cannot be opened, is busy or corrupt, or output fails |
+//! | 1 | internal error: the database cannot be opened, is busy or corrupt, or output fails; out of memory; a bug (reported as a plain error, never a panic's stack trace) |
 //! | 2 | usage error: unknown command or flag, malformed argument (a task id that is not a UUID) |
 //! | 3 | not found: no task or attempt has the id given (as the task, its parent or a dependency) |
 //! | 4 | invalid input: a value breaks a rule (summary over 140 characters, priority over 10, `--input` not JSON); nothing was written |

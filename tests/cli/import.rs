@@ -287,3 +287,166 @@ fn a_byte_order_mark_at_the_start_of_the_file_is_skipped() {
         .collect();
     assert!(summaries.contains(&"first".to_string()), "{summaries:?}");
 }
+
+/// Where a limited import reads from.
+enum Source<'a> {
+    File(&'a std::path::Path),
+    Stdin(Box<dyn FnOnce(&mut dyn Write) + Send>),
+}
+
+impl Sandbox {
+    /// Runs `abathur task import` with its address space limited to `memory` bytes (as
+    /// `prlimit --as` would), and `RUST_BACKTRACE=1`, under which Rust's own reports of a panic
+    /// or an allocation failure print a stack trace. Returns (exit code, stdout, stderr).
+    fn import_limited(&self, source: Source<'_>, memory: u64) -> (i32, String, String) {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("abathur"));
+        cmd.current_dir(self.dir.path())
+            .env_remove("ABATHUR_DB")
+            .env_remove("RUST_LOG")
+            .env("RUST_BACKTRACE", "1")
+            .arg("--db")
+            .arg(self.db_path())
+            .args(["task", "import"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: the closure runs in the child between fork and exec, and calls only
+        // setrlimit, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: memory,
+                    rlim_max: memory,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = match source {
+            Source::File(path) => cmd.arg(path).stdin(Stdio::null()).output().unwrap(),
+            Source::Stdin(write) => {
+                let mut child = cmd.arg("-").stdin(Stdio::piped()).spawn().unwrap();
+                let mut stdin = child.stdin.take().unwrap();
+                // The import may stop reading before the end: a broken pipe is expected.
+                let writer = std::thread::spawn(move || write(&mut stdin));
+                let out = child.wait_with_output().unwrap();
+                writer.join().unwrap();
+                out
+            }
+        };
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+}
+
+/// Room for the command itself and the limit's worth of input, not for much more.
+const TIGHT_MEMORY: u64 = 3 * abathur::cli::MAX_IMPORT_BYTES + 64 * 1024 * 1024;
+
+#[track_caller]
+fn assert_plain_error(stderr: &str) {
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    for trace in [
+        "panicked",
+        "stack backtrace",
+        "RUST_BACKTRACE",
+        "memory allocation of",
+    ] {
+        assert!(!stderr.contains(trace), "{stderr}");
+    }
+}
+
+#[test]
+fn input_over_the_size_limit_is_refused_cleanly_under_a_memory_limit_and_stores_nothing() {
+    use abathur::cli::MAX_IMPORT_BYTES;
+    let s = Sandbox::new();
+    s.ok(&["init"]);
+    let limit = abathur_core::limits::bytes(MAX_IMPORT_BYTES as usize);
+
+    // A file: refused by its size, before a byte is read.
+    let path = s.dir.path().join("huge.jsonl");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(MAX_IMPORT_BYTES + 1).unwrap();
+    let (code, stdout, stderr) = s.import_limited(Source::File(&path), TIGHT_MEMORY);
+    assert_eq!(code, 4, "{stderr}");
+    assert_plain_error(&stderr);
+    assert!(
+        stderr.contains(&limit) && stderr.contains("huge.jsonl"),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty());
+
+    // Stdin, in valid lines: refused as the limit is passed.
+    let line = format!("{{\"description\": \"{}\"}}\n", "d".repeat(200 * 1024));
+    let lines = (MAX_IMPORT_BYTES as usize / line.len()) + 2;
+    let (code, stdout, stderr) = s.import_limited(
+        Source::Stdin(Box::new(move |stdin| {
+            for _ in 0..lines {
+                if stdin.write_all(line.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        })),
+        TIGHT_MEMORY,
+    );
+    assert_eq!(code, 4, "{stderr}");
+    assert_plain_error(&stderr);
+    assert!(stderr.contains(&limit), "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(s.tasks().is_empty());
+}
+
+#[test]
+fn more_tasks_than_one_import_takes_are_refused_naming_the_limit() {
+    use abathur::cli::MAX_IMPORT_TASKS;
+    let s = Sandbox::new();
+    s.ok(&["init"]);
+    let (code, _, stderr) = s.import_limited(
+        Source::Stdin(Box::new(|stdin| {
+            let mut text = String::new();
+            for _ in 0..=MAX_IMPORT_TASKS {
+                text.push_str("{\"description\": \"t\"}\n");
+            }
+            let _ = stdin.write_all(text.as_bytes());
+        })),
+        TIGHT_MEMORY,
+    );
+    assert_eq!(code, 4, "{stderr}");
+    assert_plain_error(&stderr);
+    assert!(
+        stderr.contains(&format!("line {}", MAX_IMPORT_TASKS + 1))
+            && stderr.contains(&format!("more than {MAX_IMPORT_TASKS} tasks")),
+        "{stderr}"
+    );
+    assert!(s.tasks().is_empty());
+}
+
+#[test]
+fn an_import_that_runs_out_of_memory_ends_with_a_plain_error_and_stores_nothing() {
+    use abathur::cli::MAX_IMPORT_TASKS;
+    let s = Sandbox::new();
+    s.ok(&["init"]);
+    let path = s.dir.path().join("many.jsonl");
+    let mut text = String::new();
+    for i in 0..MAX_IMPORT_TASKS {
+        let depends = if i % 50 == 0 {
+            String::new()
+        } else {
+            format!(r#", "depends_on": ["k{}"]"#, i - 1)
+        };
+        text.push_str(&format!(
+            "{{\"key\": \"k{i}\", \"description\": \"task {i}\"{depends}}}\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    // Within the size limits, but far more than this memory holds.
+    let (code, stdout, stderr) = s.import_limited(Source::File(&path), 128 * 1024 * 1024);
+    assert_eq!(code, 1, "{stderr}");
+    assert_plain_error(&stderr);
+    assert!(stdout.is_empty());
+    assert!(s.tasks().is_empty());
+}
