@@ -59,13 +59,25 @@ use render::View;
 /// A panic (a bug) is reported as a plain `error:` line and exit code 1, like any internal
 /// error, never as Rust's panic message and stack trace.
 pub fn main() -> i32 {
-    std::panic::set_hook(Box::new(report_panic));
-    std::panic::catch_unwind(run_command_line).unwrap_or(ExitCode::Internal.code())
+    std::panic::set_hook(Box::new(|info| {
+        let _ = writeln!(io::stderr().lock(), "{}", panic_message(info));
+        // For whoever set `RUST_LOG`: the user sees the plain line only.
+        tracing::debug!(
+            backtrace = %std::backtrace::Backtrace::force_capture(),
+            "the internal error's backtrace"
+        );
+    }));
+    exit_code_of(run_command_line)
 }
 
-/// Prints a panic in the user's terms. A panic caught elsewhere (the worker survives one in an
-/// attempt) is reported the same way; the backtrace is logged, for whoever set `RUST_LOG`.
-fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
+/// The exit code `run` returns, or the internal error's if it panics. A panic caught
+/// elsewhere (the worker survives one in an attempt) is reported by the hook all the same.
+fn exit_code_of(run: impl FnOnce() -> i32 + std::panic::UnwindSafe) -> i32 {
+    std::panic::catch_unwind(run).unwrap_or(ExitCode::Internal.code())
+}
+
+/// A panic in the user's terms: one `error:` line, with where it happened for a bug report.
+fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
     let payload = info.payload();
     let what = payload
         .downcast_ref::<&str>()
@@ -76,14 +88,7 @@ fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
         .location()
         .map(|l| format!(" ({}:{})", l.file(), l.line()))
         .unwrap_or_default();
-    let _ = writeln!(
-        io::stderr().lock(),
-        "error: internal error, a bug in abathur: {what}{place}"
-    );
-    tracing::debug!(
-        backtrace = %std::backtrace::Backtrace::force_capture(),
-        "the internal error's backtrace"
-    );
+    format!("error: internal error, a bug in abathur: {what}{place}")
 }
 
 fn run_command_line() -> i32 {
@@ -237,4 +242,46 @@ fn init_logging(default: &str) {
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
         .try_init();
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::{exit_code_of, panic_message, ExitCode};
+
+    #[test]
+    fn a_panic_becomes_one_plain_error_line_and_the_internal_exit_code() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let previous = std::panic::take_hook();
+        let record = seen.clone();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Ok(mut seen) = record.lock() {
+                seen.push(panic_message(info));
+            }
+        }));
+        let code = exit_code_of(|| {
+            let at = Vec::<u8>::new().len() + 3;
+            panic!("index {at} out of range")
+        });
+        std::panic::set_hook(previous);
+        assert_eq!(code, ExitCode::Internal.code());
+        let seen = seen.lock().expect("the hook's record");
+        // Another test may panic meanwhile: find this one.
+        let message = seen
+            .iter()
+            .find(|m| m.contains("index 3 out of range"))
+            .expect("the hook saw the panic");
+        assert!(
+            message.starts_with(
+                "error: internal error, a bug in abathur: index 3 out of range (src/cli/mod.rs:"
+            ),
+            "{message}"
+        );
+        assert!(
+            !message.contains('\n') && !message.contains("panicked"),
+            "{message}"
+        );
+        assert_eq!(exit_code_of(|| 0), 0);
+    }
 }

@@ -288,10 +288,13 @@ fn a_byte_order_mark_at_the_start_of_the_file_is_skipped() {
     assert!(summaries.contains(&"first".to_string()), "{summaries:?}");
 }
 
+/// Writes an import's input to its stdin.
+type Feed = Box<dyn FnOnce(&mut dyn Write) + Send>;
+
 /// Where a limited import reads from.
 enum Source<'a> {
     File(&'a std::path::Path),
-    Stdin(Box<dyn FnOnce(&mut dyn Write) + Send>),
+    Stdin(Feed),
 }
 
 impl Sandbox {
