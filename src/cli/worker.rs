@@ -67,9 +67,18 @@ pub async fn run(path: &Path, args: WorkerArgs) -> Result<(), CliError> {
         config.name = name;
     }
     // Before the database is opened: a worker that cannot run leaves no trace.
-    config
-        .validate()
-        .map_err(|e| CliError::new(ExitCode::Usage, WorkerError::from(e).to_string()))?;
+    config.validate().map_err(|e| {
+        // The user wrote flags: name the flag.
+        let flag = match e.field {
+            "agent_type" | "agent_types" => "--agent-type",
+            "name" => "--name",
+            "concurrency" => "--concurrency",
+            "lease" => "--lease",
+            "command" => "the command after --",
+            other => other,
+        };
+        CliError::new(ExitCode::Usage, format!("invalid {flag}: {}", e.message))
+    })?;
     let db = db::open(path).await?;
     // One writer for the process: its claims, heartbeats and completions run on one warm
     // connection, and share commits when several commands run at once.

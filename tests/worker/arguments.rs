@@ -69,10 +69,19 @@ fn settings_the_queue_would_refuse_on_every_claim_are_refused_at_start_and_run_n
         ),
         (vec!["--lease".into(), "25h".into()], "24 hours".into()),
         (vec!["--lease".into(), "500ms".into()], "24 hours".into()),
-        (vec!["--name".into(), " ".into()], "name".into()),
-        (vec!["--name".into(), long_name], "name".into()),
-        (vec!["--agent-type".into(), "".into()], "agent_type".into()),
-        (many_types, "agent_types".into()),
+        (
+            vec!["--name".into(), " ".into()],
+            "invalid --name: must not be empty".into(),
+        ),
+        (
+            vec!["--name".into(), long_name],
+            "invalid --name: is".into(),
+        ),
+        (
+            vec!["--agent-type".into(), "".into()],
+            "invalid --agent-type: must not be empty".into(),
+        ),
+        (many_types, format!("at most {MAX_CLAIM_AGENT_TYPES}")),
     ];
     for (options, expected) in cases {
         let output = sb
