@@ -381,8 +381,9 @@ fn kill_group(group: Option<u32>) {
     #[cfg(unix)]
     if let Some(pgid) = group.and_then(|pid| i32::try_from(pid).ok()) {
         // SAFETY: killpg only sends a signal. The group is the one the command led: while a
-        // process is left in it, its id cannot be given to another process, and once it is
-        // empty the call fails with ESRCH, harmlessly.
+        // process is left in it, its id cannot be given to another process. Once it is empty
+        // the call fails with ESRCH, unless in the moment since the reap the kernel went
+        // through every other pid and the new owner of this one made a group of it.
         unsafe {
             libc::killpg(pgid, libc::SIGKILL);
         }
