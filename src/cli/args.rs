@@ -13,7 +13,7 @@ use super::ids::{parse_id, IdArg};
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success (also when stdout is closed early, as by `| head`)
-  1  internal error (database unreachable, busy or corrupt, I/O failure)
+  1  internal error (database unreachable, busy or corrupt, I/O failure, out of memory)
   2  usage error (unknown command or flag, malformed argument such as a bad duration, or an id
      prefix that matches several records)
   3  not found (no task or attempt has this id)
@@ -103,8 +103,9 @@ pub enum TaskCommand {
     /// Submit a task; prints its id.
     Submit(SubmitArgs),
     /// Submit many tasks from JSON Lines (one object per line; see `docs/QUEUE.md`), all or
-    /// none. Lines refer to each other by their "key". A line whose "idempotency_key" was
-    /// already used for the same task stands for that task, so a file can be imported again.
+    /// none. Lines refer to each other by their "key". At most 64 MiB and 100,000 tasks. A
+    /// line whose "idempotency_key" was already used for the same task stands for that task,
+    /// so a file can be imported again.
     Import {
         /// The file to read, or `-` for stdin.
         source: PathBuf,

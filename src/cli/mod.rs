@@ -7,7 +7,7 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0 | success; also when stdout is closed early (`abathur task list \| head -1`) |
-//! | 1 | internal error: the database cannot be opened, is busy or corrupt, or output fails |
+//! | 1 | internal error: the database cannot be opened, is busy or corrupt, or output fails; out of memory; a bug (reported as a plain error, never a panic's stack trace) |
 //! | 2 | usage error: unknown command or flag, malformed argument (a task id that is not a UUID) |
 //! | 3 | not found: no task or attempt has the id given (as the task, its parent or a dependency) |
 //! | 4 | invalid input: a value breaks a rule (summary over 140 characters, priority over 10, `--input` not JSON); nothing was written |
@@ -18,6 +18,7 @@
 //! worker` logs each task it runs by default).
 
 mod agent;
+mod allocator;
 // The MCP server parses `run_after` with `args::parse_run_after`, as `--run-after` does.
 pub(crate) mod args;
 mod db;
@@ -41,7 +42,9 @@ use abathur_core::queue::TaskQueue;
 use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
+pub use allocator::Allocator;
 pub use error::ExitCode;
+pub use import::{MAX_IMPORT_BYTES, MAX_IMPORT_TASKS};
 
 use crate::infrastructure::database::{
     AgentRepositoryImpl, DatabaseConnection, IdLookupImpl, MemoryRepositoryImpl, QueueStoreImpl,
@@ -53,7 +56,43 @@ use ids::Ids;
 use render::View;
 
 /// Runs the command given on the process's command line and returns its exit code.
+///
+/// A panic (a bug) is reported as a plain `error:` line and exit code 1, like any internal
+/// error, never as Rust's panic message and stack trace.
 pub fn main() -> i32 {
+    std::panic::set_hook(Box::new(|info| {
+        let _ = writeln!(io::stderr().lock(), "{}", panic_message(info));
+        // For whoever set `RUST_LOG`: the user sees the plain line only.
+        tracing::debug!(
+            backtrace = %std::backtrace::Backtrace::force_capture(),
+            "the internal error's backtrace"
+        );
+    }));
+    exit_code_of(run_command_line)
+}
+
+/// The exit code `run` returns, or the internal error's if it panics. A panic caught
+/// elsewhere (the worker survives one in an attempt) is reported by the hook all the same.
+fn exit_code_of(run: impl FnOnce() -> i32 + std::panic::UnwindSafe) -> i32 {
+    std::panic::catch_unwind(run).unwrap_or(ExitCode::Internal.code())
+}
+
+/// A panic in the user's terms: one `error:` line, with where it happened for a bug report.
+fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let payload = info.payload();
+    let what = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no details");
+    let place = info
+        .location()
+        .map(|l| format!(" ({}:{})", l.file(), l.line()))
+        .unwrap_or_default();
+    format!("error: internal error, a bug in abathur: {what}{place}")
+}
+
+fn run_command_line() -> i32 {
     let cli = match args::command()
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches))
@@ -207,4 +246,46 @@ fn init_logging(default: &str) {
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
         .try_init();
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::{exit_code_of, panic_message, ExitCode};
+
+    #[test]
+    fn a_panic_becomes_one_plain_error_line_and_the_internal_exit_code() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let previous = std::panic::take_hook();
+        let record = seen.clone();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Ok(mut seen) = record.lock() {
+                seen.push(panic_message(info));
+            }
+        }));
+        let code = exit_code_of(|| {
+            let at = Vec::<u8>::new().len() + 3;
+            panic!("index {at} out of range")
+        });
+        std::panic::set_hook(previous);
+        assert_eq!(code, ExitCode::Internal.code());
+        let seen = seen.lock().expect("the hook's record");
+        // Another test may panic meanwhile: find this one.
+        let message = seen
+            .iter()
+            .find(|m| m.contains("index 3 out of range"))
+            .expect("the hook saw the panic");
+        assert!(
+            message.starts_with(
+                "error: internal error, a bug in abathur: index 3 out of range (src/cli/mod.rs:"
+            ),
+            "{message}"
+        );
+        assert!(
+            !message.contains('\n') && !message.contains("panicked"),
+            "{message}"
+        );
+        assert_eq!(exit_code_of(|| 0), 0);
+    }
 }

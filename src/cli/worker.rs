@@ -5,14 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use abathur_core::queue::{QueueStore, TaskQueue};
+use abathur_core::queue::{QueueStore, TaskQueue, MAX_CLAIM, MAX_LEASE};
 use clap::Args;
 
 use super::args::parse_duration;
 use super::db;
 use super::error::{CliError, ExitCode};
 use crate::infrastructure::database::GroupCommitQueueStore;
-use crate::worker::{DataVersion, Worker, WorkerConfig};
+use crate::worker::{DataVersion, Worker, WorkerConfig, WorkerError, MIN_LEASE};
 
 /// The arguments of `abathur worker`.
 #[derive(Debug, Args)]
@@ -21,19 +21,19 @@ pub struct WorkerArgs {
     #[arg(long = "agent-type", value_name = "TYPE")]
     pub agent_types: Vec<String>,
 
-    /// How many commands run at once.
+    /// How many commands run at once, 1 to 1000 (a claim takes at most 1000 tasks).
     #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CLAIM)))]
     pub concurrency: u32,
 
-    /// The lease of each claim, renewed every third of it while the command runs: `90s`, `5m`.
-    /// If the worker dies, its tasks are taken back this long after.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1m")]
+    /// The lease of each claim, 1s to 24h, renewed every third of it while the command runs:
+    /// `90s`, `5m`. If the worker dies, its tasks are taken back this long after.
+    #[arg(long, value_name = "DURATION", value_parser = parse_lease, default_value = "1m")]
     pub lease: Duration,
 
-    /// On SIGINT or SIGTERM, how long running commands may go on before they are killed and
-    /// their tasks given back.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    /// On SIGINT or SIGTERM, how long running commands may go on before they are asked to stop
+    /// (SIGTERM, then SIGKILL two seconds later) and their tasks given back. `0`: at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_grace, default_value = "10s")]
     pub grace: Duration,
 
     /// Run what can be claimed, wait for it, and exit once nothing more is ready.
@@ -57,15 +57,7 @@ pub async fn run(path: &Path, args: WorkerArgs) -> Result<(), CliError> {
     // Listen before the first claim, so a signal never finds a command running unwatched.
     let shutdown = shutdown_signal()
         .map_err(|e| CliError::internal("cannot listen for SIGINT and SIGTERM", &e))?;
-    let db = db::open(path).await?;
-    // One writer for the process: its claims, heartbeats and completions run on one warm
-    // connection, and share commits when several commands run at once.
-    let store: Arc<dyn QueueStore> = Arc::new(GroupCommitQueueStore::new(db.pool().clone()));
-    let queue = TaskQueue::new(store);
-    let mut config = WorkerConfig::new(
-        args.command,
-        std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
-    );
+    let mut config = WorkerConfig::new(args.command, path.to_path_buf());
     config.agent_types = args.agent_types;
     config.concurrency = args.concurrency;
     config.lease = args.lease;
@@ -74,6 +66,26 @@ pub async fn run(path: &Path, args: WorkerArgs) -> Result<(), CliError> {
     if let Some(name) = args.name {
         config.name = name;
     }
+    // Before the database is opened: a worker that cannot run leaves no trace.
+    config.validate().map_err(|e| {
+        // The user wrote flags: name the flag.
+        let flag = match e.field {
+            "agent_type" | "agent_types" => "--agent-type",
+            "name" => "--name",
+            "concurrency" => "--concurrency",
+            "lease" => "--lease",
+            "command" => "the command after --",
+            other => other,
+        };
+        CliError::new(ExitCode::Usage, format!("invalid {flag}: {}", e.message))
+    })?;
+    let db = db::open(path).await?;
+    // One writer for the process: its claims, heartbeats and completions run on one warm
+    // connection, and share commits when several commands run at once.
+    let store: Arc<dyn QueueStore> = Arc::new(GroupCommitQueueStore::new(db.pool().clone()));
+    let queue = TaskQueue::new(store);
+    // The file exists now: the command gets its absolute path.
+    config.database = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let conn = db
         .pool()
         .acquire()
@@ -89,8 +101,36 @@ pub async fn run(path: &Path, args: WorkerArgs) -> Result<(), CliError> {
     db.close().await;
     match outcome {
         Ok(_) => Ok(()),
-        // A setting or a command that cannot work: the user's input, not the database.
+        // A setting that cannot work is a bad command line, refused before anything runs.
+        Err(e @ WorkerError::Invalid(_)) => Err(CliError::new(ExitCode::Usage, e.to_string())),
+        // A command that cannot start: the user's input, not the database.
         Err(e) => Err(CliError::new(ExitCode::Invalid, e.to_string())),
+    }
+}
+
+/// A lease: a duration from [`MIN_LEASE`] to [`MAX_LEASE`], the range the queue accepts.
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = parse_duration(text)?;
+    if lease < MIN_LEASE || lease > MAX_LEASE {
+        return Err(format!(
+            "a lease is from {} s to {} hours",
+            MIN_LEASE.as_secs(),
+            MAX_LEASE.as_secs() / 3600
+        ));
+    }
+    Ok(lease)
+}
+
+/// A grace period: a duration, or zero (`0`, `0s`) for none at all.
+fn parse_grace(text: &str) -> Result<Duration, String> {
+    let zero = match text.trim().parse::<u64>() {
+        Ok(seconds) => seconds == 0,
+        Err(_) => humantime::parse_duration(text.trim()).is_ok_and(|d| d.is_zero()),
+    };
+    if zero {
+        Ok(Duration::ZERO)
+    } else {
+        parse_duration(text)
     }
 }
 

@@ -9,6 +9,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use abathur_core::limits::{self, MAX_TASK_JSON_BYTES};
 use abathur_core::queue::{ClaimedTask, FailOutcome, QueueError, TaskQueue};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -19,8 +20,8 @@ use tokio::time::{interval_at, sleep, sleep_until, Instant, MissedTickBehavior};
 use uuid::Uuid;
 
 use super::output::{
-    describe_exit, failure_message, result_from_stdout, Capture, STDERR_TAIL_BYTES,
-    STDOUT_LIMIT_BYTES,
+    check_result, describe_exit, failure_message, fit_error, result_from_stdout, Capture,
+    STDERR_TAIL_BYTES, STDOUT_LIMIT_BYTES,
 };
 
 /// What every attempt of one worker shares.
@@ -128,6 +129,9 @@ pub(super) async fn run(
             };
         }
     };
+    // The command leads its own group, whose id is its pid: remembered now, because once the
+    // command is reaped `child.id()` says nothing, and the group may outlive it.
+    let group = child.id();
     tracing::info!(
         task = %task.id,
         attempt = %attempt,
@@ -150,9 +154,16 @@ pub(super) async fn run(
     });
     let stdout = Arc::new(Mutex::new(Capture::head(STDOUT_LIMIT_BYTES)));
     let stderr = Arc::new(Mutex::new(Capture::tail(STDERR_TAIL_BYTES)));
+    let (ended_tx, ended) = watch::channel(false);
     let readers = [
-        child.stdout.take().map(|s| drain(s, stdout.clone())),
-        child.stderr.take().map(|s| drain(s, stderr.clone())),
+        child
+            .stdout
+            .take()
+            .map(|s| drain(s, stdout.clone(), ended.clone())),
+        child
+            .stderr
+            .take()
+            .map(|s| drain(s, stderr.clone(), ended.clone())),
     ];
 
     let stop = supervise(
@@ -184,16 +195,15 @@ pub(super) async fn run(
             other
         }
     };
-    // The pipes close when the last process holding them ends. A background process the
-    // command left running may keep them open: wait a little, then go on with what was read.
+    // The task ends with its command: whatever the command left running in its group (a
+    // background job that would hold its pipes open, or go on working after the task is
+    // reported) ends now.
+    kill_group(group);
+    // The pipes close when the last process holding them ends, and a process that left the
+    // group may hold them for ever: take what they hold now, and stop reading.
+    ended_tx.send_replace(true);
     for reader in readers.into_iter().flatten() {
-        let abort = reader.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(1), reader)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
+        let _ = reader.await;
     }
     if let Some(writer) = writer {
         writer.abort();
@@ -206,12 +216,21 @@ pub(super) async fn run(
         Stop::Exited(status) if status.success() => {
             if stdout.overflowed() {
                 let what = format!(
-                    "exited with status 0 but printed more than {} MiB on stdout",
-                    STDOUT_LIMIT_BYTES / (1024 * 1024)
+                    "exited with status 0 but printed more than {} on stdout (a result may be \
+                     at most {})",
+                    limits::bytes(STDOUT_LIMIT_BYTES),
+                    limits::bytes(MAX_TASK_JSON_BYTES)
                 );
                 ("printed too much", failure_message(&what, stderr.bytes()))
             } else {
-                return complete(&queue, &claimed, result_from_stdout(stdout.bytes()), took).await;
+                let result = result_from_stdout(stdout.bytes());
+                match result.as_ref().map(check_result).transpose() {
+                    Ok(_) => return complete(&queue, &claimed, result, took).await,
+                    Err(e) => {
+                        let what = format!("exited with status 0, but its result {}", e.message);
+                        ("printed too much", failure_message(&what, stderr.bytes()))
+                    }
+                }
             }
         }
         Stop::Exited(status) => (
@@ -356,19 +375,100 @@ fn kill_tree(child: &mut Child) {
     signal_tree(child, Signal::Kill);
 }
 
-fn drain(
-    mut stream: impl AsyncRead + Unpin + Send + 'static,
+/// Kills every process left in the group the command led, after the command itself was
+/// reaped.
+fn kill_group(group: Option<u32>) {
+    #[cfg(unix)]
+    if let Some(pgid) = group.and_then(|pid| i32::try_from(pid).ok()) {
+        // SAFETY: killpg only sends a signal. The group is the one the command led: while a
+        // process is left in it, its id cannot be given to another process. Once it is empty
+        // the call fails with ESRCH, unless in the moment since the reap the kernel went
+        // through every other pid and the new owner of this one made a group of it.
+        unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = group;
+}
+
+/// The most read from a pipe after its command ended: more than a pipe holds (64 KiB by
+/// default on Linux, 1 MiB at most unless raised), so whatever the command wrote is taken,
+/// while a process outside its group that goes on writing cannot keep the reader for ever.
+const AFTER_END_BYTES: usize = 2 * 1024 * 1024;
+
+/// Reads `stream` into `into` until it closes, or until `ended` turns true; then takes what
+/// the pipe holds at that moment, without waiting for more.
+fn drain<S>(
+    mut stream: S,
     into: Arc<Mutex<Capture>>,
-) -> JoinHandle<()> {
+    mut ended: watch::Receiver<bool>,
+) -> JoinHandle<()>
+where
+    S: AsyncRead + Unpin + Send + 'static + PipeFd,
+{
     tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => lock(&into).push(&buf[..n]),
+            tokio::select! {
+                // The end first: a writer left outside the group that never stops writing
+                // must not keep the reader from seeing it.
+                biased;
+                _ = ended.wait_for(|ended| *ended) => break,
+                read = stream.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => lock(&into).push(&buf[..n]),
+                },
+            }
+        }
+        let mut taken = 0;
+        while taken < AFTER_END_BYTES {
+            match stream.read_now(&mut buf) {
+                Ok(n) if n > 0 => {
+                    lock(&into).push(&buf[..n]);
+                    taken += n;
+                }
+                // Closed, empty for now (a writer left behind), or failed: done.
+                _ => return,
             }
         }
     })
+}
+
+/// A pipe that can be read without waiting.
+trait PipeFd {
+    /// Reads what the pipe holds now; `Err(WouldBlock)` when it holds nothing.
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+#[cfg(unix)]
+impl<T: std::os::fd::AsRawFd> PipeFd for T {
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let fd = self.as_raw_fd();
+        // SAFETY: `fd` is the open pipe `self` owns for as long as this call; fcntl and read
+        // touch only it and `buf`, whose length bounds the read.
+        unsafe {
+            // Tokio's pipes are non-blocking already; make sure of it, since a blocking read
+            // here would wait for exactly the writer this read must not wait for.
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 && flags & libc::O_NONBLOCK == 0 {
+                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            }
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n.unsigned_abs())
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+impl<T> PipeFd for T {
+    fn read_now(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Ok(0)
+    }
 }
 
 fn lock(capture: &Mutex<Capture>) -> std::sync::MutexGuard<'_, Capture> {
@@ -417,6 +517,7 @@ async fn fail(
     took: f64,
 ) -> Ending {
     let (task, attempt) = (claimed.task.id, claimed.lease.attempt_id);
+    let error = &fit_error(error);
     // The last line of stderr usually says why; the whole tail is in the task.
     let last_line = error.lines().last().unwrap_or_default();
     match with_retries(|| queue.fail(attempt, error)).await {

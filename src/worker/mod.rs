@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use abathur_core::error::ValidationError;
-use abathur_core::queue::TaskQueue;
+use abathur_core::queue::{check_claim, ClaimRequest, TaskQueue, MAX_CLAIM, MAX_LEASE};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{interval, Instant, MissedTickBehavior};
@@ -37,12 +37,13 @@ pub struct WorkerConfig {
     pub name: String,
     /// Only tasks of these agent types; any type when empty.
     pub agent_types: Vec<String>,
-    /// How many commands run at once (default 1).
+    /// How many commands run at once (default 1, at most [`MAX_CLAIM`]).
     pub concurrency: u32,
     /// The lease taken with each claim and renewed by each heartbeat, every third of it
     /// (default 1 min). A worker that dies loses its tasks to the reaper this long after.
     pub lease: Duration,
     /// How long running commands may go on once the worker is told to stop (default 10 s).
+    /// Zero asks them to stop at once.
     pub grace: Duration,
     /// Stop once nothing more can be claimed and every command has finished.
     pub once: bool,
@@ -79,30 +80,46 @@ impl WorkerConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), ValidationError> {
-        if self.name.trim().is_empty() {
-            return Err(ValidationError::new("name", "must not be empty"));
-        }
-        if self.name.contains('\0') {
-            return Err(ValidationError::new("name", "must not contain NUL"));
-        }
-        if self.concurrency == 0 {
-            return Err(ValidationError::new("concurrency", "must be at least 1"));
+    /// Checks the settings as [`Worker::new`] does, so that a caller can refuse them before it
+    /// opens anything.
+    ///
+    /// # Errors
+    /// As for [`Worker::new`].
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.concurrency == 0 || self.concurrency > MAX_CLAIM {
+            return Err(ValidationError::new(
+                "concurrency",
+                format!("must be between 1 and {MAX_CLAIM}"),
+            ));
         }
         // Heartbeats come every third of the lease: a shorter lease would have the worker
         // write to the database many times a second, and lose tasks to its own reaper.
-        if self.lease < MIN_LEASE || self.lease > abathur_core::queue::MAX_LEASE {
+        if self.lease < MIN_LEASE || self.lease > MAX_LEASE {
             return Err(ValidationError::new(
                 "lease",
                 format!(
                     "must be between {} s and {} hours",
                     MIN_LEASE.as_secs(),
-                    abathur_core::queue::MAX_LEASE.as_secs() / 3600
+                    MAX_LEASE.as_secs() / 3600
                 ),
             ));
         }
+        // Every claim the worker makes is one the queue accepts: the same check, with the
+        // largest batch it will ask for. A setting the queue refuses would otherwise start a
+        // worker that logs a failed claim every second and runs nothing.
+        check_claim(&ClaimRequest {
+            worker_id: self.name.clone(),
+            agent_types: self.agent_types.clone(),
+            lease: self.lease,
+            max_tasks: self.concurrency,
+        })
+        .map_err(|e| match e.field {
+            // The queue's names for the worker's settings.
+            "worker_id" => ValidationError::new("name", e.message),
+            "max_tasks" => ValidationError::new("concurrency", e.message),
+            _ => e,
+        })?;
         for (field, value) in [
-            ("lease", self.lease),
             ("reap_every", self.reap_every),
             ("refresh_every", self.refresh_every),
             ("idle_recheck", self.idle_recheck),
@@ -174,8 +191,9 @@ impl Worker {
     /// better [`Wake`] with [`Worker::with_wake`].
     ///
     /// # Errors
-    /// `Invalid` when a setting breaks a rule (no command, zero concurrency or lease, empty
-    /// name).
+    /// `Invalid` when a setting breaks a rule, or would make claims the queue refuses (no
+    /// command; a concurrency of zero or over [`MAX_CLAIM`]; a lease under [`MIN_LEASE`] or over
+    /// [`MAX_LEASE`]; an empty, over-long or NUL-holding name or agent type).
     pub fn new(queue: TaskQueue, config: WorkerConfig) -> Result<Self, WorkerError> {
         config.validate()?;
         Ok(Self {
@@ -277,7 +295,7 @@ impl Worker {
             tokio::select! {
                 () = &mut shutdown, if !stopping => {
                     stopping = true;
-                    grace_tx.send_replace(Some(Instant::now() + config.grace));
+                    grace_tx.send_replace(Some(grace_end(config.grace)));
                     tracing::info!(
                         running = running.len(),
                         "stopping: no more claims; running commands have {:?} to finish",
@@ -298,7 +316,7 @@ impl Worker {
                             );
                             if !stopping {
                                 stopping = true;
-                                grace_tx.send_replace(Some(Instant::now() + config.grace));
+                                grace_tx.send_replace(Some(grace_end(config.grace)));
                             }
                             fatal.get_or_insert(WorkerError::CommandNotStarted { program, error });
                         }
@@ -344,6 +362,14 @@ impl Worker {
             None => Ok(report),
         }
     }
+}
+
+/// When the grace period that starts now ends. A grace too long to represent never ends:
+/// the commands may run until they finish.
+fn grace_end(grace: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(grace)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
 }
 
 fn slots(running: &JoinSet<Ending>) -> u32 {
@@ -528,22 +554,43 @@ mod tests {
     }
 
     #[test]
-    fn settings_that_cannot_work_are_refused() {
+    fn settings_that_cannot_work_or_that_the_queue_would_refuse_are_refused() {
+        use abathur_core::limits::MAX_NAME_BYTES;
+        use abathur_core::queue::{MAX_CLAIM, MAX_CLAIM_AGENT_TYPES, MAX_LEASE};
+
         let valid = WorkerConfig::new(vec!["true".into()], "db".into());
         type Breaks = fn(&mut WorkerConfig);
-        let cases: [(&str, Breaks); 5] = [
+        let cases: [(&str, Breaks); 12] = [
             ("command", |c| c.command.clear()),
             ("command", |c| c.command = vec!["".into()]),
             ("concurrency", |c| c.concurrency = 0),
+            ("concurrency", |c| c.concurrency = MAX_CLAIM + 1),
             ("lease", |c| c.lease = Duration::ZERO),
+            ("lease", |c| c.lease = MAX_LEASE + Duration::from_secs(1)),
             ("name", |c| c.name = " ".into()),
+            ("name", |c| c.name = "w\0".into()),
+            ("name", |c| c.name = "w".repeat(MAX_NAME_BYTES + 1)),
+            ("agent_type", |c| c.agent_types = vec!["".into()]),
+            ("agent_type", |c| {
+                c.agent_types = vec!["t".repeat(MAX_NAME_BYTES + 1)]
+            }),
+            ("agent_types", |c| {
+                c.agent_types = (0..=MAX_CLAIM_AGENT_TYPES).map(|i| i.to_string()).collect();
+            }),
         ];
         for (field, break_it) in cases {
             let mut config = valid.clone();
             break_it(&mut config);
             let err = config.validate().expect_err(field);
-            assert!(err.to_string().contains(field), "{err}");
+            assert_eq!(err.field, field, "{err}");
         }
         assert!(valid.validate().is_ok());
+        let mut widest = valid.clone();
+        widest.concurrency = MAX_CLAIM;
+        widest.lease = MAX_LEASE;
+        widest.grace = Duration::ZERO;
+        widest.name = "w".repeat(MAX_NAME_BYTES);
+        widest.agent_types = (0..MAX_CLAIM_AGENT_TYPES).map(|i| i.to_string()).collect();
+        assert!(widest.validate().is_ok());
     }
 }

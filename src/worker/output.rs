@@ -1,17 +1,25 @@
 //! What a command's output becomes: its stdout the task's result, the tail of its stderr the
 //! task's error message. Pure functions, so the rules are tested without running anything.
+//!
+//! Both fit the queue's limits ([`abathur_core::limits`]) before they are handed to it: a value
+//! the queue refused would cost the attempt's work, and the same refusal would come back on
+//! every retry.
 
 use std::process::ExitStatus;
 
+use abathur_core::error::ValidationError;
+use abathur_core::limits::{check_json, MAX_ERROR_BYTES, MAX_TASK_JSON_BYTES};
+use abathur_core::models::check_json_depth;
 use serde_json::{json, Value};
 
-/// The most of stderr kept for an error message. A failing command may print megabytes; the
-/// end of it usually says why.
-pub const STDERR_TAIL_BYTES: usize = 4096;
+/// The most of stderr kept: as much as an error message may hold. A failing command may print
+/// megabytes; the end of it usually says why.
+pub const STDERR_TAIL_BYTES: usize = MAX_ERROR_BYTES;
 
-/// The most of stdout taken as a result. A result is stored in one row; a command that prints
-/// more than this fails rather than filling the database.
-pub const STDOUT_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+/// The most of stdout read. A result may be at most [`MAX_TASK_JSON_BYTES`] once stored as
+/// compact JSON; stdout may be longer than its result (pretty-printed JSON), up to this bound,
+/// which keeps a runaway command from filling the worker's memory.
+pub const STDOUT_LIMIT_BYTES: usize = 16 * MAX_TASK_JSON_BYTES;
 
 /// A bounded capture of one output stream.
 #[derive(Debug, Default)]
@@ -75,22 +83,35 @@ impl Capture {
 }
 
 /// The result of a command that exited 0: its stdout as JSON when it is JSON (surrounding
-/// whitespace allowed), else `{"stdout": "<text>"}`, and no result at all when it printed
-/// nothing but whitespace.
+/// whitespace allowed) that the queue can store, else `{"stdout": "<text>"}`, and no result at
+/// all when it printed nothing but whitespace.
+///
+/// JSON nested deeper than [`abathur_core::models::MAX_JSON_DEPTH`] is stored as text, as
+/// anything else that is not storable JSON: one rule, whatever the depth (a parser gives up on
+/// very deep JSON by itself, and that too is text).
 pub fn result_from_stdout(stdout: &[u8]) -> Option<Value> {
     let text = String::from_utf8_lossy(stdout);
     if text.trim().is_empty() {
         return None;
     }
     match serde_json::from_str::<Value>(&text) {
-        Ok(value) => Some(value),
-        Err(_) => Some(json!({ "stdout": text })),
+        Ok(value) if check_json_depth("result", &value).is_ok() => Some(value),
+        _ => Some(json!({ "stdout": text })),
     }
 }
 
-/// The last `max` bytes of `bytes` as text: cut at a character boundary, invalid UTF-8
-/// replaced, NUL characters (which a stored error may not hold) replaced, and trailing
-/// whitespace trimmed.
+/// Checks that a result fits the queue's limit on a task's result, [`MAX_TASK_JSON_BYTES`] of
+/// compact JSON.
+///
+/// # Errors
+/// A [`ValidationError`] on `result` naming the limit.
+pub fn check_result(result: &Value) -> Result<(), ValidationError> {
+    check_json("result", result, MAX_TASK_JSON_BYTES)
+}
+
+/// The last `max` bytes of `bytes` as text, at most `max` bytes in all: cut at a character
+/// boundary and marked with a leading `…` when cut, invalid UTF-8 replaced, NUL characters
+/// (which a stored error may not hold) replaced, and trailing whitespace trimmed.
 pub fn text_tail(bytes: &[u8], max: usize) -> String {
     let mut start = bytes.len().saturating_sub(max);
     // Skip UTF-8 continuation bytes, so the cut does not split a character.
@@ -99,10 +120,25 @@ pub fn text_tail(bytes: &[u8], max: usize) -> String {
     }
     let text = String::from_utf8_lossy(&bytes[start..]).replace('\0', "\u{FFFD}");
     let text = text.trim_end();
-    if start > 0 {
-        format!("…{text}")
+    if start == 0 && text.len() <= max {
+        return text.to_string();
+    }
+    // Replacement characters are longer than the bytes they replace, and the mark takes room
+    // too: cut again, from the text.
+    let room = max.saturating_sub('…'.len_utf8());
+    let mut from = text.len().saturating_sub(room);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    format!("…{}", &text[from..])
+}
+
+/// An error message the queue accepts: at most [`MAX_ERROR_BYTES`], cut to its tail.
+pub fn fit_error(error: &str) -> String {
+    if error.len() <= MAX_ERROR_BYTES && !error.contains('\0') {
+        error.to_string()
     } else {
-        text.to_string()
+        text_tail(error.as_bytes(), MAX_ERROR_BYTES)
     }
 }
 
@@ -143,13 +179,15 @@ fn signal_name(signal: i32) -> Option<&'static str> {
     })
 }
 
-/// The error message of a failed attempt: what happened, then the tail of stderr.
+/// The error message of a failed attempt: what happened, then the tail of stderr, as much of
+/// it as fits in [`MAX_ERROR_BYTES`] with the rest.
 pub fn failure_message(what: &str, stderr: &[u8]) -> String {
-    let tail = text_tail(stderr, STDERR_TAIL_BYTES);
+    let lead = format!("the command {what}; the end of its stderr:\n");
+    let tail = text_tail(stderr, MAX_ERROR_BYTES.saturating_sub(lead.len()));
     if tail.is_empty() {
-        format!("the command {what}, with nothing on stderr")
+        fit_error(&format!("the command {what}, with nothing on stderr"))
     } else {
-        format!("the command {what}; the end of its stderr:\n{tail}")
+        fit_error(&format!("{lead}{tail}"))
     }
 }
 
@@ -184,6 +222,57 @@ mod tests {
     }
 
     #[test]
+    fn json_too_deep_to_store_is_text_at_every_depth() {
+        use abathur_core::models::MAX_JSON_DEPTH;
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let deepest = nested(MAX_JSON_DEPTH);
+        assert!(
+            result_from_stdout(deepest.as_bytes()).is_some_and(|v| v.is_array()),
+            "JSON the queue stores stays JSON"
+        );
+        // Past the limit, within serde_json's own (128), and far past it: all text.
+        for depth in [MAX_JSON_DEPTH + 1, 127, 128, 10_000] {
+            let text = nested(depth);
+            assert_eq!(
+                result_from_stdout(text.as_bytes()),
+                Some(json!({ "stdout": text })),
+                "depth {depth}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_result_is_measured_as_stored_and_refused_past_the_limit_by_name() {
+        let fits = json!({ "stdout": "a".repeat(MAX_TASK_JSON_BYTES - 20) });
+        assert!(check_result(&fits).is_ok());
+        // Control characters take six bytes each once escaped: the stored form decides.
+        let escaped = result_from_stdout(&vec![1u8; MAX_TASK_JSON_BYTES / 2]).expect("text");
+        let err = check_result(&escaped).expect_err("over the limit once escaped");
+        assert_eq!(err.field, "result");
+        assert!(
+            err.message
+                .contains(&abathur_core::limits::bytes(MAX_TASK_JSON_BYTES)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_error_message_always_fits_the_limit_and_keeps_its_end() {
+        let stderr = [vec![0u8; 3 * MAX_ERROR_BYTES], b"the real error".to_vec()].concat();
+        let message = failure_message("exited with status 1", &stderr);
+        assert!(message.len() <= MAX_ERROR_BYTES, "{} bytes", message.len());
+        assert!(
+            message.starts_with("the command exited with status 1"),
+            "{message:.80}"
+        );
+        assert!(message.ends_with("the real error"));
+        let long = format!("{}the end", "x".repeat(2 * MAX_ERROR_BYTES));
+        let fitted = fit_error(&long);
+        assert!(fitted.len() <= MAX_ERROR_BYTES && fitted.ends_with("the end"));
+        assert_eq!(fit_error("short"), "short");
+    }
+
+    #[test]
     fn no_output_is_no_result() {
         assert_eq!(result_from_stdout(b""), None);
         assert_eq!(result_from_stdout(b" \n\t"), None);
@@ -191,14 +280,14 @@ mod tests {
 
     #[test]
     fn a_stderr_tail_is_bounded_valid_utf8_without_nul() {
-        let mut long = "é".repeat(5000).into_bytes(); // two bytes each
+        let mut long = "é".repeat(STDERR_TAIL_BYTES).into_bytes(); // two bytes each
         long.extend_from_slice(b"\0 the real error\n");
         let tail = text_tail(&long, STDERR_TAIL_BYTES);
         assert!(tail.starts_with('…'), "{tail:?}");
         assert!(tail.ends_with("\u{FFFD} the real error"), "{tail:?}");
         assert!(!tail.contains('\0'));
         assert!(!tail[3..].starts_with('\u{FFFD}'), "cut inside a character");
-        assert!(tail.len() <= STDERR_TAIL_BYTES + 3 + 2);
+        assert!(tail.len() <= STDERR_TAIL_BYTES, "{} bytes", tail.len());
         assert_eq!(text_tail(b"short\n", STDERR_TAIL_BYTES), "short");
     }
 

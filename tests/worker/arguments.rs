@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use abathur_core::limits::MAX_NAME_BYTES;
+use abathur_core::queue::{MAX_CLAIM, MAX_CLAIM_AGENT_TYPES};
+
 use crate::sandbox::Sandbox;
 
 #[test]
@@ -46,4 +49,80 @@ fn a_command_that_cannot_start_stops_the_worker_and_costs_the_task_nothing() {
     let stored = sb.task(&task);
     assert_eq!(stored["status"], "ready");
     assert_eq!(stored["retry_count"], 0);
+}
+
+#[test]
+fn settings_the_queue_would_refuse_on_every_claim_are_refused_at_start_and_run_nothing() {
+    let sb = Sandbox::new();
+    let task = sb.submit(&["must not run"]);
+    let over_claim = (MAX_CLAIM + 1).to_string();
+    let long_name = "w".repeat(MAX_NAME_BYTES + 1);
+    let mut many_types = Vec::new();
+    for i in 0..=MAX_CLAIM_AGENT_TYPES {
+        many_types.push("--agent-type".to_string());
+        many_types.push(format!("generic{i}"));
+    }
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["--concurrency".into(), over_claim.clone()],
+            format!("1..={MAX_CLAIM}"),
+        ),
+        (vec!["--lease".into(), "25h".into()], "24 hours".into()),
+        (vec!["--lease".into(), "500ms".into()], "24 hours".into()),
+        (
+            vec!["--name".into(), " ".into()],
+            "invalid --name: must not be empty".into(),
+        ),
+        (
+            vec!["--name".into(), long_name],
+            "invalid --name: is".into(),
+        ),
+        (
+            vec!["--agent-type".into(), "".into()],
+            "invalid --agent-type: must not be empty".into(),
+        ),
+        (many_types, format!("at most {MAX_CLAIM_AGENT_TYPES}")),
+    ];
+    for (options, expected) in cases {
+        let output = sb
+            .abathur()
+            .arg("worker")
+            .args(&options)
+            .args(["--once", "--", "sh", "-c", "touch ran"])
+            .output()
+            .expect("abathur runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let shown: Vec<&String> = options.iter().take(2).collect();
+        assert_eq!(output.status.code(), Some(2), "{shown:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{shown:?}: {stderr}");
+        assert!(stderr.contains(&expected), "{shown:?}: {stderr}");
+        assert!(!stderr.contains("cannot claim"), "{shown:?}: {stderr}");
+    }
+    assert!(!sb.path("ran").exists(), "a refused worker ran its command");
+    let stored = sb.task(&task);
+    assert_eq!(stored["status"], "ready");
+    assert_eq!(sb.history(&task).len(), 1, "only the submission");
+}
+
+#[test]
+fn the_widest_settings_the_queue_accepts_run_tasks() {
+    let sb = Sandbox::new();
+    let task = sb.submit(&["runs"]);
+    let concurrency = MAX_CLAIM.to_string();
+    let mut worker = sb.worker(
+        "w1",
+        &[
+            "--once",
+            "--concurrency",
+            &concurrency,
+            "--lease",
+            "24h",
+            "--grace",
+            "0",
+        ],
+        "echo done",
+    );
+    worker.exits_cleanly_within(Duration::from_secs(20));
+    assert_eq!(sb.status(&task), "completed");
+    assert!(!worker.log().contains("cannot claim"), "{}", worker.log());
 }

@@ -3,9 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use abathur_core::limits::{self, MAX_ERROR_BYTES, MAX_TASK_JSON_BYTES};
+use abathur_core::models::MAX_JSON_DEPTH;
 use serde_json::{json, Value};
 
-use crate::sandbox::{group_alive, wait_until, Sandbox};
+use crate::sandbox::{group_alive, process_alive, wait_until, Sandbox};
 
 #[test]
 fn the_command_gets_the_task_on_stdin_and_its_ids_and_database_in_the_environment() {
@@ -82,7 +84,7 @@ fn a_failing_command_fails_the_task_with_the_bounded_end_of_its_stderr() {
         !error.contains("line 0 of noise"),
         "the start of stderr was kept"
     );
-    assert!(error.len() < 4096 + 200, "{} bytes kept", error.len());
+    assert!(error.len() <= MAX_ERROR_BYTES, "{} bytes kept", error.len());
 }
 
 #[test]
@@ -189,4 +191,112 @@ fn an_idle_worker_does_not_spin_and_wakes_promptly_when_work_arrives() {
     }
     worker.signal(libc::SIGTERM);
     worker.exits_cleanly_within(Duration::from_secs(5));
+}
+
+/// Prints `depth` nested arrays, the depth read from the task's input.
+const NESTED: &str = r#"d=$(cat | sed -n 's/.*"depth":\([0-9]*\).*/\1/p')
+head -c "$d" /dev/zero | tr '\0' '['; head -c "$d" /dev/zero | tr '\0' ']'"#;
+
+#[test]
+fn json_nested_too_deep_to_store_is_stored_as_text_whatever_its_depth() {
+    let sb = Sandbox::new();
+    let depths = [MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1, 127, 128, 10_000];
+    let tasks: Vec<(usize, String)> = depths
+        .iter()
+        .map(|&depth| {
+            let input = format!(r#"{{"depth": {depth}}}"#);
+            let id = sb.submit(&[
+                &format!("depth {depth}"),
+                "--input",
+                &input,
+                "--max-retries",
+                "0",
+            ]);
+            (depth, id)
+        })
+        .collect();
+    let mut worker = sb.worker("w1", &["--once"], NESTED);
+    worker.exits_cleanly_within(Duration::from_secs(30));
+    for (depth, id) in tasks {
+        let stored = sb.task(&id);
+        assert_eq!(stored["status"], "completed", "depth {depth}: {stored}");
+        let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        if depth <= MAX_JSON_DEPTH {
+            let result = serde_json::to_string(&stored["result_data"]).expect("JSON");
+            assert_eq!(result, text, "depth {depth}: stored as JSON");
+        } else {
+            assert_eq!(
+                stored["result_data"],
+                json!({ "stdout": text }),
+                "depth {depth}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_result_over_the_limit_fails_the_attempt_naming_the_limit_and_a_result_at_it_completes() {
+    let sb = Sandbox::new();
+    // Text is stored as {"stdout":"..."}: 13 bytes around the text itself.
+    let fits = sb.submit(&[
+        "fits",
+        "--input",
+        &format!(r#"{{"n": {}}}"#, MAX_TASK_JSON_BYTES - 13),
+    ]);
+    let over = sb.submit(&[
+        "over",
+        "--input",
+        &format!(r#"{{"n": {}}}"#, MAX_TASK_JSON_BYTES - 12),
+        "--max-retries",
+        "0",
+    ]);
+    let script = r#"n=$(cat | sed -n 's/.*"n":\([0-9]*\).*/\1/p')
+echo "about to print $n bytes" >&2
+head -c "$n" /dev/zero | tr '\0' a"#;
+    let mut worker = sb.worker("w1", &["--once"], script);
+    worker.exits_cleanly_within(Duration::from_secs(30));
+
+    let stored = sb.task(&fits);
+    assert_eq!(stored["status"], "completed", "{}", stored["error_message"]);
+    let kept = stored["result_data"]["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .len();
+    assert_eq!(kept, MAX_TASK_JSON_BYTES - 13);
+
+    let stored = sb.task(&over);
+    assert_eq!(stored["status"], "failed");
+    assert_eq!(stored["result_data"], Value::Null);
+    let error = stored["error_message"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("the command exited with status 0, but its result is over the limit")
+            && error.contains(&limits::bytes(MAX_TASK_JSON_BYTES))
+            && error.ends_with(&format!(
+                "about to print {} bytes",
+                MAX_TASK_JSON_BYTES - 12
+            )),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_background_process_left_holding_stdout_is_ended_with_its_command_and_does_not_hold_the_task() {
+    let sb = Sandbox::new();
+    let task = sb.submit(&["leaves a job behind"]);
+    // `sleep` inherits the command's stdout and would keep the pipe open for 1000 s.
+    let mut worker = sb.worker(
+        "w1",
+        &["--once"],
+        r#"sleep 1000 & echo $! > background.pid; echo '{"done": true}'"#,
+    );
+    worker.exits_cleanly_within(Duration::from_secs(30));
+    let stored = sb.task(&task);
+    assert_eq!(stored["status"], "completed");
+    assert_eq!(stored["result_data"], json!({"done": true}));
+    let pid: i32 = sb.read("background.pid").trim().parse().expect("a pid");
+    wait_until(
+        Duration::from_secs(10),
+        "the background sleep to end",
+        || !process_alive(pid),
+    );
 }

@@ -240,6 +240,17 @@ pub fn group_alive(pgid: i32) -> bool {
     unsafe { libc::killpg(pgid, 0) == 0 }
 }
 
+/// Whether the process `pid` still exists (and is not a zombie waiting to be reaped).
+pub fn process_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 /// The `reason` of each event of a history, in order.
 pub fn reasons(history: &[Value]) -> Vec<String> {
     history

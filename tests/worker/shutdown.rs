@@ -2,18 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sandbox::{changes, group_alive, reasons, wait_until, Sandbox};
-
-/// Whether the process `pid` still exists (and is not a zombie waiting to be reaped).
-fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the field after the command name in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
+use crate::sandbox::{changes, group_alive, process_alive, reasons, wait_until, Sandbox};
 
 /// Runs long the first time (leaving `pgid` with its process group), quickly after that.
 const LONG_THEN_SHORT: &str = r#"
@@ -211,4 +200,45 @@ fn a_task_cancelled_while_its_command_runs_has_the_command_killed() {
     assert_eq!(sb.status(&next), "running");
     worker.signal(libc::SIGTERM);
     worker.exits_cleanly_within(Duration::from_secs(15));
+}
+
+#[test]
+fn grace_zero_asks_running_commands_to_stop_at_once_and_gives_their_tasks_back() {
+    let sb = Sandbox::new();
+    let task = sb.submit(&["interrupted at once", "--max-retries", "0"]);
+    let mut worker = sb.worker("w1", &["--grace", "0"], "echo $$ > pgid; sleep 1000");
+    wait_until(Duration::from_secs(10), "the command to start", || {
+        !sb.read("pgid").trim().is_empty()
+    });
+    worker.signal(libc::SIGTERM);
+    // `sleep` ends at the SIGTERM; a generous bound that only catches a worker that waits
+    // for the command's thousand seconds.
+    worker.exits_cleanly_within(Duration::from_secs(30));
+    let pgid: i32 = sb.read("pgid").trim().parse().expect("a pgid");
+    wait_until(
+        Duration::from_secs(10),
+        "the command's group to end",
+        || !group_alive(pgid),
+    );
+    let stored = sb.task(&task);
+    assert_eq!(stored["status"], "ready");
+    assert_eq!(stored["retry_count"], 0);
+    let reason = reasons(&sb.history(&task)).pop().unwrap_or_default();
+    assert!(
+        reason.contains("shut down before the command finished"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_grace_too_long_to_represent_is_waited_out_without_a_crash() {
+    let sb = Sandbox::new();
+    // u64::MAX seconds: past what a clock can add, so the worker must not add it blindly.
+    let mut worker = sb.worker("w1", &["--grace", "18446744073709551615"], "true");
+    wait_until(Duration::from_secs(10), "the worker to start", || {
+        worker.log().contains("waiting for tasks")
+    });
+    worker.signal(libc::SIGTERM);
+    worker.exits_cleanly_within(Duration::from_secs(10));
+    assert!(!worker.log().contains("panicked"), "{}", worker.log());
 }

@@ -167,9 +167,11 @@ impl Task {
     /// priority that is not a finite number, a zero timeout, a task that depends on or is the
     /// parent of itself, a dependency listed twice, or a timestamp outside years 0000–9999.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        // The description before the summary: a summary left out is made from the
+        // description, and a fault in both is the description's.
         for (field, value) in [
-            ("summary", Some(&self.summary)),
             ("description", Some(&self.description)),
+            ("summary", Some(&self.summary)),
             ("agent_type", Some(&self.agent_type)),
             ("error_message", self.error_message.as_ref()),
             ("created_by", self.created_by.as_ref()),

@@ -14,7 +14,7 @@ mod types;
 
 pub use graph::{execution_plan, plan_batch};
 pub use policy::{PriorityPolicy, QueueLimits, RetryPolicy};
-pub use service::{TaskQueue, MAX_CLAIM, MAX_LEASE};
+pub use service::{check_claim, TaskQueue, MAX_CLAIM, MAX_CLAIM_AGENT_TYPES, MAX_LEASE};
 pub use store::QueueStore;
 pub use types::{
     check_idempotency_key, AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask,

@@ -166,8 +166,7 @@ impl TaskQueue {
     /// when empty) under a lease of `lease`.
     ///
     /// # Errors
-    /// A `Validation` error for an empty worker id, a lease of zero or over [`MAX_LEASE`], or a
-    /// `max_tasks` of zero or over [`MAX_CLAIM`].
+    /// A `Validation` error when the request breaks a rule of [`check_claim`].
     pub async fn claim(
         &self,
         worker_id: &str,
@@ -175,24 +174,13 @@ impl TaskQueue {
         lease: Duration,
         max_tasks: u32,
     ) -> Result<Vec<ClaimedTask>, QueueError> {
-        if worker_id.trim().is_empty() {
-            return Err(ValidationError::new("worker_id", "must not be empty").into());
-        }
-        check_no_nul("worker_id", worker_id)?;
-        check_lease(lease)?;
-        if max_tasks == 0 || max_tasks > MAX_CLAIM {
-            return Err(ValidationError::new(
-                "max_tasks",
-                format!("must be between 1 and {MAX_CLAIM}"),
-            )
-            .into());
-        }
         let request = ClaimRequest {
             worker_id: worker_id.to_string(),
             agent_types: agent_types.to_vec(),
             lease,
             max_tasks,
         };
+        check_claim(&request)?;
         self.store.claim(&request, self.clock.now()).await
     }
 
@@ -319,8 +307,52 @@ impl TaskQueue {
     }
 }
 
+/// Checks a claim as [`TaskQueue::claim`] does, without claiming: a worker checks its settings
+/// with it once at start, so that it never runs on claims the queue refuses every time.
+///
+/// # Errors
+/// A `Validation` error for an empty worker id or agent type, a NUL in either, either over
+/// [`crate::limits::MAX_NAME_BYTES`], more than [`MAX_CLAIM_AGENT_TYPES`] agent types, a lease
+/// of zero or over [`MAX_LEASE`], or a `max_tasks` of zero or over [`MAX_CLAIM`].
+pub fn check_claim(request: &ClaimRequest) -> Result<(), ValidationError> {
+    check_name("worker_id", &request.worker_id)?;
+    if request.agent_types.len() > MAX_CLAIM_AGENT_TYPES {
+        return Err(ValidationError::new(
+            "agent_types",
+            format!(
+                "lists {}; a claim may name at most {MAX_CLAIM_AGENT_TYPES}",
+                request.agent_types.len()
+            ),
+        ));
+    }
+    for agent_type in &request.agent_types {
+        check_name("agent_type", agent_type)?;
+    }
+    check_lease(request.lease)?;
+    if request.max_tasks == 0 || request.max_tasks > MAX_CLAIM {
+        return Err(ValidationError::new(
+            "max_tasks",
+            format!("must be between 1 and {MAX_CLAIM}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The most agent types one claim may name. Each is a bound parameter of the claim's
+/// statement, and SQLite allows a statement only so many.
+pub const MAX_CLAIM_AGENT_TYPES: usize = 100;
+
+/// A name the queue records: not blank, no NUL, at most [`crate::limits::MAX_NAME_BYTES`].
+fn check_name(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    if value.trim().is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    check_no_nul(field, value)?;
+    crate::limits::check_text(field, value, crate::limits::MAX_NAME_BYTES)
+}
+
 /// A lease is longer than zero and at most [`MAX_LEASE`].
-fn check_lease(lease: Duration) -> Result<(), QueueError> {
+fn check_lease(lease: Duration) -> Result<(), ValidationError> {
     if lease.is_zero() || lease > MAX_LEASE {
         return Err(ValidationError::new(
             "lease",
@@ -328,8 +360,7 @@ fn check_lease(lease: Duration) -> Result<(), QueueError> {
                 "must be longer than zero and at most {} hours",
                 MAX_LEASE.as_secs() / 3600
             ),
-        )
-        .into());
+        ));
     }
     Ok(())
 }
