@@ -1,10 +1,13 @@
 //! Integration tests of the `abathur` command: each test runs the real binary against its own
 //! database in a temporary directory.
 
+mod mounts;
 mod sandbox;
 
 mod broken_pipe;
+mod checkpoint;
 mod db_admin;
+mod db_location;
 mod db_status;
 mod exit_codes;
 mod ids;
@@ -15,5 +18,6 @@ mod output;
 mod queue;
 mod readme;
 mod records;
+mod storage_faults;
 mod task;
 mod tree;
