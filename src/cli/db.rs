@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::error::{CliError, ExitCode};
 use super::render::Rendered;
 use crate::infrastructure::database::{
-    DatabaseConfig, DatabaseError, DatabaseConnection, DatabaseLocation, DatabaseStatus, OpenMode,
+    DatabaseConfig, DatabaseConnection, DatabaseError, DatabaseLocation, DatabaseStatus, OpenMode,
 };
 
 /// Opens the database at `location` for what `mode` allows (see [`OpenMode`]): commands that

@@ -80,11 +80,19 @@ pub async fn run(location: &DatabaseLocation, args: WorkerArgs) -> Result<(), Cl
         Ok(wake) => Arc::new(tokio::sync::Mutex::new(wake)),
         Err(e) => {
             db.close().await;
-            return Err(CliError::internal("cannot watch the database for changes", &e));
+            return Err(CliError::internal(
+                "cannot watch the database for changes",
+                &e,
+            ));
         }
     };
     let outcome = match Worker::new(queue, config) {
-        Ok(worker) => worker.with_wake(SharedWake(wake.clone())).run(shutdown).await,
+        Ok(worker) => {
+            worker
+                .with_wake(SharedWake(wake.clone()))
+                .run(shutdown)
+                .await
+        }
         Err(e) => Err(e),
     };
     // The worker is gone with its handle on the watcher: close the watcher's connection,

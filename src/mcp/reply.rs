@@ -158,10 +158,22 @@ mod tests {
                 ErrorKind::InvalidArgument,
             ),
             (QueueError::Database(DatabaseError::Busy), ErrorKind::Busy),
-            (QueueError::Database(DatabaseError::DiskFull), ErrorKind::Unavailable),
-            (QueueError::Database(DatabaseError::ReadOnly), ErrorKind::Unavailable),
-            (QueueError::Database(DatabaseError::Corrupt), ErrorKind::Unavailable),
-            (QueueError::Database(DatabaseError::Io), ErrorKind::Unavailable),
+            (
+                QueueError::Database(DatabaseError::DiskFull),
+                ErrorKind::Unavailable,
+            ),
+            (
+                QueueError::Database(DatabaseError::ReadOnly),
+                ErrorKind::Unavailable,
+            ),
+            (
+                QueueError::Database(DatabaseError::Corrupt),
+                ErrorKind::Unavailable,
+            ),
+            (
+                QueueError::Database(DatabaseError::Io),
+                ErrorKind::Unavailable,
+            ),
         ];
         for (err, kind) in cases {
             assert_eq!(ToolError::from(err).kind, kind);

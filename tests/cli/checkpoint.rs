@@ -52,6 +52,19 @@ fn after_init_and_a_submit_the_db_file_alone_holds_the_task() {
 }
 
 #[test]
+fn a_command_that_creates_the_database_leaves_it_whole_in_the_db_file_every_time() {
+    // A connection that went back to the pool while it closed used to escape the close, one
+    // run in four: repeat, so that the race would show.
+    for _ in 0..20 {
+        let s = Sandbox::new();
+        let id = s.submit(&["kept in the file"]);
+        let tasks = tasks_in_a_copy_of_the_db_file_alone(&s);
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0]["id"], id.as_str());
+    }
+}
+
+#[test]
 fn after_a_reading_command_or_a_failed_one_no_wal_file_is_left() {
     let s = Sandbox::new();
     s.submit(&["kept"]);
@@ -69,7 +82,11 @@ fn after_worker_once_the_db_file_alone_holds_the_results() {
         .args(["worker", "--once", "--", "echo", "done"])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let tasks = tasks_in_a_copy_of_the_db_file_alone(&s);
     assert_eq!(tasks[0]["status"], "completed");
 }
@@ -144,17 +161,24 @@ fn after_the_mcp_server_ends_the_db_file_alone_holds_what_it_wrote() {
         writeln!(stdin, "{message}").unwrap();
         stdin.flush().unwrap();
     };
-    send(serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    send(
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-03-26", "capabilities": {},
-        "clientInfo": {"name": "test", "version": "0"}}}));
+        "clientInfo": {"name": "test", "version": "0"}}}),
+    );
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     send(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-    send(serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-        "name": "task_enqueue", "arguments": {"description": "from an agent"}}}));
+    send(
+        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "task_enqueue", "arguments": {"description": "from an agent"}}}),
+    );
     line.clear();
     stdout.read_line(&mut line).unwrap();
-    assert!(line.contains("task_id") || line.contains("\"id\""), "{line}");
+    assert!(
+        line.contains("task_id") || line.contains("\"id\""),
+        "{line}"
+    );
     drop(send);
     drop(stdin);
     let status = server.wait().unwrap();

@@ -99,7 +99,12 @@ fn the_readme_first_command_still_creates_the_default_database() {
     let s = Sandbox::new();
     let file = s.dir.path().join("one.jsonl");
     std::fs::write(&file, "{\"key\": \"a\", \"description\": \"first\"}\n").unwrap();
-    succeeded(&s.bare().args(["task", "import", "one.jsonl"]).output().unwrap());
+    succeeded(
+        &s.bare()
+            .args(["task", "import", "one.jsonl"])
+            .output()
+            .unwrap(),
+    );
     assert!(s.dir.path().join(".abathur/abathur.db").is_file());
 }
 
@@ -163,10 +168,18 @@ fn mode_ro_reads_but_never_writes_or_creates() {
     let s = Sandbox::new();
     let path = s.dir.path().join("queue.db");
     let url = format!("sqlite:{}?mode=ro", path.display());
-    failed(&with_db(&s, &url, &["task", "submit", "x"]), 6, "no abathur database");
+    failed(
+        &with_db(&s, &url, &["task", "submit", "x"]),
+        6,
+        "no abathur database",
+    );
     assert_eq!(names(s.dir.path()), Vec::<String>::new());
 
-    succeeded(&with_db(&s, path.to_str().unwrap(), &["task", "submit", "kept"]));
+    succeeded(&with_db(
+        &s,
+        path.to_str().unwrap(),
+        &["task", "submit", "kept"],
+    ));
     let before = bytes(&path);
     failed(&with_db(&s, &url, &["task", "submit", "x"]), 7, "read-only");
     assert!(succeeded(&with_db(&s, &url, &["task", "list"])).contains("kept"));
@@ -178,7 +191,11 @@ fn mode_rw_writes_but_never_creates() {
     let s = Sandbox::new();
     let path = s.dir.path().join("queue.db");
     let url = format!("sqlite:{}?mode=rw", path.display());
-    failed(&with_db(&s, &url, &["task", "submit", "x"]), 6, "no abathur database");
+    failed(
+        &with_db(&s, &url, &["task", "submit", "x"]),
+        6,
+        "no abathur database",
+    );
     assert_eq!(names(s.dir.path()), Vec::<String>::new());
     succeeded(&with_db(&s, path.to_str().unwrap(), &["init"]));
     succeeded(&with_db(&s, &url, &["task", "submit", "x"]));
@@ -188,7 +205,10 @@ fn mode_rw_writes_but_never_creates() {
 fn a_database_of_other_tables_is_refused_and_left_untouched_except_by_init() {
     let s = Sandbox::new();
     let path = s.db_path();
-    sql(&path, "CREATE TABLE people (name TEXT); INSERT INTO people VALUES ('ada');");
+    sql(
+        &path,
+        "CREATE TABLE people (name TEXT); INSERT INTO people VALUES ('ada');",
+    );
     let before = bytes(&path);
     let mut commands: Vec<&[&str]> = READING
         .iter()
@@ -205,7 +225,11 @@ fn a_database_of_other_tables_is_refused_and_left_untouched_except_by_init() {
         let output = s.abathur().args(args).output().unwrap();
         failed(&output, 6, "not abathur's (it has tables (people)");
         assert_eq!(bytes(&path), before, "{args:?} changed the file");
-        assert_eq!(names(s.dir.path()), vec!["abathur.db".to_string()], "{args:?}");
+        assert_eq!(
+            names(s.dir.path()),
+            vec!["abathur.db".to_string()],
+            "{args:?}"
+        );
     }
     // A check looks at any database as it is.
     succeeded(&s.abathur().args(["db", "check"]).output().unwrap());
@@ -252,5 +276,21 @@ fn reading_commands_never_migrate_an_older_schema() {
         let output = s.abathur().args(args).output().unwrap();
         failed(&output, 6, "bring it up to date with `abathur db migrate`");
     }
+    assert_eq!(bytes(&s.db_path()), before);
+}
+
+#[test]
+fn a_write_through_mode_ro_to_an_older_schema_says_read_only_not_migration_failed() {
+    let s = Sandbox::new();
+    s.submit(&["kept"]);
+    let latest = crate::sandbox::latest_schema_version();
+    sql(
+        &s.db_path(),
+        &format!("DELETE FROM _sqlx_migrations WHERE version = {latest}"),
+    );
+    let before = bytes(&s.db_path());
+    let url = format!("sqlite:{}?mode=ro", s.db_path().display());
+    let stderr = failed(&with_db(&s, &url, &["task", "submit", "x"]), 7, "read-only");
+    assert!(!stderr.contains("migrat"), "{stderr}");
     assert_eq!(bytes(&s.db_path()), before);
 }

@@ -15,7 +15,17 @@ impl Mount {
     #[track_caller]
     pub fn tmpfs(at: &Path, size: &str) -> Self {
         std::fs::create_dir_all(at).unwrap();
-        run(&["mount", "-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"], at);
+        run(
+            &[
+                "mount",
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+            ],
+            at,
+        );
         Self {
             at: at.to_path_buf(),
         }

@@ -47,7 +47,11 @@ fn a_backup_onto_a_full_disk_says_so_leaves_no_file_and_can_be_tried_again() {
     let target_text = target.to_str().unwrap();
 
     for _ in 0..2 {
-        let output = s.abathur().args(["db", "backup", target_text]).output().unwrap();
+        let output = s
+            .abathur()
+            .args(["db", "backup", target_text])
+            .output()
+            .unwrap();
         failed(&output, 7, "the disk is full");
         // Neither the copy nor a partial file under another name is left behind.
         assert_eq!(names(&disk), Vec::<String>::new());
@@ -57,7 +61,11 @@ fn a_backup_onto_a_full_disk_says_so_leaves_no_file_and_can_be_tried_again() {
     s.ok(&["db", "backup", target_text]);
     assert_eq!(names(&disk), vec!["backup.db".to_string()]);
     let copy = at(&s, &target, &["--json", "task", "show", &id]);
-    assert!(copy.status.success(), "{}", String::from_utf8_lossy(&copy.stderr));
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
 }
 
 #[test]
@@ -108,7 +116,11 @@ fn a_write_to_a_read_only_file_as_another_user_is_refused_as_read_only() {
     let output = as_nobody(&["task", "submit", "refused"]);
     failed(&output, 7, "read-only");
     let list = as_nobody(&["task", "list"]);
-    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
     assert!(String::from_utf8_lossy(&list.stdout).contains("kept"));
     assert_eq!(bytes(&db), before);
 }
@@ -127,7 +139,11 @@ fn a_write_on_a_read_only_filesystem_is_refused_as_read_only_and_reads_still_wor
     failed(&at(&s, &db, &["task", "submit", "refused"]), 7, "read-only");
     failed(&at(&s, &db, &["reap"]), 7, "read-only");
     let list = at(&s, &db, &["task", "list"]);
-    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
     assert!(String::from_utf8_lossy(&list.stdout).contains("kept"));
     assert!(at(&s, &db, &["db", "check"]).status.success());
     assert_eq!(names(&folder), before);

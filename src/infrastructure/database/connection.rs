@@ -212,9 +212,7 @@ impl DatabaseConnection {
             }
         }
         let db = if reads_only || location.is_read_only() {
-            Self::connect(options, config)
-                .await
-                .map_err(cannot_open)?
+            Self::connect(options, config).await.map_err(cannot_open)?
         } else {
             Self::open(options.create_if_missing(creates), false, config)
                 .await
@@ -234,9 +232,7 @@ impl DatabaseConnection {
         options: SqliteConnectOptions,
         config: DatabaseConfig,
     ) -> Result<Self, DatabaseError> {
-        let options = options
-            .foreign_keys(true)
-            .busy_timeout(config.busy_timeout);
+        let options = options.foreign_keys(true).busy_timeout(config.busy_timeout);
         Self::connect_pool(options, config).await
     }
 
@@ -343,6 +339,20 @@ impl DatabaseConnection {
                 tracing::debug!(error = %err, "migration failed; checking whether another process applied it");
             } else {
                 tracing::warn!(error = %err, "migration failed");
+                // A migration stopped by the storage (read-only, full, damaged) is reported
+                // as that, with its own exit code, not as a fault of the migration.
+                if let Some(cause) = failed_sql.map(classify_ref).filter(|c| {
+                    matches!(
+                        c,
+                        DatabaseError::ReadOnly
+                            | DatabaseError::DiskFull
+                            | DatabaseError::Io
+                            | DatabaseError::Corrupt
+                            | DatabaseError::NotADatabase
+                    )
+                }) {
+                    return Err(cause);
+                }
                 return Err(DatabaseError::Migration(migration_message(&err)));
             }
         }
@@ -502,7 +512,10 @@ impl DatabaseConnection {
             DatabaseError::validation("backup path", "must be valid UTF-8".to_string())
         })?;
         let remove_partial = || {
-            for leftover in [partial.clone(), PathBuf::from(format!("{partial_text}-journal"))] {
+            for leftover in [
+                partial.clone(),
+                PathBuf::from(format!("{partial_text}-journal")),
+            ] {
                 if let Err(e) = std::fs::remove_file(&leftover) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         tracing::warn!(path = %leftover.display(), error = %e, "cannot remove a partial backup");
@@ -660,10 +673,7 @@ fn on_read_only_filesystem(path: &Path) -> bool {
 async fn schema_state(options: SqliteConnectOptions) -> Result<SchemaState, DatabaseError> {
     use sqlx::{ConnectOptions, Connection};
     let failed = |e: sqlx::Error| classify(e, "database", "");
-    let mut conn = options
-        .connect()
-        .await
-        .map_err(failed)?;
+    let mut conn = options.connect().await.map_err(failed)?;
     let state = read_schema_state(&mut conn).await;
     let _ = conn.close().await;
     state
@@ -691,7 +701,12 @@ async fn read_schema_state(
     };
     if !tables.iter().any(|t| t == "_sqlx_migrations") {
         const NAMED: usize = 5;
-        let mut named = tables.iter().take(NAMED).cloned().collect::<Vec<_>>().join(", ");
+        let mut named = tables
+            .iter()
+            .take(NAMED)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
         if tables.len() > NAMED {
             named.push_str(", ...");
         }
@@ -723,7 +738,9 @@ async fn read_schema_state(
                 migration_message(&err),
             )));
         };
-        if known.description != description.as_str() || known.checksum.as_ref() != checksum.as_slice() {
+        if known.description != description.as_str()
+            || known.checksum.as_ref() != checksum.as_slice()
+        {
             return foreign(format!(
                 "its migration {version} ({description}) is not abathur's"
             ));

@@ -138,7 +138,13 @@ impl DatabaseLocation {
 
     /// True when the location was asked for read-only (`mode=ro`).
     pub fn is_read_only(&self) -> bool {
-        matches!(self.kind, LocationKind::File { read_only: true, .. })
+        matches!(
+            self.kind,
+            LocationKind::File {
+                read_only: true,
+                ..
+            }
+        )
     }
 
     /// True when a command that writes may create the file (not with `mode=ro` or `mode=rw`).
@@ -222,16 +228,25 @@ mod tests {
     #[test]
     fn a_plain_path_is_a_file_that_may_be_created() {
         let location = DatabaseLocation::parse("some/where/abathur.db").unwrap();
-        assert_eq!(location.path().unwrap().to_str(), Some("some/where/abathur.db"));
+        assert_eq!(
+            location.path().unwrap().to_str(),
+            Some("some/where/abathur.db")
+        );
         assert!(location.may_create());
         assert!(!location.is_read_only());
     }
 
     #[test]
     fn sqlite_urls_take_sqlx_forms_and_modes() {
-        assert!(DatabaseLocation::parse("sqlite::memory:").unwrap().is_in_memory());
-        assert!(DatabaseLocation::parse("sqlite://:memory:").unwrap().is_in_memory());
-        assert!(DatabaseLocation::parse("sqlite:x.db?mode=memory").unwrap().is_in_memory());
+        assert!(DatabaseLocation::parse("sqlite::memory:")
+            .unwrap()
+            .is_in_memory());
+        assert!(DatabaseLocation::parse("sqlite://:memory:")
+            .unwrap()
+            .is_in_memory());
+        assert!(DatabaseLocation::parse("sqlite:x.db?mode=memory")
+            .unwrap()
+            .is_in_memory());
         let ro = DatabaseLocation::parse("sqlite:x.db?mode=ro").unwrap();
         assert_eq!(ro.path().unwrap().to_str(), Some("x.db"));
         assert!(ro.is_read_only() && !ro.may_create());

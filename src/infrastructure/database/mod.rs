@@ -24,9 +24,9 @@ pub use agent_repo::AgentRepositoryImpl;
 pub use connection::{
     CheckReport, DatabaseConfig, DatabaseConnection, DatabaseStatus, ForeignKeyProblem, OpenMode,
 };
-pub use location::DatabaseLocation;
 pub use group_commit::{GroupCommitConfig, GroupCommitQueueStore, GroupCommitStats};
 pub use id_lookup::IdLookupImpl;
+pub use location::DatabaseLocation;
 pub use memory_repo::MemoryRepositoryImpl;
 pub use queue_store::QueueStoreImpl;
 pub use session_repo::SessionRepositoryImpl;
