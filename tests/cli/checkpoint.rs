@@ -179,7 +179,6 @@ fn after_the_mcp_server_ends_the_db_file_alone_holds_what_it_wrote() {
         line.contains("task_id") || line.contains("\"id\""),
         "{line}"
     );
-    drop(send);
     drop(stdin);
     let status = server.wait().unwrap();
     assert!(status.success(), "{status:?}");
