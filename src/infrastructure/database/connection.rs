@@ -532,6 +532,14 @@ impl DatabaseConnection {
             remove_partial();
             return Err(classify(e, "backup", partial_text));
         }
+        // On disk before it is named: a crash never leaves a backup whose pages are not.
+        if let Err(e) = std::fs::File::open(&partial).and_then(|f| f.sync_all()) {
+            remove_partial();
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOSPC) => DatabaseError::DiskFull,
+                _ => DatabaseError::Io,
+            });
+        }
         // A hard link gives the copy its name only if the name is still free, where a rename
         // would replace a file made meanwhile.
         let named = match std::fs::hard_link(&partial, target) {
