@@ -45,6 +45,16 @@ fn parse_status(text: &str) -> Result<AgentStatus, String> {
     text.parse::<AgentStatus>().map_err(|e| e.to_string())
 }
 
+impl AgentCommand {
+    /// True for the commands that only read: they never create or migrate the database.
+    pub fn reads_only(&self) -> bool {
+        match self {
+            Self::List { .. } | Self::Stale { .. } => true,
+            Self::Register { .. } | Self::Heartbeat { .. } => false,
+        }
+    }
+}
+
 /// Runs one `abathur agent ...` command.
 pub async fn run(cx: &Context, command: AgentCommand) -> Result<View, CliError> {
     let repo = &cx.agents;

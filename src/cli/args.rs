@@ -8,18 +8,23 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
 use super::ids::{parse_id, IdArg};
+use crate::infrastructure::database::DatabaseLocation;
 
 /// The exit codes, shown at the end of `--help`. Kept in step with [`super::ExitCode`].
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success (also when stdout is closed early, as by `| head`)
-  1  internal error (database unreachable, busy or corrupt, I/O failure, out of memory)
+  1  internal error (database busy past the timeout, output failure, out of memory, a bug)
   2  usage error (unknown command or flag, malformed argument such as a bad duration, or an id
      prefix that matches several records)
   3  not found (no task or attempt has this id)
   4  invalid input (a value breaks a rule: summary too long, priority above 10, bad JSON)
   5  conflict (the record already exists, its state does not allow the operation, or a
-     lease was lost)";
+     lease was lost)
+  6  no usable database (none at --db for a command that only reads, not a SQLite database,
+     not abathur's, corrupt, or its schema needs `abathur db migrate`)
+  7  storage refused (read-only file, folder or filesystem, disk full, I/O error, a file that
+     cannot be opened)";
 
 /// The command line's definition, with the exit codes at the end of every command's help.
 pub fn command() -> clap::Command {
@@ -35,15 +40,22 @@ pub fn command() -> clap::Command {
 #[derive(Debug, Parser)]
 #[command(name = "abathur", version)]
 pub struct Cli {
-    /// The database file; created, with its folder, on first use.
+    /// The database: a file path, or a URL. `sqlite:PATH` takes sqlx's forms and options
+    /// (`sqlite:x.db?mode=ro` opens it read-only, `mode=rw` never creates it);
+    /// `sqlite::memory:` is an empty database in memory, gone when the command ends;
+    /// `postgres:` is not supported yet. Commands that write create the file, with its folder,
+    /// on first use and bring its schema up to date; commands that only read (list, show,
+    /// status, db status, db check, ...) never create or migrate it. A database whose tables
+    /// are not abathur's is refused, except by `init` and `db migrate`.
     #[arg(
         long,
         global = true,
         env = "ABATHUR_DB",
-        value_name = "PATH",
-        default_value = ".abathur/abathur.db"
+        value_name = "PATH|URL",
+        default_value = ".abathur/abathur.db",
+        value_parser = DatabaseLocation::parse
     )]
-    pub db: PathBuf,
+    pub db: DatabaseLocation,
 
     /// Print JSON instead of human-readable text.
     #[arg(long, global = true)]
@@ -209,17 +221,37 @@ pub struct ClaimArgs {
     pub wait: Option<Duration>,
 }
 
+impl TaskCommand {
+    /// True for the commands that only read: they never create or migrate the database.
+    pub fn reads_only(&self) -> bool {
+        match self {
+            Self::List(_) | Self::Show { .. } | Self::Tree { .. } | Self::History { .. } => true,
+            Self::Submit(_)
+            | Self::Import { .. }
+            | Self::Claim(_)
+            | Self::Heartbeat { .. }
+            | Self::Complete { .. }
+            | Self::Fail { .. }
+            | Self::Cancel { .. }
+            | Self::Retry { .. } => false,
+        }
+    }
+}
+
 /// `abathur db ...`
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
     /// Schema version, journal mode, location and row counts.
     Status,
-    /// Apply the migrations this build has and the database lacks (every command does this on
-    /// first use; this says what it did).
+    /// Apply the migrations this build has and the database lacks (every command that writes
+    /// does this on first use; this says what it did). Also adds abathur's tables to a
+    /// database that has other tables.
     Migrate,
-    /// Run SQLite's integrity and foreign-key checks; exits 1 if anything is wrong.
+    /// Run SQLite's integrity and foreign-key checks without changing the file; exits 6 if it
+    /// is corrupt or rows refer to missing rows.
     Check,
-    /// Write a consistent copy of the database to PATH while it stays in use.
+    /// Write a consistent copy of the database to PATH while it stays in use. The copy gets
+    /// its name only once complete: a failed backup leaves nothing behind.
     Backup {
         /// Where to write the copy: a new file (an existing one is never overwritten).
         path: PathBuf,

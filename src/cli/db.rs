@@ -1,4 +1,4 @@
-//! Opening the database for one command, and the `init` and `db status` commands.
+//! Opening the database for one command, and the `init` and `db ...` commands.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,28 +7,27 @@ use serde::Serialize;
 
 use super::error::{CliError, ExitCode};
 use super::render::Rendered;
-use crate::infrastructure::database::{DatabaseConfig, DatabaseConnection, DatabaseStatus};
+use crate::infrastructure::database::{
+    DatabaseConfig, DatabaseConnection, DatabaseError, DatabaseLocation, DatabaseStatus, OpenMode,
+};
 
-/// Opens (creating if needed) and migrates the database at `path`.
+/// Opens the database at `location` for what `mode` allows (see [`OpenMode`]): commands that
+/// write create and migrate it, commands that only read never do.
 ///
 /// One command runs one statement at a time, so the pool stays small; the busy timeout is the
 /// library's, so a command waits for another process's write as long as any writer does.
-pub async fn open(path: &Path) -> Result<DatabaseConnection, CliError> {
-    let db = open_unmigrated(path).await?;
-    db.migrate().await?;
-    Ok(db)
-}
-
-/// Opens (creating if needed) the database at `path`, leaving its schema as it is.
-pub async fn open_unmigrated(path: &Path) -> Result<DatabaseConnection, CliError> {
+pub async fn open(
+    location: &DatabaseLocation,
+    mode: OpenMode,
+) -> Result<DatabaseConnection, CliError> {
     let config = DatabaseConfig {
         min_connections: 1,
         max_connections: 2,
         idle_timeout: Duration::from_secs(60),
         ..DatabaseConfig::default()
     };
-    tracing::debug!(path = %path.display(), "opening the database");
-    Ok(DatabaseConnection::open_path(path, config).await?)
+    tracing::debug!(location = %location, ?mode, "opening the database");
+    Ok(DatabaseConnection::open_location(location, config, mode).await?)
 }
 
 /// What `init` reports.
@@ -40,10 +39,14 @@ pub struct InitReport {
     pub schema_version: Option<i64>,
 }
 
-/// `abathur init`: the database at `path` exists and is up to date.
-pub async fn init(db: &DatabaseConnection, path: &Path) -> Result<InitReport, CliError> {
+/// `abathur init`: the database at `location` exists and is up to date.
+pub async fn init(
+    db: &DatabaseConnection,
+    location: &DatabaseLocation,
+) -> Result<InitReport, CliError> {
+    db.migrate().await?;
     Ok(InitReport {
-        database: resolved(path),
+        database: resolved(location),
         schema_version: db.schema_version().await?,
     })
 }
@@ -59,15 +62,26 @@ pub struct StatusReport {
 }
 
 /// `abathur db status`.
-pub async fn status(db: &DatabaseConnection, path: &Path) -> Result<StatusReport, CliError> {
+pub async fn status(
+    db: &DatabaseConnection,
+    location: &DatabaseLocation,
+) -> Result<StatusReport, CliError> {
     Ok(StatusReport {
-        database: resolved(path),
+        database: resolved(location),
         status: db.status().await?,
     })
 }
 
-/// The absolute form of `path`, or `path` itself when it cannot be resolved.
-fn resolved(path: &Path) -> PathBuf {
+/// The absolute path of the database's file when it can be resolved, else the location as
+/// given (`sqlite::memory:`).
+pub fn resolved(location: &DatabaseLocation) -> PathBuf {
+    match location.path() {
+        Some(path) => resolved_path(path),
+        None => PathBuf::from(location.as_str()),
+    }
+}
+
+fn resolved_path(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
@@ -91,21 +105,40 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<Rendered, CliError> {
 /// How many problems of each kind `db check` prints before "and N more".
 const PROBLEMS_SHOWN: usize = 20;
 
-/// `abathur db check`: SQLite's integrity and foreign-key checks. Problems are an error
-/// (exit 1), listed on stderr.
+/// `abathur db check`: SQLite's integrity and foreign-key checks, on a read-only connection
+/// that migrates nothing. Problems are an error (exit 6), listed on stderr.
 pub async fn check(db: &DatabaseConnection) -> Result<Rendered, CliError> {
-    let report = db.check().await?;
+    let report = match db.check().await {
+        Ok(report) => report,
+        // SQLite stops the check at damage it cannot read past.
+        Err(DatabaseError::Corrupt) => {
+            return Err(CliError::new(
+                ExitCode::Unavailable,
+                "the database file is corrupt: the integrity check could not read it through; \
+                 restore it from a backup",
+            ))
+        }
+        Err(err) => return Err(err.into()),
+    };
     if report.is_ok() {
         return Ok(Rendered {
             json: serde_json::json!({ "ok": true, "integrity_problems": [], "foreign_key_problems": [] }),
             human: "integrity: ok\nforeign keys: ok\n".to_string(),
         });
     }
-    let mut message = format!(
-        "the database has problems (integrity check: {}, rows with a missing parent: {})",
-        report.integrity_problems.len(),
-        report.foreign_key_problems.len()
-    );
+    let mut message = if report.integrity_problems.is_empty() {
+        format!(
+            "the database is inconsistent: {} rows refer to rows that do not exist",
+            report.foreign_key_problems.len()
+        )
+    } else {
+        format!(
+            "the database file is corrupt: the integrity check found {} problems (and {} rows \
+             refer to rows that do not exist); restore it from a backup",
+            report.integrity_problems.len(),
+            report.foreign_key_problems.len()
+        )
+    };
     for problem in report.integrity_problems.iter().take(PROBLEMS_SHOWN) {
         message.push_str(&format!("\n  {problem}"));
     }
@@ -129,14 +162,20 @@ pub async fn check(db: &DatabaseConnection) -> Result<Rendered, CliError> {
     if hidden > 0 {
         message.push_str(&format!("\n  and {hidden} more"));
     }
-    Err(CliError::new(ExitCode::Internal, message))
+    Err(CliError::new(ExitCode::Unavailable, message))
 }
 
 /// `abathur db backup PATH`: a consistent copy taken while the database stays in use.
 pub async fn backup(db: &DatabaseConnection, target: &Path) -> Result<Rendered, CliError> {
-    db.backup_to(target).await?;
+    db.backup_to(target).await.map_err(|err| {
+        let cause = CliError::from(err);
+        CliError::new(
+            cause.exit,
+            format!("cannot back up to {}: {}", target.display(), cause.message),
+        )
+    })?;
     let bytes = std::fs::metadata(target).map(|m| m.len()).unwrap_or(0);
-    let target = resolved(target);
+    let target = resolved_path(target);
     Ok(Rendered {
         human: format!("backed up to {} ({bytes} bytes)\n", target.display()),
         json: serde_json::json!({ "backup": target, "bytes": bytes }),

@@ -10,8 +10,7 @@ use abathur_core::queue::QueueError;
 pub enum ExitCode {
     /// The command did what was asked.
     Success = 0,
-    /// Anything not covered below: the database could not be reached, was busy or corrupt,
-    /// output could not be written.
+    /// Anything not covered below: the database was busy, output could not be written, a bug.
     Internal = 1,
     /// The command line could not be parsed (clap's own code).
     Usage = 2,
@@ -21,6 +20,12 @@ pub enum ExitCode {
     Invalid = 4,
     /// The write clashes with what is stored: a duplicate, or a state that forbids it.
     Conflict = 5,
+    /// No usable abathur database: none at the path (for a command that only reads), not a
+    /// database, not abathur's, corrupt, or a schema that needs `abathur db migrate`.
+    Unavailable = 6,
+    /// The storage refused: a read-only file, folder or filesystem, a full disk, an I/O
+    /// error, a file that cannot be opened.
+    Storage = 7,
 }
 
 impl ExitCode {
@@ -77,6 +82,8 @@ impl From<ErrorCategory> for ExitCode {
             ErrorCategory::Invalid => ExitCode::Invalid,
             ErrorCategory::NotFound => ExitCode::NotFound,
             ErrorCategory::Conflict => ExitCode::Conflict,
+            ErrorCategory::Unavailable => ExitCode::Unavailable,
+            ErrorCategory::Storage => ExitCode::Storage,
             ErrorCategory::Busy | ErrorCategory::Internal => ExitCode::Internal,
         }
     }
@@ -130,6 +137,17 @@ mod tests {
                 ExitCode::Conflict,
             ),
             (DatabaseError::Busy, ExitCode::Internal),
+            (DatabaseError::DiskFull, ExitCode::Storage),
+            (DatabaseError::ReadOnly, ExitCode::Storage),
+            (DatabaseError::Io, ExitCode::Storage),
+            (DatabaseError::Corrupt, ExitCode::Unavailable),
+            (DatabaseError::NotADatabase, ExitCode::Unavailable),
+            (
+                DatabaseError::NoDatabase {
+                    location: "x.db".into(),
+                },
+                ExitCode::Unavailable,
+            ),
             (
                 DatabaseError::Other("near \"SELEC\": syntax error".into()),
                 ExitCode::Internal,

@@ -2,13 +2,14 @@
 //! stdio or HTTP until the client goes away, SIGINT or SIGTERM.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::time::Duration;
 
 use clap::Args;
 
 use super::error::{CliError, ExitCode};
-use crate::infrastructure::database::{DatabaseConfig, DatabaseConnection};
+use crate::infrastructure::database::{
+    DatabaseConfig, DatabaseConnection, DatabaseLocation, OpenMode,
+};
 use crate::mcp::{self, McpServer};
 
 /// The arguments of `abathur mcp`.
@@ -27,7 +28,7 @@ pub struct McpArgs {
 }
 
 /// Serves MCP until the client goes away, or SIGINT or SIGTERM arrives.
-pub async fn run(path: &Path, args: McpArgs) -> Result<(), CliError> {
+pub async fn run(location: &DatabaseLocation, args: McpArgs) -> Result<(), CliError> {
     if let Some(addr) = args.http {
         if !addr.ip().is_loopback() && !args.allow_remote {
             return Err(CliError::new(
@@ -40,7 +41,7 @@ pub async fn run(path: &Path, args: McpArgs) -> Result<(), CliError> {
             ));
         }
     }
-    let db = open(path).await?;
+    let db = open(location).await?;
     let server = McpServer::for_database(&db);
     let served = match args.http {
         None => mcp::serve_stdio(server, shutdown_signal()).await,
@@ -73,17 +74,15 @@ async fn serve_http(server: McpServer, addr: SocketAddr) -> Result<(), mcp::Serv
 /// Opens the database for a long-running server. Tool calls may arrive concurrently, so the
 /// pool holds a few connections; many server processes share the file, each write waiting for
 /// the others up to the library's busy timeout.
-async fn open(path: &Path) -> Result<DatabaseConnection, CliError> {
+async fn open(location: &DatabaseLocation) -> Result<DatabaseConnection, CliError> {
     let config = DatabaseConfig {
         min_connections: 1,
         max_connections: 4,
         idle_timeout: Duration::from_secs(60),
         ..DatabaseConfig::default()
     };
-    tracing::debug!(path = %path.display(), "opening the database");
-    let db = DatabaseConnection::open_path(path, config).await?;
-    db.migrate().await?;
-    Ok(db)
+    tracing::debug!(location = %location, "opening the database");
+    Ok(DatabaseConnection::open_location(location, config, OpenMode::Write).await?)
 }
 
 /// Completes on SIGINT or SIGTERM.

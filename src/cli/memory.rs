@@ -68,6 +68,16 @@ pub enum MemoryCommand {
     History { namespace: String, key: String },
 }
 
+impl MemoryCommand {
+    /// True for the commands that only read: they never create or migrate the database.
+    pub fn reads_only(&self) -> bool {
+        match self {
+            Self::Get { .. } | Self::Search { .. } | Self::History { .. } => true,
+            Self::Add { .. } | Self::Update { .. } | Self::Delete { .. } => false,
+        }
+    }
+}
+
 fn parse_type(text: &str) -> Result<MemoryType, String> {
     text.parse::<MemoryType>().map_err(|e| e.to_string())
 }

@@ -7,11 +7,13 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0 | success; also when stdout is closed early (`abathur task list \| head -1`) |
-//! | 1 | internal error: the database cannot be opened, is busy or corrupt, or output fails; out of memory; a bug (reported as a plain error, never a panic's stack trace) |
+//! | 1 | internal error: the database stayed busy past the timeout, output fails, out of memory, or a bug (reported as a plain error, never a panic's stack trace) |
 //! | 2 | usage error: unknown command or flag, malformed argument (a task id that is not a UUID) |
 //! | 3 | not found: no task or attempt has the id given (as the task, its parent or a dependency) |
 //! | 4 | invalid input: a value breaks a rule (summary over 140 characters, priority over 10, `--input` not JSON); nothing was written |
 //! | 5 | conflict: the record already exists, its state forbids the operation (cancelling a completed task), or the lease is lost (the attempt finished, expired or was cancelled) |
+//! | 6 | no usable database: none at `--db` (commands that only read never create one), the file is not a SQLite database, its tables are not abathur's, it is corrupt, or its schema needs `abathur db migrate` |
+//! | 7 | storage refused: the file, its folder or its filesystem is read-only (or `--db` asked for `mode=ro`), the disk is full, an I/O error, or the file cannot be opened |
 //!
 //! Errors go to stderr as `error: <message>`, in the user's terms; the underlying cause is
 //! logged with `tracing`, which writes to stderr only when `RUST_LOG` is set (`abathur
@@ -35,7 +37,6 @@ mod tree;
 mod worker;
 
 use std::io::{self, IsTerminal, Write};
-use std::path::Path;
 use std::sync::Arc;
 
 use abathur_core::queue::TaskQueue;
@@ -47,8 +48,8 @@ pub use error::ExitCode;
 pub use import::{MAX_IMPORT_BYTES, MAX_IMPORT_TASKS};
 
 use crate::infrastructure::database::{
-    AgentRepositoryImpl, DatabaseConnection, IdLookupImpl, MemoryRepositoryImpl, QueueStoreImpl,
-    SessionRepositoryImpl, TaskRepositoryImpl,
+    AgentRepositoryImpl, DatabaseConnection, DatabaseLocation, IdLookupImpl, MemoryRepositoryImpl,
+    OpenMode, QueueStoreImpl, SessionRepositoryImpl, TaskRepositoryImpl,
 };
 use args::{Cli, Command, DbCommand};
 use error::CliError;
@@ -181,13 +182,37 @@ pub struct Context {
     pub ids: Ids<IdLookupImpl>,
 }
 
-/// Opens the database at `path` and runs `command` on it.
-async fn dispatch(path: &Path, command: Command) -> Result<View, CliError> {
-    let db = match command {
-        // Reports what it applies, so it must see the schema as it was.
-        Command::Db(DbCommand::Migrate) => db::open_unmigrated(path).await?,
-        _ => db::open(path).await?,
+/// What `command` may do to the database: commands that only read never create or migrate
+/// it, so pointing one at the wrong file changes nothing.
+fn open_mode(command: &Command) -> OpenMode {
+    let reads = |reads_only: bool| {
+        if reads_only {
+            OpenMode::Read
+        } else {
+            OpenMode::Write
+        }
     };
+    match command {
+        // `init` migrates after opening; `db migrate` reports what it applies, so it must see
+        // the schema as it was. Both may add abathur's tables to a database of other tables.
+        Command::Init | Command::Db(DbCommand::Migrate) => OpenMode::Setup,
+        // A check must see the file as it is, and a backup must work on any schema, an
+        // outdated one above all.
+        Command::Db(DbCommand::Check | DbCommand::Backup { .. }) => OpenMode::Inspect,
+        Command::Db(DbCommand::Status) | Command::Status { .. } => OpenMode::Read,
+        Command::Task(command) => reads(command.reads_only()),
+        Command::Memory(command) => reads(command.reads_only()),
+        Command::Session(command) => reads(command.reads_only()),
+        Command::Agent(command) => reads(command.reads_only()),
+        Command::Reap | Command::Worker(_) | Command::Mcp(_) | Command::Completions { .. } => {
+            OpenMode::Write
+        }
+    }
+}
+
+/// Opens the database at `location` and runs `command` on it.
+async fn dispatch(location: &DatabaseLocation, command: Command) -> Result<View, CliError> {
+    let db = db::open(location, open_mode(&command)).await?;
     let pool = db.pool().clone();
     let cx = Context {
         tasks: TaskRepositoryImpl::new(pool.clone()),
@@ -199,14 +224,14 @@ async fn dispatch(path: &Path, command: Command) -> Result<View, CliError> {
         db,
     };
     let result = match command {
-        Command::Init => db::init(&cx.db, path).await.map(View::Init),
+        Command::Init => db::init(&cx.db, location).await.map(View::Init),
         Command::Task(command) => task::run(&cx, command).await,
         Command::Memory(command) => memory::run(&cx, command).await,
         Command::Session(command) => session::run(&cx, command).await,
         Command::Agent(command) => agent::run(&cx, command).await,
         Command::Reap => task::reap(&cx.queue).await.map(View::Reaped),
         Command::Status { running } => Ok(View::Overview(cx.queue.overview(running).await?)),
-        Command::Db(DbCommand::Status) => db::status(&cx.db, path).await.map(View::Status),
+        Command::Db(DbCommand::Status) => db::status(&cx.db, location).await.map(View::Status),
         Command::Db(DbCommand::Migrate) => db::migrate(&cx.db).await.map(View::Rendered),
         Command::Db(DbCommand::Check) => db::check(&cx.db).await.map(View::Rendered),
         Command::Db(DbCommand::Backup { path: target }) => {
@@ -216,7 +241,9 @@ async fn dispatch(path: &Path, command: Command) -> Result<View, CliError> {
             unreachable!("commands without a rendered result are run before dispatch")
         }
     };
-    // Closing waits for the connections to finish, so the WAL is checkpointed on the way out.
+    // Closing waits for every connection to close, and SQLite checkpoints the WAL into the
+    // file and removes it when the last connection to it closes: the `.db` file alone then
+    // holds everything, for a user who copies it. Every repository above shares this pool.
     cx.db.close().await;
     result
 }

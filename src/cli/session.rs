@@ -62,6 +62,18 @@ pub enum SessionCommand {
     State(StateCommand),
 }
 
+impl SessionCommand {
+    /// True for the commands that only read: they never create or migrate the database.
+    pub fn reads_only(&self) -> bool {
+        match self {
+            Self::Show { .. } | Self::Events { .. } | Self::State(StateCommand::Get { .. }) => true,
+            Self::Create { .. } | Self::Append { .. } | Self::State(StateCommand::Set { .. }) => {
+                false
+            }
+        }
+    }
+}
+
 /// `abathur session state ...`
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {

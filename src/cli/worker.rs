@@ -1,7 +1,6 @@
 //! `abathur worker`: parses its arguments and runs [`crate::worker`].
 
 use std::ffi::OsString;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +10,8 @@ use clap::Args;
 use super::args::parse_duration;
 use super::db;
 use super::error::{CliError, ExitCode};
-use crate::infrastructure::database::GroupCommitQueueStore;
-use crate::worker::{DataVersion, Worker, WorkerConfig, WorkerError, MIN_LEASE};
+use crate::infrastructure::database::{DatabaseLocation, GroupCommitQueueStore, OpenMode};
+use crate::worker::{DataVersion, Wake, Worker, WorkerConfig, WorkerError, MIN_LEASE};
 
 /// The arguments of `abathur worker`.
 #[derive(Debug, Args)]
@@ -53,11 +52,12 @@ pub struct WorkerArgs {
 }
 
 /// Runs the worker until SIGINT or SIGTERM (or, with `--once`, until the queue is drained).
-pub async fn run(path: &Path, args: WorkerArgs) -> Result<(), CliError> {
+pub async fn run(location: &DatabaseLocation, args: WorkerArgs) -> Result<(), CliError> {
     // Listen before the first claim, so a signal never finds a command running unwatched.
     let shutdown = shutdown_signal()
         .map_err(|e| CliError::internal("cannot listen for SIGINT and SIGTERM", &e))?;
-    let mut config = WorkerConfig::new(args.command, path.to_path_buf());
+    // The commands' ABATHUR_DB: the file's absolute path (once it exists), or the URL as given.
+    let mut config = WorkerConfig::new(args.command, db::resolved(location));
     config.agent_types = args.agent_types;
     config.concurrency = args.concurrency;
     config.lease = args.lease;
@@ -79,25 +79,43 @@ pub async fn run(path: &Path, args: WorkerArgs) -> Result<(), CliError> {
         };
         CliError::new(ExitCode::Usage, format!("invalid {flag}: {}", e.message))
     })?;
-    let db = db::open(path).await?;
+    let db = db::open(location, OpenMode::Write).await?;
     // One writer for the process: its claims, heartbeats and completions run on one warm
     // connection, and share commits when several commands run at once.
     let store: Arc<dyn QueueStore> = Arc::new(GroupCommitQueueStore::new(db.pool().clone()));
     let queue = TaskQueue::new(store);
     // The file exists now: the command gets its absolute path.
-    config.database = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    config.database = db::resolved(location);
     let conn = db
         .pool()
         .acquire()
         .await
         .map_err(|e| CliError::internal("cannot open a connection to the database", &e))?;
-    let wake = DataVersion::new(conn)
-        .await
-        .map_err(|e| CliError::internal("cannot watch the database for changes", &e))?;
+    let wake = match DataVersion::new(conn).await {
+        Ok(wake) => Arc::new(tokio::sync::Mutex::new(wake)),
+        Err(e) => {
+            db.close().await;
+            return Err(CliError::internal(
+                "cannot watch the database for changes",
+                &e,
+            ));
+        }
+    };
     let outcome = match Worker::new(queue, config) {
-        Ok(worker) => worker.with_wake(wake).run(shutdown).await,
+        Ok(worker) => {
+            worker
+                .with_wake(SharedWake(wake.clone()))
+                .run(shutdown)
+                .await
+        }
         Err(e) => Err(e),
     };
+    // The worker is gone with its handle on the watcher: close the watcher's connection,
+    // then the pool's (which waits for the writer to hand its connection back), so the last
+    // close checkpoints the WAL into the file before the process exits.
+    if let Ok(wake) = Arc::try_unwrap(wake) {
+        wake.into_inner().close().await;
+    }
     db.close().await;
     match outcome {
         Ok(_) => Ok(()),
@@ -131,6 +149,17 @@ fn parse_grace(text: &str) -> Result<Duration, String> {
         Ok(Duration::ZERO)
     } else {
         parse_duration(text)
+    }
+}
+
+/// The worker's [`Wake`], shared so that the command can close its connection once the
+/// worker has stopped.
+struct SharedWake(Arc<tokio::sync::Mutex<DataVersion>>);
+
+#[async_trait::async_trait]
+impl Wake for SharedWake {
+    async fn wait(&mut self, at_most: Duration) {
+        self.0.lock().await.wait(at_most).await;
     }
 }
 

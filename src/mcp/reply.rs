@@ -28,6 +28,10 @@ pub enum ErrorKind {
     /// The database stayed locked by other writers for longer than the busy timeout. Safe to
     /// retry.
     Busy,
+    /// The database cannot serve the call until an operator acts: it is read-only, the disk
+    /// is full, the file is corrupt or not abathur's, an I/O error. The message says which.
+    /// Retrying does not help.
+    Unavailable,
     /// Anything else. The server's log (stderr) has the details.
     Internal,
 }
@@ -91,6 +95,7 @@ impl From<ErrorCategory> for ErrorKind {
             ErrorCategory::NotFound => ErrorKind::NotFound,
             ErrorCategory::Conflict => ErrorKind::Conflict,
             ErrorCategory::Busy => ErrorKind::Busy,
+            ErrorCategory::Unavailable | ErrorCategory::Storage => ErrorKind::Unavailable,
             ErrorCategory::Internal => ErrorKind::Internal,
         }
     }
@@ -153,6 +158,22 @@ mod tests {
                 ErrorKind::InvalidArgument,
             ),
             (QueueError::Database(DatabaseError::Busy), ErrorKind::Busy),
+            (
+                QueueError::Database(DatabaseError::DiskFull),
+                ErrorKind::Unavailable,
+            ),
+            (
+                QueueError::Database(DatabaseError::ReadOnly),
+                ErrorKind::Unavailable,
+            ),
+            (
+                QueueError::Database(DatabaseError::Corrupt),
+                ErrorKind::Unavailable,
+            ),
+            (
+                QueueError::Database(DatabaseError::Io),
+                ErrorKind::Unavailable,
+            ),
         ];
         for (err, kind) in cases {
             assert_eq!(ToolError::from(err).kind, kind);

@@ -71,6 +71,18 @@ impl DataVersion {
     }
 }
 
+impl DataVersion {
+    /// Closes the connection and waits until it is closed. Dropping it would close it later,
+    /// on its own thread: a process that exits first leaves the WAL unmerged, because SQLite
+    /// checkpoints only when the last connection to the file closes.
+    pub async fn close(self) {
+        use sqlx::Connection;
+        if let Err(e) = self.conn.close().await {
+            tracing::debug!(error = %e, "closing the change counter's connection");
+        }
+    }
+}
+
 async fn read(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar::<_, i64>("PRAGMA data_version")
         .fetch_one(conn)

@@ -27,7 +27,7 @@ fn check_passes_a_healthy_database() {
 }
 
 #[test]
-fn check_reports_a_row_with_a_missing_parent_and_exits_with_1() {
+fn check_reports_a_row_with_a_missing_parent_and_exits_with_6() {
     let s = Sandbox::new();
     let id = s.submit(&["child"]);
     // Write an edge to a task that does not exist, with the foreign keys switched off, as an
@@ -53,9 +53,9 @@ fn check_reports_a_row_with_a_missing_parent_and_exits_with_1() {
         .unwrap();
         conn.close().await.unwrap();
     });
-    let stderr = s.fails(&["db", "check"], 1);
+    let stderr = s.fails(&["db", "check"], 6);
     assert!(
-        stderr.contains("rows with a missing parent: 1")
+        stderr.contains("1 rows refer to rows that do not exist")
             && stderr.contains("a row of task_dependencies refers to a missing row of tasks"),
         "{stderr}"
     );
@@ -90,6 +90,7 @@ fn backup_writes_a_consistent_copy_and_never_overwrites() {
 #[test]
 fn backup_into_a_missing_folder_is_invalid_input() {
     let s = Sandbox::new();
+    s.ok(&["init"]);
     let target = s.dir.path().join("no-such-folder").join("backup.db");
     let stderr = s.fails(&["db", "backup", target.to_str().unwrap()], 4);
     assert!(stderr.contains("not an existing folder"), "{stderr}");

@@ -9,6 +9,7 @@ const UNKNOWN_ID: &str = "67e55044-10b1-426f-9247-bb680e5fe0c8";
 #[test]
 fn showing_an_unknown_id_exits_with_3() {
     let sandbox = Sandbox::new();
+    sandbox.ok(&["init"]);
     let stderr = sandbox.fails(&["task", "show", UNKNOWN_ID], 3);
     assert_eq!(stderr, format!("error: task {UNKNOWN_ID} was not found\n"));
 }
@@ -61,7 +62,7 @@ fn a_malformed_task_id_is_a_usage_error() {
     assert!(stderr.contains("hex digits"), "{stderr}");
     sandbox.fails(&["task", "submit", "x", "--depends-on", "123"], 2);
     sandbox.fails(&["task", "submit", "x", "--parent", "12x4"], 2);
-    assert!(sandbox.tasks().is_empty());
+    assert!(!sandbox.db_path().exists(), "a usage error opens nothing");
 }
 
 #[test]
@@ -109,10 +110,11 @@ fn a_dependency_listed_twice_is_invalid_input() {
 }
 
 #[test]
-fn a_file_that_is_not_a_database_is_an_internal_error_without_driver_text() {
+fn a_file_that_is_not_a_database_exits_with_6_without_driver_text() {
     let sandbox = Sandbox::new();
     std::fs::write(sandbox.db_path(), "not a database, just text\n".repeat(100)).unwrap();
-    let stderr = sandbox.fails(&["task", "list"], 1);
+    let stderr = sandbox.fails(&["task", "list"], 6);
+    assert!(stderr.contains("not a SQLite database"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(!stderr.contains("code:"), "{stderr}");
 }
@@ -128,7 +130,9 @@ fn help_documents_the_exit_codes() {
         .stdout(predicate::str::contains("Exit codes:"))
         .stdout(predicate::str::contains("3  not found"))
         .stdout(predicate::str::contains("4  invalid input"))
-        .stdout(predicate::str::contains("5  conflict"));
+        .stdout(predicate::str::contains("5  conflict"))
+        .stdout(predicate::str::contains("6  no usable database"))
+        .stdout(predicate::str::contains("7  storage refused"));
 }
 
 #[test]

@@ -50,10 +50,11 @@ fn the_db_option_wins_over_the_abathur_db_variable() {
 }
 
 #[test]
-fn any_command_creates_and_migrates_a_missing_database() {
+fn a_command_that_writes_creates_and_migrates_a_missing_database() {
     let sandbox = Sandbox::new();
-    assert!(sandbox.tasks().is_empty());
+    sandbox.submit(&["first"]);
     assert!(sandbox.db_path().is_file());
+    assert_eq!(sandbox.tasks().len(), 1);
 }
 
 #[test]

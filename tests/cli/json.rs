@@ -81,6 +81,7 @@ fn show_prints_every_field_of_the_task() {
 #[test]
 fn list_prints_an_array_of_tasks() {
     let sandbox = Sandbox::new();
+    sandbox.ok(&["init"]);
     assert_eq!(sandbox.json(&["task", "list"]), Value::Array(vec![]));
     sandbox.submit(&["one"]);
     sandbox.submit(&["two"]);
@@ -94,6 +95,7 @@ fn list_prints_an_array_of_tasks() {
 #[test]
 fn db_status_prints_an_object() {
     let sandbox = Sandbox::new();
+    sandbox.ok(&["init"]);
     let status = sandbox.json(&["db", "status"]);
     assert_keys(
         &status,

@@ -1,11 +1,14 @@
 //! Integration tests of the `abathur` command: each test runs the real binary against its own
 //! database in a temporary directory.
 
+mod mounts;
 mod sandbox;
 
 mod broken_pipe;
+mod checkpoint;
 mod claim_wait;
 mod db_admin;
+mod db_location;
 mod db_status;
 mod exit_codes;
 mod ids;
@@ -16,6 +19,7 @@ mod output;
 mod queue;
 mod readme;
 mod records;
+mod storage_faults;
 mod submit_options;
 mod task;
 mod tree;

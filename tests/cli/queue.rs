@@ -321,6 +321,7 @@ fn reap_takes_back_an_expired_lease() {
 #[test]
 fn status_shows_counts_the_oldest_ready_task_and_leases() {
     let s = Sandbox::new();
+    s.ok(&["init"]);
     let human = s.ok(&["status"]);
     assert!(human.contains("oldest ready: none"), "{human}");
     let old = s.submit(&["the old one"]);

@@ -41,5 +41,6 @@ fn the_tree_shows_both_directions_and_each_task_once() {
 #[test]
 fn the_tree_of_an_unknown_task_is_not_found() {
     let s = Sandbox::new();
+    s.ok(&["init"]);
     s.fails(&["task", "tree", "67e55044-10b1-426f-9247-bb680e5fe0c8"], 3);
 }

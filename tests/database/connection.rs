@@ -204,3 +204,54 @@ async fn sixteen_concurrent_read_then_write_transactions_never_fail_and_lose_not
         1 + WORKERS * ROUNDS
     );
 }
+
+#[tokio::test]
+async fn a_reading_open_of_a_missing_file_creates_nothing_and_says_there_is_none() {
+    use abathur::infrastructure::database::{DatabaseLocation, OpenMode};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested").join("abathur.db");
+    for mode in [OpenMode::Read, OpenMode::Inspect] {
+        let err = DatabaseConnection::open_location(
+            &DatabaseLocation::file(&path),
+            DatabaseConfig::default(),
+            mode,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, DatabaseError::NoDatabase { .. }), "{err:?}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn closing_after_connections_were_just_dropped_merges_the_wal_into_the_file() {
+    use abathur::infrastructure::database::{DatabaseLocation, OpenMode};
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abathur.db");
+        let config = DatabaseConfig {
+            min_connections: 1,
+            max_connections: 2,
+            ..DatabaseConfig::default()
+        };
+        let db = DatabaseConnection::open_location(
+            &DatabaseLocation::file(&path),
+            config,
+            OpenMode::Write,
+        )
+        .await
+        .unwrap();
+        let a = db.pool().acquire().await.unwrap();
+        let b = db.pool().acquire().await.unwrap();
+        // Both go back to the pool in tasks of their own, racing the close.
+        drop(a);
+        drop(b);
+        db.close().await;
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![std::ffi::OsString::from("abathur.db")]);
+    }
+}

@@ -129,6 +129,63 @@ pub enum DatabaseError {
     #[error("cannot migrate the database: {0}")]
     Migration(String),
 
+    /// A command that only reads found no database where it was pointed, and does not make one.
+    #[error("there is no abathur database at {location}; create one with `abathur init`")]
+    NoDatabase {
+        /// Where the database was looked for.
+        location: String,
+    },
+
+    /// The file is a database, but its tables were not made by abathur; it is left untouched.
+    #[error(
+        "{location} holds a database that is not abathur's ({detail}); it was left untouched. \
+         Run `abathur init` to add abathur's tables to it anyway"
+    )]
+    ForeignSchema {
+        /// Where the database is.
+        location: String,
+        /// What gave it away, in the user's terms.
+        detail: String,
+    },
+
+    /// A command that only reads found a schema older than this build's; it does not migrate.
+    #[error(
+        "the database's schema is older than this build's (version {found}, this build has \
+         {expected}); bring it up to date with `abathur db migrate`"
+    )]
+    SchemaOutOfDate {
+        /// The newest migration applied to the database.
+        found: i64,
+        /// The newest migration this build has.
+        expected: i64,
+    },
+
+    /// The database, its folder or its filesystem does not allow writing.
+    #[error(
+        "cannot write to the database: the file, its folder or its filesystem is read-only, \
+         or the URL asked for read-only access; nothing was written"
+    )]
+    ReadOnly,
+
+    /// The disk holding the database (or the file being written) has no space left.
+    #[error("the disk is full; nothing was written. Free some space and try again")]
+    DiskFull,
+
+    /// The database file is damaged.
+    #[error(
+        "the database file is corrupt; `abathur db check` lists the damage. Restore it from a \
+         backup (`abathur db backup` makes one)"
+    )]
+    Corrupt,
+
+    /// The file is not a SQLite database at all.
+    #[error("the file is not a SQLite database (nor an empty file); abathur does not change it")]
+    NotADatabase,
+
+    /// The operating system failed to read or write the file.
+    #[error("the disk failed to read or write the database (an I/O error); nothing was written")]
+    Io,
+
     /// Any other failure of the store. The message is the store's, without SQL.
     #[error("database error: {0}")]
     Other(String),
@@ -150,6 +207,12 @@ pub enum ErrorCategory {
     Conflict,
     /// The database was busy or no connection was free in time; trying again may work.
     Busy,
+    /// There is no usable abathur database: none at the location, not a database, not
+    /// abathur's, corrupt, or a schema that needs a migration first.
+    Unavailable,
+    /// The storage refused: a read-only file or filesystem, a full disk, an I/O error, a file
+    /// that cannot be opened. Trying again does not help until that is fixed.
+    Storage,
     /// Anything else: the store failed.
     Internal,
 }
@@ -165,6 +228,15 @@ impl DatabaseError {
             | Self::ForeignKeyViolation { .. } => ErrorCategory::Invalid,
             Self::UniqueViolation { .. } | Self::Conflict { .. } => ErrorCategory::Conflict,
             Self::Busy | Self::Timeout => ErrorCategory::Busy,
+            Self::NoDatabase { .. }
+            | Self::ForeignSchema { .. }
+            | Self::SchemaOutOfDate { .. }
+            | Self::Migration(_)
+            | Self::Corrupt
+            | Self::NotADatabase => ErrorCategory::Unavailable,
+            Self::ReadOnly | Self::DiskFull | Self::Io | Self::Connection(_) => {
+                ErrorCategory::Storage
+            }
             _ => ErrorCategory::Internal,
         }
     }

@@ -1,8 +1,8 @@
 //! Opening the database: per-connection pragmas, pool limits, creation of the file and its
-//! folder, and migrations.
+//! folder, whether a command may create or migrate it, migrations, and backups.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 use super::errors::{classify, classify_ref};
+use super::location::DatabaseLocation;
 use super::row::RowContext;
 use super::MIGRATOR;
 
@@ -49,6 +50,40 @@ impl Default for DatabaseConfig {
             busy_timeout: Duration::from_secs(5),
         }
     }
+}
+
+/// What a command may do to the database it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Only read: never create the file or migrate it, and refuse one that is missing, empty,
+    /// not abathur's or at an older schema.
+    ///
+    /// The connections may write all the same (unless the file or the URL is read-only):
+    /// SQLite merges the WAL into the file and removes it only when the last connection to
+    /// close can write, and a reader should leave no `-wal` file behind.
+    Read,
+    /// Look at the file as it is, whatever its schema (`db check`, `db backup`): never create
+    /// or migrate it.
+    Inspect,
+    /// Read and write: create the file (and its folder) when missing and bring its schema up
+    /// to date, but refuse a database that is not abathur's.
+    Write,
+    /// Create the file when missing and take any SQLite database as it is, even one that is
+    /// not abathur's, leaving migration to the caller (`init`, `db migrate`).
+    Setup,
+}
+
+/// What a file's schema says about who made it.
+#[derive(Debug)]
+enum SchemaState {
+    /// No tables at all: a new or empty file.
+    Empty,
+    /// abathur's, with every migration of this build applied.
+    Current,
+    /// abathur's, with some of this build's migrations still to apply.
+    Behind { found: Option<i64>, expected: i64 },
+    /// Not abathur's, or not one abathur can use; the error says why.
+    Refused(DatabaseError),
 }
 
 /// An open database: a pool of connections that all carry the same pragmas.
@@ -87,7 +122,7 @@ impl DatabaseConnection {
             ))
         })?;
         let in_memory = is_in_memory(database_url);
-        Self::open(options, in_memory, config).await
+        Self::open(options.create_if_missing(true), in_memory, config).await
     }
 
     /// Opens the database file at `path` with `config`, creating it and its folder if missing.
@@ -95,7 +130,110 @@ impl DatabaseConnection {
     /// # Errors
     /// As for [`DatabaseConnection::new`].
     pub async fn open_path(path: &Path, config: DatabaseConfig) -> Result<Self, DatabaseError> {
-        Self::open(SqliteConnectOptions::new().filename(path), false, config).await
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        Self::open(options, false, config).await
+    }
+
+    /// Opens the database at `location` for what `mode` allows, and, in [`OpenMode::Write`],
+    /// brings its schema up to date. Nothing is created, migrated or switched to WAL before
+    /// the file's schema has been read and found to be abathur's (or the mode is
+    /// [`OpenMode::Setup`]).
+    ///
+    /// # Errors
+    /// `NoDatabase` when the file is missing (or has no tables) and the mode or the URL does
+    /// not create it; `ForeignSchema` when its tables are not abathur's; `SchemaOutOfDate`
+    /// in [`OpenMode::Read`] when migrations are pending; `Migration` when it has migrations
+    /// this build does not know; `NotADatabase`, `Corrupt`, `ReadOnly`, `DiskFull`, `Io` and
+    /// `Connection` as SQLite reports them.
+    pub async fn open_location(
+        location: &DatabaseLocation,
+        config: DatabaseConfig,
+        mode: OpenMode,
+    ) -> Result<Self, DatabaseError> {
+        let options = location.connect_options();
+        let Some(path) = location.path() else {
+            // A database in memory starts empty every time: there is nothing to refuse, and
+            // nothing outlives the process.
+            let db = Self::open(options, true, config).await?;
+            if mode != OpenMode::Setup {
+                db.migrate().await?;
+            }
+            return Ok(db);
+        };
+        if path.is_dir() {
+            return Err(DatabaseError::Connection(format!(
+                "{} is a folder, not a database file",
+                path.display()
+            )));
+        }
+        let exists = path.exists();
+        let creates = matches!(mode, OpenMode::Write | OpenMode::Setup) && location.may_create();
+        if !exists && !creates {
+            return Err(DatabaseError::NoDatabase {
+                location: location.to_string(),
+            });
+        }
+        // SQLite cannot open a WAL database without its -shm file, so on a read-only
+        // filesystem even reading fails at open with SQLITE_CANTOPEN. Nothing can change
+        // the file there: reading it as immutable is safe, and is the only way to read it.
+        let reads_only = matches!(mode, OpenMode::Read | OpenMode::Inspect);
+        let options = if reads_only && on_read_only_filesystem(path) {
+            options.immutable(true)
+        } else {
+            options
+        };
+        let cannot_open = |err: DatabaseError| explain_cannot_open(err, path);
+        let mut migrate = mode == OpenMode::Write;
+        if exists && matches!(mode, OpenMode::Read | OpenMode::Write) {
+            match schema_state(options.clone()).await.map_err(cannot_open)? {
+                SchemaState::Current => migrate = false,
+                SchemaState::Empty if mode == OpenMode::Read => {
+                    return Err(DatabaseError::NoDatabase {
+                        location: location.to_string(),
+                    })
+                }
+                SchemaState::Empty => {}
+                SchemaState::Behind { found, expected } if mode == OpenMode::Read => {
+                    return Err(DatabaseError::SchemaOutOfDate {
+                        found: found.unwrap_or(0),
+                        expected,
+                    })
+                }
+                SchemaState::Behind { .. } => {}
+                SchemaState::Refused(DatabaseError::ForeignSchema { detail, .. }) => {
+                    return Err(DatabaseError::ForeignSchema {
+                        location: location.to_string(),
+                        detail,
+                    })
+                }
+                SchemaState::Refused(err) => return Err(err),
+            }
+        }
+        let db = if reads_only || location.is_read_only() {
+            Self::connect(options, config).await.map_err(cannot_open)?
+        } else {
+            Self::open(options.create_if_missing(creates), false, config)
+                .await
+                .map_err(cannot_open)?
+        };
+        if migrate {
+            if let Err(err) = db.migrate().await {
+                db.close().await;
+                return Err(err);
+            }
+        }
+        Ok(db)
+    }
+
+    /// Opens a pool on `options` as they are: no journal mode is set, nothing is created.
+    async fn connect(
+        options: SqliteConnectOptions,
+        config: DatabaseConfig,
+    ) -> Result<Self, DatabaseError> {
+        let options = options.foreign_keys(true).busy_timeout(config.busy_timeout);
+        Self::connect_pool(options, config).await
     }
 
     async fn open(
@@ -121,8 +259,14 @@ impl DatabaseConnection {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(config.busy_timeout)
-            .create_if_missing(true);
+            .busy_timeout(config.busy_timeout);
+        Self::connect_pool(options, config).await
+    }
+
+    async fn connect_pool(
+        options: SqliteConnectOptions,
+        config: DatabaseConfig,
+    ) -> Result<Self, DatabaseError> {
         // Switching a new file to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY
         // at once, without the busy handler, when another process is doing the same: several
         // processes started together on a new file retry here instead of failing.
@@ -195,6 +339,20 @@ impl DatabaseConnection {
                 tracing::debug!(error = %err, "migration failed; checking whether another process applied it");
             } else {
                 tracing::warn!(error = %err, "migration failed");
+                // A migration stopped by the storage (read-only, full, damaged) is reported
+                // as that, with its own exit code, not as a fault of the migration.
+                if let Some(cause) = failed_sql.map(classify_ref).filter(|c| {
+                    matches!(
+                        c,
+                        DatabaseError::ReadOnly
+                            | DatabaseError::DiskFull
+                            | DatabaseError::Io
+                            | DatabaseError::Corrupt
+                            | DatabaseError::NotADatabase
+                    )
+                }) {
+                    return Err(cause);
+                }
                 return Err(DatabaseError::Migration(migration_message(&err)));
             }
         }
@@ -314,39 +472,90 @@ impl DatabaseConnection {
     /// Writes a consistent copy of the database to `target` while it stays in use, with
     /// `VACUUM INTO`: the copy is one snapshot, compacted, and needs no WAL file beside it.
     ///
+    /// The copy is written under a temporary name in `target`'s folder and given its name
+    /// only once complete, so `target` is either the whole copy or absent: a copy cut short
+    /// (a full disk) is removed, never left to pass for a backup.
+    ///
     /// # Errors
     /// `Validation` when `target` already exists (nothing is overwritten) or its folder does
-    /// not; `Other` when the copy cannot be written there.
+    /// not; `DiskFull`, `ReadOnly`, `Io` or `Connection` when the copy cannot be written there.
     pub async fn backup_to(&self, target: &Path) -> Result<(), DatabaseError> {
-        if target.exists() {
-            return Err(DatabaseError::validation(
+        let exists = || {
+            DatabaseError::validation(
                 "backup path",
                 format!("{} already exists; choose a new file", target.display()),
+            )
+        };
+        if target.exists() {
+            return Err(exists());
+        }
+        let folder = target
+            .parent()
+            .filter(|f| !f.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !folder.is_dir() {
+            return Err(DatabaseError::validation(
+                "backup path",
+                format!("{} is not an existing folder", folder.display()),
             ));
         }
-        if let Some(folder) = target.parent().filter(|f| !f.as_os_str().is_empty()) {
-            if !folder.is_dir() {
-                return Err(DatabaseError::validation(
-                    "backup path",
-                    format!("{} is not an existing folder", folder.display()),
-                ));
-            }
-        }
-        let target_text = target.to_str().ok_or_else(|| {
+        let name = target.file_name().ok_or_else(|| {
+            DatabaseError::validation("backup path", "must name a file".to_string())
+        })?;
+        // Hidden, and named after the process, so two backups at once never share it.
+        let partial = folder.join(format!(
+            ".{}.partial-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let partial_text = partial.to_str().ok_or_else(|| {
             DatabaseError::validation("backup path", "must be valid UTF-8".to_string())
         })?;
-        sqlx::query("VACUUM INTO ?")
-            .bind(target_text)
+        let remove_partial = || {
+            for leftover in [
+                partial.clone(),
+                PathBuf::from(format!("{partial_text}-journal")),
+            ] {
+                if let Err(e) = std::fs::remove_file(&leftover) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(path = %leftover.display(), error = %e, "cannot remove a partial backup");
+                    }
+                }
+            }
+        };
+        remove_partial();
+        if let Err(e) = sqlx::query("VACUUM INTO ?")
+            .bind(partial_text)
             .execute(&self.pool)
             .await
-            .map_err(|e| match classify(e, "backup", target_text) {
-                DatabaseError::Other(message) => DatabaseError::Other(format!(
-                    "cannot write the backup to {}: {message}",
+        {
+            remove_partial();
+            return Err(classify(e, "backup", partial_text));
+        }
+        // On disk before it is named: a crash never leaves a backup whose pages are not.
+        if let Err(e) = std::fs::File::open(&partial).and_then(|f| f.sync_all()) {
+            remove_partial();
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOSPC) => DatabaseError::DiskFull,
+                _ => DatabaseError::Io,
+            });
+        }
+        // A hard link gives the copy its name only if the name is still free, where a rename
+        // would replace a file made meanwhile.
+        let named = match std::fs::hard_link(&partial, target) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
+            // A filesystem without hard links: rename, having checked the name is free.
+            Err(_) if !target.exists() => std::fs::rename(&partial, target).map_err(|e| {
+                DatabaseError::Connection(format!(
+                    "cannot name the backup {}: {e}",
                     target.display()
-                )),
-                other => other,
-            })?;
-        Ok(())
+                ))
+            }),
+            Err(_) => Err(exists()),
+        };
+        remove_partial();
+        named
     }
 
     /// Begins a write transaction of your own with `BEGIN IMMEDIATE`, which takes the write
@@ -365,8 +574,21 @@ impl DatabaseConnection {
         &self.pool
     }
 
-    /// Closes every connection, waiting for those in use to be returned.
+    /// Closes every connection, waiting for those in use to be returned, so that the last to
+    /// close merges the WAL into the database file and removes it.
+    ///
+    /// A connection dropped by its user goes back to the pool in a task of its own. sqlx's
+    /// `close` can miss one that lands in the pool while it runs: that connection is then
+    /// closed later, on its thread, after the process may have exited, and the WAL stays
+    /// unmerged. So the pool is closed only once every connection is back in it (or after the
+    /// acquire timeout, for one that never comes back).
     pub async fn close(&self) {
+        let deadline = tokio::time::Instant::now() + self.pool.options().get_acquire_timeout();
+        while self.pool.size() as usize > self.pool.num_idle()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         self.pool.close().await;
     }
 }
@@ -408,6 +630,142 @@ pub struct ForeignKeyProblem {
     pub rowid: Option<i64>,
     /// The table the missing parent should be in.
     pub parent: String,
+}
+
+/// SQLite answers SQLITE_CANTOPEN when it cannot create the `-wal` or `-shm` file beside the
+/// database, or open the database for writing: when the file or its folder is read-only, say
+/// so rather than "cannot open".
+fn explain_cannot_open(err: DatabaseError, path: &Path) -> DatabaseError {
+    if !matches!(err, DatabaseError::Connection(_)) || !path.exists() {
+        return err;
+    }
+    let folder = path
+        .parent()
+        .filter(|f| !f.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !writable(path) || !writable(folder) {
+        DatabaseError::ReadOnly
+    } else {
+        err
+    }
+}
+
+/// Whether this process may write `path` (`access(2)`, which also reports a read-only
+/// filesystem to root).
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c_path` is a NUL-terminated string that lives across the call.
+    unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// Whether the filesystem holding `path` is mounted read-only.
+fn on_read_only_filesystem(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is NUL-terminated and `stats` is large enough for `statvfs` to fill;
+    // it is read only when the call succeeds.
+    unsafe {
+        libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) == 0
+            && stats.assume_init().f_flag & libc::ST_RDONLY != 0
+    }
+}
+
+/// Reads who made the file at `options`, on a connection of its own that sets no journal
+/// mode and only reads: a file that turns out not to be abathur's is left exactly as it was.
+async fn schema_state(options: SqliteConnectOptions) -> Result<SchemaState, DatabaseError> {
+    use sqlx::{ConnectOptions, Connection};
+    let failed = |e: sqlx::Error| classify(e, "database", "");
+    let mut conn = options.connect().await.map_err(failed)?;
+    let state = read_schema_state(&mut conn).await;
+    let _ = conn.close().await;
+    state
+}
+
+async fn read_schema_state(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<SchemaState, DatabaseError> {
+    let failed = |e: sqlx::Error| classify(e, "database", "");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'table'
+           AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(failed)?;
+    if tables.is_empty() {
+        return Ok(SchemaState::Empty);
+    }
+    let foreign = |detail: String| {
+        Ok(SchemaState::Refused(DatabaseError::ForeignSchema {
+            location: String::new(),
+            detail,
+        }))
+    };
+    if !tables.iter().any(|t| t == "_sqlx_migrations") {
+        const NAMED: usize = 5;
+        let mut named = tables
+            .iter()
+            .take(NAMED)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if tables.len() > NAMED {
+            named.push_str(", ...");
+        }
+        return foreign(format!(
+            "it has tables ({named}) but no record of abathur's migrations"
+        ));
+    }
+    let applied: Vec<(i64, String, bool, Vec<u8>)> = sqlx::query_as(
+        "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(failed)?;
+    let ours: Vec<&sqlx::migrate::Migration> = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .collect();
+    let expected = ours.iter().map(|m| m.version).max().unwrap_or(0);
+    for (version, description, success, checksum) in &applied {
+        let Some(known) = ours.iter().find(|m| m.version == *version) else {
+            let err = if *version > expected {
+                MigrateError::VersionMissing(*version)
+            } else {
+                return foreign(format!(
+                    "its migration {version} ({description}) is not one of abathur's"
+                ));
+            };
+            return Ok(SchemaState::Refused(DatabaseError::Migration(
+                migration_message(&err),
+            )));
+        };
+        if known.description != description.as_str()
+            || known.checksum.as_ref() != checksum.as_slice()
+        {
+            return foreign(format!(
+                "its migration {version} ({description}) is not abathur's"
+            ));
+        }
+        if !success {
+            return Ok(SchemaState::Refused(DatabaseError::Migration(
+                migration_message(&MigrateError::Dirty(*version)),
+            )));
+        }
+    }
+    if applied.len() < ours.len() {
+        return Ok(SchemaState::Behind {
+            found: applied.last().map(|(v, ..)| *v),
+            expected,
+        });
+    }
+    Ok(SchemaState::Current)
 }
 
 /// The user's words for a failed migration.

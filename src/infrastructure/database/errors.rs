@@ -2,13 +2,33 @@
 //! `DatabaseError::kind()`; the driver's text is logged, never shown to users.
 
 use abathur_core::error::DatabaseError;
+use rusqlite::ffi;
 use sqlx::error::ErrorKind;
 
-/// SQLite's primary result codes for "another connection holds the lock" (SQLITE_BUSY and
-/// SQLITE_LOCKED). `kind()` has no variant for them, so the primary code (the low byte of the
-/// extended code) is the only way to tell.
-const SQLITE_BUSY: i64 = 5;
-const SQLITE_LOCKED: i64 = 6;
+/// The failures `kind()` has no variant for, by SQLite's result code. The primary code is the
+/// low byte of the extended one (SQLITE_IOERR_WRITE is SQLITE_IOERR | 3 << 8), so every
+/// extended code lands with its primary. Constraint codes are left to `kind()` and the
+/// callers' own matches.
+fn classify_code(extended: i32) -> Option<DatabaseError> {
+    match extended & 0xff {
+        ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => Some(DatabaseError::Busy),
+        // SQLITE_PERM: the file's permissions, or an open flag the OS refused.
+        ffi::SQLITE_READONLY | ffi::SQLITE_PERM => Some(DatabaseError::ReadOnly),
+        ffi::SQLITE_FULL => Some(DatabaseError::DiskFull),
+        ffi::SQLITE_CORRUPT => Some(DatabaseError::Corrupt),
+        ffi::SQLITE_NOTADB => Some(DatabaseError::NotADatabase),
+        // The unix VFS reports a -shm file it cannot grow (to open a WAL database, the first
+        // thing a command does) as SQLITE_IOERR_SHMSIZE; it fails only for want of space.
+        ffi::SQLITE_IOERR if extended == ffi::SQLITE_IOERR_SHMSIZE => Some(DatabaseError::DiskFull),
+        ffi::SQLITE_IOERR => Some(DatabaseError::Io),
+        ffi::SQLITE_CANTOPEN => Some(DatabaseError::Connection(
+            "the file cannot be opened: its folder is missing or not accessible, or it is a \
+             folder"
+                .into(),
+        )),
+        _ => None,
+    }
+}
 
 /// Translates a driver error met while writing or reading `entity` (`task`, `agent`, ...)
 /// identified by `id`.
@@ -51,16 +71,11 @@ fn classify_as(err: &sqlx::Error, entity: &'static str, id: &str) -> DatabaseErr
                 entity,
                 detail: "a required value is missing".into(),
             },
-            _ => {
-                let primary = db
-                    .code()
-                    .and_then(|code| code.parse::<i64>().ok())
-                    .map(|code| code & 0xff);
-                match primary {
-                    Some(SQLITE_BUSY | SQLITE_LOCKED) => DatabaseError::Busy,
-                    _ => DatabaseError::Other(db.message().to_string()),
-                }
-            }
+            _ => db
+                .code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .and_then(classify_code)
+                .unwrap_or_else(|| DatabaseError::Other(db.message().to_string())),
         },
         other => DatabaseError::Other(other.to_string()),
     }
@@ -91,7 +106,6 @@ pub(crate) fn raw_on<'a>(
 }
 
 fn classify_raw_as(err: &rusqlite::Error, entity: &'static str, id: &str) -> DatabaseError {
-    use rusqlite::ffi;
     match err {
         rusqlite::Error::SqliteFailure(failure, message) => {
             let message = message.clone().unwrap_or_else(|| failure.to_string());
@@ -115,13 +129,50 @@ fn classify_raw_as(err: &rusqlite::Error, entity: &'static str, id: &str) -> Dat
                     entity,
                     detail: "a required value is missing".into(),
                 },
-                code if code & 0xff == ffi::SQLITE_BUSY || code & 0xff == ffi::SQLITE_LOCKED => {
-                    DatabaseError::Busy
-                }
-                _ => DatabaseError::Other(message),
+                code => classify_code(code).unwrap_or(DatabaseError::Other(message)),
             }
         }
         rusqlite::Error::QueryReturnedNoRows => DatabaseError::not_found(entity, id),
         other => DatabaseError::Other(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{classify_code, ffi, DatabaseError};
+
+    #[test]
+    fn every_extended_code_lands_with_its_primary_code() {
+        let cases = [
+            (ffi::SQLITE_READONLY_DBMOVED, "ReadOnly"),
+            (ffi::SQLITE_READONLY_DIRECTORY, "ReadOnly"),
+            (ffi::SQLITE_PERM, "ReadOnly"),
+            (ffi::SQLITE_FULL, "DiskFull"),
+            (ffi::SQLITE_IOERR_SHMSIZE, "DiskFull"),
+            (ffi::SQLITE_IOERR_WRITE, "Io"),
+            (ffi::SQLITE_IOERR_FSYNC, "Io"),
+            (ffi::SQLITE_CORRUPT, "Corrupt"),
+            (ffi::SQLITE_CORRUPT_INDEX, "Corrupt"),
+            (ffi::SQLITE_NOTADB, "NotADatabase"),
+            (ffi::SQLITE_CANTOPEN_ISDIR, "Connection"),
+            (ffi::SQLITE_BUSY_SNAPSHOT, "Busy"),
+            (ffi::SQLITE_LOCKED_SHAREDCACHE, "Busy"),
+        ];
+        for (code, expected) in cases {
+            let classified = classify_code(code).unwrap_or_else(|| panic!("{code} unclassified"));
+            let name = match classified {
+                DatabaseError::ReadOnly => "ReadOnly",
+                DatabaseError::DiskFull => "DiskFull",
+                DatabaseError::Io => "Io",
+                DatabaseError::Corrupt => "Corrupt",
+                DatabaseError::NotADatabase => "NotADatabase",
+                DatabaseError::Connection(_) => "Connection",
+                DatabaseError::Busy => "Busy",
+                _ => "another variant",
+            };
+            assert_eq!(name, expected, "code {code}");
+        }
+        assert!(classify_code(ffi::SQLITE_ERROR).is_none());
+        assert!(classify_code(ffi::SQLITE_CONSTRAINT_CHECK).is_none());
     }
 }

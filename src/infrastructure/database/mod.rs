@@ -12,6 +12,7 @@ mod errors;
 mod group_commit;
 mod handle;
 mod id_lookup;
+mod location;
 mod memory_repo;
 mod queue_store;
 mod row;
@@ -21,10 +22,11 @@ mod task_repo;
 pub use abathur_core::error::{DatabaseError, ValidationError};
 pub use agent_repo::AgentRepositoryImpl;
 pub use connection::{
-    CheckReport, DatabaseConfig, DatabaseConnection, DatabaseStatus, ForeignKeyProblem,
+    CheckReport, DatabaseConfig, DatabaseConnection, DatabaseStatus, ForeignKeyProblem, OpenMode,
 };
 pub use group_commit::{GroupCommitConfig, GroupCommitQueueStore, GroupCommitStats};
 pub use id_lookup::IdLookupImpl;
+pub use location::DatabaseLocation;
 pub use memory_repo::MemoryRepositoryImpl;
 pub use queue_store::QueueStoreImpl;
 pub use session_repo::SessionRepositoryImpl;
