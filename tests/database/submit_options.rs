@@ -296,6 +296,41 @@ async fn a_task_with_a_run_after_time_is_not_claimed_before_it_and_is_claimed_af
 }
 
 #[tokio::test]
+async fn the_overview_names_as_oldest_ready_only_a_task_that_can_be_claimed_now() {
+    for case in cases().await {
+        let delayed = NewTask {
+            run_after: Some(case.minutes(60)),
+            ..NewTask::new("delayed", "delayed", "worker")
+        };
+        let delayed = case.queue.submit(delayed).await.unwrap().id;
+        let overview = case.queue.overview(10).await.unwrap();
+        assert_eq!(
+            overview.counts[&TaskStatus::Ready],
+            1,
+            "{}: it is still counted as ready",
+            case.name
+        );
+        assert_eq!(overview.oldest_ready, None, "{}", case.name);
+
+        // A later task that can be claimed is named, though the delayed one is older.
+        case.clock.advance(chrono::Duration::minutes(1));
+        let now = case
+            .queue
+            .submit(NewTask::new("now", "now", "worker"))
+            .await
+            .unwrap()
+            .id;
+        let oldest = case.queue.overview(10).await.unwrap().oldest_ready;
+        assert_eq!(oldest.map(|t| t.task_id), Some(now), "{}", case.name);
+
+        // Once its time has come, the delayed one is the oldest again.
+        case.clock.advance(chrono::Duration::minutes(59));
+        let oldest = case.queue.overview(10).await.unwrap().oldest_ready;
+        assert_eq!(oldest.map(|t| t.task_id), Some(delayed), "{}", case.name);
+    }
+}
+
+#[tokio::test]
 async fn a_dependent_with_a_run_after_time_waits_for_both_its_dependency_and_its_time() {
     for case in cases().await {
         let a = NewTask::new("A", "a", "worker");

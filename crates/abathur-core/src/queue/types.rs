@@ -492,7 +492,8 @@ pub struct QueueOverview {
     pub at: DateTime<Utc>,
     /// Tasks per status, every status present.
     pub counts: std::collections::BTreeMap<TaskStatus, u64>,
-    /// The ready task that has waited longest since submission.
+    /// The ready task that has waited longest since submission among those a worker could
+    /// claim now: one held back by its run-after time or a retry's backoff is left out.
     pub oldest_ready: Option<WaitingTask>,
     /// Open attempts, the soonest to expire first (at most the number asked for).
     pub running: Vec<RunningAttempt>,
