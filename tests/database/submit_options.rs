@@ -8,9 +8,10 @@ use std::time::Duration;
 use abathur::domain::clock::Clock;
 use abathur::domain::error::ErrorCategory;
 use abathur::domain::models::TaskStatus;
+use abathur::domain::ports::TaskRepository;
 use abathur::domain::queue::{NewTask, QueueError, QueueStore, Submitted, TaskQueue};
 use abathur::infrastructure::database::{
-    DatabaseConnection, GroupCommitQueueStore, QueueStoreImpl,
+    DatabaseConnection, GroupCommitQueueStore, QueueStoreImpl, TaskRepositoryImpl,
 };
 use chrono::{TimeZone, Utc};
 use serde_json::json;
@@ -153,6 +154,34 @@ async fn the_same_key_with_other_content_is_a_conflict_naming_the_key_and_the_ta
             );
         }
         assert_eq!(table_dump(case.pool()).await, before, "{}", case.name);
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_task_forgets_its_key_so_the_key_makes_a_new_task() {
+    for case in cases().await {
+        let tasks = TaskRepositoryImpl::new(case.pool().clone());
+        let first = case.queue.submit(keyed("A", "k-1")).await.unwrap();
+        tasks.delete(first.id).await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_idempotency")
+            .fetch_one(case.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "{}: the key went with its task", case.name);
+
+        // Other content under the same key is no conflict now: the key is free.
+        let again = case
+            .queue
+            .submit_keyed(NewTask {
+                description: "something else".into(),
+                ..keyed("A", "k-1")
+            })
+            .await
+            .unwrap();
+        assert!(!again.existing, "{}", case.name);
+        assert_ne!(again.task.id, first.id, "{}", case.name);
+        let details = case.queue.submission_details(again.task.id).await.unwrap();
+        assert_eq!(details.idempotency_key.as_deref(), Some("k-1"));
     }
 }
 
