@@ -360,6 +360,39 @@ async fn the_overview_names_as_oldest_ready_only_a_task_that_can_be_claimed_now(
 }
 
 #[tokio::test]
+async fn a_run_after_time_is_shown_only_while_it_holds_the_task_back() {
+    for case in cases().await {
+        let past = NewTask {
+            run_after: Some(case.minutes(-5)),
+            ..NewTask::new("past", "past", "worker")
+        };
+        let past = case.queue.submit(past).await.unwrap().id;
+        let details = case.queue.submission_details(past).await.unwrap();
+        assert_eq!(
+            details.run_after, None,
+            "{}: a past time holds nothing back",
+            case.name
+        );
+
+        let later = NewTask {
+            run_after: Some(case.minutes(10)),
+            ..NewTask::new("later", "later", "worker")
+        };
+        let later = case.queue.submit(later).await.unwrap().id;
+        let details = case.queue.submission_details(later).await.unwrap();
+        assert_eq!(details.run_after, Some(case.minutes(10)), "{}", case.name);
+        case.clock.advance(chrono::Duration::minutes(10));
+        let details = case.queue.submission_details(later).await.unwrap();
+        assert_eq!(details.run_after, None, "{}: its time has come", case.name);
+        let mut claimed = case.claim().await;
+        claimed.sort();
+        let mut both = vec![past, later];
+        both.sort();
+        assert_eq!(claimed, both, "{}", case.name);
+    }
+}
+
+#[tokio::test]
 async fn a_dependent_with_a_run_after_time_waits_for_both_its_dependency_and_its_time() {
     for case in cases().await {
         let a = NewTask::new("A", "a", "worker");

@@ -245,8 +245,8 @@ pub struct SubmissionDetails {
     /// The idempotency key it was submitted with.
     pub idempotency_key: Option<String>,
     /// It is not claimable before this time: the run-after time it was submitted with, or the
-    /// backoff of a failed attempt. `None` once it has passed is not promised: a time in the
-    /// past may still be shown.
+    /// backoff of a failed attempt. [`crate::queue::TaskQueue::submission_details`] gives it
+    /// only while it is still to come; a store may give a time already past.
     pub run_after: Option<DateTime<Utc>>,
 }
 
