@@ -583,6 +583,11 @@ async fn the_overview_counts_statuses_and_lists_leases_soonest_first() {
     f.queue.reap().await.unwrap();
     let after = f.queue.overview(10).await.unwrap();
     assert_eq!(after.expired_leases, 0);
+    // The reaped task is ready again, but held back by its retry's backoff (10 s).
+    assert_eq!(after.counts[&TaskStatus::Ready], 1);
+    assert!(after.oldest_ready.is_none(), "{:?}", after.oldest_ready);
+    f.clock.advance(chrono::Duration::seconds(10));
+    let after = f.queue.overview(10).await.unwrap();
     let oldest = after.oldest_ready.expect("the reaped task waits again");
     assert_eq!(oldest.task_id, second.id);
 }

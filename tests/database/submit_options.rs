@@ -8,9 +8,10 @@ use std::time::Duration;
 use abathur::domain::clock::Clock;
 use abathur::domain::error::ErrorCategory;
 use abathur::domain::models::TaskStatus;
+use abathur::domain::ports::TaskRepository;
 use abathur::domain::queue::{NewTask, QueueError, QueueStore, Submitted, TaskQueue};
 use abathur::infrastructure::database::{
-    DatabaseConnection, GroupCommitQueueStore, QueueStoreImpl,
+    DatabaseConnection, GroupCommitQueueStore, QueueStoreImpl, TaskRepositoryImpl,
 };
 use chrono::{TimeZone, Utc};
 use serde_json::json;
@@ -157,6 +158,34 @@ async fn the_same_key_with_other_content_is_a_conflict_naming_the_key_and_the_ta
 }
 
 #[tokio::test]
+async fn deleting_a_task_forgets_its_key_so_the_key_makes_a_new_task() {
+    for case in cases().await {
+        let tasks = TaskRepositoryImpl::new(case.pool().clone());
+        let first = case.queue.submit(keyed("A", "k-1")).await.unwrap();
+        tasks.delete(first.id).await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_idempotency")
+            .fetch_one(case.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "{}: the key went with its task", case.name);
+
+        // Other content under the same key is no conflict now: the key is free.
+        let again = case
+            .queue
+            .submit_keyed(NewTask {
+                description: "something else".into(),
+                ..keyed("A", "k-1")
+            })
+            .await
+            .unwrap();
+        assert!(!again.existing, "{}", case.name);
+        assert_ne!(again.task.id, first.id, "{}", case.name);
+        let details = case.queue.submission_details(again.task.id).await.unwrap();
+        assert_eq!(details.idempotency_key.as_deref(), Some("k-1"));
+    }
+}
+
+#[tokio::test]
 async fn a_batch_mixing_stored_and_new_keys_stores_the_new_ones_linked_to_the_stored_ones() {
     for case in cases().await {
         let a = case.queue.submit(keyed("A", "a")).await.unwrap();
@@ -292,6 +321,74 @@ async fn a_task_with_a_run_after_time_is_not_claimed_before_it_and_is_claimed_af
         assert!(case.claim().await.is_empty(), "{}", case.name);
         case.clock.advance(chrono::Duration::seconds(1));
         assert_eq!(case.claim().await, vec![id], "{}", case.name);
+    }
+}
+
+#[tokio::test]
+async fn the_overview_names_as_oldest_ready_only_a_task_that_can_be_claimed_now() {
+    for case in cases().await {
+        let delayed = NewTask {
+            run_after: Some(case.minutes(60)),
+            ..NewTask::new("delayed", "delayed", "worker")
+        };
+        let delayed = case.queue.submit(delayed).await.unwrap().id;
+        let overview = case.queue.overview(10).await.unwrap();
+        assert_eq!(
+            overview.counts[&TaskStatus::Ready],
+            1,
+            "{}: it is still counted as ready",
+            case.name
+        );
+        assert_eq!(overview.oldest_ready, None, "{}", case.name);
+
+        // A later task that can be claimed is named, though the delayed one is older.
+        case.clock.advance(chrono::Duration::minutes(1));
+        let now = case
+            .queue
+            .submit(NewTask::new("now", "now", "worker"))
+            .await
+            .unwrap()
+            .id;
+        let oldest = case.queue.overview(10).await.unwrap().oldest_ready;
+        assert_eq!(oldest.map(|t| t.task_id), Some(now), "{}", case.name);
+
+        // Once its time has come, the delayed one is the oldest again.
+        case.clock.advance(chrono::Duration::minutes(59));
+        let oldest = case.queue.overview(10).await.unwrap().oldest_ready;
+        assert_eq!(oldest.map(|t| t.task_id), Some(delayed), "{}", case.name);
+    }
+}
+
+#[tokio::test]
+async fn a_run_after_time_is_shown_only_while_it_holds_the_task_back() {
+    for case in cases().await {
+        let past = NewTask {
+            run_after: Some(case.minutes(-5)),
+            ..NewTask::new("past", "past", "worker")
+        };
+        let past = case.queue.submit(past).await.unwrap().id;
+        let details = case.queue.submission_details(past).await.unwrap();
+        assert_eq!(
+            details.run_after, None,
+            "{}: a past time holds nothing back",
+            case.name
+        );
+
+        let later = NewTask {
+            run_after: Some(case.minutes(10)),
+            ..NewTask::new("later", "later", "worker")
+        };
+        let later = case.queue.submit(later).await.unwrap().id;
+        let details = case.queue.submission_details(later).await.unwrap();
+        assert_eq!(details.run_after, Some(case.minutes(10)), "{}", case.name);
+        case.clock.advance(chrono::Duration::minutes(10));
+        let details = case.queue.submission_details(later).await.unwrap();
+        assert_eq!(details.run_after, None, "{}: its time has come", case.name);
+        let mut claimed = case.claim().await;
+        claimed.sort();
+        let mut both = vec![past, later];
+        both.sort();
+        assert_eq!(claimed, both, "{}", case.name);
     }
 }
 

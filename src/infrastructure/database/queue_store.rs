@@ -1652,9 +1652,16 @@ impl QueueStore for QueueStoreImpl {
             counts.insert(cx.parse("status", &r.status)?, cx.int("count", r.count)?);
         }
 
+        // The oldest task a worker could claim now: one held back by its run-after time or a
+        // backoff is not waiting for a worker, and naming it would point at no fault.
+        let now_text = ts(&now);
         let oldest = sqlx::query!(
             r#"SELECT id AS "id!", summary, agent_type, submitted_at
-               FROM tasks WHERE status = 'ready' ORDER BY submitted_at, id LIMIT 1"#
+               FROM tasks t WHERE status = 'ready'
+                 AND NOT EXISTS (SELECT 1 FROM task_schedule s
+                                 WHERE s.task_id = t.id AND s.run_after > ?1)
+               ORDER BY submitted_at, id LIMIT 1"#,
+            now_text
         )
         .fetch_optional(&mut *tx)
         .await
@@ -1704,7 +1711,6 @@ impl QueueStore for QueueStoreImpl {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
-        let now_text = ts(&now);
         let expired = sqlx::query_scalar!(
             r#"SELECT COUNT(*) AS "count!: i64" FROM task_attempts
                WHERE finished_at IS NULL AND lease_expires_at <= ?"#,

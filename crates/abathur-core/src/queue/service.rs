@@ -154,12 +154,16 @@ impl TaskQueue {
     }
 
     /// The idempotency key a task was submitted with, and the time before which it is not
-    /// claimable, if any.
+    /// claimable, if that time is still to come.
     ///
     /// # Errors
     /// `TaskNotFound`; the store's failures.
     pub async fn submission_details(&self, task_id: Uuid) -> Result<SubmissionDetails, QueueError> {
-        self.store.submission_details(task_id).await
+        let mut details = self.store.submission_details(task_id).await?;
+        // A time already past holds nothing back; the store keeps it until the next claim.
+        let now = self.clock.now();
+        details.run_after = details.run_after.filter(|t| *t > now);
+        Ok(details)
     }
 
     /// Claims up to `max_tasks` of the most urgent ready tasks of these agent types (any type

@@ -95,8 +95,8 @@ impl NewTask {
     /// id, the deadline and the run-after time. The id is new on every call, and a deadline or
     /// run-after time given relative to now (`+10m`) is another instant on every retry, so
     /// none of them can tell a retry from a different submission; the first submission's
-    /// times stand. Dependencies count as a set; input is compared as a JSON value (key order
-    /// and spacing do not matter).
+    /// times stand. Dependencies count as a set; input is compared as a JSON value (key order,
+    /// spacing and the form of a number, `1` or `1.0`, do not matter).
     ///
     /// A store compares it after naming every dependency and parent by its stored id, so a
     /// retried batch whose members were already stored still matches.
@@ -193,7 +193,23 @@ fn canonical_json(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b'}');
         }
+        Value::Number(number) => out.extend_from_slice(canonical_number(number).as_bytes()),
         scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+    }
+}
+
+/// A number by its value: a float with no fraction is written as the integer it equals, so
+/// `1.0`, `1e0` and `1` (and `-0.0` and `0`) encode alike, as they are one JSON number. An
+/// integer is written exactly, never through a float, so that two integers a float cannot
+/// tell apart (2^53 and 2^53 + 1) stay apart.
+fn canonical_number(number: &serde_json::Number) -> String {
+    // Below 2^127 in magnitude an integral f64 converts to i128 exactly.
+    const EXACT: f64 = 1.7014118346046923e38;
+    match number.as_f64() {
+        Some(f) if number.is_f64() && f.fract() == 0.0 && f.abs() < EXACT => {
+            (f as i128).to_string()
+        }
+        _ => number.to_string(),
     }
 }
 
@@ -229,8 +245,8 @@ pub struct SubmissionDetails {
     /// The idempotency key it was submitted with.
     pub idempotency_key: Option<String>,
     /// It is not claimable before this time: the run-after time it was submitted with, or the
-    /// backoff of a failed attempt. `None` once it has passed is not promised: a time in the
-    /// past may still be shown.
+    /// backoff of a failed attempt. [`crate::queue::TaskQueue::submission_details`] gives it
+    /// only while it is still to come; a store may give a time already past.
     pub run_after: Option<DateTime<Utc>>,
 }
 
@@ -492,7 +508,8 @@ pub struct QueueOverview {
     pub at: DateTime<Utc>,
     /// Tasks per status, every status present.
     pub counts: std::collections::BTreeMap<TaskStatus, u64>,
-    /// The ready task that has waited longest since submission.
+    /// The ready task that has waited longest since submission among those a worker could
+    /// claim now: one held back by its run-after time or a retry's backoff is left out.
     pub oldest_ready: Option<WaitingTask>,
     /// Open attempts, the soonest to expire first (at most the number asked for).
     pub running: Vec<RunningAttempt>,
@@ -570,6 +587,39 @@ mod tests {
         };
         assert_eq!(first.content_hash(), retry.content_hash());
         assert_eq!(first.content_hash().len(), 64);
+    }
+
+    #[test]
+    fn an_input_number_hashes_by_its_value_not_by_how_it_was_written() {
+        #[track_caller]
+        fn hash_of(input: &str) -> String {
+            NewTask {
+                input_data: Some(serde_json::from_str(input).unwrap()),
+                ..base()
+            }
+            .content_hash()
+        }
+        for (a, b) in [
+            ("1", "1.0"),
+            ("100", "1e2"),
+            ("0", "-0.0"),
+            ("-3", "-3.000"),
+            ("18446744073709551615", "18446744073709551615"),
+            ("{\"n\": [1, 2.5]}", "{\"n\": [1.0, 25e-1]}"),
+        ] {
+            assert_eq!(hash_of(a), hash_of(b), "{a} and {b}");
+        }
+        // Different numbers stay apart, even where a float cannot tell them apart.
+        for (a, b) in [
+            ("1", "1.5"),
+            ("1", "\"1\""),
+            ("9007199254740993", "9007199254740992"),
+            ("9007199254740993", "9007199254740992.0"),
+            ("18446744073709551615", "18446744073709551616.0"),
+            ("-9223372036854775808", "-9223372036854775807"),
+        ] {
+            assert_ne!(hash_of(a), hash_of(b), "{a} and {b}");
+        }
     }
 
     #[test]
