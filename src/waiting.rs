@@ -135,6 +135,15 @@ impl ChangeFeed {
         }
     }
 
+    /// Whether the watcher runs: from the first subscription until a tick finds none left.
+    pub fn is_watching(&self) -> bool {
+        *self
+            .state
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A [`Wake`] that fires on the next change. Call it inside a tokio runtime.
     pub fn subscribe(&self) -> FeedWake {
         let ticks = self.state.ticks.subscribe();
