@@ -85,6 +85,10 @@ pub async fn claim_waiting(
                 request.max,
             )
             .await?;
+        if !claimed.is_empty() && has_completed(gone.as_mut()).await {
+            hand_back(queue, request.worker_id, &claimed).await;
+            return Ok(Vec::new());
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if !claimed.is_empty() || left.is_zero() {
             return Ok(claimed);
@@ -103,6 +107,33 @@ pub async fn claim_waiting(
                 tracing::debug!(worker = request.worker_id, "a waiting claim ended: the client went away");
                 return Ok(Vec::new());
             }
+        }
+    }
+}
+
+/// Whether `future` is complete, without waiting for it. Call it only until it answers true.
+async fn has_completed(future: std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
+    tokio::select! {
+        biased;
+        () = future => true,
+        () = std::future::ready(()) => false,
+    }
+}
+
+/// Releases the tasks of a claim whose caller left while it committed: nobody would ever
+/// receive them, and left to their leases they would wait for a reaper and count a retry.
+async fn hand_back(queue: &TaskQueue, worker_id: &str, claimed: &[ClaimedTask]) {
+    for task in claimed {
+        tracing::debug!(worker = worker_id, task = %task.task.id, "handing back a task claimed after the client went away");
+        if let Err(e) = queue
+            .release(
+                task.lease.attempt_id,
+                "the client went away before the claim was answered",
+            )
+            .await
+        {
+            // The lease still expires, and a reaper takes the task back then.
+            tracing::warn!(error = %e, task = %task.task.id, "cannot hand back a task claimed after the client went away");
         }
     }
 }
@@ -133,6 +164,15 @@ impl ChangeFeed {
                 running: Mutex::new(false),
             }),
         }
+    }
+
+    /// Whether the watcher runs: from the first subscription until a tick finds none left.
+    pub fn is_watching(&self) -> bool {
+        *self
+            .state
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A [`Wake`] that fires on the next change. Call it inside a tokio runtime.
@@ -201,6 +241,57 @@ impl Wake for FeedWake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::Arc;
+
+    use abathur_core::models::TaskStatus;
+    use abathur_core::queue::NewTask;
+
+    use crate::infrastructure::database::{DatabaseConnection, QueueStoreImpl};
+    use crate::worker::Interval;
+
+    #[tokio::test]
+    async fn a_task_claimed_after_the_caller_went_away_is_handed_back_without_a_retry() {
+        let db = DatabaseConnection::new("sqlite::memory:")
+            .await
+            .expect("open");
+        db.migrate().await.expect("migrate");
+        let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone())));
+        let task = queue
+            .submit(NewTask::new("t", "t", "generic"))
+            .await
+            .expect("submit");
+        let request = ClaimRequest {
+            worker_id: "gone",
+            agent_types: &[],
+            lease: Duration::from_secs(300),
+            max: 1,
+        };
+        // The caller is gone by the time the claim commits: nobody would receive the task.
+        let claimed = claim_waiting(
+            &queue,
+            &request,
+            Duration::from_secs(5),
+            &mut Interval,
+            std::future::ready(()),
+        )
+        .await
+        .expect("a claim");
+        assert!(claimed.is_empty(), "{claimed:?}");
+
+        let request = ClaimRequest {
+            worker_id: "next",
+            ..request
+        };
+        let next = queue
+            .claim(request.worker_id, request.agent_types, request.lease, 1)
+            .await
+            .expect("a claim");
+        assert_eq!(next.len(), 1, "the task is ready again at once");
+        assert_eq!(next[0].task.id, task.id);
+        assert_eq!(next[0].task.status, TaskStatus::Running);
+        assert_eq!(next[0].task.retry_count, 0, "no retry counted");
+    }
 
     #[test]
     fn a_wait_up_to_the_cap_is_accepted_and_one_past_it_refused_naming_the_cap() {

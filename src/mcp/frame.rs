@@ -58,7 +58,7 @@ pub struct Answer {
 
 /// Checks one message: a stdio line without its newline, or an HTTP request body.
 pub fn check(bytes: &[u8]) -> Verdict {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let bytes = without_bom(bytes);
     let message = match read(bytes) {
         Ok(message) => message,
         Err(e) => {
@@ -134,6 +134,12 @@ pub fn check(bytes: &[u8]) -> Verdict {
         );
     }
     pass(bytes, depth, Shape::Request { id, method })
+}
+
+/// `bytes` without the UTF-8 byte order mark some clients start a message with. rmcp does not
+/// skip it, so what passes [`check`] must reach rmcp without it.
+pub fn without_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
 }
 
 /// What a message that passed the checks of its envelope is.

@@ -113,7 +113,7 @@ async fn edge(request: Request, next: axum::middleware::Next) -> Response {
     if declared.is_some_and(|length| length > MAX_MESSAGE_BYTES as u64) {
         return too_large();
     }
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, collect(body)).await {
         Err(_) => {
             return plain(
@@ -133,6 +133,16 @@ async fn edge(request: Request, next: axum::middleware::Next) -> Response {
             );
         }
         Ok(Ok(bytes)) => bytes,
+    };
+    // rmcp reads the body again, and takes a byte order mark for a syntax error.
+    let bytes = match frame::without_bom(&bytes) {
+        unmarked if unmarked.len() < bytes.len() => {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(unmarked.len()));
+            unmarked.to_vec()
+        }
+        _ => bytes,
     };
     let is_json = parts
         .headers

@@ -34,6 +34,10 @@ pub struct CheckedLines<R> {
     writer: Option<JoinHandle<()>>,
 }
 
+/// The most a line ends with: `\r\n`. The limit counts the message alone, so that a client
+/// ending its lines with CRLF may send as much as one ending them with LF.
+const LINE_END_BYTES: usize = 2;
+
 enum Line {
     Whole,
     TooLong,
@@ -69,7 +73,7 @@ impl<R: AsyncRead + Unpin + Send> CheckedLines<R> {
                     self.discarding = false;
                 }
                 None
-            } else if self.line.len() + take > MAX_MESSAGE_BYTES + 1 {
+            } else if self.line.len() + take > MAX_MESSAGE_BYTES + LINE_END_BYTES {
                 self.line.clear();
                 self.discarding = newline.is_none();
                 Some(Line::TooLong)
@@ -161,6 +165,10 @@ impl<R: AsyncRead + Unpin + Send> Transport<RoleServer> for CheckedLines<R> {
             let line = std::mem::take(&mut self.line);
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
             let text = text.strip_suffix(b"\r").unwrap_or(text);
+            if text.len() > MAX_MESSAGE_BYTES {
+                self.queue(&frame::too_large());
+                continue;
+            }
             if text.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }

@@ -228,9 +228,11 @@ pub async fn claim(
     };
     let wait = Duration::from_secs(args.wait_seconds.unwrap_or(0));
     waiting::check_wait("wait_seconds", wait)?;
+    // A subscription starts the watcher, which takes a connection out of the pool: only a
+    // claim that may wait pays for it.
     let mut wake: Box<dyn Wake> = match feed {
-        Some(feed) => Box::new(feed.subscribe()),
-        None => Box::new(Interval),
+        Some(feed) if !wait.is_zero() => Box::new(feed.subscribe()),
+        _ => Box::new(Interval),
     };
     let claimed = waiting::claim_waiting(queue, &request, wait, wake.as_mut(), gone).await?;
     Ok(Claimed { claimed })
@@ -262,4 +264,35 @@ pub async fn complete(queue: &TaskQueue, args: TaskComplete) -> Result<Completed
 pub async fn fail(queue: &TaskQueue, args: TaskFail) -> Result<FailOutcome, ToolError> {
     let attempt = parse_id("attempt_id", &args.attempt_id)?;
     Ok(queue.fail(attempt, &args.error).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::infrastructure::database::{DatabaseConnection, QueueStoreImpl};
+
+    #[tokio::test]
+    async fn a_claim_that_does_not_wait_starts_no_watcher() {
+        let db = DatabaseConnection::new("sqlite::memory:")
+            .await
+            .expect("open");
+        db.migrate().await.expect("migrate");
+        let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone())));
+        let feed = ChangeFeed::new(db.pool().clone());
+        for arguments in [
+            json!({ "worker_id": "w" }),
+            json!({ "worker_id": "w", "wait_seconds": 0 }),
+        ] {
+            let args: TaskClaim = serde_json::from_value(arguments.clone()).expect("arguments");
+            let claimed = claim(&queue, Some(&feed), args, std::future::pending())
+                .await
+                .expect("a claim");
+            assert!(claimed.claimed.is_empty());
+            assert!(!feed.is_watching(), "{arguments}: the watcher runs");
+        }
+    }
 }

@@ -325,3 +325,79 @@ async fn a_stdio_line_over_the_message_limit_is_answered_and_the_next_request_to
     assert!(raw.finish().await.success());
     assert_eq!(task_count(&store).await, 0);
 }
+
+/// A `ping` whose line is exactly `len` bytes long, padded inside `_meta`.
+fn ping_of_length(id: u64, len: usize) -> String {
+    let head =
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping","params":{{"_meta":{{"pad":""#);
+    let tail = r#""}}}"#;
+    let line = format!("{head}{}{tail}", "x".repeat(len - head.len() - tail.len()));
+    assert_eq!(line.len(), len);
+    line
+}
+
+#[tokio::test]
+async fn a_stdio_message_exactly_at_the_limit_is_answered_whether_its_line_ends_in_lf_or_crlf() {
+    let store = Store::new();
+    let mut raw = RawSession::start(&store).await;
+    let limit = abathur::mcp::MAX_MESSAGE_BYTES;
+    raw.send_line(&ping_of_length(400, limit)).await;
+    assert_eq!(
+        raw.next_message().await,
+        json!({ "jsonrpc": "2.0", "id": 400, "result": {} })
+    );
+    // A client that ends its lines with CRLF sends one byte more for the same message.
+    raw.send_line(&format!("{}\r", ping_of_length(401, limit)))
+        .await;
+    assert_eq!(
+        raw.next_message().await,
+        json!({ "jsonrpc": "2.0", "id": 401, "result": {} })
+    );
+    // One byte over is refused either way.
+    for end in ["", "\r"] {
+        raw.send_line(&format!("{}{end}", ping_of_length(402, limit + 1)))
+            .await;
+        let answer = raw.next_message().await;
+        assert_eq!(answer["error"]["code"], -32600, "{end:?}: {answer}");
+    }
+    raw.send_line(r#"{"jsonrpc":"2.0","id":"after","method":"ping"}"#)
+        .await;
+    assert_eq!(raw.next_message().await["id"], "after");
+    assert!(raw.finish().await.success());
+}
+
+#[tokio::test]
+async fn a_message_that_starts_with_a_byte_order_mark_is_read_over_stdio_and_http_alike() {
+    let enqueue = |id: u64| {
+        format!(
+            "\u{feff}{}",
+            json!({
+                "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": { "name": "task_enqueue", "arguments": { "description": "bom" } },
+            })
+        )
+    };
+    let store = Store::new();
+    let mut raw = RawSession::start(&store).await;
+    raw.send_line(&enqueue(500)).await;
+    let answer = raw.next_message().await;
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    assert!(raw.finish().await.success());
+
+    let mut cmd = store.command(&["--http", "127.0.0.1:0"]);
+    cmd.stdin(Stdio::null());
+    let mut child = cmd.spawn().expect("abathur mcp --http starts");
+    let (url, _) = served_url(&mut child).await;
+    let (addr, path) = url.split_once('/').expect("an address and a path");
+    let (status, _, body) = post_body(addr, addr, &format!("/{path}"), &enqueue(501)).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("a JSON answer");
+    assert_eq!(answer["id"], 501, "{answer}");
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    stop(child).await;
+    assert_eq!(
+        task_count(&store).await,
+        2,
+        "each transport stored its task"
+    );
+}
