@@ -15,3 +15,4 @@ mod queue_properties;
 mod session_repo;
 mod task_repo;
 mod task_repo_test;
+mod timestamp_range;
