@@ -19,9 +19,9 @@ pub enum MemoryCommand {
     Add {
         namespace: String,
         key: String,
-        /// A JSON value, or @FILE; with --text, plain text.
+        /// A JSON value, or @FILE to read it from a file; with --text, plain text (or @FILE).
         value: String,
-        /// Take VALUE as plain text rather than JSON.
+        /// Take VALUE (or the file @FILE names) as plain text rather than JSON.
         #[arg(long)]
         text: bool,
         /// semantic (facts), episodic (events) or procedural (how-to).
@@ -45,9 +45,9 @@ pub enum MemoryCommand {
     Update {
         namespace: String,
         key: String,
-        /// A JSON value, or @FILE; with --text, plain text.
+        /// A JSON value, or @FILE to read it from a file; with --text, plain text (or @FILE).
         value: String,
-        /// Take VALUE as plain text rather than JSON.
+        /// Take VALUE (or the file @FILE names) as plain text rather than JSON.
         #[arg(long)]
         text: bool,
         /// Who is writing it.
@@ -74,7 +74,9 @@ fn parse_type(text: &str) -> Result<MemoryType, String> {
 
 fn value(text: &str, plain: bool) -> Result<Value, CliError> {
     if plain {
-        Ok(Value::String(text.to_string()))
+        Ok(Value::String(
+            json_value::read_text("value", text)?.into_owned(),
+        ))
     } else {
         json_value::read("value", text)
     }

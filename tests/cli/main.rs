@@ -11,6 +11,7 @@ mod ids;
 mod import;
 mod init;
 mod json;
+mod limits;
 mod output;
 mod queue;
 mod readme;

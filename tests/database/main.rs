@@ -7,6 +7,7 @@ mod agent_repo;
 mod connection;
 mod group_commit;
 mod id_lookup;
+mod limits;
 mod memory_repo;
 mod migrations;
 mod query_plans;

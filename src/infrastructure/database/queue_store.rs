@@ -605,7 +605,9 @@ fn fail_task(
         Some(&attempt),
         Some(&reason),
     )?;
-    let cascade_error = format!("dependency {task_id} failed: {error}");
+    // The root is named, not quoted: its error is on the root task, and copying it into every
+    // dependent and every event would multiply it by the size of the cascade.
+    let cascade_error = format!("dependency {task_id} failed");
     // An unfinished dependent of a task that never completed is blocked (or pending): it
     // cannot be ready or running.
     let moves: Vec<Move> = descendants(conn, task_id, Walk::Dependents)?

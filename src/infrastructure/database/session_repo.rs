@@ -5,7 +5,7 @@ use std::sync::Arc;
 use abathur_core::clock::{Clock, SystemClock};
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{
-    check_json_depth, check_state_key, NewSessionEvent, Session, SessionEvent,
+    check_state_key, check_state_value, NewSessionEvent, Session, SessionEvent,
 };
 use abathur_core::ports::SessionRepository;
 use abathur_core::timestamp;
@@ -254,7 +254,7 @@ impl SessionRepository for SessionRepositoryImpl {
         value: Value,
     ) -> Result<(), DatabaseError> {
         check_state_key(key)?;
-        check_json_depth("value", &value)?;
+        check_state_value(&value)?;
         let id = session_id.to_string();
         let path = state_path(key);
         let value = json_text(&value);

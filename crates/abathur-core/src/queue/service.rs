@@ -16,7 +16,8 @@ use super::types::{
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::ValidationError;
-use crate::models::{check_json_depth, check_no_nul, Task};
+use crate::limits::{MAX_ERROR_BYTES, MAX_TASK_JSON_BYTES};
+use crate::models::{check_json, check_name, check_text, Task};
 
 /// Rows per statement when refreshing priorities.
 const REFRESH_BATCH: u32 = 5_000;
@@ -126,7 +127,7 @@ impl TaskQueue {
     /// when empty) under a lease of `lease`.
     ///
     /// # Errors
-    /// A `Validation` error for an empty worker id, a lease of zero or over [`MAX_LEASE`], or a
+    /// A `Validation` error for an empty or over-long worker id or agent type, a lease of zero or over [`MAX_LEASE`], or a
     /// `max_tasks` of zero or over [`MAX_CLAIM`].
     pub async fn claim(
         &self,
@@ -135,10 +136,10 @@ impl TaskQueue {
         lease: Duration,
         max_tasks: u32,
     ) -> Result<Vec<ClaimedTask>, QueueError> {
-        if worker_id.trim().is_empty() {
-            return Err(ValidationError::new("worker_id", "must not be empty").into());
+        check_name("worker_id", worker_id)?;
+        for agent_type in agent_types {
+            check_name("agent_type", agent_type)?;
         }
-        check_no_nul("worker_id", worker_id)?;
         check_lease(lease)?;
         if max_tasks == 0 || max_tasks > MAX_CLAIM {
             return Err(ValidationError::new(
@@ -170,14 +171,15 @@ impl TaskQueue {
     /// Completes the leased task with `result`; returns the dependents made ready.
     ///
     /// # Errors
-    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for a result nested too deep.
+    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for a result over
+    /// [`MAX_TASK_JSON_BYTES`] or nested too deep.
     pub async fn complete(
         &self,
         attempt_id: Uuid,
         result: Option<Value>,
     ) -> Result<Vec<Uuid>, QueueError> {
         if let Some(result) = &result {
-            check_json_depth("result", result)?;
+            check_json("result", result, MAX_TASK_JSON_BYTES)?;
         }
         self.store
             .complete(attempt_id, result, &self.priority, self.clock.now())
@@ -187,9 +189,10 @@ impl TaskQueue {
     /// Fails the leased attempt with `error`.
     ///
     /// # Errors
-    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for an error message with a NUL.
+    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for an error message
+    /// with a NUL or over [`MAX_ERROR_BYTES`].
     pub async fn fail(&self, attempt_id: Uuid, error: &str) -> Result<FailOutcome, QueueError> {
-        check_no_nul("error", error)?;
+        check_text("error", error, MAX_ERROR_BYTES)?;
         self.store
             .fail(attempt_id, error, &self.retry, self.clock.now())
             .await
@@ -200,9 +203,10 @@ impl TaskQueue {
     /// [`TaskQueue::fail`].
     ///
     /// # Errors
-    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for a reason with a NUL.
+    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for a reason with a
+    /// NUL or over [`MAX_ERROR_BYTES`].
     pub async fn release(&self, attempt_id: Uuid, reason: &str) -> Result<(), QueueError> {
-        check_no_nul("reason", reason)?;
+        check_text("reason", reason, MAX_ERROR_BYTES)?;
         self.store
             .release(attempt_id, reason, self.clock.now())
             .await
@@ -296,9 +300,5 @@ fn check_lease(lease: Duration) -> Result<(), QueueError> {
 
 /// The person or process named in the history must be named.
 fn check_actor(actor: &str) -> Result<(), QueueError> {
-    if actor.trim().is_empty() {
-        return Err(ValidationError::new("actor", "must not be empty").into());
-    }
-    check_no_nul("actor", actor)?;
-    Ok(())
+    Ok(check_name("actor", actor)?)
 }
