@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use abathur_core::models::{TaskSource, TaskStatus};
+use abathur_core::limits::MAX_PAGE;
+use abathur_core::models::{TaskSource, TaskStatus, MAX_PRIORITY};
+use abathur_core::queue::MAX_CLAIM;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
@@ -64,8 +66,9 @@ pub enum Command {
     /// The queue at a glance: tasks per status, the oldest ready task, running leases and how
     /// soon they expire.
     Status {
-        /// Show at most this many running attempts.
-        #[arg(long, value_name = "N", default_value_t = 20)]
+        /// Show at most this many running attempts (0 to 1000).
+        #[arg(long, value_name = "N", default_value_t = 20, allow_negative_numbers = true,
+              value_parser = ranged::<u32>(0, i64::from(MAX_PAGE)))]
         running: u32,
     },
     /// Recover the tasks of dead workers (expired leases) and tasks past their timeout, then
@@ -139,7 +142,8 @@ pub enum TaskCommand {
         #[arg(value_parser = parse_id)]
         attempt: IdArg,
         /// The new lease, counted from now: `90s`, `5m`, `1h`, or plain seconds.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m",
+              allow_hyphen_values = true)]
         lease: Duration,
     },
     /// Complete a claimed task; prints the dependents that became ready.
@@ -193,11 +197,13 @@ pub struct ClaimArgs {
     pub agent_types: Vec<String>,
 
     /// How long the lease lasts without a heartbeat: `90s`, `5m`, `1h`, or plain seconds.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m",
+              allow_hyphen_values = true)]
     pub lease: Duration,
 
-    /// At most this many tasks.
-    #[arg(long = "max", value_name = "N", default_value_t = 1)]
+    /// At most this many tasks (1 to 1000).
+    #[arg(long = "max", value_name = "N", default_value_t = 1, allow_negative_numbers = true,
+          value_parser = ranged::<u32>(1, i64::from(MAX_CLAIM)))]
     pub max_tasks: u32,
 }
 
@@ -234,10 +240,9 @@ pub struct SubmitArgs {
     pub agent_type: String,
 
     /// Base priority, 0 (lowest) to 10 (highest).
-    // Wider than the domain's u8 so that an out-of-range number is reported as invalid input
-    // (exit 4) by the domain's rule, not as a parse failure.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub priority: u32,
+    #[arg(long, value_name = "N", default_value_t = 5, allow_negative_numbers = true,
+          value_parser = ranged::<u8>(0, i64::from(MAX_PRIORITY)))]
+    pub priority: u8,
 
     /// A task that must complete first (an id or a prefix of one); repeat for several.
     #[arg(long = "depends-on", value_name = "ID", value_parser = parse_id)]
@@ -252,11 +257,13 @@ pub struct SubmitArgs {
     pub input: Option<String>,
 
     /// How many times a failed attempt is retried before the task fails.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3, allow_negative_numbers = true,
+          value_parser = ranged::<u32>(0, i64::from(u32::MAX)))]
     pub max_retries: u32,
 
-    /// Seconds an attempt may run before the reaper times it out.
-    #[arg(long = "timeout", value_name = "SECS", default_value_t = 3600)]
+    /// Seconds an attempt may run before the reaper times it out (at least 1).
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 3600,
+          allow_negative_numbers = true, value_parser = ranged::<u32>(1, i64::from(u32::MAX)))]
     pub timeout_seconds: u32,
 
     /// The session the task belongs to (an id or a prefix of one).
@@ -301,11 +308,13 @@ pub struct ListArgs {
     pub source: Option<TaskSource>,
 
     /// Only tasks of at least this base priority.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = ranged::<u8>(0, i64::from(MAX_PRIORITY)))]
     pub min_priority: Option<u8>,
 
     /// Only tasks of at most this base priority.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = ranged::<u8>(0, i64::from(MAX_PRIORITY)))]
     pub max_priority: Option<u8>,
 
     /// Only tasks submitted at or after this time: RFC 3339, or a time from now (-2h, +1d).
@@ -316,37 +325,100 @@ pub struct ListArgs {
     #[arg(long, value_name = "WHEN", value_parser = parse_time, allow_hyphen_values = true)]
     pub submitted_before: Option<DateTime<Utc>>,
 
-    /// At most this many tasks.
-    #[arg(long, value_name = "N")]
+    /// At most this many tasks (1 to 1000); all of them when left out.
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = ranged::<u32>(1, i64::from(MAX_PAGE)))]
     pub limit: Option<u32>,
 
     /// Skip this many tasks first.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = ranged::<u32>(0, i64::from(u32::MAX)))]
     pub offset: Option<u32>,
 }
 
-/// A positive duration: `1500ms`, `90s`, `5m`, `1h 30m`, or a plain number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Why an argument's value was refused. The kind decides the exit code: a value that is not
+/// of the argument's form is a usage error (exit 2); a well-formed value outside the range the
+/// argument takes is invalid input (exit 4), on either side of the range, as the domain's own
+/// rules are ([`out_of_range`] finds it in clap's error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    /// Not of the argument's form: `abc` for a number.
+    #[error("{0}")]
+    Malformed(String),
+    /// Well formed, outside the range: `-1` or `11` for a priority of 0 to 10.
+    #[error("{0}")]
+    OutOfRange(String),
+}
+
+/// Whether clap refused an argument for being out of range (exit 4, not 2).
+pub fn out_of_range(err: &clap::Error) -> bool {
+    use std::error::Error as _;
+    err.source()
+        .and_then(|source| source.downcast_ref::<ArgError>())
+        .is_some_and(|e| matches!(e, ArgError::OutOfRange(_)))
+}
+
+/// A whole number from `min` to `max`, as a value parser: every numeric option takes its range
+/// from here, so `-1` and `11` for a priority of 0 to 10 get the same message and exit code.
+/// Digits beyond any integer type are out of range, not malformed.
+pub fn ranged<T>(min: i64, max: i64) -> impl Fn(&str) -> Result<T, ArgError> + Clone + Send + Sync
+where
+    T: TryFrom<i64>,
+{
+    move |text: &str| {
+        let text = text.trim();
+        let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ArgError::Malformed(format!(
+                "{text:?} is not a whole number"
+            )));
+        }
+        let outside = || ArgError::OutOfRange(format!("{text} is outside {min} to {max}"));
+        let value = text.parse::<i64>().map_err(|_| outside())?;
+        if !(min..=max).contains(&value) {
+            return Err(outside());
+        }
+        T::try_from(value).map_err(|_| outside())
+    }
+}
+
+/// A positive duration: `1500ms`, `90s`, `5m`, `1h 30m`, or a plain number of seconds. Zero and
+/// negative durations are out of range (exit 4), not malformed.
+pub fn parse_duration(text: &str) -> Result<Duration, ArgError> {
     let text = text.trim();
-    let duration = match text.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => humantime::parse_duration(text).map_err(|e| {
-            format!("{e}; a duration looks like 90s, 5m, 1h 30m or a plain number of seconds")
-        })?,
-    };
+    let zero = || ArgError::OutOfRange(format!("{text} is not longer than zero"));
+    if let Some(magnitude) = text.strip_prefix('-') {
+        return match read_duration(magnitude) {
+            Ok(_) => Err(zero()),
+            Err(e) => Err(e),
+        };
+    }
+    let duration = read_duration(text)?;
     if duration.is_zero() {
-        return Err("a duration must be longer than zero".to_string());
+        return Err(zero());
     }
     Ok(duration)
 }
 
+fn read_duration(text: &str) -> Result<Duration, ArgError> {
+    let text = text.trim();
+    match text.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(text).map_err(|e| {
+            ArgError::Malformed(format!(
+                "{e}; a duration looks like 90s, 5m, 1h 30m or a plain number of seconds"
+            ))
+        }),
+    }
+}
+
 /// A deadline: a time as [`parse_time`] takes it, with a hint that shows only future times.
-fn parse_deadline(text: &str) -> Result<DateTime<Utc>, String> {
+fn parse_deadline(text: &str) -> Result<DateTime<Utc>, ArgError> {
     read_time(text, "+2h or +3d")
 }
 
 /// A time: RFC 3339, or `+DURATION` / `-DURATION` from now.
-fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+fn parse_time(text: &str) -> Result<DateTime<Utc>, ArgError> {
     read_time(text, "+2h or -30m")
 }
 
@@ -356,10 +428,10 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 /// Only the form is checked here. Whether the time is in range (and, for a deadline, in the
 /// future) is the domain's rule, so every way in refuses the same values with the same exit
 /// code: a time too far away to compute saturates to a value the domain then refuses.
-fn read_time(text: &str, examples: &str) -> Result<DateTime<Utc>, String> {
+fn read_time(text: &str, examples: &str) -> Result<DateTime<Utc>, ArgError> {
     let text = text.trim();
-    let relative = |ahead: bool, rest: &str| -> Result<DateTime<Utc>, String> {
-        let by = parse_duration(rest)?;
+    let relative = |ahead: bool, rest: &str| -> Result<DateTime<Utc>, ArgError> {
+        let by = read_duration(rest)?;
         let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
         let now = Utc::now();
         Ok(if ahead {
@@ -379,10 +451,10 @@ fn read_time(text: &str, examples: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
-            format!(
+            ArgError::Malformed(format!(
                 "{e}; a time is RFC 3339, like 2026-12-01T09:00:00Z, or relative to now, \
                  like {examples}"
-            )
+            ))
         })
 }
 

@@ -7,10 +7,12 @@ use clap::Subcommand;
 use serde_json::Value;
 use std::fmt::Write as _;
 
+use super::args::ranged;
 use super::error::CliError;
 use super::json_value;
 use super::render::{instant, one_line, Rendered, View};
 use super::Context;
+use abathur_core::limits::MAX_PAGE;
 
 /// `abathur memory ...`
 #[derive(Debug, Subcommand)]
@@ -38,7 +40,8 @@ pub enum MemoryCommand {
     Get {
         namespace: String,
         key: String,
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", allow_negative_numbers = true,
+              value_parser = ranged::<u32>(1, i64::from(u32::MAX)))]
         version: Option<u32>,
     },
     /// Store a new version of a key.
@@ -61,7 +64,9 @@ pub enum MemoryCommand {
         prefix: String,
         #[arg(long = "type", value_name = "TYPE", value_parser = parse_type)]
         memory_type: Option<MemoryType>,
-        #[arg(long, value_name = "N", default_value_t = 50)]
+        /// At most this many memories (1 to 1000).
+        #[arg(long, value_name = "N", default_value_t = 50, allow_negative_numbers = true,
+              value_parser = ranged::<usize>(1, i64::from(MAX_PAGE)))]
         limit: usize,
     },
     /// Every version of a key, oldest first.

@@ -62,7 +62,9 @@ pub fn main() -> i32 {
             // Help and version are "errors" that print to stdout and exit 0; a broken pipe
             // while printing them is not worth reporting.
             let _ = err.print();
-            let exit = if err.use_stderr() {
+            let exit = if args::out_of_range(&err) {
+                ExitCode::Invalid
+            } else if err.use_stderr() {
                 ExitCode::Usage
             } else {
                 ExitCode::Success

@@ -14,6 +14,7 @@ mod json;
 mod limits;
 mod output;
 mod queue;
+mod ranges;
 mod readme;
 mod records;
 mod task;

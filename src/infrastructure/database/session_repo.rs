@@ -204,6 +204,7 @@ impl SessionRepository for SessionRepositoryImpl {
         offset: u64,
         limit: u32,
     ) -> Result<Vec<SessionEvent>, DatabaseError> {
+        abathur_core::limits::check_page("limit", u64::from(limit))?;
         let id = session_id.to_string();
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         let limit = i64::from(limit);

@@ -102,7 +102,8 @@ impl TaskQueue {
     /// Submits a batch atomically: all of it or none. Members may depend on each other.
     ///
     /// # Errors
-    /// A `Validation` error naming the field (summary, priority, ...), `SelfDependency`,
+    /// A `Validation` error naming the field (summary, priority, a deadline that is not in
+    /// the future, ...), `SelfDependency`,
     /// `DuplicateTask`, `Cycle` with its path, `TooManyDependencies`, `UnknownDependency`,
     /// `UnknownReference`, `TooDeep`, or the store's errors. Nothing is written on any error.
     pub async fn submit_batch(&self, batch: Vec<NewTask>) -> Result<Vec<Task>, QueueError> {
@@ -112,6 +113,7 @@ impl TaskQueue {
                 return Err(QueueError::SelfDependency { task: task.id });
             }
             task.to_task(now).validate()?;
+            check_deadline(task, now)?;
         }
         let ordered = plan_batch(batch, &self.limits)?;
         let actor = ordered
@@ -264,8 +266,19 @@ impl TaskQueue {
     /// `running_limit` running attempts, the soonest to expire first.
     ///
     /// # Errors
-    /// Only the store's failures.
+    /// A `Validation` error for a `running_limit` over [`crate::limits::MAX_PAGE`]; the store's
+    /// failures.
     pub async fn overview(&self, running_limit: u32) -> Result<QueueOverview, QueueError> {
+        if running_limit > crate::limits::MAX_PAGE {
+            return Err(ValidationError::new(
+                "running_limit",
+                format!(
+                    "{running_limit} is outside 0 to {}",
+                    crate::limits::MAX_PAGE
+                ),
+            )
+            .into());
+        }
         self.store.overview(running_limit, self.clock.now()).await
     }
 
@@ -274,12 +287,28 @@ impl TaskQueue {
     /// task whose dependencies fall outside the limit is placed as if they had finished.
     ///
     /// # Errors
-    /// A `Validation` error for a zero limit; the store's failures.
+    /// A `Validation` error for a limit outside 1 to [`crate::limits::MAX_PAGE`]; the store's
+    /// failures.
     pub async fn execution_plan(&self, limit: u32) -> Result<Vec<PlanStep>, QueueError> {
-        if limit == 0 {
-            return Err(ValidationError::new("limit", "must be at least 1").into());
-        }
+        crate::limits::check_page("limit", u64::from(limit))?;
         Ok(execution_plan(self.store.pending(limit).await?))
+    }
+}
+
+/// A deadline is in the future when the task is submitted: one already past could never be
+/// met, and is most likely a mistake (a sign, a time zone).
+fn check_deadline(task: &NewTask, now: chrono::DateTime<chrono::Utc>) -> Result<(), QueueError> {
+    match task.deadline {
+        Some(deadline) if deadline <= now => Err(ValidationError::new(
+            "deadline",
+            format!(
+                "{} is not in the future (it is now {})",
+                crate::timestamp::format(&crate::timestamp::truncate_to_micros(deadline)),
+                crate::timestamp::format(&now)
+            ),
+        )
+        .into()),
+        _ => Ok(()),
     }
 }
 
