@@ -11,5 +11,6 @@ mod lifecycle;
 mod memory;
 mod python;
 mod queue;
+mod ranges;
 mod sessions;
 mod tools;
