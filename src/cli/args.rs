@@ -16,10 +16,12 @@ const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success (also when stdout is closed early, as by `| head`)
   1  internal error (database unreachable, busy or corrupt, I/O failure)
-  2  usage error (unknown command or flag, malformed argument such as a bad duration, or an id
-     prefix that matches several records)
+  2  usage error (unknown command or flag, malformed argument such as `soon` for a duration or
+     `seven` for a number, or an id prefix that matches several records)
   3  not found (no task or attempt has this id)
-  4  invalid input (a value breaks a rule: summary too long, priority above 10, bad JSON)
+  4  invalid input (a value breaks a rule: a number or duration outside its range on either
+     side, such as a priority of -1 or 11; a value over its size limit; an empty name; a
+     deadline not in the future; bad JSON)
   5  conflict (the record already exists, its state does not allow the operation, or a
      lease was lost)";
 

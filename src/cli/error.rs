@@ -13,7 +13,8 @@ pub enum ExitCode {
     /// Anything not covered below: the database could not be reached, was busy or corrupt,
     /// output could not be written.
     Internal = 1,
-    /// The command line could not be parsed (clap's own code).
+    /// The command line could not be parsed (clap's own code), except a well-formed number or
+    /// duration outside its range, which is [`ExitCode::Invalid`].
     Usage = 2,
     /// A record named on the command line does not exist.
     NotFound = 3,

@@ -8,9 +8,9 @@
 //! |------|---------|
 //! | 0 | success; also when stdout is closed early (`abathur task list \| head -1`) |
 //! | 1 | internal error: the database cannot be opened, is busy or corrupt, or output fails |
-//! | 2 | usage error: unknown command or flag, malformed argument (a task id that is not a UUID) |
+//! | 2 | usage error: unknown command or flag, malformed argument (a task id that is not a UUID, `seven` for a number) |
 //! | 3 | not found: no task or attempt has the id given (as the task, its parent or a dependency) |
-//! | 4 | invalid input: a value breaks a rule (summary over 140 characters, priority over 10, `--input` not JSON); nothing was written |
+//! | 4 | invalid input: a value breaks a rule (summary over 140 characters, a number or duration outside its range on either side, `--priority -1` as `11`, a value over its size limit, a blank name, a deadline not in the future, `--input` not JSON); nothing was written |
 //! | 5 | conflict: the record already exists, its state forbids the operation (cancelling a completed task), or the lease is lost (the attempt finished, expired or was cancelled) |
 //!
 //! Errors go to stderr as `error: <message>`, in the user's terms; the underlying cause is

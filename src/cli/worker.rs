@@ -28,7 +28,8 @@ pub struct WorkerArgs {
 
     /// The lease of each claim, renewed every third of it while the command runs: `90s`, `5m`.
     /// If the worker dies, its tasks are taken back this long after.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1m")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1m",
+          allow_hyphen_values = true)]
     pub lease: Duration,
 
     /// On SIGINT or SIGTERM, how long running commands may go on before they are killed and

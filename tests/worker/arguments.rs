@@ -13,13 +13,26 @@ fn a_worker_without_a_command_or_with_bad_options_is_a_usage_error() {
         &["worker", "true"],
         &["worker", "--concurrency", "0", "--", "true"],
         &["worker", "--concurrency", "many", "--", "true"],
-        &["worker", "--lease", "0", "--", "true"],
         &["worker", "--lease", "soon", "--", "true"],
         &["worker", "--grace", "-1", "--", "true"],
     ] {
         let output = sb.abathur().args(args).output().expect("abathur runs");
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// Issue 10, item 9: a lease of zero was a usage error (2) while one below the minimum was
+/// invalid input (4); both sides of the range are now invalid input.
+#[test]
+fn a_worker_lease_outside_its_range_is_invalid_input_on_either_side() {
+    let sb = Sandbox::new();
+    for lease in ["0", "-1m", "500ms", "25h"] {
+        let args = ["worker", "--lease", lease, "--", "true"];
+        let output = sb.abathur().args(args).output().expect("abathur runs");
+        assert_eq!(output.status.code(), Some(4), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("lease"), "{args:?}: {stderr}");
     }
 }
 
