@@ -131,7 +131,11 @@ async fn an_oversized_result_error_worker_or_actor_is_refused_and_the_attempt_st
     let long_name = "w".repeat(limits::MAX_NAME_BYTES + 1);
     let err = queue_validation(queue.claim(&long_name, &[], LEASE, 1).await);
     assert_over_limit(&err, "worker_id", limits::MAX_NAME_BYTES);
-    let err = queue_validation(queue.claim("w", &[long_name.clone()], LEASE, 1).await);
+    let err = queue_validation(
+        queue
+            .claim("w", std::slice::from_ref(&long_name), LEASE, 1)
+            .await,
+    );
     assert_over_limit(&err, "agent_type", limits::MAX_NAME_BYTES);
     let attempt = queue.claim("w", &[], LEASE, 1).await.unwrap()[0]
         .lease
