@@ -128,6 +128,14 @@ fn past_deadlines_relative_or_absolute_exit_4_and_store_nothing() {
         let stderr = s.fails(&["task", "submit", "x", &flag], 4);
         assert!(stderr.contains("9999-12-31T23:59:59Z"), "{stderr}");
     }
+    // List filters go through the same range.
+    for filter in [
+        "--submitted-after=9999-12-31T23:59:59.9999Z",
+        "--submitted-before=-100000y",
+    ] {
+        let stderr = s.fails(&["task", "list", filter], 4);
+        assert!(stderr.contains("9999-12-31T23:59:59Z"), "{stderr}");
+    }
     let file = s.dir.path().join("late.jsonl");
     fs::write(
         &file,
