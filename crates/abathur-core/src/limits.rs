@@ -27,7 +27,8 @@ pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 pub const MAX_EVENT_CONTENT_BYTES: usize = 256 * 1024;
 
 /// A short name: agent types, branch names, worker, actor and creator names, memory
-/// namespaces and keys, session application and user names.
+/// namespaces and keys, session application, user and project names, event types and state
+/// keys. Names are also never empty or only white space (`models::check_name`).
 pub const MAX_NAME_BYTES: usize = 256;
 
 /// A filesystem path (a task's worktree path).
