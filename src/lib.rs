@@ -16,5 +16,5 @@ pub mod worker;
 
 /// The domain: models, ports, errors and the clock.
 pub mod domain {
-    pub use abathur_core::{clock, error, models, ports, queue, timestamp};
+    pub use abathur_core::{clock, error, limits, models, ports, queue, timestamp};
 }

@@ -36,7 +36,8 @@ pub enum AgentCommand {
     /// Agents that have not sent a heartbeat for a while.
     Stale {
         /// How long without a heartbeat counts as stale.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m",
+              allow_hyphen_values = true)]
         older_than: Duration,
     },
 }

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use abathur_core::models::{TaskSource, TaskStatus};
+use abathur_core::limits::MAX_PAGE;
+use abathur_core::models::{TaskSource, TaskStatus, MAX_PRIORITY};
+use abathur_core::queue::MAX_CLAIM;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
@@ -15,10 +17,12 @@ const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success (also when stdout is closed early, as by `| head`)
   1  internal error (database busy past the timeout, output failure, out of memory, a bug)
-  2  usage error (unknown command or flag, malformed argument such as a bad duration, or an id
-     prefix that matches several records)
+  2  usage error (unknown command or flag, malformed argument such as `soon` for a duration or
+     `seven` for a number, or an id prefix that matches several records)
   3  not found (no task or attempt has this id)
-  4  invalid input (a value breaks a rule: summary too long, priority above 10, bad JSON)
+  4  invalid input (a value breaks a rule: a number or duration outside its range on either
+     side, such as a priority of -1 or 11; a value over its size limit; an empty name; a
+     deadline not in the future; bad JSON)
   5  conflict (the record already exists, its state does not allow the operation, or a
      lease was lost)
   6  no usable database (none at --db for a command that only reads, not a SQLite database,
@@ -76,8 +80,9 @@ pub enum Command {
     /// The queue at a glance: tasks per status, the oldest ready task, running leases and how
     /// soon they expire.
     Status {
-        /// Show at most this many running attempts.
-        #[arg(long, value_name = "N", default_value_t = 20)]
+        /// Show at most this many running attempts (0 to 1000).
+        #[arg(long, value_name = "N", default_value_t = 20, allow_negative_numbers = true,
+              value_parser = ranged::<u32>(0, i64::from(MAX_PAGE)))]
         running: u32,
     },
     /// Recover the tasks of dead workers (expired leases) and tasks past their timeout, then
@@ -154,7 +159,8 @@ pub enum TaskCommand {
         #[arg(value_parser = parse_id)]
         attempt: IdArg,
         /// The new lease, counted from now: `90s`, `5m`, `1h`, or plain seconds.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m",
+              allow_hyphen_values = true)]
         lease: Duration,
     },
     /// Complete a claimed task; prints the dependents that became ready.
@@ -208,11 +214,13 @@ pub struct ClaimArgs {
     pub agent_types: Vec<String>,
 
     /// How long the lease lasts without a heartbeat: `90s`, `5m`, `1h`, or plain seconds.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m",
+              allow_hyphen_values = true)]
     pub lease: Duration,
 
-    /// At most this many tasks.
-    #[arg(long = "max", value_name = "N", default_value_t = 1)]
+    /// At most this many tasks (1 to 1000).
+    #[arg(long = "max", value_name = "N", default_value_t = 1, allow_negative_numbers = true,
+          value_parser = ranged::<u32>(1, i64::from(MAX_CLAIM)))]
     pub max_tasks: u32,
 
     /// When nothing is ready, wait up to this long (at most 5m) for a task to become
@@ -274,10 +282,9 @@ pub struct SubmitArgs {
     pub agent_type: String,
 
     /// Base priority, 0 (lowest) to 10 (highest).
-    // Wider than the domain's u8 so that an out-of-range number is reported as invalid input
-    // (exit 4) by the domain's rule, not as a parse failure.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub priority: u32,
+    #[arg(long, value_name = "N", default_value_t = 5, allow_negative_numbers = true,
+          value_parser = ranged::<u8>(0, i64::from(MAX_PRIORITY)))]
+    pub priority: u8,
 
     /// A task that must complete first (an id or a prefix of one); repeat for several.
     #[arg(long = "depends-on", value_name = "ID", value_parser = parse_id)]
@@ -292,20 +299,22 @@ pub struct SubmitArgs {
     pub input: Option<String>,
 
     /// How many times a failed attempt is retried before the task fails.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3, allow_negative_numbers = true,
+          value_parser = ranged::<u32>(0, i64::from(u32::MAX)))]
     pub max_retries: u32,
 
-    /// Seconds an attempt may run before the reaper times it out.
-    #[arg(long = "timeout", value_name = "SECS", default_value_t = 3600)]
+    /// Seconds an attempt may run before the reaper times it out (at least 1).
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 3600,
+          allow_negative_numbers = true, value_parser = ranged::<u32>(1, i64::from(u32::MAX)))]
     pub timeout_seconds: u32,
 
     /// The session the task belongs to (an id or a prefix of one).
     #[arg(long, value_name = "ID", value_parser = parse_id)]
     pub session: Option<IdArg>,
 
-    /// When it is due: an RFC 3339 time (2026-12-01T09:00:00Z) or a time from now (+2h, +3d).
-    /// Urgency rises as it nears.
-    #[arg(long, value_name = "WHEN", value_parser = parse_deadline)]
+    /// When it is due: an RFC 3339 time (2026-12-01T09:00:00Z) or a time from now (+2h, +3d),
+    /// in the future and no later than 9999-12-31T23:59:59Z. Urgency rises as it nears.
+    #[arg(long, value_name = "WHEN", value_parser = parse_deadline, allow_hyphen_values = true)]
     pub deadline: Option<DateTime<Utc>>,
 
     /// The feature branch the work is for.
@@ -353,11 +362,13 @@ pub struct ListArgs {
     pub source: Option<TaskSource>,
 
     /// Only tasks of at least this base priority.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = ranged::<u8>(0, i64::from(MAX_PRIORITY)))]
     pub min_priority: Option<u8>,
 
     /// Only tasks of at most this base priority.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = ranged::<u8>(0, i64::from(MAX_PRIORITY)))]
     pub max_priority: Option<u8>,
 
     /// Only tasks submitted at or after this time: RFC 3339, or a time from now (-2h, +1d).
@@ -368,61 +379,129 @@ pub struct ListArgs {
     #[arg(long, value_name = "WHEN", value_parser = parse_time, allow_hyphen_values = true)]
     pub submitted_before: Option<DateTime<Utc>>,
 
-    /// At most this many tasks.
-    #[arg(long, value_name = "N")]
+    /// At most this many tasks (1 to 1000); all of them when left out.
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = ranged::<u32>(1, i64::from(MAX_PAGE)))]
     pub limit: Option<u32>,
 
     /// Skip this many tasks first.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = ranged::<u32>(0, i64::from(u32::MAX)))]
     pub offset: Option<u32>,
 }
 
-/// A positive duration: `1500ms`, `90s`, `5m`, `1h 30m`, or a plain number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Why an argument's value was refused. The kind decides the exit code: a value that is not
+/// of the argument's form is a usage error (exit 2); a well-formed value outside the range the
+/// argument takes is invalid input (exit 4), on either side of the range, as the domain's own
+/// rules are ([`out_of_range`] finds it in clap's error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    /// Not of the argument's form: `abc` for a number.
+    #[error("{0}")]
+    Malformed(String),
+    /// Well formed, outside the range: `-1` or `11` for a priority of 0 to 10.
+    #[error("{0}")]
+    OutOfRange(String),
+}
+
+/// Whether clap refused an argument for being out of range (exit 4, not 2).
+pub fn out_of_range(err: &clap::Error) -> bool {
+    use std::error::Error as _;
+    err.source()
+        .and_then(|source| source.downcast_ref::<ArgError>())
+        .is_some_and(|e| matches!(e, ArgError::OutOfRange(_)))
+}
+
+/// A whole number from `min` to `max`, as a value parser: every numeric option takes its range
+/// from here, so `-1` and `11` for a priority of 0 to 10 get the same message and exit code.
+/// Digits beyond any integer type are out of range, not malformed.
+pub fn ranged<T>(min: i64, max: i64) -> impl Fn(&str) -> Result<T, ArgError> + Clone + Send + Sync
+where
+    T: TryFrom<i64>,
+{
+    move |text: &str| {
+        let text = text.trim();
+        let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ArgError::Malformed(format!(
+                "{text:?} is not a whole number"
+            )));
+        }
+        let outside = || ArgError::OutOfRange(format!("{text} is outside {min} to {max}"));
+        let value = text.parse::<i64>().map_err(|_| outside())?;
+        if !(min..=max).contains(&value) {
+            return Err(outside());
+        }
+        T::try_from(value).map_err(|_| outside())
+    }
+}
+
+/// A positive duration: `1500ms`, `90s`, `5m`, `1h 30m`, or a plain number of seconds. Zero and
+/// negative durations are out of range (exit 4), not malformed.
+pub fn parse_duration(text: &str) -> Result<Duration, ArgError> {
     let text = text.trim();
-    let duration = match text.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => humantime::parse_duration(text).map_err(|e| {
-            format!("{e}; a duration looks like 90s, 5m, 1h 30m or a plain number of seconds")
-        })?,
-    };
+    let zero = || ArgError::OutOfRange(format!("{text} is not longer than zero"));
+    if let Some(magnitude) = text.strip_prefix('-') {
+        return match read_duration(magnitude) {
+            Ok(_) => Err(zero()),
+            Err(e) => Err(e),
+        };
+    }
+    let duration = read_duration(text)?;
     if duration.is_zero() {
-        return Err("a duration must be longer than zero".to_string());
+        return Err(zero());
     }
     Ok(duration)
 }
 
-/// A deadline: an RFC 3339 time, or `+DURATION` from now.
-fn parse_deadline(text: &str) -> Result<DateTime<Utc>, String> {
-    if text.trim().starts_with('-') {
-        return Err("a deadline is in the future: +2h, or an RFC 3339 time".to_string());
+fn read_duration(text: &str) -> Result<Duration, ArgError> {
+    let text = text.trim();
+    match text.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(text).map_err(|e| {
+            ArgError::Malformed(format!(
+                "{e}; a duration looks like 90s, 5m, 1h 30m or a plain number of seconds"
+            ))
+        }),
     }
-    parse_time(text)
 }
 
-/// A run-after time: an RFC 3339 time, or `+DURATION` from now, as a deadline is. `task
-/// import` and the MCP server's `task_enqueue` take the same forms through this function.
-pub(crate) fn parse_run_after(text: &str) -> Result<DateTime<Utc>, String> {
-    if text.trim().starts_with('-') {
-        return Err(
-            "a run-after time is a time from now, like +10m, or an RFC 3339 time".to_string(),
-        );
-    }
-    parse_time(text)
+/// A deadline: a time as [`parse_time`] takes it, with a hint that shows only future times.
+fn parse_deadline(text: &str) -> Result<DateTime<Utc>, ArgError> {
+    read_time(text, "+2h or +3d")
+}
+
+/// A run-after time: an RFC 3339 time, or `+DURATION` / `-DURATION` from now. `task import`
+/// and the MCP server's `task_enqueue` take the same forms through this function. A time
+/// already past holds nothing back, whichever way it is written.
+pub(crate) fn parse_run_after(text: &str) -> Result<DateTime<Utc>, ArgError> {
+    read_time(text, "+10m or 2026-12-01T09:00:00Z")
 }
 
 /// A time: RFC 3339, or `+DURATION` / `-DURATION` from now.
-fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+fn parse_time(text: &str) -> Result<DateTime<Utc>, ArgError> {
+    read_time(text, "+2h or -30m")
+}
+
+/// A time: RFC 3339, or `+DURATION` / `-DURATION` from now; `examples` end the message of a
+/// malformed one.
+///
+/// Only the form is checked here. Whether the time is in range (and, for a deadline, in the
+/// future) is the domain's rule, so every way in refuses the same values with the same exit
+/// code: a time too far away to compute saturates to a value the domain then refuses.
+fn read_time(text: &str, examples: &str) -> Result<DateTime<Utc>, ArgError> {
     let text = text.trim();
-    let relative = |ahead: bool, rest: &str| -> Result<DateTime<Utc>, String> {
-        let by = chrono::Duration::from_std(parse_duration(rest)?)
-            .map_err(|_| "that is too far away".to_string())?;
-        let moved = if ahead {
-            Utc::now().checked_add_signed(by)
+    let relative = |ahead: bool, rest: &str| -> Result<DateTime<Utc>, ArgError> {
+        let by = read_duration(rest)?;
+        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        Ok(if ahead {
+            now.checked_add_signed(by)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
         } else {
-            Utc::now().checked_sub_signed(by)
-        };
-        moved.ok_or_else(|| "that is too far away".to_string())
+            now.checked_sub_signed(by)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        })
     };
     if let Some(ahead) = text.strip_prefix('+') {
         return relative(true, ahead);
@@ -433,10 +512,10 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
-            format!(
+            ArgError::Malformed(format!(
                 "{e}; a time is RFC 3339, like 2026-12-01T09:00:00Z, or relative to now, \
-                 like +2h or -30m"
-            )
+                 like {examples}"
+            ))
         })
 }
 

@@ -12,7 +12,8 @@ pub enum ExitCode {
     Success = 0,
     /// Anything not covered below: the database was busy, output could not be written, a bug.
     Internal = 1,
-    /// The command line could not be parsed (clap's own code).
+    /// The command line could not be parsed (clap's own code), except a well-formed number or
+    /// duration outside its range, which is [`ExitCode::Invalid`].
     Usage = 2,
     /// A record named on the command line does not exist.
     NotFound = 3,

@@ -1,4 +1,7 @@
-//! JSON values given on the command line: inline, or `@PATH` to read them from a file.
+//! Values given on the command line: inline, or `@PATH` to read them from a file; JSON, or
+//! plain text where a command takes text.
+
+use std::borrow::Cow;
 
 use serde_json::Value;
 
@@ -11,24 +14,12 @@ use abathur_core::error::ValidationError;
 /// Invalid input (exit 4) naming `field` when the text is not JSON or the file cannot be
 /// read.
 pub fn read(field: &'static str, text: &str) -> Result<Value, CliError> {
-    let (source, owned);
-    let json = match text.strip_prefix('@') {
-        Some(path) => {
-            owned = std::fs::read_to_string(path).map_err(|e| {
-                CliError::new(
-                    ExitCode::Invalid,
-                    format!("cannot read {field} from {path}: {e}"),
-                )
-            })?;
-            source = format!(" (in {path})");
-            owned.as_str()
-        }
-        None => {
-            source = String::new();
-            text
-        }
+    let json = read_text(field, text)?;
+    let source = match text.strip_prefix('@') {
+        Some(path) => format!(" (in {path})"),
+        None => String::new(),
     };
-    serde_json::from_str(json).map_err(|e| {
+    serde_json::from_str(&json).map_err(|e| {
         let hint = if text.starts_with('@') || json.trim_start().starts_with(['{', '[', '"']) {
             ""
         } else {
@@ -36,6 +27,22 @@ pub fn read(field: &'static str, text: &str) -> Result<Value, CliError> {
         };
         ValidationError::new(field, format!("is not valid JSON{source}: {e}{hint}")).into()
     })
+}
+
+/// `text` itself, or the contents of the file `@PATH` names, as text.
+///
+/// # Errors
+/// Invalid input (exit 4) naming `field` when the file cannot be read or is not UTF-8.
+pub fn read_text<'a>(field: &'static str, text: &'a str) -> Result<Cow<'a, str>, CliError> {
+    match text.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map(Cow::Owned).map_err(|e| {
+            CliError::new(
+                ExitCode::Invalid,
+                format!("cannot read {field} from {path}: {e}"),
+            )
+        }),
+        None => Ok(Cow::Borrowed(text)),
+    }
 }
 
 /// [`read`] for an optional argument.

@@ -7,10 +7,12 @@ use clap::Subcommand;
 use serde_json::Value;
 use std::fmt::Write as _;
 
+use super::args::ranged;
 use super::error::CliError;
 use super::json_value;
 use super::render::{instant, one_line, Rendered, View};
 use super::Context;
+use abathur_core::limits::MAX_PAGE;
 
 /// `abathur memory ...`
 #[derive(Debug, Subcommand)]
@@ -19,9 +21,9 @@ pub enum MemoryCommand {
     Add {
         namespace: String,
         key: String,
-        /// A JSON value, or @FILE; with --text, plain text.
+        /// A JSON value, or @FILE to read it from a file; with --text, plain text (or @FILE).
         value: String,
-        /// Take VALUE as plain text rather than JSON.
+        /// Take VALUE (or the file @FILE names) as plain text rather than JSON.
         #[arg(long)]
         text: bool,
         /// semantic (facts), episodic (events) or procedural (how-to).
@@ -38,16 +40,17 @@ pub enum MemoryCommand {
     Get {
         namespace: String,
         key: String,
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", allow_negative_numbers = true,
+              value_parser = ranged::<u32>(1, i64::from(u32::MAX)))]
         version: Option<u32>,
     },
     /// Store a new version of a key.
     Update {
         namespace: String,
         key: String,
-        /// A JSON value, or @FILE; with --text, plain text.
+        /// A JSON value, or @FILE to read it from a file; with --text, plain text (or @FILE).
         value: String,
-        /// Take VALUE as plain text rather than JSON.
+        /// Take VALUE (or the file @FILE names) as plain text rather than JSON.
         #[arg(long)]
         text: bool,
         /// Who is writing it.
@@ -61,7 +64,9 @@ pub enum MemoryCommand {
         prefix: String,
         #[arg(long = "type", value_name = "TYPE", value_parser = parse_type)]
         memory_type: Option<MemoryType>,
-        #[arg(long, value_name = "N", default_value_t = 50)]
+        /// At most this many memories (1 to 1000).
+        #[arg(long, value_name = "N", default_value_t = 50, allow_negative_numbers = true,
+              value_parser = ranged::<usize>(1, i64::from(MAX_PAGE)))]
         limit: usize,
     },
     /// Every version of a key, oldest first.
@@ -84,7 +89,9 @@ fn parse_type(text: &str) -> Result<MemoryType, String> {
 
 fn value(text: &str, plain: bool) -> Result<Value, CliError> {
     if plain {
-        Ok(Value::String(text.to_string()))
+        Ok(Value::String(
+            json_value::read_text("value", text)?.into_owned(),
+        ))
     } else {
         json_value::read("value", text)
     }

@@ -8,9 +8,9 @@
 //! |------|---------|
 //! | 0 | success; also when stdout is closed early (`abathur task list \| head -1`) |
 //! | 1 | internal error: the database stayed busy past the timeout, output fails, out of memory, or a bug (reported as a plain error, never a panic's stack trace) |
-//! | 2 | usage error: unknown command or flag, malformed argument (a task id that is not a UUID) |
+//! | 2 | usage error: unknown command or flag, malformed argument (a task id that is not a UUID, `seven` for a number) |
 //! | 3 | not found: no task or attempt has the id given (as the task, its parent or a dependency) |
-//! | 4 | invalid input: a value breaks a rule (summary over 140 characters, priority over 10, `--input` not JSON); nothing was written |
+//! | 4 | invalid input: a value breaks a rule (summary over 140 characters, a number or duration outside its range on either side, `--priority -1` as `11`, a value over its size limit, a blank name, a deadline not in the future, `--input` not JSON); nothing was written |
 //! | 5 | conflict: the record already exists, its state forbids the operation (cancelling a completed task), or the lease is lost (the attempt finished, expired or was cancelled) |
 //! | 6 | no usable database: none at `--db` (commands that only read never create one), the file is not a SQLite database, its tables are not abathur's, it is corrupt, or its schema needs `abathur db migrate` |
 //! | 7 | storage refused: the file, its folder or its filesystem is read-only (or `--db` asked for `mode=ro`), the disk is full, an I/O error, or the file cannot be opened |
@@ -103,7 +103,9 @@ fn run_command_line() -> i32 {
             // Help and version are "errors" that print to stdout and exit 0; a broken pipe
             // while printing them is not worth reporting.
             let _ = err.print();
-            let exit = if err.use_stderr() {
+            let exit = if args::out_of_range(&err) {
+                ExitCode::Invalid
+            } else if err.use_stderr() {
                 ExitCode::Usage
             } else {
                 ExitCode::Success

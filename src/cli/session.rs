@@ -6,11 +6,13 @@ use abathur_core::ports::{IdKind, SessionRepository};
 use clap::Subcommand;
 use std::fmt::Write as _;
 
+use super::args::ranged;
 use super::error::CliError;
 use super::ids::{parse_id, IdArg};
 use super::json_value;
 use super::render::{instant, one_line, Rendered, View};
 use super::Context;
+use abathur_core::limits::MAX_PAGE;
 
 /// `abathur session ...`
 #[derive(Debug, Subcommand)]
@@ -37,10 +39,12 @@ pub enum SessionCommand {
         #[arg(value_parser = parse_id)]
         id: IdArg,
         /// Skip this many events.
-        #[arg(long, value_name = "N", default_value_t = 0)]
+        #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true,
+              value_parser = ranged::<u64>(0, i64::MAX))]
         offset: u64,
-        /// At most this many events.
-        #[arg(long, value_name = "N", default_value_t = 100)]
+        /// At most this many events (1 to 1000).
+        #[arg(long, value_name = "N", default_value_t = 100, allow_negative_numbers = true,
+              value_parser = ranged::<u32>(1, i64::from(MAX_PAGE)))]
         limit: u32,
     },
     /// Append an event to a session's log.

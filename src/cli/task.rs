@@ -1,7 +1,7 @@
 //! The `task` commands: submit (through the queue), list and show (from the task repository).
 
-use abathur_core::error::{DatabaseError, ValidationError};
-use abathur_core::models::{default_summary, Task, MAX_PRIORITY};
+use abathur_core::error::DatabaseError;
+use abathur_core::models::{default_summary, Task};
 use abathur_core::ports::{TaskFilters, TaskRepository};
 use abathur_core::queue::{ClaimedTask, NewTask, ReapReport, TaskQueue};
 use serde::Serialize;
@@ -74,12 +74,7 @@ async fn submit(cx: &Context, args: SubmitArgs) -> Result<TaskView, CliError> {
     let summary = args
         .summary
         .unwrap_or_else(|| default_summary(&args.description));
-    let priority = u8::try_from(args.priority).map_err(|_| {
-        ValidationError::new(
-            "priority",
-            format!("{} is above the maximum of {MAX_PRIORITY}", args.priority),
-        )
-    })?;
+    let priority = args.priority;
     let input_data = json_value::read_opt("input", args.input.as_deref())?;
     let task = NewTask {
         priority,

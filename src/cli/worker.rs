@@ -7,11 +7,11 @@ use std::time::Duration;
 use abathur_core::queue::{QueueStore, TaskQueue, MAX_CLAIM, MAX_LEASE};
 use clap::Args;
 
-use super::args::parse_duration;
+use super::args::{parse_duration, ranged, ArgError};
 use super::db;
 use super::error::{CliError, ExitCode};
 use crate::infrastructure::database::{DatabaseLocation, GroupCommitQueueStore, OpenMode};
-use crate::worker::{DataVersion, Wake, Worker, WorkerConfig, WorkerError, MIN_LEASE};
+use crate::worker::{DataVersion, Wake, Worker, WorkerConfig, MIN_LEASE};
 
 /// The arguments of `abathur worker`.
 #[derive(Debug, Args)]
@@ -22,12 +22,13 @@ pub struct WorkerArgs {
 
     /// How many commands run at once, 1 to 1000 (a claim takes at most 1000 tasks).
     #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CLAIM)))]
+          allow_negative_numbers = true, value_parser = ranged::<u32>(1, i64::from(MAX_CLAIM)))]
     pub concurrency: u32,
 
     /// The lease of each claim, 1s to 24h, renewed every third of it while the command runs:
     /// `90s`, `5m`. If the worker dies, its tasks are taken back this long after.
-    #[arg(long, value_name = "DURATION", value_parser = parse_lease, default_value = "1m")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_lease, default_value = "1m",
+          allow_hyphen_values = true)]
     pub lease: Duration,
 
     /// On SIGINT or SIGTERM, how long running commands may go on before they are asked to stop
@@ -67,8 +68,15 @@ pub async fn run(location: &DatabaseLocation, args: WorkerArgs) -> Result<(), Cl
         config.name = name;
     }
     // Before the database is opened: a worker that cannot run leaves no trace.
+    // A value outside its range is invalid input (exit 4), as every other value out of range
+    // is; only a missing command is a malformed command line (exit 2).
     config.validate().map_err(|e| {
         // The user wrote flags: name the flag.
+        let exit = if e.field == "command" {
+            ExitCode::Usage
+        } else {
+            ExitCode::Invalid
+        };
         let flag = match e.field {
             "agent_type" | "agent_types" => "--agent-type",
             "name" => "--name",
@@ -77,7 +85,7 @@ pub async fn run(location: &DatabaseLocation, args: WorkerArgs) -> Result<(), Cl
             "command" => "the command after --",
             other => other,
         };
-        CliError::new(ExitCode::Usage, format!("invalid {flag}: {}", e.message))
+        CliError::new(exit, format!("invalid {flag}: {}", e.message))
     })?;
     let db = db::open(location, OpenMode::Write).await?;
     // One writer for the process: its claims, heartbeats and completions run on one warm
@@ -119,28 +127,28 @@ pub async fn run(location: &DatabaseLocation, args: WorkerArgs) -> Result<(), Cl
     db.close().await;
     match outcome {
         Ok(_) => Ok(()),
-        // A setting that cannot work is a bad command line, refused before anything runs.
-        Err(e @ WorkerError::Invalid(_)) => Err(CliError::new(ExitCode::Usage, e.to_string())),
-        // A command that cannot start: the user's input, not the database.
+        // A setting that cannot work, or a command that cannot start: the user's input, not
+        // the database.
         Err(e) => Err(CliError::new(ExitCode::Invalid, e.to_string())),
     }
 }
 
 /// A lease: a duration from [`MIN_LEASE`] to [`MAX_LEASE`], the range the queue accepts.
-fn parse_lease(text: &str) -> Result<Duration, String> {
+fn parse_lease(text: &str) -> Result<Duration, ArgError> {
     let lease = parse_duration(text)?;
     if lease < MIN_LEASE || lease > MAX_LEASE {
-        return Err(format!(
-            "a lease is from {} s to {} hours",
+        return Err(ArgError::OutOfRange(format!(
+            "{} is outside the lease's range of {} s to {} hours",
+            text.trim(),
             MIN_LEASE.as_secs(),
             MAX_LEASE.as_secs() / 3600
-        ));
+        )));
     }
     Ok(lease)
 }
 
 /// A grace period: a duration, or zero (`0`, `0s`) for none at all.
-fn parse_grace(text: &str) -> Result<Duration, String> {
+fn parse_grace(text: &str) -> Result<Duration, ArgError> {
     let zero = match text.trim().parse::<u64>() {
         Ok(seconds) => seconds == 0,
         Err(_) => humantime::parse_duration(text.trim()).is_ok_and(|d| d.is_zero()),

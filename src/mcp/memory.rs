@@ -5,14 +5,13 @@ use abathur_core::models::{Memory, MemoryType, NewMemory};
 use abathur_core::ports::MemoryRepository;
 use serde::Serialize;
 
-use super::params::{MemoryAdd, MemoryGet, MemoryKey, MemorySearch, MemoryUpdate};
+use super::params::{in_range, MemoryAdd, MemoryGet, MemoryKey, MemorySearch, MemoryUpdate};
 use super::reply::ToolError;
 use super::tasks::DEFAULT_ACTOR;
+use abathur_core::limits::MAX_PAGE;
 
-/// `memory_search` returns this many memories unless told otherwise ...
+/// `memory_search` returns this many memories unless told otherwise.
 const DEFAULT_SEARCH_LIMIT: u32 = 100;
-/// ... and never more than this many.
-const MAX_SEARCH_LIMIT: u32 = 1_000;
 
 /// `memory_add`.
 pub async fn add(repo: &dyn MemoryRepository, args: MemoryAdd) -> Result<Memory, ToolError> {
@@ -29,7 +28,8 @@ pub async fn add(repo: &dyn MemoryRepository, args: MemoryAdd) -> Result<Memory,
 
 /// `memory_get`: the live version, or the version asked for.
 pub async fn get(repo: &dyn MemoryRepository, args: MemoryGet) -> Result<Memory, ToolError> {
-    let found = match args.version {
+    let version = in_range::<u32>("version", args.version, 1, i64::from(u32::MAX))?;
+    let found = match version {
         None => repo.get(&args.namespace, &args.key).await?,
         Some(version) => {
             repo.get_version(&args.namespace, &args.key, version)
@@ -37,7 +37,7 @@ pub async fn get(repo: &dyn MemoryRepository, args: MemoryGet) -> Result<Memory,
         }
     };
     found.ok_or_else(|| {
-        let what = match args.version {
+        let what = match version {
             None => format!("{}/{}", args.namespace, args.key),
             Some(v) => format!("{}/{} version {v}", args.namespace, args.key),
         };
@@ -54,12 +54,9 @@ pub struct Found {
 
 /// `memory_search`.
 pub async fn search(repo: &dyn MemoryRepository, args: MemorySearch) -> Result<Found, ToolError> {
-    let limit = args.limit.unwrap_or(DEFAULT_SEARCH_LIMIT);
-    if limit == 0 || limit > MAX_SEARCH_LIMIT {
-        return Err(ToolError::argument(format!(
-            "invalid limit: {limit} is outside 1 to {MAX_SEARCH_LIMIT}"
-        )));
-    }
+    // The repository refuses a limit outside 1 to `limits::MAX_PAGE`, as for the CLI.
+    let limit =
+        in_range("limit", args.limit, 1, i64::from(MAX_PAGE))?.unwrap_or(DEFAULT_SEARCH_LIMIT);
     let memories = repo
         .search(&args.prefix, args.memory_type.map(|c| c.0), limit as usize)
         .await?;

@@ -95,20 +95,36 @@ pub fn parse_ids(field: &str, texts: &[String]) -> Result<Vec<Uuid>, ToolError> 
     texts.iter().map(|t| parse_id(field, t)).collect()
 }
 
-/// `text`, when given, as an RFC 3339 timestamp.
+/// `value`, when given, as a `T` from `min` to `max`: the same message below the range as
+/// above it ([`abathur_core::limits::check_range`]).
+pub fn in_range<T: TryFrom<i64>>(
+    field: &'static str,
+    value: Option<i64>,
+    min: i64,
+    max: i64,
+) -> Result<Option<T>, ToolError> {
+    Ok(value
+        .map(|v| abathur_core::limits::check_range(field, v, min, max))
+        .transpose()?)
+}
+
+/// `text`, when given, as an RFC 3339 timestamp in the range every timestamp keeps
+/// ([`abathur_core::timestamp::check`]).
 pub fn parse_opt_timestamp(
-    field: &str,
+    field: &'static str,
     text: Option<&str>,
 ) -> Result<Option<DateTime<Utc>>, ToolError> {
     text.map(|t| {
-        DateTime::parse_from_rfc3339(t.trim())
+        let at = DateTime::parse_from_rfc3339(t.trim())
             .map(|at| at.with_timezone(&Utc))
             .map_err(|e| {
                 ToolError::argument(format!(
                     "invalid {field}: {t:?} is not an RFC 3339 timestamp ({e}); one looks like \
                      2030-01-31T17:00:00Z"
                 ))
-            })
+            })?;
+        abathur_core::timestamp::check(field, &at)?;
+        Ok(at)
     })
     .transpose()
 }
@@ -153,8 +169,8 @@ pub struct TaskEnqueue {
     /// The kind of agent that should run the task. Default `generic`.
     pub agent_type: Option<String>,
     /// Base priority, 0 (lowest) to 10 (highest). Default 5.
-    #[schemars(range(max = 10))]
-    pub priority: Option<u32>,
+    #[schemars(range(min = 0, max = 10))]
+    pub priority: Option<i64>,
     /// Ids of tasks that must complete before this one becomes ready.
     #[serde(default)]
     #[schemars(schema_with = "uuid_list_schema")]
@@ -179,11 +195,14 @@ pub struct TaskEnqueue {
     #[schemars(schema_with = "any_json")]
     pub input: Option<Value>,
     /// How many times a failed attempt is retried before the task fails. Default 3.
-    pub max_retries: Option<u32>,
+    #[schemars(range(min = 0, max = 4294967295u32))]
+    pub max_retries: Option<i64>,
     /// Seconds an attempt may run before it is timed out. Default 3600.
-    pub timeout_seconds: Option<u32>,
+    #[schemars(range(min = 1, max = 4294967295u32))]
+    pub timeout_seconds: Option<i64>,
     /// A guess of how long the task takes, in seconds.
-    pub estimated_duration_seconds: Option<u32>,
+    #[schemars(range(min = 0, max = 4294967295u32))]
+    pub estimated_duration_seconds: Option<i64>,
     /// The feature branch the work belongs to.
     pub feature_branch: Option<String>,
     /// The branch the task's own work goes on.
@@ -245,11 +264,11 @@ pub struct TaskList {
     /// Only tasks from this source.
     pub source: Option<Choice<TaskSource>>,
     /// Base priority at least this.
-    #[schemars(range(max = 10))]
-    pub min_priority: Option<u8>,
+    #[schemars(range(min = 0, max = 10))]
+    pub min_priority: Option<i64>,
     /// Base priority at most this.
-    #[schemars(range(max = 10))]
-    pub max_priority: Option<u8>,
+    #[schemars(range(min = 0, max = 10))]
+    pub max_priority: Option<i64>,
     /// Submitted at or after this instant (RFC 3339).
     #[serde(default)]
     #[schemars(schema_with = "optional_timestamp_schema")]
@@ -259,25 +278,31 @@ pub struct TaskList {
     #[schemars(schema_with = "optional_timestamp_schema")]
     pub submitted_before: Option<String>,
     /// At most this many tasks. Default 50, at most 1000.
-    pub limit: Option<u32>,
+    #[schemars(range(min = 1, max = 1000))]
+    pub limit: Option<i64>,
     /// Skip this many tasks first. Default 0.
-    pub offset: Option<u32>,
+    #[schemars(range(min = 0, max = 4294967295u32))]
+    pub offset: Option<i64>,
 }
 
 /// Arguments of `task_queue_status`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueStatus {
-    /// Show at most this many running attempts, the soonest to expire first. Default 20.
-    pub running_limit: Option<u32>,
+    /// Show at most this many running attempts, the soonest to expire first. Default 20, at
+    /// most 1000.
+    #[schemars(range(min = 0, max = 1000))]
+    pub running_limit: Option<i64>,
 }
 
 /// Arguments of `task_execution_plan`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecutionPlan {
-    /// Plan at most this many unfinished tasks, the most urgent first. Default 500.
-    pub limit: Option<u32>,
+    /// Plan at most this many unfinished tasks, the most urgent first. Default 500, at most
+    /// 1000.
+    #[schemars(range(min = 1, max = 1000))]
+    pub limit: Option<i64>,
 }
 
 /// Arguments of `task_claim`.
@@ -290,12 +315,15 @@ pub struct TaskClaim {
     #[serde(default)]
     pub agent_types: Vec<String>,
     /// How long the lease lasts without a heartbeat, in seconds. Default 300.
-    pub lease_seconds: Option<u64>,
-    /// At most this many tasks. Default 1.
-    pub max: Option<u32>,
+    #[schemars(range(min = 1, max = 86400))]
+    pub lease_seconds: Option<i64>,
+    /// At most this many tasks. Default 1, at most 1000.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max: Option<i64>,
     /// When nothing is ready, wait up to this many seconds (at most 300) for a task to become
     /// claimable, and claim it then. Default 0: answer at once.
-    pub wait_seconds: Option<u64>,
+    #[schemars(range(min = 0, max = 300))]
+    pub wait_seconds: Option<i64>,
 }
 
 /// Arguments of `task_heartbeat`.
@@ -306,7 +334,8 @@ pub struct TaskHeartbeat {
     #[schemars(schema_with = "uuid_schema")]
     pub attempt_id: String,
     /// The new lease, in seconds from now. Default 300.
-    pub lease_seconds: Option<u64>,
+    #[schemars(range(min = 1, max = 86400))]
+    pub lease_seconds: Option<i64>,
 }
 
 /// Arguments of `task_complete`.
@@ -367,7 +396,8 @@ pub struct MemoryGet {
     /// The key within the namespace.
     pub key: String,
     /// One version, deleted or not. The live version when left out.
-    pub version: Option<u32>,
+    #[schemars(range(min = 1, max = 4294967295u32))]
+    pub version: Option<i64>,
 }
 
 /// Arguments of `memory_delete` and `memory_history`.
@@ -389,7 +419,8 @@ pub struct MemorySearch {
     /// Only memories of this kind.
     pub memory_type: Option<Choice<MemoryType>>,
     /// At most this many memories. Default 100, at most 1000.
-    pub limit: Option<u32>,
+    #[schemars(range(min = 1, max = 1000))]
+    pub limit: Option<i64>,
 }
 
 /// Arguments of `memory_update`.

@@ -4,18 +4,20 @@
 use std::future::Future;
 use std::time::Duration;
 
-use abathur_core::error::{DatabaseError, ValidationError};
+use abathur_core::error::DatabaseError;
+use abathur_core::limits::MAX_PAGE;
 use abathur_core::models::{default_summary, DependencyType, Task, TaskSource, MAX_PRIORITY};
 use abathur_core::ports::{TaskFilters, TaskRepository};
 use abathur_core::queue::{
-    ClaimedTask, FailOutcome, Lease, NewTask, PlanStep, QueueOverview, TaskQueue,
+    ClaimedTask, FailOutcome, Lease, NewTask, PlanStep, QueueOverview, TaskQueue, MAX_CLAIM,
+    MAX_LEASE,
 };
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::params::{
-    parse_id, parse_ids, parse_opt_id, parse_opt_timestamp, ExecutionPlan, QueueStatus, TaskCancel,
-    TaskClaim, TaskComplete, TaskEnqueue, TaskFail, TaskHeartbeat, TaskId, TaskList,
+    in_range, parse_id, parse_ids, parse_opt_id, parse_opt_timestamp, ExecutionPlan, QueueStatus,
+    TaskCancel, TaskClaim, TaskComplete, TaskEnqueue, TaskFail, TaskHeartbeat, TaskId, TaskList,
 };
 use super::reply::ToolError;
 use crate::waiting::{self, ChangeFeed, ClaimRequest};
@@ -23,10 +25,8 @@ use crate::worker::{Interval, Wake};
 
 /// Who a change is recorded as when the caller does not say.
 pub const DEFAULT_ACTOR: &str = "mcp";
-/// `task_list` returns this many tasks unless told otherwise ...
+/// `task_list` returns this many tasks unless told otherwise.
 const DEFAULT_LIST_LIMIT: u32 = 50;
-/// ... and never more than this many.
-const MAX_LIST_LIMIT: u32 = 1_000;
 /// `task_execution_plan` plans this many tasks unless told otherwise.
 const DEFAULT_PLAN_LIMIT: u32 = 500;
 /// `task_queue_status` lists this many running attempts unless told otherwise.
@@ -54,18 +54,20 @@ pub struct ShownTask {
 
 /// `task_enqueue`.
 pub async fn enqueue(queue: &TaskQueue, args: TaskEnqueue) -> Result<ShownTask, ToolError> {
-    let priority = match args.priority {
-        None => 5,
-        Some(p) => u8::try_from(p)
-            .ok()
-            .filter(|p| *p <= MAX_PRIORITY)
-            .ok_or_else(|| {
-                ValidationError::new(
-                    "priority",
-                    format!("{p} is above the maximum of {MAX_PRIORITY}"),
-                )
-            })?,
-    };
+    let priority = in_range("priority", args.priority, 0, i64::from(MAX_PRIORITY))?.unwrap_or(5);
+    let max_retries = in_range("max_retries", args.max_retries, 0, i64::from(u32::MAX))?;
+    let timeout = in_range(
+        "timeout_seconds",
+        args.timeout_seconds,
+        1,
+        i64::from(u32::MAX),
+    )?;
+    let estimated = in_range(
+        "estimated_duration_seconds",
+        args.estimated_duration_seconds,
+        0,
+        i64::from(u32::MAX),
+    )?;
     let summary = args
         .summary
         .unwrap_or_else(|| default_summary(&args.description));
@@ -81,11 +83,9 @@ pub async fn enqueue(queue: &TaskQueue, args: TaskEnqueue) -> Result<ShownTask, 
         session_id: parse_opt_id("session", args.session.as_deref())?,
         deadline: parse_opt_timestamp("deadline", args.deadline.as_deref())?,
         input_data: args.input,
-        max_retries: args.max_retries.unwrap_or(defaults.max_retries),
-        max_execution_timeout_seconds: args
-            .timeout_seconds
-            .unwrap_or(defaults.max_execution_timeout_seconds),
-        estimated_duration_seconds: args.estimated_duration_seconds,
+        max_retries: max_retries.unwrap_or(defaults.max_retries),
+        max_execution_timeout_seconds: timeout.unwrap_or(defaults.max_execution_timeout_seconds),
+        estimated_duration_seconds: estimated,
         feature_branch: args.feature_branch,
         task_branch: args.task_branch,
         created_by: Some(args.created_by.unwrap_or_else(|| DEFAULT_ACTOR.to_string())),
@@ -139,12 +139,10 @@ pub struct TaskPage {
 
 /// `task_list`.
 pub async fn list(repo: &dyn TaskRepository, args: TaskList) -> Result<TaskPage, ToolError> {
-    let limit = args.limit.unwrap_or(DEFAULT_LIST_LIMIT);
-    if limit > MAX_LIST_LIMIT {
-        return Err(ToolError::argument(format!(
-            "invalid limit: {limit} is above the maximum of {MAX_LIST_LIMIT}; page with offset"
-        )));
-    }
+    // The repository refuses a limit outside 1 to `limits::MAX_PAGE`, as for the CLI.
+    let limit =
+        in_range("limit", args.limit, 1, i64::from(MAX_PAGE))?.unwrap_or(DEFAULT_LIST_LIMIT);
+    let priority_range = |field, value| in_range::<u8>(field, value, 0, i64::from(MAX_PRIORITY));
     let filters = TaskFilters {
         status: args.status.map(|c| c.0),
         agent_type: args.agent_type,
@@ -152,15 +150,15 @@ pub async fn list(repo: &dyn TaskRepository, args: TaskList) -> Result<TaskPage,
         session_id: parse_opt_id("session_id", args.session_id.as_deref())?,
         parent_task_id: parse_opt_id("parent_task_id", args.parent_task_id.as_deref())?,
         source: args.source.map(|c| c.0),
-        min_priority: args.min_priority,
-        max_priority: args.max_priority,
+        min_priority: priority_range("min_priority", args.min_priority)?,
+        max_priority: priority_range("max_priority", args.max_priority)?,
         submitted_after: parse_opt_timestamp("submitted_after", args.submitted_after.as_deref())?,
         submitted_before: parse_opt_timestamp(
             "submitted_before",
             args.submitted_before.as_deref(),
         )?,
         limit: Some(i64::from(limit)),
-        offset: args.offset.map(i64::from),
+        offset: in_range::<u32>("offset", args.offset, 0, i64::from(u32::MAX))?.map(i64::from),
     };
     Ok(TaskPage {
         tasks: repo.list(filters).await?,
@@ -170,7 +168,10 @@ pub async fn list(repo: &dyn TaskRepository, args: TaskList) -> Result<TaskPage,
 /// `task_queue_status`.
 pub async fn status(queue: &TaskQueue, args: QueueStatus) -> Result<QueueOverview, ToolError> {
     Ok(queue
-        .overview(args.running_limit.unwrap_or(DEFAULT_RUNNING_LIMIT))
+        .overview(
+            in_range("running_limit", args.running_limit, 0, i64::from(MAX_PAGE))?
+                .unwrap_or(DEFAULT_RUNNING_LIMIT),
+        )
         .await?)
 }
 
@@ -200,7 +201,9 @@ pub struct Plan {
 /// `task_execution_plan`.
 pub async fn execution_plan(queue: &TaskQueue, args: ExecutionPlan) -> Result<Plan, ToolError> {
     let steps = queue
-        .execution_plan(args.limit.unwrap_or(DEFAULT_PLAN_LIMIT))
+        .execution_plan(
+            in_range("limit", args.limit, 1, i64::from(MAX_PAGE))?.unwrap_or(DEFAULT_PLAN_LIMIT),
+        )
         .await?;
     Ok(Plan { steps })
 }
@@ -223,11 +226,13 @@ pub async fn claim(
     let request = ClaimRequest {
         worker_id: &args.worker_id,
         agent_types: &args.agent_types,
-        lease: Duration::from_secs(args.lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS)),
-        max: args.max.unwrap_or(1),
+        lease: lease_seconds(args.lease_seconds)?,
+        max: in_range("max", args.max, 1, i64::from(MAX_CLAIM))?.unwrap_or(1),
     };
-    let wait = Duration::from_secs(args.wait_seconds.unwrap_or(0));
-    waiting::check_wait("wait_seconds", wait)?;
+    let max_wait = i64::try_from(waiting::MAX_CLAIM_WAIT.as_secs()).unwrap_or(i64::MAX);
+    let wait = Duration::from_secs(
+        in_range::<u64>("wait_seconds", args.wait_seconds, 0, max_wait)?.unwrap_or(0),
+    );
     // A subscription starts the watcher, which takes a connection out of the pool: only a
     // claim that may wait pays for it.
     let mut wake: Box<dyn Wake> = match feed {
@@ -241,8 +246,17 @@ pub async fn claim(
 /// `task_heartbeat`.
 pub async fn heartbeat(queue: &TaskQueue, args: TaskHeartbeat) -> Result<Lease, ToolError> {
     let attempt = parse_id("attempt_id", &args.attempt_id)?;
-    let lease = Duration::from_secs(args.lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS));
+    let lease = lease_seconds(args.lease_seconds)?;
     Ok(queue.heartbeat(attempt, lease).await?)
+}
+
+/// A lease in whole seconds, from 1 to [`MAX_LEASE`]; 300 when not given.
+fn lease_seconds(seconds: Option<i64>) -> Result<Duration, ToolError> {
+    let max = i64::try_from(MAX_LEASE.as_secs()).unwrap_or(i64::MAX);
+    let seconds = in_range::<u64>("lease_seconds", seconds, 1, max)?;
+    Ok(Duration::from_secs(
+        seconds.unwrap_or(DEFAULT_LEASE_SECONDS),
+    ))
 }
 
 /// What `task_complete` returns.

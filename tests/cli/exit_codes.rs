@@ -17,6 +17,7 @@ fn showing_an_unknown_id_exits_with_3() {
 #[test]
 fn priority_11_exits_with_4_and_stores_nothing() {
     let sandbox = Sandbox::new();
+    sandbox.ok(&["init"]);
     let stderr = sandbox.fails(&["task", "submit", "too urgent", "--priority", "11"], 4);
     assert!(stderr.contains("priority"), "{stderr}");
     assert!(sandbox.tasks().is_empty());
@@ -25,6 +26,7 @@ fn priority_11_exits_with_4_and_stores_nothing() {
 #[test]
 fn a_priority_too_big_for_a_byte_is_also_invalid_input() {
     let sandbox = Sandbox::new();
+    sandbox.ok(&["init"]);
     sandbox.fails(
         &["task", "submit", "way too urgent", "--priority", "300"],
         4,

@@ -111,10 +111,14 @@ fn the_diamond_runs_fails_cascades_and_recovers_by_commands() {
     assert_eq!(ids(&outcome["cascaded"]), vec![d.clone()]);
     let failed_d = s.json(&["task", "show", &d]);
     assert_eq!(failed_d["status"], "failed");
-    let message = failed_d["error_message"].as_str().unwrap();
-    assert!(
-        message.contains(&c) && message.contains("broken for good"),
-        "{message}"
+    // The dependent names its root; the root's error stays on the root.
+    assert_eq!(
+        failed_d["error_message"],
+        format!("dependency {c} failed").as_str()
+    );
+    assert_eq!(
+        s.json(&["task", "show", &c])["error_message"],
+        "broken for good"
     );
 
     let retried = s.json(&["task", "retry", &c]);
@@ -235,15 +239,24 @@ fn a_result_that_is_not_json_exits_with_4_and_the_task_keeps_running() {
 }
 
 #[test]
-fn bad_durations_counts_and_ids_are_usage_errors() {
+fn malformed_durations_and_ids_are_usage_errors_and_out_of_range_ones_invalid_input() {
     let s = Sandbox::new();
     s.submit(&["job"]);
-    for lease in ["0", "0s", "soon", "-5m", "5 parsecs"] {
+    for lease in ["soon", "5 parsecs"] {
         let flag = format!("--lease={lease}");
         let stderr = s.fails(&["task", "claim", "--worker", "w", &flag], 2);
         assert!(stderr.contains("--lease"), "{stderr}");
     }
-    s.fails(&["task", "claim", "--worker", "w", "--max", "-1"], 2);
+    // Issue 10, item 9: a value below the range is as invalid as one above it.
+    for lease in ["0", "0s", "-5m", "25h"] {
+        let flag = format!("--lease={lease}");
+        let stderr = s.fails(&["task", "claim", "--worker", "w", &flag], 4);
+        assert!(stderr.contains("lease"), "{stderr}");
+    }
+    for max in ["-1", "0", "1001"] {
+        let stderr = s.fails(&["task", "claim", "--worker", "w", "--max", max], 4);
+        assert!(stderr.contains("is outside 1 to 1000"), "{stderr}");
+    }
     s.fails(&["task", "claim"], 2);
     s.fails(&["task", "complete", "not-an-id"], 2);
     s.fails(&["task", "fail", UNKNOWN_ID], 2);
@@ -357,9 +370,8 @@ fn leases_and_claims_have_bounds() {
     assert!(stderr.contains("lease"), "{stderr}");
     let stderr = s.fails(&["task", "claim", "--worker", "w", "--max", "1001"], 4);
     assert!(stderr.contains("1000"), "{stderr}");
-    // A worker's settings are its command line: out of range is a usage error, refused
-    // before it starts.
-    let stderr = s.fails(&["worker", "--lease", "500ms", "--", "true"], 2);
+    // A worker's lease out of range is invalid input too, refused before it starts.
+    let stderr = s.fails(&["worker", "--lease", "500ms", "--", "true"], 4);
     assert!(stderr.contains("lease"), "{stderr}");
     assert_eq!(s.tasks()[0]["status"], "ready");
 }

@@ -154,5 +154,5 @@ fn agents_register_beat_and_go_stale() {
     assert_eq!(stale[0]["id"], id);
     s.fails(&["agent", "heartbeat", UNKNOWN_ID], 3);
     s.fails(&["agent", "list", "--status", "sleepy"], 2);
-    s.fails(&["agent", "stale", "--older-than", "0"], 2);
+    s.fails(&["agent", "stale", "--older-than", "0"], 4);
 }

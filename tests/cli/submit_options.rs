@@ -205,7 +205,7 @@ fn a_task_submitted_with_run_after_is_not_claimed_until_then() {
 fn an_invalid_run_after_is_refused_with_nothing_stored() {
     let s = Sandbox::new();
     s.ok(&["init"]);
-    for bad in ["-5m", "soon", "2026-13-01T00:00:00Z"] {
+    for bad in ["soon", "2026-13-01T00:00:00Z"] {
         let out = s
             .abathur()
             .args(["task", "submit", "x", "--run-after", bad])
@@ -290,7 +290,7 @@ fn an_import_line_with_a_bad_run_after_or_key_is_refused_naming_the_line() {
     let s = Sandbox::new();
     s.ok(&["init"]);
     for (line, field) in [
-        (r#"{"description": "x", "run_after": "-5m"}"#, "run_after"),
+        (r#"{"description": "x", "run_after": "soon"}"#, "run_after"),
         (
             r#"{"description": "x", "run_after": "+9000years"}"#,
             "run_after",

@@ -508,8 +508,14 @@ async fn searching_gives_at_most_limit_memories_from_the_start_of_the_order() {
         &repo.search("ns", None, 2).await.unwrap(),
         &[("ns", "a"), ("ns", "b")],
     );
-    assert_keys(&repo.search("ns", None, 0).await.unwrap(), &[]);
-    assert_eq!(repo.search("ns", None, usize::MAX).await.unwrap().len(), 5);
+    assert_eq!(repo.search("ns", None, 1000).await.unwrap().len(), 5);
+    // One cap for every list (issue 10, item 15): the MCP server and the CLI both get it here.
+    for limit in [0, 1001, usize::MAX] {
+        match repo.search("ns", None, limit).await {
+            Err(DatabaseError::Validation(e)) => assert_eq!(e.field, "limit"),
+            other => panic!("limit {limit}: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ mod memory;
 mod protocol;
 mod python;
 mod queue;
+mod ranges;
 mod sessions;
 mod submit_options;
 mod tools;

@@ -127,7 +127,7 @@ async fn a_task_enqueued_with_run_after_is_not_claimed_until_then() {
 async fn an_invalid_run_after_is_refused_with_nothing_stored() {
     let store = Store::new();
     let s = store.connect().await;
-    for bad in ["-5m", "soon", "+9000years"] {
+    for bad in ["soon", "+9000years"] {
         let (kind, message) = s
             .call_err(
                 "task_enqueue",

@@ -14,15 +14,27 @@ fn a_worker_without_a_command_or_with_bad_options_is_a_usage_error() {
         &["worker"][..],
         &["worker", "--"],
         &["worker", "true"],
-        &["worker", "--concurrency", "0", "--", "true"],
         &["worker", "--concurrency", "many", "--", "true"],
-        &["worker", "--lease", "0", "--", "true"],
         &["worker", "--lease", "soon", "--", "true"],
-        &["worker", "--grace", "-1", "--", "true"],
+        &["worker", "--grace", "soon", "--", "true"],
     ] {
         let output = sb.abathur().args(args).output().expect("abathur runs");
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// Issue 10, item 9: a lease of zero was a usage error (2) while one below the minimum was
+/// invalid input (4); both sides of the range are now invalid input.
+#[test]
+fn a_worker_lease_outside_its_range_is_invalid_input_on_either_side() {
+    let sb = Sandbox::new();
+    for lease in ["0", "-1m", "500ms", "25h"] {
+        let args = ["worker", "--lease", lease, "--", "true"];
+        let output = sb.abathur().args(args).output().expect("abathur runs");
+        assert_eq!(output.status.code(), Some(4), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("lease"), "{args:?}: {stderr}");
     }
 }
 
@@ -65,7 +77,11 @@ fn settings_the_queue_would_refuse_on_every_claim_are_refused_at_start_and_run_n
     let cases: Vec<(Vec<String>, String)> = vec![
         (
             vec!["--concurrency".into(), over_claim.clone()],
-            format!("1..={MAX_CLAIM}"),
+            format!("outside 1 to {MAX_CLAIM}"),
+        ),
+        (
+            vec!["--concurrency".into(), "0".into()],
+            format!("outside 1 to {MAX_CLAIM}"),
         ),
         (vec!["--lease".into(), "25h".into()], "24 hours".into()),
         (vec!["--lease".into(), "500ms".into()], "24 hours".into()),
@@ -93,7 +109,8 @@ fn settings_the_queue_would_refuse_on_every_claim_are_refused_at_start_and_run_n
             .expect("abathur runs");
         let stderr = String::from_utf8_lossy(&output.stderr);
         let shown: Vec<&String> = options.iter().take(2).collect();
-        assert_eq!(output.status.code(), Some(2), "{shown:?}: {stderr}");
+        // Out of range is invalid input (4), as it is for every other value.
+        assert_eq!(output.status.code(), Some(4), "{shown:?}: {stderr}");
         assert!(stderr.starts_with("error: "), "{shown:?}: {stderr}");
         assert!(stderr.contains(&expected), "{shown:?}: {stderr}");
         assert!(!stderr.contains("cannot claim"), "{shown:?}: {stderr}");

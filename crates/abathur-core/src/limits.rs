@@ -27,11 +27,51 @@ pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 pub const MAX_EVENT_CONTENT_BYTES: usize = 256 * 1024;
 
 /// A short name: agent types, branch names, worker, actor and creator names, memory
-/// namespaces and keys, session application and user names.
+/// namespaces and keys, session application, user and project names, event types and state
+/// keys. Names are also never empty or only white space (`models::check_name`).
 pub const MAX_NAME_BYTES: usize = 256;
 
 /// A filesystem path (a task's worktree path).
 pub const MAX_PATH_BYTES: usize = 4096;
+
+/// The most records one list, search or page returns (task lists, memory searches, session
+/// events, execution plans, running attempts in the queue's overview). Past it, a caller pages
+/// with an offset; one answer never holds an unbounded part of the database.
+pub const MAX_PAGE: u32 = 1_000;
+
+/// Checks a page size: from 1 to [`MAX_PAGE`].
+///
+/// # Errors
+/// Returns a [`ValidationError`] naming `field` and the range.
+pub fn check_page(field: &'static str, limit: u64) -> Result<(), ValidationError> {
+    if (1..=u64::from(MAX_PAGE)).contains(&limit) {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            field,
+            format!("{limit} is outside 1 to {MAX_PAGE}; page with an offset"),
+        ))
+    }
+}
+
+/// Checks that a whole number lies from `min` to `max`, and returns it as a `T`. Every numeric
+/// argument of the CLI and the MCP server takes its range through this, so a value below the
+/// range and one above it get the same message.
+///
+/// # Errors
+/// Returns a [`ValidationError`] naming `field` and the range.
+pub fn check_range<T: TryFrom<i64>>(
+    field: &'static str,
+    value: i64,
+    min: i64,
+    max: i64,
+) -> Result<T, ValidationError> {
+    let outside = || ValidationError::new(field, format!("{value} is outside {min} to {max}"));
+    if !(min..=max).contains(&value) {
+        return Err(outside());
+    }
+    T::try_from(value).map_err(|_| outside())
+}
 
 /// Checks that `value` is at most `max` bytes long.
 ///

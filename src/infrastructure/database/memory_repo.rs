@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use abathur_core::clock::{Clock, SystemClock};
 use abathur_core::error::DatabaseError;
-use abathur_core::models::{check_json_depth, check_name, Memory, MemoryType, NewMemory};
+use abathur_core::limits::{check_page, MAX_MEMORY_VALUE_BYTES};
+use abathur_core::models::{check_json, check_name, Memory, MemoryType, NewMemory};
 use abathur_core::ports::MemoryRepository;
 use abathur_core::timestamp;
 use async_trait::async_trait;
@@ -219,7 +220,7 @@ impl MemoryRepository for MemoryRepositoryImpl {
         updated_by: &str,
     ) -> Result<Memory, DatabaseError> {
         check_name("updated_by", updated_by)?;
-        check_json_depth("value", &value)?;
+        check_json("value", &value, MAX_MEMORY_VALUE_BYTES)?;
         let id = key_id(namespace, key);
         let now = timestamp::format(&self.clock.now());
         let value = json_text(&value);
@@ -295,6 +296,7 @@ impl MemoryRepository for MemoryRepositoryImpl {
         memory_type: Option<MemoryType>,
         limit: usize,
     ) -> Result<Vec<Memory>, DatabaseError> {
+        check_page("limit", u64::try_from(limit).unwrap_or(u64::MAX))?;
         let upper = prefix_upper_bound(namespace_prefix);
         let memory_type = memory_type.map(MemoryType::as_str);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

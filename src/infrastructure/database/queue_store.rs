@@ -477,14 +477,22 @@ fn id_array<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
 /// [`PriorityPolicy::calculate`] in SQL, over a `tasks` row: `?1` depth weight, `?2` depth
 /// cap, `?3` deadline weight, `?4` now, `?5` deadline horizon and `?6` aging interval in
 /// seconds ([`priority_params`]).
+///
+/// Total: it has a value for every row, so no row can fail a completion, a claim or a
+/// refresh. `julianday()` returns NULL for a time SQLite cannot read (a deadline in the last
+/// second of 9999, which older versions accepted); such a deadline counts as fully urgent once
+/// it is not after now and not urgent before (timestamps are fixed-width, so text order is time
+/// order), and such a submission time adds no age.
 macro_rules! priority_formula {
     () => {
         "priority
              + ?1 * MIN(dependency_depth, ?2)
              + CASE WHEN deadline IS NULL THEN 0.0
-                    ELSE ?3 * MAX(0.0, MIN(1.0, 1.0 - (julianday(deadline) - julianday(?4)) * 86400.0 / ?5))
+                    ELSE ?3 * COALESCE(
+                        MAX(0.0, MIN(1.0, 1.0 - (julianday(deadline) - julianday(?4)) * 86400.0 / ?5)),
+                        CASE WHEN deadline <= ?4 THEN 1.0 ELSE 0.0 END)
                END
-             + MAX(0.0, (julianday(?4) - julianday(submitted_at)) * 86400.0) / ?6"
+             + COALESCE(MAX(0.0, (julianday(?4) - julianday(submitted_at)) * 86400.0) / ?6, 0.0)"
     };
 }
 
@@ -598,7 +606,9 @@ fn fail_task(
         Some(&attempt),
         Some(&reason),
     )?;
-    let cascade_error = format!("dependency {task_id} failed: {error}");
+    // The root is named, not quoted: its error is on the root task, and copying it into every
+    // dependent and every event would multiply it by the size of the cascade.
+    let cascade_error = format!("dependency {task_id} failed");
     // An unfinished dependent of a task that never completed is blocked (or pending): it
     // cannot be ready or running.
     let moves: Vec<Move> = descendants(conn, task_id, Walk::Dependents)?
@@ -1376,36 +1386,71 @@ pub(super) fn reap_in(
     )?;
     let mut report = ReapReport::default();
     for (attempt, task, started_at, lease_expires_at, timeout) in open {
-        let cx = RowContext {
-            table: "task_attempts",
-            id: &attempt,
-        };
-        let started = cx.timestamp("started_at", &started_at)?;
-        let timeout: u32 = cx.int("max_execution_timeout_seconds", timeout)?;
-        let deadline = started + chrono::Duration::seconds(i64::from(timeout));
-        let (outcome, error) = if deadline <= now {
-            (
-                AttemptOutcome::TimedOut,
-                format!("ran past its timeout of {timeout} s"),
-            )
-        } else if lease_expires_at <= now_text {
-            (
-                AttemptOutcome::Lost,
-                "the worker's lease expired".to_string(),
-            )
-        } else {
-            continue;
-        };
-        close_attempt(conn, &attempt, outcome, Some(&error), &now_text)?;
-        let attempt_id = cx.uuid("id", &attempt)?;
-        fail_task(conn, &task, attempt_id, &error, "reaper", retry, now)?;
-        let task_id = cx.uuid("task_id", &task)?;
-        match outcome {
-            AttemptOutcome::TimedOut => report.timed_out.push(task_id),
-            _ => report.lost.push(task_id),
+        // Each attempt in a savepoint of its own: one row the reaper cannot handle (a stored
+        // value that does not parse) is rolled back and logged, and the others are still
+        // reaped. A busy or broken database still fails the whole reap.
+        exec(conn, "SAVEPOINT reap_one", [])?;
+        let one = reap_one(
+            conn,
+            retry,
+            now,
+            &now_text,
+            (&attempt, &task, &started_at, &lease_expires_at, timeout),
+        );
+        match one {
+            Ok(reaped) => {
+                exec(conn, "RELEASE reap_one", [])?;
+                match reaped {
+                    Some((AttemptOutcome::TimedOut, id)) => report.timed_out.push(id),
+                    Some((_, id)) => report.lost.push(id),
+                    None => {}
+                }
+            }
+            Err(e @ QueueError::Database(DatabaseError::Busy)) => return Err(e),
+            Err(e) => {
+                exec(conn, "ROLLBACK TO reap_one", [])?;
+                exec(conn, "RELEASE reap_one", [])?;
+                tracing::error!(attempt = %attempt, task = %task, error = %e,
+                    "the reaper skipped an attempt it could not handle");
+            }
         }
     }
     Ok(report)
+}
+
+/// Reaps one open attempt if its lease expired or it ran past its timeout: the outcome and the
+/// task's id, or `None` when it is still in time.
+fn reap_one(
+    conn: &Connection,
+    retry: &RetryPolicy,
+    now: DateTime<Utc>,
+    now_text: &str,
+    (attempt, task, started_at, lease_expires_at, timeout): (&str, &str, &str, &str, i64),
+) -> Result<Option<(AttemptOutcome, Uuid)>, QueueError> {
+    let cx = RowContext {
+        table: "task_attempts",
+        id: attempt,
+    };
+    let started = cx.timestamp("started_at", started_at)?;
+    let timeout: u32 = cx.int("max_execution_timeout_seconds", timeout)?;
+    let deadline = started + chrono::Duration::seconds(i64::from(timeout));
+    let (outcome, error) = if deadline <= now {
+        (
+            AttemptOutcome::TimedOut,
+            format!("ran past its timeout of {timeout} s"),
+        )
+    } else if lease_expires_at <= now_text {
+        (
+            AttemptOutcome::Lost,
+            "the worker's lease expired".to_string(),
+        )
+    } else {
+        return Ok(None);
+    };
+    close_attempt(conn, attempt, outcome, Some(&error), now_text)?;
+    let attempt_id = cx.uuid("id", attempt)?;
+    fail_task(conn, task, attempt_id, &error, "reaper", retry, now)?;
+    Ok(Some((outcome, cx.uuid("task_id", task)?)))
 }
 
 /// One batch of the priority refresh: the next `batch_size` ready tasks after `cursor`, by id;

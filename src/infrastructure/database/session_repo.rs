@@ -5,7 +5,7 @@ use std::sync::Arc;
 use abathur_core::clock::{Clock, SystemClock};
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{
-    check_json_depth, check_state_key, NewSessionEvent, Session, SessionEvent,
+    check_state_key, check_state_value, NewSessionEvent, Session, SessionEvent,
 };
 use abathur_core::ports::SessionRepository;
 use abathur_core::timestamp;
@@ -204,6 +204,7 @@ impl SessionRepository for SessionRepositoryImpl {
         offset: u64,
         limit: u32,
     ) -> Result<Vec<SessionEvent>, DatabaseError> {
+        abathur_core::limits::check_page("limit", u64::from(limit))?;
         let id = session_id.to_string();
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         let limit = i64::from(limit);
@@ -254,7 +255,7 @@ impl SessionRepository for SessionRepositoryImpl {
         value: Value,
     ) -> Result<(), DatabaseError> {
         check_state_key(key)?;
-        check_json_depth("value", &value)?;
+        check_state_value(&value)?;
         let id = session_id.to_string();
         let path = state_path(key);
         let value = json_text(&value);

@@ -479,8 +479,9 @@ async fn write_error(
 }
 
 fn check_filters(filters: &TaskFilters) -> Result<(), DatabaseError> {
-    if filters.limit.is_some_and(|l| l < 0) {
-        return Err(DatabaseError::validation("limit", "must not be negative"));
+    if let Some(limit) = filters.limit {
+        // A negative limit is below the range like zero is: the same message for both.
+        abathur_core::limits::check_page("limit", u64::try_from(limit).unwrap_or(0))?;
     }
     if filters.offset.is_some_and(|o| o < 0) {
         return Err(DatabaseError::validation("offset", "must not be negative"));

@@ -58,10 +58,7 @@ impl Agent {
     /// `i64::MAX` bytes, a CPU usage that is negative or not finite, a terminated agent without
     /// `terminated_at` (or a live one with it), or a timestamp outside years 0000–9999.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        if self.agent_type.trim().is_empty() {
-            return Err(ValidationError::new("agent_type", "must not be empty"));
-        }
-        super::check_no_nul("agent_type", &self.agent_type)?;
+        super::check_name("agent_type", &self.agent_type)?;
         if i64::try_from(self.memory_usage_bytes).is_err() {
             return Err(ValidationError::new(
                 "memory_usage_bytes",

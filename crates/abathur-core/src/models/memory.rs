@@ -4,8 +4,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::check_name;
 use super::text_enum;
 use crate::error::ValidationError;
+use crate::limits;
 
 text_enum! {
     /// The kind of knowledge a memory holds.
@@ -49,8 +51,9 @@ pub struct NewMemory {
 }
 
 impl NewMemory {
-    /// Checks that the namespace, key and author are not empty and hold no NUL character, and
-    /// that the value and metadata nest at most [`super::MAX_JSON_DEPTH`] deep.
+    /// Checks that the namespace, key and author are names ([`check_name`]), and that the
+    /// value and metadata are within their size limits and nest at most
+    /// [`super::MAX_JSON_DEPTH`] deep.
     ///
     /// # Errors
     /// Returns a [`ValidationError`] naming the field at fault.
@@ -58,23 +61,10 @@ impl NewMemory {
         check_name("namespace", &self.namespace)?;
         check_name("key", &self.key)?;
         check_name("created_by", &self.created_by)?;
-        super::check_json_depth("value", &self.value)?;
+        super::check_json("value", &self.value, limits::MAX_MEMORY_VALUE_BYTES)?;
         if let Some(metadata) = &self.metadata {
-            super::check_json_depth("metadata", metadata)?;
+            super::check_json("metadata", metadata, limits::MAX_METADATA_BYTES)?;
         }
         Ok(())
-    }
-}
-
-/// Checks that a namespace, key or author name is not empty and has no NUL character.
-///
-/// # Errors
-/// Returns a [`ValidationError`] naming `field` when `value` is empty, only white space, or
-/// holds a NUL character.
-pub fn check_name(field: &'static str, value: &str) -> Result<(), ValidationError> {
-    if value.trim().is_empty() {
-        Err(ValidationError::new(field, "must not be empty"))
-    } else {
-        super::check_no_nul(field, value)
     }
 }

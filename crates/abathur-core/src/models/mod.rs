@@ -6,8 +6,8 @@ mod session;
 mod task;
 
 pub use agent::{Agent, AgentStatus};
-pub use memory::{check_name, Memory, MemoryType, NewMemory};
-pub use session::{check_state_key, NewSessionEvent, Session, SessionEvent};
+pub use memory::{Memory, MemoryType, NewMemory};
+pub use session::{check_state_key, check_state_value, NewSessionEvent, Session, SessionEvent};
 pub use task::{
     default_summary, DependencyType, Task, TaskSource, TaskStatus, MAX_PRIORITY, MAX_SUMMARY_CHARS,
 };
@@ -26,6 +26,58 @@ pub fn check_no_nul(field: &'static str, value: &str) -> Result<(), crate::Valid
     } else {
         Ok(())
     }
+}
+
+/// Checks a short name (an agent type, a branch, a worker, actor or author, a namespace or
+/// key, an application or user): not empty or only white space, no NUL character, and at most
+/// [`crate::limits::MAX_NAME_BYTES`] bytes.
+///
+/// # Errors
+/// Returns a [`crate::ValidationError`] naming `field`.
+pub fn check_name(field: &'static str, value: &str) -> Result<(), crate::ValidationError> {
+    if value.trim().is_empty() {
+        return Err(crate::ValidationError::new(field, "must not be empty"));
+    }
+    check_text(field, value, crate::limits::MAX_NAME_BYTES)
+}
+
+/// [`check_name`] for a name that may be left out: when given, it must be a name.
+///
+/// # Errors
+/// As for [`check_name`].
+pub fn check_opt_name(
+    field: &'static str,
+    value: Option<&str>,
+) -> Result<(), crate::ValidationError> {
+    value.map_or(Ok(()), |value| check_name(field, value))
+}
+
+/// Checks a text field: no NUL character, and at most `max` bytes.
+///
+/// # Errors
+/// Returns a [`crate::ValidationError`] naming `field`.
+pub fn check_text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+) -> Result<(), crate::ValidationError> {
+    crate::limits::check_text(field, value, max)?;
+    check_no_nul(field, value)
+}
+
+/// Checks a stored JSON value: at most `max` bytes in its compact encoding, and nested at most
+/// [`MAX_JSON_DEPTH`] deep.
+///
+/// # Errors
+/// Returns a [`crate::ValidationError`] naming `field`.
+pub fn check_json(
+    field: &'static str,
+    value: &serde_json::Value,
+    max: usize,
+) -> Result<(), crate::ValidationError> {
+    // Depth first: a value too deep to encode would otherwise be reported as too large.
+    check_json_depth(field, value)?;
+    crate::limits::check_json(field, value, max)
 }
 
 /// The deepest nesting of arrays and objects a stored JSON value may have. Deeper values are

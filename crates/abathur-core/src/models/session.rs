@@ -47,20 +47,12 @@ impl Session {
     /// key that [`check_state_key`] rejects, a state value nested deeper than
     /// [`super::MAX_JSON_DEPTH`], or a timestamp outside years 0000–9999.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        if self.app_name.trim().is_empty() {
-            return Err(ValidationError::new("app_name", "must not be empty"));
-        }
-        if self.user_id.trim().is_empty() {
-            return Err(ValidationError::new("user_id", "must not be empty"));
-        }
-        super::check_no_nul("app_name", &self.app_name)?;
-        super::check_no_nul("user_id", &self.user_id)?;
-        if let Some(project) = &self.project_id {
-            super::check_no_nul("project_id", project)?;
-        }
+        super::check_name("app_name", &self.app_name)?;
+        super::check_name("user_id", &self.user_id)?;
+        super::check_opt_name("project_id", self.project_id.as_deref())?;
         for (key, value) in &self.state {
             check_state_key(key)?;
-            super::check_json_depth("state", value)?;
+            check_state_value(value)?;
         }
         timestamp::check("created_at", &self.created_at)?;
         timestamp::check("updated_at", &self.updated_at)
@@ -76,7 +68,7 @@ pub fn check_state_key(key: &str) -> Result<(), ValidationError> {
     if key.is_empty() {
         return Err(ValidationError::new("key", "must not be empty"));
     }
-    super::check_no_nul("key", key)?;
+    super::check_text("key", key, crate::limits::MAX_NAME_BYTES)?;
     if key.contains('"') {
         return Err(ValidationError::new(
             "key",
@@ -84,6 +76,15 @@ pub fn check_state_key(key: &str) -> Result<(), ValidationError> {
         ));
     }
     Ok(())
+}
+
+/// Checks one value of a session's state: within [`crate::limits::MAX_EVENT_CONTENT_BYTES`]
+/// and nested at most [`super::MAX_JSON_DEPTH`] deep.
+///
+/// # Errors
+/// Returns a [`ValidationError`] for the field `value`.
+pub fn check_state_value(value: &Value) -> Result<(), ValidationError> {
+    super::check_json("value", value, crate::limits::MAX_EVENT_CONTENT_BYTES)
 }
 
 /// One entry of a session's event log. Events are never changed once appended.
@@ -113,14 +114,12 @@ impl NewSessionEvent {
     /// # Errors
     /// Returns a [`ValidationError`] naming the field at fault.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        if self.event_type.trim().is_empty() {
-            return Err(ValidationError::new("event_type", "must not be empty"));
-        }
-        if self.actor.trim().is_empty() {
-            return Err(ValidationError::new("actor", "must not be empty"));
-        }
-        super::check_no_nul("event_type", &self.event_type)?;
-        super::check_no_nul("actor", &self.actor)?;
-        super::check_json_depth("content", &self.content)
+        super::check_name("event_type", &self.event_type)?;
+        super::check_name("actor", &self.actor)?;
+        super::check_json(
+            "content",
+            &self.content,
+            crate::limits::MAX_EVENT_CONTENT_BYTES,
+        )
     }
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::text_enum;
 use crate::error::ValidationError;
-use crate::timestamp;
+use crate::{limits, timestamp};
 
 /// The longest summary, counted in characters (not bytes).
 pub const MAX_SUMMARY_CHARS: usize = 140;
@@ -160,35 +160,44 @@ impl Task {
     /// Checks the rules every stored task obeys, before anything is written.
     ///
     /// # Errors
-    /// Returns a [`ValidationError`] naming the first field at fault: text with a NUL character,
-    /// JSON nested deeper than [`super::MAX_JSON_DEPTH`],
-    /// an empty or over-long
-    /// summary (over 140 characters), an empty agent type, a priority over 10, a calculated
+    /// Returns a [`ValidationError`] naming the first field at fault: text with a NUL character
+    /// or over its limit in [`crate::limits`], JSON over its limit or nested deeper than
+    /// [`super::MAX_JSON_DEPTH`], an empty or over-long summary (over 140 characters), an empty
+    /// agent type, branch, author or worktree path, a priority over 10, a calculated
     /// priority that is not a finite number, a zero timeout, a task that depends on or is the
     /// parent of itself, a dependency listed twice, or a timestamp outside years 0000–9999.
     pub fn validate(&self) -> Result<(), ValidationError> {
         // The description before the summary: a summary left out is made from the
         // description, and a fault in both is the description's.
+        super::check_text(
+            "description",
+            &self.description,
+            limits::MAX_DESCRIPTION_BYTES,
+        )?;
+        super::check_no_nul("summary", &self.summary)?;
+        super::check_name("agent_type", &self.agent_type)?;
+        if let Some(error) = &self.error_message {
+            super::check_text("error_message", error, limits::MAX_ERROR_BYTES)?;
+        }
         for (field, value) in [
-            ("description", Some(&self.description)),
-            ("summary", Some(&self.summary)),
-            ("agent_type", Some(&self.agent_type)),
-            ("error_message", self.error_message.as_ref()),
-            ("created_by", self.created_by.as_ref()),
-            ("feature_branch", self.feature_branch.as_ref()),
-            ("task_branch", self.task_branch.as_ref()),
-            ("worktree_path", self.worktree_path.as_ref()),
+            ("created_by", &self.created_by),
+            ("feature_branch", &self.feature_branch),
+            ("task_branch", &self.task_branch),
         ] {
-            if let Some(value) = value {
-                super::check_no_nul(field, value)?;
+            super::check_opt_name(field, value.as_deref())?;
+        }
+        if let Some(path) = &self.worktree_path {
+            if path.trim().is_empty() {
+                return Err(ValidationError::new("worktree_path", "must not be empty"));
             }
+            super::check_text("worktree_path", path, limits::MAX_PATH_BYTES)?;
         }
         for (field, value) in [
             ("input_data", &self.input_data),
             ("result_data", &self.result_data),
         ] {
             if let Some(value) = value {
-                super::check_json_depth(field, value)?;
+                super::check_json(field, value, limits::MAX_TASK_JSON_BYTES)?;
             }
         }
         let summary_chars = self.summary.chars().count();
@@ -200,9 +209,6 @@ impl Task {
                 "summary",
                 format!("is {summary_chars} characters long; the limit is {MAX_SUMMARY_CHARS}"),
             ));
-        }
-        if self.agent_type.trim().is_empty() {
-            return Err(ValidationError::new("agent_type", "must not be empty"));
         }
         if self.priority > MAX_PRIORITY {
             return Err(ValidationError::new(

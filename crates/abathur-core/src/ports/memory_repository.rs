@@ -72,7 +72,8 @@ pub trait MemoryRepository: Send + Sync {
     /// namespace and key.
     ///
     /// # Errors
-    /// `CorruptRow` when a stored row does not parse.
+    /// `Validation` for a `limit` outside 1 to [`crate::limits::MAX_PAGE`]; `CorruptRow` when a
+    /// stored row does not parse.
     async fn search(
         &self,
         namespace_prefix: &str,

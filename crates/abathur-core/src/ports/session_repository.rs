@@ -38,7 +38,8 @@ pub trait SessionRepository: Send + Sync {
     /// (timestamp, then sequence).
     ///
     /// # Errors
-    /// `NotFound` when no session has this id; `CorruptRow` when a stored row does not parse.
+    /// `Validation` for a `limit` outside 1 to [`crate::limits::MAX_PAGE`]; `NotFound` when no
+    /// session has this id; `CorruptRow` when a stored row does not parse.
     async fn get_events(
         &self,
         session_id: Uuid,

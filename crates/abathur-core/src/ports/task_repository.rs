@@ -71,7 +71,7 @@ pub trait TaskRepository: Send + Sync {
     /// The tasks that match `filters`, in the order described on [`TaskFilters`].
     ///
     /// # Errors
-    /// `Validation` for a negative limit or offset, or a minimum priority above the maximum;
+    /// `Validation` for a limit outside 1 to [`crate::limits::MAX_PAGE`], a negative offset, or a minimum priority above the maximum;
     /// `CorruptRow` when a stored row does not parse.
     async fn list(&self, filters: TaskFilters) -> Result<Vec<Task>, DatabaseError>;
 

@@ -16,7 +16,8 @@ use super::types::{
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::ValidationError;
-use crate::models::{check_json_depth, check_no_nul, Task};
+use crate::limits::{MAX_ERROR_BYTES, MAX_TASK_JSON_BYTES};
+use crate::models::{check_json, check_name, check_text, Task};
 
 /// Rows per statement when refreshing priorities.
 const REFRESH_BATCH: u32 = 5_000;
@@ -128,8 +129,8 @@ impl TaskQueue {
     /// task. One entry per member, dependencies first.
     ///
     /// # Errors
-    /// A `Validation` error naming the field (summary, priority, idempotency_key, run_after,
-    /// ...), `SelfDependency`, `DuplicateTask`, `Cycle` with its path, `TooManyDependencies`,
+    /// A `Validation` error naming the field (summary, priority, a deadline that is not in the
+    /// future, idempotency_key, run_after, ...), `SelfDependency`, `DuplicateTask`, `Cycle` with its path, `TooManyDependencies`,
     /// `UnknownDependency`, `UnknownReference`, `TooDeep`, `DuplicateIdempotencyKey`,
     /// `IdempotencyConflict`, or the store's errors. Nothing is written on any error.
     pub async fn submit_batch_keyed(
@@ -142,6 +143,7 @@ impl TaskQueue {
                 return Err(QueueError::SelfDependency { task: task.id });
             }
             task.validate(now)?;
+            check_deadline(task, now)?;
         }
         let ordered = plan_batch(batch, &self.limits)?;
         let actor = ordered
@@ -202,14 +204,15 @@ impl TaskQueue {
     /// Completes the leased task with `result`; returns the dependents made ready.
     ///
     /// # Errors
-    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for a result nested too deep.
+    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for a result over
+    /// [`MAX_TASK_JSON_BYTES`] or nested too deep.
     pub async fn complete(
         &self,
         attempt_id: Uuid,
         result: Option<Value>,
     ) -> Result<Vec<Uuid>, QueueError> {
         if let Some(result) = &result {
-            check_json_depth("result", result)?;
+            check_json("result", result, MAX_TASK_JSON_BYTES)?;
         }
         self.store
             .complete(attempt_id, result, &self.priority, self.clock.now())
@@ -219,9 +222,10 @@ impl TaskQueue {
     /// Fails the leased attempt with `error`.
     ///
     /// # Errors
-    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for an error message with a NUL.
+    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for an error message
+    /// with a NUL or over [`MAX_ERROR_BYTES`].
     pub async fn fail(&self, attempt_id: Uuid, error: &str) -> Result<FailOutcome, QueueError> {
-        check_no_nul("error", error)?;
+        check_text("error", error, MAX_ERROR_BYTES)?;
         self.store
             .fail(attempt_id, error, &self.retry, self.clock.now())
             .await
@@ -232,9 +236,10 @@ impl TaskQueue {
     /// [`TaskQueue::fail`].
     ///
     /// # Errors
-    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for a reason with a NUL.
+    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for a reason with a
+    /// NUL or over [`MAX_ERROR_BYTES`].
     pub async fn release(&self, attempt_id: Uuid, reason: &str) -> Result<(), QueueError> {
-        check_no_nul("reason", reason)?;
+        check_text("reason", reason, MAX_ERROR_BYTES)?;
         self.store
             .release(attempt_id, reason, self.clock.now())
             .await
@@ -292,8 +297,19 @@ impl TaskQueue {
     /// `running_limit` running attempts, the soonest to expire first.
     ///
     /// # Errors
-    /// Only the store's failures.
+    /// A `Validation` error for a `running_limit` over [`crate::limits::MAX_PAGE`]; the store's
+    /// failures.
     pub async fn overview(&self, running_limit: u32) -> Result<QueueOverview, QueueError> {
+        if running_limit > crate::limits::MAX_PAGE {
+            return Err(ValidationError::new(
+                "running_limit",
+                format!(
+                    "{running_limit} is outside 0 to {}",
+                    crate::limits::MAX_PAGE
+                ),
+            )
+            .into());
+        }
         self.store.overview(running_limit, self.clock.now()).await
     }
 
@@ -302,11 +318,10 @@ impl TaskQueue {
     /// task whose dependencies fall outside the limit is placed as if they had finished.
     ///
     /// # Errors
-    /// A `Validation` error for a zero limit; the store's failures.
+    /// A `Validation` error for a limit outside 1 to [`crate::limits::MAX_PAGE`]; the store's
+    /// failures.
     pub async fn execution_plan(&self, limit: u32) -> Result<Vec<PlanStep>, QueueError> {
-        if limit == 0 {
-            return Err(ValidationError::new("limit", "must be at least 1").into());
-        }
+        crate::limits::check_page("limit", u64::from(limit))?;
         Ok(execution_plan(self.store.pending(limit).await?))
     }
 }
@@ -346,13 +361,21 @@ pub fn check_claim(request: &ClaimRequest) -> Result<(), ValidationError> {
 /// statement, and SQLite allows a statement only so many.
 pub const MAX_CLAIM_AGENT_TYPES: usize = 100;
 
-/// A name the queue records: not blank, no NUL, at most [`crate::limits::MAX_NAME_BYTES`].
-fn check_name(field: &'static str, value: &str) -> Result<(), ValidationError> {
-    if value.trim().is_empty() {
-        return Err(ValidationError::new(field, "must not be empty"));
+/// A deadline is in the future when the task is submitted: one already past could never be
+/// met, and is most likely a mistake (a sign, a time zone).
+fn check_deadline(task: &NewTask, now: chrono::DateTime<chrono::Utc>) -> Result<(), QueueError> {
+    match task.deadline {
+        Some(deadline) if deadline <= now => Err(ValidationError::new(
+            "deadline",
+            format!(
+                "{} is not in the future (it is now {})",
+                crate::timestamp::format(&crate::timestamp::truncate_to_micros(deadline)),
+                crate::timestamp::format(&now)
+            ),
+        )
+        .into()),
+        _ => Ok(()),
     }
-    check_no_nul(field, value)?;
-    crate::limits::check_text(field, value, crate::limits::MAX_NAME_BYTES)
 }
 
 /// A lease is longer than zero and at most [`MAX_LEASE`].
@@ -371,9 +394,5 @@ fn check_lease(lease: Duration) -> Result<(), ValidationError> {
 
 /// The person or process named in the history must be named.
 fn check_actor(actor: &str) -> Result<(), QueueError> {
-    if actor.trim().is_empty() {
-        return Err(ValidationError::new("actor", "must not be empty").into());
-    }
-    check_no_nul("actor", actor)?;
-    Ok(())
+    Ok(check_name("actor", actor)?)
 }
