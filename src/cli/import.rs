@@ -18,8 +18,9 @@
 //! back from claims until then.
 //!
 //! An import is held in memory until it is stored, so it is bounded: at most
-//! [`MAX_IMPORT_BYTES`] of input and [`MAX_IMPORT_TASKS`] tasks. A UTF-8 byte order mark at the
-//! start of the file is skipped. Every error names the line and the file's key at fault.
+//! [`MAX_IMPORT_BYTES`] of input and [`MAX_IMPORT_TASKS`] tasks. A UTF-8 byte order mark
+//! opening a line (the file's, or that of a file concatenated into it) is skipped. Every error
+//! names the line and the file's key at fault.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -118,9 +119,10 @@ pub async fn import(cx: &Context, source: &Path) -> Result<Rendered, CliError> {
         let n = read_line(&mut reader, &mut raw, MAX_IMPORT_BYTES - read).map_err(|e| {
             progress.finish_and_clear();
             match e {
+                // The file is at fault, not the line (a directory, a failing disk): name it.
                 Some(e) => CliError::new(
                     ExitCode::Invalid,
-                    format!("line {number}: cannot be read: {e}"),
+                    format!("cannot read {}: {e}", source_name(source)),
                 ),
                 None => too_large("the input is longer"),
             }
@@ -133,11 +135,9 @@ pub async fn import(cx: &Context, source: &Path) -> Result<Rendered, CliError> {
         let text = std::str::from_utf8(&raw)
             .map_err(|e| invalid(number, &format!("is not UTF-8 text: {e}")))?;
         // A byte order mark may open a file written on Windows: it is not part of the line.
-        let text = if number == 1 {
-            text.strip_prefix('\u{FEFF}').unwrap_or(text)
-        } else {
-            text
-        };
+        // Files concatenated (`cat a.jsonl b.jsonl`) bring theirs to later lines, where it
+        // cannot begin JSON either.
+        let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
         if text.trim().is_empty() {
             continue;
         }
@@ -427,6 +427,15 @@ fn file_key(field: &'static str, summary_given: bool) -> &'static str {
         "feature_branch" => "branch",
         "max_execution_timeout_seconds" => "timeout_seconds",
         other => other,
+    }
+}
+
+/// The input as the person named it.
+fn source_name(source: &Path) -> String {
+    if source == Path::new("-") {
+        "stdin".to_string()
+    } else {
+        source.display().to_string()
     }
 }
 

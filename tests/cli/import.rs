@@ -288,6 +288,35 @@ fn a_byte_order_mark_at_the_start_of_the_file_is_skipped() {
     assert!(summaries.contains(&"first".to_string()), "{summaries:?}");
 }
 
+#[test]
+fn files_concatenated_with_their_byte_order_marks_go_in_whole() {
+    // `cat a.jsonl b.jsonl`, each written on Windows: the second mark opens a later line.
+    let s = Sandbox::new();
+    let input = "\u{FEFF}{\"key\": \"a\", \"description\": \"first\"}\r\n\u{FEFF}{\"description\": \"second\", \"depends_on\": [\"a\"]}\r\n";
+    let (code, stdout, stderr) = s.import(input, true);
+    assert_eq!(code, 0, "{stderr}");
+    let imported: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(imported.as_array().map(Vec::len), Some(2));
+    assert_eq!(imported[1]["line"], 2);
+    let mut summaries: Vec<String> = s
+        .tasks()
+        .iter()
+        .map(|t| t["summary"].as_str().unwrap_or_default().to_string())
+        .collect();
+    summaries.sort();
+    assert_eq!(summaries, ["first", "second"]);
+}
+
+#[test]
+fn a_directory_given_as_the_file_is_named_and_nothing_is_imported() {
+    let s = Sandbox::new();
+    std::fs::create_dir(s.dir.path().join("tasks")).unwrap();
+    let stderr = s.fails(&["task", "import", "tasks"], 4);
+    assert!(stderr.contains("cannot read tasks"), "{stderr}");
+    assert!(!stderr.contains("line 1"), "{stderr}");
+    assert!(s.tasks().is_empty());
+}
+
 /// Writes an import's input to its stdin.
 type Feed = Box<dyn FnOnce(&mut dyn Write) + Send>;
 
