@@ -100,7 +100,7 @@ pub fn check_json(
         Ok(()) => Ok(()),
         Err(_) => Err(ValidationError::new(
             field,
-            format!("is over the limit of {max} bytes ({})", bytes(max)),
+            format!("is over the limit of {}", limit(max)),
         )),
     }
 }
@@ -109,10 +109,21 @@ fn too_large(field: &'static str, size: usize, max: usize) -> ValidationError {
     ValidationError::new(
         field,
         format!(
-            "is {size} bytes, over the limit of {max} bytes ({})",
-            bytes(max)
+            "is {size} bytes, over the limit of {}",
+            limit(max)
         ),
     )
+}
+
+/// A limit in exact bytes, and in the unit a person would use when that is another:
+/// `256 bytes`, `16384 bytes (16 KiB)`.
+fn limit(max: usize) -> String {
+    let human = bytes(max);
+    if human == format!("{max} bytes") {
+        human
+    } else {
+        format!("{max} bytes ({human})")
+    }
 }
 
 /// A size in the unit a person would use: `512 bytes`, `16 KiB`, `1.5 MiB`.
@@ -182,6 +193,12 @@ mod tests {
         let err = check_json("input", &value, size - 1).unwrap_err();
         assert_eq!(err.field, "input");
         assert!(err.message.contains("limit"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_limit_under_a_kibibyte_is_named_once() {
+        let err = check_text("key", &"k".repeat(300), 256).unwrap_err();
+        assert_eq!(err.message, "is 300 bytes, over the limit of 256 bytes");
     }
 
     #[test]
