@@ -294,3 +294,25 @@ fn a_write_through_mode_ro_to_an_older_schema_says_read_only_not_migration_faile
     assert!(!stderr.contains("migrat"), "{stderr}");
     assert_eq!(bytes(&s.db_path()), before);
 }
+
+#[test]
+fn db_on_the_command_line_wins_over_any_abathur_db_value() {
+    let s = Sandbox::new();
+    std::fs::create_dir(s.dir.path().join("existing")).unwrap();
+    for env in [
+        "",
+        "postgres://localhost/abathur",
+        "existing",
+        "sqlite:x.db?colour=blue",
+    ] {
+        let run = |args: &[&str]| s.bare().env("ABATHUR_DB", env).args(args).output().unwrap();
+        succeeded(&run(&["--db", "given.db", "init"]));
+        succeeded(&run(&["task", "list", "--db", "given.db"]));
+        // Without --db, the variable is the value, and a bad one is still a usage error.
+        assert_eq!(run(&["task", "list"]).status.code(), Some(2), "{env:?}");
+    }
+    assert_eq!(
+        names(s.dir.path()),
+        vec!["existing".to_string(), "given.db".to_string()]
+    );
+}
