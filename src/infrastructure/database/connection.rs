@@ -339,6 +339,19 @@ impl DatabaseConnection {
                 tracing::debug!(error = %err, "migration failed; checking whether another process applied it");
             } else {
                 tracing::warn!(error = %err, "migration failed");
+                // sqlx keeps every project's migrations in one table, so a database that
+                // records another project's cannot take abathur's beside them.
+                if matches!(
+                    err,
+                    MigrateError::VersionMissing(_) | MigrateError::VersionMismatch(_)
+                ) {
+                    if let Some(detail) = self.foreign_migrations().await {
+                        return Err(DatabaseError::Migration(format!(
+                            "the database is not abathur's ({detail}), and abathur cannot add its \
+                             migrations beside another project's; give abathur a file of its own"
+                        )));
+                    }
+                }
                 // A migration stopped by the storage (read-only, full, damaged) is reported
                 // as that, with its own exit code, not as a fault of the migration.
                 if let Some(cause) = failed_sql.map(classify_ref).filter(|c| {
@@ -355,6 +368,15 @@ impl DatabaseConnection {
                 }
                 return Err(DatabaseError::Migration(migration_message(&err)));
             }
+        }
+    }
+
+    /// What shows the recorded migrations to be another project's, if they are.
+    async fn foreign_migrations(&self) -> Option<String> {
+        let mut conn = self.pool.acquire().await.ok()?;
+        match read_schema_state(&mut conn).await {
+            Ok(SchemaState::Refused(DatabaseError::ForeignSchema { detail, .. })) => Some(detail),
+            _ => None,
         }
     }
 
@@ -733,6 +755,19 @@ async fn read_schema_state(
         .filter(|m| !m.migration_type.is_down_migration())
         .collect();
     let expected = ours.iter().map(|m| m.version).max().unwrap_or(0);
+    // abathur's first migration is in every database abathur made: a record that holds none
+    // of abathur's versions is another project's (sqlx numbers by timestamp by default, far
+    // above abathur's), not a newer abathur's.
+    if let Some((version, description, ..)) = applied.first() {
+        if !applied
+            .iter()
+            .any(|(v, ..)| ours.iter().any(|m| m.version == *v))
+        {
+            return foreign(format!(
+                "its migration {version} ({description}) is not one of abathur's"
+            ));
+        }
+    }
     for (version, description, success, checksum) in &applied {
         let Some(known) = ours.iter().find(|m| m.version == *version) else {
             let err = if *version > expected {

@@ -93,7 +93,14 @@ impl DatabaseLocation {
                 rest.trim_start_matches("//").split('?').next() == Some(":memory:")
             });
         let kind = if in_memory {
-            LocationKind::Memory(options)
+            // The pool's connections see one database only through SQLite's shared cache
+            // under a `file:` name, which sqlx gives `sqlite::memory:` alone: `x.db?mode=memory`
+            // or `cache=private` gave each connection a database of its own, and a command
+            // found its tables missing. In a process of its own, the name means nothing else.
+            LocationKind::Memory(
+                SqliteConnectOptions::from_str("sqlite::memory:")
+                    .map_err(|e| format!("cannot open a database in memory: {e}"))?,
+            )
         } else {
             let path = options.get_filename().to_path_buf();
             refuse_folder(&path, text)?;
