@@ -546,6 +546,7 @@ impl DatabaseConnection {
             }
         };
         remove_partial();
+        remove_abandoned_partials(folder, &name.to_string_lossy());
         if let Err(e) = sqlx::query("VACUUM INTO ?")
             .bind(partial_text)
             .execute(&self.pool)
@@ -681,6 +682,39 @@ fn writable(path: &Path) -> bool {
     };
     // SAFETY: `c_path` is a NUL-terminated string that lives across the call.
     unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// Removes the partial copies that backups to `name` in `folder` left when they were killed
+/// (`.NAME.partial-PID` and its `-journal`): nothing else ever would, and each can be as large
+/// as the database. A copy whose process still runs is another backup's, and is left alone.
+fn remove_abandoned_partials(folder: &Path, name: &str) {
+    let prefix = format!(".{name}.partial-");
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .map(|rest| rest.strip_suffix("-journal").unwrap_or(rest))
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        if pid > 0 && !process_runs(pid) {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove an abandoned partial backup");
+            }
+        }
+    }
+}
+
+/// Whether a process `pid` exists (one of another user's counts).
+fn process_runs(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let found = unsafe { libc::kill(pid, 0) } == 0;
+    found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Whether the filesystem holding `path` is mounted read-only.
