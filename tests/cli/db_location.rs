@@ -374,3 +374,20 @@ fn a_database_of_another_sqlx_project_with_timestamp_versions_is_not_abathurs() 
         assert!(!stderr.contains("newer abathur"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_fifo_or_a_device_is_refused_as_not_a_file_by_every_command() {
+    let s = Sandbox::new();
+    let fifo = s.dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for db in [fifo.to_str().unwrap(), "/dev/null"] {
+        for args in [&["init"][..], &["task", "submit", "x"], &["task", "list"]] {
+            failed(&with_db(&s, db, args), 2, "not a regular file");
+        }
+    }
+    assert_eq!(names(s.dir.path()), vec!["pipe".to_string()]);
+}

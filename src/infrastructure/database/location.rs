@@ -208,8 +208,8 @@ fn query_param(text: &str, name: &str) -> Option<String> {
     })
 }
 
-/// A folder is not a database file: say so, rather than create a file inside it or fail in
-/// SQLite.
+/// A folder, a fifo or a device is not a database file: say so, rather than create a file
+/// inside it or fail in SQLite.
 fn refuse_folder(path: &Path, text: &str) -> Result<(), String> {
     let ends_with_separator = text.ends_with(std::path::MAIN_SEPARATOR) || text.ends_with('/');
     if ends_with_separator || path.is_dir() {
@@ -217,6 +217,13 @@ fn refuse_folder(path: &Path, text: &str) -> Result<(), String> {
         return Err(format!(
             "{text} is a folder; give the database file's path, such as {}",
             suggestion.display()
+        ));
+    }
+    // A fifo or a device (`/dev/null`) opens, and then fails every read as an I/O error.
+    if path.metadata().is_ok_and(|m| !m.is_file()) {
+        return Err(format!(
+            "{text} is not a regular file (a fifo, a device or a socket); give the database \
+             file's path"
         ));
     }
     Ok(())
