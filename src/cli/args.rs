@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
 use super::ids::{parse_id, IdArg};
-use crate::infrastructure::database::DatabaseLocation;
 
 /// The exit codes, shown at the end of `--help`. Kept in step with [`super::ExitCode`].
 const EXIT_CODES_HELP: &str = "\
@@ -56,10 +55,9 @@ pub struct Cli {
         global = true,
         env = "ABATHUR_DB",
         value_name = "PATH|URL",
-        default_value = ".abathur/abathur.db",
-        value_parser = DatabaseLocation::parse
+        default_value = ".abathur/abathur.db"
     )]
-    pub db: DatabaseLocation,
+    pub db: String,
 
     /// Print JSON instead of human-readable text.
     #[arg(long, global = true)]

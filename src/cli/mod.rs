@@ -94,10 +94,23 @@ fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
 }
 
 fn run_command_line() -> i32 {
-    let cli = match args::command()
-        .try_get_matches()
-        .and_then(|matches| Cli::from_arg_matches(&matches))
-    {
+    // `--db` is parsed only after clap has chosen between the flag, ABATHUR_DB and the
+    // default: clap reads the variable again at each subcommand level of a global argument,
+    // so a value parser there refused `--db x.db` whenever ABATHUR_DB held a bad value.
+    let parsed = args::command().try_get_matches().and_then(|matches| {
+        let cli = Cli::from_arg_matches(&matches)?;
+        let db = DatabaseLocation::parse(&cli.db).map_err(|message| {
+            args::command().error(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "invalid value '{}' for '--db <PATH|URL>': {message}",
+                    cli.db
+                ),
+            )
+        })?;
+        Ok((cli, db))
+    });
+    let (cli, db) = match parsed {
         Ok(cli) => cli,
         Err(err) => {
             // Help and version are "errors" that print to stdout and exit 0; a broken pipe
@@ -119,7 +132,7 @@ fn run_command_line() -> i32 {
         _ => "off",
     };
     init_logging(default_log);
-    let exit = match run(cli) {
+    let exit = match run(cli, &db) {
         Ok(()) => ExitCode::Success,
         Err(err) => {
             let label = anstyle::Style::new()
@@ -136,8 +149,8 @@ fn run_command_line() -> i32 {
 }
 
 /// Runs a parsed command, then prints its result on stdout.
-fn run(cli: Cli) -> Result<(), CliError> {
-    let Cli { db, json, command } = cli;
+fn run(cli: Cli, db: &DatabaseLocation) -> Result<(), CliError> {
+    let Cli { json, command, .. } = cli;
     if let Command::Completions { shell } = command {
         // Needs no database: nothing is opened or created.
         let mut script = Vec::new();
@@ -150,9 +163,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         .map_err(|e| CliError::internal("cannot start the async runtime", &e))?;
     // The long-running commands print as they go, and have no result to render.
     let command = match command {
-        Command::Worker(args) => return runtime.block_on(worker::run(&db, args)),
+        Command::Worker(args) => return runtime.block_on(worker::run(db, args)),
         Command::Mcp(args) => {
-            let served = runtime.block_on(mcp::run(&db, args));
+            let served = runtime.block_on(mcp::run(db, args));
             // A read of a terminal's stdin cannot be cancelled; do not wait for it on the way
             // out after a signal.
             runtime.shutdown_timeout(std::time::Duration::from_millis(200));
@@ -160,7 +173,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         other => other,
     };
-    let view = runtime.block_on(dispatch(&db, command))?;
+    let view = runtime.block_on(dispatch(db, command))?;
     let text = if json {
         view.json()
             .map_err(|e| CliError::internal("cannot encode the result as JSON", &e))?

@@ -95,3 +95,42 @@ fn backup_into_a_missing_folder_is_invalid_input() {
     let stderr = s.fails(&["db", "backup", target.to_str().unwrap()], 4);
     assert!(stderr.contains("not an existing folder"), "{stderr}");
 }
+
+#[test]
+fn backup_removes_a_partial_copy_left_by_a_killed_backup_and_keeps_a_running_ones() {
+    let s = Sandbox::new();
+    s.submit(&["keep me"]);
+    // A backup killed half-way leaves its partial copy, named by its process id; this one's
+    // process is gone for sure, having been killed and waited for.
+    let mut killed = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let dead = killed.id();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let folder = s.dir.path().join("copies");
+    std::fs::create_dir(&folder).unwrap();
+    let abandoned = folder.join(format!(".backup.db.partial-{dead}"));
+    let abandoned_journal = folder.join(format!(".backup.db.partial-{dead}-journal"));
+    // A partial copy of a backup still running (this test's process) is not to be touched.
+    let running = folder.join(format!(".backup.db.partial-{}", std::process::id()));
+    for file in [&abandoned, &abandoned_journal, &running] {
+        std::fs::write(file, b"half a copy").unwrap();
+    }
+    let target = folder.join("backup.db");
+    s.json(&["db", "backup", target.to_str().unwrap()]);
+
+    let mut names: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            format!(".backup.db.partial-{}", std::process::id()),
+            "backup.db".to_string()
+        ]
+    );
+}

@@ -304,3 +304,100 @@ fn a_write_through_mode_ro_to_an_older_schema_says_read_only_not_migration_faile
     assert!(!stderr.contains("migrat"), "{stderr}");
     assert_eq!(bytes(&s.db_path()), before);
 }
+
+#[test]
+fn db_on_the_command_line_wins_over_any_abathur_db_value() {
+    let s = Sandbox::new();
+    std::fs::create_dir(s.dir.path().join("existing")).unwrap();
+    for env in [
+        "",
+        "postgres://localhost/abathur",
+        "existing",
+        "sqlite:x.db?colour=blue",
+    ] {
+        let run = |args: &[&str]| s.bare().env("ABATHUR_DB", env).args(args).output().unwrap();
+        succeeded(&run(&["--db", "given.db", "init"]));
+        succeeded(&run(&["task", "list", "--db", "given.db"]));
+        // Without --db, the variable is the value, and a bad one is still a usage error.
+        assert_eq!(run(&["task", "list"]).status.code(), Some(2), "{env:?}");
+    }
+    assert_eq!(
+        names(s.dir.path()),
+        vec!["existing".to_string(), "given.db".to_string()]
+    );
+}
+
+#[test]
+fn every_in_memory_form_serves_writing_and_reading_commands_and_makes_no_file() {
+    let s = Sandbox::new();
+    for db in [
+        "sqlite::memory:",
+        "sqlite://:memory:",
+        "sqlite::memory:?cache=shared",
+        "sqlite:q.db?mode=memory",
+    ] {
+        // A shared in-memory database on several connections failed now and then; a few
+        // rounds catch it.
+        for _ in 0..5 {
+            let id = succeeded(&with_db(&s, db, &["task", "submit", "x"]));
+            assert!(uuid::Uuid::parse_str(id.trim()).is_ok(), "{db}: {id}");
+            assert_eq!(
+                succeeded(&with_db(&s, db, &["task", "list"])),
+                "no tasks\n",
+                "{db}"
+            );
+            succeeded(&with_db(&s, db, &["status"]));
+        }
+    }
+    assert_eq!(names(s.dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_database_of_another_sqlx_project_with_timestamp_versions_is_not_abathurs() {
+    let s = Sandbox::new();
+    let path = s.db_path();
+    // sqlx names migrations by timestamp by default: a version far above abathur's newest
+    // is another project's, not a newer abathur's.
+    sql(
+        &path,
+        "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+           installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL,
+           checksum BLOB NOT NULL, execution_time BIGINT NOT NULL);
+         INSERT INTO _sqlx_migrations VALUES
+           (20240101120000, 'create invoices', CURRENT_TIMESTAMP, 1, x'00', 1);
+         CREATE TABLE invoices (id INTEGER);",
+    );
+    let before = bytes(&path);
+    for args in [
+        &["task", "list"][..],
+        &["task", "submit", "x"],
+        &["db", "status"],
+    ] {
+        let output = s.abathur().args(args).output().unwrap();
+        let stderr = failed(&output, 6, "not abathur's");
+        assert!(!stderr.contains("newer abathur"), "{args:?}: {stderr}");
+        assert_eq!(bytes(&path), before, "{args:?} changed the file");
+    }
+    for args in [&["db", "migrate"][..], &["init"]] {
+        let output = s.abathur().args(args).output().unwrap();
+        let stderr = failed(&output, 6, "not abathur's");
+        assert!(!stderr.contains("newer abathur"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_fifo_or_a_device_is_refused_as_not_a_file_by_every_command() {
+    let s = Sandbox::new();
+    let fifo = s.dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for db in [fifo.to_str().unwrap(), "/dev/null"] {
+        for args in [&["init"][..], &["task", "submit", "x"], &["task", "list"]] {
+            failed(&with_db(&s, db, args), 2, "not a regular file");
+        }
+    }
+    assert_eq!(names(s.dir.path()), vec!["pipe".to_string()]);
+}

@@ -108,10 +108,7 @@ pub fn check_json(
 fn too_large(field: &'static str, size: usize, max: usize) -> ValidationError {
     ValidationError::new(
         field,
-        format!(
-            "is {size} bytes, over the limit of {}",
-            limit(max)
-        ),
+        format!("is {size} bytes, over the limit of {}", limit(max)),
     )
 }
 

@@ -339,6 +339,19 @@ impl DatabaseConnection {
                 tracing::debug!(error = %err, "migration failed; checking whether another process applied it");
             } else {
                 tracing::warn!(error = %err, "migration failed");
+                // sqlx keeps every project's migrations in one table, so a database that
+                // records another project's cannot take abathur's beside them.
+                if matches!(
+                    err,
+                    MigrateError::VersionMissing(_) | MigrateError::VersionMismatch(_)
+                ) {
+                    if let Some(detail) = self.foreign_migrations().await {
+                        return Err(DatabaseError::Migration(format!(
+                            "the database is not abathur's ({detail}), and abathur cannot add its \
+                             migrations beside another project's; give abathur a file of its own"
+                        )));
+                    }
+                }
                 // A migration stopped by the storage (read-only, full, damaged) is reported
                 // as that, with its own exit code, not as a fault of the migration.
                 if let Some(cause) = failed_sql.map(classify_ref).filter(|c| {
@@ -355,6 +368,15 @@ impl DatabaseConnection {
                 }
                 return Err(DatabaseError::Migration(migration_message(&err)));
             }
+        }
+    }
+
+    /// What shows the recorded migrations to be another project's, if they are.
+    async fn foreign_migrations(&self) -> Option<String> {
+        let mut conn = self.pool.acquire().await.ok()?;
+        match read_schema_state(&mut conn).await {
+            Ok(SchemaState::Refused(DatabaseError::ForeignSchema { detail, .. })) => Some(detail),
+            _ => None,
         }
     }
 
@@ -524,6 +546,7 @@ impl DatabaseConnection {
             }
         };
         remove_partial();
+        remove_abandoned_partials(folder, &name.to_string_lossy());
         if let Err(e) = sqlx::query("VACUUM INTO ?")
             .bind(partial_text)
             .execute(&self.pool)
@@ -661,6 +684,39 @@ fn writable(path: &Path) -> bool {
     unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
 }
 
+/// Removes the partial copies that backups to `name` in `folder` left when they were killed
+/// (`.NAME.partial-PID` and its `-journal`): nothing else ever would, and each can be as large
+/// as the database. A copy whose process still runs is another backup's, and is left alone.
+fn remove_abandoned_partials(folder: &Path, name: &str) {
+    let prefix = format!(".{name}.partial-");
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .map(|rest| rest.strip_suffix("-journal").unwrap_or(rest))
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        if pid > 0 && !process_runs(pid) {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove an abandoned partial backup");
+            }
+        }
+    }
+}
+
+/// Whether a process `pid` exists (one of another user's counts).
+fn process_runs(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let found = unsafe { libc::kill(pid, 0) } == 0;
+    found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Whether the filesystem holding `path` is mounted read-only.
 fn on_read_only_filesystem(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
@@ -733,6 +789,19 @@ async fn read_schema_state(
         .filter(|m| !m.migration_type.is_down_migration())
         .collect();
     let expected = ours.iter().map(|m| m.version).max().unwrap_or(0);
+    // abathur's first migration is in every database abathur made: a record that holds none
+    // of abathur's versions is another project's (sqlx numbers by timestamp by default, far
+    // above abathur's), not a newer abathur's.
+    if let Some((version, description, ..)) = applied.first() {
+        if !applied
+            .iter()
+            .any(|(v, ..)| ours.iter().any(|m| m.version == *v))
+        {
+            return foreign(format!(
+                "its migration {version} ({description}) is not one of abathur's"
+            ));
+        }
+    }
     for (version, description, success, checksum) in &applied {
         let Some(known) = ours.iter().find(|m| m.version == *version) else {
             let err = if *version > expected {

@@ -93,7 +93,14 @@ impl DatabaseLocation {
                 rest.trim_start_matches("//").split('?').next() == Some(":memory:")
             });
         let kind = if in_memory {
-            LocationKind::Memory(options)
+            // The pool's connections see one database only through SQLite's shared cache
+            // under a `file:` name, which sqlx gives `sqlite::memory:` alone: `x.db?mode=memory`
+            // or `cache=private` gave each connection a database of its own, and a command
+            // found its tables missing. In a process of its own, the name means nothing else.
+            LocationKind::Memory(
+                SqliteConnectOptions::from_str("sqlite::memory:")
+                    .map_err(|e| format!("cannot open a database in memory: {e}"))?,
+            )
         } else {
             let path = options.get_filename().to_path_buf();
             refuse_folder(&path, text)?;
@@ -201,8 +208,8 @@ fn query_param(text: &str, name: &str) -> Option<String> {
     })
 }
 
-/// A folder is not a database file: say so, rather than create a file inside it or fail in
-/// SQLite.
+/// A folder, a fifo or a device is not a database file: say so, rather than create a file
+/// inside it or fail in SQLite.
 fn refuse_folder(path: &Path, text: &str) -> Result<(), String> {
     let ends_with_separator = text.ends_with(std::path::MAIN_SEPARATOR) || text.ends_with('/');
     if ends_with_separator || path.is_dir() {
@@ -210,6 +217,13 @@ fn refuse_folder(path: &Path, text: &str) -> Result<(), String> {
         return Err(format!(
             "{text} is a folder; give the database file's path, such as {}",
             suggestion.display()
+        ));
+    }
+    // A fifo or a device (`/dev/null`) opens, and then fails every read as an I/O error.
+    if path.metadata().is_ok_and(|m| !m.is_file()) {
+        return Err(format!(
+            "{text} is not a regular file (a fifo, a device or a socket); give the database \
+             file's path"
         ));
     }
     Ok(())
