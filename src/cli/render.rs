@@ -5,9 +5,10 @@
 //!   `task show` one;
 //! - `task claim`: an array of `{"task": Task, "lease": Lease}` ([`ClaimedTask`]);
 //! - `task heartbeat`: a [`Lease`];
-//! - `task complete`: `{"attempt_id", "ready": [ids]}`;
-//! - `task fail`: `{"outcome": "retrying", "retry_count", "run_after"}` or
-//!   `{"outcome": "failed", "cascaded": [ids]}` ([`FailOutcome`]);
+//! - `task complete`: `{"attempt_id", "ready": [ids], "already_recorded": bool}`;
+//! - `task fail`: `{"outcome": "retrying", "retry_count", "run_after", "already_recorded"}` or
+//!   `{"outcome": "failed", "cascaded": [ids], "already_recorded"}` ([`FailOutcome`]);
+//!   `already_recorded` is true for a repeat of a call already recorded, which changed nothing;
 //! - `task cancel` and `task retry`: `{"task_id", "tasks": [ids]}`;
 //! - `task history`: an array of [`TaskEvent`];
 //! - `reap`: `{"lost": [ids], "timed_out": [ids], "reprioritised": n}`;
@@ -24,7 +25,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::db::{InitReport, StatusReport};
-use super::task::{Affected, Completion, Maintenance};
+use super::task::{Affected, Completion, Failure, Maintenance};
 
 /// A result its command module rendered itself, for commands whose output shapes are defined
 /// beside them.
@@ -71,7 +72,7 @@ pub enum View {
     /// `task complete`.
     Completed(Completion),
     /// `task fail`.
-    Failed(FailOutcome),
+    Failed(Failure),
     /// `task cancel`.
     Cancelled(Affected),
     /// `task retry`.
@@ -135,21 +136,41 @@ impl View {
                 lease.task_id,
                 instant(&lease.expires_at)
             ),
+            View::Completed(completion) if completion.already_recorded => {
+                let mut out = format!(
+                    "attempt {} was already completed with this result; nothing changed\n",
+                    completion.attempt_id
+                );
+                id_lines(&mut out, "made ready then", &completion.ready);
+                out
+            }
             View::Completed(completion) => {
                 let mut out = format!("attempt {} completed\n", completion.attempt_id);
                 id_lines(&mut out, "now ready", &completion.ready);
                 out
             }
-            View::Failed(FailOutcome::Retrying {
-                retry_count,
-                run_after,
-            }) => format!(
-                "will retry (retry {retry_count}) from {}\n",
-                instant(run_after)
-            ),
-            View::Failed(FailOutcome::Failed { cascaded }) => {
-                let mut out = "failed: no retries left\n".to_string();
-                id_lines(&mut out, "failed with it", cascaded);
+            View::Failed(failure) => {
+                let mut out = if failure.already_recorded {
+                    "already recorded with this error; nothing changed: ".to_string()
+                } else {
+                    String::new()
+                };
+                match &failure.outcome {
+                    FailOutcome::Retrying {
+                        retry_count,
+                        run_after,
+                    } => {
+                        let _ = writeln!(
+                            out,
+                            "will retry (retry {retry_count}) from {}",
+                            instant(run_after)
+                        );
+                    }
+                    FailOutcome::Failed { cascaded } => {
+                        out.push_str("failed: no retries left\n");
+                        id_lines(&mut out, "failed with it", cascaded);
+                    }
+                }
                 out
             }
             View::Cancelled(affected) => {

@@ -364,8 +364,8 @@ mod tests {
     use abathur_core::models::Task;
     use abathur_core::queue::{
         ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, PriorityPolicy,
-        QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport, RetryPolicy, TaskEvent,
-        TaskQueue,
+        PruneReport, PruneRequest, QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport,
+        Recorded, RetryPolicy, TaskEvent, TaskQueue,
     };
     use async_trait::async_trait;
     use chrono::{DateTime, Utc};
@@ -421,7 +421,7 @@ mod tests {
             result: Option<Value>,
             priority: &PriorityPolicy,
             now: DateTime<Utc>,
-        ) -> Result<Vec<Uuid>, QueueError> {
+        ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
             self.inner.complete(attempt_id, result, priority, now).await
         }
         async fn fail(
@@ -430,8 +430,11 @@ mod tests {
             error: &str,
             retry: &RetryPolicy,
             now: DateTime<Utc>,
-        ) -> Result<FailOutcome, QueueError> {
+        ) -> Result<Recorded<FailOutcome>, QueueError> {
             self.inner.fail(attempt_id, error, retry, now).await
+        }
+        async fn prune(&self, request: &PruneRequest) -> Result<PruneReport, QueueError> {
+            self.inner.prune(request).await
         }
         async fn release(
             &self,

@@ -15,5 +15,6 @@ mod output;
 mod queue;
 mod readme;
 mod records;
+mod repeat;
 mod task;
 mod tree;

@@ -12,6 +12,7 @@ mod migrations;
 mod query_plans;
 mod queue;
 mod queue_properties;
+mod repeat;
 mod session_repo;
 mod task_repo;
 mod task_repo_test;

@@ -76,6 +76,16 @@ const PINNED: &[(i64, &str, &str)] = &[
         "down",
         "79b2d377f36d02c4c75bdf72ffa781ced7b90785bba55eb4705def696fe826e7c849b40ead2652bf9b29b3e6b794d3a6",
     ),
+    (
+        5,
+        "up",
+        "367c8ac1bdb8408e54ce4796db654156ec557c98fb46a2bea66e383cab162fda50f522337db4fea43e786b53b05b6ed0",
+    ),
+    (
+        5,
+        "down",
+        "1816bbe01858028ea457dc4bd2d264a39a5ab7aea361ace4e85e50e6b71bf7002676a4a30836e0d9de0b878d93a54f78",
+    ),
 ];
 
 #[test]

@@ -14,9 +14,10 @@ mod types;
 
 pub use graph::{execution_plan, plan_batch};
 pub use policy::{PriorityPolicy, QueueLimits, RetryPolicy};
-pub use service::{TaskQueue, MAX_CLAIM, MAX_LEASE};
+pub use service::{TaskQueue, MAX_CLAIM, MAX_LEASE, PRUNE_BATCH};
 pub use store::QueueStore;
 pub use types::{
     AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, PlanStep,
-    QueueError, QueueOverview, ReapReport, RunningAttempt, TaskEvent, WaitingTask,
+    PruneReport, PruneRequest, QueueError, QueueOverview, ReapReport, Recorded, RunningAttempt,
+    TaskEvent, WaitingTask,
 };
