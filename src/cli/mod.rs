@@ -26,6 +26,7 @@ mod import;
 mod json_value;
 mod mcp;
 mod memory;
+mod prune;
 mod render;
 mod session;
 mod task;
@@ -162,6 +163,7 @@ async fn dispatch(path: &Path, command: Command) -> Result<View, CliError> {
         Command::Session(command) => session::run(&cx, command).await,
         Command::Agent(command) => agent::run(&cx, command).await,
         Command::Reap => task::reap(&cx.queue).await.map(View::Reaped),
+        Command::Prune(args) => prune::prune(&cx.queue, &args).await.map(View::Rendered),
         Command::Status { running } => Ok(View::Overview(cx.queue.overview(running).await?)),
         Command::Db(DbCommand::Status) => db::status(&cx.db, path).await.map(View::Status),
         Command::Db(DbCommand::Migrate) => db::migrate(&cx.db).await.map(View::Rendered),

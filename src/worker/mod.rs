@@ -11,6 +11,7 @@
 
 mod attempt;
 mod output;
+pub mod retention;
 mod wake;
 
 use std::ffi::OsString;
@@ -59,6 +60,9 @@ pub struct WorkerConfig {
     /// queue changed (default 1 s): a retried task becomes claimable when its backoff ends,
     /// and no write announces that.
     pub idle_recheck: Duration,
+    /// Prune finished tasks older than this ([`retention::Retention`]); `None` (the default)
+    /// keeps them until `abathur prune` removes them.
+    pub retention: Option<retention::Retention>,
 }
 
 impl WorkerConfig {
@@ -76,6 +80,7 @@ impl WorkerConfig {
             reap_every: Duration::from_secs(5),
             refresh_every: Duration::from_secs(30),
             idle_recheck: Duration::from_secs(1),
+            retention: None,
         }
     }
 
@@ -236,6 +241,14 @@ impl Worker {
             concurrency = config.concurrency,
             "waiting for tasks"
         );
+        let (stop_pruning, pruning_stopped) = watch::channel(false);
+        let pruner = config.retention.map(|retention| {
+            tokio::spawn(retention::prune_until(
+                self.queue.clone(),
+                retention,
+                pruning_stopped,
+            ))
+        });
 
         loop {
             let free = config.concurrency.saturating_sub(slots(&running));
@@ -329,6 +342,12 @@ impl Worker {
                         tracing::warn!(error = %e, "cannot refresh priorities");
                     }
                 }
+            }
+        }
+        let _ = stop_pruning.send(true);
+        if let Some(pruner) = pruner {
+            if let Err(e) = pruner.await {
+                tracing::error!(error = %e, "the pruning task ended abnormally");
             }
         }
         tracing::info!(

@@ -13,6 +13,7 @@ mod query_plans;
 mod queue;
 mod queue_properties;
 mod repeat;
+mod retention;
 mod session_repo;
 mod task_repo;
 mod task_repo_test;

@@ -1654,8 +1654,10 @@ impl QueueStore for QueueStoreImpl {
             let mut cursor = (String::new(), String::new());
             let mut removed_in_pass = 0;
             loop {
+                let started = std::time::Instant::now();
                 let (removed, next) =
                     write_alone(&self.pool, |conn| prune_batch(conn, request, &cursor)).await?;
+                report.longest_batch = report.longest_batch.max(started.elapsed());
                 report.batches += 1;
                 report.tasks += removed;
                 removed_in_pass += removed;

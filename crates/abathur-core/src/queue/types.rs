@@ -221,6 +221,9 @@ pub struct PruneReport {
     pub tasks: u64,
     /// Write transactions it took.
     pub batches: u64,
+    /// The longest of them, from asking for the write lock to the commit: about how long the
+    /// prune held up other writers at once.
+    pub longest_batch: std::time::Duration,
 }
 
 /// What one reaper pass did.
