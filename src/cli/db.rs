@@ -56,6 +56,8 @@ pub struct StatusReport {
     /// Schema version, journal mode, rows per table and tasks per status.
     #[serde(flatten)]
     pub status: DatabaseStatus,
+    /// The file, its WAL, free pages and bytes per table.
+    pub storage: crate::infrastructure::database::StorageSizes,
 }
 
 /// `abathur db status`.
@@ -63,6 +65,7 @@ pub async fn status(db: &DatabaseConnection, path: &Path) -> Result<StatusReport
     Ok(StatusReport {
         database: resolved(path),
         status: db.status().await?,
+        storage: crate::infrastructure::database::storage_sizes(db.pool(), Some(path)).await?,
     })
 }
 

@@ -51,8 +51,8 @@ pub async fn prune(queue: &TaskQueue, args: &PruneArgs) -> Result<Rendered, CliE
         "nothing to prune\n".to_string()
     } else {
         format!(
-            "pruned {} finished tasks with their attempts and events ({} batches)\n",
-            report.tasks, report.batches
+            "pruned {} finished tasks with their attempts and events\n",
+            report.tasks
         )
     };
     Rendered::of(

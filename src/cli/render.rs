@@ -485,7 +485,31 @@ fn status_text(report: &StatusReport) -> String {
             .unwrap_or(0);
         let _ = writeln!(out, "  {:<width$}  {rows:>8}", status.as_str());
     }
+    storage_text(&mut out, &report.storage);
     out
+}
+
+/// The sizes part of `db status`.
+fn storage_text(out: &mut String, storage: &crate::infrastructure::database::StorageSizes) {
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
+    let _ = writeln!(out, "\nstorage:");
+    let _ = writeln!(out, "  file        {:>12}", mib(storage.file_bytes));
+    let _ = writeln!(out, "  WAL         {:>12}", mib(storage.wal_bytes));
+    let _ = writeln!(
+        out,
+        "  free pages  {:>12}  ({} of {} pages of {} bytes; reused before the file grows)",
+        mib(storage.free_pages * storage.page_size),
+        storage.free_pages,
+        storage.page_count,
+        storage.page_size
+    );
+    let _ = writeln!(out, "\nbytes per table, indexes included:");
+    let mut tables: Vec<(&String, &u64)> = storage.tables.iter().collect();
+    tables.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let width = tables.iter().map(|(t, _)| t.len()).max().unwrap_or(0);
+    for (table, bytes) in tables {
+        let _ = writeln!(out, "  {table:<width$}  {:>12}", mib(*bytes));
+    }
 }
 
 fn optional(value: Option<impl ToString>) -> String {

@@ -346,8 +346,9 @@ impl Worker {
         }
         let _ = stop_pruning.send(true);
         if let Some(pruner) = pruner {
-            if let Err(e) = pruner.await {
-                tracing::error!(error = %e, "the pruning task ended abnormally");
+            match pruner.await {
+                Ok(totals) => tracing::debug!(?totals, "stopped pruning"),
+                Err(e) => tracing::error!(error = %e, "the pruning task ended abnormally"),
             }
         }
         tracing::info!(

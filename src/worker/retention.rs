@@ -29,20 +29,42 @@ impl Retention {
     }
 }
 
+/// What the prunes of [`prune_until`] did, in all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneTotals {
+    /// Prunes run.
+    pub prunes: u64,
+    /// Tasks removed.
+    pub tasks: u64,
+    /// Write transactions.
+    pub batches: u64,
+    /// The longest of them.
+    pub longest_batch: Duration,
+}
+
 /// Prunes at once and then every `retention.every`, until `stop` says so (or its sender is
-/// gone). A prune under way when the stop comes runs to its end.
-pub async fn prune_until(queue: TaskQueue, retention: Retention, mut stop: watch::Receiver<bool>) {
+/// gone). The first prune always runs; one under way when the stop comes runs to its end.
+/// Returns what they did.
+pub async fn prune_until(
+    queue: TaskQueue,
+    retention: Retention,
+    mut stop: watch::Receiver<bool>,
+) -> PruneTotals {
     let mut tick = interval(retention.every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The first tick is at once: consumed here, so the first prune runs before any stop is
+    // looked at, and even a `--once` worker that finds nothing to do prunes once.
+    tick.tick().await;
+    let mut totals = PruneTotals::default();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            changed = stop.wait_for(|stop| *stop) => {
-                let _ = changed;
-                return;
-            }
+        let outcome = queue.prune(retention.keep, &[]).await;
+        if let Ok(report) = &outcome {
+            totals.prunes += 1;
+            totals.tasks += report.tasks;
+            totals.batches += report.batches;
+            totals.longest_batch = totals.longest_batch.max(report.longest_batch);
         }
-        match queue.prune(retention.keep, &[]).await {
+        match outcome {
             Ok(report) if report.tasks > 0 => tracing::info!(
                 pruned = report.tasks,
                 batches = report.batches,
@@ -52,6 +74,13 @@ pub async fn prune_until(queue: TaskQueue, retention: Retention, mut stop: watch
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot prune finished tasks"),
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = stop.wait_for(|stop| *stop) => {
+                let _ = changed;
+                return totals;
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ mod import;
 mod init;
 mod json;
 mod output;
+mod prune;
 mod queue;
 mod readme;
 mod records;

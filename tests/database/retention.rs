@@ -62,7 +62,6 @@ impl Fixture {
     }
 
     /// Claims `id` (the only ready task) and completes it.
-    #[track_caller]
     async fn run(&self, id: Uuid) {
         let claimed = self.queue.claim("w", &[], LEASE, 1).await.unwrap();
         assert_eq!(claimed[0].task.id, id);
@@ -73,7 +72,6 @@ impl Fixture {
     }
 
     /// Claims `id` (the only ready task) and fails it for good.
-    #[track_caller]
     async fn fail(&self, id: Uuid) {
         let claimed = self.queue.claim("w", &[], LEASE, 1).await.unwrap();
         assert_eq!(claimed[0].task.id, id);

@@ -23,7 +23,7 @@ const REFRESH_BATCH: u32 = 5_000;
 
 /// Tasks per write transaction when pruning: small enough that a batch holds the write lock
 /// for milliseconds (`docs/BENCHMARKS.md`, retention), so workers barely notice a prune.
-pub const PRUNE_BATCH: u32 = 500;
+pub const PRUNE_BATCH: u32 = 100;
 
 /// The most tasks one claim may take: a bigger claim would hold the write lock long and
 /// starve every other worker.

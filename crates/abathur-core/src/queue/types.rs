@@ -221,8 +221,9 @@ pub struct PruneReport {
     pub tasks: u64,
     /// Write transactions it took.
     pub batches: u64,
-    /// The longest of them, from asking for the write lock to the commit: about how long the
-    /// prune held up other writers at once.
+    /// The longest any of them held the write lock, from `BEGIN IMMEDIATE` to the commit
+    /// (the commit itself, and the wait for the lock, left out): how long the prune kept
+    /// other writers out at once.
     pub longest_batch: std::time::Duration,
 }
 
