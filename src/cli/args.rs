@@ -110,6 +110,15 @@ pub enum Command {
     Worker(super::worker::WorkerArgs),
     /// Serve the queue, memory and sessions as MCP tools (stdio, or `--http`).
     Mcp(super::mcp::McpArgs),
+    /// Remove finished tasks, with their attempts and events, that finished more than
+    /// DURATION ago: `abathur prune --older-than 7d`.
+    ///
+    /// Runs in short write transactions of a few hundred tasks each, so workers go on while it
+    /// runs. A task still needed is kept: a completed one while a dependent is unfinished, a
+    /// failed or cancelled one while any task depends on it, a parent while a child is
+    /// unfinished. A dependent counts a removed dependency as completed. The freed space is
+    /// reused by new tasks; `abathur db status` shows it (free pages).
+    Prune(super::prune::PruneArgs),
 }
 
 /// `abathur task ...`

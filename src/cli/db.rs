@@ -59,6 +59,8 @@ pub struct StatusReport {
     /// Schema version, journal mode, rows per table and tasks per status.
     #[serde(flatten)]
     pub status: DatabaseStatus,
+    /// The file, its WAL, free pages and bytes per table.
+    pub storage: crate::infrastructure::database::StorageSizes,
 }
 
 /// `abathur db status`.
@@ -69,6 +71,7 @@ pub async fn status(
     Ok(StatusReport {
         database: resolved(location),
         status: db.status().await?,
+        storage: crate::infrastructure::database::storage_sizes(db.pool(), location.path()).await?,
     })
 }
 

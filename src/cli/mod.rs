@@ -30,6 +30,7 @@ mod import;
 mod json_value;
 mod mcp;
 mod memory;
+mod prune;
 mod render;
 mod session;
 mod task;
@@ -219,9 +220,11 @@ fn open_mode(command: &Command) -> OpenMode {
         Command::Memory(command) => reads(command.reads_only()),
         Command::Session(command) => reads(command.reads_only()),
         Command::Agent(command) => reads(command.reads_only()),
-        Command::Reap | Command::Worker(_) | Command::Mcp(_) | Command::Completions { .. } => {
-            OpenMode::Write
-        }
+        Command::Reap
+        | Command::Prune(_)
+        | Command::Worker(_)
+        | Command::Mcp(_)
+        | Command::Completions { .. } => OpenMode::Write,
     }
 }
 
@@ -245,6 +248,7 @@ async fn dispatch(location: &DatabaseLocation, command: Command) -> Result<View,
         Command::Session(command) => session::run(&cx, command).await,
         Command::Agent(command) => agent::run(&cx, command).await,
         Command::Reap => task::reap(&cx.queue).await.map(View::Reaped),
+        Command::Prune(args) => prune::prune(&cx.queue, &args).await.map(View::Rendered),
         Command::Status { running } => Ok(View::Overview(cx.queue.overview(running).await?)),
         Command::Db(DbCommand::Status) => db::status(&cx.db, location).await.map(View::Status),
         Command::Db(DbCommand::Migrate) => db::migrate(&cx.db).await.map(View::Rendered),

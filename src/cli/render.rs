@@ -7,9 +7,10 @@
 //!   `existing` (true when the key named a task already stored, and nothing new was made);
 //! - `task claim`: an array of `{"task": Task, "lease": Lease}` ([`ClaimedTask`]);
 //! - `task heartbeat`: a [`Lease`];
-//! - `task complete`: `{"attempt_id", "ready": [ids]}`;
-//! - `task fail`: `{"outcome": "retrying", "retry_count", "run_after"}` or
-//!   `{"outcome": "failed", "cascaded": [ids]}` ([`FailOutcome`]);
+//! - `task complete`: `{"attempt_id", "ready": [ids], "already_recorded": bool}`;
+//! - `task fail`: `{"outcome": "retrying", "retry_count", "run_after", "already_recorded"}` or
+//!   `{"outcome": "failed", "cascaded": [ids], "already_recorded"}` ([`FailOutcome`]);
+//!   `already_recorded` is true for a repeat of a call already recorded, which changed nothing;
 //! - `task cancel` and `task retry`: `{"task_id", "tasks": [ids]}`;
 //! - `task history`: an array of [`TaskEvent`];
 //! - `reap`: `{"lost": [ids], "timed_out": [ids], "reprioritised": n}`;
@@ -26,7 +27,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::db::{InitReport, StatusReport};
-use super::task::{Affected, Completion, Maintenance};
+use super::task::{Affected, Completion, Failure, Maintenance};
 
 /// A result its command module rendered itself, for commands whose output shapes are defined
 /// beside them.
@@ -89,7 +90,7 @@ pub enum View {
     /// `task complete`.
     Completed(Completion),
     /// `task fail`.
-    Failed(FailOutcome),
+    Failed(Failure),
     /// `task cancel`.
     Cancelled(Affected),
     /// `task retry`.
@@ -166,21 +167,41 @@ impl View {
                 lease.task_id,
                 instant(&lease.expires_at)
             ),
+            View::Completed(completion) if completion.already_recorded => {
+                let mut out = format!(
+                    "attempt {} was already completed with this result; nothing changed\n",
+                    completion.attempt_id
+                );
+                id_lines(&mut out, "made ready then", &completion.ready);
+                out
+            }
             View::Completed(completion) => {
                 let mut out = format!("attempt {} completed\n", completion.attempt_id);
                 id_lines(&mut out, "now ready", &completion.ready);
                 out
             }
-            View::Failed(FailOutcome::Retrying {
-                retry_count,
-                run_after,
-            }) => format!(
-                "will retry (retry {retry_count}) from {}\n",
-                instant(run_after)
-            ),
-            View::Failed(FailOutcome::Failed { cascaded }) => {
-                let mut out = "failed: no retries left\n".to_string();
-                id_lines(&mut out, "failed with it", cascaded);
+            View::Failed(failure) => {
+                let mut out = if failure.already_recorded {
+                    "already recorded with this error; nothing changed: ".to_string()
+                } else {
+                    String::new()
+                };
+                match &failure.outcome {
+                    FailOutcome::Retrying {
+                        retry_count,
+                        run_after,
+                    } => {
+                        let _ = writeln!(
+                            out,
+                            "will retry (retry {retry_count}) from {}",
+                            instant(run_after)
+                        );
+                    }
+                    FailOutcome::Failed { cascaded } => {
+                        out.push_str("failed: no retries left\n");
+                        id_lines(&mut out, "failed with it", cascaded);
+                    }
+                }
                 out
             }
             View::Cancelled(affected) => {
@@ -498,7 +519,31 @@ fn status_text(report: &StatusReport) -> String {
             .unwrap_or(0);
         let _ = writeln!(out, "  {:<width$}  {rows:>8}", status.as_str());
     }
+    storage_text(&mut out, &report.storage);
     out
+}
+
+/// The sizes part of `db status`.
+fn storage_text(out: &mut String, storage: &crate::infrastructure::database::StorageSizes) {
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
+    let _ = writeln!(out, "\nstorage:");
+    let _ = writeln!(out, "  file        {:>12}", mib(storage.file_bytes));
+    let _ = writeln!(out, "  WAL         {:>12}", mib(storage.wal_bytes));
+    let _ = writeln!(
+        out,
+        "  free pages  {:>12}  ({} of {} pages of {} bytes; reused before the file grows)",
+        mib(storage.free_pages * storage.page_size),
+        storage.free_pages,
+        storage.page_count,
+        storage.page_size
+    );
+    let _ = writeln!(out, "\nbytes per table, indexes included:");
+    let mut tables: Vec<(&String, &u64)> = storage.tables.iter().collect();
+    tables.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let width = tables.iter().map(|(t, _)| t.len()).max().unwrap_or(0);
+    for (table, bytes) in tables {
+        let _ = writeln!(out, "  {table:<width$}  {:>12}", mib(*bytes));
+    }
 }
 
 fn optional(value: Option<impl ToString>) -> String {

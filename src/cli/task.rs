@@ -3,7 +3,7 @@
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{default_summary, Task};
 use abathur_core::ports::{TaskFilters, TaskRepository};
-use abathur_core::queue::{ClaimedTask, NewTask, ReapReport, TaskQueue};
+use abathur_core::queue::{ClaimedTask, FailOutcome, NewTask, ReapReport, TaskQueue};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -48,7 +48,11 @@ pub async fn run(cx: &Context, command: TaskCommand) -> Result<View, CliError> {
         }
         TaskCommand::Fail { attempt, error } => {
             let attempt = ids.resolve(IdKind::Attempt, &attempt).await?;
-            View::Failed(queue.fail(attempt, &error).await?)
+            let recorded = queue.fail(attempt, &error).await?;
+            View::Failed(Failure {
+                outcome: recorded.outcome,
+                already_recorded: recorded.repeat,
+            })
         }
         TaskCommand::Cancel { id, actor } => {
             let id = ids.resolve(IdKind::Task, &id).await?;
@@ -197,6 +201,19 @@ pub struct Completion {
     pub attempt_id: Uuid,
     /// The dependents that became ready.
     pub ready: Vec<Uuid>,
+    /// The attempt had already completed with this result: the command was a repeat,
+    /// changed nothing, and `ready` is what the first one made ready.
+    pub already_recorded: bool,
+}
+
+/// What `task fail` reports: the [`FailOutcome`]'s fields and `already_recorded`.
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    #[serde(flatten)]
+    pub outcome: FailOutcome,
+    /// The attempt had already failed with this error: the command was a repeat, changed
+    /// nothing, and the outcome is the one recorded then.
+    pub already_recorded: bool,
 }
 
 /// `abathur task complete ATTEMPT`.
@@ -206,10 +223,11 @@ async fn complete(
     result: Option<&str>,
 ) -> Result<Completion, CliError> {
     let result = json_value::read_opt("result", result)?;
-    let ready = queue.complete(attempt, result).await?;
+    let recorded = queue.complete(attempt, result).await?;
     Ok(Completion {
         attempt_id: attempt,
-        ready,
+        ready: recorded.outcome,
+        already_recorded: recorded.repeat,
     })
 }
 

@@ -44,6 +44,13 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
+    /// Prune finished tasks (with their attempts and events) once they finished longer ago
+    /// than this, as `abathur prune --older-than` does: `1h`, `7d`. Checked every quarter of
+    /// it (between 1 s and 10 min). Off when not given: finished tasks are kept.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          allow_hyphen_values = true)]
+    pub retention: Option<Duration>,
+
     /// The command to run for each task, after `--`. It gets the task as JSON on stdin and
     /// ABATHUR_TASK_ID, ABATHUR_ATTEMPT_ID and ABATHUR_DB in its environment. Exit 0
     /// completes the task with stdout as its result; anything else fails it with the end of
@@ -64,6 +71,7 @@ pub async fn run(location: &DatabaseLocation, args: WorkerArgs) -> Result<(), Cl
     config.lease = args.lease;
     config.grace = args.grace;
     config.once = args.once;
+    config.retention = args.retention.map(crate::worker::retention::Retention::new);
     if let Some(name) = args.name {
         config.name = name;
     }

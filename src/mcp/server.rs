@@ -174,13 +174,17 @@ impl McpServer {
     }
 
     /// Complete a claimed task with its result. Returns the dependents that became ready.
+    /// Sending the same call again (same attempt, same result) after a lost answer succeeds
+    /// with `already_recorded: true` and changes nothing.
     #[tool]
     async fn task_complete(&self, Parameters(args): Parameters<TaskComplete>) -> CallToolResult {
         render(tasks::complete(&self.queue, args).await)
     }
 
     /// Fail a claimed task. It is retried after a backoff, or, with its retries used up, fails
-    /// along with everything that depends on it.
+    /// along with everything that depends on it. Sending the same call again (same attempt,
+    /// same error) after a lost answer succeeds with `already_recorded: true` and changes
+    /// nothing.
     #[tool]
     async fn task_fail(&self, Parameters(args): Parameters<TaskFail>) -> CallToolResult {
         render(tasks::fail(&self.queue, args).await)

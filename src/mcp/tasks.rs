@@ -265,19 +265,40 @@ pub struct Completed {
     pub attempt_id: Uuid,
     /// The dependents that became ready.
     pub ready: Vec<Uuid>,
+    /// The attempt had already completed with this result: this call was a repeat, changed
+    /// nothing, and `ready` is what the first call made ready.
+    pub already_recorded: bool,
+}
+
+/// What `task_fail` returns: the [`FailOutcome`]'s fields and `already_recorded`.
+#[derive(Debug, Serialize)]
+pub struct Failed {
+    #[serde(flatten)]
+    pub outcome: FailOutcome,
+    /// The attempt had already failed with this error: this call was a repeat, changed
+    /// nothing, and the outcome is the one recorded then.
+    pub already_recorded: bool,
 }
 
 /// `task_complete`.
 pub async fn complete(queue: &TaskQueue, args: TaskComplete) -> Result<Completed, ToolError> {
     let attempt_id = parse_id("attempt_id", &args.attempt_id)?;
-    let ready = queue.complete(attempt_id, args.result).await?;
-    Ok(Completed { attempt_id, ready })
+    let recorded = queue.complete(attempt_id, args.result).await?;
+    Ok(Completed {
+        attempt_id,
+        ready: recorded.outcome,
+        already_recorded: recorded.repeat,
+    })
 }
 
 /// `task_fail`.
-pub async fn fail(queue: &TaskQueue, args: TaskFail) -> Result<FailOutcome, ToolError> {
+pub async fn fail(queue: &TaskQueue, args: TaskFail) -> Result<Failed, ToolError> {
     let attempt = parse_id("attempt_id", &args.attempt_id)?;
-    Ok(queue.fail(attempt, &args.error).await?)
+    let recorded = queue.fail(attempt, &args.error).await?;
+    Ok(Failed {
+        outcome: recorded.outcome,
+        already_recorded: recorded.repeat,
+    })
 }
 
 #[cfg(test)]

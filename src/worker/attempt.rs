@@ -490,11 +490,13 @@ async fn complete(
 ) -> Ending {
     let (task, attempt) = (claimed.task.id, claimed.lease.attempt_id);
     match with_retries(|| queue.complete(attempt, result.clone())).await {
+        // A repeat is a retry of this same call whose first answer was lost after the commit.
         Ok(ready) => {
             tracing::info!(
                 task = %task,
                 attempt = %attempt,
-                now_ready = ready.len(),
+                now_ready = ready.outcome.len(),
+                already_recorded = ready.repeat,
                 "completed in {took:.1} s"
             );
             Ending::Completed
@@ -520,7 +522,10 @@ async fn fail(
     let error = &fit_error(error);
     // The last line of stderr usually says why; the whole tail is in the task.
     let last_line = error.lines().last().unwrap_or_default();
-    match with_retries(|| queue.fail(attempt, error)).await {
+    match with_retries(|| queue.fail(attempt, error))
+        .await
+        .map(|recorded| recorded.outcome)
+    {
         Ok(FailOutcome::Retrying {
             retry_count,
             run_after,

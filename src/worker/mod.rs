@@ -11,6 +11,7 @@
 
 mod attempt;
 mod output;
+pub mod retention;
 mod wake;
 
 use std::ffi::OsString;
@@ -60,6 +61,9 @@ pub struct WorkerConfig {
     /// queue changed (default 1 s): a retried task becomes claimable when its backoff ends,
     /// and no write announces that.
     pub idle_recheck: Duration,
+    /// Prune finished tasks older than this ([`retention::Retention`]); `None` (the default)
+    /// keeps them until `abathur prune` removes them.
+    pub retention: Option<retention::Retention>,
 }
 
 impl WorkerConfig {
@@ -77,6 +81,7 @@ impl WorkerConfig {
             reap_every: Duration::from_secs(5),
             refresh_every: Duration::from_secs(30),
             idle_recheck: Duration::from_secs(1),
+            retention: None,
         }
     }
 
@@ -254,6 +259,14 @@ impl Worker {
             concurrency = config.concurrency,
             "waiting for tasks"
         );
+        let (stop_pruning, pruning_stopped) = watch::channel(false);
+        let pruner = config.retention.map(|retention| {
+            tokio::spawn(retention::prune_until(
+                self.queue.clone(),
+                retention,
+                pruning_stopped,
+            ))
+        });
 
         loop {
             let free = config.concurrency.saturating_sub(slots(&running));
@@ -349,6 +362,13 @@ impl Worker {
                 }
             }
         }
+        let _ = stop_pruning.send(true);
+        if let Some(pruner) = pruner {
+            match pruner.await {
+                Ok(totals) => tracing::debug!(?totals, "stopped pruning"),
+                Err(e) => tracing::error!(error = %e, "the pruning task ended abnormally"),
+            }
+        }
         tracing::info!(
             worker = %config.name,
             completed = report.completed,
@@ -389,8 +409,8 @@ mod tests {
     use abathur_core::error::DatabaseError;
     use abathur_core::queue::{
         ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, PriorityPolicy,
-        QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport, RetryPolicy,
-        SubmissionDetails, Submitted, TaskEvent, TaskQueue,
+        PruneReport, PruneRequest, QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport,
+        Recorded, RetryPolicy, SubmissionDetails, Submitted, TaskEvent, TaskQueue,
     };
     use async_trait::async_trait;
     use chrono::{DateTime, Utc};
@@ -449,7 +469,7 @@ mod tests {
             result: Option<Value>,
             priority: &PriorityPolicy,
             now: DateTime<Utc>,
-        ) -> Result<Vec<Uuid>, QueueError> {
+        ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
             self.inner.complete(attempt_id, result, priority, now).await
         }
         async fn fail(
@@ -458,8 +478,11 @@ mod tests {
             error: &str,
             retry: &RetryPolicy,
             now: DateTime<Utc>,
-        ) -> Result<FailOutcome, QueueError> {
+        ) -> Result<Recorded<FailOutcome>, QueueError> {
             self.inner.fail(attempt_id, error, retry, now).await
+        }
+        async fn prune(&self, request: &PruneRequest) -> Result<PruneReport, QueueError> {
+            self.inner.prune(request).await
         }
         async fn release(
             &self,

@@ -105,6 +105,7 @@ fn db_status_prints_an_object() {
             "journal_mode",
             "tables",
             "tasks_by_status",
+            "storage",
         ],
     );
     assert_keys(

@@ -196,12 +196,13 @@ fn heartbeat_extends_the_lease() {
 }
 
 #[test]
-fn a_finished_attempt_cannot_finish_again_and_exits_with_5() {
+fn a_finished_attempt_cannot_finish_another_way_and_exits_with_5() {
     let s = Sandbox::new();
     let id = s.submit(&["once"]);
     let (_, attempt) = s.claim_one("w");
     s.ok(&["task", "complete", &attempt]);
-    let stderr = s.fails(&["task", "complete", &attempt], 5);
+    // The same call again is a repeat (`tests/cli/repeat.rs`); another result is not.
+    let stderr = s.fails(&["task", "complete", &attempt, "--result", "1"], 5);
     assert!(
         stderr.contains("lease") && stderr.contains(&attempt),
         "{stderr}"

@@ -48,14 +48,15 @@ async fn concurrent_operations_share_commits_and_each_gets_its_own_outcome() {
     claimed_tasks.dedup();
     assert_eq!(claimed_tasks.len(), 64, "no task went to two callers");
 
-    // Completions of 64 live leases and one stale lease, all at once: the stale one is
-    // refused and the 64 others are kept.
+    // Completions of 64 live leases and one stale lease, all at once: the stale one (another
+    // result on the same attempt, so not a repeat) is refused and the 64 others are kept.
     let stale = attempts[0];
-    let mut work: Vec<Uuid> = attempts.clone();
-    work.push(stale);
-    let outcomes = futures_join_all(work.into_iter().map(|a| {
+    let mut work: Vec<(Uuid, Option<serde_json::Value>)> =
+        attempts.iter().map(|a| (*a, None)).collect();
+    work.push((stale, Some(serde_json::json!("stale"))));
+    let outcomes = futures_join_all(work.into_iter().map(|(a, result)| {
         let queue = queue.clone();
-        async move { queue.complete(a, None).await }
+        async move { queue.complete(a, result).await }
     }))
     .await;
     let refused: Vec<&QueueError> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();

@@ -13,6 +13,8 @@ mod migrations;
 mod query_plans;
 mod queue;
 mod queue_properties;
+mod repeat;
+mod retention;
 mod session_repo;
 mod submit_options;
 mod task_repo;

@@ -86,6 +86,16 @@ const PINNED: &[(i64, &str, &str)] = &[
         "down",
         "ee191ec7693dee79fdda0fd7e965a8750c0adb51451662eb914248bf609106e016eb283b0c4e7d0a14aa8a1867bf86b0",
     ),
+    (
+        5,
+        "up",
+        "367c8ac1bdb8408e54ce4796db654156ec557c98fb46a2bea66e383cab162fda50f522337db4fea43e786b53b05b6ed0",
+    ),
+    (
+        5,
+        "down",
+        "1816bbe01858028ea457dc4bd2d264a39a5ab7aea361ace4e85e50e6b71bf7002676a4a30836e0d9de0b878d93a54f78",
+    ),
 ];
 
 #[test]

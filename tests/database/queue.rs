@@ -85,7 +85,8 @@ async fn a_diamond_runs_fails_cascades_and_recovers_by_retry() {
         .queue
         .complete(claimed[0].lease.attempt_id, Some(json!({"ok": true})))
         .await
-        .unwrap();
+        .unwrap()
+        .outcome;
     released.sort();
     let mut expected = vec![ib, ic];
     expected.sort();
@@ -108,7 +109,13 @@ async fn a_diamond_runs_fails_cascades_and_recovers_by_retry() {
         .unwrap()
         .lease
         .clone();
-    match f.queue.fail(c_lease.attempt_id, "boom").await.unwrap() {
+    match f
+        .queue
+        .fail(c_lease.attempt_id, "boom")
+        .await
+        .unwrap()
+        .outcome
+    {
         FailOutcome::Retrying {
             retry_count: 1,
             run_after,
@@ -134,6 +141,7 @@ async fn a_diamond_runs_fails_cascades_and_recovers_by_retry() {
         .fail(again[0].lease.attempt_id, "boom again")
         .await
         .unwrap()
+        .outcome
     {
         FailOutcome::Failed { cascaded } => assert_eq!(cascaded, vec![id]),
         other => panic!("{other:?}"),
@@ -149,6 +157,7 @@ async fn a_diamond_runs_fails_cascades_and_recovers_by_retry() {
         .complete(b_lease.attempt_id, None)
         .await
         .unwrap()
+        .outcome
         .is_empty());
 
     // A human retries C: C is ready again, D waits again.
@@ -160,7 +169,8 @@ async fn a_diamond_runs_fails_cascades_and_recovers_by_retry() {
         f.queue
             .complete(c_run[0].lease.attempt_id, None)
             .await
-            .unwrap(),
+            .unwrap()
+            .outcome,
         vec![id]
     );
     let d_run = f.queue.claim("w2", &[], LEASE, 1).await.unwrap();
@@ -951,7 +961,8 @@ async fn completing_a_task_with_thousands_of_dependents_releases_them_all() {
         .queue
         .complete(claimed[0].lease.attempt_id, None)
         .await
-        .unwrap();
+        .unwrap()
+        .outcome;
     assert_eq!(released.len(), 3_000);
     let ready: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE status = 'ready'")
         .fetch_one(&f.pool)

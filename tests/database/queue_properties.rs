@@ -178,24 +178,28 @@ async fn lease_is_live(pool: &SqlitePool, attempt: Uuid) -> bool {
         == 1
 }
 
-/// Finishes a held lease. A stale one must be refused with `LeaseLost` or `Cancelled` and
-/// change nothing; a live one must succeed.
+/// Finishes a held lease. A stale one must be refused with `LeaseLost` or `Cancelled`, or,
+/// when it already ended the same way, answered as a repeat; either way it changes nothing. A
+/// live one must succeed.
 async fn finish_held(pool: &SqlitePool, queue: &TaskQueue, attempt: Uuid, complete: bool) {
     let live = lease_is_live(pool, attempt).await;
     let before = table_dump(pool).await;
     let result = if complete {
-        queue.complete(attempt, None).await.map(|_| ())
+        queue.complete(attempt, None).await.map(|r| r.repeat)
     } else {
-        queue.fail(attempt, "boom").await.map(|_| ())
+        queue.fail(attempt, "boom").await.map(|r| r.repeat)
     };
     match result {
-        Ok(()) => assert!(live, "a stale lease {attempt} was honoured"),
-        Err(QueueError::LeaseLost { .. } | QueueError::Cancelled { .. }) => {
-            assert!(!live, "a live lease {attempt} was refused");
+        Ok(false) => assert!(live, "a stale lease {attempt} was honoured"),
+        Ok(true) | Err(QueueError::LeaseLost { .. } | QueueError::Cancelled { .. }) => {
+            assert!(
+                !live,
+                "a live lease {attempt} was refused or taken for a repeat"
+            );
             assert_eq!(
                 table_dump(pool).await,
                 before,
-                "a refused lease changed rows"
+                "a refused or repeated call changed rows"
             );
         }
         Err(e) => panic!("finishing a held lease: {e:?}"),
@@ -260,7 +264,11 @@ async fn run_case(dag: Vec<(u64, u32)>, ops: Vec<Op>, grouped: bool) {
             }
             Op::ClaimFail => {
                 for claimed in queue.claim("worker", &[], LEASE, 1).await.unwrap() {
-                    let outcome = queue.fail(claimed.lease.attempt_id, "boom").await.unwrap();
+                    let outcome = queue
+                        .fail(claimed.lease.attempt_id, "boom")
+                        .await
+                        .unwrap()
+                        .outcome;
                     if let FailOutcome::Failed { cascaded } = outcome {
                         assert!(!cascaded.contains(&claimed.task.id));
                     }

@@ -420,7 +420,7 @@ async fn a_dependent_with_a_run_after_time_waits_for_both_its_dependency_and_its
             .complete(attempt[0].lease.attempt_id, None)
             .await
             .unwrap();
-        assert_eq!(ready.len(), 2, "both are ready");
+        assert_eq!(ready.outcome.len(), 2, "both are ready");
 
         // Both are ready; only C's time has come.
         assert_eq!(case.claim().await, vec![ic], "{}", case.name);
@@ -467,7 +467,7 @@ async fn a_run_after_time_still_holds_after_a_cascaded_failure_and_a_retry() {
                 .complete(attempt[0].lease.attempt_id, None)
                 .await
                 .unwrap();
-            assert_eq!(ready, vec![ib], "{}", case.name);
+            assert_eq!(ready.outcome, vec![ib], "{}", case.name);
             assert!(
                 case.claim().await.is_empty(),
                 "{}: B ran before its time (dependent retried first: {retry_dependent_first})",

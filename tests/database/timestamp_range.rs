@@ -97,7 +97,7 @@ async fn a_stored_unreadable_deadline_fails_no_completion_claim_reap_or_refresh(
 
     // Complete: A's dependent, whose deadline is unreadable, becomes ready with a priority.
     let released = queue.complete(attempt_of(ia), None).await.unwrap();
-    assert_eq!(released, vec![ib]);
+    assert_eq!(released.outcome, vec![ib]);
     let b_now = tasks.get(ib).await.unwrap().unwrap();
     assert_eq!(b_now.status, TaskStatus::Ready);
     assert_finite(b_now.calculated_priority, "B");

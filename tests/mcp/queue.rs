@@ -213,6 +213,19 @@ async fn a_failed_attempt_is_retried_and_a_cancel_takes_the_dependents_along() {
         .call_err("task_complete", json!({ "attempt_id": attempt }))
         .await;
     assert_eq!(kind, "conflict", "a finished attempt's lease is lost");
+    // The same task_fail again, as a client that lost the answer sends it: a success that says
+    // it was already recorded, with the recorded outcome.
+    let repeat = s
+        .call(
+            "task_fail",
+            json!({ "attempt_id": attempt, "error": "network down" }),
+        )
+        .await;
+    assert_eq!(repeat["already_recorded"], true, "{repeat}");
+    assert_eq!(repeat["outcome"], "retrying");
+    assert_eq!(repeat["retry_count"], 1);
+    assert_eq!(repeat["run_after"], outcome["run_after"]);
+    assert_eq!(outcome["already_recorded"], false);
 
     let root = enqueue(&s, "root", &[]).await;
     let child = enqueue(&s, "after root", &[&root]).await;

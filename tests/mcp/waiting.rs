@@ -112,7 +112,7 @@ async fn a_wait_above_the_cap_is_refused_and_nothing_is_claimed() {
         .await;
     assert_eq!(kind, "invalid_argument");
     assert!(
-        message.contains("wait_seconds") && message.contains("300 s"),
+        message.contains("wait_seconds") && message.contains("301 is outside 0 to 300"),
         "{message}"
     );
     let task = s.call("task_get", json!({ "task_id": id })).await;

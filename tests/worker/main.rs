@@ -8,5 +8,6 @@
 mod arguments;
 mod commands;
 mod dag;
+mod retention;
 mod sandbox;
 mod shutdown;

@@ -12,6 +12,7 @@ pub mod raw;
 pub mod report;
 pub mod scale;
 pub mod scenarios;
+pub mod soak;
 pub mod stats;
 pub mod targets;
 pub mod worker;

@@ -1,19 +1,30 @@
 //! `abathur-bench [SCENARIO...] [--scale tiny|full]`: runs the benchmark scenarios (all when
 //! none is named) and prints each against its raw baseline, then the issue's targets and a
 //! Markdown table of the whole run. `abathur-bench worker ...` is one worker process of the
-//! multi-process variants.
+//! multi-process variants. `abathur-bench soak ...` is the retention soak ([`abathur_bench::soak`]).
 
 use std::process::ExitCode;
 
 use abathur_bench::{machine, report, worker, Options, Scale, Scenario};
 
 const USAGE: &str = "usage: abathur-bench [SCENARIO...] [--scale tiny|full]
-scenarios: submit claim fanout dag ready memory peer (or 1-7); all when none is named";
+scenarios: submit claim fanout dag ready memory peer (or 1-7); all when none is named
+       abathur-bench soak [--tasks N] [--workers W] [--retention SECONDS]
+the retention soak: N no-op tasks through in-process workers that prune as `abathur worker
+--retention` does, sampling the file and WAL sizes (default 1,000,000 tasks, 8 workers, 60 s)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("worker") {
         return worker::main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("soak") {
+        println!(
+            "command: cargo run --release -p abathur-bench -- {}",
+            args.join(" ")
+        );
+        println!("machine: {}", machine::describe());
+        return abathur_bench::soak::main(&args[1..]);
     }
     let options = match parse(&args) {
         Ok(options) => options,

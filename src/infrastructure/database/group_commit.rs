@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use abathur_core::error::DatabaseError;
 use abathur_core::queue::{
     ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, PriorityPolicy,
-    QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport, RetryPolicy, SubmissionDetails,
-    Submitted, TaskEvent,
+    PruneReport, PruneRequest, QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport,
+    Recorded, RetryPolicy, SubmissionDetails, Submitted, TaskEvent,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -90,14 +90,14 @@ enum Job {
         result: Option<Value>,
         priority: PriorityPolicy,
         now: DateTime<Utc>,
-        reply: oneshot::Sender<Result<Vec<Uuid>, QueueError>>,
+        reply: oneshot::Sender<Result<Recorded<Vec<Uuid>>, QueueError>>,
     },
     Fail {
         attempt_id: Uuid,
         error: String,
         retry: RetryPolicy,
         now: DateTime<Utc>,
-        reply: oneshot::Sender<Result<FailOutcome, QueueError>>,
+        reply: oneshot::Sender<Result<Recorded<FailOutcome>, QueueError>>,
     },
     Release {
         attempt_id: Uuid,
@@ -543,9 +543,8 @@ fn answer_without_running(job: Job, err: &DatabaseError) {
         Job::Submit { reply, .. } => fail(reply, err),
         Job::Claim { reply, .. } => fail(reply, err),
         Job::Heartbeat { reply, .. } => fail(reply, err),
-        Job::Complete { reply, .. } | Job::Cancel { reply, .. } | Job::Retry { reply, .. } => {
-            fail(reply, err)
-        }
+        Job::Complete { reply, .. } => fail(reply, err),
+        Job::Cancel { reply, .. } | Job::Retry { reply, .. } => fail(reply, err),
         Job::Fail { reply, .. } => fail(reply, err),
         Job::Release { reply, .. } => fail(reply, err),
         Job::Reap { reply, .. } => fail(reply, err),
@@ -610,7 +609,7 @@ impl QueueStore for GroupCommitQueueStore {
         result: Option<Value>,
         priority: &PriorityPolicy,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Uuid>, QueueError> {
+    ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Complete {
             attempt_id,
@@ -628,7 +627,7 @@ impl QueueStore for GroupCommitQueueStore {
         error: &str,
         retry: &RetryPolicy,
         now: DateTime<Utc>,
-    ) -> Result<FailOutcome, QueueError> {
+    ) -> Result<Recorded<FailOutcome>, QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Fail {
             attempt_id,
@@ -717,6 +716,13 @@ impl QueueStore for GroupCommitQueueStore {
 
     async fn submission_details(&self, task_id: Uuid) -> Result<SubmissionDetails, QueueError> {
         self.direct.submission_details(task_id).await
+    }
+
+    /// Each batch is a short write transaction of its own on the pool, as the priority
+    /// refresh's are, rather than a job of the writer: a group that held a batch would hold
+    /// the claims and completions waiting with it.
+    async fn prune(&self, request: &PruneRequest) -> Result<PruneReport, QueueError> {
+        self.direct.prune(request).await
     }
 
     async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError> {

@@ -17,6 +17,7 @@ mod memory_repo;
 mod queue_store;
 mod row;
 mod session_repo;
+mod storage;
 mod task_repo;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
@@ -30,6 +31,7 @@ pub use location::DatabaseLocation;
 pub use memory_repo::MemoryRepositoryImpl;
 pub use queue_store::QueueStoreImpl;
 pub use session_repo::SessionRepositoryImpl;
+pub use storage::{storage_sizes, StorageSizes};
 pub use task_repo::TaskRepositoryImpl;
 
 /// The migrations embedded in this build, for tools and tests that manage the schema directly.

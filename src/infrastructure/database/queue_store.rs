@@ -13,8 +13,9 @@ use abathur_core::error::DatabaseError;
 use abathur_core::models::{Task, TaskStatus};
 use abathur_core::queue::{
     AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask,
-    PriorityPolicy, QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport, RetryPolicy,
-    RunningAttempt, SubmissionDetails, Submitted, TaskEvent, WaitingTask,
+    PriorityPolicy, PruneReport, PruneRequest, QueueError, QueueLimits, QueueOverview, QueueStore,
+    ReapReport, Recorded, RetryPolicy, RunningAttempt, SubmissionDetails, Submitted, TaskEvent,
+    WaitingTask,
 };
 use abathur_core::timestamp;
 use async_trait::async_trait;
@@ -188,45 +189,178 @@ struct OpenAttempt {
     attempt_number: i64,
 }
 
-fn open_attempt(conn: &Connection, attempt_id: Uuid) -> Result<OpenAttempt, QueueError> {
+/// An attempt as stored, open or ended.
+struct AttemptRow {
+    task_id: String,
+    worker_id: String,
+    attempt_number: i64,
+    /// `None` while the attempt is open.
+    outcome: Option<String>,
+    error: Option<String>,
+    finished_at: Option<String>,
+    retry_count: Option<i64>,
+    retry_after: Option<String>,
+}
+
+fn attempt_row(conn: &Connection, attempt_id: Uuid) -> Result<AttemptRow, QueueError> {
     let id = attempt_id.to_string();
-    let row = conn
-        .prepare_cached(
-            "SELECT task_id, worker_id, attempt_number, outcome FROM task_attempts WHERE id = ?1",
-        )
-        .and_then(|mut q| {
-            q.query_row([&id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                ))
+    conn.prepare_cached(
+        "SELECT task_id, worker_id, attempt_number, outcome, error, finished_at, retry_count,
+                retry_after
+         FROM task_attempts WHERE id = ?1",
+    )
+    .and_then(|mut q| {
+        q.query_row([&id], |r| {
+            Ok(AttemptRow {
+                task_id: r.get(0)?,
+                worker_id: r.get(1)?,
+                attempt_number: r.get(2)?,
+                outcome: r.get(3)?,
+                error: r.get(4)?,
+                finished_at: r.get(5)?,
+                retry_count: r.get(6)?,
+                retry_after: r.get(7)?,
             })
-            .optional()
         })
-        .map_err(raw)?;
-    let Some((task_id, worker_id, attempt_number, outcome)) = row else {
-        return Err(QueueError::AttemptNotFound(attempt_id));
-    };
-    match outcome.as_deref() {
-        None => Ok(OpenAttempt {
-            task_id,
-            worker_id,
-            attempt_number,
-        }),
-        Some("cancelled") => Err(QueueError::Cancelled {
-            task_id: RowContext {
-                table: "task_attempts",
-                id: &id,
-            }
-            .uuid("task_id", &task_id)?,
-        }),
-        Some(outcome) => Err(QueueError::LeaseLost {
-            attempt_id,
-            reason: format!("the attempt already ended ({outcome})"),
-        }),
+        .optional()
+    })
+    .map_err(raw)?
+    .ok_or(QueueError::AttemptNotFound(attempt_id))
+}
+
+impl AttemptRow {
+    /// The attempt, if it is still open; else why it cannot be acted on.
+    fn open(self, attempt_id: Uuid) -> Result<OpenAttempt, QueueError> {
+        match self.outcome.as_deref() {
+            None => Ok(OpenAttempt {
+                task_id: self.task_id,
+                worker_id: self.worker_id,
+                attempt_number: self.attempt_number,
+            }),
+            Some("cancelled") => Err(QueueError::Cancelled {
+                task_id: RowContext {
+                    table: "task_attempts",
+                    id: &attempt_id.to_string(),
+                }
+                .uuid("task_id", &self.task_id)?,
+            }),
+            Some(outcome) => Err(QueueError::LeaseLost {
+                attempt_id,
+                reason: format!("the attempt already ended ({outcome})"),
+            }),
+        }
     }
+}
+
+fn open_attempt(conn: &Connection, attempt_id: Uuid) -> Result<OpenAttempt, QueueError> {
+    attempt_row(conn, attempt_id)?.open(attempt_id)
+}
+
+/// A repeat whose payload differs from the recorded one: the caller is not the one whose call
+/// was recorded, or it changed its mind; either way its lease is gone.
+fn different_repeat(attempt_id: Uuid, verb: &str, what: &str) -> QueueError {
+    QueueError::LeaseLost {
+        attempt_id,
+        reason: format!(
+            "the attempt already {verb} with a different {what}; only the same call can be sent again"
+        ),
+    }
+}
+
+/// The answer to a `complete` of an attempt that already completed: the recorded outcome when
+/// `result` is the recorded result, read without writing anything.
+fn repeat_completion(
+    conn: &Connection,
+    attempt_id: Uuid,
+    row: &AttemptRow,
+    result: Option<&Value>,
+) -> Result<Recorded<Vec<Uuid>>, QueueError> {
+    let stored: Option<String> = conn
+        .prepare_cached("SELECT result_data FROM tasks WHERE id = ?1")
+        .and_then(|mut q| q.query_row([&row.task_id], |r| r.get(0)))
+        .map_err(raw)?;
+    let cx = RowContext {
+        table: "tasks",
+        id: &row.task_id,
+    };
+    // Compared as values, not text: a client that re-serialises its result (other key order,
+    // other spacing) is still sending the same result.
+    if cx.opt_json("result_data", stored.as_deref())?.as_ref() != result {
+        return Err(different_repeat(attempt_id, "completed", "result"));
+    }
+    // The dependents that completion made ready: their events say so, in its transaction's
+    // time and words.
+    let made_ready: Vec<String> = rows(
+        conn,
+        "SELECT e.task_id FROM task_dependencies d
+         JOIN task_events e ON e.task_id = d.task_id
+         WHERE d.depends_on_task_id = ?1 AND e.from_status = 'blocked' AND e.to_status = 'ready'
+           AND e.at = ?2 AND e.actor = 'queue' AND e.reason = ?3
+         ORDER BY e.id",
+        params![
+            row.task_id,
+            row.finished_at,
+            format!("dependency {} completed", row.task_id)
+        ],
+        |r| r.get(0),
+    )?;
+    Ok(Recorded::repeat(
+        made_ready
+            .iter()
+            .map(|id| task_uuid(id))
+            .collect::<Result<_, _>>()?,
+    ))
+}
+
+/// The answer to a `fail` of an attempt that already failed: the recorded outcome when
+/// `error` is the recorded error, read without writing anything.
+fn repeat_failure(
+    conn: &Connection,
+    attempt_id: Uuid,
+    row: &AttemptRow,
+    error: &str,
+) -> Result<Recorded<FailOutcome>, QueueError> {
+    if row.error.as_deref() != Some(error) {
+        return Err(different_repeat(attempt_id, "failed", "error"));
+    }
+    let id = attempt_id.to_string();
+    let cx = RowContext {
+        table: "task_attempts",
+        id: &id,
+    };
+    // Attempts failed before the decision was recorded cannot say what it was.
+    let Some(retry_count) = row.retry_count else {
+        return Err(QueueError::LeaseLost {
+            attempt_id,
+            reason: "the attempt already ended (failed) before failures were recorded for repeats"
+                .to_string(),
+        });
+    };
+    if let Some(run_after) = &row.retry_after {
+        return Ok(Recorded::repeat(FailOutcome::Retrying {
+            retry_count: cx.int("retry_count", retry_count)?,
+            run_after: cx.timestamp("retry_after", run_after)?,
+        }));
+    }
+    // The cascade stamped its dependents with the failure's time; those a retry has since
+    // put back no longer carry it.
+    let cascaded = descendants(conn, &row.task_id, Walk::FailedDependents)?
+        .into_iter()
+        .map(|(dependent, _)| dependent)
+        .collect::<Vec<_>>();
+    let mut still_failed = Vec::new();
+    for dependent in cascaded {
+        let finished: Option<String> = conn
+            .prepare_cached("SELECT completed_at FROM tasks WHERE id = ?1")
+            .and_then(|mut q| q.query_row([&dependent], |r| r.get(0)))
+            .map_err(raw)?;
+        if finished.is_some() && finished == row.finished_at {
+            still_failed.push(task_uuid(&dependent)?);
+        }
+    }
+    Ok(Recorded::repeat(FailOutcome::Failed {
+        cascaded: still_failed,
+    }))
 }
 
 fn close_attempt(
@@ -542,6 +676,22 @@ fn clear_schedules(conn: &Connection, ids: &str) -> Result<(), QueueError> {
     Ok(())
 }
 
+/// Writes on the attempt what its failure decided, for a repeat of the same `fail` to answer
+/// with: the task's retry count after it, and its run-after time when it will run again.
+fn record_decision(
+    conn: &Connection,
+    attempt_id: &str,
+    retry_count: u32,
+    retry_after: Option<&str>,
+) -> Result<(), QueueError> {
+    exec(
+        conn,
+        "UPDATE task_attempts SET retry_count = ?1, retry_after = ?2 WHERE id = ?3",
+        params![retry_count, retry_after, attempt_id],
+    )?;
+    Ok(())
+}
+
 /// The fail path of a running task whose attempt ended badly: back to ready after a backoff
 /// while retries remain, else failed with every non-terminal dependent.
 fn fail_task(
@@ -579,6 +729,7 @@ fn fail_task(
              ON CONFLICT (task_id) DO UPDATE SET run_after = excluded.run_after",
             params![task_id, run_after_text],
         )?;
+        record_decision(conn, &attempt, retry_count, Some(&run_after_text))?;
         let reason = format!("attempt failed, retry {retry_count} after {run_after_text}: {error}");
         transition(
             conn,
@@ -595,6 +746,7 @@ fn fail_task(
             run_after,
         });
     }
+    record_decision(conn, &attempt, retry_count, None)?;
     let reason = format!("retries exhausted: {error}");
     transition(
         conn,
@@ -1134,11 +1286,15 @@ pub(super) fn complete_in(
     result: Option<&Value>,
     priority: &PriorityPolicy,
     now: DateTime<Utc>,
-) -> Result<Vec<Uuid>, QueueError> {
+) -> Result<Recorded<Vec<Uuid>>, QueueError> {
     let now_text = ts(&now);
     let attempt = attempt_id.to_string();
+    let row = attempt_row(conn, attempt_id)?;
+    if row.outcome.as_deref() == Some(AttemptOutcome::Completed.as_str()) {
+        return repeat_completion(conn, attempt_id, &row, result);
+    }
+    let open = row.open(attempt_id)?;
     let result = result.map(json_text);
-    let open = open_attempt(conn, attempt_id)?;
     close_attempt(conn, &attempt, AttemptOutcome::Completed, None, &now_text)?;
     exec(
         conn,
@@ -1155,7 +1311,7 @@ pub(super) fn complete_in(
         Some(&attempt),
         None,
     )?;
-    release_dependents(conn, &open.task_id, priority, now)
+    release_dependents(conn, &open.task_id, priority, now).map(Recorded::new)
 }
 
 pub(super) fn fail_in(
@@ -1164,10 +1320,14 @@ pub(super) fn fail_in(
     error: &str,
     retry: &RetryPolicy,
     now: DateTime<Utc>,
-) -> Result<FailOutcome, QueueError> {
+) -> Result<Recorded<FailOutcome>, QueueError> {
     let now_text = ts(&now);
     let attempt = attempt_id.to_string();
-    let open = open_attempt(conn, attempt_id)?;
+    let row = attempt_row(conn, attempt_id)?;
+    if row.outcome.as_deref() == Some(AttemptOutcome::Failed.as_str()) {
+        return repeat_failure(conn, attempt_id, &row, error);
+    }
+    let open = row.open(attempt_id)?;
     close_attempt(
         conn,
         &attempt,
@@ -1184,6 +1344,7 @@ pub(super) fn fail_in(
         retry,
         now,
     )
+    .map(Recorded::new)
 }
 
 pub(super) fn release_in(
@@ -1482,6 +1643,60 @@ fn refresh_batch(
     Ok(Some((last, updated)))
 }
 
+/// Where a prune's pass has got to: the last task it removed, in finishing order.
+type PruneCursor = (String, String);
+
+/// One batch of a prune: removes up to `request.batch_size` prunable tasks after `cursor`, in
+/// finishing order. Returns how many it removed and the new cursor (`None` when the pass has
+/// reached its end). The rules of [`QueueStore::prune`] are the `NOT EXISTS` clauses.
+fn prune_batch(
+    conn: &Connection,
+    request: &PruneRequest,
+    cursor: &PruneCursor,
+) -> Result<(u64, Option<PruneCursor>), QueueError> {
+    let statuses =
+        serde_json::Value::Array(request.statuses.iter().map(|s| s.as_str().into()).collect())
+            .to_string();
+    let found: Vec<(String, String)> = rows(
+        conn,
+        "SELECT t.id, t.completed_at FROM tasks t
+         WHERE t.completed_at IS NOT NULL AND t.completed_at < ?1
+           AND (t.completed_at, t.id) > (?2, ?3)
+           AND t.status IN (SELECT value FROM json_each(?4))
+           AND NOT EXISTS (
+               SELECT 1 FROM task_dependencies d JOIN tasks u ON u.id = d.task_id
+               WHERE d.depends_on_task_id = t.id
+                 AND (t.status <> 'completed'
+                      OR u.status NOT IN ('completed', 'failed', 'cancelled')))
+           AND NOT EXISTS (
+               SELECT 1 FROM tasks c
+               WHERE c.parent_task_id = t.id
+                 AND c.status NOT IN ('completed', 'failed', 'cancelled'))
+         ORDER BY t.completed_at, t.id
+         LIMIT ?5",
+        params![
+            ts(&request.finished_before),
+            cursor.0,
+            cursor.1,
+            statuses,
+            request.batch_size
+        ],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let Some((last_id, last_at)) = found.last().cloned() else {
+        return Ok((0, None));
+    };
+    // The foreign keys take the rest with each task: attempts, events, schedule and edges
+    // (ON DELETE CASCADE), and a child's parent link and an agent's current task (SET NULL).
+    let removed = exec(
+        conn,
+        "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?1))",
+        [id_array(found.iter().map(|(id, _)| id.as_str()))],
+    )?;
+    let more = found.len() as u64 == u64::from(request.batch_size);
+    Ok((removed, more.then_some((last_at, last_id))))
+}
+
 #[async_trait]
 impl QueueStore for QueueStoreImpl {
     async fn submit(
@@ -1555,7 +1770,7 @@ impl QueueStore for QueueStoreImpl {
         result: Option<Value>,
         priority: &PriorityPolicy,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Uuid>, QueueError> {
+    ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
         write_alone(&self.pool, |conn| {
             complete_in(conn, attempt_id, result.as_ref(), priority, now)
         })
@@ -1568,7 +1783,7 @@ impl QueueStore for QueueStoreImpl {
         error: &str,
         retry: &RetryPolicy,
         now: DateTime<Utc>,
-    ) -> Result<FailOutcome, QueueError> {
+    ) -> Result<Recorded<FailOutcome>, QueueError> {
         write_alone(&self.pool, |conn| {
             fail_in(conn, attempt_id, error, retry, now)
         })
@@ -1633,6 +1848,51 @@ impl QueueStore for QueueStoreImpl {
             cursor = last;
         }
         Ok(updated)
+    }
+
+    async fn prune(&self, request: &PruneRequest) -> Result<PruneReport, QueueError> {
+        if let Some(status) = request.statuses.iter().find(|s| !s.is_terminal()) {
+            return Err(abathur_core::ValidationError::new(
+                "status",
+                format!("{status} is not a finished status"),
+            )
+            .into());
+        }
+        if request.batch_size == 0 {
+            return Err(
+                abathur_core::ValidationError::new("batch_size", "must be at least 1").into(),
+            );
+        }
+        let mut report = PruneReport::default();
+        // A pass removes what it can in finishing order. A failed task is kept while a
+        // dependent failed with it is there; when the pass removed that dependent, the next
+        // pass takes the task. Every pass but the last removes something, so this ends.
+        loop {
+            let mut cursor = (String::new(), String::new());
+            let mut removed_in_pass = 0;
+            loop {
+                // Timed inside the transaction, from after `BEGIN IMMEDIATE` to before the
+                // commit: how long this batch kept other writers out, without its own wait.
+                let (removed, next, held) = write_alone(&self.pool, |conn| {
+                    let started = std::time::Instant::now();
+                    prune_batch(conn, request, &cursor)
+                        .map(|(removed, next)| (removed, next, started.elapsed()))
+                })
+                .await?;
+                report.longest_batch = report.longest_batch.max(held);
+                report.batches += 1;
+                report.tasks += removed;
+                removed_in_pass += removed;
+                match next {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
+            }
+            let chains = request.statuses.iter().any(|s| *s != TaskStatus::Completed);
+            if removed_in_pass == 0 || !chains {
+                return Ok(report);
+            }
+        }
     }
 
     async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError> {

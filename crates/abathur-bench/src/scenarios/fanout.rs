@@ -81,7 +81,7 @@ pub async fn run(cx: &Context, findings: &mut Findings) -> Result<Vec<Row>, Benc
             let released = queue.complete(attempt, None).await?;
             ours.push(t.elapsed());
             db.close().await;
-            check(released.len(), s.fanout, &path)?;
+            check(released.outcome.len(), s.fanout, &path)?;
         }
         let worst = ours.percentile(100.0).unwrap_or_default();
         if mode == CommitMode::PerOperation {

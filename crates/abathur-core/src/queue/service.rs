@@ -11,16 +11,20 @@ use super::graph::{execution_plan, plan_batch};
 use super::policy::{PriorityPolicy, QueueLimits, RetryPolicy};
 use super::store::QueueStore;
 use super::types::{
-    ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PlanStep, QueueError, QueueOverview,
-    ReapReport, SubmissionDetails, Submitted, TaskEvent,
+    ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PlanStep, PruneReport, PruneRequest,
+    QueueError, QueueOverview, ReapReport, Recorded, SubmissionDetails, Submitted, TaskEvent,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::ValidationError;
 use crate::limits::{MAX_ERROR_BYTES, MAX_TASK_JSON_BYTES};
-use crate::models::{check_json, check_name, check_text, Task};
+use crate::models::{check_json, check_name, check_text, Task, TaskStatus};
 
 /// Rows per statement when refreshing priorities.
 const REFRESH_BATCH: u32 = 5_000;
+
+/// Tasks per write transaction when pruning: small enough that a batch holds the write lock
+/// for milliseconds (`docs/BENCHMARKS.md`, retention), so workers barely notice a prune.
+pub const PRUNE_BATCH: u32 = 100;
 
 /// The most tasks one claim may take: a bigger claim would hold the write lock long and
 /// starve every other worker.
@@ -201,16 +205,19 @@ impl TaskQueue {
             .await
     }
 
-    /// Completes the leased task with `result`; returns the dependents made ready.
+    /// Completes the leased task with `result`; returns the dependents made ready. The same
+    /// call sent again answers with the recorded outcome, marked as a repeat, and changes
+    /// nothing ([`QueueStore::complete`]).
     ///
     /// # Errors
-    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for a result over
-    /// [`MAX_TASK_JSON_BYTES`] or nested too deep.
+    /// `AttemptNotFound`, `LeaseLost` (also for a different result on a completed attempt),
+    /// `Cancelled`, or a `Validation` error for a result over [`MAX_TASK_JSON_BYTES`] or
+    /// nested too deep.
     pub async fn complete(
         &self,
         attempt_id: Uuid,
         result: Option<Value>,
-    ) -> Result<Vec<Uuid>, QueueError> {
+    ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
         if let Some(result) = &result {
             check_json("result", result, MAX_TASK_JSON_BYTES)?;
         }
@@ -219,12 +226,18 @@ impl TaskQueue {
             .await
     }
 
-    /// Fails the leased attempt with `error`.
+    /// Fails the leased attempt with `error`. The same call sent again answers with the
+    /// recorded outcome, marked as a repeat, and changes nothing ([`QueueStore::fail`]).
     ///
     /// # Errors
-    /// `AttemptNotFound`, `LeaseLost`, `Cancelled`, or a `Validation` error for an error message
-    /// with a NUL or over [`MAX_ERROR_BYTES`].
-    pub async fn fail(&self, attempt_id: Uuid, error: &str) -> Result<FailOutcome, QueueError> {
+    /// `AttemptNotFound`, `LeaseLost` (also for a different error on a failed attempt),
+    /// `Cancelled`, or a `Validation` error for an error message with a NUL or over
+    /// [`MAX_ERROR_BYTES`].
+    pub async fn fail(
+        &self,
+        attempt_id: Uuid,
+        error: &str,
+    ) -> Result<Recorded<FailOutcome>, QueueError> {
         check_text("error", error, MAX_ERROR_BYTES)?;
         self.store
             .fail(attempt_id, error, &self.retry, self.clock.now())
@@ -283,6 +296,23 @@ impl TaskQueue {
         self.store
             .refresh_priorities(&self.priority, REFRESH_BATCH, self.clock.now())
             .await
+    }
+
+    /// Removes the tasks in `statuses` (every terminal status when empty) that finished more
+    /// than `older_than` ago, with their attempts and events, in batches of [`PRUNE_BATCH`];
+    /// see [`QueueStore::prune`] for the tasks it keeps.
+    ///
+    /// # Errors
+    /// A `Validation` error, with nothing removed, for a zero `older_than`, one that reaches
+    /// before the first representable time, or a status that is not terminal; the store's
+    /// failures.
+    pub async fn prune(
+        &self,
+        older_than: Duration,
+        statuses: &[TaskStatus],
+    ) -> Result<PruneReport, QueueError> {
+        let request = prune_request(older_than, statuses, self.clock.now())?;
+        self.store.prune(&request).await
     }
 
     /// A task's status changes, oldest first.
@@ -376,6 +406,50 @@ fn check_deadline(task: &NewTask, now: chrono::DateTime<chrono::Utc>) -> Result<
         .into()),
         _ => Ok(()),
     }
+}
+
+/// What [`TaskQueue::prune`] asks the store for, checked.
+fn prune_request(
+    older_than: Duration,
+    statuses: &[TaskStatus],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<PruneRequest, QueueError> {
+    if older_than.is_zero() {
+        return Err(ValidationError::new("older_than", "must be longer than zero").into());
+    }
+    let finished_before = chrono::Duration::from_std(older_than)
+        .ok()
+        .and_then(|by| now.checked_sub_signed(by))
+        .filter(|t| crate::timestamp::check("older_than", t).is_ok())
+        .ok_or_else(|| {
+            ValidationError::new(
+                "older_than",
+                "reaches before the earliest time the queue stores",
+            )
+        })?;
+    if let Some(status) = statuses.iter().find(|s| !s.is_terminal()) {
+        return Err(ValidationError::new(
+            "status",
+            format!(
+                "{status} is not a finished status; prune takes completed, failed or cancelled"
+            ),
+        )
+        .into());
+    }
+    let statuses = if statuses.is_empty() {
+        vec![
+            TaskStatus::Completed,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ]
+    } else {
+        statuses.to_vec()
+    };
+    Ok(PruneRequest {
+        finished_before,
+        statuses,
+        batch_size: PRUNE_BATCH,
+    })
 }
 
 /// A lease is longer than zero and at most [`MAX_LEASE`].

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::policy::{PriorityPolicy, QueueLimits, RetryPolicy};
 use super::types::{
-    ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, QueueError, QueueOverview,
-    ReapReport, SubmissionDetails, Submitted, TaskEvent,
+    ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, PruneReport, PruneRequest,
+    QueueError, QueueOverview, ReapReport, Recorded, SubmissionDetails, Submitted, TaskEvent,
 };
 
 /// Where the queue keeps tasks, leases and history. Every method is atomic: it takes effect
@@ -79,29 +79,46 @@ pub trait QueueStore: Send + Sync {
     /// Completes the attempt's task with `result`, and makes ready every dependent whose
     /// dependencies are now all completed. Returns the ids made ready.
     ///
+    /// Repeatable: when the attempt already completed with a result equal to `result` (as
+    /// JSON values; both absent is equal), nothing is written and the answer is
+    /// [`Recorded::repeat`] of the dependents that call made ready and are still recorded as
+    /// made ready by it (a dependent since pruned is not listed).
+    ///
     /// # Errors
-    /// `AttemptNotFound`, `LeaseLost` or `Cancelled` as for [`QueueStore::heartbeat`]; nothing changes.
+    /// `AttemptNotFound` when no attempt has the id (or its task was pruned); `Cancelled` when
+    /// its task was cancelled; `LeaseLost` when the attempt ended any other way: failed, lost,
+    /// timed out, released, or completed with a different result. Nothing changes on any
+    /// error.
     async fn complete(
         &self,
         attempt_id: Uuid,
         result: Option<Value>,
         priority: &PriorityPolicy,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Uuid>, QueueError>;
+    ) -> Result<Recorded<Vec<Uuid>>, QueueError>;
 
     /// Records a failed attempt. Under `max_retries` the task goes back to ready after a
     /// backoff; when retries are exhausted it fails, and its transitive dependents fail with
     /// it, naming the root failure.
     ///
+    /// Repeatable: when the attempt already failed with exactly this `error` text, nothing is
+    /// written and the answer is [`Recorded::repeat`] of what that call decided: `Retrying`
+    /// with the same retry count and run-after time, or `Failed` listing the dependents that
+    /// failed with it and are still failed from it. This holds even when the task was claimed
+    /// again since: the repeat answers for its own attempt and never touches the new one.
+    ///
     /// # Errors
-    /// `AttemptNotFound`, `LeaseLost` or `Cancelled` as for [`QueueStore::heartbeat`]; nothing changes.
+    /// `AttemptNotFound` when no attempt has the id (or its task was pruned); `Cancelled` when
+    /// its task was cancelled; `LeaseLost` when the attempt ended any other way: completed,
+    /// lost, timed out, released, failed with a different error, or failed before the version
+    /// that records what a failure decided. Nothing changes on any error.
     async fn fail(
         &self,
         attempt_id: Uuid,
         error: &str,
         retry: &RetryPolicy,
         now: DateTime<Utc>,
-    ) -> Result<FailOutcome, QueueError>;
+    ) -> Result<Recorded<FailOutcome>, QueueError>;
 
     /// Gives a running task back unfinished: ends the attempt as released with `reason`, and
     /// puts the task back to ready, claimable at once, without counting a retry. For a worker
@@ -165,6 +182,27 @@ pub trait QueueStore: Send + Sync {
         batch_size: u32,
         now: DateTime<Utc>,
     ) -> Result<u64, QueueError>;
+
+    /// Removes finished tasks: those in one of `request.statuses` that finished before
+    /// `request.finished_before`, with their attempts, events, dependency edges and schedule,
+    /// in write transactions of at most `request.batch_size` tasks each, oldest first, so the
+    /// write lock is never held for long. A task is kept while it is needed:
+    ///
+    /// - a completed task while one of its dependents is unfinished (the dependent may still
+    ///   read its result); once gone, its dependents count it as completed, since only an
+    ///   unfinished dependency can hold a task back;
+    /// - a failed or cancelled task while any task depends on it, so that a dependent failed
+    ///   or cancelled with it can never be retried into running without it;
+    /// - a parent while one of its children is unfinished. A child of a removed parent keeps
+    ///   no parent.
+    ///
+    /// A task kept for these reasons goes in a later prune, once they no longer hold.
+    ///
+    /// # Errors
+    /// A `Validation` error for a status that is not terminal or a batch size of zero, with
+    /// nothing removed; the store's own failures, after which the batches already committed
+    /// stay removed and the rest is kept.
+    async fn prune(&self, request: &PruneRequest) -> Result<PruneReport, QueueError>;
 
     /// Every status change of a task, oldest first.
     ///

@@ -323,6 +323,66 @@ pub enum FailOutcome {
     Failed { cascaded: Vec<Uuid> },
 }
 
+/// The answer to a `complete` or `fail`: what it decided, and whether it was a repeat.
+///
+/// A worker or agent that lost the answer to its call (it crashed right after the commit, its
+/// connection dropped) sends the same call again. "The same" is the same verb on the same
+/// attempt with the same payload: for `complete` a result equal, as a JSON value, to the one
+/// recorded (both absent counts as equal; object keys in any order, numbers as written); for
+/// `fail` an error text equal, byte for byte, to the one recorded on the attempt. Such a
+/// repeat changes nothing and answers with the recorded outcome, `repeat` set. A different
+/// verb or payload on a finished attempt is still `LeaseLost`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recorded<T> {
+    /// What the call decided, or, on a repeat, what the first call decided (see the methods
+    /// of [`super::QueueStore`] for how much of it a repeat can tell).
+    pub outcome: T,
+    /// The attempt had already ended this same way: nothing was written.
+    pub repeat: bool,
+}
+
+impl<T> Recorded<T> {
+    /// A first call's answer.
+    pub fn new(outcome: T) -> Self {
+        Self {
+            outcome,
+            repeat: false,
+        }
+    }
+
+    /// A repeat's answer: the recorded outcome.
+    pub fn repeat(outcome: T) -> Self {
+        Self {
+            outcome,
+            repeat: true,
+        }
+    }
+}
+
+/// Which finished tasks a prune removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneRequest {
+    /// Tasks that finished before this time.
+    pub finished_before: DateTime<Utc>,
+    /// Of these statuses, each terminal (completed, failed, cancelled).
+    pub statuses: Vec<TaskStatus>,
+    /// At most this many tasks per write transaction.
+    pub batch_size: u32,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Tasks removed, with their attempts, events, dependency edges and schedule.
+    pub tasks: u64,
+    /// Write transactions it took.
+    pub batches: u64,
+    /// The longest any of them held the write lock, from `BEGIN IMMEDIATE` to the commit
+    /// (the commit itself, and the wait for the lock, left out): how long the prune kept
+    /// other writers out at once.
+    pub longest_batch: std::time::Duration,
+}
+
 /// What one reaper pass did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReapReport {
