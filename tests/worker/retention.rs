@@ -37,7 +37,10 @@ fn a_worker_with_a_retention_prunes_old_finished_tasks_and_only_then() {
 #[test]
 fn a_malformed_retention_is_a_usage_error_and_one_out_of_range_is_invalid() {
     let sb = Sandbox::new();
-    sb.fails(&["worker", "--once", "--retention", "soon", "--", "true"], 2);
+    sb.fails(
+        &["worker", "--once", "--retention", "soon", "--", "true"],
+        2,
+    );
     for bad in ["0", "-1h"] {
         sb.fails(&["worker", "--once", "--retention", bad, "--", "true"], 4);
     }
