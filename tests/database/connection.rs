@@ -255,3 +255,37 @@ async fn closing_after_connections_were_just_dropped_merges_the_wal_into_the_fil
         assert_eq!(names, vec![std::ffi::OsString::from("abathur.db")]);
     }
 }
+
+/// Regression: `abathur mcp --db sqlite::memory:` lost every table after a minute idle. sqlx
+/// retires a connection past its idle timeout or lifetime before it opens the next one, and an
+/// in-memory database dies with its last connection.
+#[tokio::test]
+async fn an_in_memory_database_outlives_the_pools_idle_timeout_and_lifetime() {
+    let config = DatabaseConfig {
+        min_connections: 1,
+        max_connections: 1,
+        idle_timeout: Duration::from_millis(1),
+        max_lifetime: Duration::from_millis(1),
+        ..DatabaseConfig::default()
+    };
+    let db = DatabaseConnection::with_config("sqlite::memory:", config)
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    sqlx::query("CREATE TABLE kept (x INTEGER)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        // Each use outlasts the configured lifetime, which would retire the connection.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('kept', 'tasks')",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(tables, 2, "the in-memory database was dropped");
+    }
+    db.close().await;
+}

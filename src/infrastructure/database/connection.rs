@@ -29,9 +29,11 @@ pub struct DatabaseConfig {
     pub min_connections: u32,
     /// Connections open at most (default 10).
     pub max_connections: u32,
-    /// An idle connection above the minimum is closed after this long (default 30 s).
+    /// An idle connection above the minimum is closed after this long (default 30 s). Not for
+    /// an in-memory database, which lives only while a connection is open.
     pub idle_timeout: Duration,
-    /// A connection is replaced after this long (default 30 min).
+    /// A connection is replaced after this long (default 30 min). Not for an in-memory
+    /// database either.
     pub max_lifetime: Duration,
     /// Waiting for a free connection fails after this long (default 10 s).
     pub acquire_timeout: Duration,
@@ -212,7 +214,9 @@ impl DatabaseConnection {
             }
         }
         let db = if reads_only || location.is_read_only() {
-            Self::connect(options, config).await.map_err(cannot_open)?
+            Self::connect(options, location.is_in_memory(), config)
+                .await
+                .map_err(cannot_open)?
         } else {
             Self::open(options.create_if_missing(creates), false, config)
                 .await
@@ -230,10 +234,11 @@ impl DatabaseConnection {
     /// Opens a pool on `options` as they are: no journal mode is set, nothing is created.
     async fn connect(
         options: SqliteConnectOptions,
+        in_memory: bool,
         config: DatabaseConfig,
     ) -> Result<Self, DatabaseError> {
         let options = options.foreign_keys(true).busy_timeout(config.busy_timeout);
-        Self::connect_pool(options, config).await
+        Self::connect_pool(options, in_memory, config).await
     }
 
     async fn open(
@@ -260,13 +265,23 @@ impl DatabaseConnection {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(config.busy_timeout);
-        Self::connect_pool(options, config).await
+        Self::connect_pool(options, in_memory, config).await
     }
 
     async fn connect_pool(
         options: SqliteConnectOptions,
+        in_memory: bool,
         config: DatabaseConfig,
     ) -> Result<Self, DatabaseError> {
+        // An in-memory database lives only while one of its connections is open. sqlx closes
+        // a connection past its idle timeout or lifetime before it opens the next, whatever
+        // `min_connections` says, so an idle server would lose everything: its connections
+        // are never retired.
+        let (idle_timeout, max_lifetime) = if in_memory {
+            (None, None)
+        } else {
+            (Some(config.idle_timeout), Some(config.max_lifetime))
+        };
         // Switching a new file to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY
         // at once, without the busy handler, when another process is doing the same: several
         // processes started together on a new file retry here instead of failing.
@@ -275,8 +290,8 @@ impl DatabaseConnection {
             let connected = SqlitePoolOptions::new()
                 .min_connections(config.min_connections)
                 .max_connections(config.max_connections)
-                .idle_timeout(config.idle_timeout)
-                .max_lifetime(config.max_lifetime)
+                .idle_timeout(idle_timeout)
+                .max_lifetime(max_lifetime)
                 .acquire_timeout(config.acquire_timeout)
                 // A SQLite connection is a file handle in this process: it cannot drop the
                 // way a network connection does, so a ping before each use (one hop to the
