@@ -231,8 +231,9 @@ pub struct ClaimArgs {
     pub max_tasks: u32,
 
     /// When nothing is ready, wait up to this long (at most 5m) for a task to become
-    /// claimable, and claim it then: `30s`, `5m`, or plain seconds.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// claimable, and claim it then: `30s`, `5m`, or plain seconds; `0` answers at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_or_zero,
+          allow_hyphen_values = true)]
     pub wait: Option<Duration>,
 }
 
@@ -330,7 +331,7 @@ pub struct SubmitArgs {
 
     /// Not claimable before this time: an RFC 3339 time (2026-12-01T09:00:00Z) or a time from
     /// now (+10m, +2h). A task with dependencies waits for both.
-    #[arg(long, value_name = "WHEN", value_parser = parse_run_after)]
+    #[arg(long, value_name = "WHEN", value_parser = parse_run_after, allow_hyphen_values = true)]
     pub run_after: Option<DateTime<Utc>>,
 
     /// A name for this submission (at most 256 bytes). Submitting again with a key already
@@ -461,6 +462,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, ArgError> {
     Ok(duration)
 }
 
+/// A duration as [`parse_duration`] takes it, or zero (`0`, `0s`) for none at all: a grace
+/// period, a wait. Below zero is out of range (exit 4).
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, ArgError> {
+    let text = text.trim();
+    if let Some(magnitude) = text.strip_prefix('-') {
+        return match read_duration(magnitude) {
+            Ok(_) => Err(ArgError::OutOfRange(format!("{text} is below zero"))),
+            Err(e) => Err(e),
+        };
+    }
+    read_duration(text)
+}
+
 fn read_duration(text: &str) -> Result<Duration, ArgError> {
     let text = text.trim();
     match text.parse::<u64>() {
@@ -482,7 +496,7 @@ fn parse_deadline(text: &str) -> Result<DateTime<Utc>, ArgError> {
 /// and the MCP server's `task_enqueue` take the same forms through this function. A time
 /// already past holds nothing back, whichever way it is written.
 pub(crate) fn parse_run_after(text: &str) -> Result<DateTime<Utc>, ArgError> {
-    read_time(text, "+10m or 2026-12-01T09:00:00Z")
+    read_time(text, "+10m or +2h")
 }
 
 /// A time: RFC 3339, or `+DURATION` / `-DURATION` from now.

@@ -166,7 +166,7 @@ async fn show(cx: &Context, id: Uuid) -> Result<TaskView, CliError> {
 
 /// `abathur task claim`.
 async fn claim(cx: &Context, args: ClaimArgs) -> Result<Vec<ClaimedTask>, CliError> {
-    let Some(wait) = args.wait else {
+    let Some(wait) = args.wait.filter(|wait| !wait.is_zero()) else {
         return Ok(cx
             .queue
             .claim(&args.worker, &args.agent_types, args.lease, args.max_tasks)

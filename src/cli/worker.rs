@@ -7,7 +7,7 @@ use std::time::Duration;
 use abathur_core::queue::{QueueStore, TaskQueue, MAX_CLAIM, MAX_LEASE};
 use clap::Args;
 
-use super::args::{parse_duration, ranged, ArgError};
+use super::args::{parse_duration, parse_duration_or_zero, ranged, ArgError};
 use super::db;
 use super::error::{CliError, ExitCode};
 use crate::infrastructure::database::{DatabaseLocation, GroupCommitQueueStore, OpenMode};
@@ -33,7 +33,8 @@ pub struct WorkerArgs {
 
     /// On SIGINT or SIGTERM, how long running commands may go on before they are asked to stop
     /// (SIGTERM, then SIGKILL two seconds later) and their tasks given back. `0`: at once.
-    #[arg(long, value_name = "DURATION", value_parser = parse_grace, default_value = "10s")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_or_zero,
+          default_value = "10s", allow_hyphen_values = true)]
     pub grace: Duration,
 
     /// Run what can be claimed, wait for it, and exit once nothing more is ready.
@@ -90,6 +91,7 @@ pub async fn run(location: &DatabaseLocation, args: WorkerArgs) -> Result<(), Cl
             "name" => "--name",
             "concurrency" => "--concurrency",
             "lease" => "--lease",
+            "retention" => "--retention",
             "command" => "the command after --",
             other => other,
         };
@@ -153,19 +155,6 @@ fn parse_lease(text: &str) -> Result<Duration, ArgError> {
         )));
     }
     Ok(lease)
-}
-
-/// A grace period: a duration, or zero (`0`, `0s`) for none at all.
-fn parse_grace(text: &str) -> Result<Duration, ArgError> {
-    let zero = match text.trim().parse::<u64>() {
-        Ok(seconds) => seconds == 0,
-        Err(_) => humantime::parse_duration(text.trim()).is_ok_and(|d| d.is_zero()),
-    };
-    if zero {
-        Ok(Duration::ZERO)
-    } else {
-        parse_duration(text)
-    }
 }
 
 /// The worker's [`Wake`], shared so that the command can close its connection once the

@@ -501,7 +501,7 @@ async fn complete(
             );
             Ending::Completed
         }
-        // The queue refuses this result (nested too deep): the attempt failed.
+        // The queue refuses this result (over its size limit): the attempt failed.
         Err(QueueError::Validation(e)) => {
             let error =
                 format!("the command exited with status 0, but its result was refused: {e}");

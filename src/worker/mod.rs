@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use abathur_core::error::ValidationError;
-use abathur_core::queue::{check_claim, ClaimRequest, TaskQueue, MAX_CLAIM, MAX_LEASE};
+use abathur_core::queue::{
+    check_claim, check_prune_age, ClaimRequest, TaskQueue, MAX_CLAIM, MAX_LEASE,
+};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{interval, Instant, MissedTickBehavior};
@@ -124,6 +126,11 @@ impl WorkerConfig {
             "max_tasks" => ValidationError::new("concurrency", e.message),
             _ => e,
         })?;
+        // A retention the queue would refuse on every prune is refused here, once.
+        if let Some(retention) = &self.retention {
+            check_prune_age(retention.keep, chrono::Utc::now())
+                .map_err(|e| ValidationError::new("retention", e.message))?;
+        }
         for (field, value) in [
             ("reap_every", self.reap_every),
             ("refresh_every", self.refresh_every),

@@ -213,3 +213,34 @@ fn memory_text_at_file_stores_the_files_contents() {
         "just text"
     );
 }
+
+/// A negative value written after a space (`--wait -5s`) was taken by the command-line parser
+/// for an unknown flag (exit 2), while `--wait=-5s` was out of range (exit 4).
+#[test]
+fn negative_durations_and_times_after_a_space_are_values_not_flags() {
+    let s = Sandbox::new();
+    s.ok(&["init"]);
+    let stderr = s.fails(&["task", "claim", "--worker", "w", "--wait", "-5s"], 4);
+    assert!(stderr.contains("below zero"), "{stderr}");
+    let stderr = s.fails(&["worker", "--grace", "-1s", "--", "true"], 4);
+    assert!(stderr.contains("below zero"), "{stderr}");
+    assert_eq!(s.tasks(), Vec::<Value>::new());
+    // A run-after time already past holds nothing back, however it is written.
+    let id = s.submit(&["now", "--run-after", "-10m"]);
+    let claimed = s.ok(&["task", "claim", "--worker", "w"]);
+    assert!(claimed.contains(&id), "{claimed}");
+}
+
+/// `--wait 0` was refused while MCP's `wait_seconds: 0` answers at once.
+#[test]
+fn a_claim_that_waits_zero_answers_at_once() {
+    let s = Sandbox::new();
+    s.ok(&["init"]);
+    assert_eq!(
+        s.ok(&["task", "claim", "--worker", "w", "--wait", "0"]),
+        "no task is ready\n"
+    );
+    let id = s.submit(&["ready"]);
+    let claimed = s.ok(&["task", "claim", "--worker", "w", "--wait", "0s"]);
+    assert!(claimed.contains(&id), "{claimed}");
+}

@@ -80,6 +80,13 @@ async fn the_same_complete_sent_again_answers_as_recorded_and_changes_nothing() 
             .unwrap();
         assert!(again.repeat, "grouped: {grouped}");
         assert_eq!(again.outcome, vec![ib], "the dependents made ready then");
+        // A number written in another form (`42.0`, as a client's JSON library may write it)
+        // is the same number.
+        let reformed = queue
+            .complete(lease.attempt_id, Some(json!({"ok": true, "files": 42.0})))
+            .await
+            .unwrap();
+        assert!(reformed.repeat, "grouped: {grouped}");
         assert_eq!(table_dump(&pool).await, before, "grouped: {grouped}");
     }
 }

@@ -45,3 +45,23 @@ fn a_malformed_retention_is_a_usage_error_and_one_out_of_range_is_invalid() {
         sb.fails(&["worker", "--once", "--retention", bad, "--", "true"], 4);
     }
 }
+
+/// `worker --retention 100000000d` started and then failed every prune; `prune` refused the same
+/// value at once.
+#[test]
+fn a_retention_the_queue_would_refuse_is_refused_at_start() {
+    let sb = Sandbox::new();
+    let stderr = sb.fails(
+        &[
+            "worker",
+            "--once",
+            "--retention",
+            "100000000d",
+            "--",
+            "true",
+        ],
+        4,
+    );
+    assert!(stderr.contains("--retention"), "{stderr}");
+    assert!(!stderr.contains("cannot prune"), "{stderr}");
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{Task, TaskStatus};
 use abathur_core::queue::{
-    AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask,
+    same_json, AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask,
     PriorityPolicy, PruneReport, PruneRequest, QueueError, QueueLimits, QueueOverview, QueueStore,
     ReapReport, Recorded, RetryPolicy, RunningAttempt, SubmissionDetails, Submitted, TaskEvent,
     WaitingTask,
@@ -284,8 +284,13 @@ fn repeat_completion(
         id: &row.task_id,
     };
     // Compared as values, not text: a client that re-serialises its result (other key order,
-    // other spacing) is still sending the same result.
-    if cx.opt_json("result_data", stored.as_deref())?.as_ref() != result {
+    // other spacing, `1.0` for `1`) is still sending the same result.
+    let same = match (cx.opt_json("result_data", stored.as_deref())?, result) {
+        (None, None) => true,
+        (Some(stored), Some(sent)) => same_json(&stored, sent),
+        _ => false,
+    };
+    if !same {
         return Err(different_repeat(attempt_id, "completed", "result"));
     }
     // The dependents that completion made ready: their events say so, in its transaction's

@@ -15,11 +15,12 @@ mod types;
 pub use graph::{execution_plan, plan_batch};
 pub use policy::{PriorityPolicy, QueueLimits, RetryPolicy};
 pub use service::{
-    check_claim, TaskQueue, MAX_CLAIM, MAX_CLAIM_AGENT_TYPES, MAX_LEASE, PRUNE_BATCH,
+    check_claim, check_prune_age, TaskQueue, MAX_CLAIM, MAX_CLAIM_AGENT_TYPES, MAX_LEASE,
+    PRUNE_BATCH,
 };
 pub use store::QueueStore;
 pub use types::{
-    check_idempotency_key, AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask,
-    PendingTask, PlanStep, PruneReport, PruneRequest, QueueError, QueueOverview, ReapReport,
-    Recorded, RunningAttempt, SubmissionDetails, Submitted, TaskEvent, WaitingTask,
+    check_idempotency_key, same_json, AttemptOutcome, ClaimRequest, ClaimedTask, FailOutcome,
+    Lease, NewTask, PendingTask, PlanStep, PruneReport, PruneRequest, QueueError, QueueOverview,
+    ReapReport, Recorded, RunningAttempt, SubmissionDetails, Submitted, TaskEvent, WaitingTask,
 };

@@ -408,16 +408,24 @@ fn check_deadline(task: &NewTask, now: chrono::DateTime<chrono::Utc>) -> Result<
     }
 }
 
-/// What [`TaskQueue::prune`] asks the store for, checked.
-fn prune_request(
+/// Checks how long finished tasks are kept before a prune takes them, as [`TaskQueue::prune`]
+/// does, and returns the time before which a task finished to be pruned now. A worker checks
+/// its retention with it once at start, so that it never runs on prunes the queue refuses.
+///
+/// # Errors
+/// A `Validation` error naming `older_than` for zero, or for an age that reaches before the
+/// earliest time the queue stores.
+pub fn check_prune_age(
     older_than: Duration,
-    statuses: &[TaskStatus],
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<PruneRequest, QueueError> {
+) -> Result<chrono::DateTime<chrono::Utc>, ValidationError> {
     if older_than.is_zero() {
-        return Err(ValidationError::new("older_than", "must be longer than zero").into());
+        return Err(ValidationError::new(
+            "older_than",
+            "must be longer than zero",
+        ));
     }
-    let finished_before = chrono::Duration::from_std(older_than)
+    chrono::Duration::from_std(older_than)
         .ok()
         .and_then(|by| now.checked_sub_signed(by))
         .filter(|t| crate::timestamp::check("older_than", t).is_ok())
@@ -426,7 +434,16 @@ fn prune_request(
                 "older_than",
                 "reaches before the earliest time the queue stores",
             )
-        })?;
+        })
+}
+
+/// What [`TaskQueue::prune`] asks the store for, checked.
+fn prune_request(
+    older_than: Duration,
+    statuses: &[TaskStatus],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<PruneRequest, QueueError> {
+    let finished_before = check_prune_age(older_than, now)?;
     if let Some(status) = statuses.iter().find(|s| !s.is_terminal()) {
         return Err(ValidationError::new(
             "status",

@@ -167,6 +167,16 @@ impl NewTask {
 
 /// Writes `value` as compact JSON with every object's keys sorted, so that equal values
 /// encode alike whatever order their keys came in.
+/// Whether two JSON values are the same value, compared as the idempotency hash compares them:
+/// key order, spacing and a number's form (`1`, `1.0`, `1e0`) do not matter. A repeated
+/// completion's result is compared so.
+pub fn same_json(a: &Value, b: &Value) -> bool {
+    let (mut left, mut right) = (Vec::new(), Vec::new());
+    canonical_json(a, &mut left);
+    canonical_json(b, &mut right);
+    left == right
+}
+
 fn canonical_json(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Array(items) => {
@@ -647,6 +657,17 @@ mod tests {
         };
         assert_eq!(first.content_hash(), retry.content_hash());
         assert_eq!(first.content_hash().len(), 64);
+    }
+
+    #[test]
+    fn json_values_are_the_same_whatever_their_numbers_form_or_key_order() {
+        use serde_json::json;
+        assert!(same_json(
+            &json!({"x": 1, "y": [2]}),
+            &json!({"y": [2.0], "x": 1.0})
+        ));
+        assert!(!same_json(&json!({"x": 1}), &json!({"x": 2})));
+        assert!(!same_json(&json!({"x": "1"}), &json!({"x": 1})));
     }
 
     #[test]
