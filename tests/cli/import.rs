@@ -8,7 +8,7 @@ use crate::sandbox::Sandbox;
 impl Sandbox {
     /// Runs `abathur [--json] task import -` with `input` on stdin; returns (exit code,
     /// stdout, stderr).
-    fn import(&self, input: &str, json: bool) -> (i32, String, String) {
+    pub fn import(&self, input: &str, json: bool) -> (i32, String, String) {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("abathur"));
         cmd.current_dir(self.dir.path())
             .env_remove("ABATHUR_DB")

@@ -2,7 +2,6 @@
 //! a retried submission prints the task it made, a different one under the same key exits 5,
 //! and a delayed task is not claimed before its time.
 
-use std::io::Write;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,34 +43,6 @@ impl Sandbox {
                 db.close().await;
                 claimed.into_iter().map(|c| c.task.id.to_string()).collect()
             })
-    }
-
-    /// Runs `abathur [--json] task import -` with `input` on stdin: (exit code, stdout, stderr).
-    fn import_lines(&self, input: &str) -> (i32, String, String) {
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("abathur"))
-            .current_dir(self.dir.path())
-            .env_remove("ABATHUR_DB")
-            .env_remove("RUST_LOG")
-            .arg("--db")
-            .arg(self.db_path())
-            .args(["--json", "task", "import", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
     }
 }
 
@@ -226,14 +197,14 @@ const KEYED: &str = r#"{"key": "fetch", "idempotency_key": "p-fetch", "descripti
 #[test]
 fn importing_a_keyed_file_again_returns_the_stored_tasks_and_adds_only_new_lines() {
     let s = Sandbox::new();
-    let (code, first, stderr) = s.import_lines(KEYED);
+    let (code, first, stderr) = s.import(KEYED, true);
     assert_eq!(code, 0, "{stderr}");
     let first: Value = serde_json::from_str(&first).unwrap();
     let build_id = first[1]["id"].as_str().unwrap().to_string();
     assert_eq!(first[1]["existing"], false);
     assert!(s.json(&["task", "show", &build_id])["run_after"].is_string());
 
-    let (code, second, stderr) = s.import_lines(KEYED);
+    let (code, second, stderr) = s.import(KEYED, true);
     assert_eq!(code, 0, "{stderr}");
     let second: Value = serde_json::from_str(&second).unwrap();
     for (a, b) in first
@@ -252,7 +223,7 @@ fn importing_a_keyed_file_again_returns_the_stored_tasks_and_adds_only_new_lines
         "{KEYED}{}\n",
         r#"{"idempotency_key": "p-test", "description": "Test", "depends_on": ["build"]}"#
     );
-    let (code, third, stderr) = s.import_lines(&more);
+    let (code, third, stderr) = s.import(&more, true);
     assert_eq!(code, 0, "{stderr}");
     let third: Value = serde_json::from_str(&third).unwrap();
     assert_eq!(third[2]["existing"], false);
@@ -267,7 +238,7 @@ fn importing_a_keyed_file_again_returns_the_stored_tasks_and_adds_only_new_lines
 #[test]
 fn an_import_line_whose_key_names_another_task_exits_5_naming_the_line_and_stores_nothing() {
     let s = Sandbox::new();
-    let (code, _, stderr) = s.import_lines(KEYED);
+    let (code, _, stderr) = s.import(KEYED, true);
     assert_eq!(code, 0, "{stderr}");
     let before = s.tasks();
     let changed = KEYED.replace("\"Build\"", "\"Build it differently\"");
@@ -275,7 +246,7 @@ fn an_import_line_whose_key_names_another_task_exits_5_naming_the_line_and_store
         "{changed}{}\n",
         r#"{"idempotency_key": "p-new", "description": "New"}"#
     );
-    let (code, stdout, stderr) = s.import_lines(&extra);
+    let (code, stdout, stderr) = s.import(&extra, true);
     assert_eq!(code, 5, "{stderr}");
     assert!(stdout.is_empty());
     assert!(
@@ -301,7 +272,7 @@ fn an_import_line_with_a_bad_run_after_or_key_is_refused_naming_the_line() {
         ),
     ] {
         let input = format!("{}\n{line}\n", r#"{"description": "fine"}"#);
-        let (code, _, stderr) = s.import_lines(&input);
+        let (code, _, stderr) = s.import(&input, true);
         assert_eq!(code, 4, "{line}: {stderr}");
         assert!(
             stderr.contains("line 2") && stderr.contains(field),
