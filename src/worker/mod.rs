@@ -420,7 +420,6 @@ mod tests {
         Recorded, RetryPolicy, SubmissionDetails, Submitted, TaskEvent, TaskQueue,
     };
     use async_trait::async_trait;
-    use chrono::{DateTime, Utc};
     use serde_json::Value;
     use uuid::Uuid;
 
@@ -442,7 +441,7 @@ mod tests {
             limits: &QueueLimits,
             priority: &PriorityPolicy,
             actor: &str,
-            now: DateTime<Utc>,
+            now: abathur_core::clock::Now,
         ) -> Result<Vec<Submitted>, QueueError> {
             self.inner.submit(batch, limits, priority, actor, now).await
         }
@@ -452,7 +451,7 @@ mod tests {
         async fn claim(
             &self,
             request: &ClaimRequest,
-            now: DateTime<Utc>,
+            now: abathur_core::clock::Now,
         ) -> Result<Vec<ClaimedTask>, QueueError> {
             self.claims.fetch_add(1, Ordering::SeqCst);
             let left = self.busy.load(Ordering::SeqCst);
@@ -466,7 +465,7 @@ mod tests {
             &self,
             attempt_id: Uuid,
             lease: Duration,
-            now: DateTime<Utc>,
+            now: abathur_core::clock::Now,
         ) -> Result<Lease, QueueError> {
             self.inner.heartbeat(attempt_id, lease, now).await
         }
@@ -475,7 +474,7 @@ mod tests {
             attempt_id: Uuid,
             result: Option<Value>,
             priority: &PriorityPolicy,
-            now: DateTime<Utc>,
+            now: abathur_core::clock::Now,
         ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
             self.inner.complete(attempt_id, result, priority, now).await
         }
@@ -484,7 +483,7 @@ mod tests {
             attempt_id: Uuid,
             error: &str,
             retry: &RetryPolicy,
-            now: DateTime<Utc>,
+            now: abathur_core::clock::Now,
         ) -> Result<Recorded<FailOutcome>, QueueError> {
             self.inner.fail(attempt_id, error, retry, now).await
         }
@@ -495,7 +494,7 @@ mod tests {
             &self,
             attempt_id: Uuid,
             reason: &str,
-            now: DateTime<Utc>,
+            now: abathur_core::clock::Now,
         ) -> Result<(), QueueError> {
             self.inner.release(attempt_id, reason, now).await
         }
@@ -503,7 +502,7 @@ mod tests {
             &self,
             task_id: Uuid,
             actor: &str,
-            now: DateTime<Utc>,
+            now: abathur_core::clock::Now,
         ) -> Result<Vec<Uuid>, QueueError> {
             self.inner.cancel(task_id, actor, now).await
         }
@@ -512,14 +511,14 @@ mod tests {
             task_id: Uuid,
             actor: &str,
             priority: &PriorityPolicy,
-            now: DateTime<Utc>,
+            now: abathur_core::clock::Now,
         ) -> Result<Vec<Uuid>, QueueError> {
             self.inner.retry(task_id, actor, priority, now).await
         }
         async fn reap(
             &self,
             retry: &RetryPolicy,
-            now: DateTime<Utc>,
+            now: abathur_core::clock::Now,
         ) -> Result<ReapReport, QueueError> {
             self.inner.reap(retry, now).await
         }
@@ -527,7 +526,7 @@ mod tests {
             &self,
             priority: &PriorityPolicy,
             batch_size: u32,
-            now: DateTime<Utc>,
+            now: abathur_core::clock::Now,
         ) -> Result<u64, QueueError> {
             self.inner
                 .refresh_priorities(priority, batch_size, now)
@@ -539,7 +538,7 @@ mod tests {
         async fn overview(
             &self,
             running_limit: u32,
-            now: DateTime<Utc>,
+            now: abathur_core::clock::Now,
         ) -> Result<QueueOverview, QueueError> {
             self.inner.overview(running_limit, now).await
         }

@@ -6,9 +6,9 @@ use sqlx::SqlitePool;
 
 use crate::helpers::database::setup_test_db;
 
-const READY_TASKS: &str = include_str!("../../src/infrastructure/database/queries/ready_tasks.sql");
+const READY_TASKS: &str = include_str!("../../crates/abathur-sqlite/src/queries/ready_tasks.sql");
 const TASK_DEPENDENTS: &str =
-    include_str!("../../src/infrastructure/database/queries/task_dependents.sql");
+    include_str!("../../crates/abathur-sqlite/src/queries/task_dependents.sql");
 
 /// The plan's detail lines, for a query whose parameters are all bound to `param`.
 async fn plan(pool: &SqlitePool, sql: &str, params: usize) -> Vec<String> {
@@ -57,7 +57,7 @@ async fn get_dependents_reads_the_edge_index() {
 }
 
 const DEPENDENTS_TO_RELEASE: &str =
-    include_str!("../../src/infrastructure/database/queries/dependents_to_release.sql");
+    include_str!("../../crates/abathur-sqlite/src/queries/dependents_to_release.sql");
 
 /// Completing a task reads its dependents through the edge index, and each dependent's row and
 /// its other edges by key: the cost follows the dependents, not the table.
@@ -74,11 +74,11 @@ async fn completing_reads_the_dependents_through_the_edge_index_first() {
     }
 }
 
-const MEMORY_GET: &str = include_str!("../../src/infrastructure/database/queries/memory_get.sql");
+const MEMORY_GET: &str = include_str!("../../crates/abathur-sqlite/src/queries/memory_get.sql");
 const MEMORY_SEARCH: &str =
-    include_str!("../../src/infrastructure/database/queries/memory_search.sql");
+    include_str!("../../crates/abathur-sqlite/src/queries/memory_search.sql");
 const SESSION_EVENTS: &str =
-    include_str!("../../src/infrastructure/database/queries/session_events.sql");
+    include_str!("../../crates/abathur-sqlite/src/queries/session_events.sql");
 
 #[tokio::test]
 async fn memory_get_reads_the_primary_key() {

@@ -17,14 +17,12 @@ use crate::fixture::{self, AGENT_TYPE};
 use crate::BenchError;
 
 /// The ready query, the same text our adapter runs.
-pub const READY_SQL: &str =
-    include_str!("../../../src/infrastructure/database/queries/ready_tasks.sql");
+pub const READY_SQL: &str = include_str!("../../abathur-sqlite/src/queries/ready_tasks.sql");
 /// A memory's live version, the same text our adapter runs.
-pub const MEMORY_GET_SQL: &str =
-    include_str!("../../../src/infrastructure/database/queries/memory_get.sql");
+pub const MEMORY_GET_SQL: &str = include_str!("../../abathur-sqlite/src/queries/memory_get.sql");
 /// Prefix search of memories, the same text our adapter runs.
 pub const MEMORY_SEARCH_SQL: &str =
-    include_str!("../../../src/infrastructure/database/queries/memory_search.sql");
+    include_str!("../../abathur-sqlite/src/queries/memory_search.sql");
 
 /// A task to submit raw: its id and the ids it depends on.
 #[derive(Debug, Clone)]

@@ -1,8 +1,8 @@
 //! The domain of abathur: the models an agent swarm works with (tasks, agents, memories,
 //! sessions), the ports that storage adapters implement, and the errors they return.
 //!
-//! Nothing here knows which database is behind a port. The SQLite adapter lives in the
-//! `abathur` crate; a PostgreSQL adapter implements the same traits.
+//! Nothing here knows which database is behind a port. The SQLite adapter is the
+//! `abathur-sqlite` crate; every other backend implements the same traits.
 
 pub mod clock;
 pub mod error;
@@ -12,5 +12,5 @@ pub mod ports;
 pub mod queue;
 pub mod timestamp;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, Now, SystemClock};
 pub use error::{DatabaseError, ValidationError};

@@ -155,7 +155,13 @@ impl TaskQueue {
             .and_then(|t| t.created_by.clone())
             .unwrap_or_else(|| "submitter".to_string());
         self.store
-            .submit(ordered, &self.limits, &self.priority, &actor, now)
+            .submit(
+                ordered,
+                &self.limits,
+                &self.priority,
+                &actor,
+                self.clock.store_time(),
+            )
             .await
     }
 
@@ -191,7 +197,7 @@ impl TaskQueue {
             max_tasks,
         };
         check_claim(&request)?;
-        self.store.claim(&request, self.clock.now()).await
+        self.store.claim(&request, self.clock.store_time()).await
     }
 
     /// Extends a lease by `lease` from now.
@@ -201,7 +207,7 @@ impl TaskQueue {
     pub async fn heartbeat(&self, attempt_id: Uuid, lease: Duration) -> Result<Lease, QueueError> {
         check_lease(lease)?;
         self.store
-            .heartbeat(attempt_id, lease, self.clock.now())
+            .heartbeat(attempt_id, lease, self.clock.store_time())
             .await
     }
 
@@ -222,7 +228,7 @@ impl TaskQueue {
             check_json("result", result, MAX_TASK_JSON_BYTES)?;
         }
         self.store
-            .complete(attempt_id, result, &self.priority, self.clock.now())
+            .complete(attempt_id, result, &self.priority, self.clock.store_time())
             .await
     }
 
@@ -240,7 +246,7 @@ impl TaskQueue {
     ) -> Result<Recorded<FailOutcome>, QueueError> {
         check_text("error", error, MAX_ERROR_BYTES)?;
         self.store
-            .fail(attempt_id, error, &self.retry, self.clock.now())
+            .fail(attempt_id, error, &self.retry, self.clock.store_time())
             .await
     }
 
@@ -254,7 +260,7 @@ impl TaskQueue {
     pub async fn release(&self, attempt_id: Uuid, reason: &str) -> Result<(), QueueError> {
         check_text("reason", reason, MAX_ERROR_BYTES)?;
         self.store
-            .release(attempt_id, reason, self.clock.now())
+            .release(attempt_id, reason, self.clock.store_time())
             .await
     }
 
@@ -265,7 +271,9 @@ impl TaskQueue {
     /// `Validation` error for a blank actor.
     pub async fn cancel(&self, task_id: Uuid, actor: &str) -> Result<Vec<Uuid>, QueueError> {
         check_actor(actor)?;
-        self.store.cancel(task_id, actor, self.clock.now()).await
+        self.store
+            .cancel(task_id, actor, self.clock.store_time())
+            .await
     }
 
     /// Retries a failed task; returns its dependents put back to blocked.
@@ -276,7 +284,7 @@ impl TaskQueue {
     pub async fn retry(&self, task_id: Uuid, actor: &str) -> Result<Vec<Uuid>, QueueError> {
         check_actor(actor)?;
         self.store
-            .retry(task_id, actor, &self.priority, self.clock.now())
+            .retry(task_id, actor, &self.priority, self.clock.store_time())
             .await
     }
 
@@ -285,7 +293,7 @@ impl TaskQueue {
     /// # Errors
     /// Only the store's failures.
     pub async fn reap(&self) -> Result<ReapReport, QueueError> {
-        self.store.reap(&self.retry, self.clock.now()).await
+        self.store.reap(&self.retry, self.clock.store_time()).await
     }
 
     /// Recomputes calculated priorities for ageing and deadlines.
@@ -294,7 +302,7 @@ impl TaskQueue {
     /// Only the store's failures.
     pub async fn refresh_priorities(&self) -> Result<u64, QueueError> {
         self.store
-            .refresh_priorities(&self.priority, REFRESH_BATCH, self.clock.now())
+            .refresh_priorities(&self.priority, REFRESH_BATCH, self.clock.store_time())
             .await
     }
 
@@ -340,7 +348,9 @@ impl TaskQueue {
             )
             .into());
         }
-        self.store.overview(running_limit, self.clock.now()).await
+        self.store
+            .overview(running_limit, self.clock.store_time())
+            .await
     }
 
     /// The unfinished part of the DAG in the order it can run: stage by stage, each task after

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
+
+use crate::clock::Now;
 
 use super::policy::{PriorityPolicy, QueueLimits, RetryPolicy};
 use super::types::{
@@ -41,7 +42,7 @@ pub trait QueueStore: Send + Sync {
         limits: &QueueLimits,
         priority: &PriorityPolicy,
         actor: &str,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<Submitted>, QueueError>;
 
     /// The idempotency key a task was submitted with, and the time before which it is not
@@ -56,11 +57,8 @@ pub trait QueueStore: Send + Sync {
     ///
     /// # Errors
     /// Only the store's own failures; an empty queue is an empty list.
-    async fn claim(
-        &self,
-        request: &ClaimRequest,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedTask>, QueueError>;
+    async fn claim(&self, request: &ClaimRequest, now: Now)
+        -> Result<Vec<ClaimedTask>, QueueError>;
 
     /// Extends a live lease to `now + lease`.
     ///
@@ -73,7 +71,7 @@ pub trait QueueStore: Send + Sync {
         &self,
         attempt_id: Uuid,
         lease: Duration,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Lease, QueueError>;
 
     /// Completes the attempt's task with `result`, and makes ready every dependent whose
@@ -94,7 +92,7 @@ pub trait QueueStore: Send + Sync {
         attempt_id: Uuid,
         result: Option<Value>,
         priority: &PriorityPolicy,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Recorded<Vec<Uuid>>, QueueError>;
 
     /// Records a failed attempt. Under `max_retries` the task goes back to ready after a
@@ -117,7 +115,7 @@ pub trait QueueStore: Send + Sync {
         attempt_id: Uuid,
         error: &str,
         retry: &RetryPolicy,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Recorded<FailOutcome>, QueueError>;
 
     /// Gives a running task back unfinished: ends the attempt as released with `reason`, and
@@ -127,12 +125,7 @@ pub trait QueueStore: Send + Sync {
     ///
     /// # Errors
     /// `AttemptNotFound`, `LeaseLost` or `Cancelled` as for [`QueueStore::heartbeat`]; nothing changes.
-    async fn release(
-        &self,
-        attempt_id: Uuid,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), QueueError>;
+    async fn release(&self, attempt_id: Uuid, reason: &str, now: Now) -> Result<(), QueueError>;
 
     /// Cancels a task, its transitive dependents and its children (transitively) that are not
     /// terminal; a running one's lease is revoked. Returns every task cancelled.
@@ -140,12 +133,7 @@ pub trait QueueStore: Send + Sync {
     /// # Errors
     /// `TaskNotFound`; `InvalidTransition` when the task is completed (or already cancelled or
     /// failed).
-    async fn cancel(
-        &self,
-        task_id: Uuid,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Uuid>, QueueError>;
+    async fn cancel(&self, task_id: Uuid, actor: &str, now: Now) -> Result<Vec<Uuid>, QueueError>;
 
     /// Puts a failed task back to ready (or blocked, if a dependency is not completed) with its
     /// retry count reset. Its failed dependents (which failed by cascade: they never ran) go
@@ -159,7 +147,7 @@ pub trait QueueStore: Send + Sync {
         task_id: Uuid,
         actor: &str,
         priority: &PriorityPolicy,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<Uuid>, QueueError>;
 
     /// Recovers running tasks whose lease expired (the attempt is lost) or that ran past their
@@ -168,8 +156,7 @@ pub trait QueueStore: Send + Sync {
     ///
     /// # Errors
     /// Only the store's own failures.
-    async fn reap(&self, retry: &RetryPolicy, now: DateTime<Utc>)
-        -> Result<ReapReport, QueueError>;
+    async fn reap(&self, retry: &RetryPolicy, now: Now) -> Result<ReapReport, QueueError>;
 
     /// Recomputes the calculated priority of ready and blocked tasks (ageing, deadlines) in
     /// statements of at most `batch_size` rows. Returns how many rows were updated.
@@ -180,7 +167,7 @@ pub trait QueueStore: Send + Sync {
         &self,
         priority: &PriorityPolicy,
         batch_size: u32,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<u64, QueueError>;
 
     /// Removes finished tasks: those in one of `request.statuses` that finished before
@@ -215,11 +202,7 @@ pub trait QueueStore: Send + Sync {
     ///
     /// # Errors
     /// Only the store's own failures.
-    async fn overview(
-        &self,
-        running_limit: u32,
-        now: DateTime<Utc>,
-    ) -> Result<QueueOverview, QueueError>;
+    async fn overview(&self, running_limit: u32, now: Now) -> Result<QueueOverview, QueueError>;
 
     /// Every task that is not completed, failed or cancelled, with the dependencies it still
     /// waits for; at most `limit` tasks, the most urgent first.

@@ -688,14 +688,10 @@ impl TaskRepository for TaskRepositoryImpl {
     async fn get_ready_tasks(&self, limit: usize) -> Result<Vec<Task>, DatabaseError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // In its own file so the query-plan test runs exactly this text.
-        let rows = sqlx::query_file_as!(
-            TaskRow,
-            "src/infrastructure/database/queries/ready_tasks.sql",
-            limit
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(on(ENTITY, ""))?;
+        let rows = sqlx::query_file_as!(TaskRow, "src/queries/ready_tasks.sql", limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(on(ENTITY, ""))?;
         tasks_from_rows(rows)
     }
 
@@ -730,14 +726,10 @@ impl TaskRepository for TaskRepositoryImpl {
 
     async fn get_dependents(&self, id: Uuid) -> Result<Vec<Task>, DatabaseError> {
         let id = id.to_string();
-        let rows = sqlx::query_file_as!(
-            TaskRow,
-            "src/infrastructure/database/queries/task_dependents.sql",
-            id
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(on(ENTITY, &id))?;
+        let rows = sqlx::query_file_as!(TaskRow, "src/queries/task_dependents.sql", id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(on(ENTITY, &id))?;
         tasks_from_rows(rows)
     }
 

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use abathur_core::clock::Now;
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{Task, TaskStatus};
 use abathur_core::queue::{
@@ -876,8 +877,9 @@ pub(super) fn submit_in(
     limits: &QueueLimits,
     priority: &PriorityPolicy,
     actor: &str,
-    now: DateTime<Utc>,
+    now: Now,
 ) -> Result<Vec<Submitted>, QueueError> {
+    let now = now.resolve();
     let existing = stored_keys(conn, batch)?;
     // Members whose key names a stored task are not stored again, and the others' references
     // to them name the stored task: a retried batch then links to what the first one made.
@@ -1166,8 +1168,9 @@ fn unknown_reference(task: &str, reference: &'static str, id: String) -> QueueEr
 pub(super) fn claim_in(
     conn: &Connection,
     request: &ClaimRequest,
-    now: DateTime<Utc>,
+    now: Now,
 ) -> Result<Vec<ClaimedTask>, QueueError> {
+    let now = now.resolve();
     let now_text = ts(&now);
     let expires_at = later(now, request.lease)?;
     let expires_text = ts(&expires_at);
@@ -1262,8 +1265,9 @@ pub(super) fn heartbeat_in(
     conn: &Connection,
     attempt_id: Uuid,
     lease: Duration,
-    now: DateTime<Utc>,
+    now: Now,
 ) -> Result<Lease, QueueError> {
+    let now = now.resolve();
     let expires_at = later(now, lease)?;
     let id = attempt_id.to_string();
     let open = open_attempt(conn, attempt_id)?;
@@ -1290,8 +1294,9 @@ pub(super) fn complete_in(
     attempt_id: Uuid,
     result: Option<&Value>,
     priority: &PriorityPolicy,
-    now: DateTime<Utc>,
+    now: Now,
 ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
+    let now = now.resolve();
     let now_text = ts(&now);
     let attempt = attempt_id.to_string();
     let row = attempt_row(conn, attempt_id)?;
@@ -1324,8 +1329,9 @@ pub(super) fn fail_in(
     attempt_id: Uuid,
     error: &str,
     retry: &RetryPolicy,
-    now: DateTime<Utc>,
+    now: Now,
 ) -> Result<Recorded<FailOutcome>, QueueError> {
+    let now = now.resolve();
     let now_text = ts(&now);
     let attempt = attempt_id.to_string();
     let row = attempt_row(conn, attempt_id)?;
@@ -1356,8 +1362,9 @@ pub(super) fn release_in(
     conn: &Connection,
     attempt_id: Uuid,
     reason: &str,
-    now: DateTime<Utc>,
+    now: Now,
 ) -> Result<(), QueueError> {
+    let now = now.resolve();
     let now_text = ts(&now);
     let attempt = attempt_id.to_string();
     let open = open_attempt(conn, attempt_id)?;
@@ -1387,8 +1394,9 @@ pub(super) fn cancel_in(
     conn: &Connection,
     task_id: Uuid,
     actor: &str,
-    now: DateTime<Utc>,
+    now: Now,
 ) -> Result<Vec<Uuid>, QueueError> {
+    let now = now.resolve();
     let now_text = ts(&now);
     let id = task_id.to_string();
     let status = task_status(conn, task_id)?;
@@ -1444,8 +1452,9 @@ pub(super) fn retry_in(
     task_id: Uuid,
     actor: &str,
     priority: &PriorityPolicy,
-    now: DateTime<Utc>,
+    now: Now,
 ) -> Result<Vec<Uuid>, QueueError> {
+    let now = now.resolve();
     let now_text = ts(&now);
     let id = task_id.to_string();
     let status = task_status(conn, task_id)?;
@@ -1535,8 +1544,9 @@ pub(super) fn retry_in(
 pub(super) fn reap_in(
     conn: &Connection,
     retry: &RetryPolicy,
-    now: DateTime<Utc>,
+    now: Now,
 ) -> Result<ReapReport, QueueError> {
+    let now = now.resolve();
     let now_text = ts(&now);
     let open: Vec<(String, String, String, String, i64)> = rows(
         conn,
@@ -1710,7 +1720,7 @@ impl QueueStore for QueueStoreImpl {
         limits: &QueueLimits,
         priority: &PriorityPolicy,
         actor: &str,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<Submitted>, QueueError> {
         write_alone(&self.pool, |conn| {
             submit_in(conn, &batch, limits, priority, actor, now)
@@ -1752,7 +1762,7 @@ impl QueueStore for QueueStoreImpl {
     async fn claim(
         &self,
         request: &ClaimRequest,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<ClaimedTask>, QueueError> {
         write_alone(&self.pool, |conn| claim_in(conn, request, now)).await
     }
@@ -1761,7 +1771,7 @@ impl QueueStore for QueueStoreImpl {
         &self,
         attempt_id: Uuid,
         lease: Duration,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Lease, QueueError> {
         write_alone(&self.pool, |conn| {
             heartbeat_in(conn, attempt_id, lease, now)
@@ -1774,7 +1784,7 @@ impl QueueStore for QueueStoreImpl {
         attempt_id: Uuid,
         result: Option<Value>,
         priority: &PriorityPolicy,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
         write_alone(&self.pool, |conn| {
             complete_in(conn, attempt_id, result.as_ref(), priority, now)
@@ -1787,7 +1797,7 @@ impl QueueStore for QueueStoreImpl {
         attempt_id: Uuid,
         error: &str,
         retry: &RetryPolicy,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Recorded<FailOutcome>, QueueError> {
         write_alone(&self.pool, |conn| {
             fail_in(conn, attempt_id, error, retry, now)
@@ -1795,21 +1805,11 @@ impl QueueStore for QueueStoreImpl {
         .await
     }
 
-    async fn release(
-        &self,
-        attempt_id: Uuid,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), QueueError> {
+    async fn release(&self, attempt_id: Uuid, reason: &str, now: Now) -> Result<(), QueueError> {
         write_alone(&self.pool, |conn| release_in(conn, attempt_id, reason, now)).await
     }
 
-    async fn cancel(
-        &self,
-        task_id: Uuid,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Uuid>, QueueError> {
+    async fn cancel(&self, task_id: Uuid, actor: &str, now: Now) -> Result<Vec<Uuid>, QueueError> {
         write_alone(&self.pool, |conn| cancel_in(conn, task_id, actor, now)).await
     }
 
@@ -1818,7 +1818,7 @@ impl QueueStore for QueueStoreImpl {
         task_id: Uuid,
         actor: &str,
         priority: &PriorityPolicy,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<Uuid>, QueueError> {
         write_alone(&self.pool, |conn| {
             retry_in(conn, task_id, actor, priority, now)
@@ -1826,11 +1826,7 @@ impl QueueStore for QueueStoreImpl {
         .await
     }
 
-    async fn reap(
-        &self,
-        retry: &RetryPolicy,
-        now: DateTime<Utc>,
-    ) -> Result<ReapReport, QueueError> {
+    async fn reap(&self, retry: &RetryPolicy, now: Now) -> Result<ReapReport, QueueError> {
         write_alone(&self.pool, |conn| reap_in(conn, retry, now)).await
     }
 
@@ -1838,9 +1834,9 @@ impl QueueStore for QueueStoreImpl {
         &self,
         priority: &PriorityPolicy,
         batch_size: u32,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<u64, QueueError> {
-        let now_text = ts(&now);
+        let now_text = ts(&now.resolve());
         let mut cursor = String::new();
         let mut updated = 0;
         // One transaction per batch: the write lock is never held for the whole table.
@@ -1939,11 +1935,7 @@ impl QueueStore for QueueStoreImpl {
             .collect()
     }
 
-    async fn overview(
-        &self,
-        running_limit: u32,
-        now: DateTime<Utc>,
-    ) -> Result<QueueOverview, QueueError> {
+    async fn overview(&self, running_limit: u32, now: Now) -> Result<QueueOverview, QueueError> {
         // One read transaction: in WAL mode every statement sees the same snapshot.
         let mut tx = self.pool.begin().await.map_err(db)?;
         let mut counts: std::collections::BTreeMap<TaskStatus, u64> =
@@ -1964,6 +1956,7 @@ impl QueueStore for QueueStoreImpl {
 
         // The oldest task a worker could claim now: one held back by its run-after time or a
         // backoff is not waiting for a worker, and naming it would point at no fault.
+        let now = now.resolve();
         let now_text = ts(&now);
         let oldest = sqlx::query!(
             r#"SELECT id AS "id!", summary, agent_type, submitted_at

@@ -210,7 +210,7 @@ impl SessionRepository for SessionRepositoryImpl {
         let limit = i64::from(limit);
         let rows = sqlx::query_file_as!(
             EventRow,
-            "src/infrastructure/database/queries/session_events.sql",
+            "src/queries/session_events.sql",
             id,
             limit,
             offset

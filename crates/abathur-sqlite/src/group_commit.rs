@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use abathur_core::clock::Now;
 use abathur_core::error::DatabaseError;
 use abathur_core::queue::{
     ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, PriorityPolicy,
@@ -30,7 +31,7 @@ use abathur_core::queue::{
     Recorded, RetryPolicy, SubmissionDetails, Submitted, TaskEvent,
 };
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+
 use rusqlite::Connection;
 use serde_json::Value;
 use sqlx::{SqliteConnection, SqlitePool};
@@ -71,56 +72,56 @@ enum Job {
         limits: QueueLimits,
         priority: PriorityPolicy,
         actor: String,
-        now: DateTime<Utc>,
+        now: Now,
         reply: oneshot::Sender<Result<Vec<Submitted>, QueueError>>,
     },
     Claim {
         request: ClaimRequest,
-        now: DateTime<Utc>,
+        now: Now,
         reply: oneshot::Sender<Result<Vec<ClaimedTask>, QueueError>>,
     },
     Heartbeat {
         attempt_id: Uuid,
         lease: Duration,
-        now: DateTime<Utc>,
+        now: Now,
         reply: oneshot::Sender<Result<Lease, QueueError>>,
     },
     Complete {
         attempt_id: Uuid,
         result: Option<Value>,
         priority: PriorityPolicy,
-        now: DateTime<Utc>,
+        now: Now,
         reply: oneshot::Sender<Result<Recorded<Vec<Uuid>>, QueueError>>,
     },
     Fail {
         attempt_id: Uuid,
         error: String,
         retry: RetryPolicy,
-        now: DateTime<Utc>,
+        now: Now,
         reply: oneshot::Sender<Result<Recorded<FailOutcome>, QueueError>>,
     },
     Release {
         attempt_id: Uuid,
         reason: String,
-        now: DateTime<Utc>,
+        now: Now,
         reply: oneshot::Sender<Result<(), QueueError>>,
     },
     Cancel {
         task_id: Uuid,
         actor: String,
-        now: DateTime<Utc>,
+        now: Now,
         reply: oneshot::Sender<Result<Vec<Uuid>, QueueError>>,
     },
     Retry {
         task_id: Uuid,
         actor: String,
         priority: PriorityPolicy,
-        now: DateTime<Utc>,
+        now: Now,
         reply: oneshot::Sender<Result<Vec<Uuid>, QueueError>>,
     },
     Reap {
         retry: RetryPolicy,
-        now: DateTime<Utc>,
+        now: Now,
         reply: oneshot::Sender<Result<ReapReport, QueueError>>,
     },
 }
@@ -559,7 +560,7 @@ impl QueueStore for GroupCommitQueueStore {
         limits: &QueueLimits,
         priority: &PriorityPolicy,
         actor: &str,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<Submitted>, QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Submit {
@@ -576,7 +577,7 @@ impl QueueStore for GroupCommitQueueStore {
     async fn claim(
         &self,
         request: &ClaimRequest,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<ClaimedTask>, QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Claim {
@@ -591,7 +592,7 @@ impl QueueStore for GroupCommitQueueStore {
         &self,
         attempt_id: Uuid,
         lease: Duration,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Lease, QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Heartbeat {
@@ -608,7 +609,7 @@ impl QueueStore for GroupCommitQueueStore {
         attempt_id: Uuid,
         result: Option<Value>,
         priority: &PriorityPolicy,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Complete {
@@ -626,7 +627,7 @@ impl QueueStore for GroupCommitQueueStore {
         attempt_id: Uuid,
         error: &str,
         retry: &RetryPolicy,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Recorded<FailOutcome>, QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Fail {
@@ -639,12 +640,7 @@ impl QueueStore for GroupCommitQueueStore {
         self.run(job, outcome).await
     }
 
-    async fn release(
-        &self,
-        attempt_id: Uuid,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), QueueError> {
+    async fn release(&self, attempt_id: Uuid, reason: &str, now: Now) -> Result<(), QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Release {
             attempt_id,
@@ -655,12 +651,7 @@ impl QueueStore for GroupCommitQueueStore {
         self.run(job, outcome).await
     }
 
-    async fn cancel(
-        &self,
-        task_id: Uuid,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Uuid>, QueueError> {
+    async fn cancel(&self, task_id: Uuid, actor: &str, now: Now) -> Result<Vec<Uuid>, QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Cancel {
             task_id,
@@ -676,7 +667,7 @@ impl QueueStore for GroupCommitQueueStore {
         task_id: Uuid,
         actor: &str,
         priority: &PriorityPolicy,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<Uuid>, QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Retry {
@@ -689,11 +680,7 @@ impl QueueStore for GroupCommitQueueStore {
         self.run(job, outcome).await
     }
 
-    async fn reap(
-        &self,
-        retry: &RetryPolicy,
-        now: DateTime<Utc>,
-    ) -> Result<ReapReport, QueueError> {
+    async fn reap(&self, retry: &RetryPolicy, now: Now) -> Result<ReapReport, QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Reap {
             retry: *retry,
@@ -707,7 +694,7 @@ impl QueueStore for GroupCommitQueueStore {
         &self,
         priority: &PriorityPolicy,
         batch_size: u32,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<u64, QueueError> {
         self.direct
             .refresh_priorities(priority, batch_size, now)
@@ -729,11 +716,7 @@ impl QueueStore for GroupCommitQueueStore {
         self.direct.history(task_id).await
     }
 
-    async fn overview(
-        &self,
-        running_limit: u32,
-        now: DateTime<Utc>,
-    ) -> Result<QueueOverview, QueueError> {
+    async fn overview(&self, running_limit: u32, now: Now) -> Result<QueueOverview, QueueError> {
         self.direct.overview(running_limit, now).await
     }
 

@@ -156,15 +156,10 @@ impl MemoryRepository for MemoryRepositoryImpl {
     }
 
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Memory>, DatabaseError> {
-        let row = sqlx::query_file_as!(
-            MemoryRow,
-            "src/infrastructure/database/queries/memory_get.sql",
-            namespace,
-            key
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(on(ENTITY, &key_id(namespace, key)))?;
+        let row = sqlx::query_file_as!(MemoryRow, "src/queries/memory_get.sql", namespace, key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(on(ENTITY, &key_id(namespace, key)))?;
         row.map(Memory::try_from).transpose()
     }
 
@@ -302,7 +297,7 @@ impl MemoryRepository for MemoryRepositoryImpl {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = sqlx::query_file_as!(
             MemoryRow,
-            "src/infrastructure/database/queries/memory_search.sql",
+            "src/queries/memory_search.sql",
             namespace_prefix,
             upper,
             memory_type,
