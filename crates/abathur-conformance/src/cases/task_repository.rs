@@ -1,0 +1,484 @@
+//! The low-level task store: rows and dependency edges kept consistent, filters, order, and
+//! every error its port documents.
+
+use abathur_core::error::DatabaseError;
+use abathur_core::models::{Session, Task, TaskSource, TaskStatus};
+use abathur_core::ports::TaskFilters;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::assert_err;
+use crate::harness::{db, sorted, Harness};
+
+fn row(h: &Harness, summary: &str) -> Task {
+    Task::new(summary, format!("{summary} in full"), "worker", h.now())
+}
+
+fn ids(tasks: &[Task]) -> Vec<Uuid> {
+    tasks.iter().map(|t| t.id).collect()
+}
+
+pub async fn an_inserted_task_with_every_field_set_reads_back_equal(h: Harness) {
+    let session = Session::new("app", "user", h.now());
+    db(h.ports.sessions.create(session.clone()).await);
+    let parent = row(&h, "parent");
+    let dep = row(&h, "dep");
+    db(h.ports.tasks.insert(parent.clone()).await);
+    db(h.ports.tasks.insert(dep.clone()).await);
+    let t = Task {
+        priority: 8,
+        calculated_priority: 12.5,
+        status: TaskStatus::Blocked,
+        dependencies: Some(vec![dep.id]),
+        dependency_depth: 1,
+        input_data: Some(json!({"k": [1, "two", null]})),
+        result_data: Some(json!(true)),
+        error_message: Some("an error".into()),
+        retry_count: 2,
+        max_retries: 4,
+        max_execution_timeout_seconds: 77,
+        started_at: Some(h.now() + chrono::Duration::seconds(1)),
+        completed_at: Some(h.now() + chrono::Duration::seconds(2)),
+        created_by: Some("me".into()),
+        parent_task_id: Some(parent.id),
+        session_id: Some(session.id),
+        source: TaskSource::AgentPlanner,
+        deadline: Some(h.now() + chrono::Duration::days(2)),
+        estimated_duration_seconds: Some(12),
+        feature_branch: Some("feature".into()),
+        task_branch: Some("task".into()),
+        worktree_path: Some("/w".into()),
+        ..row(&h, "full")
+    };
+    db(h.ports.tasks.insert(t.clone()).await);
+    assert_eq!(db(h.ports.tasks.get(t.id).await), Some(t));
+}
+
+pub async fn getting_an_unknown_task_is_none(h: Harness) {
+    assert_eq!(db(h.ports.tasks.get(Uuid::new_v4()).await), None);
+}
+
+pub async fn inserting_an_id_twice_is_a_unique_violation_and_keeps_the_first(h: Harness) {
+    let t = row(&h, "first");
+    db(h.ports.tasks.insert(t.clone()).await);
+    let twin = Task {
+        summary: "second".into(),
+        ..t.clone()
+    };
+    assert_err!(h.ports.tasks.insert(twin).await, DatabaseError::UniqueViolation { .. });
+    assert_eq!(h.task(t.id).await.summary, "first");
+}
+
+pub async fn an_unknown_parent_session_or_dependency_is_a_foreign_key_violation(h: Harness) {
+    let missing = Uuid::new_v4();
+    for t in [
+        Task {
+            parent_task_id: Some(missing),
+            ..row(&h, "orphan")
+        },
+        Task {
+            session_id: Some(missing),
+            ..row(&h, "sessionless")
+        },
+        Task {
+            dependencies: Some(vec![missing]),
+            ..row(&h, "waits on nothing")
+        },
+    ] {
+        let id = t.id;
+        assert_err!(
+            h.ports.tasks.insert(t).await,
+            DatabaseError::ForeignKeyViolation { id: Some(named), .. } if named == missing.to_string()
+        );
+        assert!(!h.exists(id).await);
+    }
+}
+
+pub async fn an_invalid_task_is_refused_naming_the_field_and_nothing_is_written(h: Harness) {
+    let cases: Vec<(Task, &str)> = vec![
+        (
+            Task {
+                summary: "x".repeat(141),
+                ..row(&h, "x")
+            },
+            "summary",
+        ),
+        (
+            Task {
+                priority: 11,
+                ..row(&h, "x")
+            },
+            "priority",
+        ),
+        (
+            Task {
+                calculated_priority: f64::NAN,
+                ..row(&h, "x")
+            },
+            "calculated_priority",
+        ),
+        (
+            Task {
+                description: "a\0b".into(),
+                ..row(&h, "x")
+            },
+            "description",
+        ),
+    ];
+    for (t, field) in cases {
+        let id = t.id;
+        assert_err!(h.ports.tasks.insert(t).await, DatabaseError::Validation(e) if e.field == field);
+        assert!(!h.exists(id).await);
+    }
+}
+
+pub async fn a_multibyte_summary_is_measured_in_characters(h: Harness) {
+    let t = Task {
+        summary: "é".repeat(140),
+        ..row(&h, "x")
+    };
+    db(h.ports.tasks.insert(t.clone()).await);
+    assert_eq!(h.task(t.id).await.summary.chars().count(), 140);
+}
+
+pub async fn a_task_depending_on_itself_or_twice_on_one_task_is_refused(h: Harness) {
+    let dep = row(&h, "dep");
+    db(h.ports.tasks.insert(dep.clone()).await);
+    let mut own = row(&h, "self");
+    own.dependencies = Some(vec![own.id]);
+    let twice = Task {
+        dependencies: Some(vec![dep.id, dep.id]),
+        ..row(&h, "twice")
+    };
+    let mut own_parent = row(&h, "own parent");
+    own_parent.parent_task_id = Some(own_parent.id);
+    for t in [own, twice, own_parent] {
+        let id = t.id;
+        assert_err!(h.ports.tasks.insert(t).await, DatabaseError::Validation(_));
+        assert!(!h.exists(id).await);
+    }
+}
+
+pub async fn update_replaces_the_fields_and_keeps_the_submission_time(h: Harness) {
+    let t = row(&h, "before");
+    db(h.ports.tasks.insert(t.clone()).await);
+    h.advance(60);
+    let changed = Task {
+        summary: "after".into(),
+        priority: 9,
+        status: TaskStatus::Ready,
+        submitted_at: h.now() + chrono::Duration::days(1),
+        input_data: Some(json!({"x": 1})),
+        ..t.clone()
+    };
+    db(h.ports.tasks.update(changed).await);
+    let stored = h.task(t.id).await;
+    assert_eq!(stored.summary, "after");
+    assert_eq!(stored.priority, 9);
+    assert_eq!(stored.status, TaskStatus::Ready);
+    assert_eq!(stored.input_data, Some(json!({"x": 1})));
+    assert_eq!(stored.submitted_at, t.submitted_at);
+    assert_eq!(stored.last_updated_at, h.now());
+}
+
+pub async fn updating_an_unknown_task_is_not_found(h: Harness) {
+    let t = row(&h, "never stored");
+    assert_err!(h.ports.tasks.update(t.clone()).await, DatabaseError::NotFound { .. });
+    assert!(!h.exists(t.id).await);
+}
+
+pub async fn an_update_that_fails_leaves_the_task_unchanged(h: Harness) {
+    let t = row(&h, "kept");
+    db(h.ports.tasks.insert(t.clone()).await);
+    let before = h.task(t.id).await;
+    let bad = Task {
+        dependencies: Some(vec![Uuid::new_v4()]),
+        summary: "changed".into(),
+        ..t.clone()
+    };
+    assert_err!(
+        h.ports.tasks.update(bad).await,
+        DatabaseError::ForeignKeyViolation { .. }
+    );
+    let invalid = Task {
+        priority: 11,
+        ..t.clone()
+    };
+    assert_err!(h.ports.tasks.update(invalid).await, DatabaseError::Validation(_));
+    assert_eq!(h.task(t.id).await, before);
+}
+
+pub async fn update_moves_the_dependency_edges_with_the_list(h: Harness) {
+    let a = row(&h, "a");
+    let b = row(&h, "b");
+    let t = Task {
+        dependencies: Some(vec![a.id]),
+        ..row(&h, "t")
+    };
+    db(h.ports.tasks.insert_batch(vec![a.clone(), b.clone(), t.clone()]).await);
+    assert_eq!(ids(&db(h.ports.tasks.get_dependents(a.id).await)), vec![t.id]);
+    db(h.ports
+        .tasks
+        .update(Task {
+            dependencies: Some(vec![b.id]),
+            ..t.clone()
+        })
+        .await);
+    assert!(db(h.ports.tasks.get_dependents(a.id).await).is_empty());
+    assert_eq!(ids(&db(h.ports.tasks.get_dependents(b.id).await)), vec![t.id]);
+}
+
+pub async fn deleting_a_task_removes_it_from_its_dependents_and_orphans_its_children(
+    h: Harness,
+) {
+    let gone = row(&h, "gone");
+    let other = row(&h, "other");
+    let dependent = Task {
+        dependencies: Some(vec![gone.id, other.id]),
+        ..row(&h, "dependent")
+    };
+    let child = Task {
+        parent_task_id: Some(gone.id),
+        ..row(&h, "child")
+    };
+    db(h.ports
+        .tasks
+        .insert_batch(vec![gone.clone(), other.clone(), dependent.clone(), child.clone()])
+        .await);
+    db(h.ports.tasks.delete(gone.id).await);
+    assert!(!h.exists(gone.id).await);
+    assert_eq!(h.task(dependent.id).await.dependencies, Some(vec![other.id]));
+    assert_eq!(h.task(child.id).await.parent_task_id, None);
+}
+
+pub async fn deleting_an_unknown_task_is_not_found(h: Harness) {
+    let kept = row(&h, "kept");
+    db(h.ports.tasks.insert(kept.clone()).await);
+    assert_err!(h.ports.tasks.delete(Uuid::new_v4()).await, DatabaseError::NotFound { .. });
+    assert!(h.exists(kept.id).await);
+}
+
+pub async fn update_status_sets_the_start_and_end_times_from_the_clock(h: Harness) {
+    let t = row(&h, "timed");
+    db(h.ports.tasks.insert(t.clone()).await);
+    let start = h.now();
+    db(h.ports.tasks.update_status(t.id, TaskStatus::Running).await);
+    h.advance(3);
+    db(h.ports.tasks.update_status(t.id, TaskStatus::Completed).await);
+    let stored = h.task(t.id).await;
+    assert_eq!(stored.status, TaskStatus::Completed);
+    assert_eq!(stored.started_at, Some(start));
+    assert_eq!(stored.completed_at, Some(h.now()));
+    assert_eq!(stored.last_updated_at, h.now());
+}
+
+pub async fn update_status_of_an_unknown_task_is_not_found(h: Harness) {
+    assert_err!(
+        h.ports.tasks.update_status(Uuid::new_v4(), TaskStatus::Ready).await,
+        DatabaseError::NotFound { .. }
+    );
+}
+
+pub async fn list_and_count_apply_each_filter(h: Harness) {
+    let session = Session::new("app", "user", h.now());
+    db(h.ports.sessions.create(session.clone()).await);
+    let parent = row(&h, "parent");
+    let a = Task {
+        status: TaskStatus::Ready,
+        agent_type: "coder".into(),
+        priority: 2,
+        session_id: Some(session.id),
+        feature_branch: Some("f1".into()),
+        ..row(&h, "a")
+    };
+    let b = Task {
+        status: TaskStatus::Blocked,
+        priority: 8,
+        parent_task_id: Some(parent.id),
+        source: TaskSource::AgentImplementation,
+        ..row(&h, "b")
+    };
+    db(h.ports.tasks.insert_batch(vec![parent.clone(), a.clone(), b.clone()]).await);
+    let cases: Vec<(TaskFilters, Vec<Uuid>)> = vec![
+        (TaskFilters { status: Some(TaskStatus::Ready), ..Default::default() }, vec![a.id]),
+        (TaskFilters { agent_type: Some("coder".into()), ..Default::default() }, vec![a.id]),
+        (TaskFilters { session_id: Some(session.id), ..Default::default() }, vec![a.id]),
+        (TaskFilters { feature_branch: Some("f1".into()), ..Default::default() }, vec![a.id]),
+        (TaskFilters { parent_task_id: Some(parent.id), ..Default::default() }, vec![b.id]),
+        (TaskFilters { source: Some(TaskSource::AgentImplementation), ..Default::default() }, vec![b.id]),
+        (TaskFilters { min_priority: Some(6), ..Default::default() }, vec![b.id]),
+        (TaskFilters { max_priority: Some(3), ..Default::default() }, vec![a.id]),
+        (TaskFilters { min_priority: Some(2), max_priority: Some(2), ..Default::default() }, vec![a.id]),
+        (TaskFilters { status: Some(TaskStatus::Failed), ..Default::default() }, vec![]),
+    ];
+    for (filters, want) in cases {
+        let got = db(h.ports.tasks.list(filters.clone()).await);
+        assert_eq!(sorted(ids(&got)), sorted(want.clone()), "{filters:?}");
+        assert_eq!(db(h.ports.tasks.count(filters.clone()).await), want.len() as i64, "{filters:?}");
+    }
+    assert_eq!(db(h.ports.tasks.count(TaskFilters::default()).await), 3);
+}
+
+pub async fn list_filters_by_submission_time(h: Harness) {
+    let early = row(&h, "early");
+    h.advance(10);
+    let cut = h.now();
+    let late = row(&h, "late");
+    db(h.ports.tasks.insert_batch(vec![early.clone(), late.clone()]).await);
+    let after = db(h
+        .ports
+        .tasks
+        .list(TaskFilters {
+            submitted_after: Some(cut),
+            ..Default::default()
+        })
+        .await);
+    assert_eq!(ids(&after), vec![late.id], "at or after");
+    let before = db(h
+        .ports
+        .tasks
+        .list(TaskFilters {
+            submitted_before: Some(cut),
+            ..Default::default()
+        })
+        .await);
+    assert_eq!(ids(&before), vec![early.id], "strictly before");
+}
+
+pub async fn list_orders_by_calculated_priority_then_submission_then_id(h: Harness) {
+    let base = h.now();
+    let mk = |summary: &str, cp: f64, second: i64| Task {
+        calculated_priority: cp,
+        submitted_at: base + chrono::Duration::seconds(second),
+        last_updated_at: base + chrono::Duration::seconds(second),
+        ..Task::new(summary, summary, "worker", base)
+    };
+    let low = mk("low", 1.0, 0);
+    let high_new = mk("high new", 9.0, 5);
+    let high_old = mk("high old", 9.0, 1);
+    let mut twins = [mk("twin", 4.0, 2), mk("twin", 4.0, 2)];
+    twins.sort_by_key(|t| t.id);
+    db(h.ports
+        .tasks
+        .insert_batch(vec![low.clone(), twins[1].clone(), high_new.clone(), twins[0].clone(), high_old.clone()])
+        .await);
+    let listed = db(h.ports.tasks.list(TaskFilters::default()).await);
+    assert_eq!(
+        ids(&listed),
+        vec![high_old.id, high_new.id, twins[0].id, twins[1].id, low.id]
+    );
+}
+
+pub async fn list_pages_by_limit_and_offset_and_count_ignores_both(h: Harness) {
+    let base = h.now();
+    let tasks: Vec<Task> = (0..5)
+        .map(|i| Task {
+            submitted_at: base + chrono::Duration::seconds(i),
+            last_updated_at: base + chrono::Duration::seconds(i),
+            ..Task::new(format!("t{i}"), "t", "worker", base)
+        })
+        .collect();
+    db(h.ports.tasks.insert_batch(tasks.clone()).await);
+    let page = TaskFilters {
+        limit: Some(2),
+        offset: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(ids(&db(h.ports.tasks.list(page.clone()).await)), vec![tasks[1].id, tasks[2].id]);
+    assert_eq!(db(h.ports.tasks.count(page).await), 5);
+}
+
+pub async fn bad_list_arguments_are_refused(h: Harness) {
+    let bad = [
+        (TaskFilters { limit: Some(-1), ..Default::default() }, "limit"),
+        (TaskFilters { limit: Some(i64::from(abathur_core::limits::MAX_PAGE) + 1), ..Default::default() }, "limit"),
+        (TaskFilters { offset: Some(-5), ..Default::default() }, "offset"),
+        (TaskFilters { min_priority: Some(8), max_priority: Some(2), ..Default::default() }, "min_priority"),
+    ];
+    for (filters, field) in bad {
+        assert_err!(h.ports.tasks.list(filters.clone()).await, DatabaseError::Validation(e) if e.field == field);
+    }
+    assert_err!(
+        h.ports.tasks.count(TaskFilters { min_priority: Some(8), max_priority: Some(2), ..Default::default() }).await,
+        DatabaseError::Validation(_)
+    );
+}
+
+pub async fn ready_tasks_come_most_urgent_first(h: Harness) {
+    let base = h.now();
+    let mk = |summary: &str, cp: f64, second: i64, status: TaskStatus| Task {
+        calculated_priority: cp,
+        status,
+        submitted_at: base + chrono::Duration::seconds(second),
+        last_updated_at: base + chrono::Duration::seconds(second),
+        ..Task::new(summary, summary, "worker", base)
+    };
+    let low = mk("low", 1.0, 0, TaskStatus::Ready);
+    let high_new = mk("high new", 9.0, 5, TaskStatus::Ready);
+    let high_old = mk("high old", 9.0, 1, TaskStatus::Ready);
+    let blocked = mk("blocked", 10.0, 0, TaskStatus::Blocked);
+    let running = mk("running", 10.0, 0, TaskStatus::Running);
+    db(h.ports
+        .tasks
+        .insert_batch(vec![low.clone(), high_new.clone(), high_old.clone(), blocked, running])
+        .await);
+    let ready = db(h.ports.tasks.get_ready_tasks(10).await);
+    assert_eq!(ids(&ready), vec![high_old.id, high_new.id, low.id]);
+    assert_eq!(db(h.ports.tasks.get_ready_tasks(1).await).len(), 1);
+    assert!(db(h.ports.tasks.get_ready_tasks(0).await).is_empty());
+}
+
+pub async fn dependents_children_and_session_tasks_are_found(h: Harness) {
+    let session = Session::new("app", "user", h.now());
+    db(h.ports.sessions.create(session.clone()).await);
+    let root = row(&h, "root");
+    let dependent = Task {
+        dependencies: Some(vec![root.id]),
+        ..row(&h, "dependent")
+    };
+    let child = Task {
+        parent_task_id: Some(root.id),
+        session_id: Some(session.id),
+        ..row(&h, "child")
+    };
+    db(h.ports.tasks.insert_batch(vec![root.clone(), dependent.clone(), child.clone()]).await);
+    assert_eq!(ids(&db(h.ports.tasks.get_dependents(root.id).await)), vec![dependent.id]);
+    assert_eq!(ids(&db(h.ports.tasks.get_by_parent(root.id).await)), vec![child.id]);
+    assert_eq!(ids(&db(h.ports.tasks.get_by_session(session.id).await)), vec![child.id]);
+    assert!(db(h.ports.tasks.get_dependents(Uuid::new_v4()).await).is_empty());
+    assert!(db(h.ports.tasks.get_by_parent(Uuid::new_v4()).await).is_empty());
+    assert!(db(h.ports.tasks.get_by_session(Uuid::new_v4()).await).is_empty());
+}
+
+pub async fn a_batch_may_refer_to_its_own_members_in_any_order(h: Harness) {
+    let parent = row(&h, "parent");
+    let dep = row(&h, "dep");
+    let t = Task {
+        parent_task_id: Some(parent.id),
+        dependencies: Some(vec![dep.id]),
+        ..row(&h, "t")
+    };
+    db(h.ports.tasks.insert_batch(vec![t.clone(), dep.clone(), parent.clone()]).await);
+    assert_eq!(h.task(t.id).await.parent_task_id, Some(parent.id));
+    assert_eq!(ids(&db(h.ports.tasks.get_dependents(dep.id).await)), vec![t.id]);
+}
+
+pub async fn a_batch_with_one_bad_member_writes_nothing(h: Harness) {
+    let stored = row(&h, "stored");
+    db(h.ports.tasks.insert(stored.clone()).await);
+    let good = row(&h, "good");
+    let cases: Vec<Vec<Task>> = vec![
+        vec![good.clone(), Task { priority: 11, ..row(&h, "bad") }],
+        vec![good.clone(), Task { dependencies: Some(vec![Uuid::new_v4()]), ..row(&h, "bad") }],
+        vec![good.clone(), Task { summary: "dup".into(), ..stored.clone() }],
+    ];
+    for batch in cases {
+        assert!(h.ports.tasks.insert_batch(batch).await.is_err());
+        assert!(!h.exists(good.id).await);
+    }
+    assert_err!(
+        h.ports.tasks.insert_batch(vec![good.clone(), stored.clone()]).await,
+        DatabaseError::UniqueViolation { .. }
+    );
+    assert_eq!(h.task(stored.id).await.summary, "stored");
+}
