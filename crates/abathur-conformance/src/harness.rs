@@ -28,7 +28,7 @@ pub const AGENT_TYPE: &str = "worker";
 pub struct Harness {
     pub ports: Ports,
     pub clock: Arc<ManualClock>,
-    /// The queue over `ports.queue`, on `clock`, with a retry backoff of [`BACKOFF`] doubling
+    /// The queue over `ports.queue`, on `clock`, with a retry backoff of ten seconds doubling
     /// up to ten minutes, without jitter.
     pub queue: TaskQueue,
 }

@@ -116,12 +116,24 @@ mod tests {
         ("queue_prune", include_str!("cases/queue_prune.rs")),
         ("queue_history", include_str!("cases/queue_history.rs")),
         ("queue_overview", include_str!("cases/queue_overview.rs")),
-        ("queue_idempotency", include_str!("cases/queue_idempotency.rs")),
+        (
+            "queue_idempotency",
+            include_str!("cases/queue_idempotency.rs"),
+        ),
         ("queue_run_after", include_str!("cases/queue_run_after.rs")),
         ("task_repository", include_str!("cases/task_repository.rs")),
-        ("memory_repository", include_str!("cases/memory_repository.rs")),
-        ("session_repository", include_str!("cases/session_repository.rs")),
-        ("agent_repository", include_str!("cases/agent_repository.rs")),
+        (
+            "memory_repository",
+            include_str!("cases/memory_repository.rs"),
+        ),
+        (
+            "session_repository",
+            include_str!("cases/session_repository.rs"),
+        ),
+        (
+            "agent_repository",
+            include_str!("cases/agent_repository.rs"),
+        ),
         ("id_lookup", include_str!("cases/id_lookup.rs")),
     ];
 

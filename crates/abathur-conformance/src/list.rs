@@ -47,6 +47,8 @@ macro_rules! __for_each_case {
                 a_heartbeat_keeps_a_lease_alive_past_its_first_expiry,
                 a_lease_past_its_expiry_is_honoured_until_a_reaper_takes_it,
                 a_zero_or_overlong_heartbeat_lease_is_refused,
+                concurrent_claims_never_hand_out_one_task_twice,
+                concurrent_completions_of_a_dependents_last_dependencies_make_it_ready_once,
             }
             queue_fencing {
                 a_completed_attempt_cannot_complete_again_with_another_result,
@@ -108,6 +110,7 @@ macro_rules! __for_each_case {
                 a_deadline_about_to_pass_is_claimed_before_higher_base_priority,
                 a_task_that_has_waited_long_enough_is_claimed_before_newer_higher_priority_work,
                 a_short_wait_does_not_outrank_a_higher_priority,
+                a_deadline_that_draws_near_while_waiting_is_claimed_first,
             }
             queue_repeat {
                 the_same_complete_sent_again_answers_as_recorded_and_changes_nothing,
@@ -175,6 +178,7 @@ macro_rules! __for_each_case {
                 an_empty_overlong_or_nul_key_is_refused,
                 pruning_a_task_forgets_its_key,
                 a_member_without_a_key_is_always_new,
+                concurrent_submissions_of_one_key_make_one_task,
             }
             queue_run_after {
                 a_task_is_not_claimed_before_its_run_after_time_and_is_claimed_after,

@@ -75,8 +75,14 @@ impl Backend for Sqlite {
         Ports {
             queue,
             tasks: Arc::new(TaskRepositoryImpl::with_clock(pool.clone(), clock.clone())),
-            memories: Arc::new(MemoryRepositoryImpl::with_clock(pool.clone(), clock.clone())),
-            sessions: Arc::new(SessionRepositoryImpl::with_clock(pool.clone(), clock.clone())),
+            memories: Arc::new(MemoryRepositoryImpl::with_clock(
+                pool.clone(),
+                clock.clone(),
+            )),
+            sessions: Arc::new(SessionRepositoryImpl::with_clock(
+                pool.clone(),
+                clock.clone(),
+            )),
             agents: Arc::new(AgentRepositoryImpl::with_clock(pool.clone(), clock)),
             ids: Arc::new(IdLookupImpl::new(pool)),
             keep_alive: dir.map(|d| Box::new(d) as Box<dyn Any + Send + Sync>),

@@ -55,7 +55,10 @@ pub async fn inserting_an_agent_whose_id_is_taken_is_a_unique_violation_and_keep
         agent_type: "second".into(),
         ..a.clone()
     };
-    assert_err!(h.ports.agents.insert(twin).await, DatabaseError::UniqueViolation { .. });
+    assert_err!(
+        h.ports.agents.insert(twin).await,
+        DatabaseError::UniqueViolation { .. }
+    );
     assert_eq!(db(h.ports.agents.get(a.id).await), Some(a));
 }
 
@@ -75,12 +78,48 @@ pub async fn an_agent_on_an_unknown_task_is_a_foreign_key_violation(h: Harness) 
 pub async fn an_invalid_agent_is_refused_naming_the_field_and_nothing_is_written(h: Harness) {
     let cases = [
         (agent(&h, ""), "agent_type"),
-        (Agent { cpu_usage_percent: -1.0, ..agent(&h, "a") }, "cpu_usage_percent"),
-        (Agent { cpu_usage_percent: f64::NAN, ..agent(&h, "a") }, "cpu_usage_percent"),
-        (Agent { cpu_usage_percent: f64::INFINITY, ..agent(&h, "a") }, "cpu_usage_percent"),
-        (Agent { memory_usage_bytes: u64::MAX, ..agent(&h, "a") }, "memory_usage_bytes"),
-        (Agent { status: AgentStatus::Terminated, ..agent(&h, "a") }, "terminated_at"),
-        (Agent { terminated_at: Some(h.now()), ..agent(&h, "a") }, "terminated_at"),
+        (
+            Agent {
+                cpu_usage_percent: -1.0,
+                ..agent(&h, "a")
+            },
+            "cpu_usage_percent",
+        ),
+        (
+            Agent {
+                cpu_usage_percent: f64::NAN,
+                ..agent(&h, "a")
+            },
+            "cpu_usage_percent",
+        ),
+        (
+            Agent {
+                cpu_usage_percent: f64::INFINITY,
+                ..agent(&h, "a")
+            },
+            "cpu_usage_percent",
+        ),
+        (
+            Agent {
+                memory_usage_bytes: u64::MAX,
+                ..agent(&h, "a")
+            },
+            "memory_usage_bytes",
+        ),
+        (
+            Agent {
+                status: AgentStatus::Terminated,
+                ..agent(&h, "a")
+            },
+            "terminated_at",
+        ),
+        (
+            Agent {
+                terminated_at: Some(h.now()),
+                ..agent(&h, "a")
+            },
+            "terminated_at",
+        ),
     ];
     for (a, field) in cases {
         let id = a.id;
@@ -106,7 +145,13 @@ pub async fn updating_an_agent_replaces_every_field_but_its_creation_time(h: Har
     };
     db(h.ports.agents.update(changed.clone()).await);
     let read = db(h.ports.agents.get(a.id).await).unwrap();
-    assert_eq!(read, Agent { created_at: a.created_at, ..changed });
+    assert_eq!(
+        read,
+        Agent {
+            created_at: a.created_at,
+            ..changed
+        }
+    );
 }
 
 pub async fn an_agent_terminated_and_brought_back_round_trips(h: Harness) {
@@ -121,7 +166,10 @@ pub async fn an_agent_terminated_and_brought_back_round_trips(h: Harness) {
 
 pub async fn updating_an_unknown_agent_is_not_found_and_writes_nothing(h: Harness) {
     let a = agent(&h, "coder");
-    assert_err!(h.ports.agents.update(a.clone()).await, DatabaseError::NotFound { .. });
+    assert_err!(
+        h.ports.agents.update(a.clone()).await,
+        DatabaseError::NotFound { .. }
+    );
     assert_eq!(db(h.ports.agents.get(a.id).await), None);
 }
 
@@ -129,13 +177,22 @@ pub async fn an_invalid_or_dangling_update_is_refused_and_changes_nothing(h: Har
     let a = agent(&h, "coder");
     db(h.ports.agents.insert(a.clone()).await);
     assert_err!(
-        h.ports.agents.update(Agent { cpu_usage_percent: -5.0, ..a.clone() }).await,
+        h.ports
+            .agents
+            .update(Agent {
+                cpu_usage_percent: -5.0,
+                ..a.clone()
+            })
+            .await,
         DatabaseError::Validation(_)
     );
     assert_err!(
         h.ports
             .agents
-            .update(Agent { current_task_id: Some(Uuid::new_v4()), ..a.clone() })
+            .update(Agent {
+                current_task_id: Some(Uuid::new_v4()),
+                ..a.clone()
+            })
             .await,
         DatabaseError::ForeignKeyViolation { .. }
     );
@@ -152,13 +209,20 @@ pub async fn listing_gives_every_agent_or_those_of_one_status_oldest_first(h: Ha
     for a in [&third, &first, &second] {
         db(h.ports.agents.insert(a.clone()).await);
     }
-    assert_eq!(ids(&db(h.ports.agents.list(None).await)), vec![first.id, second.id, third.id]);
+    assert_eq!(
+        ids(&db(h.ports.agents.list(None).await)),
+        vec![first.id, second.id, third.id]
+    );
     assert_eq!(
         ids(&db(h.ports.agents.list(Some(AgentStatus::Idle)).await)),
         vec![first.id, third.id]
     );
     assert_eq!(
-        ids(&db(h.ports.agents.list(Some(AgentStatus::Terminated)).await)),
+        ids(&db(h
+            .ports
+            .agents
+            .list(Some(AgentStatus::Terminated))
+            .await)),
         vec![second.id]
     );
     assert!(db(h.ports.agents.list(Some(AgentStatus::Busy)).await).is_empty());
@@ -177,7 +241,11 @@ pub async fn stale_agents_are_the_live_ones_silent_longer_than_max_age_most_sile
         db(h.ports.agents.insert(a.clone()).await);
     }
     h.advance(100);
-    let stale = db(h.ports.agents.find_stale_agents(Duration::from_secs(120)).await);
+    let stale = db(h
+        .ports
+        .agents
+        .find_stale_agents(Duration::from_secs(120))
+        .await);
     assert_eq!(ids(&stale), vec![oldest.id, older.id]);
 }
 
@@ -185,9 +253,21 @@ pub async fn an_agent_heard_from_exactly_max_age_ago_is_not_stale_yet(h: Harness
     let a = agent(&h, "a");
     db(h.ports.agents.insert(a.clone()).await);
     h.advance(60);
-    assert!(db(h.ports.agents.find_stale_agents(Duration::from_secs(60)).await).is_empty());
+    assert!(db(h
+        .ports
+        .agents
+        .find_stale_agents(Duration::from_secs(60))
+        .await)
+    .is_empty());
     h.advance(1);
-    assert_eq!(ids(&db(h.ports.agents.find_stale_agents(Duration::from_secs(60)).await)), vec![a.id]);
+    assert_eq!(
+        ids(&db(h
+            .ports
+            .agents
+            .find_stale_agents(Duration::from_secs(60))
+            .await)),
+        vec![a.id]
+    );
 }
 
 pub async fn a_heartbeat_moves_heartbeat_at_to_now_and_nothing_else(h: Harness) {
@@ -197,14 +277,25 @@ pub async fn a_heartbeat_moves_heartbeat_at_to_now_and_nothing_else(h: Harness) 
     db(h.ports.agents.update_heartbeat(a.id).await);
     assert_eq!(
         db(h.ports.agents.get(a.id).await),
-        Some(Agent { heartbeat_at: h.now(), ..a.clone() })
+        Some(Agent {
+            heartbeat_at: h.now(),
+            ..a.clone()
+        })
     );
-    assert!(db(h.ports.agents.find_stale_agents(Duration::from_secs(60)).await).is_empty());
+    assert!(db(h
+        .ports
+        .agents
+        .find_stale_agents(Duration::from_secs(60))
+        .await)
+    .is_empty());
 }
 
 pub async fn a_max_age_reaching_before_year_zero_is_refused(h: Harness) {
     assert_err!(
-        h.ports.agents.find_stale_agents(Duration::from_secs(u64::MAX / 2)).await,
+        h.ports
+            .agents
+            .find_stale_agents(Duration::from_secs(u64::MAX / 2))
+            .await,
         DatabaseError::Validation(_)
     );
 }
@@ -220,7 +311,10 @@ pub async fn a_heartbeat_from_a_terminated_agent_is_a_conflict_and_changes_nothi
     let a = terminated(agent(&h, "a"), h.now());
     db(h.ports.agents.insert(a.clone()).await);
     h.advance(10);
-    assert_err!(h.ports.agents.update_heartbeat(a.id).await, DatabaseError::Conflict { .. });
+    assert_err!(
+        h.ports.agents.update_heartbeat(a.id).await,
+        DatabaseError::Conflict { .. }
+    );
     assert_eq!(db(h.ports.agents.get(a.id).await), Some(a));
 }
 
@@ -238,5 +332,8 @@ pub async fn pruning_an_agents_current_task_leaves_the_agent_without_a_task(h: H
         crate::harness::ok(h.queue.prune(Duration::from_secs(3600), &[]).await).tasks,
         1
     );
-    assert_eq!(db(h.ports.agents.get(a.id).await).unwrap().current_task_id, None);
+    assert_eq!(
+        db(h.ports.agents.get(a.id).await).unwrap().current_task_id,
+        None
+    );
 }

@@ -28,10 +28,16 @@ pub async fn each_kind_is_found_by_prefix_and_only_among_its_own_kind(h: Harness
     ];
     for (kind, id) in all {
         for len in [1, 4, 9, 36] {
-            let found = db(h.ports.ids.ids_with_prefix(kind, &prefix(id, len), 10).await);
+            let found = db(h
+                .ports
+                .ids
+                .ids_with_prefix(kind, &prefix(id, len), 10)
+                .await);
             assert!(found.contains(&id), "{kind:?} by {len} characters");
             assert!(
-                found.iter().all(|f| all.iter().any(|(k, i)| *k == kind && i == f)),
+                found
+                    .iter()
+                    .all(|f| all.iter().any(|(k, i)| *k == kind && i == f)),
                 "{kind:?} found another kind's id"
             );
         }

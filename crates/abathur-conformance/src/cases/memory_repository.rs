@@ -36,7 +36,11 @@ async fn all_versions(h: &Harness, namespace: &str, key: &str) -> Vec<Memory> {
 }
 
 pub async fn adding_a_memory_stores_version_one_stamped_by_the_clock(h: Harness) {
-    let added = db(h.ports.memories.add(memory("ns", "k", json!({"a": 1}))).await);
+    let added = db(h
+        .ports
+        .memories
+        .add(memory("ns", "k", json!({"a": 1})))
+        .await);
     assert_eq!(added.version, 1);
     assert!(!added.is_deleted);
     assert_eq!(added.created_at, h.now());
@@ -63,7 +67,10 @@ pub async fn a_memory_without_metadata_reads_back_without_metadata(h: Harness) {
 
 pub async fn getting_a_key_never_added_is_none(h: Harness) {
     assert_eq!(db(h.ports.memories.get("ns", "nothing").await), None);
-    assert_eq!(db(h.ports.memories.get_version("ns", "nothing", 1).await), None);
+    assert_eq!(
+        db(h.ports.memories.get_version("ns", "nothing", 1).await),
+        None
+    );
 }
 
 pub async fn adding_a_live_key_again_is_a_unique_violation_and_changes_nothing(h: Harness) {
@@ -100,7 +107,11 @@ pub async fn an_invalid_memory_is_refused_naming_the_field_and_nothing_is_writte
 pub async fn updating_adds_the_next_version_keeping_type_metadata_and_author(h: Harness) {
     let first = db(h.ports.memories.add(memory("ns", "k", json!(1))).await);
     h.advance(5);
-    let second = db(h.ports.memories.update("ns", "k", json!(2), "agent-2").await);
+    let second = db(h
+        .ports
+        .memories
+        .update("ns", "k", json!(2), "agent-2")
+        .await);
     assert_eq!(second.version, 2);
     assert_eq!(second.value, json!(2));
     assert_eq!(second.memory_type, first.memory_type);
@@ -134,17 +145,26 @@ pub async fn deleting_hides_the_key_but_keeps_every_version_marked_deleted(h: Ha
     db(h.ports.memories.update("ns", "k", json!(2), "a").await);
     db(h.ports.memories.delete("ns", "k").await);
     assert_eq!(db(h.ports.memories.get("ns", "k").await), None);
-    assert_eq!(versions(&all_versions(&h, "ns", "k").await), vec![(1, true), (2, true)]);
+    assert_eq!(
+        versions(&all_versions(&h, "ns", "k").await),
+        vec![(1, true), (2, true)]
+    );
     let old = db(h.ports.memories.get_version("ns", "k", 1).await).unwrap();
     assert!(old.is_deleted);
 }
 
 pub async fn deleting_an_absent_or_deleted_key_is_not_found_and_changes_nothing(h: Harness) {
-    assert_err!(h.ports.memories.delete("ns", "never").await, DatabaseError::NotFound { .. });
+    assert_err!(
+        h.ports.memories.delete("ns", "never").await,
+        DatabaseError::NotFound { .. }
+    );
     db(h.ports.memories.add(memory("ns", "k", json!(1))).await);
     db(h.ports.memories.delete("ns", "k").await);
     let before = all_versions(&h, "ns", "k").await;
-    assert_err!(h.ports.memories.delete("ns", "k").await, DatabaseError::NotFound { .. });
+    assert_err!(
+        h.ports.memories.delete("ns", "k").await,
+        DatabaseError::NotFound { .. }
+    );
     assert_eq!(all_versions(&h, "ns", "k").await, before);
 }
 
@@ -233,12 +253,11 @@ pub async fn search_gives_each_live_key_at_its_latest_version_by_namespace_then_
 pub async fn searching_with_a_type_gives_only_memories_of_that_type(h: Harness) {
     let m = &h.ports.memories;
     db(m.add(memory("ns", "fact", json!(1))).await);
-    db(m
-        .add(NewMemory {
-            memory_type: MemoryType::Episodic,
-            ..memory("ns", "event", json!(1))
-        })
-        .await);
+    db(m.add(NewMemory {
+        memory_type: MemoryType::Episodic,
+        ..memory("ns", "event", json!(1))
+    })
+    .await);
     let found = db(m.search("ns", Some(MemoryType::Episodic), 10).await);
     assert_eq!(keys(&found), vec![("ns".to_string(), "event".to_string())]);
 }
@@ -251,7 +270,10 @@ pub async fn searching_gives_at_most_limit_memories_from_the_start_of_the_order(
     let found = db(m.search("ns", None, 2).await);
     assert_eq!(
         keys(&found),
-        vec![("ns".to_string(), "a".to_string()), ("ns".to_string(), "b".to_string())]
+        vec![
+            ("ns".to_string(), "a".to_string()),
+            ("ns".to_string(), "b".to_string())
+        ]
     );
 }
 
@@ -259,7 +281,8 @@ pub async fn a_search_limit_outside_one_to_a_page_is_refused(h: Harness) {
     let m = &h.ports.memories;
     assert_err!(m.search("ns", None, 0).await, DatabaseError::Validation(_));
     assert_err!(
-        m.search("ns", None, abathur_core::limits::MAX_PAGE as usize + 1).await,
+        m.search("ns", None, abathur_core::limits::MAX_PAGE as usize + 1)
+            .await,
         DatabaseError::Validation(_)
     );
 }
@@ -270,8 +293,14 @@ pub async fn percent_and_underscore_in_a_prefix_match_only_themselves(h: Harness
     db(m.add(memory("axb", "k", json!(1))).await);
     db(m.add(memory("a_c", "k", json!(1))).await);
     db(m.add(memory("ayc", "k", json!(1))).await);
-    assert_eq!(keys(&db(m.search("a%", None, 10).await)), vec![("a%b".to_string(), "k".to_string())]);
-    assert_eq!(keys(&db(m.search("a_", None, 10).await)), vec![("a_c".to_string(), "k".to_string())]);
+    assert_eq!(
+        keys(&db(m.search("a%", None, 10).await)),
+        vec![("a%b".to_string(), "k".to_string())]
+    );
+    assert_eq!(
+        keys(&db(m.search("a_", None, 10).await)),
+        vec![("a_c".to_string(), "k".to_string())]
+    );
     assert_eq!(db(m.count("a%").await), 1);
     assert_eq!(db(m.count("a_").await), 1);
 }

@@ -56,7 +56,10 @@ pub async fn cancelling_a_running_task_revokes_its_lease(h: Harness) {
     let t = h.submit(task("t")).await;
     let attempt = h.claim_only(t.id).await;
     ok(h.queue.cancel(t.id, "person").await);
-    assert_err!(h.queue.complete(attempt, None).await, QueueError::Cancelled { .. });
+    assert_err!(
+        h.queue.complete(attempt, None).await,
+        QueueError::Cancelled { .. }
+    );
     assert_eq!(h.status(t.id).await, TaskStatus::Cancelled);
     h.advance(3600);
     let report = ok(h.queue.reap().await);
@@ -69,7 +72,10 @@ pub async fn the_cancel_walk_stops_at_finished_tasks(h: Harness) {
     let after_child = h.submit(after("after child", &[child.id])).await;
     let claimed = h.claim(10).await;
     let on_child = claimed.iter().find(|c| c.task.id == child.id).unwrap();
-    assert_eq!(h.complete(on_child.lease.attempt_id).await, vec![after_child.id]);
+    assert_eq!(
+        h.complete(on_child.lease.attempt_id).await,
+        vec![after_child.id]
+    );
     let cancelled = ok(h.queue.cancel(parent.id, "person").await);
     assert_eq!(cancelled, vec![parent.id]);
     assert_eq!(h.status(child.id).await, TaskStatus::Completed);

@@ -107,7 +107,11 @@ pub async fn bad_claim_arguments_are_refused(h: Harness) {
     assert_err!(q.claim("w", &[], LEASE, 1001).await, QueueError::Validation(e) if e.field == "max_tasks");
     let many: Vec<String> = (0..101).map(|i| format!("type{i}")).collect();
     assert_err!(q.claim("w", &many, LEASE, 1).await, QueueError::Validation(e) if e.field == "agent_types");
-    assert_eq!(h.claim(10).await.len(), 1, "nothing was claimed by the refused calls");
+    assert_eq!(
+        h.claim(10).await.len(),
+        1,
+        "nothing was claimed by the refused calls"
+    );
 }
 
 pub async fn completing_the_last_dependency_makes_the_dependent_ready(h: Harness) {
@@ -207,4 +211,55 @@ pub async fn a_zero_or_overlong_heartbeat_lease_is_refused(h: Harness) {
         h.queue.heartbeat(attempt, Duration::from_secs(25 * 3600)).await,
         QueueError::Validation(e) if e.field == "lease"
     );
+}
+
+pub async fn concurrent_claims_never_hand_out_one_task_twice(h: Harness) {
+    let batch: Vec<NewTask> = (0..40).map(|i| task(&format!("t{i}"))).collect();
+    let all = sorted(batch.iter().map(|t| t.id).collect());
+    h.submit_batch(batch).await;
+    let mut claimers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let queue = h.queue.clone();
+        claimers.spawn(async move {
+            let mut taken = Vec::new();
+            loop {
+                let claimed = ok(queue.claim(&format!("w{w}"), &[], LEASE, 3).await);
+                if claimed.is_empty() {
+                    return taken;
+                }
+                taken.extend(claimed.into_iter().map(|c| c.task.id));
+            }
+        });
+    }
+    let mut taken = Vec::new();
+    while let Some(done) = claimers.join_next().await {
+        taken.extend(done.expect("a claimer panicked"));
+    }
+    assert_eq!(sorted(taken), all, "every task claimed exactly once");
+}
+
+pub async fn concurrent_completions_of_a_dependents_last_dependencies_make_it_ready_once(
+    h: Harness,
+) {
+    let deps: Vec<NewTask> = (0..8).map(|i| task(&format!("dep {i}"))).collect();
+    let ids: Vec<_> = deps.iter().map(|t| t.id).collect();
+    h.submit_batch(deps).await;
+    let last = h.submit(after("last", &ids)).await;
+    let claimed = h.claim(10).await;
+    let mut completions = tokio::task::JoinSet::new();
+    for c in claimed {
+        let queue = h.queue.clone();
+        completions
+            .spawn(async move { ok(queue.complete(c.lease.attempt_id, None).await).outcome });
+    }
+    let mut released = Vec::new();
+    while let Some(done) = completions.join_next().await {
+        released.extend(done.expect("a completion panicked"));
+    }
+    assert_eq!(
+        released,
+        vec![last.id],
+        "exactly one completion released it"
+    );
+    assert_eq!(h.status(last.id).await, TaskStatus::Ready);
 }

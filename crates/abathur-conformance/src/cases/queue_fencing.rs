@@ -1,7 +1,6 @@
 //! Claim fencing: the attempt id is the lease token, and an attempt that ended can change
 //! nothing any more.
 
-
 use abathur_core::error::ErrorCategory;
 use abathur_core::models::TaskStatus;
 use abathur_core::queue::{NewTask, QueueError};
@@ -29,9 +28,18 @@ pub async fn a_completed_attempt_cannot_fail_heartbeat_or_be_released(h: Harness
     let attempt = h.claim_only(t.id).await;
     h.complete(attempt).await;
     let before = h.snapshot(&[t.id]).await;
-    assert_err!(h.queue.fail(attempt, "late").await, QueueError::LeaseLost { .. });
-    assert_err!(h.queue.heartbeat(attempt, LEASE).await, QueueError::LeaseLost { .. });
-    assert_err!(h.queue.release(attempt, "late").await, QueueError::LeaseLost { .. });
+    assert_err!(
+        h.queue.fail(attempt, "late").await,
+        QueueError::LeaseLost { .. }
+    );
+    assert_err!(
+        h.queue.heartbeat(attempt, LEASE).await,
+        QueueError::LeaseLost { .. }
+    );
+    assert_err!(
+        h.queue.release(attempt, "late").await,
+        QueueError::LeaseLost { .. }
+    );
     assert_eq!(h.snapshot(&[t.id]).await, before);
 }
 
@@ -40,7 +48,10 @@ pub async fn a_failed_attempt_cannot_complete(h: Harness) {
     let attempt = h.claim_only(t.id).await;
     h.fail(attempt, "boom").await;
     let before = h.snapshot(&[t.id]).await;
-    assert_err!(h.queue.complete(attempt, None).await, QueueError::LeaseLost { .. });
+    assert_err!(
+        h.queue.complete(attempt, None).await,
+        QueueError::LeaseLost { .. }
+    );
     assert_eq!(h.snapshot(&[t.id]).await, before);
     assert_eq!(h.status(t.id).await, TaskStatus::Failed);
 }
@@ -57,8 +68,14 @@ pub async fn a_failed_attempt_cannot_touch_the_next_attempt_of_its_task(h: Harne
     h.advance(10);
     let second = h.claim_only(t.id).await;
     assert_ne!(first, second);
-    assert_err!(h.queue.complete(first, None).await, QueueError::LeaseLost { .. });
-    assert_err!(h.queue.heartbeat(first, LEASE).await, QueueError::LeaseLost { .. });
+    assert_err!(
+        h.queue.complete(first, None).await,
+        QueueError::LeaseLost { .. }
+    );
+    assert_err!(
+        h.queue.heartbeat(first, LEASE).await,
+        QueueError::LeaseLost { .. }
+    );
     assert_eq!(h.status(t.id).await, TaskStatus::Running);
     h.complete(second).await;
     assert_eq!(h.status(t.id).await, TaskStatus::Completed);
@@ -75,10 +92,22 @@ pub async fn a_reaped_attempt_cannot_complete_fail_or_heartbeat(h: Harness) {
     h.advance(31);
     assert_eq!(ok(h.queue.reap().await).lost, vec![t.id]);
     let before = h.snapshot(&[t.id]).await;
-    assert_err!(h.queue.complete(attempt, None).await, QueueError::LeaseLost { .. });
-    assert_err!(h.queue.fail(attempt, "late").await, QueueError::LeaseLost { .. });
-    assert_err!(h.queue.heartbeat(attempt, LEASE).await, QueueError::LeaseLost { .. });
-    assert_err!(h.queue.release(attempt, "late").await, QueueError::LeaseLost { .. });
+    assert_err!(
+        h.queue.complete(attempt, None).await,
+        QueueError::LeaseLost { .. }
+    );
+    assert_err!(
+        h.queue.fail(attempt, "late").await,
+        QueueError::LeaseLost { .. }
+    );
+    assert_err!(
+        h.queue.heartbeat(attempt, LEASE).await,
+        QueueError::LeaseLost { .. }
+    );
+    assert_err!(
+        h.queue.release(attempt, "late").await,
+        QueueError::LeaseLost { .. }
+    );
     assert_eq!(h.snapshot(&[t.id]).await, before);
 }
 
@@ -107,8 +136,7 @@ pub async fn an_attempt_whose_task_was_cancelled_answers_cancelled(h: Harness) {
 pub async fn a_status_changed_behind_the_queues_back_is_a_conflict(h: Harness) {
     let t = h.submit(task("t")).await;
     let attempt = h.claim_only(t.id).await;
-    ok(h
-        .ports
+    ok(h.ports
         .tasks
         .update_status(t.id, TaskStatus::Completed)
         .await

@@ -98,7 +98,10 @@ pub async fn a_cascaded_failure_is_in_each_dependents_history(h: Harness) {
     let b = h.submit(after("b", &[a.id])).await;
     let attempt = h.claim_only(a.id).await;
     h.fail(attempt, "boom").await;
-    assert_eq!(h.transitions(b.id).await, vec![(None, Blocked), (Some(Blocked), Failed)]);
+    assert_eq!(
+        h.transitions(b.id).await,
+        vec![(None, Blocked), (Some(Blocked), Failed)]
+    );
 }
 
 pub async fn event_sequences_grow_across_tasks(h: Harness) {
@@ -108,7 +111,12 @@ pub async fn event_sequences_grow_across_tasks(h: Harness) {
     let first_b = h.history(b.id).await[0].sequence;
     assert!(first_b > first_a);
     let claimed = h.claim(10).await;
-    let attempt = claimed.iter().find(|c| c.task.id == a.id).unwrap().lease.attempt_id;
+    let attempt = claimed
+        .iter()
+        .find(|c| c.task.id == a.id)
+        .unwrap()
+        .lease
+        .attempt_id;
     h.complete(attempt).await;
     let events = h.history(a.id).await;
     assert!(events.windows(2).all(|w| w[0].sequence < w[1].sequence));

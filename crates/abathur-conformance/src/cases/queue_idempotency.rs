@@ -45,7 +45,10 @@ pub async fn the_key_is_kept_with_the_task(h: Harness) {
     let details = ok(h.queue.submission_details(t.id).await);
     assert_eq!(details.idempotency_key.as_deref(), Some("key-1"));
     let plain = h.submit(task("plain")).await;
-    assert_eq!(ok(h.queue.submission_details(plain.id).await).idempotency_key, None);
+    assert_eq!(
+        ok(h.queue.submission_details(plain.id).await).idempotency_key,
+        None
+    );
 }
 
 pub async fn an_existing_task_is_returned_as_it_is_now(h: Harness) {
@@ -57,9 +60,7 @@ pub async fn an_existing_task_is_returned_as_it_is_now(h: Harness) {
     assert_eq!(answer.task.status, TaskStatus::Completed);
 }
 
-pub async fn the_same_key_with_other_content_is_a_conflict_naming_the_key_and_the_task(
-    h: Harness,
-) {
+pub async fn the_same_key_with_other_content_is_a_conflict_naming_the_key_and_the_task(h: Harness) {
     let first = keyed("t", "key-1");
     h.submit(first.clone()).await;
     let other = NewTask {
@@ -87,8 +88,15 @@ pub async fn the_deadline_and_run_after_time_are_not_content(h: Harness) {
     };
     let answer = ok(h.queue.submit_keyed(later).await);
     assert!(answer.existing);
-    assert_eq!(h.task(first.id).await.deadline, first.deadline, "the first times stand");
-    assert_eq!(ok(h.queue.submission_details(first.id).await).run_after, None);
+    assert_eq!(
+        h.task(first.id).await.deadline,
+        first.deadline,
+        "the first times stand"
+    );
+    assert_eq!(
+        ok(h.queue.submission_details(first.id).await).run_after,
+        None
+    );
 }
 
 pub async fn input_equal_as_a_json_value_is_the_same_content(h: Harness) {
@@ -115,13 +123,23 @@ pub async fn a_batch_mixing_stored_and_new_keys_stores_only_the_new_ones_linked_
         dependencies: vec![a_again.id],
         ..keyed("b", "key-b")
     };
-    let answers = ok(h.queue.submit_batch_keyed(vec![a_again.clone(), b.clone()]).await);
-    let on_a = answers.iter().find(|s| s.requested_id == a_again.id).unwrap();
+    let answers = ok(h
+        .queue
+        .submit_batch_keyed(vec![a_again.clone(), b.clone()])
+        .await);
+    let on_a = answers
+        .iter()
+        .find(|s| s.requested_id == a_again.id)
+        .unwrap();
     let on_b = answers.iter().find(|s| s.requested_id == b.id).unwrap();
     assert!(on_a.existing && !on_b.existing);
     assert_eq!(on_a.task.id, a.id);
     let stored_b = h.task(b.id).await;
-    assert_eq!(stored_b.dependencies, Some(vec![a.id]), "linked to the stored task");
+    assert_eq!(
+        stored_b.dependencies,
+        Some(vec![a.id]),
+        "linked to the stored task"
+    );
     assert_eq!(stored_b.status, TaskStatus::Blocked);
     assert_eq!(h.run_to_completion(a.id).await, vec![b.id]);
 }
@@ -193,4 +211,26 @@ pub async fn a_member_without_a_key_is_always_new(h: Harness) {
     let answer = ok(h.queue.submit_keyed(again.clone()).await);
     assert!(!answer.existing);
     assert!(h.exists(again.id).await);
+}
+
+pub async fn concurrent_submissions_of_one_key_make_one_task(h: Harness) {
+    let first = keyed("t", "raced");
+    let mut submitters = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let queue = h.queue.clone();
+        let t = resent(&first);
+        submitters.spawn(async move { ok(queue.submit_keyed(t).await) });
+    }
+    let mut stored = Vec::new();
+    let mut new = 0;
+    while let Some(done) = submitters.join_next().await {
+        let answer = done.expect("a submitter panicked");
+        if !answer.existing {
+            new += 1;
+        }
+        stored.push(answer.task.id);
+    }
+    assert_eq!(new, 1, "one submission stored the task");
+    stored.dedup();
+    assert_eq!(stored.len(), 1, "every submission names the one task");
 }

@@ -10,36 +10,60 @@ use crate::harness::{after, ok, sorted, task, Harness};
 
 pub async fn the_overview_counts_every_status(h: Harness) {
     let empty = ok(h.queue.overview(10).await);
-    assert_eq!(empty.counts.len(), TaskStatus::ALL.len(), "every status is present");
+    assert_eq!(
+        empty.counts.len(),
+        TaskStatus::ALL.len(),
+        "every status is present"
+    );
     assert!(empty.counts.values().all(|n| *n == 0));
     assert_eq!(empty.oldest_ready, None);
 
-    let a = h.submit(task("a")).await;
+    let a = h
+        .submit(NewTask {
+            priority: 9,
+            ..task("a")
+        })
+        .await;
     h.submit(after("b", &[a.id])).await;
-    let c = h.submit(task("c")).await;
+    let c = h
+        .submit(NewTask {
+            priority: 8,
+            ..task("c")
+        })
+        .await;
     let d = h.submit(task("d")).await;
     ok(h.queue.cancel(d.id, "person").await);
-    h.submit(task("e")).await;
-    let claimed = h.claim(2).await;
-    for x in &claimed {
-        if x.task.id == a.id {
-            h.complete(x.lease.attempt_id).await;
-        }
-    }
+    let e = h
+        .submit(NewTask {
+            priority: 1,
+            ..task("e")
+        })
+        .await;
+    let f = h
+        .submit(NewTask {
+            priority: 0,
+            ..task("f")
+        })
+        .await;
+    let claimed = h.claim(3).await;
+    let ids: Vec<_> = claimed.iter().map(|x| x.task.id).collect();
+    assert_eq!(ids, vec![a.id, c.id, e.id]);
+    h.complete(claimed[0].lease.attempt_id).await;
+    h.fail(claimed[2].lease.attempt_id, "boom").await;
     let o = ok(h.queue.overview(10).await);
-    let count = |s| o.counts.get(&s).copied().unwrap_or(u64::MAX);
-    let running = claimed.iter().filter(|x| x.task.id != a.id).count() as u64;
-    let _ = c;
-    assert_eq!(count(TaskStatus::Cancelled), 1);
-    assert_eq!(count(TaskStatus::Running), running);
-    assert_eq!(count(TaskStatus::Failed), 0);
+    let count = |s| o.counts.get(&s).copied();
+    assert_eq!(count(TaskStatus::Pending), Some(0));
+    assert_eq!(count(TaskStatus::Blocked), Some(0));
     assert_eq!(
-        count(TaskStatus::Ready)
-            + count(TaskStatus::Running)
-            + count(TaskStatus::Blocked)
-            + count(TaskStatus::Completed),
-        4
+        count(TaskStatus::Ready),
+        Some(2),
+        "b, made ready by a, and f"
     );
+    assert_eq!(count(TaskStatus::Running), Some(1));
+    assert_eq!(count(TaskStatus::Completed), Some(1));
+    assert_eq!(count(TaskStatus::Failed), Some(1));
+    assert_eq!(count(TaskStatus::Cancelled), Some(1));
+    assert_eq!(h.status(f.id).await, TaskStatus::Ready);
     assert_eq!(o.at, h.now());
 }
 
@@ -47,8 +71,18 @@ pub async fn the_overview_lists_open_attempts_soonest_to_expire_first(h: Harness
     let a = h.submit(task("a")).await;
     let b = h.submit(task("b")).await;
     let claimed = h.claim(2).await;
-    let on_a = claimed.iter().find(|c| c.task.id == a.id).unwrap().lease.attempt_id;
-    let on_b = claimed.iter().find(|c| c.task.id == b.id).unwrap().lease.attempt_id;
+    let on_a = claimed
+        .iter()
+        .find(|c| c.task.id == a.id)
+        .unwrap()
+        .lease
+        .attempt_id;
+    let on_b = claimed
+        .iter()
+        .find(|c| c.task.id == b.id)
+        .unwrap()
+        .lease
+        .attempt_id;
     h.advance(5);
     ok(h.queue.heartbeat(on_a, Duration::from_secs(60)).await);
     let o = ok(h.queue.overview(10).await);
@@ -72,9 +106,7 @@ pub async fn the_overview_counts_expired_leases_the_reaper_has_not_taken(h: Harn
     assert_eq!(ok(h.queue.overview(10).await).expired_leases, 0);
 }
 
-pub async fn the_overview_names_the_ready_task_waiting_longest_that_can_be_claimed_now(
-    h: Harness,
-) {
+pub async fn the_overview_names_the_ready_task_waiting_longest_that_can_be_claimed_now(h: Harness) {
     let held = h
         .submit(NewTask {
             run_after: Some(h.now() + chrono::Duration::hours(1)),

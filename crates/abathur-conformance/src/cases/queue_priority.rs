@@ -16,8 +16,12 @@ pub async fn base_priority_orders_claims(h: Harness) {
     let low = h.submit(with_priority("low", 1)).await;
     let high = h.submit(with_priority("high", 9)).await;
     let middle = h.submit(with_priority("middle", 5)).await;
-    let order: Vec<_> = [h.claim_ids(1).await, h.claim_ids(1).await, h.claim_ids(1).await]
-        .concat();
+    let order: Vec<_> = [
+        h.claim_ids(1).await,
+        h.claim_ids(1).await,
+        h.claim_ids(1).await,
+    ]
+    .concat();
     assert_eq!(order, vec![high.id, middle.id, low.id]);
 }
 
@@ -45,15 +49,23 @@ pub async fn a_deeper_task_is_claimed_before_a_shallower_one_of_equal_priority(h
     let shallow = h.submit(task("shallow")).await;
     h.advance(1);
     let a = h.submit(with_priority("a", 10)).await;
-    let b = h.submit(NewTask {
-        priority: 10,
-        ..after("b", &[a.id])
-    })
-    .await;
+    let b = h
+        .submit(NewTask {
+            priority: 10,
+            ..after("b", &[a.id])
+        })
+        .await;
     let deep = h.submit(after("deep", &[b.id])).await;
-    h.run_to_completion(a.id).await;
-    h.run_to_completion(b.id).await;
-    assert_eq!(h.claim_ids(1).await, vec![deep.id], "depth 2 outranks depth 0");
+    for id in [a.id, b.id] {
+        let claimed = h.claim(1).await;
+        assert_eq!(claimed[0].task.id, id, "priority 10 first");
+        h.complete(claimed[0].lease.attempt_id).await;
+    }
+    assert_eq!(
+        h.claim_ids(1).await,
+        vec![deep.id],
+        "depth 2 outranks depth 0"
+    );
     assert_eq!(h.claim_ids(1).await, vec![shallow.id]);
 }
 
@@ -90,4 +102,22 @@ pub async fn a_short_wait_does_not_outrank_a_higher_priority(h: Harness) {
     let new = h.submit(with_priority("new", 10)).await;
     assert_eq!(h.claim_ids(1).await, vec![new.id]);
     assert_eq!(h.claim_ids(1).await, vec![old.id]);
+}
+
+pub async fn a_deadline_that_draws_near_while_waiting_is_claimed_first(h: Harness) {
+    let due = h
+        .submit(NewTask {
+            priority: 5,
+            deadline: Some(h.now() + chrono::Duration::hours(48)),
+            ..task("due in two days")
+        })
+        .await;
+    let high = h.submit(with_priority("high", 9)).await;
+    h.advance(47 * 3600 + 50 * 60);
+    assert_eq!(
+        h.claim_ids(1).await,
+        vec![due.id],
+        "ten minutes before its deadline it outranks four points of priority"
+    );
+    assert_eq!(h.claim_ids(1).await, vec![high.id]);
 }

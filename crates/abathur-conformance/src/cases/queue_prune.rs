@@ -54,7 +54,10 @@ pub async fn prune_removes_only_the_asked_statuses(h: Harness) {
     let attempt = h.claim_only(failed.id).await;
     h.fail(attempt, "boom").await;
     h.advance(7200);
-    assert_eq!(ok(h.queue.prune(HOUR, &[TaskStatus::Cancelled]).await).tasks, 1);
+    assert_eq!(
+        ok(h.queue.prune(HOUR, &[TaskStatus::Cancelled]).await).tasks,
+        1
+    );
     assert!(gone(&h, cancelled.id).await);
     assert!(h.exists(done.id).await && h.exists(failed.id).await);
     let report = ok(h
@@ -122,9 +125,16 @@ pub async fn a_failed_task_is_kept_while_a_task_depends_on_it(h: Harness) {
     let attempt = h.claim_only(root.id).await;
     h.fail(attempt, "boom").await;
     h.advance(7200);
-    assert_eq!(ok(h.queue.prune(HOUR, &[TaskStatus::Failed]).await).tasks, 0);
+    assert_eq!(
+        ok(h.queue.prune(HOUR, &[TaskStatus::Failed]).await).tasks,
+        0
+    );
     assert!(h.exists(root.id).await);
-    assert_eq!(ok(h.queue.prune(HOUR, &[]).await).tasks, 2, "d first, then root");
+    assert_eq!(
+        ok(h.queue.prune(HOUR, &[]).await).tasks,
+        2,
+        "d first, then root"
+    );
     assert!(gone(&h, root.id).await && gone(&h, d.id).await);
 }
 
@@ -134,7 +144,10 @@ pub async fn a_failed_task_goes_with_the_dependents_that_failed_with_it(h: Harne
     let attempt = h.claim_only(root.id).await;
     h.fail(attempt, "boom").await;
     h.advance(7200);
-    assert_eq!(ok(h.queue.prune(HOUR, &[TaskStatus::Failed]).await).tasks, 2);
+    assert_eq!(
+        ok(h.queue.prune(HOUR, &[TaskStatus::Failed]).await).tasks,
+        2
+    );
     assert!(gone(&h, root.id).await && gone(&h, d.id).await);
 }
 

@@ -9,7 +9,9 @@ use crate::harness::{ok, task, Harness, LEASE};
 pub async fn a_released_task_is_ready_at_once_without_counting_a_retry(h: Harness) {
     let t = h.submit(task("t")).await;
     let attempt = h.claim_only(t.id).await;
-    ok(h.queue.release(attempt, "the worker is shutting down").await);
+    ok(h.queue
+        .release(attempt, "the worker is shutting down")
+        .await);
     let back = h.task(t.id).await;
     assert_eq!(back.status, TaskStatus::Ready);
     assert_eq!(back.retry_count, 0);
@@ -22,10 +24,22 @@ pub async fn a_released_attempt_is_fenced_off(h: Harness) {
     let t = h.submit(task("t")).await;
     let attempt = h.claim_only(t.id).await;
     ok(h.queue.release(attempt, "stopping").await);
-    assert_err!(h.queue.complete(attempt, None).await, QueueError::LeaseLost { .. });
-    assert_err!(h.queue.fail(attempt, "x").await, QueueError::LeaseLost { .. });
-    assert_err!(h.queue.heartbeat(attempt, LEASE).await, QueueError::LeaseLost { .. });
-    assert_err!(h.queue.release(attempt, "again").await, QueueError::LeaseLost { .. });
+    assert_err!(
+        h.queue.complete(attempt, None).await,
+        QueueError::LeaseLost { .. }
+    );
+    assert_err!(
+        h.queue.fail(attempt, "x").await,
+        QueueError::LeaseLost { .. }
+    );
+    assert_err!(
+        h.queue.heartbeat(attempt, LEASE).await,
+        QueueError::LeaseLost { .. }
+    );
+    assert_err!(
+        h.queue.release(attempt, "again").await,
+        QueueError::LeaseLost { .. }
+    );
     assert_eq!(h.status(t.id).await, TaskStatus::Ready);
 }
 
@@ -49,9 +63,14 @@ pub async fn a_release_after_a_retry_neither_adds_a_retry_nor_keeps_the_old_back
 pub async fn the_release_reason_is_in_the_history(h: Harness) {
     let t = h.submit(task("t")).await;
     let attempt = h.claim_only(t.id).await;
-    ok(h.queue.release(attempt, "the worker is shutting down").await);
+    ok(h.queue
+        .release(attempt, "the worker is shutting down")
+        .await);
     let last = h.history(t.id).await.pop().unwrap();
-    assert_eq!((last.from, last.to), (Some(TaskStatus::Running), TaskStatus::Ready));
+    assert_eq!(
+        (last.from, last.to),
+        (Some(TaskStatus::Running), TaskStatus::Ready)
+    );
     assert_eq!(last.attempt_id, Some(attempt));
     assert!(
         last.reason

@@ -26,7 +26,9 @@ pub async fn the_same_complete_sent_again_answers_as_recorded_and_changes_nothin
 pub async fn a_result_equal_as_a_json_value_is_the_same_completion(h: Harness) {
     let t = h.submit(task("t")).await;
     let attempt = h.claim_only(t.id).await;
-    ok(h.queue.complete(attempt, Some(json!({"a": 1, "b": [2.0]}))).await);
+    ok(h.queue
+        .complete(attempt, Some(json!({"a": 1, "b": [2.0]})))
+        .await);
     let same: serde_json::Value = serde_json::from_str(r#"{ "b": [2], "a": 1.0 }"#).unwrap();
     assert!(ok(h.queue.complete(attempt, Some(same)).await).repeat);
 }
@@ -76,7 +78,11 @@ pub async fn the_same_fail_after_the_task_was_claimed_again_answers_for_its_own_
     let again = ok(h.queue.fail(first, "flaky").await);
     assert!(again.repeat);
     assert_eq!(again.outcome, decided);
-    assert_eq!(h.snapshot(&[t.id]).await, before, "the new attempt is untouched");
+    assert_eq!(
+        h.snapshot(&[t.id]).await,
+        before,
+        "the new attempt is untouched"
+    );
     h.complete(second).await;
 }
 
@@ -105,13 +111,25 @@ pub async fn another_error_text_on_a_failed_attempt_is_a_lost_lease(h: Harness) 
     let attempt = h.claim_only(t.id).await;
     h.fail(attempt, "boom").await;
     let before = h.snapshot(&[t.id]).await;
-    assert_err!(h.queue.fail(attempt, "boom ").await, QueueError::LeaseLost { .. });
-    assert_err!(h.queue.fail(attempt, "Boom").await, QueueError::LeaseLost { .. });
+    assert_err!(
+        h.queue.fail(attempt, "boom ").await,
+        QueueError::LeaseLost { .. }
+    );
+    assert_err!(
+        h.queue.fail(attempt, "Boom").await,
+        QueueError::LeaseLost { .. }
+    );
     assert_eq!(h.snapshot(&[t.id]).await, before);
 }
 
 pub async fn a_repeat_of_an_attempt_that_never_existed_is_not_found(h: Harness) {
     let never = Uuid::new_v4();
-    assert_err!(h.queue.complete(never, None).await, QueueError::AttemptNotFound(_));
-    assert_err!(h.queue.fail(never, "boom").await, QueueError::AttemptNotFound(_));
+    assert_err!(
+        h.queue.complete(never, None).await,
+        QueueError::AttemptNotFound(_)
+    );
+    assert_err!(
+        h.queue.fail(never, "boom").await,
+        QueueError::AttemptNotFound(_)
+    );
 }

@@ -121,7 +121,10 @@ pub async fn a_backoff_shows_as_the_run_after_time_until_it_passes(h: Harness) {
     let attempt = h.claim_only(t.id).await;
     h.fail(attempt, "flaky").await;
     let details = ok(h.queue.submission_details(t.id).await);
-    assert_eq!(details.run_after, Some(h.now() + chrono::Duration::seconds(10)));
+    assert_eq!(
+        details.run_after,
+        Some(h.now() + chrono::Duration::seconds(10))
+    );
     h.advance(10);
     assert_eq!(ok(h.queue.submission_details(t.id).await).run_after, None);
 }

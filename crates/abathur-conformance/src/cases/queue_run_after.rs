@@ -40,7 +40,10 @@ pub async fn a_dependent_waits_for_both_its_dependency_and_its_time(h: Harness) 
         .await;
     h.run_to_completion(a.id).await;
     assert_eq!(h.status(b.id).await, TaskStatus::Ready);
-    assert!(h.claim(10).await.is_empty(), "ready, but its time has not come");
+    assert!(
+        h.claim(10).await.is_empty(),
+        "ready, but its time has not come"
+    );
     h.advance(600);
     assert_eq!(h.claim_ids(10).await, vec![b.id]);
 }
@@ -73,7 +76,10 @@ pub async fn a_run_after_time_still_holds_after_a_cascaded_failure_and_a_retry(h
     ok(h.queue.retry(a.id, "person").await);
     h.run_to_completion(a.id).await;
     assert_eq!(h.status(b.id).await, TaskStatus::Ready);
-    assert!(h.claim(10).await.is_empty(), "b never ran: its time still holds");
+    assert!(
+        h.claim(10).await.is_empty(),
+        "b never ran: its time still holds"
+    );
     h.advance(3600);
     assert_eq!(h.claim_ids(10).await, vec![b.id]);
 }
@@ -81,7 +87,10 @@ pub async fn a_run_after_time_still_holds_after_a_cascaded_failure_and_a_retry(h
 pub async fn a_run_after_time_is_shown_only_while_it_holds_the_task_back(h: Harness) {
     let t = h.submit(held(&h, "later", 600)).await;
     let at = h.now() + chrono::Duration::seconds(600);
-    assert_eq!(ok(h.queue.submission_details(t.id).await).run_after, Some(at));
+    assert_eq!(
+        ok(h.queue.submission_details(t.id).await).run_after,
+        Some(at)
+    );
     h.advance(600);
     assert_eq!(ok(h.queue.submission_details(t.id).await).run_after, None);
 }
@@ -92,7 +101,10 @@ pub async fn a_claim_ends_the_run_after_time(h: Harness) {
     let attempt = h.claim_only(t.id).await;
     ok(h.queue.release(attempt, "stopping").await);
     assert_eq!(h.claim_ids(10).await, vec![t.id]);
-    assert_eq!(ok(h.ports.queue.submission_details(t.id).await).run_after, None);
+    assert_eq!(
+        ok(h.ports.queue.submission_details(t.id).await).run_after,
+        None
+    );
 }
 
 pub async fn the_details_of_an_unknown_task_are_not_found(h: Harness) {

@@ -303,5 +303,8 @@ pub async fn a_submitted_task_reads_back_with_what_was_submitted(h: Harness) {
     assert_eq!(read.retry_count, 0);
     assert_eq!(read.result_data, None);
     let in_session = db(h.ports.tasks.get_by_session(session.id).await);
-    assert_eq!(in_session.iter().map(|t| t.id).collect::<Vec<_>>(), vec![t.id]);
+    assert_eq!(
+        in_session.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![t.id]
+    );
 }

@@ -48,7 +48,10 @@ pub async fn creating_a_session_whose_id_is_taken_is_a_unique_violation_and_keep
         app_name: "other".into(),
         ..s.clone()
     };
-    assert_err!(h.ports.sessions.create(twin).await, DatabaseError::UniqueViolation { .. });
+    assert_err!(
+        h.ports.sessions.create(twin).await,
+        DatabaseError::UniqueViolation { .. }
+    );
     assert_eq!(db(h.ports.sessions.get(s.id).await), Some(s));
 }
 
@@ -64,7 +67,10 @@ pub async fn an_invalid_session_is_refused_and_nothing_is_written(h: Harness) {
         },
     ] {
         let id = s.id;
-        assert_err!(h.ports.sessions.create(s).await, DatabaseError::Validation(_));
+        assert_err!(
+            h.ports.sessions.create(s).await,
+            DatabaseError::Validation(_)
+        );
         assert_eq!(db(h.ports.sessions.get(id).await), None);
     }
 }
@@ -125,7 +131,10 @@ pub async fn an_invalid_event_is_refused_and_nothing_is_written(h: Harness) {
             ..event("x", 1)
         },
     ] {
-        assert_err!(h.ports.sessions.append_event(s.id, e).await, DatabaseError::Validation(_));
+        assert_err!(
+            h.ports.sessions.append_event(s.id, e).await,
+            DatabaseError::Validation(_)
+        );
     }
     assert!(db(h.ports.sessions.get_events(s.id, 0, 10).await).is_empty());
 }
@@ -136,7 +145,10 @@ pub async fn events_are_paginated_by_offset_and_limit(h: Harness) {
         db(h.ports.sessions.append_event(s.id, event("x", n)).await);
     }
     let page = db(h.ports.sessions.get_events(s.id, 1, 2).await);
-    assert_eq!(page.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(
+        page.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
     assert!(db(h.ports.sessions.get_events(s.id, 5, 10).await).is_empty());
 }
 
@@ -150,14 +162,23 @@ pub async fn events_come_in_the_order_they_happened(h: Harness) {
     }
     let events = db(h.ports.sessions.get_events(s.id, 0, 10).await);
     let contents: Vec<Value> = events.iter().map(|e| e.content.clone()).collect();
-    assert_eq!(contents, (1..=4).map(|n| json!({ "n": n })).collect::<Vec<_>>());
+    assert_eq!(
+        contents,
+        (1..=4).map(|n| json!({ "n": n })).collect::<Vec<_>>()
+    );
 }
 
 pub async fn bad_event_page_arguments_or_an_unknown_session_are_refused(h: Harness) {
     let s = session(&h).await;
-    assert_err!(h.ports.sessions.get_events(s.id, 0, 0).await, DatabaseError::Validation(_));
     assert_err!(
-        h.ports.sessions.get_events(s.id, 0, abathur_core::limits::MAX_PAGE + 1).await,
+        h.ports.sessions.get_events(s.id, 0, 0).await,
+        DatabaseError::Validation(_)
+    );
+    assert_err!(
+        h.ports
+            .sessions
+            .get_events(s.id, 0, abathur_core::limits::MAX_PAGE + 1)
+            .await,
         DatabaseError::Validation(_)
     );
     assert_err!(
@@ -180,7 +201,10 @@ pub async fn state_values_of_every_json_kind_read_back_unchanged(h: Harness) {
     for (i, value) in values.iter().enumerate() {
         let key = format!("k{i}");
         db(h.ports.sessions.set_state(s.id, &key, value.clone()).await);
-        assert_eq!(db(h.ports.sessions.get_state(s.id, &key).await), Some(value.clone()));
+        assert_eq!(
+            db(h.ports.sessions.get_state(s.id, &key).await),
+            Some(value.clone())
+        );
     }
     assert_eq!(db(h.ports.sessions.get_state(s.id, "unset").await), None);
 }
@@ -200,14 +224,21 @@ pub async fn setting_state_moves_the_sessions_updated_at_to_now(h: Harness) {
     let s = session(&h).await;
     h.advance(42);
     db(h.ports.sessions.set_state(s.id, "a", json!(1)).await);
-    assert_eq!(db(h.ports.sessions.get(s.id).await).unwrap().updated_at, h.now());
+    assert_eq!(
+        db(h.ports.sessions.get(s.id).await).unwrap().updated_at,
+        h.now()
+    );
 }
 
 pub async fn state_keys_with_path_syntax_are_plain_top_level_keys(h: Harness) {
     let s = session(&h).await;
     for key in ["a.b", "$.x", "[0]", "a\\b", "sp ace", "ключ"] {
         db(h.ports.sessions.set_state(s.id, key, json!(key)).await);
-        assert_eq!(db(h.ports.sessions.get_state(s.id, key).await), Some(json!(key)), "{key}");
+        assert_eq!(
+            db(h.ports.sessions.get_state(s.id, key).await),
+            Some(json!(key)),
+            "{key}"
+        );
     }
     let read = db(h.ports.sessions.get(s.id).await).unwrap();
     assert_eq!(read.state.len(), 6);
@@ -232,18 +263,36 @@ pub async fn a_bad_state_key_or_value_is_refused_and_changes_nothing(h: Harness)
     let s = session(&h).await;
     db(h.ports.sessions.set_state(s.id, "kept", json!(1)).await);
     let before = db(h.ports.sessions.get(s.id).await);
-    assert_err!(h.ports.sessions.set_state(s.id, "", json!(1)).await, DatabaseError::Validation(_));
-    assert_err!(h.ports.sessions.set_state(s.id, "a\"b", json!(1)).await, DatabaseError::Validation(_));
+    assert_err!(
+        h.ports.sessions.set_state(s.id, "", json!(1)).await,
+        DatabaseError::Validation(_)
+    );
+    assert_err!(
+        h.ports.sessions.set_state(s.id, "a\"b", json!(1)).await,
+        DatabaseError::Validation(_)
+    );
     let nested = (0..150).fold(json!(1), |inner, _| json!([inner]));
-    assert_err!(h.ports.sessions.set_state(s.id, "deep", nested).await, DatabaseError::Validation(_));
-    assert_err!(h.ports.sessions.get_state(s.id, "").await, DatabaseError::Validation(_));
+    assert_err!(
+        h.ports.sessions.set_state(s.id, "deep", nested).await,
+        DatabaseError::Validation(_)
+    );
+    assert_err!(
+        h.ports.sessions.get_state(s.id, "").await,
+        DatabaseError::Validation(_)
+    );
     assert_eq!(db(h.ports.sessions.get(s.id).await), before);
 }
 
 pub async fn state_of_an_unknown_session_is_not_found(h: Harness) {
     let never = Uuid::new_v4();
-    assert_err!(h.ports.sessions.set_state(never, "a", json!(1)).await, DatabaseError::NotFound { .. });
-    assert_err!(h.ports.sessions.get_state(never, "a").await, DatabaseError::NotFound { .. });
+    assert_err!(
+        h.ports.sessions.set_state(never, "a", json!(1)).await,
+        DatabaseError::NotFound { .. }
+    );
+    assert_err!(
+        h.ports.sessions.get_state(never, "a").await,
+        DatabaseError::NotFound { .. }
+    );
     assert_eq!(db(h.ports.sessions.get(never).await), None);
 }
 
@@ -254,8 +303,14 @@ pub async fn deleting_a_session_removes_it_and_its_events_only(h: Harness) {
     db(h.ports.sessions.append_event(kept.id, event("x", 1)).await);
     db(h.ports.sessions.delete(gone.id).await);
     assert_eq!(db(h.ports.sessions.get(gone.id).await), None);
-    assert_err!(h.ports.sessions.get_events(gone.id, 0, 10).await, DatabaseError::NotFound { .. });
-    assert_eq!(db(h.ports.sessions.get_events(kept.id, 0, 10).await).len(), 1);
+    assert_err!(
+        h.ports.sessions.get_events(gone.id, 0, 10).await,
+        DatabaseError::NotFound { .. }
+    );
+    assert_eq!(
+        db(h.ports.sessions.get_events(kept.id, 0, 10).await).len(),
+        1
+    );
 }
 
 pub async fn deleting_a_session_keeps_its_tasks_without_a_session(h: Harness) {
@@ -272,6 +327,9 @@ pub async fn deleting_a_session_keeps_its_tasks_without_a_session(h: Harness) {
 
 pub async fn deleting_an_unknown_session_is_not_found(h: Harness) {
     let kept = session(&h).await;
-    assert_err!(h.ports.sessions.delete(Uuid::new_v4()).await, DatabaseError::NotFound { .. });
+    assert_err!(
+        h.ports.sessions.delete(Uuid::new_v4()).await,
+        DatabaseError::NotFound { .. }
+    );
     assert!(db(h.ports.sessions.get(kept.id).await).is_some());
 }

@@ -65,7 +65,10 @@ pub async fn inserting_an_id_twice_is_a_unique_violation_and_keeps_the_first(h: 
         summary: "second".into(),
         ..t.clone()
     };
-    assert_err!(h.ports.tasks.insert(twin).await, DatabaseError::UniqueViolation { .. });
+    assert_err!(
+        h.ports.tasks.insert(twin).await,
+        DatabaseError::UniqueViolation { .. }
+    );
     assert_eq!(h.task(t.id).await.summary, "first");
 }
 
@@ -183,7 +186,10 @@ pub async fn update_replaces_the_fields_and_keeps_the_submission_time(h: Harness
 
 pub async fn updating_an_unknown_task_is_not_found(h: Harness) {
     let t = row(&h, "never stored");
-    assert_err!(h.ports.tasks.update(t.clone()).await, DatabaseError::NotFound { .. });
+    assert_err!(
+        h.ports.tasks.update(t.clone()).await,
+        DatabaseError::NotFound { .. }
+    );
     assert!(!h.exists(t.id).await);
 }
 
@@ -204,7 +210,10 @@ pub async fn an_update_that_fails_leaves_the_task_unchanged(h: Harness) {
         priority: 11,
         ..t.clone()
     };
-    assert_err!(h.ports.tasks.update(invalid).await, DatabaseError::Validation(_));
+    assert_err!(
+        h.ports.tasks.update(invalid).await,
+        DatabaseError::Validation(_)
+    );
     assert_eq!(h.task(t.id).await, before);
 }
 
@@ -215,8 +224,14 @@ pub async fn update_moves_the_dependency_edges_with_the_list(h: Harness) {
         dependencies: Some(vec![a.id]),
         ..row(&h, "t")
     };
-    db(h.ports.tasks.insert_batch(vec![a.clone(), b.clone(), t.clone()]).await);
-    assert_eq!(ids(&db(h.ports.tasks.get_dependents(a.id).await)), vec![t.id]);
+    db(h.ports
+        .tasks
+        .insert_batch(vec![a.clone(), b.clone(), t.clone()])
+        .await);
+    assert_eq!(
+        ids(&db(h.ports.tasks.get_dependents(a.id).await)),
+        vec![t.id]
+    );
     db(h.ports
         .tasks
         .update(Task {
@@ -225,12 +240,13 @@ pub async fn update_moves_the_dependency_edges_with_the_list(h: Harness) {
         })
         .await);
     assert!(db(h.ports.tasks.get_dependents(a.id).await).is_empty());
-    assert_eq!(ids(&db(h.ports.tasks.get_dependents(b.id).await)), vec![t.id]);
+    assert_eq!(
+        ids(&db(h.ports.tasks.get_dependents(b.id).await)),
+        vec![t.id]
+    );
 }
 
-pub async fn deleting_a_task_removes_it_from_its_dependents_and_orphans_its_children(
-    h: Harness,
-) {
+pub async fn deleting_a_task_removes_it_from_its_dependents_and_orphans_its_children(h: Harness) {
     let gone = row(&h, "gone");
     let other = row(&h, "other");
     let dependent = Task {
@@ -243,18 +259,29 @@ pub async fn deleting_a_task_removes_it_from_its_dependents_and_orphans_its_chil
     };
     db(h.ports
         .tasks
-        .insert_batch(vec![gone.clone(), other.clone(), dependent.clone(), child.clone()])
+        .insert_batch(vec![
+            gone.clone(),
+            other.clone(),
+            dependent.clone(),
+            child.clone(),
+        ])
         .await);
     db(h.ports.tasks.delete(gone.id).await);
     assert!(!h.exists(gone.id).await);
-    assert_eq!(h.task(dependent.id).await.dependencies, Some(vec![other.id]));
+    assert_eq!(
+        h.task(dependent.id).await.dependencies,
+        Some(vec![other.id])
+    );
     assert_eq!(h.task(child.id).await.parent_task_id, None);
 }
 
 pub async fn deleting_an_unknown_task_is_not_found(h: Harness) {
     let kept = row(&h, "kept");
     db(h.ports.tasks.insert(kept.clone()).await);
-    assert_err!(h.ports.tasks.delete(Uuid::new_v4()).await, DatabaseError::NotFound { .. });
+    assert_err!(
+        h.ports.tasks.delete(Uuid::new_v4()).await,
+        DatabaseError::NotFound { .. }
+    );
     assert!(h.exists(kept.id).await);
 }
 
@@ -264,7 +291,10 @@ pub async fn update_status_sets_the_start_and_end_times_from_the_clock(h: Harnes
     let start = h.now();
     db(h.ports.tasks.update_status(t.id, TaskStatus::Running).await);
     h.advance(3);
-    db(h.ports.tasks.update_status(t.id, TaskStatus::Completed).await);
+    db(h.ports
+        .tasks
+        .update_status(t.id, TaskStatus::Completed)
+        .await);
     let stored = h.task(t.id).await;
     assert_eq!(stored.status, TaskStatus::Completed);
     assert_eq!(stored.started_at, Some(start));
@@ -274,7 +304,10 @@ pub async fn update_status_sets_the_start_and_end_times_from_the_clock(h: Harnes
 
 pub async fn update_status_of_an_unknown_task_is_not_found(h: Harness) {
     assert_err!(
-        h.ports.tasks.update_status(Uuid::new_v4(), TaskStatus::Ready).await,
+        h.ports
+            .tasks
+            .update_status(Uuid::new_v4(), TaskStatus::Ready)
+            .await,
         DatabaseError::NotFound { .. }
     );
 }
@@ -298,23 +331,91 @@ pub async fn list_and_count_apply_each_filter(h: Harness) {
         source: TaskSource::AgentImplementation,
         ..row(&h, "b")
     };
-    db(h.ports.tasks.insert_batch(vec![parent.clone(), a.clone(), b.clone()]).await);
+    db(h.ports
+        .tasks
+        .insert_batch(vec![parent.clone(), a.clone(), b.clone()])
+        .await);
     let cases: Vec<(TaskFilters, Vec<Uuid>)> = vec![
-        (TaskFilters { status: Some(TaskStatus::Ready), ..Default::default() }, vec![a.id]),
-        (TaskFilters { agent_type: Some("coder".into()), ..Default::default() }, vec![a.id]),
-        (TaskFilters { session_id: Some(session.id), ..Default::default() }, vec![a.id]),
-        (TaskFilters { feature_branch: Some("f1".into()), ..Default::default() }, vec![a.id]),
-        (TaskFilters { parent_task_id: Some(parent.id), ..Default::default() }, vec![b.id]),
-        (TaskFilters { source: Some(TaskSource::AgentImplementation), ..Default::default() }, vec![b.id]),
-        (TaskFilters { min_priority: Some(6), ..Default::default() }, vec![b.id]),
-        (TaskFilters { max_priority: Some(3), ..Default::default() }, vec![a.id]),
-        (TaskFilters { min_priority: Some(2), max_priority: Some(2), ..Default::default() }, vec![a.id]),
-        (TaskFilters { status: Some(TaskStatus::Failed), ..Default::default() }, vec![]),
+        (
+            TaskFilters {
+                status: Some(TaskStatus::Ready),
+                ..Default::default()
+            },
+            vec![a.id],
+        ),
+        (
+            TaskFilters {
+                agent_type: Some("coder".into()),
+                ..Default::default()
+            },
+            vec![a.id],
+        ),
+        (
+            TaskFilters {
+                session_id: Some(session.id),
+                ..Default::default()
+            },
+            vec![a.id],
+        ),
+        (
+            TaskFilters {
+                feature_branch: Some("f1".into()),
+                ..Default::default()
+            },
+            vec![a.id],
+        ),
+        (
+            TaskFilters {
+                parent_task_id: Some(parent.id),
+                ..Default::default()
+            },
+            vec![b.id],
+        ),
+        (
+            TaskFilters {
+                source: Some(TaskSource::AgentImplementation),
+                ..Default::default()
+            },
+            vec![b.id],
+        ),
+        (
+            TaskFilters {
+                min_priority: Some(6),
+                ..Default::default()
+            },
+            vec![b.id],
+        ),
+        (
+            TaskFilters {
+                max_priority: Some(3),
+                ..Default::default()
+            },
+            vec![a.id],
+        ),
+        (
+            TaskFilters {
+                min_priority: Some(2),
+                max_priority: Some(2),
+                ..Default::default()
+            },
+            vec![a.id],
+        ),
+        (
+            TaskFilters {
+                status: Some(TaskStatus::Failed),
+                ..Default::default()
+            },
+            vec![],
+        ),
     ];
     for (filters, want) in cases {
         let got = db(h.ports.tasks.list(filters.clone()).await);
         assert_eq!(sorted(ids(&got)), sorted(want.clone()), "{filters:?}");
-        assert_eq!(db(h.ports.tasks.count(filters.clone()).await), want.len() as i64, "{filters:?}");
+        assert_eq!(
+            db(h.ports.tasks.count(filters.clone()).await),
+            want.len() as i64,
+            "{filters:?}"
+        );
     }
     assert_eq!(db(h.ports.tasks.count(TaskFilters::default()).await), 3);
 }
@@ -324,7 +425,10 @@ pub async fn list_filters_by_submission_time(h: Harness) {
     h.advance(10);
     let cut = h.now();
     let late = row(&h, "late");
-    db(h.ports.tasks.insert_batch(vec![early.clone(), late.clone()]).await);
+    db(h.ports
+        .tasks
+        .insert_batch(vec![early.clone(), late.clone()])
+        .await);
     let after = db(h
         .ports
         .tasks
@@ -360,7 +464,13 @@ pub async fn list_orders_by_calculated_priority_then_submission_then_id(h: Harne
     twins.sort_by_key(|t| t.id);
     db(h.ports
         .tasks
-        .insert_batch(vec![low.clone(), twins[1].clone(), high_new.clone(), twins[0].clone(), high_old.clone()])
+        .insert_batch(vec![
+            low.clone(),
+            twins[1].clone(),
+            high_new.clone(),
+            twins[0].clone(),
+            high_old.clone(),
+        ])
         .await);
     let listed = db(h.ports.tasks.list(TaskFilters::default()).await);
     assert_eq!(
@@ -384,22 +494,57 @@ pub async fn list_pages_by_limit_and_offset_and_count_ignores_both(h: Harness) {
         offset: Some(1),
         ..Default::default()
     };
-    assert_eq!(ids(&db(h.ports.tasks.list(page.clone()).await)), vec![tasks[1].id, tasks[2].id]);
+    assert_eq!(
+        ids(&db(h.ports.tasks.list(page.clone()).await)),
+        vec![tasks[1].id, tasks[2].id]
+    );
     assert_eq!(db(h.ports.tasks.count(page).await), 5);
 }
 
 pub async fn bad_list_arguments_are_refused(h: Harness) {
     let bad = [
-        (TaskFilters { limit: Some(-1), ..Default::default() }, "limit"),
-        (TaskFilters { limit: Some(i64::from(abathur_core::limits::MAX_PAGE) + 1), ..Default::default() }, "limit"),
-        (TaskFilters { offset: Some(-5), ..Default::default() }, "offset"),
-        (TaskFilters { min_priority: Some(8), max_priority: Some(2), ..Default::default() }, "min_priority"),
+        (
+            TaskFilters {
+                limit: Some(-1),
+                ..Default::default()
+            },
+            "limit",
+        ),
+        (
+            TaskFilters {
+                limit: Some(i64::from(abathur_core::limits::MAX_PAGE) + 1),
+                ..Default::default()
+            },
+            "limit",
+        ),
+        (
+            TaskFilters {
+                offset: Some(-5),
+                ..Default::default()
+            },
+            "offset",
+        ),
+        (
+            TaskFilters {
+                min_priority: Some(8),
+                max_priority: Some(2),
+                ..Default::default()
+            },
+            "min_priority",
+        ),
     ];
     for (filters, field) in bad {
         assert_err!(h.ports.tasks.list(filters.clone()).await, DatabaseError::Validation(e) if e.field == field);
     }
     assert_err!(
-        h.ports.tasks.count(TaskFilters { min_priority: Some(8), max_priority: Some(2), ..Default::default() }).await,
+        h.ports
+            .tasks
+            .count(TaskFilters {
+                min_priority: Some(8),
+                max_priority: Some(2),
+                ..Default::default()
+            })
+            .await,
         DatabaseError::Validation(_)
     );
 }
@@ -420,7 +565,13 @@ pub async fn ready_tasks_come_most_urgent_first(h: Harness) {
     let running = mk("running", 10.0, 0, TaskStatus::Running);
     db(h.ports
         .tasks
-        .insert_batch(vec![low.clone(), high_new.clone(), high_old.clone(), blocked, running])
+        .insert_batch(vec![
+            low.clone(),
+            high_new.clone(),
+            high_old.clone(),
+            blocked,
+            running,
+        ])
         .await);
     let ready = db(h.ports.tasks.get_ready_tasks(10).await);
     assert_eq!(ids(&ready), vec![high_old.id, high_new.id, low.id]);
@@ -441,10 +592,22 @@ pub async fn dependents_children_and_session_tasks_are_found(h: Harness) {
         session_id: Some(session.id),
         ..row(&h, "child")
     };
-    db(h.ports.tasks.insert_batch(vec![root.clone(), dependent.clone(), child.clone()]).await);
-    assert_eq!(ids(&db(h.ports.tasks.get_dependents(root.id).await)), vec![dependent.id]);
-    assert_eq!(ids(&db(h.ports.tasks.get_by_parent(root.id).await)), vec![child.id]);
-    assert_eq!(ids(&db(h.ports.tasks.get_by_session(session.id).await)), vec![child.id]);
+    db(h.ports
+        .tasks
+        .insert_batch(vec![root.clone(), dependent.clone(), child.clone()])
+        .await);
+    assert_eq!(
+        ids(&db(h.ports.tasks.get_dependents(root.id).await)),
+        vec![dependent.id]
+    );
+    assert_eq!(
+        ids(&db(h.ports.tasks.get_by_parent(root.id).await)),
+        vec![child.id]
+    );
+    assert_eq!(
+        ids(&db(h.ports.tasks.get_by_session(session.id).await)),
+        vec![child.id]
+    );
     assert!(db(h.ports.tasks.get_dependents(Uuid::new_v4()).await).is_empty());
     assert!(db(h.ports.tasks.get_by_parent(Uuid::new_v4()).await).is_empty());
     assert!(db(h.ports.tasks.get_by_session(Uuid::new_v4()).await).is_empty());
@@ -458,9 +621,15 @@ pub async fn a_batch_may_refer_to_its_own_members_in_any_order(h: Harness) {
         dependencies: Some(vec![dep.id]),
         ..row(&h, "t")
     };
-    db(h.ports.tasks.insert_batch(vec![t.clone(), dep.clone(), parent.clone()]).await);
+    db(h.ports
+        .tasks
+        .insert_batch(vec![t.clone(), dep.clone(), parent.clone()])
+        .await);
     assert_eq!(h.task(t.id).await.parent_task_id, Some(parent.id));
-    assert_eq!(ids(&db(h.ports.tasks.get_dependents(dep.id).await)), vec![t.id]);
+    assert_eq!(
+        ids(&db(h.ports.tasks.get_dependents(dep.id).await)),
+        vec![t.id]
+    );
 }
 
 pub async fn a_batch_with_one_bad_member_writes_nothing(h: Harness) {
@@ -468,16 +637,37 @@ pub async fn a_batch_with_one_bad_member_writes_nothing(h: Harness) {
     db(h.ports.tasks.insert(stored.clone()).await);
     let good = row(&h, "good");
     let cases: Vec<Vec<Task>> = vec![
-        vec![good.clone(), Task { priority: 11, ..row(&h, "bad") }],
-        vec![good.clone(), Task { dependencies: Some(vec![Uuid::new_v4()]), ..row(&h, "bad") }],
-        vec![good.clone(), Task { summary: "dup".into(), ..stored.clone() }],
+        vec![
+            good.clone(),
+            Task {
+                priority: 11,
+                ..row(&h, "bad")
+            },
+        ],
+        vec![
+            good.clone(),
+            Task {
+                dependencies: Some(vec![Uuid::new_v4()]),
+                ..row(&h, "bad")
+            },
+        ],
+        vec![
+            good.clone(),
+            Task {
+                summary: "dup".into(),
+                ..stored.clone()
+            },
+        ],
     ];
     for batch in cases {
         assert!(h.ports.tasks.insert_batch(batch).await.is_err());
         assert!(!h.exists(good.id).await);
     }
     assert_err!(
-        h.ports.tasks.insert_batch(vec![good.clone(), stored.clone()]).await,
+        h.ports
+            .tasks
+            .insert_batch(vec![good.clone(), stored.clone()])
+            .await,
         DatabaseError::UniqueViolation { .. }
     );
     assert_eq!(h.task(stored.id).await.summary, "stored");
