@@ -28,6 +28,8 @@ macro_rules! __for_each_case {
                 a_deadline_that_is_not_in_the_future_is_refused,
                 a_parent_and_its_children_go_in_one_batch_in_any_order,
                 a_submitted_task_reads_back_with_what_was_submitted,
+                a_dependency_listed_twice_is_refused,
+                an_empty_batch_stores_nothing,
             }
             queue_claim {
                 a_claim_moves_a_ready_task_to_running_under_a_lease,
@@ -49,6 +51,9 @@ macro_rules! __for_each_case {
                 a_zero_or_overlong_heartbeat_lease_is_refused,
                 concurrent_claims_never_hand_out_one_task_twice,
                 concurrent_completions_of_a_dependents_last_dependencies_make_it_ready_once,
+                a_claimed_task_is_handed_out_as_it_is_stored,
+                a_result_over_the_limit_or_nested_too_deep_is_refused,
+                a_worker_or_agent_type_name_over_the_limit_is_refused,
             }
             queue_fencing {
                 a_completed_attempt_cannot_complete_again_with_another_result,
@@ -101,6 +106,7 @@ macro_rules! __for_each_case {
                 each_task_is_reaped_once,
                 a_reaped_task_is_claimed_by_another_worker,
                 reaping_an_idle_queue_finds_nothing,
+                a_timed_out_attempt_with_retries_left_is_retried_after_the_backoff,
             }
             queue_priority {
                 base_priority_orders_claims,
@@ -154,6 +160,7 @@ macro_rules! __for_each_case {
                 event_sequences_grow_across_tasks,
                 the_history_replays_to_each_tasks_status,
                 the_history_of_an_unknown_task_is_not_found,
+                a_failure_event_carries_the_error_in_its_reason,
             }
             queue_overview {
                 the_overview_counts_every_status,
@@ -239,6 +246,7 @@ macro_rules! __for_each_case {
                 percent_and_underscore_in_a_prefix_match_only_themselves,
                 a_prefix_of_non_ascii_characters_matches,
                 namespaces_keep_their_keys_apart,
+                a_value_or_metadata_over_its_size_limit_is_refused,
             }
             session_repository {
                 a_created_session_reads_back_equal,

@@ -323,3 +323,22 @@ pub async fn namespaces_keep_their_keys_apart(h: Harness) {
     assert_eq!(db(m.get("a", "k").await), None);
     assert_eq!(db(m.get("b", "k").await).unwrap().value, json!("in b"));
 }
+
+pub async fn a_value_or_metadata_over_its_size_limit_is_refused(h: Harness) {
+    let big = json!("x".repeat(abathur_core::limits::MAX_MEMORY_VALUE_BYTES + 1));
+    assert_err!(
+        h.ports.memories.add(memory("ns", "big", big)).await,
+        DatabaseError::Validation(e) if e.field == "value"
+    );
+    let meta = NewMemory {
+        metadata: Some(json!(
+            "m".repeat(abathur_core::limits::MAX_METADATA_BYTES + 1)
+        )),
+        ..memory("ns", "meta", json!(1))
+    };
+    assert_err!(
+        h.ports.memories.add(meta).await,
+        DatabaseError::Validation(e) if e.field == "metadata"
+    );
+    assert_eq!(db(h.ports.memories.count("ns").await), 0);
+}

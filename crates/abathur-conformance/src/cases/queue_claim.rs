@@ -263,3 +263,47 @@ pub async fn concurrent_completions_of_a_dependents_last_dependencies_make_it_re
     );
     assert_eq!(h.status(last.id).await, TaskStatus::Ready);
 }
+
+pub async fn a_claimed_task_is_handed_out_as_it_is_stored(h: Harness) {
+    let t = h
+        .submit(NewTask {
+            input_data: Some(json!({"path": "src/lib.rs"})),
+            ..task("t")
+        })
+        .await;
+    let claimed = h.claim(1).await;
+    assert_eq!(claimed[0].task, h.task(t.id).await);
+    assert_eq!(
+        claimed[0].task.input_data,
+        Some(json!({"path": "src/lib.rs"}))
+    );
+}
+
+pub async fn a_result_over_the_limit_or_nested_too_deep_is_refused(h: Harness) {
+    let t = h.submit(task("t")).await;
+    let attempt = h.claim_only(t.id).await;
+    let big = json!("x".repeat(abathur_core::limits::MAX_TASK_JSON_BYTES + 1));
+    assert_err!(
+        h.queue.complete(attempt, Some(big)).await,
+        QueueError::Validation(_)
+    );
+    let deep = (0..150).fold(json!(1), |inner, _| json!([inner]));
+    assert_err!(
+        h.queue.complete(attempt, Some(deep)).await,
+        QueueError::Validation(_)
+    );
+    assert_eq!(h.status(t.id).await, TaskStatus::Running);
+    h.complete(attempt).await;
+}
+
+pub async fn a_worker_or_agent_type_name_over_the_limit_is_refused(h: Harness) {
+    let long = "w".repeat(abathur_core::limits::MAX_NAME_BYTES + 1);
+    assert_err!(
+        h.queue.claim(&long, &[], LEASE, 1).await,
+        QueueError::Validation(e) if e.field == "worker_id"
+    );
+    assert_err!(
+        h.queue.claim("w", &[long.clone()], LEASE, 1).await,
+        QueueError::Validation(e) if e.field == "agent_type"
+    );
+}

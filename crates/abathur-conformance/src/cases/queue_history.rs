@@ -151,3 +151,41 @@ pub async fn the_history_of_an_unknown_task_is_not_found(h: Harness) {
     let never = Uuid::new_v4();
     assert_err!(h.queue.history(never).await, QueueError::TaskNotFound(id) if id == never);
 }
+
+pub async fn a_failure_event_carries_the_error_in_its_reason(h: Harness) {
+    let t = h
+        .submit(NewTask {
+            max_retries: 1,
+            ..task("t")
+        })
+        .await;
+    let first = h.claim_only(t.id).await;
+    h.fail(first, "flaky network").await;
+    h.advance(10);
+    let second = h.claim_only(t.id).await;
+    h.fail(second, "still flaky").await;
+    let events = h.history(t.id).await;
+    let retried = events
+        .iter()
+        .find(|e| e.from == Some(Running) && e.to == Ready)
+        .unwrap();
+    assert_eq!(retried.attempt_id, Some(first));
+    assert!(
+        retried
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("flaky network"),
+        "{retried:?}"
+    );
+    let failed = events.last().unwrap();
+    assert_eq!((failed.to, failed.attempt_id), (Failed, Some(second)));
+    assert!(
+        failed
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("still flaky"),
+        "{failed:?}"
+    );
+}

@@ -116,3 +116,28 @@ pub async fn reaping_an_idle_queue_finds_nothing(h: Harness) {
     let report = ok(h.queue.reap().await);
     assert!(report.lost.is_empty() && report.timed_out.is_empty());
 }
+
+pub async fn a_timed_out_attempt_with_retries_left_is_retried_after_the_backoff(h: Harness) {
+    let t = h
+        .submit(NewTask {
+            max_retries: 1,
+            max_execution_timeout_seconds: 20,
+            ..task("slow")
+        })
+        .await;
+    let d = h.submit(after("d", &[t.id])).await;
+    h.claim_only(t.id).await;
+    h.advance(21);
+    assert_eq!(ok(h.queue.reap().await).timed_out, vec![t.id]);
+    let back = h.task(t.id).await;
+    assert_eq!(back.status, TaskStatus::Ready);
+    assert_eq!(back.retry_count, 1);
+    assert_eq!(
+        h.status(d.id).await,
+        TaskStatus::Blocked,
+        "no cascade on a retry"
+    );
+    assert!(h.claim(10).await.is_empty());
+    h.advance(10);
+    assert_eq!(h.claim_ids(10).await, vec![t.id]);
+}

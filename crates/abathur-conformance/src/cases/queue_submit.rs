@@ -308,3 +308,17 @@ pub async fn a_submitted_task_reads_back_with_what_was_submitted(h: Harness) {
         vec![t.id]
     );
 }
+
+pub async fn a_dependency_listed_twice_is_refused(h: Harness) {
+    let a = h.submit(task("a")).await;
+    let t = after("twice", &[a.id, a.id]);
+    let id = t.id;
+    assert!(h.queue.submit(t).await.is_err());
+    assert!(!h.exists(id).await);
+}
+
+pub async fn an_empty_batch_stores_nothing(h: Harness) {
+    let stored = ok(h.queue.submit_batch(Vec::new()).await);
+    assert!(stored.is_empty());
+    assert_eq!(db(h.ports.tasks.count(Default::default()).await), 0);
+}
