@@ -303,7 +303,7 @@ pub async fn a_worker_or_agent_type_name_over_the_limit_is_refused(h: Harness) {
         QueueError::Validation(e) if e.field == "worker_id"
     );
     assert_err!(
-        h.queue.claim("w", &[long.clone()], LEASE, 1).await,
+        h.queue.claim("w", std::slice::from_ref(&long), LEASE, 1).await,
         QueueError::Validation(e) if e.field == "agent_type"
     );
 }
