@@ -187,6 +187,9 @@ macro_rules! __for_each_case {
                 a_member_without_a_key_is_always_new,
                 concurrent_submissions_of_one_key_make_one_task,
             }
+            queue_invariants {
+                random_dags_keep_the_queues_invariants_under_every_operation,
+            }
             queue_run_after {
                 a_task_is_not_claimed_before_its_run_after_time_and_is_claimed_after,
                 a_run_after_time_already_past_holds_nothing_back,

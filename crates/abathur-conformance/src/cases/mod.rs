@@ -10,6 +10,7 @@ pub mod queue_claim;
 pub mod queue_fencing;
 pub mod queue_history;
 pub mod queue_idempotency;
+pub mod queue_invariants;
 pub mod queue_overview;
 pub mod queue_priority;
 pub mod queue_prune;
