@@ -65,6 +65,7 @@ macro_rules! __for_each_case {
                 an_attempt_whose_task_was_cancelled_answers_cancelled,
                 a_status_changed_behind_the_queues_back_is_a_conflict,
                 an_error_text_with_a_nul_or_over_the_limit_is_refused,
+                concurrent_calls_each_get_their_own_outcome,
             }
             queue_retries {
                 a_failure_with_retries_left_puts_the_task_back_after_the_backoff,
@@ -226,6 +227,8 @@ macro_rules! __for_each_case {
                 dependents_children_and_session_tasks_are_found,
                 a_batch_may_refer_to_its_own_members_in_any_order,
                 a_batch_with_one_bad_member_writes_nothing,
+                a_timestamp_outside_years_zero_to_9999_is_refused,
+                text_with_a_nul_character_is_refused_in_every_text_field,
             }
             memory_repository {
                 adding_a_memory_stores_version_one_stamped_by_the_clock,
@@ -299,6 +302,7 @@ macro_rules! __for_each_case {
                 each_kind_is_found_by_prefix_and_only_among_its_own_kind,
                 matches_come_in_id_order_up_to_the_limit,
                 a_prefix_that_matches_nothing_is_an_empty_list,
+                a_pruned_task_and_its_attempts_are_no_longer_found,
             }
         }
     };

@@ -66,3 +66,23 @@ pub async fn a_prefix_that_matches_nothing_is_an_empty_list(h: Harness) {
     let none = db(h.ports.ids.ids_with_prefix(IdKind::Agent, "", 10).await);
     assert!(none.is_empty());
 }
+
+pub async fn a_pruned_task_and_its_attempts_are_no_longer_found(h: Harness) {
+    let t = h.submit(task("t")).await;
+    let attempt = h.claim_only(t.id).await;
+    h.complete(attempt).await;
+    h.advance(7200);
+    ok(h.queue.prune(Duration::from_secs(3600), &[]).await);
+    assert!(db(h
+        .ports
+        .ids
+        .ids_with_prefix(IdKind::Task, &t.id.to_string(), 10)
+        .await)
+    .is_empty());
+    assert!(db(h
+        .ports
+        .ids
+        .ids_with_prefix(IdKind::Attempt, &attempt.to_string(), 10)
+        .await)
+    .is_empty());
+}

@@ -157,3 +157,32 @@ pub async fn an_error_text_with_a_nul_or_over_the_limit_is_refused(h: Harness) {
     assert_err!(h.queue.fail(attempt, &long).await, QueueError::Validation(e) if e.field == "error");
     assert_eq!(h.status(t.id).await, TaskStatus::Running);
 }
+
+pub async fn concurrent_calls_each_get_their_own_outcome(h: Harness) {
+    let batch: Vec<NewTask> = (0..6).map(|i| task(&format!("t{i}"))).collect();
+    h.submit_batch(batch).await;
+    let claimed = h.claim(10).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for (i, c) in claimed.iter().enumerate() {
+        let queue = h.queue.clone();
+        let (attempt, task) = (c.lease.attempt_id, c.task.id);
+        calls.spawn(async move {
+            let never = Uuid::new_v4();
+            let wrong = queue.complete(never, Some(json!(i))).await;
+            let right = queue.complete(attempt, Some(json!(i))).await;
+            (task, i, wrong, right)
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        let (task, i, wrong, right) = done.expect("a caller panicked");
+        assert_err!(wrong, QueueError::AttemptNotFound(_));
+        assert!(right.is_ok(), "{right:?}");
+        let stored = h.task(task).await;
+        assert_eq!(stored.status, TaskStatus::Completed);
+        assert_eq!(
+            stored.result_data,
+            Some(json!(i)),
+            "each result went to its own task"
+        );
+    }
+}

@@ -672,3 +672,68 @@ pub async fn a_batch_with_one_bad_member_writes_nothing(h: Harness) {
     );
     assert_eq!(h.task(stored.id).await.summary, "stored");
 }
+
+pub async fn a_timestamp_outside_years_zero_to_9999_is_refused(h: Harness) {
+    use chrono::TimeZone;
+    let far = chrono::Utc
+        .with_ymd_and_hms(10000, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap();
+    for t in [
+        Task {
+            deadline: Some(far),
+            ..row(&h, "far deadline")
+        },
+        Task {
+            submitted_at: far,
+            ..row(&h, "far submission")
+        },
+    ] {
+        let id = t.id;
+        assert_err!(h.ports.tasks.insert(t).await, DatabaseError::Validation(_));
+        assert!(!h.exists(id).await);
+    }
+}
+
+pub async fn text_with_a_nul_character_is_refused_in_every_text_field(h: Harness) {
+    let nul = || Some("a\0b".to_string());
+    let cases = [
+        Task {
+            summary: "a\0b".into(),
+            ..row(&h, "x")
+        },
+        Task {
+            description: "a\0b".into(),
+            ..row(&h, "x")
+        },
+        Task {
+            agent_type: "a\0b".into(),
+            ..row(&h, "x")
+        },
+        Task {
+            error_message: nul(),
+            ..row(&h, "x")
+        },
+        Task {
+            created_by: nul(),
+            ..row(&h, "x")
+        },
+        Task {
+            feature_branch: nul(),
+            ..row(&h, "x")
+        },
+        Task {
+            task_branch: nul(),
+            ..row(&h, "x")
+        },
+        Task {
+            worktree_path: nul(),
+            ..row(&h, "x")
+        },
+    ];
+    for t in cases {
+        let id = t.id;
+        assert_err!(h.ports.tasks.insert(t).await, DatabaseError::Validation(_));
+        assert!(!h.exists(id).await);
+    }
+}
