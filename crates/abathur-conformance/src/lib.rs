@@ -15,9 +15,10 @@
 //! abathur_conformance::suite!(MyBackend);
 //! ```
 //!
-//! The macro expands to one `#[tokio::test]` per case, grouped in a module per topic
-//! (`queue_claim::a_claim_takes_the_most_urgent_ready_task_first`), so a failure names the
-//! rule it broke. Every case gets a database of its own and a [`ManualClock`]: time moves
+//! The macro expands to one `#[tokio::test]` per case, grouped in a module per topic, so a
+//! failure names the rule it broke: called in a module `file`, a case shows as
+//! `file::queue_fencing::a_failed_attempt_cannot_complete`. Call it once per configuration of
+//! the backend, each in a module of its own. Every case gets a database of its own and a [`ManualClock`]: time moves
 //! only when a case moves it, and no case sleeps.
 
 mod backend;
