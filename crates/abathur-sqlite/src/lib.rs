@@ -19,6 +19,7 @@ mod row;
 mod session_repo;
 mod storage;
 mod task_repo;
+mod write_shim;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
 pub use agent_repo::AgentRepositoryImpl;
