@@ -1118,7 +1118,10 @@ async fn every_member_of_a_batch_starts_its_history_with_its_status() {
     repo.insert_batch(vec![blocked.clone(), ready.clone()])
         .await
         .unwrap();
-    for (id, status) in [(ready.id, TaskStatus::Ready), (blocked.id, TaskStatus::Blocked)] {
+    for (id, status) in [
+        (ready.id, TaskStatus::Ready),
+        (blocked.id, TaskStatus::Blocked),
+    ] {
         assert_eq!(
             history(&pool, id).await,
             vec![(None, status, "inserted".to_string())]
@@ -1159,7 +1162,10 @@ async fn a_deleted_task_takes_its_history_with_it() {
         .history(t.id)
         .await
         .unwrap_err();
-    assert!(matches!(err, QueueError::TaskNotFound(id) if id == t.id), "{err:?}");
+    assert!(
+        matches!(err, QueueError::TaskNotFound(id) if id == t.id),
+        "{err:?}"
+    );
     assert_eq!(count_rows(&pool, "task_events").await, 0);
 }
 

@@ -269,8 +269,11 @@ impl MemoryRepository for MemoryRepositoryImpl {
         check_name("updated_by", updated_by)?;
         check_json("value", &value, MAX_MEMORY_VALUE_BYTES)?;
         let id = key_id(namespace, key);
-        let (namespace, key, updated_by) =
-            (namespace.to_string(), key.to_string(), updated_by.to_string());
+        let (namespace, key, updated_by) = (
+            namespace.to_string(),
+            key.to_string(),
+            updated_by.to_string(),
+        );
         let value = json_text(&value);
         let clock = Arc::clone(&self.clock);
         let row = write(&self.pool, move |raw| {

@@ -586,7 +586,10 @@ fn check_dependencies(raw: &rusqlite::Connection, t: &TaskParams) -> Result<(), 
     };
     let closing: Option<String> = raw
         .prepare_cached(CLOSES_CYCLE)
-        .and_then(|mut q| q.query_row(params![t.id, deps], |row| row.get(0)).optional())
+        .and_then(|mut q| {
+            q.query_row(params![t.id, deps], |row| row.get(0))
+                .optional()
+        })
         .map_err(raw_on(ENTITY, &t.id))?;
     match closing {
         Some(dep) => Err(ValidationError::new(
@@ -730,8 +733,8 @@ impl TaskRepository for TaskRepositoryImpl {
         let clock = Arc::clone(&self.clock);
         write(&self.pool, move |raw| {
             t.last_updated_at = timestamp::format(&clock.now());
-            let from =
-                stored_status(raw, &t.id)?.ok_or_else(|| DatabaseError::not_found(ENTITY, &t.id))?;
+            let from = stored_status(raw, &t.id)?
+                .ok_or_else(|| DatabaseError::not_found(ENTITY, &t.id))?;
             check_dependencies(raw, &t)?;
             raw.prepare_cached(UPDATE_TASK)
                 .and_then(|mut update| {
@@ -774,7 +777,14 @@ impl TaskRepository for TaskRepositoryImpl {
                 .map_err(raw_on(ENTITY, &t.id))?;
             insert_edges(raw, &t)?;
             if from != t.task_status {
-                record(raw, &t.id, Some(from), t.task_status, &t.last_updated_at, UPDATED)?;
+                record(
+                    raw,
+                    &t.id,
+                    Some(from),
+                    t.task_status,
+                    &t.last_updated_at,
+                    UPDATED,
+                )?;
             }
             Ok(())
         })
@@ -961,7 +971,10 @@ mod tests {
         for (file, sql) in [
             ("task_get.sql", include_str!("queries/task_get.sql")),
             ("ready_tasks.sql", include_str!("queries/ready_tasks.sql")),
-            ("task_dependents.sql", include_str!("queries/task_dependents.sql")),
+            (
+                "task_dependents.sql",
+                include_str!("queries/task_dependents.sql"),
+            ),
         ] {
             assert_eq!(select_list(sql), columns, "{file}");
         }
