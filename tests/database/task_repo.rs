@@ -746,7 +746,7 @@ async fn a_batch_may_refer_to_its_own_members_in_any_order() {
 }
 
 #[tokio::test]
-async fn a_large_batch_is_split_under_the_variable_limit_and_goes_in_whole() {
+async fn a_batch_of_more_tasks_than_one_statement_can_bind_goes_in_whole() {
     let (pool, repo) = repo().await;
     let tasks: Vec<Task> = (0..3_000).map(|i| task(&format!("bulk {i}"))).collect();
     repo.insert_batch(tasks).await.unwrap();

@@ -912,22 +912,36 @@ impl TaskRepository for TaskRepositoryImpl {
         write(&self.pool, move |raw| {
             let now = timestamp::format(&clock.now());
             // Members of the batch may refer to each other in any order: foreign keys are
-            // checked at commit, after every reference was named below.
+            // checked at commit, after every reference was named. The pragma lasts until the
+            // transaction ends, so it is turned off whatever happens, for the operations that
+            // may share the transaction.
             exec(raw, DEFER_FOREIGN_KEYS)?;
-            for p in &params {
-                insert_task_raw(raw, p)?;
-                record(raw, &p.id, None, p.task_status, &now, INSERTED)?;
-            }
-            let pending: HashSet<&str> = params.iter().map(|p| p.id.as_str()).collect();
-            for p in &params {
-                if let Some((reference, id)) = first_missing_reference_raw(raw, p, &pending)? {
-                    return Err(missing(reference, id));
-                }
-            }
-            exec(raw, IMMEDIATE_FOREIGN_KEYS)
+            let stored = insert_members(raw, &params, &now);
+            exec(raw, IMMEDIATE_FOREIGN_KEYS)?;
+            stored
         })
         .await
     }
+}
+
+/// The body of `insert_batch`: each member stored with its first history row, then every
+/// reference named that is neither stored nor a member.
+fn insert_members(
+    raw: &rusqlite::Connection,
+    params: &[TaskParams],
+    now: &str,
+) -> Result<(), DatabaseError> {
+    for p in params {
+        insert_task_raw(raw, p)?;
+        record(raw, &p.id, None, p.task_status, now, INSERTED)?;
+    }
+    let pending: HashSet<&str> = params.iter().map(|p| p.id.as_str()).collect();
+    for p in params {
+        if let Some((reference, id)) = first_missing_reference_raw(raw, p, &pending)? {
+            return Err(missing(reference, id));
+        }
+    }
+    Ok(())
 }
 
 /// Runs a statement that takes no parameters and returns no rows.
