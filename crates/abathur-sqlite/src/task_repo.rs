@@ -16,12 +16,13 @@
 //!   `update` or `update_status`) is a `task_events` row with the actor [`ACTOR`], in the
 //!   same transaction, so `QueueStore::history` tells every change. `delete` removes the task
 //!   with its history (the events' foreign key cascades).
-//! - **Columns.** A task's columns are listed once, in [`TASK_COLUMNS`], which every rusqlite
-//!   statement and every dynamic query is built from. The sqlx macros need their SQL as a
-//!   literal, so the three checked selects of a whole task (`queries/task_get.sql`,
-//!   `ready_tasks.sql`, `task_dependents.sql`) spell the list out, and a test checks that
-//!   each names exactly [`TASK_COLUMNS`] in its order. Every row, read by sqlx or rusqlite,
-//!   decodes through [`TaskRow`].
+//! - **Columns.** A task's columns are listed once, in [`TASK_COLUMNS`], which the insert,
+//!   the rusqlite select and the dynamic list are built from (the update names each column
+//!   it sets beside its parameter: all but `id` and `submitted_at`). The sqlx macros need
+//!   their SQL as a literal, so the three checked selects of a whole task
+//!   (`queries/task_get.sql`, `ready_tasks.sql`, `task_dependents.sql`) spell the list out,
+//!   and a test checks that each names exactly [`TASK_COLUMNS`] in its order. Every row, read
+//!   by sqlx or rusqlite, decodes through [`TaskRow`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
