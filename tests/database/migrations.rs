@@ -96,6 +96,16 @@ const PINNED: &[(i64, &str, &str)] = &[
         "down",
         "1816bbe01858028ea457dc4bd2d264a39a5ab7aea361ace4e85e50e6b71bf7002676a4a30836e0d9de0b878d93a54f78",
     ),
+    (
+        7,
+        "up",
+        "b91ebc2a6e30690b2654aa9c9cec20e4fe43b01a1293642c56eba35f7ded6dfee7c3cd7cc54d953a24219c90d5cec775",
+    ),
+    (
+        7,
+        "down",
+        "a90b96ac886b4768d43145623c34fbe1afdca50fc1d56f5a6ae13a27726c97641a73694eec755c82f2bbd042bbc59a5c",
+    ),
 ];
 
 #[test]

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use abathur::domain::models::{DependencyType, Session, Task, TaskSource, TaskStatus};
 use abathur::domain::ports::{SessionRepository, TaskFilters, TaskRepository};
-use abathur::infrastructure::database::{DatabaseError, SessionRepositoryImpl, TaskRepositoryImpl};
+use abathur::domain::queue::{PruneRequest, QueueError, QueueStore};
+use abathur::infrastructure::database::{
+    DatabaseError, QueueStoreImpl, SessionRepositoryImpl, TaskRepositoryImpl,
+};
 use chrono::{Duration, TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::json;
@@ -743,7 +746,7 @@ async fn a_batch_may_refer_to_its_own_members_in_any_order() {
 }
 
 #[tokio::test]
-async fn a_large_batch_is_split_under_the_variable_limit_and_goes_in_whole() {
+async fn a_batch_of_more_tasks_than_one_statement_can_bind_goes_in_whole() {
     let (pool, repo) = repo().await;
     let tasks: Vec<Task> = (0..3_000).map(|i| task(&format!("bulk {i}"))).collect();
     repo.insert_batch(tasks).await.unwrap();
@@ -1045,4 +1048,285 @@ async fn a_timestamp_beyond_year_9999_is_rejected() {
         "deadline",
     );
     assert_eq!(count_rows(&pool, "tasks").await, 0);
+}
+
+/// A task's history as the queue reads it: `(from, to, actor, reason)` per event.
+async fn history(pool: &SqlitePool, id: Uuid) -> Vec<(Option<TaskStatus>, TaskStatus, String)> {
+    QueueStoreImpl::new(pool.clone())
+        .history(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.actor, "repository");
+            (e.from, e.to, e.reason.unwrap_or_default())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_status_the_repository_sets_is_in_the_history() {
+    let (pool, repo) = repo().await;
+    let t = task("tracked");
+    repo.insert(t.clone()).await.unwrap();
+    repo.update_status(t.id, TaskStatus::Running).await.unwrap();
+    let done = Task {
+        status: TaskStatus::Completed,
+        ..t.clone()
+    };
+    repo.update(done.clone()).await.unwrap();
+    // Writes that leave the status as it is change no status, and add no event.
+    repo.update(Task {
+        summary: "renamed".into(),
+        ..done
+    })
+    .await
+    .unwrap();
+    repo.update_status(t.id, TaskStatus::Completed)
+        .await
+        .unwrap();
+    assert_eq!(
+        history(&pool, t.id).await,
+        vec![
+            (None, TaskStatus::Pending, "inserted".to_string()),
+            (
+                Some(TaskStatus::Pending),
+                TaskStatus::Running,
+                "status set".to_string()
+            ),
+            (
+                Some(TaskStatus::Running),
+                TaskStatus::Completed,
+                "updated".to_string()
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn every_member_of_a_batch_starts_its_history_with_its_status() {
+    let (pool, repo) = repo().await;
+    let ready = Task {
+        status: TaskStatus::Ready,
+        ..task("ready")
+    };
+    let blocked = Task {
+        status: TaskStatus::Blocked,
+        dependencies: Some(vec![ready.id]),
+        ..task("blocked")
+    };
+    repo.insert_batch(vec![blocked.clone(), ready.clone()])
+        .await
+        .unwrap();
+    for (id, status) in [
+        (ready.id, TaskStatus::Ready),
+        (blocked.id, TaskStatus::Blocked),
+    ] {
+        assert_eq!(
+            history(&pool, id).await,
+            vec![(None, status, "inserted".to_string())]
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_history_is_dated_by_the_repositorys_clock() {
+    let (pool, _) = repo().await;
+    let clock = ManualClock::new();
+    let repo = TaskRepositoryImpl::with_clock(pool.clone(), clock.clone());
+    let t = task("dated");
+    repo.insert(t.clone()).await.unwrap();
+    let start = abathur::domain::clock::Clock::now(&*clock);
+    clock.advance(Duration::seconds(5));
+    repo.update_status(t.id, TaskStatus::Cancelled)
+        .await
+        .unwrap();
+    let at: Vec<_> = QueueStoreImpl::new(pool)
+        .history(t.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.at)
+        .collect();
+    assert_eq!(at, vec![start, start + Duration::seconds(5)]);
+}
+
+#[tokio::test]
+async fn a_deleted_task_takes_its_history_with_it() {
+    let (pool, repo) = repo().await;
+    let t = task("gone");
+    repo.insert(t.clone()).await.unwrap();
+    repo.update_status(t.id, TaskStatus::Running).await.unwrap();
+    repo.delete(t.id).await.unwrap();
+    let err = QueueStoreImpl::new(pool.clone())
+        .history(t.id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, QueueError::TaskNotFound(id) if id == t.id),
+        "{err:?}"
+    );
+    assert_eq!(count_rows(&pool, "task_events").await, 0);
+}
+
+/// The dependency list of a task as stored, and its edges, both sorted.
+async fn list_and_edges(pool: &SqlitePool, id: Uuid) -> (Option<Vec<String>>, Vec<String>) {
+    let list: Option<String> = sqlx::query_scalar("SELECT dependencies FROM tasks WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let list = list.map(|text| {
+        let mut ids: Vec<String> = serde_json::from_str(&text).unwrap();
+        ids.sort();
+        ids
+    });
+    let edges = sqlx::query_scalar(
+        "SELECT depends_on_task_id FROM task_dependencies WHERE task_id = ? ORDER BY 1",
+    )
+    .bind(id.to_string())
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    (list, edges)
+}
+
+#[tokio::test]
+async fn every_update_keeps_the_dependency_list_and_the_edges_in_step() {
+    let (pool, repo) = repo().await;
+    let (a, b) = (task("a"), task("b"));
+    repo.insert(a.clone()).await.unwrap();
+    repo.insert(b.clone()).await.unwrap();
+    let mut d = Task {
+        dependencies: Some(vec![a.id]),
+        ..task("d")
+    };
+    repo.insert(d.clone()).await.unwrap();
+    let mut ids = vec![a.id.to_string(), b.id.to_string()];
+    ids.sort();
+    for (deps, expected) in [
+        (Some(vec![a.id, b.id]), ids.clone()),
+        (Some(vec![b.id]), vec![b.id.to_string()]),
+        (Some(vec![]), vec![]),
+        (Some(vec![a.id]), vec![a.id.to_string()]),
+    ] {
+        d.dependencies = deps;
+        repo.update(d.clone()).await.unwrap();
+        assert_eq!(
+            list_and_edges(&pool, d.id).await,
+            (Some(expected.clone()), expected)
+        );
+    }
+    d.dependencies = None;
+    repo.update(d.clone()).await.unwrap();
+    assert_eq!(list_and_edges(&pool, d.id).await, (None, vec![]));
+}
+
+#[tokio::test]
+async fn an_update_that_would_close_a_cycle_is_refused_and_changes_nothing() {
+    let (pool, repo) = repo().await;
+    let a = task("a");
+    let b = Task {
+        dependencies: Some(vec![a.id]),
+        ..task("b")
+    };
+    let c = Task {
+        dependencies: Some(vec![b.id]),
+        ..task("c")
+    };
+    for t in [&a, &b, &c] {
+        repo.insert(t.clone()).await.unwrap();
+    }
+    let before = snapshot(&pool).await;
+    for closing in [b.id, c.id] {
+        let err = repo
+            .update(Task {
+                summary: "changed".into(),
+                dependencies: Some(vec![closing]),
+                ..a.clone()
+            })
+            .await
+            .unwrap_err();
+        match err {
+            DatabaseError::Validation(e) => {
+                assert_eq!(e.field, "dependencies");
+                assert!(e.message.contains(&closing.to_string()), "{e}");
+                assert!(e.message.contains("cycle"), "{e}");
+            }
+            other => panic!("expected a cycle to be refused, got {other:?}"),
+        }
+        assert_eq!(snapshot(&pool).await, before);
+    }
+    let err = repo
+        .update(Task {
+            dependencies: Some(vec![a.id]),
+            ..a.clone()
+        })
+        .await;
+    assert_validation(err, "dependencies");
+    assert_eq!(snapshot(&pool).await, before);
+    assert_eq!(repo.get(a.id).await.unwrap().unwrap().summary, "a");
+    // Depending on a task that shares a dependency is no cycle.
+    let d = Task {
+        dependencies: Some(vec![a.id]),
+        ..task("d")
+    };
+    repo.insert(d.clone()).await.unwrap();
+    repo.update(Task {
+        dependencies: Some(vec![a.id, b.id]),
+        ..d
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_whose_members_wait_on_each_other_in_a_loop_is_refused() {
+    let (pool, repo) = repo().await;
+    let (mut x, mut y, mut z) = (task("x"), task("y"), task("z"));
+    x.dependencies = Some(vec![z.id]);
+    y.dependencies = Some(vec![x.id]);
+    z.dependencies = Some(vec![y.id]);
+    let result = repo.insert_batch(vec![x, y, z]).await;
+    assert_validation(result, "dependencies");
+    assert_eq!(count_rows(&pool, "tasks").await, 0);
+}
+
+#[tokio::test]
+async fn a_pruned_dependency_leaves_the_lists_of_the_tasks_that_waited_for_it() {
+    let (pool, repo) = repo().await;
+    let finished = Utc::now() - Duration::hours(2);
+    let a = Task {
+        status: TaskStatus::Completed,
+        completed_at: Some(finished),
+        ..task("a")
+    };
+    let b = Task {
+        status: TaskStatus::Completed,
+        completed_at: Some(finished),
+        ..task("b")
+    };
+    let d = Task {
+        status: TaskStatus::Failed,
+        completed_at: Some(finished),
+        dependencies: Some(vec![a.id, b.id]),
+        ..task("d")
+    };
+    for t in [&a, &b, &d] {
+        repo.insert(t.clone()).await.unwrap();
+    }
+    let report = QueueStoreImpl::new(pool.clone())
+        .prune(&PruneRequest {
+            finished_before: Utc::now() - Duration::hours(1),
+            statuses: vec![TaskStatus::Completed],
+            batch_size: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.tasks, 2);
+    assert_eq!(list_and_edges(&pool, d.id).await, (Some(vec![]), vec![]));
+    assert_eq!(
+        repo.get(d.id).await.unwrap().unwrap().dependencies,
+        Some(vec![])
+    );
 }

@@ -1,4 +1,7 @@
 //! [`AgentRepository`] on SQLite: the `agents` table.
+//!
+//! Reads go through sqlx's checked macros; writes run through [`write`] as the named
+//! statements of [`STATEMENTS`], and read the time once the write lock is held.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +12,39 @@ use abathur_core::models::{Agent, AgentStatus};
 use abathur_core::ports::AgentRepository;
 use abathur_core::timestamp;
 use async_trait::async_trait;
+use rusqlite::params;
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
-use super::errors::{classify, on};
+use super::errors::{classify_raw, on, raw_on};
 use super::row::{opt_timestamp_text, RowContext};
+use super::write_shim::write;
 
 const ENTITY: &str = "agent";
+
+const INSERT_AGENT: &str = "INSERT INTO agents (id, agent_type, status, current_task_id,
+         heartbeat_at, memory_usage_bytes, cpu_usage_percent, created_at, terminated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+/// Every column of agent `?1` but `id` and `created_at`.
+const UPDATE_AGENT: &str = "UPDATE agents SET agent_type = ?2, status = ?3, current_task_id = ?4,
+         heartbeat_at = ?5, memory_usage_bytes = ?6, cpu_usage_percent = ?7, terminated_at = ?8
+     WHERE id = ?1";
+
+/// A live agent `?2`'s heartbeat at `?1`.
+const HEARTBEAT: &str =
+    "UPDATE agents SET heartbeat_at = ?1 WHERE id = ?2 AND status <> 'terminated'";
+
+const AGENT_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?1)";
+
+/// Every statement this module runs through rusqlite, for the catalogue test.
+#[cfg_attr(not(test), allow(dead_code))] // reason: read only by the catalogue test
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("INSERT_AGENT", INSERT_AGENT),
+    ("UPDATE_AGENT", UPDATE_AGENT),
+    ("HEARTBEAT", HEARTBEAT),
+    ("AGENT_EXISTS", AGENT_EXISTS),
+];
 
 /// The SQLite agent registry.
 #[derive(Debug, Clone)]
@@ -106,8 +135,8 @@ fn agents_from_rows(rows: Vec<AgentRow>) -> Result<Vec<Agent>, DatabaseError> {
 }
 
 /// Maps a write error; the only reference an agent has is its current task.
-fn write_error(err: sqlx::Error, a: &AgentParams) -> DatabaseError {
-    match classify(err, ENTITY, &a.id) {
+fn write_error(err: rusqlite::Error, a: &AgentParams) -> DatabaseError {
+    match classify_raw(err, ENTITY, &a.id) {
         DatabaseError::ForeignKeyViolation { .. } => DatabaseError::ForeignKeyViolation {
             entity: ENTITY,
             reference: "current task",
@@ -121,24 +150,25 @@ fn write_error(err: sqlx::Error, a: &AgentParams) -> DatabaseError {
 impl AgentRepository for AgentRepositoryImpl {
     async fn insert(&self, agent: Agent) -> Result<(), DatabaseError> {
         let a = AgentParams::new(agent)?;
-        sqlx::query!(
-            "INSERT INTO agents (id, agent_type, status, current_task_id, heartbeat_at,
-                 memory_usage_bytes, cpu_usage_percent, created_at, terminated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            a.id,
-            a.agent_type,
-            a.status,
-            a.current_task_id,
-            a.heartbeat_at,
-            a.memory_usage_bytes,
-            a.cpu_usage_percent,
-            a.created_at,
-            a.terminated_at,
-        )
-        .execute(&self.pool)
+        write(&self.pool, move |raw| {
+            raw.prepare_cached(INSERT_AGENT)
+                .and_then(|mut q| {
+                    q.execute(params![
+                        a.id,
+                        a.agent_type,
+                        a.status,
+                        a.current_task_id,
+                        a.heartbeat_at,
+                        a.memory_usage_bytes,
+                        a.cpu_usage_percent,
+                        a.created_at,
+                        a.terminated_at,
+                    ])
+                })
+                .map_err(|e| write_error(e, &a))?;
+            Ok(())
+        })
         .await
-        .map_err(|e| write_error(e, &a))?;
-        Ok(())
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Agent>, DatabaseError> {
@@ -158,27 +188,28 @@ impl AgentRepository for AgentRepositoryImpl {
 
     async fn update(&self, agent: Agent) -> Result<(), DatabaseError> {
         let a = AgentParams::new(agent)?;
-        let updated = sqlx::query!(
-            "UPDATE agents SET agent_type = ?, status = ?, current_task_id = ?, heartbeat_at = ?,
-                 memory_usage_bytes = ?, cpu_usage_percent = ?, terminated_at = ?
-             WHERE id = ?",
-            a.agent_type,
-            a.status,
-            a.current_task_id,
-            a.heartbeat_at,
-            a.memory_usage_bytes,
-            a.cpu_usage_percent,
-            a.terminated_at,
-            a.id,
-        )
-        .execute(&self.pool)
+        write(&self.pool, move |raw| {
+            let updated = raw
+                .prepare_cached(UPDATE_AGENT)
+                .and_then(|mut q| {
+                    q.execute(params![
+                        a.id,
+                        a.agent_type,
+                        a.status,
+                        a.current_task_id,
+                        a.heartbeat_at,
+                        a.memory_usage_bytes,
+                        a.cpu_usage_percent,
+                        a.terminated_at,
+                    ])
+                })
+                .map_err(|e| write_error(e, &a))?;
+            if updated == 0 {
+                return Err(DatabaseError::not_found(ENTITY, a.id));
+            }
+            Ok(())
+        })
         .await
-        .map_err(|e| write_error(e, &a))?
-        .rows_affected();
-        if updated == 0 {
-            return Err(DatabaseError::not_found(ENTITY, a.id));
-        }
-        Ok(())
     }
 
     async fn list(&self, status: Option<AgentStatus>) -> Result<Vec<Agent>, DatabaseError> {
@@ -228,31 +259,30 @@ impl AgentRepository for AgentRepositoryImpl {
 
     async fn update_heartbeat(&self, id: Uuid) -> Result<(), DatabaseError> {
         let id = id.to_string();
-        let now = timestamp::format(&self.clock.now());
-        let updated = sqlx::query!(
-            "UPDATE agents SET heartbeat_at = ? WHERE id = ? AND status <> 'terminated'",
-            now,
-            id
-        )
-        .execute(&self.pool)
+        let clock = Arc::clone(&self.clock);
+        write(&self.pool, move |raw| {
+            let now = timestamp::format(&clock.now());
+            let updated = raw
+                .prepare_cached(HEARTBEAT)
+                .and_then(|mut q| q.execute([&now, &id]))
+                .map_err(raw_on(ENTITY, &id))?;
+            if updated == 1 {
+                return Ok(());
+            }
+            let exists: bool = raw
+                .prepare_cached(AGENT_EXISTS)
+                .and_then(|mut q| q.query_row([&id], |r| r.get(0)))
+                .map_err(raw_on(ENTITY, &id))?;
+            if exists {
+                Err(DatabaseError::Conflict {
+                    entity: ENTITY,
+                    id,
+                    reason: "the agent is terminated and sends no more heartbeats".into(),
+                })
+            } else {
+                Err(DatabaseError::not_found(ENTITY, id))
+            }
+        })
         .await
-        .map_err(on(ENTITY, &id))?
-        .rows_affected();
-        if updated == 1 {
-            return Ok(());
-        }
-        let exists = sqlx::query_scalar!("SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?)", id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(on(ENTITY, &id))?;
-        if exists == 0 {
-            Err(DatabaseError::not_found(ENTITY, id))
-        } else {
-            Err(DatabaseError::Conflict {
-                entity: ENTITY,
-                id,
-                reason: "the agent is terminated and sends no more heartbeats".into(),
-            })
-        }
     }
 }

@@ -1,10 +1,11 @@
 //! The SQLite adapter: the connection (pragmas, pools, migrations) and one repository per port.
 //!
-//! The repositories' static queries are compile-time checked `sqlx` macros; dynamic filters go
-//! through `QueryBuilder` with every value bound. The task queue's writes run as prepared
-//! statements on the pooled connection's own handle (module `handle`), one hop to the connection
-//! per transaction, and are checked by the queue's tests. Driver errors are classified here
-//! and nowhere else.
+//! The repositories' static reads are compile-time checked `sqlx` macros; dynamic filters go
+//! through `QueryBuilder` with every value bound. Every write (the task queue's and the
+//! repositories') runs as prepared statements on the pooled connection's own handle (module
+//! `handle`), one hop to the connection per transaction; the repositories' statements are
+//! named constants that a test prepares against the migrated schema. Driver errors are
+//! classified here and nowhere else.
 
 mod agent_repo;
 mod connection;
@@ -19,6 +20,7 @@ mod row;
 mod session_repo;
 mod storage;
 mod task_repo;
+mod write_shim;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
 pub use agent_repo::AgentRepositoryImpl;

@@ -1,4 +1,7 @@
 //! [`MemoryRepository`] on SQLite: every version of every memory in `memories`.
+//!
+//! Reads go through sqlx's checked macros; writes run through [`write`] as the named
+//! statements of [`STATEMENTS`], and read the time once the write lock is held.
 
 use std::sync::Arc;
 
@@ -9,14 +12,52 @@ use abathur_core::models::{check_json, check_name, Memory, MemoryType, NewMemory
 use abathur_core::ports::MemoryRepository;
 use abathur_core::timestamp;
 use async_trait::async_trait;
+use rusqlite::OptionalExtension;
 use serde_json::Value;
 use sqlx::SqlitePool;
 
-use super::connection::begin_write;
-use super::errors::on;
+use super::errors::{on, raw_on};
 use super::row::{json_text, RowContext};
+use super::write_shim::write;
 
 const ENTITY: &str = "memory";
+
+/// The newest version of memory `?1`/`?2`, and how many of its versions are live.
+const LATEST_VERSION: &str = "SELECT COALESCE(MAX(version), 0), COALESCE(SUM(is_deleted = 0), 0)
+     FROM memories WHERE namespace = ?1 AND key = ?2";
+
+/// A memory's first live version (or its first after a delete): `?3` is its version.
+const INSERT_MEMORY: &str = "INSERT INTO memories (namespace, key, version, value, memory_type,
+         is_deleted, metadata, created_by, updated_by, created_at, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?7, ?8, ?8)
+     RETURNING namespace, key, version, value, memory_type, is_deleted, metadata, created_by,
+         updated_by, created_at, updated_at";
+
+/// The next version of live memory `?4`/`?5`, built from its newest in one statement, so two
+/// updates cannot both build on the same version: value `?1`, by `?2`, at `?3`.
+const NEXT_VERSION: &str = "INSERT INTO memories (namespace, key, version, value, memory_type,
+         is_deleted, metadata, created_by, updated_by, created_at, updated_at)
+     SELECT namespace, key, version + 1, ?1, memory_type, 0, metadata, created_by, ?2,
+         created_at, ?3
+     FROM memories
+     WHERE namespace = ?4 AND key = ?5 AND is_deleted = 0
+     ORDER BY version DESC
+     LIMIT 1
+     RETURNING namespace, key, version, value, memory_type, is_deleted, metadata, created_by,
+         updated_by, created_at, updated_at";
+
+/// Marks the live version of memory `?1`/`?2` deleted.
+const DELETE_MEMORY: &str = "UPDATE memories SET is_deleted = 1
+     WHERE namespace = ?1 AND key = ?2 AND is_deleted = 0";
+
+/// Every statement this module runs through rusqlite, for the catalogue test.
+#[cfg_attr(not(test), allow(dead_code))] // reason: read only by the catalogue test
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("LATEST_VERSION", LATEST_VERSION),
+    ("INSERT_MEMORY", INSERT_MEMORY),
+    ("NEXT_VERSION", NEXT_VERSION),
+    ("DELETE_MEMORY", DELETE_MEMORY),
+];
 
 /// The SQLite memory store.
 #[derive(Debug, Clone)]
@@ -49,6 +90,25 @@ struct MemoryRow {
     updated_by: String,
     created_at: String,
     updated_at: String,
+}
+
+impl MemoryRow {
+    /// A row `RETURNING` the columns of [`INSERT_MEMORY`], read through rusqlite.
+    fn from_raw(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            namespace: row.get(0)?,
+            key: row.get(1)?,
+            version: row.get(2)?,
+            value: row.get(3)?,
+            memory_type: row.get(4)?,
+            is_deleted: row.get(5)?,
+            metadata: row.get(6)?,
+            created_by: row.get(7)?,
+            updated_by: row.get(8)?,
+            created_at: row.get(9)?,
+            updated_at: row.get(10)?,
+        })
+    }
 }
 
 impl TryFrom<MemoryRow> for Memory {
@@ -110,48 +170,40 @@ fn memories_from_rows(rows: Vec<MemoryRow>) -> Result<Vec<Memory>, DatabaseError
 impl MemoryRepository for MemoryRepositoryImpl {
     async fn add(&self, memory: NewMemory) -> Result<Memory, DatabaseError> {
         memory.validate()?;
-        let id = key_id(&memory.namespace, &memory.key);
-        let now = timestamp::format(&self.clock.now());
-        let value = json_text(&memory.value);
-        let metadata = memory.metadata.as_ref().map(json_text);
-        let memory_type = memory.memory_type.as_str();
-        let mut tx = begin_write(&self.pool).await?;
-        let existing = sqlx::query!(
-            r#"SELECT COALESCE(MAX(version), 0) AS "latest!: i64",
-                      COALESCE(SUM(is_deleted = 0), 0) AS "live!: i64"
-               FROM memories WHERE namespace = ? AND key = ?"#,
-            memory.namespace,
-            memory.key
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(on(ENTITY, &id))?;
-        if existing.live > 0 {
-            return Err(DatabaseError::UniqueViolation { entity: ENTITY, id });
-        }
-        let version = existing.latest + 1;
-        let row = sqlx::query_as!(
-            MemoryRow,
-            "INSERT INTO memories (namespace, key, version, value, memory_type, is_deleted,
-                 metadata, created_by, updated_by, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)
-             RETURNING namespace, key, version, value, memory_type, is_deleted, metadata,
-                 created_by, updated_by, created_at, updated_at",
-            memory.namespace,
-            memory.key,
-            version,
-            value,
-            memory_type,
-            metadata,
-            memory.created_by,
-            memory.created_by,
-            now,
-            now,
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(on(ENTITY, &id))?;
-        tx.commit().await.map_err(on(ENTITY, &id))?;
+        let clock = Arc::clone(&self.clock);
+        let row = write(&self.pool, move |raw| {
+            let id = key_id(&memory.namespace, &memory.key);
+            let now = timestamp::format(&clock.now());
+            let (latest, live): (i64, i64) = raw
+                .prepare_cached(LATEST_VERSION)
+                .and_then(|mut q| {
+                    q.query_row([&memory.namespace, &memory.key], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                })
+                .map_err(raw_on(ENTITY, &id))?;
+            if live > 0 {
+                return Err(DatabaseError::UniqueViolation { entity: ENTITY, id });
+            }
+            raw.prepare_cached(INSERT_MEMORY)
+                .and_then(|mut q| {
+                    q.query_row(
+                        rusqlite::params![
+                            memory.namespace,
+                            memory.key,
+                            latest + 1,
+                            json_text(&memory.value),
+                            memory.memory_type.as_str(),
+                            memory.metadata.as_ref().map(json_text),
+                            memory.created_by,
+                            now,
+                        ],
+                        MemoryRow::from_raw,
+                    )
+                })
+                .map_err(raw_on(ENTITY, &id))
+        })
+        .await?;
         Memory::try_from(row)
     }
 
@@ -217,55 +269,45 @@ impl MemoryRepository for MemoryRepositoryImpl {
         check_name("updated_by", updated_by)?;
         check_json("value", &value, MAX_MEMORY_VALUE_BYTES)?;
         let id = key_id(namespace, key);
-        let now = timestamp::format(&self.clock.now());
+        let (namespace, key, updated_by) = (
+            namespace.to_string(),
+            key.to_string(),
+            updated_by.to_string(),
+        );
         let value = json_text(&value);
-        // One statement: the new version is built from the live one, so two updates cannot
-        // both build on the same version.
-        let row = sqlx::query_as!(
-            MemoryRow,
-            r#"INSERT INTO memories (namespace, key, version, value, memory_type, is_deleted,
-                   metadata, created_by, updated_by, created_at, updated_at)
-               SELECT namespace, key, version + 1, ?, memory_type, 0, metadata, created_by, ?,
-                   created_at, ?
-               FROM memories
-               WHERE namespace = ? AND key = ? AND is_deleted = 0
-               ORDER BY version DESC
-               LIMIT 1
-               RETURNING namespace AS "namespace!", key AS "key!", version AS "version!",
-                   value AS "value!", memory_type AS "memory_type!", is_deleted AS "is_deleted!",
-                   metadata, created_by AS "created_by!", updated_by AS "updated_by!",
-                   created_at AS "created_at!", updated_at AS "updated_at!""#,
-            value,
-            updated_by,
-            now,
-            namespace,
-            key
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(on(ENTITY, &id))?;
-        match row {
-            Some(row) => Memory::try_from(row),
-            None => Err(DatabaseError::not_found(ENTITY, id)),
-        }
+        let clock = Arc::clone(&self.clock);
+        let row = write(&self.pool, move |raw| {
+            let now = timestamp::format(&clock.now());
+            let row = raw
+                .prepare_cached(NEXT_VERSION)
+                .and_then(|mut q| {
+                    q.query_row(
+                        rusqlite::params![value, updated_by, now, namespace, key],
+                        MemoryRow::from_raw,
+                    )
+                    .optional()
+                })
+                .map_err(raw_on(ENTITY, &id))?;
+            row.ok_or_else(|| DatabaseError::not_found(ENTITY, id))
+        })
+        .await?;
+        Memory::try_from(row)
     }
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), DatabaseError> {
         let id = key_id(namespace, key);
-        let deleted = sqlx::query!(
-            "UPDATE memories SET is_deleted = 1
-             WHERE namespace = ? AND key = ? AND is_deleted = 0",
-            namespace,
-            key
-        )
-        .execute(&self.pool)
+        let (namespace, key) = (namespace.to_string(), key.to_string());
+        write(&self.pool, move |raw| {
+            let deleted = raw
+                .prepare_cached(DELETE_MEMORY)
+                .and_then(|mut q| q.execute([&namespace, &key]))
+                .map_err(raw_on(ENTITY, &id))?;
+            if deleted == 0 {
+                return Err(DatabaseError::not_found(ENTITY, id));
+            }
+            Ok(())
+        })
         .await
-        .map_err(on(ENTITY, &id))?
-        .rows_affected();
-        if deleted == 0 {
-            return Err(DatabaseError::not_found(ENTITY, id));
-        }
-        Ok(())
     }
 
     async fn count(&self, namespace_prefix: &str) -> Result<i64, DatabaseError> {

@@ -1,4 +1,7 @@
 //! [`SessionRepository`] on SQLite: `sessions` and its append-only `session_events`.
+//!
+//! Reads go through sqlx's checked macros; writes run through [`write`] as the named
+//! statements of [`STATEMENTS`], and read the time once the write lock is held.
 
 use std::sync::Arc;
 
@@ -14,11 +17,44 @@ use serde_json::Value;
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
-use super::connection::begin_write;
-use super::errors::{classify, on};
+use super::errors::{on, raw_on};
 use super::row::{json_text, RowContext};
+use super::write_shim::write;
 
 const ENTITY: &str = "session";
+
+const INSERT_SESSION: &str =
+    "INSERT INTO sessions (id, app_name, user_id, project_id, state, created_at, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Session `?2` was written to at `?1`.
+const TOUCH_SESSION: &str = "UPDATE sessions SET updated_at = ?1 WHERE id = ?2";
+
+/// The next event of session `?1`, numbered after its last: type `?2`, actor `?3`, content
+/// `?4`, at `?5`.
+const APPEND_EVENT: &str = "INSERT INTO session_events
+         (session_id, sequence, event_type, actor, content, timestamp)
+     SELECT ?1, COALESCE(MAX(sequence), 0) + 1, ?2, ?3, ?4, ?5
+     FROM session_events WHERE session_id = ?1
+     RETURNING session_id, sequence, event_type, actor, content, timestamp";
+
+/// One top-level key of session `?4`'s state, in one statement, so concurrent writers of
+/// other keys never overwrite each other: path `?1`, JSON text `?2`, at `?3`.
+const SET_STATE: &str =
+    "UPDATE sessions SET state = json_set(state, ?1, json(?2)), updated_at = ?3 WHERE id = ?4";
+
+/// A session with its events (`ON DELETE CASCADE`).
+const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id = ?1";
+
+/// Every statement this module runs through rusqlite, for the catalogue test.
+#[cfg_attr(not(test), allow(dead_code))] // reason: read only by the catalogue test
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("INSERT_SESSION", INSERT_SESSION),
+    ("TOUCH_SESSION", TOUCH_SESSION),
+    ("APPEND_EVENT", APPEND_EVENT),
+    ("SET_STATE", SET_STATE),
+    ("DELETE_SESSION", DELETE_SESSION),
+];
 
 /// The SQLite session store.
 #[derive(Debug, Clone)]
@@ -127,21 +163,19 @@ impl SessionRepository for SessionRepositoryImpl {
         let state = Value::Object(session.state).to_string();
         let created_at = timestamp::format(&session.created_at);
         let updated_at = timestamp::format(&session.updated_at);
-        sqlx::query!(
-            "INSERT INTO sessions (id, app_name, user_id, project_id, state, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-            id,
-            session.app_name,
-            session.user_id,
-            session.project_id,
-            state,
-            created_at,
-            updated_at
-        )
-        .execute(&self.pool)
+        let (app_name, user_id, project_id) =
+            (session.app_name, session.user_id, session.project_id);
+        write(&self.pool, move |raw| {
+            raw.prepare_cached(INSERT_SESSION)
+                .and_then(|mut q| {
+                    q.execute(rusqlite::params![
+                        id, app_name, user_id, project_id, state, created_at, updated_at
+                    ])
+                })
+                .map_err(raw_on(ENTITY, &id))?;
+            Ok(())
+        })
         .await
-        .map_err(on(ENTITY, &id))?;
-        Ok(())
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Session>, DatabaseError> {
@@ -165,36 +199,36 @@ impl SessionRepository for SessionRepositoryImpl {
     ) -> Result<SessionEvent, DatabaseError> {
         event.validate()?;
         let id = session_id.to_string();
-        let now = timestamp::format(&self.clock.now());
         let content = json_text(&event.content);
-        let mut tx = begin_write(&self.pool).await?;
-        let touched = sqlx::query!("UPDATE sessions SET updated_at = ? WHERE id = ?", now, id)
-            .execute(&mut *tx)
-            .await
-            .map_err(on(ENTITY, &id))?
-            .rows_affected();
-        if touched == 0 {
-            return Err(DatabaseError::not_found(ENTITY, id));
-        }
-        let row = sqlx::query_as!(
-            EventRow,
-            r#"INSERT INTO session_events (session_id, sequence, event_type, actor, content, timestamp)
-               SELECT ?, COALESCE(MAX(sequence), 0) + 1, ?, ?, ?, ?
-               FROM session_events WHERE session_id = ?
-               RETURNING session_id AS "session_id!", sequence AS "sequence!",
-                   event_type AS "event_type!", actor AS "actor!", content AS "content!",
-                   timestamp AS "timestamp!""#,
-            id,
-            event.event_type,
-            event.actor,
-            content,
-            now,
-            id
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| classify(e, "session event", &id))?;
-        tx.commit().await.map_err(on(ENTITY, &id))?;
+        let clock = Arc::clone(&self.clock);
+        let row = write(&self.pool, move |raw| {
+            let now = timestamp::format(&clock.now());
+            let touched = raw
+                .prepare_cached(TOUCH_SESSION)
+                .and_then(|mut q| q.execute([&now, &id]))
+                .map_err(raw_on(ENTITY, &id))?;
+            if touched == 0 {
+                return Err(DatabaseError::not_found(ENTITY, id));
+            }
+            raw.prepare_cached(APPEND_EVENT)
+                .and_then(|mut q| {
+                    q.query_row(
+                        rusqlite::params![id, event.event_type, event.actor, content, now],
+                        |r| {
+                            Ok(EventRow {
+                                session_id: r.get(0)?,
+                                sequence: r.get(1)?,
+                                event_type: r.get(2)?,
+                                actor: r.get(3)?,
+                                content: r.get(4)?,
+                                timestamp: r.get(5)?,
+                            })
+                        },
+                    )
+                })
+                .map_err(raw_on("session event", &id))
+        })
+        .await?;
         SessionEvent::try_from(row)
     }
 
@@ -259,35 +293,33 @@ impl SessionRepository for SessionRepositoryImpl {
         let id = session_id.to_string();
         let path = state_path(key);
         let value = json_text(&value);
-        let now = timestamp::format(&self.clock.now());
-        // One statement, so concurrent writers of other keys never overwrite each other.
-        let updated = sqlx::query!(
-            "UPDATE sessions SET state = json_set(state, ?, json(?)), updated_at = ? WHERE id = ?",
-            path,
-            value,
-            now,
-            id
-        )
-        .execute(&self.pool)
+        let clock = Arc::clone(&self.clock);
+        write(&self.pool, move |raw| {
+            let now = timestamp::format(&clock.now());
+            let updated = raw
+                .prepare_cached(SET_STATE)
+                .and_then(|mut q| q.execute([&path, &value, &now, &id]))
+                .map_err(raw_on(ENTITY, &id))?;
+            if updated == 0 {
+                return Err(DatabaseError::not_found(ENTITY, id));
+            }
+            Ok(())
+        })
         .await
-        .map_err(on(ENTITY, &id))?
-        .rows_affected();
-        if updated == 0 {
-            return Err(DatabaseError::not_found(ENTITY, id));
-        }
-        Ok(())
     }
 
     async fn delete(&self, id: Uuid) -> Result<(), DatabaseError> {
         let id = id.to_string();
-        let deleted = sqlx::query!("DELETE FROM sessions WHERE id = ?", id)
-            .execute(&self.pool)
-            .await
-            .map_err(on(ENTITY, &id))?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(DatabaseError::not_found(ENTITY, id));
-        }
-        Ok(())
+        write(&self.pool, move |raw| {
+            let deleted = raw
+                .prepare_cached(DELETE_SESSION)
+                .and_then(|mut q| q.execute([&id]))
+                .map_err(raw_on(ENTITY, &id))?;
+            if deleted == 0 {
+                return Err(DatabaseError::not_found(ENTITY, id));
+            }
+            Ok(())
+        })
+        .await
     }
 }

@@ -1,7 +1,30 @@
-//! [`TaskRepository`] on SQLite: the `tasks` table and its `task_dependencies` edges, which are
-//! always written in the same transaction as `tasks.dependencies`.
+//! [`TaskRepository`] on SQLite: the `tasks` table, its `task_dependencies` edges, and a
+//! `task_events` row for every status the repository sets.
+//!
+//! Reads go through sqlx's checked macros. Writes run through [`write`] as prepared statements
+//! on the writer's rusqlite connection, every one a named constant of [`STATEMENTS`], and read
+//! the time once the write lock is held.
+//!
+//! One truth per fact:
+//! - **Dependencies.** The edges are the truth. `tasks.dependencies`, the JSON list of the
+//!   specification's schema, is written from the same value as the edges by the same function
+//!   ([`insert_task_raw`] for every insert, the queue's included, and `update`), and the
+//!   trigger of migration 0007 drops an id from it when its edge goes by cascade (a deleted or
+//!   pruned dependency). `update` refuses a change the queue would refuse: an unknown task, the
+//!   task itself, or a cycle.
+//! - **History.** Every status this repository gives a task (by `insert`, `insert_batch`,
+//!   `update` or `update_status`) is a `task_events` row with the actor [`ACTOR`], in the
+//!   same transaction, so `QueueStore::history` tells every change. `delete` removes the task
+//!   with its history (the events' foreign key cascades).
+//! - **Columns.** A task's columns are listed once, in [`TASK_COLUMNS`], which the insert,
+//!   the rusqlite select and the dynamic list are built from (the update names each column
+//!   it sets beside its parameter: all but `id` and `submitted_at`). The sqlx macros need
+//!   their SQL as a literal, so the three checked selects of a whole task
+//!   (`queries/task_get.sql`, `ready_tasks.sql`, `task_dependents.sql`) spell the list out,
+//!   and a test checks that each names exactly [`TASK_COLUMNS`] in its order. Every row, read
+//!   by sqlx or rusqlite, decodes through [`TaskRow`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use abathur_core::clock::{Clock, SystemClock};
@@ -9,29 +32,129 @@ use abathur_core::error::DatabaseError;
 use abathur_core::models::{Task, TaskStatus, MAX_PRIORITY};
 use abathur_core::ports::{TaskFilters, TaskRepository};
 use abathur_core::timestamp;
+use abathur_core::ValidationError;
 use async_trait::async_trait;
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+use rusqlite::{params, OptionalExtension};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use super::connection::begin_write;
-use super::errors::{classify, on, raw_on};
-use super::handle::with_handle;
+use super::errors::{on, raw_on};
 use super::row::{json_text, opt_timestamp_text, RowContext};
-use rusqlite::OptionalExtension;
+use super::write_shim::write;
 
 const ENTITY: &str = "task";
 
-/// The columns of a task, in [`TaskRow`]'s order, for dynamic queries.
-const TASK_COLUMNS: &str = "id, summary, description, agent_type, priority, calculated_priority, \
-     status, dependencies, dependency_type, dependency_depth, input_data, result_data, \
-     error_message, retry_count, max_retries, max_execution_timeout_seconds, submitted_at, \
-     started_at, completed_at, last_updated_at, created_by, parent_task_id, session_id, source, \
-     deadline, estimated_duration_seconds, feature_branch, task_branch, worktree_path";
+/// The actor of the history rows this repository writes.
+pub(crate) const ACTOR: &str = "repository";
 
-/// SQLite's default limit on bound variables in one statement (SQLITE_MAX_VARIABLE_NUMBER).
-const MAX_VARIABLES: usize = 32_766;
-/// Bound values per task row in a multi-row insert.
-const TASK_BINDS: usize = 29;
+/// Every column of a task, in [`TaskRow`]'s order: the one list of them.
+macro_rules! task_columns {
+    () => {
+        "id, summary, description, agent_type, priority, calculated_priority, status, \
+         dependencies, dependency_type, dependency_depth, input_data, result_data, \
+         error_message, retry_count, max_retries, max_execution_timeout_seconds, submitted_at, \
+         started_at, completed_at, last_updated_at, created_by, parent_task_id, session_id, \
+         source, deadline, estimated_duration_seconds, feature_branch, task_branch, \
+         worktree_path"
+    };
+}
+
+/// The columns of a task, in [`TaskRow`]'s order.
+pub(crate) const TASK_COLUMNS: &str = task_columns!();
+
+/// A new task row: `?1` to `?29` in [`TASK_COLUMNS`]' order.
+const INSERT_TASK: &str = concat!(
+    "INSERT INTO tasks (",
+    task_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)"
+);
+
+/// The edges of task `?1` to every id of the JSON array `?2`. `WHERE true` lets SQLite parse
+/// ON CONFLICT after a SELECT.
+const INSERT_EDGES: &str = "INSERT INTO task_dependencies (task_id, depends_on_task_id)
+     SELECT ?1, value FROM json_each(?2) WHERE true
+     ON CONFLICT DO NOTHING";
+
+/// A whole task by id.
+const SELECT_TASK: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = ?1");
+
+const TASK_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?1)";
+
+const SESSION_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)";
+
+const TASK_STATUS: &str = "SELECT status FROM tasks WHERE id = ?1";
+
+/// Every column of task `?1` but `id` and `submitted_at`, in [`TASK_COLUMNS`]' order.
+const UPDATE_TASK: &str = "UPDATE tasks SET
+     summary = ?2, description = ?3, agent_type = ?4, priority = ?5, calculated_priority = ?6,
+     status = ?7, dependencies = ?8, dependency_type = ?9, dependency_depth = ?10,
+     input_data = ?11, result_data = ?12, error_message = ?13, retry_count = ?14,
+     max_retries = ?15, max_execution_timeout_seconds = ?16, started_at = ?17,
+     completed_at = ?18, last_updated_at = ?19, created_by = ?20, parent_task_id = ?21,
+     session_id = ?22, source = ?23, deadline = ?24, estimated_duration_seconds = ?25,
+     feature_branch = ?26, task_branch = ?27, worktree_path = ?28
+ WHERE id = ?1";
+
+/// The edges of task `?1` to ids no longer in the JSON array `?2`.
+const DROP_STALE_EDGES: &str = "DELETE FROM task_dependencies
+     WHERE task_id = ?1 AND depends_on_task_id NOT IN (SELECT value FROM json_each(?2))";
+
+/// The first id of the JSON array `?2` from which the stored edges lead back to task `?1`:
+/// making `?1` depend on it would close a cycle. Each task is visited once per start.
+const CLOSES_CYCLE: &str = "WITH RECURSIVE reach(start, id) AS (
+         SELECT value, value FROM json_each(?2)
+         UNION
+         SELECT reach.start, d.depends_on_task_id
+         FROM reach JOIN task_dependencies d ON d.task_id = reach.id
+         WHERE reach.id <> ?1)
+     SELECT start FROM reach WHERE id = ?1 LIMIT 1";
+
+/// Sets task `?1`'s status `?2` at `?3`, with `started_at` `?4` and `completed_at` `?5` when
+/// they are given.
+const UPDATE_STATUS: &str = "UPDATE tasks SET
+         status = ?2, last_updated_at = ?3,
+         started_at = COALESCE(?4, started_at), completed_at = COALESCE(?5, completed_at)
+     WHERE id = ?1";
+
+/// One history row, with the columns the queue writes; a repository's change has no attempt.
+const RECORD_EVENT: &str =
+    "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
+     VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6)";
+
+/// Edges, dependents' lists (by the trigger of migration 0007) and history go with the task;
+/// children and agents lose the reference (`ON DELETE SET NULL`).
+const DELETE_TASK: &str = "DELETE FROM tasks WHERE id = ?1";
+
+/// Foreign keys checked at commit, for a batch whose members refer to each other in any order.
+const DEFER_FOREIGN_KEYS: &str = "PRAGMA defer_foreign_keys = ON";
+
+/// Back to immediate checks, so that the operations committed with this one are not slowed.
+const IMMEDIATE_FOREIGN_KEYS: &str = "PRAGMA defer_foreign_keys = OFF";
+
+/// Every statement this module runs through rusqlite, for the catalogue test.
+#[cfg_attr(not(test), allow(dead_code))] // reason: read only by the catalogue test
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("INSERT_TASK", INSERT_TASK),
+    ("INSERT_EDGES", INSERT_EDGES),
+    ("SELECT_TASK", SELECT_TASK),
+    ("TASK_EXISTS", TASK_EXISTS),
+    ("SESSION_EXISTS", SESSION_EXISTS),
+    ("TASK_STATUS", TASK_STATUS),
+    ("UPDATE_TASK", UPDATE_TASK),
+    ("DROP_STALE_EDGES", DROP_STALE_EDGES),
+    ("CLOSES_CYCLE", CLOSES_CYCLE),
+    ("UPDATE_STATUS", UPDATE_STATUS),
+    ("RECORD_EVENT", RECORD_EVENT),
+    ("DELETE_TASK", DELETE_TASK),
+    ("DEFER_FOREIGN_KEYS", DEFER_FOREIGN_KEYS),
+    ("IMMEDIATE_FOREIGN_KEYS", IMMEDIATE_FOREIGN_KEYS),
+];
+
+/// The reasons of the history rows this repository writes.
+const INSERTED: &str = "inserted";
+const UPDATED: &str = "updated";
+const STATUS_SET: &str = "status set";
 
 /// The SQLite task store.
 #[derive(Debug, Clone)]
@@ -52,7 +175,8 @@ impl TaskRepositoryImpl {
     }
 }
 
-/// A task as stored: every column in its SQLite type.
+/// A task as stored: every column in its SQLite type, in [`TASK_COLUMNS`]' order. Every read
+/// of a whole task decodes through it.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct TaskRow {
     id: String,
@@ -146,25 +270,61 @@ pub(crate) fn tasks_from_rows(rows: Vec<TaskRow>) -> Result<Vec<Task>, DatabaseE
     rows.into_iter().map(Task::try_from).collect()
 }
 
-/// The task with this id, read on `executor` (a pool, or a transaction's connection).
-pub(crate) async fn load_task<'e>(
-    executor: impl sqlx::SqliteExecutor<'e>,
+impl TaskRow {
+    /// A row of `SELECT {TASK_COLUMNS}`, read through rusqlite.
+    pub(crate) fn from_raw(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            summary: row.get(1)?,
+            description: row.get(2)?,
+            agent_type: row.get(3)?,
+            priority: row.get(4)?,
+            calculated_priority: row.get(5)?,
+            status: row.get(6)?,
+            dependencies: row.get(7)?,
+            dependency_type: row.get(8)?,
+            dependency_depth: row.get(9)?,
+            input_data: row.get(10)?,
+            result_data: row.get(11)?,
+            error_message: row.get(12)?,
+            retry_count: row.get(13)?,
+            max_retries: row.get(14)?,
+            max_execution_timeout_seconds: row.get(15)?,
+            submitted_at: row.get(16)?,
+            started_at: row.get(17)?,
+            completed_at: row.get(18)?,
+            last_updated_at: row.get(19)?,
+            created_by: row.get(20)?,
+            parent_task_id: row.get(21)?,
+            session_id: row.get(22)?,
+            source: row.get(23)?,
+            deadline: row.get(24)?,
+            estimated_duration_seconds: row.get(25)?,
+            feature_branch: row.get(26)?,
+            task_branch: row.get(27)?,
+            worktree_path: row.get(28)?,
+        })
+    }
+}
+
+/// The task with this id, read through sqlx: the repository's `get`.
+async fn load_task(pool: &SqlitePool, id: &str) -> Result<Option<Task>, DatabaseError> {
+    let row = sqlx::query_file_as!(TaskRow, "src/queries/task_get.sql", id)
+        .fetch_optional(pool)
+        .await
+        .map_err(on(ENTITY, id))?;
+    row.map(Task::try_from).transpose()
+}
+
+/// The task with this id, inside a write.
+pub(crate) fn load_task_raw(
+    raw: &rusqlite::Connection,
     id: &str,
 ) -> Result<Option<Task>, DatabaseError> {
-    let row = sqlx::query_as!(
-        TaskRow,
-        r#"SELECT id, summary, description, agent_type, priority, calculated_priority,
-               status, dependencies, dependency_type, dependency_depth, input_data, result_data,
-               error_message, retry_count, max_retries, max_execution_timeout_seconds,
-               submitted_at, started_at, completed_at, last_updated_at, created_by,
-               parent_task_id, session_id, source, deadline, estimated_duration_seconds,
-               feature_branch, task_branch, worktree_path
-           FROM tasks WHERE id = ?"#,
-        id
-    )
-    .fetch_optional(executor)
-    .await
-    .map_err(on(ENTITY, id))?;
+    let row = raw
+        .prepare_cached(SELECT_TASK)
+        .and_then(|mut q| q.query_row([id], TaskRow::from_raw).optional())
+        .map_err(raw_on(ENTITY, id))?;
     row.map(Task::try_from).transpose()
 }
 
@@ -177,6 +337,8 @@ pub(crate) struct TaskParams {
     priority: i64,
     calculated_priority: f64,
     status: &'static str,
+    /// `status`, as the domain's value, for the history.
+    task_status: TaskStatus,
     dependencies: Option<String>,
     /// The same ids as `dependencies`, one string each.
     dependency_ids: Vec<String>,
@@ -224,6 +386,7 @@ impl TaskParams {
             priority: i64::from(task.priority),
             calculated_priority: task.calculated_priority,
             status: task.status.as_str(),
+            task_status: task.status,
             dependencies,
             dependency_ids,
             dependency_type: task.dependency_type.as_str(),
@@ -251,117 +414,68 @@ impl TaskParams {
     }
 }
 
-/// The first id `task` refers to that is neither stored nor in `pending` (the other members of
-/// a batch), with what it is. Runs inside the write's transaction, so the answer is current.
-pub(crate) async fn first_missing_reference(
-    conn: &mut SqliteConnection,
-    task: &TaskParams,
-    pending: &HashSet<&str>,
-) -> Result<Option<(&'static str, String)>, sqlx::Error> {
-    let parent = task.parent_task_id.iter().map(|id| ("parent task", id));
-    let session = task.session_id.iter().map(|id| ("session", id));
-    let deps = task.dependency_ids.iter().map(|id| ("dependency", id));
-    for (reference, id) in parent.chain(session).chain(deps) {
-        if pending.contains(id.as_str()) {
-            continue;
-        }
-        let exists = if reference == "session" {
-            sqlx::query_scalar!("SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?)", id)
-                .fetch_one(&mut *conn)
-                .await?
-        } else {
-            sqlx::query_scalar!("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?)", id)
-                .fetch_one(&mut *conn)
-                .await?
-        };
-        if exists == 0 {
-            return Ok(Some((reference, id.clone())));
-        }
-    }
-    Ok(None)
-}
-
-pub(crate) fn missing(reference: &'static str, id: String) -> DatabaseError {
-    DatabaseError::ForeignKeyViolation {
-        entity: ENTITY,
-        reference,
-        id: Some(id),
-    }
-}
-
-/// Writes the task row and its edges on `conn`, inside the caller's transaction.
-pub(crate) async fn insert_one(
-    conn: &mut SqliteConnection,
-    t: &TaskParams,
-) -> Result<(), DatabaseError> {
-    with_handle(conn, |raw| insert_task_raw(raw, t)).await?
-}
-
-/// Inserts a task row and its dependency edges, on a connection's handle.
+/// Inserts a task row and its dependency edges, both from the same list, inside a write: every
+/// task stored, by this repository or by the queue, goes through here.
+///
+/// # Errors
+/// The classified error of the insert: `UniqueViolation` for a taken id, `ForeignKeyViolation`
+/// (unnamed: see [`first_missing_reference_raw`]) for a reference to nothing when foreign keys
+/// are checked at once.
 pub(crate) fn insert_task_raw(
     raw: &rusqlite::Connection,
     t: &TaskParams,
 ) -> Result<(), DatabaseError> {
-    raw.prepare_cached(
-        "INSERT INTO tasks (
-            id, summary, description, agent_type, priority, calculated_priority,
-            status, dependencies, dependency_type, dependency_depth,
-            input_data, result_data, error_message, retry_count, max_retries,
-            max_execution_timeout_seconds, submitted_at, started_at, completed_at,
-            last_updated_at, created_by, parent_task_id, session_id, source,
-            deadline, estimated_duration_seconds, feature_branch, task_branch, worktree_path
-        ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                  ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
-    )
-    .and_then(|mut insert| {
-        insert.execute(rusqlite::params![
-            t.id,
-            t.summary,
-            t.description,
-            t.agent_type,
-            t.priority,
-            t.calculated_priority,
-            t.status,
-            t.dependencies,
-            t.dependency_type,
-            t.dependency_depth,
-            t.input_data,
-            t.result_data,
-            t.error_message,
-            t.retry_count,
-            t.max_retries,
-            t.max_execution_timeout_seconds,
-            t.submitted_at,
-            t.started_at,
-            t.completed_at,
-            t.last_updated_at,
-            t.created_by,
-            t.parent_task_id,
-            t.session_id,
-            t.source,
-            t.deadline,
-            t.estimated_duration_seconds,
-            t.feature_branch,
-            t.task_branch,
-            t.worktree_path,
-        ])
-    })
-    .map_err(raw_on(ENTITY, &t.id))?;
-    if let Some(deps) = &t.dependencies {
-        // `WHERE true` lets SQLite parse ON CONFLICT after a SELECT.
-        raw.prepare_cached(
-            "INSERT INTO task_dependencies (task_id, depends_on_task_id)
-             SELECT ?1, value FROM json_each(?2) WHERE true
-             ON CONFLICT DO NOTHING",
-        )
-        .and_then(|mut edges| edges.execute(rusqlite::params![t.id, deps]))
+    raw.prepare_cached(INSERT_TASK)
+        .and_then(|mut insert| {
+            insert.execute(params![
+                t.id,
+                t.summary,
+                t.description,
+                t.agent_type,
+                t.priority,
+                t.calculated_priority,
+                t.status,
+                t.dependencies,
+                t.dependency_type,
+                t.dependency_depth,
+                t.input_data,
+                t.result_data,
+                t.error_message,
+                t.retry_count,
+                t.max_retries,
+                t.max_execution_timeout_seconds,
+                t.submitted_at,
+                t.started_at,
+                t.completed_at,
+                t.last_updated_at,
+                t.created_by,
+                t.parent_task_id,
+                t.session_id,
+                t.source,
+                t.deadline,
+                t.estimated_duration_seconds,
+                t.feature_branch,
+                t.task_branch,
+                t.worktree_path,
+            ])
+        })
         .map_err(raw_on(ENTITY, &t.id))?;
+    insert_edges(raw, t)
+}
+
+/// The edges of `t`'s dependency list.
+fn insert_edges(raw: &rusqlite::Connection, t: &TaskParams) -> Result<(), DatabaseError> {
+    if let Some(deps) = &t.dependencies {
+        raw.prepare_cached(INSERT_EDGES)
+            .and_then(|mut edges| edges.execute(params![t.id, deps]))
+            .map_err(raw_on(ENTITY, &t.id))?;
     }
     Ok(())
 }
 
 /// The first reference of `task` (parent, session, dependency) that names no stored row and no
-/// member of `pending`, on a connection's handle.
+/// member of `pending` (the other members of a batch), with what it is. Runs inside the
+/// write, so the answer is current.
 pub(crate) fn first_missing_reference_raw(
     raw: &rusqlite::Connection,
     task: &TaskParams,
@@ -375,9 +489,9 @@ pub(crate) fn first_missing_reference_raw(
             continue;
         }
         let sql = if reference == "session" {
-            "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)"
+            SESSION_EXISTS
         } else {
-            "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?1)"
+            TASK_EXISTS
         };
         let exists: bool = raw
             .prepare_cached(sql)
@@ -390,91 +504,145 @@ pub(crate) fn first_missing_reference_raw(
     Ok(None)
 }
 
-/// The task with this id, on a connection's handle.
-pub(crate) fn load_task_raw(
+/// The error for a reference of a task to `id`, which names nothing.
+pub(crate) fn missing(reference: &'static str, id: String) -> DatabaseError {
+    DatabaseError::ForeignKeyViolation {
+        entity: ENTITY,
+        reference,
+        id: Some(id),
+    }
+}
+
+/// `err`, with a foreign-key failure of `t` diagnosed to name the missing reference.
+fn named_reference(
     raw: &rusqlite::Connection,
-    id: &str,
-) -> Result<Option<Task>, DatabaseError> {
-    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1");
-    let row = raw
-        .prepare_cached(&sql)
-        .and_then(|mut q| q.query_row([id], TaskRow::from_raw).optional())
-        .map_err(raw_on(ENTITY, id))?;
-    row.map(Task::try_from).transpose()
-}
-
-impl TaskRow {
-    /// A row of `SELECT {TASK_COLUMNS}`, read on a connection's handle.
-    pub(crate) fn from_raw(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: row.get(0)?,
-            summary: row.get(1)?,
-            description: row.get(2)?,
-            agent_type: row.get(3)?,
-            priority: row.get(4)?,
-            calculated_priority: row.get(5)?,
-            status: row.get(6)?,
-            dependencies: row.get(7)?,
-            dependency_type: row.get(8)?,
-            dependency_depth: row.get(9)?,
-            input_data: row.get(10)?,
-            result_data: row.get(11)?,
-            error_message: row.get(12)?,
-            retry_count: row.get(13)?,
-            max_retries: row.get(14)?,
-            max_execution_timeout_seconds: row.get(15)?,
-            submitted_at: row.get(16)?,
-            started_at: row.get(17)?,
-            completed_at: row.get(18)?,
-            last_updated_at: row.get(19)?,
-            created_by: row.get(20)?,
-            parent_task_id: row.get(21)?,
-            session_id: row.get(22)?,
-            source: row.get(23)?,
-            deadline: row.get(24)?,
-            estimated_duration_seconds: row.get(25)?,
-            feature_branch: row.get(26)?,
-            task_branch: row.get(27)?,
-            worktree_path: row.get(28)?,
-        })
-    }
-}
-
-async fn insert_edges(conn: &mut SqliteConnection, t: &TaskParams) -> Result<(), sqlx::Error> {
-    if let Some(deps) = &t.dependencies {
-        // `WHERE true` lets SQLite parse ON CONFLICT after a SELECT.
-        sqlx::query!(
-            "INSERT INTO task_dependencies (task_id, depends_on_task_id)
-             SELECT ?, value FROM json_each(?) WHERE true
-             ON CONFLICT DO NOTHING",
-            t.id,
-            deps
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-/// Maps a write error: a foreign-key failure is diagnosed to name the missing reference.
-async fn write_error(
-    conn: &mut SqliteConnection,
     err: DatabaseError,
     t: &TaskParams,
+    pending: &HashSet<&str>,
 ) -> DatabaseError {
     match err {
         DatabaseError::ForeignKeyViolation { .. } => {
-            match first_missing_reference(conn, t, &HashSet::new()).await {
+            match first_missing_reference_raw(raw, t, pending) {
                 Ok(Some((reference, id))) => missing(reference, id),
                 Ok(None) => DatabaseError::ForeignKeyViolation {
                     entity: ENTITY,
                     reference: "parent task, session or dependency",
                     id: None,
                 },
-                Err(e) => classify(e, ENTITY, &t.id),
+                Err(e) => e,
             }
         }
         other => other,
+    }
+}
+
+/// The stored status of task `id`, or `None` when there is no such task.
+fn stored_status(
+    raw: &rusqlite::Connection,
+    id: &str,
+) -> Result<Option<TaskStatus>, DatabaseError> {
+    let status: Option<String> = raw
+        .prepare_cached(TASK_STATUS)
+        .and_then(|mut q| q.query_row([id], |row| row.get(0)).optional())
+        .map_err(raw_on(ENTITY, id))?;
+    status
+        .map(|s| RowContext { table: "tasks", id }.parse("status", &s))
+        .transpose()
+}
+
+/// Appends a change of task `id` from `from` to `to` at `now` to its history.
+fn record(
+    raw: &rusqlite::Connection,
+    id: &str,
+    from: Option<TaskStatus>,
+    to: TaskStatus,
+    now: &str,
+    reason: &str,
+) -> Result<(), DatabaseError> {
+    raw.prepare_cached(RECORD_EVENT)
+        .and_then(|mut q| {
+            q.execute(params![
+                id,
+                from.map(TaskStatus::as_str),
+                to.as_str(),
+                now,
+                ACTOR,
+                reason
+            ])
+        })
+        .map_err(raw_on(ENTITY, id))?;
+    Ok(())
+}
+
+/// Refuses a dependency list the queue would refuse, before anything is written: an unknown
+/// task (`ForeignKeyViolation` naming it) or one that already depends on `t`, directly or
+/// through others (a `Validation` error on `dependencies`). `t` itself is refused by
+/// [`Task::validate`].
+fn check_dependencies(raw: &rusqlite::Connection, t: &TaskParams) -> Result<(), DatabaseError> {
+    if let Some((reference, id)) = first_missing_reference_raw(raw, t, &HashSet::new())? {
+        return Err(missing(reference, id));
+    }
+    let Some(deps) = &t.dependencies else {
+        return Ok(());
+    };
+    let closing: Option<String> = raw
+        .prepare_cached(CLOSES_CYCLE)
+        .and_then(|mut q| {
+            q.query_row(params![t.id, deps], |row| row.get(0))
+                .optional()
+        })
+        .map_err(raw_on(ENTITY, &t.id))?;
+    match closing {
+        Some(dep) => Err(ValidationError::new(
+            "dependencies",
+            format!(
+                "task {dep} already depends on task {}, directly or through other tasks: \
+                 depending on it would make a cycle",
+                t.id
+            ),
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a batch whose members depend on each other in a loop. Stored tasks cannot depend
+/// on a new one, so only the members can form a cycle.
+fn check_batch_cycles(batch: &[TaskParams]) -> Result<(), DatabaseError> {
+    let index: HashMap<&str, usize> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
+    let mut waiting = vec![0usize; batch.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); batch.len()];
+    for (i, t) in batch.iter().enumerate() {
+        for dep in &t.dependency_ids {
+            if let Some(&d) = index.get(dep.as_str()) {
+                waiting[i] += 1;
+                dependents[d].push(i);
+            }
+        }
+    }
+    let mut free: Vec<usize> = (0..batch.len()).filter(|&i| waiting[i] == 0).collect();
+    while let Some(i) = free.pop() {
+        for &d in &dependents[i] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                free.push(d);
+            }
+        }
+    }
+    match waiting.iter().position(|&w| w > 0) {
+        Some(i) => Err(ValidationError::new(
+            "dependencies",
+            format!(
+                "task {} waits on a cycle of dependencies among the members of the batch",
+                batch[i].id
+            ),
+        )
+        .into()),
+        None => Ok(()),
     }
 }
 
@@ -546,11 +714,15 @@ fn push_filters(qb: &mut QueryBuilder<'_, Sqlite>, f: &TaskFilters) {
 impl TaskRepository for TaskRepositoryImpl {
     async fn insert(&self, task: Task) -> Result<(), DatabaseError> {
         let params = TaskParams::new(task)?;
-        let mut tx = begin_write(&self.pool).await?;
-        if let Err(e) = insert_one(&mut tx, &params).await {
-            return Err(write_error(&mut tx, e, &params).await);
-        }
-        tx.commit().await.map_err(on(ENTITY, &params.id))
+        let status = params.task_status;
+        let clock = Arc::clone(&self.clock);
+        write(&self.pool, move |raw| {
+            let now = timestamp::format(&clock.now());
+            insert_task_raw(raw, &params)
+                .map_err(|e| named_reference(raw, e, &params, &HashSet::new()))?;
+            record(raw, &params.id, None, status, &now, INSERTED)
+        })
+        .await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Task>, DatabaseError> {
@@ -559,103 +731,80 @@ impl TaskRepository for TaskRepositoryImpl {
 
     async fn update(&self, task: Task) -> Result<(), DatabaseError> {
         let mut t = TaskParams::new(task)?;
-        t.last_updated_at = timestamp::format(&self.clock.now());
-        let mut tx = begin_write(&self.pool).await?;
-        let result = async {
-            let updated = sqlx::query!(
-                r#"UPDATE tasks SET
-                    summary = ?, description = ?, agent_type = ?, priority = ?,
-                    calculated_priority = ?, status = ?, dependencies = ?, dependency_type = ?,
-                    dependency_depth = ?, input_data = ?, result_data = ?, error_message = ?,
-                    retry_count = ?, max_retries = ?, max_execution_timeout_seconds = ?,
-                    started_at = ?, completed_at = ?, last_updated_at = ?, created_by = ?,
-                    parent_task_id = ?, session_id = ?, source = ?, deadline = ?,
-                    estimated_duration_seconds = ?, feature_branch = ?, task_branch = ?,
-                    worktree_path = ?
-                WHERE id = ?"#,
-                t.summary,
-                t.description,
-                t.agent_type,
-                t.priority,
-                t.calculated_priority,
-                t.status,
-                t.dependencies,
-                t.dependency_type,
-                t.dependency_depth,
-                t.input_data,
-                t.result_data,
-                t.error_message,
-                t.retry_count,
-                t.max_retries,
-                t.max_execution_timeout_seconds,
-                t.started_at,
-                t.completed_at,
-                t.last_updated_at,
-                t.created_by,
-                t.parent_task_id,
-                t.session_id,
-                t.source,
-                t.deadline,
-                t.estimated_duration_seconds,
-                t.feature_branch,
-                t.task_branch,
-                t.worktree_path,
-                t.id,
-            )
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                return Ok(false);
-            }
+        let clock = Arc::clone(&self.clock);
+        write(&self.pool, move |raw| {
+            t.last_updated_at = timestamp::format(&clock.now());
+            let from = stored_status(raw, &t.id)?
+                .ok_or_else(|| DatabaseError::not_found(ENTITY, &t.id))?;
+            check_dependencies(raw, &t)?;
+            raw.prepare_cached(UPDATE_TASK)
+                .and_then(|mut update| {
+                    update.execute(params![
+                        t.id,
+                        t.summary,
+                        t.description,
+                        t.agent_type,
+                        t.priority,
+                        t.calculated_priority,
+                        t.status,
+                        t.dependencies,
+                        t.dependency_type,
+                        t.dependency_depth,
+                        t.input_data,
+                        t.result_data,
+                        t.error_message,
+                        t.retry_count,
+                        t.max_retries,
+                        t.max_execution_timeout_seconds,
+                        t.started_at,
+                        t.completed_at,
+                        t.last_updated_at,
+                        t.created_by,
+                        t.parent_task_id,
+                        t.session_id,
+                        t.source,
+                        t.deadline,
+                        t.estimated_duration_seconds,
+                        t.feature_branch,
+                        t.task_branch,
+                        t.worktree_path,
+                    ])
+                })
+                .map_err(raw_on(ENTITY, &t.id))
+                .map_err(|e| named_reference(raw, e, &t, &HashSet::new()))?;
             let deps = t.dependencies.as_deref().unwrap_or("[]");
-            sqlx::query!(
-                "DELETE FROM task_dependencies
-                 WHERE task_id = ? AND depends_on_task_id NOT IN (SELECT value FROM json_each(?))",
-                t.id,
-                deps
-            )
-            .execute(&mut *tx)
-            .await?;
-            insert_edges(&mut tx, &t).await?;
-            Ok(true)
-        }
-        .await;
-        match result {
-            Ok(true) => tx.commit().await.map_err(on(ENTITY, &t.id)),
-            Ok(false) => Err(DatabaseError::not_found(ENTITY, &t.id)),
-            Err(e) => Err(write_error(&mut tx, classify(e, ENTITY, &t.id), &t).await),
-        }
+            raw.prepare_cached(DROP_STALE_EDGES)
+                .and_then(|mut q| q.execute(params![t.id, deps]))
+                .map_err(raw_on(ENTITY, &t.id))?;
+            insert_edges(raw, &t)?;
+            if from != t.task_status {
+                record(
+                    raw,
+                    &t.id,
+                    Some(from),
+                    t.task_status,
+                    &t.last_updated_at,
+                    UPDATED,
+                )?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn delete(&self, id: Uuid) -> Result<(), DatabaseError> {
         let id = id.to_string();
-        let now = timestamp::format(&self.clock.now());
-        let mut tx = begin_write(&self.pool).await?;
-        // The edges into this task go by ON DELETE CASCADE; its dependents' JSON lists must
-        // lose it in the same transaction, so the two never disagree.
-        sqlx::query!(
-            "UPDATE tasks SET
-                dependencies = (SELECT json_group_array(value) FROM json_each(tasks.dependencies)
-                                WHERE value <> ?),
-                last_updated_at = ?
-             WHERE id IN (SELECT task_id FROM task_dependencies WHERE depends_on_task_id = ?)",
-            id,
-            now,
-            id
-        )
-        .execute(&mut *tx)
+        write(&self.pool, move |raw| {
+            let deleted = raw
+                .prepare_cached(DELETE_TASK)
+                .and_then(|mut q| q.execute([&id]))
+                .map_err(raw_on(ENTITY, &id))?;
+            if deleted == 0 {
+                return Err(DatabaseError::not_found(ENTITY, id));
+            }
+            Ok(())
+        })
         .await
-        .map_err(on(ENTITY, &id))?;
-        let deleted = sqlx::query!("DELETE FROM tasks WHERE id = ?", id)
-            .execute(&mut *tx)
-            .await
-            .map_err(on(ENTITY, &id))?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(DatabaseError::not_found(ENTITY, id));
-        }
-        tx.commit().await.map_err(on(ENTITY, &id))
     }
 
     async fn list(&self, filters: TaskFilters) -> Result<Vec<Task>, DatabaseError> {
@@ -697,31 +846,24 @@ impl TaskRepository for TaskRepositoryImpl {
 
     async fn update_status(&self, id: Uuid, status: TaskStatus) -> Result<(), DatabaseError> {
         let id = id.to_string();
-        let now = timestamp::format(&self.clock.now());
-        let started_at = (status == TaskStatus::Running).then(|| now.clone());
-        let completed_at = status.is_terminal().then(|| now.clone());
-        let status = status.as_str();
-        let updated = sqlx::query!(
-            "UPDATE tasks SET
-                status = ?,
-                last_updated_at = ?,
-                started_at = COALESCE(?, started_at),
-                completed_at = COALESCE(?, completed_at)
-             WHERE id = ?",
-            status,
-            now,
-            started_at,
-            completed_at,
-            id
-        )
-        .execute(&self.pool)
+        let clock = Arc::clone(&self.clock);
+        write(&self.pool, move |raw| {
+            let now = timestamp::format(&clock.now());
+            let from =
+                stored_status(raw, &id)?.ok_or_else(|| DatabaseError::not_found(ENTITY, &id))?;
+            let started_at = (status == TaskStatus::Running).then_some(now.as_str());
+            let completed_at = status.is_terminal().then_some(now.as_str());
+            raw.prepare_cached(UPDATE_STATUS)
+                .and_then(|mut q| {
+                    q.execute(params![id, status.as_str(), now, started_at, completed_at])
+                })
+                .map_err(raw_on(ENTITY, &id))?;
+            if from != status {
+                record(raw, &id, Some(from), status, &now, STATUS_SET)?;
+            }
+            Ok(())
+        })
         .await
-        .map_err(on(ENTITY, &id))?
-        .rows_affected();
-        if updated == 0 {
-            return Err(DatabaseError::not_found(ENTITY, id));
-        }
-        Ok(())
     }
 
     async fn get_dependents(&self, id: Uuid) -> Result<Vec<Task>, DatabaseError> {
@@ -766,83 +908,114 @@ impl TaskRepository for TaskRepositoryImpl {
                 ));
             }
         }
-        let mut tx = begin_write(&self.pool).await?;
-        // Members of the batch may refer to each other in any order: check foreign keys at
-        // commit, not per statement. The pragma resets itself when the transaction ends.
-        sqlx::query!("PRAGMA defer_foreign_keys = ON")
-            .execute(&mut *tx)
-            .await
-            .map_err(on(ENTITY, ""))?;
-        for chunk in params.chunks(MAX_VARIABLES / TASK_BINDS) {
-            let mut qb =
-                QueryBuilder::<Sqlite>::new(format!("INSERT INTO tasks ({TASK_COLUMNS}) "));
-            qb.push_values(chunk, |mut b, t| {
-                b.push_bind(&t.id)
-                    .push_bind(&t.summary)
-                    .push_bind(&t.description)
-                    .push_bind(&t.agent_type)
-                    .push_bind(t.priority)
-                    .push_bind(t.calculated_priority)
-                    .push_bind(t.status)
-                    .push_bind(&t.dependencies)
-                    .push_bind(t.dependency_type)
-                    .push_bind(t.dependency_depth)
-                    .push_bind(&t.input_data)
-                    .push_bind(&t.result_data)
-                    .push_bind(&t.error_message)
-                    .push_bind(t.retry_count)
-                    .push_bind(t.max_retries)
-                    .push_bind(t.max_execution_timeout_seconds)
-                    .push_bind(&t.submitted_at)
-                    .push_bind(&t.started_at)
-                    .push_bind(&t.completed_at)
-                    .push_bind(&t.last_updated_at)
-                    .push_bind(&t.created_by)
-                    .push_bind(&t.parent_task_id)
-                    .push_bind(&t.session_id)
-                    .push_bind(t.source)
-                    .push_bind(&t.deadline)
-                    .push_bind(t.estimated_duration_seconds)
-                    .push_bind(&t.feature_branch)
-                    .push_bind(&t.task_branch)
-                    .push_bind(&t.worktree_path);
-            });
-            if let Err(e) = qb.build().execute(&mut *tx).await {
-                let id = match duplicate_in(&mut tx, chunk).await {
-                    Ok(id) => id.unwrap_or_default(),
-                    Err(lookup) => return Err(classify(lookup, ENTITY, "")),
-                };
-                return Err(classify(e, ENTITY, &id));
-            }
-        }
-        for p in &params {
-            insert_edges(&mut tx, p).await.map_err(on(ENTITY, &p.id))?;
-        }
-        // Name the first missing reference before commit, so the error says which it is.
-        for p in &params {
-            if let Some((reference, id)) = first_missing_reference(&mut tx, p, &ids)
-                .await
-                .map_err(on(ENTITY, &p.id))?
-            {
-                return Err(missing(reference, id));
-            }
-        }
-        tx.commit().await.map_err(on(ENTITY, ""))
+        check_batch_cycles(&params)?;
+        let clock = Arc::clone(&self.clock);
+        write(&self.pool, move |raw| {
+            let now = timestamp::format(&clock.now());
+            // Members of the batch may refer to each other in any order: foreign keys are
+            // checked at commit, after every reference was named. The pragma lasts until the
+            // transaction ends, so it is turned off whatever happens, for the operations that
+            // may share the transaction.
+            exec(raw, DEFER_FOREIGN_KEYS)?;
+            let stored = insert_members(raw, &params, &now);
+            exec(raw, IMMEDIATE_FOREIGN_KEYS)?;
+            stored
+        })
+        .await
     }
 }
 
-/// The id of a chunk member that is already stored, to name in a uniqueness error.
-async fn duplicate_in(
-    conn: &mut SqliteConnection,
-    chunk: &[TaskParams],
-) -> Result<Option<String>, sqlx::Error> {
-    for p in chunk {
-        let exists = sqlx::query_scalar!("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?)", p.id)
-            .fetch_one(&mut *conn)
-            .await?;
-        if exists != 0 {
-            return Ok(Some(p.id.clone()));
+/// The body of `insert_batch`: each member stored with its first history row, then every
+/// reference named that is neither stored nor a member.
+fn insert_members(
+    raw: &rusqlite::Connection,
+    params: &[TaskParams],
+    now: &str,
+) -> Result<(), DatabaseError> {
+    for p in params {
+        insert_task_raw(raw, p)?;
+        record(raw, &p.id, None, p.task_status, now, INSERTED)?;
+    }
+    let pending: HashSet<&str> = params.iter().map(|p| p.id.as_str()).collect();
+    for p in params {
+        if let Some((reference, id)) = first_missing_reference_raw(raw, p, &pending)? {
+            return Err(missing(reference, id));
         }
     }
-    Ok(None)
+    Ok(())
+}
+
+/// Runs a statement that takes no parameters and returns no rows.
+fn exec(raw: &rusqlite::Connection, sql: &str) -> Result<(), DatabaseError> {
+    raw.prepare_cached(sql)
+        .and_then(|mut q| q.execute([]))
+        .map_err(raw_on(ENTITY, ""))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TASK_COLUMNS;
+
+    /// The columns a `SELECT ... FROM` names, without table prefixes and sqlx's type
+    /// overrides: `t.id AS "id!"` is `id`.
+    fn select_list(sql: &str) -> Vec<String> {
+        let text: String = sql
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let from = text.find(" FROM ").expect("a FROM clause");
+        let select = text.find("SELECT ").expect("a SELECT") + "SELECT ".len();
+        text[select..from]
+            .split(',')
+            .map(|item| {
+                let column = item.split(" AS ").next().unwrap_or_default().trim();
+                column.rsplit('.').next().unwrap_or_default().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_checked_selects_of_a_task_name_exactly_the_task_columns() {
+        let columns: Vec<String> = TASK_COLUMNS
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .collect();
+        assert_eq!(columns.len(), 29);
+        for (file, sql) in [
+            ("task_get.sql", include_str!("queries/task_get.sql")),
+            ("ready_tasks.sql", include_str!("queries/ready_tasks.sql")),
+            (
+                "task_dependents.sql",
+                include_str!("queries/task_dependents.sql"),
+            ),
+        ] {
+            assert_eq!(select_list(sql), columns, "{file}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_statement_of_the_repositories_prepares_against_the_migrated_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalogue.db");
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        crate::MIGRATOR.run(&pool).await.unwrap();
+        pool.close().await;
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        let catalogue = [
+            super::STATEMENTS,
+            crate::memory_repo::STATEMENTS,
+            crate::session_repo::STATEMENTS,
+            crate::agent_repo::STATEMENTS,
+        ];
+        for (name, sql) in catalogue.into_iter().flatten() {
+            if let Err(e) = raw.prepare(sql) {
+                panic!("{name} does not prepare: {e}");
+            }
+        }
+    }
 }

@@ -33,11 +33,13 @@ pub struct TaskFilters {
 }
 
 /// Stores tasks. This is the low-level store: it keeps rows and dependency edges consistent but
-/// does not decide which status changes are legal; the queue service does.
+/// does not decide which status changes are legal; the queue service does. It still records
+/// every status it gives a task in the task's history (`QueueStore::history`), with the actor
+/// `repository`, in the same transaction: no status change escapes the history.
 #[async_trait]
 pub trait TaskRepository: Send + Sync {
     /// Stores a new task, with one dependency edge per entry of `task.dependencies`, in one
-    /// transaction.
+    /// transaction. Its history starts with its status (reason `inserted`).
     ///
     /// # Errors
     /// - `Validation` when [`Task::validate`] rejects the task; nothing is written.
@@ -54,15 +56,19 @@ pub trait TaskRepository: Send + Sync {
 
     /// Replaces every field of a stored task but `submitted_at`, which never changes, and
     /// `last_updated_at`, which becomes now. Dependency edges follow `task.dependencies` in the
-    /// same transaction.
+    /// same transaction. A new status is added to the history (reason `updated`).
     ///
     /// # Errors
     /// - `NotFound` when no task has this id.
     /// - `Validation` and `ForeignKeyViolation` as for [`TaskRepository::insert`].
+    /// - `Validation` on `dependencies` when a new dependency already depends on this task,
+    ///   directly or through others: the change would make a cycle.
+    ///
+    /// Nothing is written when it fails.
     async fn update(&self, task: Task) -> Result<(), DatabaseError>;
 
-    /// Deletes a task. Its dependency edges go with it, and it is removed from its dependents'
-    /// `dependencies`; its children keep existing with no parent.
+    /// Deletes a task. Its dependency edges and its history go with it, and it is removed from
+    /// its dependents' `dependencies`; its children keep existing with no parent.
     ///
     /// # Errors
     /// `NotFound` when no task has this id.
@@ -88,7 +94,8 @@ pub trait TaskRepository: Send + Sync {
     async fn get_ready_tasks(&self, limit: usize) -> Result<Vec<Task>, DatabaseError>;
 
     /// Sets a task's status and `last_updated_at`; also `started_at` when the status is
-    /// running, and `completed_at` when it is completed, failed or cancelled.
+    /// running, and `completed_at` when it is completed, failed or cancelled. A new status is
+    /// added to the history (reason `status set`).
     ///
     /// # Errors
     /// `NotFound` when no task has this id.
@@ -113,9 +120,11 @@ pub trait TaskRepository: Send + Sync {
     async fn get_by_session(&self, session_id: Uuid) -> Result<Vec<Task>, DatabaseError>;
 
     /// Stores many tasks in one transaction: all of them or none. A task may depend on, or be
-    /// the child of, another task of the same batch, in any order.
+    /// the child of, another task of the same batch, in any order, but members may not wait
+    /// on each other in a loop.
     ///
     /// # Errors
-    /// As for [`TaskRepository::insert`], for the first task at fault; nothing is written.
+    /// As for [`TaskRepository::insert`], for the first task at fault, and `Validation` on
+    /// `dependencies` for a loop of dependencies among the members; nothing is written.
     async fn insert_batch(&self, tasks: Vec<Task>) -> Result<(), DatabaseError>;
 }

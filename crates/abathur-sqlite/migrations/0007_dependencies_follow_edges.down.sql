@@ -1,0 +1,1 @@
+DROP TRIGGER IF EXISTS task_dependencies_follow_edges;
