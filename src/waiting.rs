@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use abathur_core::error::ValidationError;
+use abathur_core::ports::{ChangeSubscription, Changes};
 use abathur_core::queue::{ClaimedTask, QueueError, TaskQueue};
 use async_trait::async_trait;
-use sqlx::SqlitePool;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::worker::{DataVersion, Wake};
+use crate::worker::Wake;
 
 /// The longest a claim may wait. A longer wait is refused, not shortened: a caller that asked
 /// for an hour would otherwise take an empty answer for "nothing came in an hour".
@@ -139,10 +139,11 @@ async fn hand_back(queue: &TaskQueue, worker_id: &str, claimed: &[ClaimedTask]) 
 }
 
 /// One watcher of the database for every waiting claim of a process. It runs only while some
-/// claim waits: the first subscriber starts it, and it stops when the last one is gone.
-#[derive(Debug, Clone)]
+/// claim waits: the first subscriber starts it, and it stops when the last one is gone. The
+/// watcher holds one subscription of the backend's change port.
+#[derive(Clone)]
 pub struct ChangeFeed {
-    pool: SqlitePool,
+    changes: Arc<dyn Changes>,
     state: Arc<FeedState>,
 }
 
@@ -154,11 +155,19 @@ struct FeedState {
     running: Mutex<bool>,
 }
 
+impl std::fmt::Debug for ChangeFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeFeed")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ChangeFeed {
-    /// A feed of the changes to the database of `pool`.
-    pub fn new(pool: SqlitePool) -> Self {
+    /// A feed of the changes `changes` reports.
+    pub fn new(changes: Arc<dyn Changes>) -> Self {
         Self {
-            pool,
+            changes,
             state: Arc::new(FeedState {
                 ticks: watch::channel(0).0,
                 running: Mutex::new(false),
@@ -185,25 +194,21 @@ impl ChangeFeed {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !*running {
             *running = true;
-            tokio::spawn(watch_database(self.pool.clone(), self.state.clone()));
+            tokio::spawn(watch_database(self.changes.clone(), self.state.clone()));
         }
         FeedWake { ticks }
     }
 }
 
-async fn watch_database(pool: SqlitePool, state: Arc<FeedState>) {
+async fn watch_database(changes: Arc<dyn Changes>, state: Arc<FeedState>) {
     let stop = |state: &FeedState| {
         *state
             .running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
     };
-    let wake = match pool.acquire().await {
-        Ok(conn) => DataVersion::new(conn).await,
-        Err(e) => Err(e),
-    };
-    let mut wake = match wake {
-        Ok(wake) => wake,
+    let mut subscription: Box<dyn ChangeSubscription> = match changes.subscribe().await {
+        Ok(subscription) => subscription,
         Err(e) => {
             // The waiting claims still look again every RECHECK on their own.
             tracing::warn!(error = %e, "cannot watch the database for changes");
@@ -212,16 +217,23 @@ async fn watch_database(pool: SqlitePool, state: Arc<FeedState>) {
         }
     };
     loop {
-        wake.wait(RECHECK).await;
-        state.ticks.send_modify(|n| *n = n.wrapping_add(1));
-        let mut running = state
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if state.ticks.receiver_count() == 0 {
-            *running = false;
-            return;
+        if let Err(e) = subscription.changed(RECHECK).await {
+            tracing::warn!(error = %e, "cannot watch the database for changes");
+            tokio::time::sleep(RECHECK).await;
         }
+        state.ticks.send_modify(|n| *n = n.wrapping_add(1));
+        {
+            let mut running = state
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.ticks.receiver_count() > 0 {
+                continue;
+            }
+            *running = false;
+        }
+        subscription.close().await;
+        return;
     }
 }
 
@@ -242,21 +254,15 @@ impl Wake for FeedWake {
 mod tests {
     use super::*;
 
-    use std::sync::Arc;
-
     use abathur_core::models::TaskStatus;
     use abathur_core::queue::NewTask;
 
-    use crate::infrastructure::database::{DatabaseConnection, QueueStoreImpl};
     use crate::worker::Interval;
 
     #[tokio::test]
     async fn a_task_claimed_after_the_caller_went_away_is_handed_back_without_a_retry() {
-        let db = DatabaseConnection::new("sqlite::memory:")
-            .await
-            .expect("open");
-        db.migrate().await.expect("migrate");
-        let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone())));
+        let backend = crate::backend::tests::in_memory().await;
+        let queue = TaskQueue::new(backend.queue_store.clone());
         let task = queue
             .submit(NewTask::new("t", "t", "generic"))
             .await

@@ -6,7 +6,9 @@
 //! per transaction, and are checked by the queue's tests. Driver errors are classified here
 //! and nowhere else.
 
+mod admin;
 mod agent_repo;
+mod changes;
 mod connection;
 mod errors;
 mod group_commit;
@@ -21,7 +23,9 @@ mod storage;
 mod task_repo;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
+pub use admin::SqliteAdmin;
 pub use agent_repo::AgentRepositoryImpl;
+pub use changes::{DataVersion, SqliteChanges, DATA_VERSION_POLL};
 pub use connection::{
     CheckReport, DatabaseConfig, DatabaseConnection, DatabaseStatus, ForeignKeyProblem, OpenMode,
 };
