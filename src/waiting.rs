@@ -307,3 +307,86 @@ mod tests {
         assert!(err.message.contains("300 s"), "{}", err.message);
     }
 }
+
+#[cfg(test)]
+mod feed_tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use abathur_core::error::DatabaseError;
+    use abathur_core::ports::{Change, ChangeSubscription, Changes};
+    use async_trait::async_trait;
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::ChangeFeed;
+    use crate::worker::Wake;
+
+    /// A subscription that sees a change whenever the test sends one, and says when it closes.
+    #[derive(Debug)]
+    struct Signalled {
+        changes: mpsc::UnboundedReceiver<()>,
+        closed: Option<oneshot::Sender<()>>,
+    }
+
+    #[async_trait]
+    impl ChangeSubscription for Signalled {
+        async fn changed(&mut self, at_most: Duration) -> Result<Change, DatabaseError> {
+            match tokio::time::timeout(at_most, self.changes.recv()).await {
+                Ok(Some(())) => Ok(Change::Seen),
+                _ => Ok(Change::TimedOut),
+            }
+        }
+
+        async fn close(mut self: Box<Self>) {
+            if let Some(closed) = self.closed.take() {
+                let _ = closed.send(());
+            }
+        }
+    }
+
+    /// Hands out its one subscription.
+    struct OneSubscription(Mutex<Option<Signalled>>);
+
+    #[async_trait]
+    impl Changes for OneSubscription {
+        async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, DatabaseError> {
+            let taken = self.0.lock().expect("the subscription").take();
+            taken
+                .map(|s| Box::new(s) as Box<dyn ChangeSubscription>)
+                .ok_or_else(|| DatabaseError::Other("subscribed twice".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_watcher_wakes_its_claims_on_a_change_and_closes_its_subscription_after_the_last() {
+        let (send, changes) = mpsc::unbounded_channel();
+        let (closed, was_closed) = oneshot::channel();
+        let feed = ChangeFeed::new(Arc::new(OneSubscription(Mutex::new(Some(Signalled {
+            changes,
+            closed: Some(closed),
+        })))));
+        assert!(!feed.is_watching());
+        let mut first = feed.subscribe();
+        let second = feed.subscribe();
+        assert!(feed.is_watching(), "one watcher for both claims");
+
+        // A change wakes a claim that waits far longer than the test may run.
+        send.send(()).expect("the watcher listens");
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            first.wait(Duration::from_secs(3600)),
+        )
+        .await
+        .expect("the change woke the claim");
+
+        // Once no claim waits, the next tick stops the watcher, which closes its subscription.
+        drop(first);
+        drop(second);
+        send.send(()).expect("the watcher listens");
+        tokio::time::timeout(Duration::from_secs(60), was_closed)
+            .await
+            .expect("the watcher stopped")
+            .expect("the subscription was closed, not dropped");
+        assert!(!feed.is_watching());
+    }
+}
