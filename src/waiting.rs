@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use abathur_core::error::ValidationError;
+use abathur_core::ports::{ChangeSubscription, Changes};
 use abathur_core::queue::{ClaimedTask, QueueError, TaskQueue};
 use async_trait::async_trait;
-use sqlx::SqlitePool;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::worker::{DataVersion, Wake};
+use crate::worker::Wake;
 
 /// The longest a claim may wait. A longer wait is refused, not shortened: a caller that asked
 /// for an hour would otherwise take an empty answer for "nothing came in an hour".
@@ -139,10 +139,11 @@ async fn hand_back(queue: &TaskQueue, worker_id: &str, claimed: &[ClaimedTask]) 
 }
 
 /// One watcher of the database for every waiting claim of a process. It runs only while some
-/// claim waits: the first subscriber starts it, and it stops when the last one is gone.
-#[derive(Debug, Clone)]
+/// claim waits: the first subscriber starts it, and it stops when the last one is gone. The
+/// watcher holds one subscription of the backend's change port.
+#[derive(Clone)]
 pub struct ChangeFeed {
-    pool: SqlitePool,
+    changes: Arc<dyn Changes>,
     state: Arc<FeedState>,
 }
 
@@ -154,11 +155,19 @@ struct FeedState {
     running: Mutex<bool>,
 }
 
+impl std::fmt::Debug for ChangeFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeFeed")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ChangeFeed {
-    /// A feed of the changes to the database of `pool`.
-    pub fn new(pool: SqlitePool) -> Self {
+    /// A feed of the changes `changes` reports.
+    pub fn new(changes: Arc<dyn Changes>) -> Self {
         Self {
-            pool,
+            changes,
             state: Arc::new(FeedState {
                 ticks: watch::channel(0).0,
                 running: Mutex::new(false),
@@ -185,25 +194,21 @@ impl ChangeFeed {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !*running {
             *running = true;
-            tokio::spawn(watch_database(self.pool.clone(), self.state.clone()));
+            tokio::spawn(watch_database(self.changes.clone(), self.state.clone()));
         }
         FeedWake { ticks }
     }
 }
 
-async fn watch_database(pool: SqlitePool, state: Arc<FeedState>) {
+async fn watch_database(changes: Arc<dyn Changes>, state: Arc<FeedState>) {
     let stop = |state: &FeedState| {
         *state
             .running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
     };
-    let wake = match pool.acquire().await {
-        Ok(conn) => DataVersion::new(conn).await,
-        Err(e) => Err(e),
-    };
-    let mut wake = match wake {
-        Ok(wake) => wake,
+    let mut subscription: Box<dyn ChangeSubscription> = match changes.subscribe().await {
+        Ok(subscription) => subscription,
         Err(e) => {
             // The waiting claims still look again every RECHECK on their own.
             tracing::warn!(error = %e, "cannot watch the database for changes");
@@ -212,16 +217,23 @@ async fn watch_database(pool: SqlitePool, state: Arc<FeedState>) {
         }
     };
     loop {
-        wake.wait(RECHECK).await;
-        state.ticks.send_modify(|n| *n = n.wrapping_add(1));
-        let mut running = state
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if state.ticks.receiver_count() == 0 {
-            *running = false;
-            return;
+        if let Err(e) = subscription.changed(RECHECK).await {
+            tracing::warn!(error = %e, "cannot watch the database for changes");
+            tokio::time::sleep(RECHECK).await;
         }
+        state.ticks.send_modify(|n| *n = n.wrapping_add(1));
+        {
+            let mut running = state
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.ticks.receiver_count() > 0 {
+                continue;
+            }
+            *running = false;
+        }
+        subscription.close().await;
+        return;
     }
 }
 
@@ -242,21 +254,15 @@ impl Wake for FeedWake {
 mod tests {
     use super::*;
 
-    use std::sync::Arc;
-
     use abathur_core::models::TaskStatus;
     use abathur_core::queue::NewTask;
 
-    use crate::infrastructure::database::{DatabaseConnection, QueueStoreImpl};
     use crate::worker::Interval;
 
     #[tokio::test]
     async fn a_task_claimed_after_the_caller_went_away_is_handed_back_without_a_retry() {
-        let db = DatabaseConnection::new("sqlite::memory:")
-            .await
-            .expect("open");
-        db.migrate().await.expect("migrate");
-        let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone())));
+        let backend = crate::backend::tests::in_memory().await;
+        let queue = TaskQueue::new(backend.queue_store.clone());
         let task = queue
             .submit(NewTask::new("t", "t", "generic"))
             .await
@@ -299,5 +305,88 @@ mod tests {
         let err = check_wait("wait", MAX_CLAIM_WAIT + Duration::from_millis(1)).unwrap_err();
         assert_eq!(err.field, "wait");
         assert!(err.message.contains("300 s"), "{}", err.message);
+    }
+}
+
+#[cfg(test)]
+mod feed_tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use abathur_core::error::DatabaseError;
+    use abathur_core::ports::{Change, ChangeSubscription, Changes};
+    use async_trait::async_trait;
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::ChangeFeed;
+    use crate::worker::Wake;
+
+    /// A subscription that sees a change whenever the test sends one, and says when it closes.
+    #[derive(Debug)]
+    struct Signalled {
+        changes: mpsc::UnboundedReceiver<()>,
+        closed: Option<oneshot::Sender<()>>,
+    }
+
+    #[async_trait]
+    impl ChangeSubscription for Signalled {
+        async fn changed(&mut self, at_most: Duration) -> Result<Change, DatabaseError> {
+            match tokio::time::timeout(at_most, self.changes.recv()).await {
+                Ok(Some(())) => Ok(Change::Seen),
+                _ => Ok(Change::TimedOut),
+            }
+        }
+
+        async fn close(mut self: Box<Self>) {
+            if let Some(closed) = self.closed.take() {
+                let _ = closed.send(());
+            }
+        }
+    }
+
+    /// Hands out its one subscription.
+    struct OneSubscription(Mutex<Option<Signalled>>);
+
+    #[async_trait]
+    impl Changes for OneSubscription {
+        async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, DatabaseError> {
+            let taken = self.0.lock().expect("the subscription").take();
+            taken
+                .map(|s| Box::new(s) as Box<dyn ChangeSubscription>)
+                .ok_or_else(|| DatabaseError::Other("subscribed twice".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_watcher_wakes_its_claims_on_a_change_and_closes_its_subscription_after_the_last() {
+        let (send, changes) = mpsc::unbounded_channel();
+        let (closed, was_closed) = oneshot::channel();
+        let feed = ChangeFeed::new(Arc::new(OneSubscription(Mutex::new(Some(Signalled {
+            changes,
+            closed: Some(closed),
+        })))));
+        assert!(!feed.is_watching());
+        let mut first = feed.subscribe();
+        let second = feed.subscribe();
+        assert!(feed.is_watching(), "one watcher for both claims");
+
+        // A change wakes a claim that waits far longer than the test may run.
+        send.send(()).expect("the watcher listens");
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            first.wait(Duration::from_secs(3600)),
+        )
+        .await
+        .expect("the change woke the claim");
+
+        // Once no claim waits, the next tick stops the watcher, which closes its subscription.
+        drop(first);
+        drop(second);
+        send.send(()).expect("the watcher listens");
+        tokio::time::timeout(Duration::from_secs(60), was_closed)
+            .await
+            .expect("the watcher stopped")
+            .expect("the subscription was closed, not dropped");
+        assert!(!feed.is_watching());
     }
 }

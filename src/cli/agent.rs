@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use abathur_core::models::{Agent, AgentStatus};
-use abathur_core::ports::{AgentRepository, IdKind};
+use abathur_core::ports::IdKind;
 use clap::Subcommand;
 use std::fmt::Write as _;
 

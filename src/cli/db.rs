@@ -1,34 +1,15 @@
-//! Opening the database for one command, and the `init` and `db ...` commands.
+//! The `init` and `db ...` commands, over the backend's admin port.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Serialize;
 
+use abathur_core::error::DatabaseError;
+use abathur_core::ports::{DatabaseAdmin, DatabaseStatus, StorageSizes};
+
 use super::error::{CliError, ExitCode};
 use super::render::Rendered;
-use crate::infrastructure::database::{
-    DatabaseConfig, DatabaseConnection, DatabaseError, DatabaseLocation, DatabaseStatus, OpenMode,
-};
-
-/// Opens the database at `location` for what `mode` allows (see [`OpenMode`]): commands that
-/// write create and migrate it, commands that only read never do.
-///
-/// One command runs one statement at a time, so the pool stays small; the busy timeout is the
-/// library's, so a command waits for another process's write as long as any writer does.
-pub async fn open(
-    location: &DatabaseLocation,
-    mode: OpenMode,
-) -> Result<DatabaseConnection, CliError> {
-    let config = DatabaseConfig {
-        min_connections: 1,
-        max_connections: 2,
-        idle_timeout: Duration::from_secs(60),
-        ..DatabaseConfig::default()
-    };
-    tracing::debug!(location = %location, ?mode, "opening the database");
-    Ok(DatabaseConnection::open_location(location, config, mode).await?)
-}
+use crate::backend::{resolved_path, Location};
 
 /// What `init` reports.
 #[derive(Debug, Serialize)]
@@ -40,13 +21,10 @@ pub struct InitReport {
 }
 
 /// `abathur init`: the database at `location` exists and is up to date.
-pub async fn init(
-    db: &DatabaseConnection,
-    location: &DatabaseLocation,
-) -> Result<InitReport, CliError> {
+pub async fn init(db: &dyn DatabaseAdmin, location: &Location) -> Result<InitReport, CliError> {
     db.migrate().await?;
     Ok(InitReport {
-        database: resolved(location),
+        database: location.resolved(),
         schema_version: db.schema_version().await?,
     })
 }
@@ -60,36 +38,20 @@ pub struct StatusReport {
     #[serde(flatten)]
     pub status: DatabaseStatus,
     /// The file, its WAL, free pages and bytes per table.
-    pub storage: crate::infrastructure::database::StorageSizes,
+    pub storage: StorageSizes,
 }
 
 /// `abathur db status`.
-pub async fn status(
-    db: &DatabaseConnection,
-    location: &DatabaseLocation,
-) -> Result<StatusReport, CliError> {
+pub async fn status(db: &dyn DatabaseAdmin, location: &Location) -> Result<StatusReport, CliError> {
     Ok(StatusReport {
-        database: resolved(location),
+        database: location.resolved(),
         status: db.status().await?,
-        storage: crate::infrastructure::database::storage_sizes(db.pool(), location.path()).await?,
+        storage: db.storage().await?,
     })
 }
 
-/// The absolute path of the database's file when it can be resolved, else the location as
-/// given (`sqlite::memory:`).
-pub fn resolved(location: &DatabaseLocation) -> PathBuf {
-    match location.path() {
-        Some(path) => resolved_path(path),
-        None => PathBuf::from(location.as_str()),
-    }
-}
-
-fn resolved_path(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
 /// `abathur db migrate`: applies the migrations this build has and the database lacks.
-pub async fn migrate(db: &DatabaseConnection) -> Result<Rendered, CliError> {
+pub async fn migrate(db: &dyn DatabaseAdmin) -> Result<Rendered, CliError> {
     let before = db.schema_version().await?;
     db.migrate().await?;
     let after = db.schema_version().await?;
@@ -110,7 +72,7 @@ const PROBLEMS_SHOWN: usize = 20;
 
 /// `abathur db check`: SQLite's integrity and foreign-key checks, on a read-only connection
 /// that migrates nothing. Problems are an error (exit 6), listed on stderr.
-pub async fn check(db: &DatabaseConnection) -> Result<Rendered, CliError> {
+pub async fn check(db: &dyn DatabaseAdmin) -> Result<Rendered, CliError> {
     let report = match db.check().await {
         Ok(report) => report,
         // SQLite stops the check at damage it cannot read past.
@@ -169,7 +131,7 @@ pub async fn check(db: &DatabaseConnection) -> Result<Rendered, CliError> {
 }
 
 /// `abathur db backup PATH`: a consistent copy taken while the database stays in use.
-pub async fn backup(db: &DatabaseConnection, target: &Path) -> Result<Rendered, CliError> {
+pub async fn backup(db: &dyn DatabaseAdmin, target: &Path) -> Result<Rendered, CliError> {
     db.backup_to(target).await.map_err(|err| {
         let cause = CliError::from(err);
         CliError::new(

@@ -1,6 +1,7 @@
 //! Ids as people type them: a full UUID, or any unambiguous prefix of one, as with git.
 
 use std::fmt;
+use std::sync::Arc;
 
 use abathur_core::ports::{IdKind, IdLookup};
 use uuid::Uuid;
@@ -59,12 +60,12 @@ pub fn parse_id(text: &str) -> Result<IdArg, String> {
 }
 
 /// Turns typed ids into stored ones.
-pub struct Ids<L> {
-    lookup: L,
+pub struct Ids {
+    lookup: Arc<dyn IdLookup>,
 }
 
-impl<L: IdLookup> Ids<L> {
-    pub fn new(lookup: L) -> Self {
+impl Ids {
+    pub fn new(lookup: Arc<dyn IdLookup>) -> Self {
         Self { lookup }
     }
 

@@ -2,14 +2,11 @@
 //! stdio or HTTP until the client goes away, SIGINT or SIGTERM.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use clap::Args;
 
 use super::error::{CliError, ExitCode};
-use crate::infrastructure::database::{
-    DatabaseConfig, DatabaseConnection, DatabaseLocation, OpenMode,
-};
+use crate::backend::{Access, Backend, Location, Role};
 use crate::mcp::{self, McpServer};
 
 /// The arguments of `abathur mcp`.
@@ -28,7 +25,7 @@ pub struct McpArgs {
 }
 
 /// Serves MCP until the client goes away, or SIGINT or SIGTERM arrives.
-pub async fn run(location: &DatabaseLocation, args: McpArgs) -> Result<(), CliError> {
+pub async fn run(location: &Location, args: McpArgs) -> Result<(), CliError> {
     if let Some(addr) = args.http {
         if !addr.ip().is_loopback() && !args.allow_remote {
             return Err(CliError::new(
@@ -41,15 +38,17 @@ pub async fn run(location: &DatabaseLocation, args: McpArgs) -> Result<(), CliEr
             ));
         }
     }
-    let db = open(location).await?;
-    let server = McpServer::for_database(&db);
+    // Tool calls may arrive concurrently, so the backend keeps a few connections; many server
+    // processes share the file, each write waiting for the others up to the busy timeout.
+    let backend = Backend::open(location, Access::Write, Role::Server).await?;
+    let server = McpServer::for_backend(&backend);
     let served = match args.http {
         None => mcp::serve_stdio(server, shutdown_signal()).await,
         Some(addr) => serve_http(server, addr).await,
     };
     tracing::debug!("closing the database");
     // Closing waits for the connections to finish, so the WAL is checkpointed on the way out.
-    db.close().await;
+    backend.close().await;
     tracing::debug!("closed the database");
     served.map_err(|e| CliError::new(ExitCode::Internal, e.to_string()))
 }
@@ -69,20 +68,6 @@ async fn serve_http(server: McpServer, addr: SocketAddr) -> Result<(), mcp::Serv
     // scripts can keep stdout for themselves.
     eprintln!("abathur mcp: serving on http://{bound}{}", mcp::HTTP_PATH);
     mcp::serve_http(server, listener, shutdown_signal()).await
-}
-
-/// Opens the database for a long-running server. Tool calls may arrive concurrently, so the
-/// pool holds a few connections; many server processes share the file, each write waiting for
-/// the others up to the library's busy timeout.
-async fn open(location: &DatabaseLocation) -> Result<DatabaseConnection, CliError> {
-    let config = DatabaseConfig {
-        min_connections: 1,
-        max_connections: 4,
-        idle_timeout: Duration::from_secs(60),
-        ..DatabaseConfig::default()
-    };
-    tracing::debug!(location = %location, "opening the database");
-    Ok(DatabaseConnection::open_location(location, config, OpenMode::Write).await?)
 }
 
 /// Completes on SIGINT or SIGTERM.

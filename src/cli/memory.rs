@@ -2,7 +2,6 @@
 
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{Memory, MemoryType, NewMemory};
-use abathur_core::ports::MemoryRepository;
 use clap::Subcommand;
 use serde_json::Value;
 use std::fmt::Write as _;

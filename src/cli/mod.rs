@@ -48,10 +48,9 @@ pub use allocator::Allocator;
 pub use error::ExitCode;
 pub use import::{MAX_IMPORT_BYTES, MAX_IMPORT_TASKS};
 
-use crate::infrastructure::database::{
-    AgentRepositoryImpl, DatabaseConnection, DatabaseLocation, IdLookupImpl, MemoryRepositoryImpl,
-    OpenMode, QueueStoreImpl, SessionRepositoryImpl, TaskRepositoryImpl,
-};
+use abathur_core::ports::{AgentRepository, MemoryRepository, SessionRepository, TaskRepository};
+
+use crate::backend::{Access, Backend, Location, Role};
 use args::{Cli, Command, DbCommand};
 use error::CliError;
 use ids::Ids;
@@ -100,7 +99,7 @@ fn run_command_line() -> i32 {
     // so a value parser there refused `--db x.db` whenever ABATHUR_DB held a bad value.
     let parsed = args::command().try_get_matches().and_then(|matches| {
         let cli = Cli::from_arg_matches(&matches)?;
-        let db = DatabaseLocation::parse(&cli.db).map_err(|message| {
+        let db = Location::parse(&cli.db).map_err(|message| {
             args::command().error(
                 clap::error::ErrorKind::ValueValidation,
                 format!(
@@ -150,7 +149,7 @@ fn run_command_line() -> i32 {
 }
 
 /// Runs a parsed command, then prints its result on stdout.
-fn run(cli: Cli, db: &DatabaseLocation) -> Result<(), CliError> {
+fn run(cli: Cli, db: &Location) -> Result<(), CliError> {
     let Cli { json, command, .. } = cli;
     if let Command::Completions { shell } = command {
         // Needs no database: nothing is opened or created.
@@ -187,35 +186,35 @@ fn run(cli: Cli, db: &DatabaseLocation) -> Result<(), CliError> {
     print(&text)
 }
 
-/// What every command may use: the open database and the services over it.
+/// What every command may use: the open backend and the services over it.
 pub struct Context {
-    pub db: DatabaseConnection,
-    pub tasks: TaskRepositoryImpl,
-    pub memories: MemoryRepositoryImpl,
-    pub sessions: SessionRepositoryImpl,
-    pub agents: AgentRepositoryImpl,
+    pub backend: Backend,
+    pub tasks: Arc<dyn TaskRepository>,
+    pub memories: Arc<dyn MemoryRepository>,
+    pub sessions: Arc<dyn SessionRepository>,
+    pub agents: Arc<dyn AgentRepository>,
     pub queue: TaskQueue,
-    pub ids: Ids<IdLookupImpl>,
+    pub ids: Ids,
 }
 
 /// What `command` may do to the database: commands that only read never create or migrate
 /// it, so pointing one at the wrong file changes nothing.
-fn open_mode(command: &Command) -> OpenMode {
+fn access(command: &Command) -> Access {
     let reads = |reads_only: bool| {
         if reads_only {
-            OpenMode::Read
+            Access::Read
         } else {
-            OpenMode::Write
+            Access::Write
         }
     };
     match command {
         // `init` migrates after opening; `db migrate` reports what it applies, so it must see
         // the schema as it was. Both may add abathur's tables to a database of other tables.
-        Command::Init | Command::Db(DbCommand::Migrate) => OpenMode::Setup,
+        Command::Init | Command::Db(DbCommand::Migrate) => Access::Setup,
         // A check must see the file as it is, and a backup must work on any schema, an
         // outdated one above all.
-        Command::Db(DbCommand::Check | DbCommand::Backup { .. }) => OpenMode::Inspect,
-        Command::Db(DbCommand::Status) | Command::Status { .. } => OpenMode::Read,
+        Command::Db(DbCommand::Check | DbCommand::Backup { .. }) => Access::Inspect,
+        Command::Db(DbCommand::Status) | Command::Status { .. } => Access::Read,
         Command::Task(command) => reads(command.reads_only()),
         Command::Memory(command) => reads(command.reads_only()),
         Command::Session(command) => reads(command.reads_only()),
@@ -224,25 +223,25 @@ fn open_mode(command: &Command) -> OpenMode {
         | Command::Prune(_)
         | Command::Worker(_)
         | Command::Mcp(_)
-        | Command::Completions { .. } => OpenMode::Write,
+        | Command::Completions { .. } => Access::Write,
     }
 }
 
 /// Opens the database at `location` and runs `command` on it.
-async fn dispatch(location: &DatabaseLocation, command: Command) -> Result<View, CliError> {
-    let db = db::open(location, open_mode(&command)).await?;
-    let pool = db.pool().clone();
+async fn dispatch(location: &Location, command: Command) -> Result<View, CliError> {
+    let backend = Backend::open(location, access(&command), Role::Command).await?;
     let cx = Context {
-        tasks: TaskRepositoryImpl::new(pool.clone()),
-        memories: MemoryRepositoryImpl::new(pool.clone()),
-        sessions: SessionRepositoryImpl::new(pool.clone()),
-        agents: AgentRepositoryImpl::new(pool.clone()),
-        queue: TaskQueue::new(Arc::new(QueueStoreImpl::new(pool.clone()))),
-        ids: Ids::new(IdLookupImpl::new(pool)),
-        db,
+        tasks: backend.tasks.clone(),
+        memories: backend.memories.clone(),
+        sessions: backend.sessions.clone(),
+        agents: backend.agents.clone(),
+        queue: TaskQueue::new(backend.queue_store.clone()),
+        ids: Ids::new(backend.ids.clone()),
+        backend,
     };
+    let admin = cx.backend.admin.as_ref();
     let result = match command {
-        Command::Init => db::init(&cx.db, location).await.map(View::Init),
+        Command::Init => db::init(admin, location).await.map(View::Init),
         Command::Task(command) => task::run(&cx, command).await,
         Command::Memory(command) => memory::run(&cx, command).await,
         Command::Session(command) => session::run(&cx, command).await,
@@ -250,11 +249,11 @@ async fn dispatch(location: &DatabaseLocation, command: Command) -> Result<View,
         Command::Reap => task::reap(&cx.queue).await.map(View::Reaped),
         Command::Prune(args) => prune::prune(&cx.queue, &args).await.map(View::Rendered),
         Command::Status { running } => Ok(View::Overview(cx.queue.overview(running).await?)),
-        Command::Db(DbCommand::Status) => db::status(&cx.db, location).await.map(View::Status),
-        Command::Db(DbCommand::Migrate) => db::migrate(&cx.db).await.map(View::Rendered),
-        Command::Db(DbCommand::Check) => db::check(&cx.db).await.map(View::Rendered),
+        Command::Db(DbCommand::Status) => db::status(admin, location).await.map(View::Status),
+        Command::Db(DbCommand::Migrate) => db::migrate(admin).await.map(View::Rendered),
+        Command::Db(DbCommand::Check) => db::check(admin).await.map(View::Rendered),
         Command::Db(DbCommand::Backup { path: target }) => {
-            db::backup(&cx.db, &target).await.map(View::Rendered)
+            db::backup(admin, &target).await.map(View::Rendered)
         }
         Command::Worker(_) | Command::Mcp(_) | Command::Completions { .. } => {
             unreachable!("commands without a rendered result are run before dispatch")
@@ -262,8 +261,8 @@ async fn dispatch(location: &DatabaseLocation, command: Command) -> Result<View,
     };
     // Closing waits for every connection to close, and SQLite checkpoints the WAL into the
     // file and removes it when the last connection to it closes: the `.db` file alone then
-    // holds everything, for a user who copies it. Every repository above shares this pool.
-    cx.db.close().await;
+    // holds everything, for a user who copies it. Every port above shares this pool.
+    cx.backend.close().await;
     result
 }
 

@@ -524,7 +524,7 @@ fn status_text(report: &StatusReport) -> String {
 }
 
 /// The sizes part of `db status`.
-fn storage_text(out: &mut String, storage: &crate::infrastructure::database::StorageSizes) {
+fn storage_text(out: &mut String, storage: &abathur_core::ports::StorageSizes) {
     let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
     let _ = writeln!(out, "\nstorage:");
     let _ = writeln!(out, "  file        {:>12}", mib(storage.file_bytes));

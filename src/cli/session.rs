@@ -2,7 +2,7 @@
 
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{NewSessionEvent, Session, SessionEvent};
-use abathur_core::ports::{IdKind, SessionRepository};
+use abathur_core::ports::IdKind;
 use clap::Subcommand;
 use std::fmt::Write as _;
 

@@ -2,7 +2,7 @@
 
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{default_summary, Task};
-use abathur_core::ports::{TaskFilters, TaskRepository};
+use abathur_core::ports::TaskFilters;
 use abathur_core::queue::{ClaimedTask, FailOutcome, NewTask, ReapReport, TaskQueue};
 use serde::Serialize;
 use uuid::Uuid;
@@ -15,7 +15,7 @@ use super::render::{TaskView, View};
 use super::tree;
 use super::Context;
 use crate::waiting::{self, ClaimRequest};
-use crate::worker::DataVersion;
+use crate::worker::Subscribed;
 use abathur_core::ports::IdKind;
 
 /// Runs one `abathur task ...` command.
@@ -32,7 +32,7 @@ pub async fn run(cx: &Context, command: TaskCommand) -> Result<View, CliError> {
         }
         TaskCommand::Tree { id } => {
             let id = ids.resolve(IdKind::Task, &id).await?;
-            View::Rendered(tree::tree(&cx.tasks, id).await?)
+            View::Rendered(tree::tree(cx.tasks.as_ref(), id).await?)
         }
         TaskCommand::History { id } => {
             View::History(queue.history(ids.resolve(IdKind::Task, &id).await?).await?)
@@ -173,14 +173,12 @@ async fn claim(cx: &Context, args: ClaimArgs) -> Result<Vec<ClaimedTask>, CliErr
             .await?);
     };
     waiting::check_wait("--wait", wait)?;
-    let conn = cx
-        .db
-        .pool()
-        .acquire()
+    let mut wake = cx
+        .backend
+        .changes
+        .subscribe()
         .await
-        .map_err(|e| CliError::internal("cannot open a connection to the database", &e))?;
-    let mut wake = DataVersion::new(conn)
-        .await
+        .map(Subscribed::new)
         .map_err(|e| CliError::internal("cannot watch the database for changes", &e))?;
     let request = ClaimRequest {
         worker_id: &args.worker,

@@ -49,7 +49,7 @@ enum Direction {
 ///
 /// # Errors
 /// Not found when no task has the id; the store's failures.
-pub async fn tree(repo: &impl TaskRepository, id: Uuid) -> Result<Rendered, CliError> {
+pub async fn tree(repo: &dyn TaskRepository, id: Uuid) -> Result<Rendered, CliError> {
     let task = repo
         .get(id)
         .await?
@@ -70,7 +70,7 @@ pub async fn tree(repo: &impl TaskRepository, id: Uuid) -> Result<Rendered, CliE
 
 /// The children of `root` in `direction`, depth first, each task expanded once.
 async fn grow(
-    repo: &impl TaskRepository,
+    repo: &dyn TaskRepository,
     root: &Task,
     direction: Direction,
     budget: &mut usize,
@@ -133,7 +133,7 @@ fn leaf(task: &Task) -> Node {
 }
 
 async fn neighbours(
-    repo: &impl TaskRepository,
+    repo: &dyn TaskRepository,
     task: &Task,
     direction: Direction,
 ) -> Result<Vec<Task>, CliError> {

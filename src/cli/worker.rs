@@ -4,14 +4,13 @@ use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;
 
-use abathur_core::queue::{QueueStore, TaskQueue, MAX_CLAIM, MAX_LEASE};
+use abathur_core::queue::{TaskQueue, MAX_CLAIM, MAX_LEASE};
 use clap::Args;
 
 use super::args::{parse_duration, parse_duration_or_zero, ranged, ArgError};
-use super::db;
 use super::error::{CliError, ExitCode};
-use crate::infrastructure::database::{DatabaseLocation, GroupCommitQueueStore, OpenMode};
-use crate::worker::{DataVersion, Wake, Worker, WorkerConfig, MIN_LEASE};
+use crate::backend::{Access, Backend, Location, Role};
+use crate::worker::{Subscribed, Wake, Worker, WorkerConfig, MIN_LEASE};
 
 /// The arguments of `abathur worker`.
 #[derive(Debug, Args)]
@@ -61,12 +60,12 @@ pub struct WorkerArgs {
 }
 
 /// Runs the worker until SIGINT or SIGTERM (or, with `--once`, until the queue is drained).
-pub async fn run(location: &DatabaseLocation, args: WorkerArgs) -> Result<(), CliError> {
+pub async fn run(location: &Location, args: WorkerArgs) -> Result<(), CliError> {
     // Listen before the first claim, so a signal never finds a command running unwatched.
     let shutdown = shutdown_signal()
         .map_err(|e| CliError::internal("cannot listen for SIGINT and SIGTERM", &e))?;
     // The commands' ABATHUR_DB: the file's absolute path (once it exists), or the URL as given.
-    let mut config = WorkerConfig::new(args.command, db::resolved(location));
+    let mut config = WorkerConfig::new(args.command, location.resolved());
     config.agent_types = args.agent_types;
     config.concurrency = args.concurrency;
     config.lease = args.lease;
@@ -97,22 +96,16 @@ pub async fn run(location: &DatabaseLocation, args: WorkerArgs) -> Result<(), Cl
         };
         CliError::new(exit, format!("invalid {flag}: {}", e.message))
     })?;
-    let db = db::open(location, OpenMode::Write).await?;
     // One writer for the process: its claims, heartbeats and completions run on one warm
     // connection, and share commits when several commands run at once.
-    let store: Arc<dyn QueueStore> = Arc::new(GroupCommitQueueStore::new(db.pool().clone()));
-    let queue = TaskQueue::new(store);
+    let backend = Backend::open(location, Access::Write, Role::Worker).await?;
+    let queue = TaskQueue::new(backend.queue_store.clone());
     // The file exists now: the command gets its absolute path.
-    config.database = db::resolved(location);
-    let conn = db
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| CliError::internal("cannot open a connection to the database", &e))?;
-    let wake = match DataVersion::new(conn).await {
-        Ok(wake) => Arc::new(tokio::sync::Mutex::new(wake)),
+    config.database = location.resolved();
+    let wake = match backend.changes.subscribe().await {
+        Ok(subscription) => Arc::new(tokio::sync::Mutex::new(Subscribed::new(subscription))),
         Err(e) => {
-            db.close().await;
+            backend.close().await;
             return Err(CliError::internal(
                 "cannot watch the database for changes",
                 &e,
@@ -134,7 +127,7 @@ pub async fn run(location: &DatabaseLocation, args: WorkerArgs) -> Result<(), Cl
     if let Ok(wake) = Arc::try_unwrap(wake) {
         wake.into_inner().close().await;
     }
-    db.close().await;
+    backend.close().await;
     match outcome {
         Ok(_) => Ok(()),
         // A setting that cannot work, or a command that cannot start: the user's input, not
@@ -159,7 +152,7 @@ fn parse_lease(text: &str) -> Result<Duration, ArgError> {
 
 /// The worker's [`Wake`], shared so that the command can close its connection once the
 /// worker has stopped.
-struct SharedWake(Arc<tokio::sync::Mutex<DataVersion>>);
+struct SharedWake(Arc<tokio::sync::Mutex<Subscribed>>);
 
 #[async_trait::async_trait]
 impl Wake for SharedWake {

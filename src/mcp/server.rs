@@ -23,10 +23,7 @@ use super::params::{
 };
 use super::reply::{render, ToolError};
 use super::{memory, sessions, tasks};
-use crate::infrastructure::database::{
-    DatabaseConnection, GroupCommitQueueStore, MemoryRepositoryImpl, SessionRepositoryImpl,
-    TaskRepositoryImpl,
-};
+use crate::backend::Backend;
 use crate::waiting::ChangeFeed;
 
 /// What the server tells a client about itself when it connects.
@@ -84,19 +81,17 @@ impl McpServer {
         self
     }
 
-    /// A server over the SQLite services of `db`. The queue's writes go through one writer
-    /// ([`GroupCommitQueueStore`]), so the requests of concurrent clients share commits.
-    ///
-    /// Call it inside a tokio runtime: the writer is a task of it.
-    pub fn for_database(db: &DatabaseConnection) -> Self {
-        let pool = db.pool().clone();
+    /// A server over the ports of `backend`, waking waiting claims from its changes. Open it
+    /// with [`crate::backend::Role::Server`], so that the queue's writes of concurrent
+    /// clients share commits.
+    pub fn for_backend(backend: &Backend) -> Self {
         Self::new(
-            TaskQueue::new(Arc::new(GroupCommitQueueStore::new(pool.clone()))),
-            Arc::new(TaskRepositoryImpl::new(pool.clone())),
-            Arc::new(MemoryRepositoryImpl::new(pool.clone())),
-            Arc::new(SessionRepositoryImpl::new(pool.clone())),
+            TaskQueue::new(backend.queue_store.clone()),
+            backend.tasks.clone(),
+            backend.memories.clone(),
+            backend.sessions.clone(),
         )
-        .with_change_feed(ChangeFeed::new(pool))
+        .with_change_feed(ChangeFeed::new(backend.changes.clone()))
     }
 }
 

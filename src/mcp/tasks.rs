@@ -303,21 +303,15 @@ pub async fn fail(queue: &TaskQueue, args: TaskFail) -> Result<Failed, ToolError
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use serde_json::json;
 
     use super::*;
-    use crate::infrastructure::database::{DatabaseConnection, QueueStoreImpl};
-
     #[tokio::test]
     async fn a_claim_that_does_not_wait_starts_no_watcher() {
-        let db = DatabaseConnection::new("sqlite::memory:")
-            .await
-            .expect("open");
-        db.migrate().await.expect("migrate");
-        let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone())));
-        let feed = ChangeFeed::new(db.pool().clone());
+        let backend = crate::backend::tests::in_memory().await;
+        let queue = TaskQueue::new(backend.queue_store.clone());
+        let feed = ChangeFeed::new(backend.changes.clone());
         for arguments in [
             json!({ "worker_id": "w" }),
             json!({ "worker_id": "w", "wait_seconds": 0 }),

@@ -352,17 +352,18 @@ enum Signal {
 /// Sends `signal` to the command and every process in its group.
 fn signal_tree(child: &mut Child, signal: Signal) {
     #[cfg(unix)]
-    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    {
         let signal = match signal {
-            Signal::Terminate => libc::SIGTERM,
-            Signal::Kill => libc::SIGKILL,
+            Signal::Terminate => rustix::process::Signal::TERM,
+            Signal::Kill => rustix::process::Signal::KILL,
         };
-        // SAFETY: killpg only sends a signal. `id()` is Some only until the child is reaped,
-        // so `pid` is still our child's, and it leads its own group (`process_group(0)`):
-        // the group cannot be anyone else's.
-        unsafe {
-            libc::killpg(pid, signal);
-        }
+        // `id()` is Some only until the child is reaped, so `pid` is still our child's, and
+        // it leads its own group (`process_group(0)`): the group cannot be anyone else's.
+        let _ = rustix::process::kill_process_group(pid, signal);
     }
     if matches!(signal, Signal::Kill) {
         // The direct child at least, where process groups do not exist or it already left.
@@ -379,14 +380,15 @@ fn kill_tree(child: &mut Child) {
 /// reaped.
 fn kill_group(group: Option<u32>) {
     #[cfg(unix)]
-    if let Some(pgid) = group.and_then(|pid| i32::try_from(pid).ok()) {
-        // SAFETY: killpg only sends a signal. The group is the one the command led: while a
-        // process is left in it, its id cannot be given to another process. Once it is empty
-        // the call fails with ESRCH, unless in the moment since the reap the kernel went
-        // through every other pid and the new owner of this one made a group of it.
-        unsafe {
-            libc::killpg(pgid, libc::SIGKILL);
-        }
+    if let Some(pgid) = group
+        .and_then(|pid| i32::try_from(pid).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        // The group is the one the command led: while a process is left in it, its id cannot
+        // be given to another process. Once it is empty the call fails with ESRCH, unless in
+        // the moment since the reap the kernel went through every other pid and the new owner
+        // of this one made a group of it.
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
     }
     #[cfg(not(unix))]
     let _ = group;
@@ -442,25 +444,18 @@ trait PipeFd {
 }
 
 #[cfg(unix)]
-impl<T: std::os::fd::AsRawFd> PipeFd for T {
+impl<T: std::os::fd::AsFd> PipeFd for T {
     fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let fd = self.as_raw_fd();
-        // SAFETY: `fd` is the open pipe `self` owns for as long as this call; fcntl and read
-        // touch only it and `buf`, whose length bounds the read.
-        unsafe {
-            // Tokio's pipes are non-blocking already; make sure of it, since a blocking read
-            // here would wait for exactly the writer this read must not wait for.
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            if flags >= 0 && flags & libc::O_NONBLOCK == 0 {
-                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-            }
-            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n.unsigned_abs())
+        use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+        // Tokio's pipes are non-blocking already; make sure of it, since a blocking read here
+        // would wait for exactly the writer this read must not wait for.
+        let fd = self.as_fd();
+        if let Ok(flags) = fcntl_getfl(fd) {
+            if !flags.contains(OFlags::NONBLOCK) {
+                let _ = fcntl_setfl(fd, flags | OFlags::NONBLOCK);
             }
         }
+        Ok(rustix::io::read(fd, buf)?)
     }
 }
 

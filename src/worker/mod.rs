@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
 pub use output::{STDERR_TAIL_BYTES, STDOUT_LIMIT_BYTES};
-pub use wake::{DataVersion, Interval, Wake, DATA_VERSION_POLL};
+pub use wake::{Interval, Subscribed, Wake};
 
 use attempt::{Ending, Job};
 
@@ -424,11 +424,9 @@ mod tests {
     use uuid::Uuid;
 
     use super::{Worker, WorkerConfig, WorkerReport};
-    use crate::infrastructure::database::{DatabaseConnection, QueueStoreImpl};
-
-    /// The SQLite store, except that its first `busy` claims fail as a locked database would.
+    /// A store, except that its first `busy` claims fail as a locked database would.
     struct BusyAtFirst {
-        inner: QueueStoreImpl,
+        inner: Arc<dyn QueueStore>,
         busy: AtomicU32,
         claims: AtomicU32,
     }
@@ -549,12 +547,9 @@ mod tests {
 
     #[tokio::test]
     async fn once_takes_a_failed_claim_for_a_busy_database_not_for_an_empty_queue() {
-        let db = DatabaseConnection::new("sqlite::memory:")
-            .await
-            .expect("open");
-        db.migrate().await.expect("migrate");
+        let backend = crate::backend::tests::in_memory().await;
         let store = Arc::new(BusyAtFirst {
-            inner: QueueStoreImpl::new(db.pool().clone()),
+            inner: backend.queue_store.clone(),
             busy: AtomicU32::new(2),
             claims: AtomicU32::new(0),
         });

@@ -4,23 +4,17 @@
 //! nothing. Idle workers that claimed every few milliseconds would compete with every writer
 //! for that lock. So an idle worker waits on a [`Wake`] instead, and claims only when it fires.
 //!
-//! [`DataVersion`] is the SQLite one. `PRAGMA data_version` on a connection of its own changes
-//! whenever any other connection, in this process or another, commits to the database file.
-//! Reading it takes no lock and touches no table (it reads the WAL index in shared memory), so
-//! it can be polled every 50 ms for next to nothing; a submission by another process is seen
-//! within one poll. A claim that finds nothing writes nothing and so does not wake the worker
-//! again. Nothing commits when a retried task's backoff runs out, so the worker also claims
-//! once in a while without a change (the `at_most` of [`Wake::wait`]).
-//!
-//! File notifications on the WAL (inotify) would wake a little sooner, but they need a
-//! platform-specific dependency and their own handling of WAL resets; a 50 ms poll of a
-//! counter costs next to nothing and works wherever SQLite does.
+//! [`Subscribed`] is the one a backend gives: it waits on a subscription of the change port
+//! ([`abathur_core::ports::Changes`]); on SQLite that polls `PRAGMA data_version` every 50 ms
+//! on a connection of its own, so a submission by another process is seen within one poll. A
+//! claim that finds nothing writes nothing and so does not wake the worker again. Nothing
+//! commits when a retried task's backoff runs out, so the worker also claims once in a while
+//! without a change (the `at_most` of [`Wake::wait`]).
 
 use std::time::Duration;
 
+use abathur_core::ports::ChangeSubscription;
 use async_trait::async_trait;
-use sqlx::pool::PoolConnection;
-use sqlx::{Sqlite, SqliteConnection};
 use tokio::time::{sleep, Instant};
 
 /// A signal that the queue may have changed.
@@ -43,128 +37,32 @@ impl Wake for Interval {
     }
 }
 
-/// Fires when `PRAGMA data_version` changes on a connection kept for this alone.
+/// Fires when a subscription to the backend's changes sees one.
 #[derive(Debug)]
-pub struct DataVersion {
-    conn: SqliteConnection,
-    last: i64,
-    poll: Duration,
-}
+pub struct Subscribed(Box<dyn ChangeSubscription>);
 
-/// How often [`DataVersion`] reads the counter: the worst-case wake-up delay.
-pub const DATA_VERSION_POLL: Duration = Duration::from_millis(50);
-
-impl DataVersion {
-    /// Takes `conn` out of its pool for good: the counter only means something when read on
-    /// the same connection every time.
-    ///
-    /// # Errors
-    /// The driver's error when the counter cannot be read.
-    pub async fn new(conn: PoolConnection<Sqlite>) -> Result<Self, sqlx::Error> {
-        let mut conn = conn.detach();
-        let last = read(&mut conn).await?;
-        Ok(Self {
-            conn,
-            last,
-            poll: DATA_VERSION_POLL,
-        })
+impl Subscribed {
+    /// Wakes on the changes `subscription` sees.
+    pub fn new(subscription: Box<dyn ChangeSubscription>) -> Self {
+        Self(subscription)
     }
-}
 
-impl DataVersion {
-    /// Closes the connection and waits until it is closed. Dropping it would close it later,
-    /// on its own thread: a process that exits first leaves the WAL unmerged, because SQLite
-    /// checkpoints only when the last connection to the file closes.
+    /// Ends the subscription and waits until what it held is released: on SQLite its
+    /// connection, which must close before the pool's last one so that the WAL is merged
+    /// before the process exits.
     pub async fn close(self) {
-        use sqlx::Connection;
-        if let Err(e) = self.conn.close().await {
-            tracing::debug!(error = %e, "closing the change counter's connection");
-        }
+        self.0.close().await;
     }
-}
-
-async fn read(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar::<_, i64>("PRAGMA data_version")
-        .fetch_one(conn)
-        .await
 }
 
 #[async_trait]
-impl Wake for DataVersion {
+impl Wake for Subscribed {
     async fn wait(&mut self, at_most: Duration) {
         let deadline = Instant::now() + at_most;
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            sleep(self.poll.min(deadline - now)).await;
-            match read(&mut self.conn).await {
-                Ok(version) if version != self.last => {
-                    self.last = version;
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    // Claiming still works through the pool; fall back to the slow period.
-                    tracing::warn!(error = %e, "cannot read the database's change counter");
-                    sleep(deadline.saturating_duration_since(Instant::now())).await;
-                    return;
-                }
-            }
+        if let Err(e) = self.0.changed(at_most).await {
+            // Claiming still works; fall back to the slow period.
+            tracing::warn!(error = %e, "cannot watch the database for changes");
+            sleep(deadline.saturating_duration_since(Instant::now())).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use tokio::time::Instant;
-
-    use super::{DataVersion, Wake};
-    use crate::infrastructure::database::{DatabaseConfig, DatabaseConnection};
-
-    async fn open(path: &std::path::Path) -> DatabaseConnection {
-        let db = DatabaseConnection::open_path(path, DatabaseConfig::default())
-            .await
-            .expect("open");
-        db.migrate().await.expect("migrate");
-        db
-    }
-
-    #[tokio::test]
-    async fn a_commit_from_another_process_wakes_within_a_poll_and_silence_waits_it_out() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("abathur.db");
-        let watcher = open(&path).await;
-        let mut wake = DataVersion::new(watcher.pool().acquire().await.expect("a connection"))
-            .await
-            .expect("the counter");
-
-        // Nothing commits: the wait lasts its full bound.
-        let started = Instant::now();
-        wake.wait(Duration::from_millis(300)).await;
-        assert!(started.elapsed() >= Duration::from_millis(300));
-
-        // Another pool, as another process would have, commits while the worker waits.
-        let writer = open(&path).await;
-        let write = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let before = Instant::now();
-            sqlx::query("CREATE TABLE wake_probe (x INTEGER)")
-                .execute(writer.pool())
-                .await
-                .expect("a write");
-            before
-        });
-        wake.wait(Duration::from_secs(30)).await;
-        let woke = Instant::now();
-        let writing = write.await.expect("the writer");
-        assert!(
-            woke >= writing && woke - writing < Duration::from_millis(500),
-            "woke {:?} after the write began",
-            woke.checked_duration_since(writing)
-        );
     }
 }

@@ -7,7 +7,9 @@
 //! named constants that a test prepares against the migrated schema. Driver errors are
 //! classified here and nowhere else.
 
+mod admin;
 mod agent_repo;
+mod changes;
 mod connection;
 mod errors;
 mod group_commit;
@@ -23,7 +25,9 @@ mod task_repo;
 mod write_shim;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
+pub use admin::SqliteAdmin;
 pub use agent_repo::AgentRepositoryImpl;
+pub use changes::{DataVersion, SqliteChanges, DATA_VERSION_POLL};
 pub use connection::{
     CheckReport, DatabaseConfig, DatabaseConnection, DatabaseStatus, ForeignKeyProblem, OpenMode,
 };

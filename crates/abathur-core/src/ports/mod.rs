@@ -2,13 +2,17 @@
 //! (SQLite now, PostgreSQL later) implements every trait and passes the same conformance
 //! tests.
 
+mod admin;
 mod agent_repository;
+mod changes;
 mod id_lookup;
 mod memory_repository;
 mod session_repository;
 mod task_repository;
 
+pub use admin::{CheckReport, DatabaseAdmin, DatabaseStatus, ForeignKeyProblem, StorageSizes};
 pub use agent_repository::AgentRepository;
+pub use changes::{Change, ChangeSubscription, Changes};
 pub use id_lookup::{IdKind, IdLookup};
 pub use memory_repository::MemoryRepository;
 pub use session_repository::SessionRepository;

@@ -1,0 +1,211 @@
+//! The backend: the one place that reads `--db`/`ABATHUR_DB`, picks the storage adapter it
+//! names and opens it. Everything else in the application holds the ports of the [`Backend`]
+//! it returns, never an adapter's types.
+//!
+//! - A file path or a `sqlite:` URL opens the SQLite adapter (`abathur-sqlite`).
+//! - A `postgres:` or `postgresql:` URL is refused until a PostgreSQL adapter exists; one
+//!   would be parsed in [`Location::parse`] and opened in [`Backend::open`], giving the same
+//!   ports.
+//! - Any other scheme is refused, rather than taken as a file of that name.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use abathur_core::error::DatabaseError;
+use abathur_core::ports::{
+    AgentRepository, Changes, DatabaseAdmin, IdLookup, MemoryRepository, SessionRepository,
+    TaskRepository,
+};
+use abathur_core::queue::QueueStore;
+use abathur_sqlite::{
+    AgentRepositoryImpl, DatabaseConfig, DatabaseConnection, DatabaseLocation,
+    GroupCommitQueueStore, IdLookupImpl, MemoryRepositoryImpl, OpenMode, QueueStoreImpl,
+    SessionRepositoryImpl, SqliteAdmin, SqliteChanges, TaskRepositoryImpl,
+};
+
+/// A parsed `--db` value: which backend, and where.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A SQLite file, or a database in memory.
+    Sqlite(DatabaseLocation),
+}
+
+impl Location {
+    /// Parses a `--db` value; the error says, in the user's terms, what is wrong with it.
+    ///
+    /// # Errors
+    /// A message when the value is a `postgres:` URL (not supported yet), or not a location
+    /// the SQLite adapter takes (empty, a folder, a malformed `sqlite:` URL, another scheme).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let lower = text.to_ascii_lowercase();
+        if lower.starts_with("postgres:") || lower.starts_with("postgresql:") {
+            return Err(
+                "PostgreSQL is not supported yet; give a SQLite file path or a sqlite: URL".into(),
+            );
+        }
+        DatabaseLocation::parse(text).map(Self::Sqlite)
+    }
+
+    /// The database's file as an absolute path when it can be resolved, else the location as
+    /// given (`sqlite::memory:`): what `init` and `db status` report, and the `ABATHUR_DB` a
+    /// worker's commands get.
+    pub fn resolved(&self) -> PathBuf {
+        match self {
+            Self::Sqlite(location) => match location.path() {
+                Some(path) => resolved_path(path),
+                None => PathBuf::from(location.as_str()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(location) => location.fmt(f),
+        }
+    }
+}
+
+/// `path` made absolute when it exists, else as given.
+pub fn resolved_path(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// What a command may do to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Only read: never create or migrate it, and refuse one that is missing, not abathur's
+    /// or at an older schema.
+    Read,
+    /// Look at it as it is, whatever its schema (`db check`, `db backup`).
+    Inspect,
+    /// Read and write: create it when missing and bring its schema up to date.
+    Write,
+    /// Create it when missing and take any database as it is, leaving migration to the
+    /// caller (`init`, `db migrate`).
+    Setup,
+}
+
+/// Who opens the backend, which sets how many connections it keeps and how the queue writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// One command: one statement at a time, each queue write its own transaction.
+    Command,
+    /// `abathur worker`: its claims, heartbeats and completions share commits when several
+    /// commands run at once.
+    Worker,
+    /// `abathur mcp`: tool calls arrive concurrently, and their queue writes share commits.
+    Server,
+}
+
+/// The ports of one open database.
+#[derive(Clone)]
+pub struct Backend {
+    pub tasks: Arc<dyn TaskRepository>,
+    pub memories: Arc<dyn MemoryRepository>,
+    pub sessions: Arc<dyn SessionRepository>,
+    pub agents: Arc<dyn AgentRepository>,
+    pub ids: Arc<dyn IdLookup>,
+    /// The queue's store: plain for a command, group-commit for a worker or a server.
+    pub queue_store: Arc<dyn QueueStore>,
+    pub changes: Arc<dyn Changes>,
+    pub admin: Arc<dyn DatabaseAdmin>,
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend").finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    /// Opens the database at `location` for what `access` allows, sized for `role`.
+    ///
+    /// Call it inside a tokio runtime: a group-commit writer is a task of it.
+    ///
+    /// # Errors
+    /// What the adapter returns when the database cannot be opened as asked: `NoDatabase`,
+    /// `NotADatabase`, `ForeignSchema`, `SchemaOutOfDate`, `ReadOnly`, `Connection`, ...
+    pub async fn open(
+        location: &Location,
+        access: Access,
+        role: Role,
+    ) -> Result<Self, DatabaseError> {
+        match location {
+            Location::Sqlite(location) => open_sqlite(location, access, role).await,
+        }
+    }
+
+    /// Closes the database: every connection, waiting for those in use, so that nothing is
+    /// left to finish after the process exits (SQLite merges its WAL into the file then).
+    pub async fn close(&self) {
+        self.admin.close().await;
+    }
+}
+
+async fn open_sqlite(
+    location: &DatabaseLocation,
+    access: Access,
+    role: Role,
+) -> Result<Backend, DatabaseError> {
+    // One command runs one statement at a time, so its pool stays small; a server's tool
+    // calls arrive concurrently. The busy timeout is the library's, so every writer waits
+    // for another process's write as long as any other does.
+    let config = DatabaseConfig {
+        min_connections: 1,
+        max_connections: match role {
+            Role::Command | Role::Worker => 2,
+            Role::Server => 4,
+        },
+        idle_timeout: Duration::from_secs(60),
+        ..DatabaseConfig::default()
+    };
+    let mode = match access {
+        Access::Read => OpenMode::Read,
+        Access::Inspect => OpenMode::Inspect,
+        Access::Write => OpenMode::Write,
+        Access::Setup => OpenMode::Setup,
+    };
+    tracing::debug!(location = %location, ?mode, ?role, "opening the database");
+    let db = DatabaseConnection::open_location(location, config, mode).await?;
+    let pool = db.pool().clone();
+    let queue_store: Arc<dyn QueueStore> = match role {
+        Role::Command => Arc::new(QueueStoreImpl::new(pool.clone())),
+        Role::Worker | Role::Server => Arc::new(GroupCommitQueueStore::new(pool.clone())),
+    };
+    Ok(Backend {
+        tasks: Arc::new(TaskRepositoryImpl::new(pool.clone())),
+        memories: Arc::new(MemoryRepositoryImpl::new(pool.clone())),
+        sessions: Arc::new(SessionRepositoryImpl::new(pool.clone())),
+        agents: Arc::new(AgentRepositoryImpl::new(pool.clone())),
+        ids: Arc::new(IdLookupImpl::new(pool.clone())),
+        queue_store,
+        changes: Arc::new(SqliteChanges::new(pool)),
+        admin: Arc::new(SqliteAdmin::new(db, location.path().map(Path::to_path_buf))),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::{Access, Backend, Location, Role};
+
+    /// A new, migrated database in memory, as a command opens it.
+    pub(crate) async fn in_memory() -> Backend {
+        let location = Location::parse("sqlite::memory:").expect("a location");
+        Backend::open(&location, Access::Write, Role::Command)
+            .await
+            .expect("open")
+    }
+
+    #[test]
+    fn postgres_urls_are_refused_as_not_supported_yet() {
+        for url in ["postgres://u@h/db", "POSTGRESQL://h/db"] {
+            let err = Location::parse(url).unwrap_err();
+            assert!(err.contains("PostgreSQL is not supported yet"), "{err}");
+        }
+        assert!(matches!(Location::parse("x.db"), Ok(Location::Sqlite(_))));
+    }
+}
