@@ -7,6 +7,7 @@
 //! and nowhere else.
 
 mod agent_repo;
+mod claim;
 mod connection;
 mod errors;
 mod group_commit;
