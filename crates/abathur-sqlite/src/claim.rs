@@ -154,8 +154,9 @@ pub(crate) fn most_urgent(
     let now_text = timestamp::format(&now);
     let until = timestamp::format(&priority.urgent_until(now));
     let types = match filter {
-        AgentFilter::Many(types) => serde_json::to_string(types)
-            .map_err(|e| QueueError::Database(abathur_core::error::DatabaseError::Other(e.to_string())))?,
+        AgentFilter::Many(types) => serde_json::to_string(types).map_err(|e| {
+            QueueError::Database(abathur_core::error::DatabaseError::Other(e.to_string()))
+        })?,
         _ => String::new(),
     };
     let read = |sql: &str, with_limit: bool| -> Result<Vec<Candidate>, QueueError> {
@@ -241,7 +242,9 @@ mod tests {
         let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let values = vec!["x"; statement.parameter_count()];
         let lines = statement
-            .query_map(rusqlite::params_from_iter(values), |r| r.get::<_, String>(3))
+            .query_map(rusqlite::params_from_iter(values), |r| {
+                r.get::<_, String>(3)
+            })
             .unwrap()
             .collect::<Result<Vec<_>, _>>()
             .unwrap();

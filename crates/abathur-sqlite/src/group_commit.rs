@@ -527,10 +527,7 @@ fn run_job(conn: &Connection, job: Job) -> (bool, Settle) {
             priority,
             now,
             reply,
-        } => done(
-            reply,
-            release_in(conn, attempt_id, &reason, &priority, now),
-        ),
+        } => done(reply, release_in(conn, attempt_id, &reason, &priority, now)),
         Job::Cancel {
             task_id,
             actor,

@@ -625,7 +625,9 @@ fn ready_keys(
     now: DateTime<Utc>,
 ) -> Result<String, QueueError> {
     let now_text = ts(&now);
-    let found: Vec<(String, i64, i64, Option<String>, Option<String>)> = rows(
+    // id, priority, depth, deadline, run-after time
+    type Row = (String, i64, i64, Option<String>, Option<String>);
+    let found: Vec<Row> = rows(
         conn,
         "SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after
          FROM tasks t LEFT JOIN task_schedule s ON s.task_id = t.id
@@ -704,6 +706,7 @@ fn record_decision(
 
 /// The fail path of a running task whose attempt ended badly: back to ready after a backoff
 /// while retries remain, else failed with every non-terminal dependent.
+#[allow(clippy::too_many_arguments)] // reason: the attempt, its task, and the two policies
 fn fail_task(
     conn: &Connection,
     task_id: &str,

@@ -160,8 +160,7 @@ impl PriorityPolicy {
         ready_since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> f64 {
-        let waited =
-            ((now - ready_since).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0);
+        let waited = ((now - ready_since).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0);
         self.base(priority, depth) + self.urgency(deadline, now) + waited / self.aging_seconds()
     }
 
@@ -214,7 +213,8 @@ mod tests {
         let t0 = Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).unwrap();
         let minutes = chrono::Duration::minutes;
         // (priority, depth, deadline, ready_since)
-        let tasks = [
+        type Waiting = (u8, u32, Option<DateTime<Utc>>, DateTime<Utc>);
+        let tasks: [Waiting; 6] = [
             (0, 0, None, t0),
             (10, 0, None, t0 + minutes(95)),
             (4, 2, Some(t0 + minutes(600)), t0 + minutes(30)),
@@ -223,7 +223,7 @@ mod tests {
             (5, 0, Some(t0 + minutes(3000)), t0 + minutes(1)),
         ];
         for now in [t0 + minutes(100), t0 + minutes(700), t0 + minutes(2000)] {
-            let by = |rank: &dyn Fn(&(u8, u32, Option<DateTime<Utc>>, DateTime<Utc>)) -> f64| {
+            let by = |rank: &dyn Fn(&Waiting) -> f64| {
                 let mut order: Vec<usize> = (0..tasks.len()).collect();
                 order.sort_by(|&a, &b| rank(&tasks[b]).total_cmp(&rank(&tasks[a])));
                 order
