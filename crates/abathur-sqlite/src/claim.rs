@@ -21,7 +21,7 @@
 use abathur_core::queue::{PriorityPolicy, QueueError};
 use abathur_core::timestamp;
 use chrono::{DateTime, Utc};
-use rusqlite::{named_params, Connection};
+use rusqlite::Connection;
 
 use super::errors::raw_on;
 
@@ -153,58 +153,39 @@ pub(crate) fn most_urgent(
 ) -> Result<Vec<String>, QueueError> {
     let now_text = timestamp::format(&now);
     let until = timestamp::format(&priority.urgent_until(now));
-    let types = match filter {
-        AgentFilter::Many(types) => serde_json::to_string(types).map_err(|e| {
-            QueueError::Database(abathur_core::error::DatabaseError::Other(e.to_string()))
-        })?,
-        _ => String::new(),
+    let limit = i64::from(limit);
+    let (type_name, types): (&str, String) = match filter {
+        AgentFilter::Any => ("", String::new()),
+        AgentFilter::One(agent_type) => (":agent_type", agent_type.to_string()),
+        AgentFilter::Many(types) => (":agent_types", serde_json::Value::from(types).to_string()),
     };
     let read = |sql: &str, with_limit: bool| -> Result<Vec<Candidate>, QueueError> {
-        let mut statement = conn.prepare_cached(sql).map_err(raw)?;
-        let row = |r: &rusqlite::Row<'_>| {
-            let key: Option<f64> = r.get(1)?;
-            let deadline_text: Option<String> = r.get(3)?;
-            let urgency = priority.urgency(
-                deadline_text.and_then(|text| deadline(&text, &now_text)),
-                now,
-            );
-            Ok(Candidate {
-                id: r.get(0)?,
-                // A task made ready outside the queue has no key: it comes after every other.
-                rank: key.map_or(f64::NEG_INFINITY, |key| key + urgency),
-                submitted_at: r.get(2)?,
-            })
-        };
-        let found = match (filter, with_limit) {
-            (AgentFilter::Any, true) => statement.query_map(
-                named_params! { ":now": now_text, ":until": until, ":limit": limit },
-                row,
-            ),
-            (AgentFilter::Any, false) => {
-                statement.query_map(named_params! { ":now": now_text, ":until": until }, row)
-            }
-            (AgentFilter::One(agent_type), true) => statement.query_map(
-                named_params! {
-                    ":now": now_text, ":until": until, ":limit": limit, ":agent_type": agent_type
-                },
-                row,
-            ),
-            (AgentFilter::One(agent_type), false) => statement.query_map(
-                named_params! { ":now": now_text, ":until": until, ":agent_type": agent_type },
-                row,
-            ),
-            (AgentFilter::Many(_), true) => statement.query_map(
-                named_params! {
-                    ":now": now_text, ":until": until, ":limit": limit, ":agent_types": types
-                },
-                row,
-            ),
-            (AgentFilter::Many(_), false) => statement.query_map(
-                named_params! { ":now": now_text, ":until": until, ":agent_types": types },
-                row,
-            ),
+        let mut params: Vec<(&str, &dyn rusqlite::ToSql)> =
+            vec![(":now", &now_text), (":until", &until)];
+        if with_limit {
+            params.push((":limit", &limit));
         }
-        .map_err(raw)?;
+        if !type_name.is_empty() {
+            params.push((type_name, &types));
+        }
+        let mut statement = conn.prepare_cached(sql).map_err(raw)?;
+        let found = statement
+            .query_map(params.as_slice(), |r| {
+                let key: Option<f64> = r.get(1)?;
+                let deadline_text: Option<String> = r.get(3)?;
+                let urgency = priority.urgency(
+                    deadline_text.and_then(|text| deadline(&text, &now_text)),
+                    now,
+                );
+                Ok(Candidate {
+                    id: r.get(0)?,
+                    // A task made ready outside the queue has no key: it comes after every
+                    // other.
+                    rank: key.map_or(f64::NEG_INFINITY, |key| key + urgency),
+                    submitted_at: r.get(2)?,
+                })
+            })
+            .map_err(raw)?;
         found.collect::<Result<Vec<_>, _>>().map_err(raw)
     };
     let mut candidates = read(BY_DEADLINE[filter.form()], false)?;
@@ -215,7 +196,7 @@ pub(crate) fn most_urgent(
             .then_with(|| a.submitted_at.cmp(&b.submitted_at))
             .then_with(|| a.id.cmp(&b.id))
     });
-    candidates.truncate(limit as usize);
+    candidates.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     Ok(candidates.into_iter().map(|c| c.id).collect())
 }
 
