@@ -202,20 +202,77 @@ pub(crate) fn most_urgent(
 
 #[cfg(test)]
 mod tests {
-    //! The claim's statements read indexes: `EXPLAIN QUERY PLAN` of each form, against the
-    //! migrated schema.
+    //! The claim's statements prepare and read indexes (`EXPLAIN QUERY PLAN` of each form,
+    //! against the migrated schema), and the keys migration 0006 wrote are the policy's.
 
     use super::*;
 
-    /// A database with every migration applied.
-    fn migrated() -> Connection {
+    /// A database with every migration up to `last` applied.
+    fn migrated_to(last: i64) -> Connection {
         let conn = Connection::open_in_memory().unwrap();
         for migration in crate::MIGRATOR.iter() {
-            if !migration.migration_type.is_down_migration() {
+            if !migration.migration_type.is_down_migration() && migration.version <= last {
                 conn.execute_batch(&migration.sql).unwrap();
             }
         }
         conn
+    }
+
+    /// A database with every migration applied.
+    fn migrated() -> Connection {
+        migrated_to(i64::MAX)
+    }
+
+    /// Migration 0006 keys the ready tasks of older versions in SQL, with the default policy;
+    /// its keys must be the ones `PriorityPolicy::key` gives.
+    #[test]
+    fn the_migration_keys_ready_tasks_as_the_default_policy_does() {
+        let conn = migrated_to(5);
+        let insert = |id: &str, status: &str, submitted_at: &str| {
+            conn.execute(
+                "INSERT INTO tasks (id, summary, description, agent_type, priority, status,
+                     dependency_depth, submitted_at, last_updated_at, source)
+                 VALUES (?1, 's', 'd', 'a', 7, ?2, 3, ?3, ?3, 'human')",
+                [id, status, submitted_at],
+            )
+            .unwrap();
+        };
+        let (plain, delayed, blocked) = (
+            "00000000-0000-0000-0000-000000000001",
+            "00000000-0000-0000-0000-000000000002",
+            "00000000-0000-0000-0000-000000000003",
+        );
+        insert(plain, "ready", "2026-11-28T09:00:00.250000Z");
+        insert(delayed, "ready", "2026-11-28T09:00:00.000000Z");
+        insert(blocked, "blocked", "2026-11-28T09:00:00.000000Z");
+        conn.execute(
+            "INSERT INTO task_schedule (task_id, run_after) VALUES (?1, ?2)",
+            [delayed, "2026-11-28T10:30:00.000000Z"],
+        )
+        .unwrap();
+        let migration = crate::MIGRATOR
+            .iter()
+            .find(|m| m.version == 6 && !m.migration_type.is_down_migration())
+            .unwrap();
+        conn.execute_batch(&migration.sql).unwrap();
+        let key = |id: &str| -> Option<f64> {
+            conn.query_row("SELECT claim_key FROM tasks WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        let policy = PriorityPolicy::default();
+        let at = |text: &str| timestamp::parse(text).unwrap();
+        for (id, ready_since) in [
+            (plain, "2026-11-28T09:00:00.250000Z"),
+            (delayed, "2026-11-28T10:30:00.000000Z"),
+        ] {
+            let expected = policy.key(7, 3, at(ready_since));
+            let stored = key(id).unwrap();
+            // julianday() keeps time to about a millisecond: 1e-6 of a point.
+            assert!((stored - expected).abs() < 1e-5, "{stored} vs {expected}");
+        }
+        assert_eq!(key(blocked), None);
     }
 
     /// The detail lines of the statement's query plan.
