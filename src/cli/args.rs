@@ -83,8 +83,9 @@ pub enum Command {
               value_parser = ranged::<u32>(0, i64::from(MAX_PAGE)))]
         running: u32,
     },
-    /// Recover the tasks of dead workers (expired leases) and tasks past their timeout, then
-    /// bring waiting tasks' priorities up to date for ageing and deadlines.
+    /// Recover the tasks of dead workers (expired leases) and tasks past their timeout.
+    /// (Priorities need no upkeep: waiting tasks age and deadlines weigh in as claims read
+    /// them.)
     ///
     /// Safe to run from any number of processes at once; run it every minute or so (from cron,
     /// say) when no `abathur worker` is running to do it.

@@ -13,7 +13,7 @@
 //!   `already_recorded` is true for a repeat of a call already recorded, which changed nothing;
 //! - `task cancel` and `task retry`: `{"task_id", "tasks": [ids]}`;
 //! - `task history`: an array of [`TaskEvent`];
-//! - `reap`: `{"lost": [ids], "timed_out": [ids], "reprioritised": n}`;
+//! - `reap`: `{"lost": [ids], "timed_out": [ids]}`;
 //! - `status`: a [`QueueOverview`]: `at`, `counts` (status → n), `oldest_ready`, `running`
 //!   (attempts with `lease_expires_at`, the soonest first), `expired_leases`;
 //! - `init` and `db status`: objects with the fields of [`InitReport`] and [`StatusReport`].
@@ -221,11 +221,6 @@ impl View {
                 if out.is_empty() {
                     out.push_str("nothing to reap\n");
                 }
-                let _ = writeln!(
-                    out,
-                    "priorities brought up to date: {} waiting tasks",
-                    report.reprioritised
-                );
                 out
             }
             View::Overview(overview) => overview_text(overview),

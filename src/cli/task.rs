@@ -244,19 +244,12 @@ pub struct Maintenance {
     /// The tasks taken back from dead workers, and those timed out.
     #[serde(flatten)]
     pub reaped: ReapReport,
-    /// Waiting tasks whose calculated priority was recomputed for ageing and deadlines.
-    pub reprioritised: u64,
 }
 
-/// `abathur reap`: recovers expired leases and timed-out tasks, then brings the priorities of
-/// waiting tasks up to date, so that ageing and deadlines take effect.
+/// `abathur reap`: recovers expired leases and timed-out tasks.
 pub async fn reap(queue: &TaskQueue) -> Result<Maintenance, CliError> {
     let reaped = queue.reap().await?;
-    let reprioritised = queue.refresh_priorities().await?;
-    Ok(Maintenance {
-        reaped,
-        reprioritised,
-    })
+    Ok(Maintenance { reaped })
 }
 
 #[cfg(test)]

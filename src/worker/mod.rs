@@ -56,9 +56,6 @@ pub struct WorkerConfig {
     pub database: PathBuf,
     /// How often the worker recovers dead workers' tasks (default 5 s).
     pub reap_every: Duration,
-    /// How often the worker recomputes waiting tasks' priorities (default 30 s). Each pass
-    /// rewrites every waiting task's row, and ageing moves priorities slowly.
-    pub refresh_every: Duration,
     /// The longest an idle worker goes without trying to claim, even if nothing told it the
     /// queue changed (default 1 s): a retried task becomes claimable when its backoff ends,
     /// and no write announces that.
@@ -81,7 +78,6 @@ impl WorkerConfig {
             command,
             database,
             reap_every: Duration::from_secs(5),
-            refresh_every: Duration::from_secs(30),
             idle_recheck: Duration::from_secs(1),
             retention: None,
         }
@@ -133,7 +129,6 @@ impl WorkerConfig {
         }
         for (field, value) in [
             ("reap_every", self.reap_every),
-            ("refresh_every", self.refresh_every),
             ("idle_recheck", self.idle_recheck),
         ] {
             if value.is_zero() {
@@ -250,11 +245,9 @@ impl Worker {
         let mut report = WorkerReport::default();
         let mut fatal = None;
         let mut stopping = false;
-        // Both fire at once first: a worker starting up recovers what dead ones left.
+        // It fires at once first: a worker starting up recovers what dead ones left.
         let mut reap = interval(config.reap_every);
         reap.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut refresh = interval(config.refresh_every);
-        refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Whether a claim may find something: after a start, a change, a finished command.
         let mut look = true;
         // Whether the last claim failed (a busy database): even `--once` waits and tries again
@@ -362,11 +355,6 @@ impl Worker {
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot reap"),
                 },
-                _ = refresh.tick(), if !stopping => {
-                    if let Err(e) = self.queue.refresh_priorities().await {
-                        tracing::warn!(error = %e, "cannot refresh priorities");
-                    }
-                }
             }
         }
         let _ = stop_pruning.send(true);
@@ -449,6 +437,7 @@ mod tests {
         async fn claim(
             &self,
             request: &ClaimRequest,
+            priority: &PriorityPolicy,
             now: abathur_core::clock::Now,
         ) -> Result<Vec<ClaimedTask>, QueueError> {
             self.claims.fetch_add(1, Ordering::SeqCst);
@@ -457,7 +446,7 @@ mod tests {
                 self.busy.store(left - 1, Ordering::SeqCst);
                 return Err(QueueError::Database(DatabaseError::Busy));
             }
-            self.inner.claim(request, now).await
+            self.inner.claim(request, priority, now).await
         }
         async fn heartbeat(
             &self,
@@ -481,9 +470,12 @@ mod tests {
             attempt_id: Uuid,
             error: &str,
             retry: &RetryPolicy,
+            priority: &PriorityPolicy,
             now: abathur_core::clock::Now,
         ) -> Result<Recorded<FailOutcome>, QueueError> {
-            self.inner.fail(attempt_id, error, retry, now).await
+            self.inner
+                .fail(attempt_id, error, retry, priority, now)
+                .await
         }
         async fn prune(&self, request: &PruneRequest) -> Result<PruneReport, QueueError> {
             self.inner.prune(request).await
@@ -492,9 +484,10 @@ mod tests {
             &self,
             attempt_id: Uuid,
             reason: &str,
+            priority: &PriorityPolicy,
             now: abathur_core::clock::Now,
         ) -> Result<(), QueueError> {
-            self.inner.release(attempt_id, reason, now).await
+            self.inner.release(attempt_id, reason, priority, now).await
         }
         async fn cancel(
             &self,
@@ -516,19 +509,10 @@ mod tests {
         async fn reap(
             &self,
             retry: &RetryPolicy,
+            priority: &PriorityPolicy,
             now: abathur_core::clock::Now,
         ) -> Result<ReapReport, QueueError> {
-            self.inner.reap(retry, now).await
-        }
-        async fn refresh_priorities(
-            &self,
-            priority: &PriorityPolicy,
-            batch_size: u32,
-            now: abathur_core::clock::Now,
-        ) -> Result<u64, QueueError> {
-            self.inner
-                .refresh_priorities(priority, batch_size, now)
-                .await
+            self.inner.reap(retry, priority, now).await
         }
         async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError> {
             self.inner.history(task_id).await

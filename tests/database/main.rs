@@ -10,6 +10,7 @@ mod id_lookup;
 mod limits;
 mod memory_repo;
 mod migrations;
+mod priority;
 mod query_plans;
 mod queue;
 mod queue_properties;

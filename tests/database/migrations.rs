@@ -97,6 +97,16 @@ const PINNED: &[(i64, &str, &str)] = &[
         "1816bbe01858028ea457dc4bd2d264a39a5ab7aea361ace4e85e50e6b71bf7002676a4a30836e0d9de0b878d93a54f78",
     ),
     (
+        6,
+        "up",
+        "40d1f2f8133afa20c9f4b5955abbecf8bf1da0e40a7d76c89993afee99bfa561d22c9382fbd94525b71e7abdfa1e5420",
+    ),
+    (
+        6,
+        "down",
+        "182199cb0141b0c8d715626092a04ab38ddecdc71aa4e3b03c088076cc7d9d34bb9c43ad9e4f8709eba66de81968a224",
+    ),
+    (
         7,
         "up",
         "b91ebc2a6e30690b2654aa9c9cec20e4fe43b01a1293642c56eba35f7ded6dfee7c3cd7cc54d953a24219c90d5cec775",

@@ -1,6 +1,7 @@
 //! The hot queries use an index: `EXPLAIN QUERY PLAN` shows no full scan of a table and no
 //! sort. The task queries are read from the same files the repository compiles, so the test
-//! checks exactly the text that runs.
+//! checks exactly the text that runs. The claim's statements, which are constants of the
+//! adapter's `claim` module, are pinned by that module's own tests.
 
 use sqlx::SqlitePool;
 

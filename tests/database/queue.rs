@@ -425,7 +425,6 @@ async fn ageing_lets_an_old_low_priority_task_overtake_new_urgent_work() {
         })
         .await
         .unwrap();
-    assert!(f.queue.refresh_priorities().await.unwrap() >= 2);
     let first = f.queue.claim("w1", &[], LEASE, 1).await.unwrap();
     assert_eq!(
         first[0].task.id, old.id,
@@ -485,10 +484,10 @@ async fn a_task_submitted_after_its_dependencies_completed_is_ready_at_once() {
     assert_eq!(f.status(later.id).await, TaskStatus::Ready);
 }
 
-/// The refresh runs the priority formula in SQL; it must agree with `PriorityPolicy::calculate`.
-/// It touches ready tasks only: a blocked task's priority is computed when it becomes ready.
+/// A task that becomes ready is stored with the priority and claim key of `PriorityPolicy`,
+/// as of that moment; a blocked task keeps what it was submitted with until it is released.
 #[tokio::test]
-async fn refreshed_priorities_match_the_policy_formula() {
+async fn a_task_made_ready_is_stored_with_the_policy_priority_and_key() {
     use abathur::domain::queue::PriorityPolicy;
     let f = fixture().await;
     let root = f
@@ -511,38 +510,26 @@ async fn refreshed_priorities_match_the_policy_formula() {
         .unwrap();
     let waiting = f.queue.submit(new("waiting", &[deep.id])).await.unwrap();
     let claimed = f.queue.claim("w", &[], LEASE, 1).await.unwrap();
+    f.clock.advance(chrono::Duration::minutes(45));
     f.queue
         .complete(claimed[0].lease.attempt_id, None)
         .await
         .unwrap();
-    let plain = f
-        .queue
-        .submit(NewTask {
-            priority: 2,
-            ..new("plain", &[])
-        })
+    let policy = PriorityPolicy::default();
+    let t = f.task(deep.id).await;
+    let released_at = f.clock.now();
+    let expected = policy.calculate(7, 1, Some(deadline), released_at, released_at);
+    assert!(
+        (t.calculated_priority - expected).abs() < 1e-9,
+        "{} vs {expected}",
+        t.calculated_priority
+    );
+    let key: f64 = sqlx::query_scalar("SELECT claim_key FROM tasks WHERE id = ?")
+        .bind(deep.id.to_string())
+        .fetch_one(&f.pool)
         .await
         .unwrap();
-    f.clock.advance(chrono::Duration::minutes(45));
-    assert_eq!(f.queue.refresh_priorities().await.unwrap(), 2);
-    let policy = PriorityPolicy::default();
-    for id in [deep.id, plain.id] {
-        let t = f.task(id).await;
-        let expected = policy.calculate(
-            t.priority,
-            t.dependency_depth,
-            t.deadline,
-            t.submitted_at,
-            f.clock.now(),
-        );
-        // julianday() arithmetic is exact to about a millisecond.
-        assert!(
-            (t.calculated_priority - expected).abs() < 1e-3,
-            "{}: {} vs {expected}",
-            t.summary,
-            t.calculated_priority
-        );
-    }
+    assert!((key - policy.key(7, 1, released_at)).abs() < 1e-6, "{key}");
     assert_eq!(
         f.task(waiting.id).await.calculated_priority,
         waiting.calculated_priority
@@ -977,11 +964,12 @@ async fn completing_a_task_with_thousands_of_dependents_releases_them_all() {
     .unwrap();
     assert_eq!(events, 3_000);
     let leaf = f.task(released[1_234]).await;
+    // Ready, and so ageing, since its release.
     let expected = PriorityPolicy::default().calculate(
         leaf.priority,
         leaf.dependency_depth,
         leaf.deadline,
-        leaf.submitted_at,
+        f.clock.now(),
         f.clock.now(),
     );
     assert!((leaf.calculated_priority - expected).abs() < 1e-3);

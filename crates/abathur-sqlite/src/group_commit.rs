@@ -16,8 +16,8 @@
 //! keeps coming ([`super::handle`]): each group is one run of prepared statements on that
 //! connection's handle, with a warm page cache and no hop to another thread.
 //!
-//! Reads (history, overview, execution plan) and the priority refresh, which has its own
-//! batching, go straight to the pool.
+//! Reads (history, overview, execution plan) and the prune, which has its own batching, go
+//! straight to the pool.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -77,6 +77,7 @@ enum Job {
     },
     Claim {
         request: ClaimRequest,
+        priority: PriorityPolicy,
         now: Now,
         reply: oneshot::Sender<Result<Vec<ClaimedTask>, QueueError>>,
     },
@@ -97,12 +98,14 @@ enum Job {
         attempt_id: Uuid,
         error: String,
         retry: RetryPolicy,
+        priority: PriorityPolicy,
         now: Now,
         reply: oneshot::Sender<Result<Recorded<FailOutcome>, QueueError>>,
     },
     Release {
         attempt_id: Uuid,
         reason: String,
+        priority: PriorityPolicy,
         now: Now,
         reply: oneshot::Sender<Result<(), QueueError>>,
     },
@@ -121,6 +124,7 @@ enum Job {
     },
     Reap {
         retry: RetryPolicy,
+        priority: PriorityPolicy,
         now: Now,
         reply: oneshot::Sender<Result<ReapReport, QueueError>>,
     },
@@ -486,9 +490,10 @@ fn run_job(conn: &Connection, job: Job) -> (bool, Settle) {
         ),
         Job::Claim {
             request,
+            priority,
             now,
             reply,
-        } => done(reply, claim_in(conn, &request, now)),
+        } => done(reply, claim_in(conn, &request, &priority, now)),
         Job::Heartbeat {
             attempt_id,
             lease,
@@ -509,15 +514,20 @@ fn run_job(conn: &Connection, job: Job) -> (bool, Settle) {
             attempt_id,
             error,
             retry,
+            priority,
             now,
             reply,
-        } => done(reply, fail_in(conn, attempt_id, &error, &retry, now)),
+        } => done(
+            reply,
+            fail_in(conn, attempt_id, &error, &retry, &priority, now),
+        ),
         Job::Release {
             attempt_id,
             reason,
+            priority,
             now,
             reply,
-        } => done(reply, release_in(conn, attempt_id, &reason, now)),
+        } => done(reply, release_in(conn, attempt_id, &reason, &priority, now)),
         Job::Cancel {
             task_id,
             actor,
@@ -531,7 +541,12 @@ fn run_job(conn: &Connection, job: Job) -> (bool, Settle) {
             now,
             reply,
         } => done(reply, retry_in(conn, task_id, &actor, &priority, now)),
-        Job::Reap { retry, now, reply } => done(reply, reap_in(conn, &retry, now)),
+        Job::Reap {
+            retry,
+            priority,
+            now,
+            reply,
+        } => done(reply, reap_in(conn, &retry, &priority, now)),
     }
 }
 
@@ -577,11 +592,13 @@ impl QueueStore for GroupCommitQueueStore {
     async fn claim(
         &self,
         request: &ClaimRequest,
+        priority: &PriorityPolicy,
         now: Now,
     ) -> Result<Vec<ClaimedTask>, QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Claim {
             request: request.clone(),
+            priority: *priority,
             now,
             reply,
         };
@@ -627,6 +644,7 @@ impl QueueStore for GroupCommitQueueStore {
         attempt_id: Uuid,
         error: &str,
         retry: &RetryPolicy,
+        priority: &PriorityPolicy,
         now: Now,
     ) -> Result<Recorded<FailOutcome>, QueueError> {
         let (reply, outcome) = oneshot::channel();
@@ -634,17 +652,25 @@ impl QueueStore for GroupCommitQueueStore {
             attempt_id,
             error: error.to_string(),
             retry: *retry,
+            priority: *priority,
             now,
             reply,
         };
         self.run(job, outcome).await
     }
 
-    async fn release(&self, attempt_id: Uuid, reason: &str, now: Now) -> Result<(), QueueError> {
+    async fn release(
+        &self,
+        attempt_id: Uuid,
+        reason: &str,
+        priority: &PriorityPolicy,
+        now: Now,
+    ) -> Result<(), QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Release {
             attempt_id,
             reason: reason.to_string(),
+            priority: *priority,
             now,
             reply,
         };
@@ -680,34 +706,29 @@ impl QueueStore for GroupCommitQueueStore {
         self.run(job, outcome).await
     }
 
-    async fn reap(&self, retry: &RetryPolicy, now: Now) -> Result<ReapReport, QueueError> {
+    async fn reap(
+        &self,
+        retry: &RetryPolicy,
+        priority: &PriorityPolicy,
+        now: Now,
+    ) -> Result<ReapReport, QueueError> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Reap {
             retry: *retry,
+            priority: *priority,
             now,
             reply,
         };
         self.run(job, outcome).await
     }
 
-    async fn refresh_priorities(
-        &self,
-        priority: &PriorityPolicy,
-        batch_size: u32,
-        now: Now,
-    ) -> Result<u64, QueueError> {
-        self.direct
-            .refresh_priorities(priority, batch_size, now)
-            .await
-    }
-
     async fn submission_details(&self, task_id: Uuid) -> Result<SubmissionDetails, QueueError> {
         self.direct.submission_details(task_id).await
     }
 
-    /// Each batch is a short write transaction of its own on the pool, as the priority
-    /// refresh's are, rather than a job of the writer: a group that held a batch would hold
-    /// the claims and completions waiting with it.
+    /// Each batch is a short write transaction of its own on the pool, rather than a job of
+    /// the writer: a group that held a batch would hold the claims and completions waiting
+    /// with it.
     async fn prune(&self, request: &PruneRequest) -> Result<PruneReport, QueueError> {
         self.direct.prune(request).await
     }

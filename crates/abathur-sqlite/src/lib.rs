@@ -10,6 +10,7 @@
 mod admin;
 mod agent_repo;
 mod changes;
+mod claim;
 mod connection;
 mod errors;
 mod group_commit;

@@ -614,62 +614,68 @@ fn id_array<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
     serde_json::Value::Array(ids.into_iter().map(|id| id.into()).collect()).to_string()
 }
 
-/// [`PriorityPolicy::calculate`] in SQL, over a `tasks` row: `?1` depth weight, `?2` depth
-/// cap, `?3` deadline weight, `?4` now, `?5` deadline horizon and `?6` aging interval in
-/// seconds ([`priority_params`]).
-///
-/// Total: it has a value for every row, so no row can fail a completion, a claim or a
-/// refresh. `julianday()` returns NULL for a time SQLite cannot read (a deadline in the last
-/// second of 9999, which older versions accepted); such a deadline counts as fully urgent once
-/// it is not after now and not urgent before (timestamps are fixed-width, so text order is time
-/// order), and such a submission time adds no age.
-macro_rules! priority_formula {
-    () => {
-        "priority
-             + ?1 * MIN(dependency_depth, ?2)
-             + CASE WHEN deadline IS NULL THEN 0.0
-                    ELSE ?3 * COALESCE(
-                        MAX(0.0, MIN(1.0, 1.0 - (julianday(deadline) - julianday(?4)) * 86400.0 / ?5)),
-                        CASE WHEN deadline <= ?4 THEN 1.0 ELSE 0.0 END)
-               END
-             + COALESCE(MAX(0.0, (julianday(?4) - julianday(submitted_at)) * 86400.0) / ?6, 0.0)"
-    };
-}
-
-/// The values of `?1` to `?6` in [`priority_formula`], then `ids` as `?7`.
-fn priority_params<'a>(
-    priority: &PriorityPolicy,
-    now: &'a str,
-    ids: &'a str,
-) -> (f64, i64, f64, &'a str, f64, f64, &'a str) {
-    (
-        priority.depth_weight,
-        i64::from(priority.depth_cap),
-        priority.deadline_weight,
-        now,
-        priority.deadline_horizon.as_secs_f64().max(1e-6),
-        priority.aging_interval.as_secs_f64().max(1e-6),
-        ids,
-    )
-}
-
-/// Recomputes `calculated_priority` of the tasks in `ids` (a JSON array), with the formula of
-/// [`PriorityPolicy::calculate`] in SQL; returns how many rows changed.
-fn recompute_priorities(
+/// The claim key and calculated priority of each task in `ids` (a JSON array) as it becomes
+/// ready at `now`: claimable since `now`, or since its run-after time when that is later. A
+/// JSON array of `{id, key, calculated}`, for [`store_keys`] or an update that reads it; the
+/// numbers are [`PriorityPolicy`]'s, computed here, never in SQL.
+fn ready_keys(
     conn: &Connection,
     ids: &str,
     priority: &PriorityPolicy,
-    now: &str,
-) -> Result<u64, QueueError> {
+    now: DateTime<Utc>,
+) -> Result<String, QueueError> {
+    let now_text = ts(&now);
+    // id, priority, depth, deadline, run-after time
+    type Row = (String, i64, i64, Option<String>, Option<String>);
+    let found: Vec<Row> = rows(
+        conn,
+        "SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after
+         FROM tasks t LEFT JOIN task_schedule s ON s.task_id = t.id
+         WHERE t.id IN (SELECT value FROM json_each(?1))",
+        [ids],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )?;
+    let mut keys = Vec::with_capacity(found.len());
+    for (id, base, depth, deadline, run_after) in found {
+        let cx = RowContext {
+            table: "tasks",
+            id: &id,
+        };
+        let base: u8 = cx.int("priority", base)?;
+        let depth: u32 = cx.int("dependency_depth", depth)?;
+        let ready_since = run_after
+            .and_then(|text| timestamp::parse(&text).ok())
+            .map_or(now, |run_after| run_after.max(now));
+        let deadline = deadline.and_then(|text| super::claim::deadline(&text, &now_text));
+        keys.push(serde_json::json!({
+            "id": id,
+            "key": priority.key(base, depth, ready_since),
+            "calculated": priority.calculate(base, depth, deadline, ready_since, now),
+        }));
+    }
+    Ok(serde_json::Value::Array(keys).to_string())
+}
+
+/// Writes the claim keys and calculated priorities of [`ready_keys`].
+fn store_keys(conn: &Connection, keys: &str) -> Result<(), QueueError> {
     exec(
         conn,
-        concat!(
-            "UPDATE tasks SET calculated_priority = ",
-            priority_formula!(),
-            " WHERE id IN (SELECT value FROM json_each(?7))"
-        ),
-        priority_params(priority, now, ids),
-    )
+        "UPDATE tasks SET claim_key = json_extract(k.value, '$.key'),
+             calculated_priority = json_extract(k.value, '$.calculated')
+         FROM json_each(?1) AS k WHERE tasks.id = json_extract(k.value, '$.id')",
+        [keys],
+    )?;
+    Ok(())
+}
+
+/// Keys the tasks in `ids` (a JSON array) as ready from `now` on: [`ready_keys`], stored.
+fn key_ready(
+    conn: &Connection,
+    ids: &str,
+    priority: &PriorityPolicy,
+    now: DateTime<Utc>,
+) -> Result<(), QueueError> {
+    store_keys(conn, &ready_keys(conn, ids, priority, now)?)
 }
 
 /// Forgets the run-after times of the tasks in `ids` (a JSON array).
@@ -700,6 +706,7 @@ fn record_decision(
 
 /// The fail path of a running task whose attempt ended badly: back to ready after a backoff
 /// while retries remain, else failed with every non-terminal dependent.
+#[allow(clippy::too_many_arguments)] // reason: the attempt, its task, and the two policies
 fn fail_task(
     conn: &Connection,
     task_id: &str,
@@ -707,6 +714,7 @@ fn fail_task(
     error: &str,
     actor: &str,
     retry: &RetryPolicy,
+    priority: &PriorityPolicy,
     now: DateTime<Utc>,
 ) -> Result<FailOutcome, QueueError> {
     let now_text = ts(&now);
@@ -747,6 +755,8 @@ fn fail_task(
             Some(&attempt),
             Some(&reason),
         )?;
+        // Ready again once the backoff ends: it ages from then.
+        key_ready(conn, &id_array([task_id]), priority, now)?;
         return Ok(FailOutcome::Retrying {
             retry_count,
             run_after,
@@ -826,20 +836,22 @@ fn release_dependents(
             attempt: None,
         })
         .collect();
-    // One pass over the rows: the status and the priority change together, so each index
-    // that holds either is rewritten once.
+    // One pass over the rows: the status and the key change together, so each index that
+    // holds either is rewritten once.
+    let keys = ready_keys(
+        conn,
+        &id_array(ids.iter().map(String::as_str)),
+        priority,
+        now,
+    )?;
     let changed = exec(
         conn,
-        concat!(
-            "UPDATE tasks SET status = 'ready', last_updated_at = ?4, calculated_priority = ",
-            priority_formula!(),
-            " WHERE id IN (SELECT value FROM json_each(?7)) AND status = 'blocked'"
-        ),
-        priority_params(
-            priority,
-            &now_text,
-            &id_array(ids.iter().map(String::as_str)),
-        ),
+        "UPDATE tasks SET status = 'ready', last_updated_at = ?1,
+             claim_key = json_extract(k.value, '$.key'),
+             calculated_priority = json_extract(k.value, '$.calculated')
+         FROM json_each(?2) AS k
+         WHERE tasks.id = json_extract(k.value, '$.id') AND tasks.status = 'blocked'",
+        params![now_text, keys],
     )?;
     moved_all(changed, &moves)?;
     let reason = format!("dependency {task_id} completed");
@@ -1053,6 +1065,7 @@ fn insert_batch(
     let mut in_batch: HashMap<Uuid, u32> = HashMap::with_capacity(batch.len());
     let mut stored = Vec::with_capacity(batch.len());
     let mut params_all = Vec::with_capacity(batch.len());
+    let mut keys = Vec::new();
     for new in batch {
         let mut deepest: Option<u32> = None;
         let mut all_completed = true;
@@ -1108,8 +1121,17 @@ fn insert_batch(
         } else {
             TaskStatus::Blocked
         };
+        // Claimable from submission, or from its run-after time when later.
+        let ready_since = new.run_after.map_or(now, |run_after| run_after.max(now));
         task.calculated_priority =
-            priority.calculate(task.priority, depth, task.deadline, task.submitted_at, now);
+            priority.calculate(task.priority, depth, task.deadline, ready_since, now);
+        if task.status == TaskStatus::Ready {
+            keys.push(serde_json::json!({
+                "id": task.id.to_string(),
+                "key": priority.key(task.priority, depth, ready_since),
+                "calculated": task.calculated_priority,
+            }));
+        }
         let params = TaskParams::new(task.clone())?;
         match insert_task_raw(conn, &params) {
             Ok(()) => {}
@@ -1144,6 +1166,9 @@ fn insert_batch(
         params_all.push(params);
         stored.push(task);
     }
+    if !keys.is_empty() {
+        store_keys(conn, &serde_json::Value::Array(keys).to_string())?;
+    }
     let pending: HashSet<&str> = params_all.iter().map(|p| p.id.as_str()).collect();
     for p in &params_all {
         if let Some((reference, id)) = first_missing_reference_raw(conn, p, &pending)? {
@@ -1168,27 +1193,20 @@ fn unknown_reference(task: &str, reference: &'static str, id: String) -> QueueEr
 pub(super) fn claim_in(
     conn: &Connection,
     request: &ClaimRequest,
+    priority: &PriorityPolicy,
     now: Now,
 ) -> Result<Vec<ClaimedTask>, QueueError> {
     let now = now.resolve();
     let now_text = ts(&now);
     let expires_at = later(now, request.lease)?;
     let expires_text = ts(&expires_at);
-    let mut sql = String::from("SELECT id FROM tasks t WHERE status = 'ready'");
-    let mut binds: Vec<rusqlite::types::Value> =
-        vec![now_text.clone().into(), i64::from(request.max_tasks).into()];
-    if !request.agent_types.is_empty() {
-        let marks: Vec<String> = (0..request.agent_types.len())
-            .map(|i| format!("?{}", i + 3))
-            .collect();
-        sql.push_str(&format!(" AND agent_type IN ({})", marks.join(", ")));
-        binds.extend(request.agent_types.iter().map(|a| a.clone().into()));
-    }
-    sql.push_str(
-        " AND NOT EXISTS (SELECT 1 FROM task_schedule s WHERE s.task_id = t.id AND s.run_after > ?1)
-          ORDER BY calculated_priority DESC, submitted_at ASC, id ASC LIMIT ?2",
-    );
-    let ids: Vec<String> = rows(conn, &sql, rusqlite::params_from_iter(binds), |r| r.get(0))?;
+    let ids = super::claim::most_urgent(
+        conn,
+        super::claim::AgentFilter::of(&request.agent_types),
+        request.max_tasks,
+        priority,
+        now,
+    )?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -1329,6 +1347,7 @@ pub(super) fn fail_in(
     attempt_id: Uuid,
     error: &str,
     retry: &RetryPolicy,
+    priority: &PriorityPolicy,
     now: Now,
 ) -> Result<Recorded<FailOutcome>, QueueError> {
     let now = now.resolve();
@@ -1353,6 +1372,7 @@ pub(super) fn fail_in(
         error,
         &open.worker_id,
         retry,
+        priority,
         now,
     )
     .map(Recorded::new)
@@ -1362,6 +1382,7 @@ pub(super) fn release_in(
     conn: &Connection,
     attempt_id: Uuid,
     reason: &str,
+    priority: &PriorityPolicy,
     now: Now,
 ) -> Result<(), QueueError> {
     let now = now.resolve();
@@ -1387,7 +1408,8 @@ pub(super) fn release_in(
         &open.worker_id,
         Some(&attempt),
         Some(&why),
-    )
+    )?;
+    key_ready(conn, &id_array([open.task_id.as_str()]), priority, now)
 }
 
 pub(super) fn cancel_in(
@@ -1477,20 +1499,15 @@ pub(super) fn retry_in(
     } else {
         TaskStatus::Blocked
     };
-    let task = load_task_raw(conn, &id)?.ok_or(QueueError::TaskNotFound(task_id))?;
-    let calculated = priority.calculate(
-        task.priority,
-        task.dependency_depth,
-        task.deadline,
-        task.submitted_at,
-        now,
-    );
     exec(
         conn,
-        "UPDATE tasks SET retry_count = 0, error_message = NULL, completed_at = NULL,
-             calculated_priority = ?1 WHERE id = ?2",
-        params![calculated, id],
+        "UPDATE tasks SET retry_count = 0, error_message = NULL, completed_at = NULL
+         WHERE id = ?1",
+        [&id],
     )?;
+    // Keyed as ready from now (or its run-after time), also when it waits blocked: it is
+    // keyed again when its dependencies release it.
+    key_ready(conn, &id_array([id.as_str()]), priority, now)?;
     // No run-after time is cleared: a failed task's backoff ended with the claim that ran
     // it, so a time still here is the one it was submitted with, and it never ran (it failed
     // by cascade). It still holds.
@@ -1544,6 +1561,7 @@ pub(super) fn retry_in(
 pub(super) fn reap_in(
     conn: &Connection,
     retry: &RetryPolicy,
+    priority: &PriorityPolicy,
     now: Now,
 ) -> Result<ReapReport, QueueError> {
     let now = now.resolve();
@@ -1569,6 +1587,7 @@ pub(super) fn reap_in(
         let one = reap_one(
             conn,
             retry,
+            priority,
             now,
             &now_text,
             (&attempt, &task, &started_at, &lease_expires_at, timeout),
@@ -1599,6 +1618,7 @@ pub(super) fn reap_in(
 fn reap_one(
     conn: &Connection,
     retry: &RetryPolicy,
+    priority: &PriorityPolicy,
     now: DateTime<Utc>,
     now_text: &str,
     (attempt, task, started_at, lease_expires_at, timeout): (&str, &str, &str, &str, i64),
@@ -1625,37 +1645,10 @@ fn reap_one(
     };
     close_attempt(conn, attempt, outcome, Some(&error), now_text)?;
     let attempt_id = cx.uuid("id", attempt)?;
-    fail_task(conn, task, attempt_id, &error, "reaper", retry, now)?;
+    fail_task(
+        conn, task, attempt_id, &error, "reaper", retry, priority, now,
+    )?;
     Ok(Some((outcome, cx.uuid("task_id", task)?)))
-}
-
-/// One batch of the priority refresh: the next `batch_size` ready tasks after `cursor`, by id;
-/// the last id seen and how many rows changed, or `None` past the end.
-fn refresh_batch(
-    conn: &Connection,
-    cursor: &str,
-    batch_size: u32,
-    priority: &PriorityPolicy,
-    now: &str,
-) -> Result<Option<(String, u64)>, QueueError> {
-    // `+status` keeps the planner off the status indexes: it walks the primary key from the
-    // cursor, so each batch costs its own rows, not a sort of every ready task.
-    let ids: Vec<String> = rows(
-        conn,
-        "SELECT id FROM tasks WHERE +status = 'ready' AND id > ?1 ORDER BY id LIMIT ?2",
-        params![cursor, batch_size],
-        |r| r.get(0),
-    )?;
-    let Some(last) = ids.last().cloned() else {
-        return Ok(None);
-    };
-    let updated = recompute_priorities(
-        conn,
-        &id_array(ids.iter().map(String::as_str)),
-        priority,
-        now,
-    )?;
-    Ok(Some((last, updated)))
 }
 
 /// Where a prune's pass has got to: the last task it removed, in finishing order.
@@ -1762,9 +1755,10 @@ impl QueueStore for QueueStoreImpl {
     async fn claim(
         &self,
         request: &ClaimRequest,
+        priority: &PriorityPolicy,
         now: Now,
     ) -> Result<Vec<ClaimedTask>, QueueError> {
-        write_alone(&self.pool, |conn| claim_in(conn, request, now)).await
+        write_alone(&self.pool, |conn| claim_in(conn, request, priority, now)).await
     }
 
     async fn heartbeat(
@@ -1797,16 +1791,26 @@ impl QueueStore for QueueStoreImpl {
         attempt_id: Uuid,
         error: &str,
         retry: &RetryPolicy,
+        priority: &PriorityPolicy,
         now: Now,
     ) -> Result<Recorded<FailOutcome>, QueueError> {
         write_alone(&self.pool, |conn| {
-            fail_in(conn, attempt_id, error, retry, now)
+            fail_in(conn, attempt_id, error, retry, priority, now)
         })
         .await
     }
 
-    async fn release(&self, attempt_id: Uuid, reason: &str, now: Now) -> Result<(), QueueError> {
-        write_alone(&self.pool, |conn| release_in(conn, attempt_id, reason, now)).await
+    async fn release(
+        &self,
+        attempt_id: Uuid,
+        reason: &str,
+        priority: &PriorityPolicy,
+        now: Now,
+    ) -> Result<(), QueueError> {
+        write_alone(&self.pool, |conn| {
+            release_in(conn, attempt_id, reason, priority, now)
+        })
+        .await
     }
 
     async fn cancel(&self, task_id: Uuid, actor: &str, now: Now) -> Result<Vec<Uuid>, QueueError> {
@@ -1826,29 +1830,13 @@ impl QueueStore for QueueStoreImpl {
         .await
     }
 
-    async fn reap(&self, retry: &RetryPolicy, now: Now) -> Result<ReapReport, QueueError> {
-        write_alone(&self.pool, |conn| reap_in(conn, retry, now)).await
-    }
-
-    async fn refresh_priorities(
+    async fn reap(
         &self,
+        retry: &RetryPolicy,
         priority: &PriorityPolicy,
-        batch_size: u32,
         now: Now,
-    ) -> Result<u64, QueueError> {
-        let now_text = ts(&now.resolve());
-        let mut cursor = String::new();
-        let mut updated = 0;
-        // One transaction per batch: the write lock is never held for the whole table.
-        while let Some((last, changed)) = write_alone(&self.pool, |conn| {
-            refresh_batch(conn, &cursor, batch_size, priority, &now_text)
-        })
-        .await?
-        {
-            updated += changed;
-            cursor = last;
-        }
-        Ok(updated)
+    ) -> Result<ReapReport, QueueError> {
+        write_alone(&self.pool, |conn| reap_in(conn, retry, priority, now)).await
     }
 
     async fn prune(&self, request: &PruneRequest) -> Result<PruneReport, QueueError> {

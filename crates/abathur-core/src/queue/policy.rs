@@ -6,6 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::timestamp;
+
 /// Limits on what one submission may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
@@ -64,18 +66,26 @@ impl RetryPolicy {
     }
 }
 
-/// How `calculated_priority` is made from a task's base priority, depth, deadline and age:
+/// How waiting tasks are ranked: the one definition of the priority formula. Stores compute
+/// nothing of it themselves; they store what [`PriorityPolicy::key`] returns and add what
+/// [`PriorityPolicy::urgency`] returns, and bind [`PriorityPolicy::urgent_until`].
 ///
 /// ```text
 /// calculated = priority
 ///            + depth_weight * min(depth, depth_cap)
-///            + deadline_weight * urgency          (0 without a deadline)
-///            + age_in_seconds / aging_interval    (waiting since submission)
-/// urgency    = clamp(1 - (deadline - now) / deadline_horizon, 0, 1)   (1 once passed)
+///            + urgency                                  (0 without a deadline)
+///            + (now - ready_since) / aging_interval     (waited since claimable)
+/// urgency    = deadline_weight * clamp(1 - (deadline - now) / deadline_horizon, 0, 1)
 /// ```
 ///
+/// `ready_since` is when the task last became claimable: ready, and past its run-after time.
 /// Ageing grows without bound, so any task eventually outranks newer work of any priority:
 /// there is no starvation.
+///
+/// Ageing moves every waiting task by the same amount per second, so it needs no rewrite:
+/// `calculated - now / aging_interval` is the [key](PriorityPolicy::key), fixed while the task
+/// waits, plus the urgency, which is 0 until the deadline is `deadline_horizon` away. A claim
+/// ranks by `key + urgency`, which orders tasks exactly as `calculated` does at that moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PriorityPolicy {
     /// Points per level of depth (default 0.5).
@@ -102,25 +112,66 @@ impl Default for PriorityPolicy {
     }
 }
 
+/// Seconds from the Unix epoch to `t`, with microseconds.
+fn epoch_seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp() as f64 + f64::from(t.timestamp_subsec_micros()) / 1e6
+}
+
 impl PriorityPolicy {
-    /// The calculated priority of a task at `now`.
+    /// The part of the priority that depends on neither time nor deadline.
+    pub fn base(&self, priority: u8, depth: u32) -> f64 {
+        f64::from(priority) + self.depth_weight * f64::from(depth.min(self.depth_cap))
+    }
+
+    /// The claim key of a task claimable since `ready_since`: `base - ready_since /
+    /// aging_interval`, the time counted in seconds from the Unix epoch. It never changes
+    /// while the task waits, and `key + now / aging_interval` is the task's priority without
+    /// its urgency at any `now` after `ready_since`.
+    pub fn key(&self, priority: u8, depth: u32, ready_since: DateTime<Utc>) -> f64 {
+        self.base(priority, depth) - epoch_seconds(ready_since) / self.aging_seconds()
+    }
+
+    /// The deadline's part of the priority at `now`: 0 without a deadline or while it is more
+    /// than `deadline_horizon` away, rising linearly to `deadline_weight` at the deadline, and
+    /// `deadline_weight` once it has passed.
+    pub fn urgency(&self, deadline: Option<DateTime<Utc>>, now: DateTime<Utc>) -> f64 {
+        deadline.map_or(0.0, |deadline| {
+            let remaining = (deadline - now).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+            self.deadline_weight * (1.0 - remaining / self.horizon_seconds()).clamp(0.0, 1.0)
+        })
+    }
+
+    /// The latest deadline with an urgency at `now`: deadlines after it add nothing yet.
+    /// `now + deadline_horizon`, or [`timestamp::MAX`] when that is later.
+    pub fn urgent_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        chrono::Duration::from_std(self.deadline_horizon)
+            .ok()
+            .and_then(|horizon| now.checked_add_signed(horizon))
+            .map_or(timestamp::MAX, |until| until.min(timestamp::MAX))
+    }
+
+    /// The calculated priority at `now` of a task claimable since `ready_since` (no ageing
+    /// before then).
     pub fn calculate(
         &self,
         priority: u8,
         depth: u32,
         deadline: Option<DateTime<Utc>>,
-        submitted_at: DateTime<Utc>,
+        ready_since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> f64 {
-        let depth_part = self.depth_weight * f64::from(depth.min(self.depth_cap));
-        let deadline_part = deadline.map_or(0.0, |deadline| {
-            let remaining = (deadline - now).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
-            let horizon = self.deadline_horizon.as_secs_f64().max(1e-6);
-            self.deadline_weight * (1.0 - remaining / horizon).clamp(0.0, 1.0)
-        });
-        let waited = ((now - submitted_at).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0);
-        let age_part = waited / self.aging_interval.as_secs_f64().max(1e-6);
-        f64::from(priority) + depth_part + deadline_part + age_part
+        let waited = ((now - ready_since).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0);
+        self.base(priority, depth) + self.urgency(deadline, now) + waited / self.aging_seconds()
+    }
+
+    /// `aging_interval` in seconds, never zero.
+    fn aging_seconds(&self) -> f64 {
+        self.aging_interval.as_secs_f64().max(1e-6)
+    }
+
+    /// `deadline_horizon` in seconds, never zero.
+    fn horizon_seconds(&self) -> f64 {
+        self.deadline_horizon.as_secs_f64().max(1e-6)
     }
 }
 
@@ -138,6 +189,12 @@ mod tests {
         // 4 + 0.5 * 2 + 10 * (1 - 6/24) + 30/10 = 4 + 1 + 7.5 + 3 = 15.5
         let p = policy.calculate(4, 2, Some(deadline), submitted, now);
         assert!((p - 15.5).abs() < 1e-9, "{p}");
+        // The key: 5 - 1_795_856_400 s / 600 s; the claim adds the urgency, 7.5.
+        let key = policy.key(4, 2, submitted);
+        assert!((key - (5.0 - 2_993_094.0)).abs() < 1e-6, "{key}");
+        let new_high = policy.key(10, 0, now);
+        assert!((new_high - (10.0 - 2_993_097.0)).abs() < 1e-6, "{new_high}");
+        assert!(key + policy.urgency(Some(deadline), now) > new_high);
     }
 
     #[test]
@@ -148,6 +205,63 @@ mod tests {
         let old_low = policy.calculate(0, 0, None, t0, now);
         let new_high = policy.calculate(10, 0, None, now, now);
         assert!(old_low > new_high, "{old_low} vs {new_high}");
+    }
+
+    #[test]
+    fn the_key_plus_urgency_orders_tasks_as_the_calculated_priority_does() {
+        let policy = PriorityPolicy::default();
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).unwrap();
+        let minutes = chrono::Duration::minutes;
+        // (priority, depth, deadline, ready_since)
+        type Waiting = (u8, u32, Option<DateTime<Utc>>, DateTime<Utc>);
+        let tasks: [Waiting; 6] = [
+            (0, 0, None, t0),
+            (10, 0, None, t0 + minutes(95)),
+            (4, 2, Some(t0 + minutes(600)), t0 + minutes(30)),
+            (7, 12, None, t0 + minutes(5)),
+            (2, 1, Some(t0 - minutes(60)), t0 + minutes(70)),
+            (5, 0, Some(t0 + minutes(3000)), t0 + minutes(1)),
+        ];
+        for now in [t0 + minutes(100), t0 + minutes(700), t0 + minutes(2000)] {
+            let by = |rank: &dyn Fn(&Waiting) -> f64| {
+                let mut order: Vec<usize> = (0..tasks.len()).collect();
+                order.sort_by(|&a, &b| rank(&tasks[b]).total_cmp(&rank(&tasks[a])));
+                order
+            };
+            let calculated = by(&|&(p, d, dl, since)| policy.calculate(p, d, dl, since, now));
+            let keyed = by(&|&(p, d, dl, since)| policy.key(p, d, since) + policy.urgency(dl, now));
+            assert_eq!(calculated, keyed, "at {now}");
+            for &(p, d, dl, since) in &tasks {
+                let shifted = policy.key(p, d, since)
+                    + policy.urgency(dl, now)
+                    + epoch_seconds(now) / policy.aging_seconds();
+                assert!((shifted - policy.calculate(p, d, dl, since, now)).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn urgency_is_zero_before_the_horizon_rises_inside_it_and_is_full_once_passed() {
+        let policy = PriorityPolicy::default();
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).unwrap();
+        let hours = chrono::Duration::hours;
+        assert_eq!(policy.urgency(None, now), 0.0);
+        assert_eq!(policy.urgency(Some(now + hours(30)), now), 0.0);
+        assert_eq!(policy.urgency(Some(now + hours(24)), now), 0.0);
+        assert!((policy.urgency(Some(now + hours(12)), now) - 5.0).abs() < 1e-9);
+        assert_eq!(policy.urgency(Some(now), now), 10.0);
+        assert_eq!(policy.urgency(Some(now - hours(100)), now), 10.0);
+        assert_eq!(policy.urgent_until(now), now + hours(24));
+        assert_eq!(policy.urgent_until(timestamp::MAX), timestamp::MAX);
+    }
+
+    #[test]
+    fn depth_counts_up_to_its_cap() {
+        let policy = PriorityPolicy::default();
+        assert_eq!(policy.base(3, 0), 3.0);
+        assert_eq!(policy.base(3, 4), 5.0);
+        assert_eq!(policy.base(3, 10), 8.0);
+        assert_eq!(policy.base(3, 40), 8.0);
     }
 
     #[test]

@@ -19,9 +19,6 @@ use crate::error::ValidationError;
 use crate::limits::{MAX_ERROR_BYTES, MAX_TASK_JSON_BYTES};
 use crate::models::{check_json, check_name, check_text, Task, TaskStatus};
 
-/// Rows per statement when refreshing priorities.
-const REFRESH_BATCH: u32 = 5_000;
-
 /// Tasks per write transaction when pruning: small enough that a batch holds the write lock
 /// for milliseconds (`docs/BENCHMARKS.md`, retention), so workers barely notice a prune.
 pub const PRUNE_BATCH: u32 = 100;
@@ -197,7 +194,9 @@ impl TaskQueue {
             max_tasks,
         };
         check_claim(&request)?;
-        self.store.claim(&request, self.clock.store_time()).await
+        self.store
+            .claim(&request, &self.priority, self.clock.store_time())
+            .await
     }
 
     /// Extends a lease by `lease` from now.
@@ -246,7 +245,13 @@ impl TaskQueue {
     ) -> Result<Recorded<FailOutcome>, QueueError> {
         check_text("error", error, MAX_ERROR_BYTES)?;
         self.store
-            .fail(attempt_id, error, &self.retry, self.clock.store_time())
+            .fail(
+                attempt_id,
+                error,
+                &self.retry,
+                &self.priority,
+                self.clock.store_time(),
+            )
             .await
     }
 
@@ -260,7 +265,7 @@ impl TaskQueue {
     pub async fn release(&self, attempt_id: Uuid, reason: &str) -> Result<(), QueueError> {
         check_text("reason", reason, MAX_ERROR_BYTES)?;
         self.store
-            .release(attempt_id, reason, self.clock.store_time())
+            .release(attempt_id, reason, &self.priority, self.clock.store_time())
             .await
     }
 
@@ -293,16 +298,8 @@ impl TaskQueue {
     /// # Errors
     /// Only the store's failures.
     pub async fn reap(&self) -> Result<ReapReport, QueueError> {
-        self.store.reap(&self.retry, self.clock.store_time()).await
-    }
-
-    /// Recomputes calculated priorities for ageing and deadlines.
-    ///
-    /// # Errors
-    /// Only the store's failures.
-    pub async fn refresh_priorities(&self) -> Result<u64, QueueError> {
         self.store
-            .refresh_priorities(&self.priority, REFRESH_BATCH, self.clock.store_time())
+            .reap(&self.retry, &self.priority, self.clock.store_time())
             .await
     }
 

@@ -21,7 +21,9 @@ use super::types::{
 pub trait QueueStore: Send + Sync {
     /// Stores a batch that [`super::plan_batch`] ordered (dependencies first). Sets each
     /// task's depth (1 + its deepest dependency's), status (ready when every dependency is
-    /// completed, else blocked) and calculated priority, and records a submission event.
+    /// completed, else blocked), calculated priority and, when ready, its claim key
+    /// ([`PriorityPolicy::key`], from when it becomes claimable), and records a submission
+    /// event.
     ///
     /// A member whose `idempotency_key` names a stored task is not stored again: that task is
     /// returned (`existing`), and every other member that names the member as a dependency or
@@ -53,12 +55,19 @@ pub trait QueueStore: Send + Sync {
     async fn submission_details(&self, task_id: Uuid) -> Result<SubmissionDetails, QueueError>;
 
     /// Moves up to `request.max_tasks` of the most urgent ready tasks of the requested agent
-    /// types whose run-after time has come to running, opening one attempt (lease) each.
+    /// types whose run-after time has come to running, opening one attempt (lease) each. The
+    /// most urgent have the highest [`PriorityPolicy::key`] (as stored when each became ready)
+    /// plus [`PriorityPolicy::urgency`] at `now`; ties go to the earliest submitted, then the
+    /// lowest id.
     ///
     /// # Errors
     /// Only the store's own failures; an empty queue is an empty list.
-    async fn claim(&self, request: &ClaimRequest, now: Now)
-        -> Result<Vec<ClaimedTask>, QueueError>;
+    async fn claim(
+        &self,
+        request: &ClaimRequest,
+        priority: &PriorityPolicy,
+        now: Now,
+    ) -> Result<Vec<ClaimedTask>, QueueError>;
 
     /// Extends a live lease to `now + lease`.
     ///
@@ -115,6 +124,7 @@ pub trait QueueStore: Send + Sync {
         attempt_id: Uuid,
         error: &str,
         retry: &RetryPolicy,
+        priority: &PriorityPolicy,
         now: Now,
     ) -> Result<Recorded<FailOutcome>, QueueError>;
 
@@ -125,7 +135,13 @@ pub trait QueueStore: Send + Sync {
     ///
     /// # Errors
     /// `AttemptNotFound`, `LeaseLost` or `Cancelled` as for [`QueueStore::heartbeat`]; nothing changes.
-    async fn release(&self, attempt_id: Uuid, reason: &str, now: Now) -> Result<(), QueueError>;
+    async fn release(
+        &self,
+        attempt_id: Uuid,
+        reason: &str,
+        priority: &PriorityPolicy,
+        now: Now,
+    ) -> Result<(), QueueError>;
 
     /// Cancels a task, its transitive dependents and its children (transitively) that are not
     /// terminal; a running one's lease is revoked. Returns every task cancelled.
@@ -156,19 +172,12 @@ pub trait QueueStore: Send + Sync {
     ///
     /// # Errors
     /// Only the store's own failures.
-    async fn reap(&self, retry: &RetryPolicy, now: Now) -> Result<ReapReport, QueueError>;
-
-    /// Recomputes the calculated priority of ready and blocked tasks (ageing, deadlines) in
-    /// statements of at most `batch_size` rows. Returns how many rows were updated.
-    ///
-    /// # Errors
-    /// Only the store's own failures.
-    async fn refresh_priorities(
+    async fn reap(
         &self,
+        retry: &RetryPolicy,
         priority: &PriorityPolicy,
-        batch_size: u32,
         now: Now,
-    ) -> Result<u64, QueueError>;
+    ) -> Result<ReapReport, QueueError>;
 
     /// Removes finished tasks: those in one of `request.statuses` that finished before
     /// `request.finished_before`, with their attempts, events, dependency edges and schedule,
