@@ -15,7 +15,7 @@ use super::ids::{parse_id, IdArg};
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success (also when stdout is closed early, as by `| head`)
-  1  internal error (database busy past the timeout, output failure, out of memory, a bug)
+  1  internal error (database busy past the timeout, output failure, a bug)
   2  usage error (unknown command or flag, malformed argument such as `soon` for a duration or
      `seven` for a number, or an id prefix that matches several records)
   3  not found (no task or attempt has this id)

@@ -7,7 +7,7 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0 | success; also when stdout is closed early (`abathur task list \| head -1`) |
-//! | 1 | internal error: the database stayed busy past the timeout, output fails, out of memory, or a bug (reported as a plain error, never a panic's stack trace) |
+//! | 1 | internal error: the database stayed busy past the timeout, output fails, or a bug (reported as a plain error, never a panic's stack trace) |
 //! | 2 | usage error: unknown command or flag, malformed argument (a task id that is not a UUID, `seven` for a number) |
 //! | 3 | not found: no task or attempt has the id given (as the task, its parent or a dependency) |
 //! | 4 | invalid input: a value breaks a rule (summary over 140 characters, a number or duration outside its range on either side, `--priority -1` as `11`, a value over its size limit, a blank name, a deadline not in the future, `--input` not JSON); nothing was written |
@@ -15,12 +15,16 @@
 //! | 6 | no usable database: none at `--db` (commands that only read never create one), the file is not a SQLite database, its tables are not abathur's, it is corrupt, or its schema needs `abathur db migrate` |
 //! | 7 | storage refused: the file, its folder or its filesystem is read-only (or `--db` asked for `mode=ro`), the disk is full, an I/O error, or the file cannot be opened |
 //!
+//! Out of memory is the one failure without a code of its own: Rust prints `memory allocation
+//! of N bytes failed` and aborts (SIGABRT, 134 in a shell). Stable Rust has no hook for a failed
+//! allocation short of a custom global allocator, which would need code the compiler cannot
+//! check; a transaction left open is never committed.
+//!
 //! Errors go to stderr as `error: <message>`, in the user's terms; the underlying cause is
 //! logged with `tracing`, which writes to stderr only when `RUST_LOG` is set (`abathur
 //! worker` logs each task it runs by default).
 
 mod agent;
-mod allocator;
 // The MCP server parses `run_after` with `args::parse_run_after`, as `--run-after` does.
 pub(crate) mod args;
 mod db;
@@ -44,7 +48,6 @@ use abathur_core::queue::TaskQueue;
 use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
-pub use allocator::Allocator;
 pub use error::ExitCode;
 pub use import::{MAX_IMPORT_BYTES, MAX_IMPORT_TASKS};
 
