@@ -1,10 +1,10 @@
 //! One attempt: run the command for one claimed task, keep its lease alive, stop it when it
 //! must stop, and report how it ended to the queue.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +33,70 @@ pub(super) struct Job {
     /// Given to the command as `ABATHUR_DB`.
     pub database: PathBuf,
     pub lease: Duration,
+    /// How the command is started.
+    pub launcher: Launcher,
+}
+
+/// How a command is started: so that it dies with its worker where the system allows it.
+///
+/// If the worker dies (SIGKILL, a crash), the command should die with it rather than run on
+/// while the reaper hands its task to another worker. Linux has the parent-death signal for
+/// that, and util-linux's `setpriv --pdeathsig KILL -- PROGRAM ARGS...` sets it and then
+/// becomes the command (same process, same group, same environment). Processes the command
+/// started itself are not covered; they are in its group, which the worker kills when it
+/// stops the command on purpose.
+#[derive(Debug, Clone)]
+pub(super) enum Launcher {
+    /// Through `setpriv` at this path, which takes `--pdeathsig`.
+    DeathSignal(PathBuf),
+    /// The program itself, with no parent-death signal: not Linux, or no usable `setpriv`.
+    Direct,
+}
+
+impl Launcher {
+    /// Finds `setpriv` on `PATH` and checks that it takes `--pdeathsig` (util-linux 2.33 and
+    /// later), by having it set the signal and run itself with `--version`.
+    ///
+    /// Without one the worker still runs (it says so once, with a warning): the signal is a
+    /// safety net for a worker killed outright, and a worker that refused to start for want
+    /// of it would run nothing at all. A command left running that way ends on its own or by
+    /// its timeout; its task is reaped and run again, and its own report is refused as a lost
+    /// lease.
+    pub(super) async fn find() -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            let found = std::env::var_os("PATH")
+                .map(|path| {
+                    std::env::split_paths(&path)
+                        .map(|dir| dir.join("setpriv"))
+                        .filter(|candidate| is_executable_file(candidate))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            for setpriv in found {
+                let works = Command::new(&setpriv)
+                    .args(["--pdeathsig", "KILL", "--"])
+                    .arg(&setpriv)
+                    .arg("--version")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .kill_on_drop(true)
+                    .status()
+                    .await
+                    .is_ok_and(|status| status.success());
+                if works {
+                    return Self::DeathSignal(setpriv);
+                }
+            }
+            tracing::warn!(
+                "no `setpriv` taking --pdeathsig (util-linux) on PATH: commands run without \
+                 the parent-death signal, so a command whose worker is killed runs on until it \
+                 ends or times out"
+            );
+        }
+        Self::Direct
+    }
 }
 
 /// How an attempt ended, as far as the worker is concerned.
@@ -79,7 +143,25 @@ pub(super) async fn run(
     let timeout = Duration::from_secs(u64::from(task.max_execution_timeout_seconds));
     let started = Instant::now();
 
-    let mut command = Command::new(&job.program);
+    let mut command = match &job.launcher {
+        Launcher::DeathSignal(setpriv) => {
+            // `setpriv` reports a program it cannot run in its own words, once it has
+            // started: look first, so that a missing or non-executable program is reported
+            // as the program's error, as when it is started directly.
+            if let Err(error) = startable(&job.program) {
+                return not_started(&queue, &claimed, &job, error).await;
+            }
+            let mut command = Command::new(setpriv);
+            command
+                .args(["--pdeathsig", "KILL", "--"])
+                .arg(&job.program);
+            // Between the fork and `setpriv`'s prctl (its start-up, about a millisecond) the
+            // signal is not yet set: a worker killed in that moment leaves the command
+            // running, as a worker without `setpriv` does.
+            command
+        }
+        Launcher::Direct => Command::new(&job.program),
+    };
     command
         .args(&job.args)
         .env("ABATHUR_TASK_ID", task.id.to_string())
@@ -94,40 +176,9 @@ pub(super) async fn run(
     // worker, which then decides how long the command may go on.
     #[cfg(unix)]
     command.process_group(0);
-    // If the worker dies (SIGKILL, a crash), the command dies with it rather than run on
-    // while the reaper hands its task to another worker. Linux only; processes the command
-    // started itself are not covered (they are in its group, which the worker kills when it
-    // stops the command on purpose).
-    #[cfg(target_os = "linux")]
-    {
-        let worker = i32::try_from(std::process::id()).unwrap_or(0);
-        // SAFETY: the closure runs in the forked child before exec and calls only the
-        // async-signal-safe prctl and getppid.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The worker may have died between the fork and the prctl.
-                if libc::getppid() != worker {
-                    return Err(io::Error::other("the worker exited"));
-                }
-                Ok(())
-            });
-        }
-    }
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(error) => {
-            let reason = format!("worker {} could not start its command", job.worker);
-            if let Err(e) = with_retries(|| queue.release(attempt, &reason)).await {
-                tracing::warn!(task = %task.id, error = %e, "cannot give the task back");
-            }
-            return Ending::NotStarted {
-                program: job.program.clone(),
-                error,
-            };
-        }
+        Err(error) => return not_started(&queue, &claimed, &job, error).await,
     };
     // The command leads its own group, whose id is its pid: remembered now, because once the
     // command is reaped `child.id()` says nothing, and the group may outlive it.
@@ -212,6 +263,12 @@ pub(super) async fn run(
     let stdout = take(&stdout);
     let stderr = take(&stderr);
 
+    if let Stop::Exited(status) = &stop {
+        if let Some(error) = exec_failure(&job, *status, stderr.bytes()) {
+            return not_started(&queue, &claimed, &job, error).await;
+        }
+    }
+
     let (what, error) = match stop {
         Stop::Exited(status) if status.success() => {
             if stdout.overflowed() {
@@ -278,6 +335,101 @@ pub(super) async fn run(
         }
     };
     fail(&queue, &claimed, what, &error, took).await
+}
+
+/// Gives the task back, since its command could not be started.
+async fn not_started(
+    queue: &TaskQueue,
+    claimed: &ClaimedTask,
+    job: &Job,
+    error: io::Error,
+) -> Ending {
+    let reason = format!("worker {} could not start its command", job.worker);
+    if let Err(e) = with_retries(|| queue.release(claimed.lease.attempt_id, &reason)).await {
+        tracing::warn!(task = %claimed.task.id, error = %e, "cannot give the task back");
+    }
+    Ending::NotStarted {
+        program: job.program.clone(),
+        error,
+    }
+}
+
+/// Whether `program` can be started, looked up as `execvp` does (on `PATH` unless it names a
+/// path); its error is the one starting it would give.
+fn startable(program: &OsStr) -> io::Result<()> {
+    let denied = || io::Error::from_raw_os_error(libc::EACCES);
+    if program.as_encoded_bytes().contains(&b'/') {
+        // A missing file (or folder on the way) is the system's own error for it.
+        std::fs::metadata(program)?;
+        return if is_executable_file(Path::new(program)) {
+            Ok(())
+        } else {
+            Err(denied())
+        };
+    }
+    // execvp's default when PATH is unset.
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    let mut refused = false;
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        match std::fs::metadata(&candidate) {
+            Ok(_) if is_executable_file(&candidate) => return Ok(()),
+            // execvp goes on past an entry it may not run, and says so if nothing else runs.
+            Ok(_) => refused = true,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => refused = true,
+            Err(_) => {}
+        }
+    }
+    Err(if refused {
+        denied()
+    } else {
+        io::Error::from_raw_os_error(libc::ENOENT)
+    })
+}
+
+/// Whether `path` is a file this process may execute.
+fn is_executable_file(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        path.is_file() && rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
+    }
+}
+
+/// The error `setpriv` met running the program, when the command's whole end is its report
+/// of one: `setpriv: failed to execute PROGRAM: REASON` on stderr and exit code 126 or 127
+/// (127 when the program is missing). Checked first, the program may be gone by the time
+/// `setpriv` runs it. The error is the system's own for that reason when the reason is in the
+/// worker's words (`setpriv` speaks the user's locale), else the reason as `setpriv` gave it.
+fn exec_failure(job: &Job, status: ExitStatus, stderr: &[u8]) -> Option<io::Error> {
+    if !matches!(job.launcher, Launcher::DeathSignal(_))
+        || !matches!(status.code(), Some(126 | 127))
+    {
+        return None;
+    }
+    let stderr = std::str::from_utf8(stderr).ok()?;
+    let line = stderr.strip_suffix('\n')?;
+    let program = job.program.to_str()?;
+    let reason = line
+        .strip_prefix("setpriv: failed to execute ")?
+        .strip_prefix(program)?
+        .strip_prefix(": ")?;
+    if reason.contains('\n') {
+        return None;
+    }
+    // errno values run below 256 on every Linux architecture.
+    let error = (1..256)
+        .map(io::Error::from_raw_os_error)
+        .find(|e| {
+            e.to_string()
+                .strip_prefix(reason)
+                .is_some_and(|rest| rest.starts_with(" (os error "))
+        })
+        .unwrap_or_else(|| io::Error::other(reason.to_string()));
+    Some(error)
 }
 
 /// Waits for the command to exit, heartbeating, until it exits or must be stopped.
@@ -585,4 +737,83 @@ where
         }
     }
     op().await
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    fn job(launcher: Launcher) -> Job {
+        Job {
+            worker: "w".into(),
+            program: "./run-me".into(),
+            args: Vec::new(),
+            database: PathBuf::from("abathur.db"),
+            lease: Duration::from_secs(60),
+            launcher,
+        }
+    }
+
+    fn exited(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn setpriv_failing_to_run_the_program_is_the_systems_own_error_for_it() {
+        let job = job(Launcher::DeathSignal("/usr/bin/setpriv".into()));
+        for (code, stderr, expected) in [
+            (
+                127,
+                "setpriv: failed to execute ./run-me: No such file or directory\n",
+                "No such file or directory (os error 2)",
+            ),
+            (
+                126,
+                "setpriv: failed to execute ./run-me: Permission denied\n",
+                "Permission denied (os error 13)",
+            ),
+            // A reason in another language is kept as it was given.
+            (
+                126,
+                "setpriv: failed to execute ./run-me: Permission refusée\n",
+                "Permission refusée",
+            ),
+        ] {
+            let error = exec_failure(&job, exited(code), stderr.as_bytes());
+            assert_eq!(
+                error.map(|e| e.to_string()).as_deref(),
+                Some(expected),
+                "{stderr}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_command_that_exits_127_on_its_own_is_not_taken_for_one_that_could_not_start() {
+        let through = job(Launcher::DeathSignal("/usr/bin/setpriv".into()));
+        let report = "setpriv: failed to execute ./run-me: No such file or directory\n";
+        for (job, code, stderr) in [
+            // Its own words.
+            (&through, 127, "sh: 1: make: not found\n"),
+            // More than the report.
+            (&through, 127, &*format!("started\n{report}")),
+            // Another program.
+            (
+                &through,
+                127,
+                "setpriv: failed to execute ./other: No such file or directory\n",
+            ),
+            // Another exit code.
+            (&through, 1, report),
+            // Not started through setpriv.
+            (&job(Launcher::Direct), 127, report),
+        ] {
+            assert!(
+                exec_failure(job, exited(code), stderr.as_bytes()).is_none(),
+                "{code}: {stderr}"
+            );
+        }
+    }
 }

@@ -239,6 +239,7 @@ impl Worker {
             args,
             database: config.database.clone(),
             lease: config.lease,
+            launcher: attempt::Launcher::find().await,
         });
         let (grace_tx, grace_rx) = watch::channel(None::<Instant>);
         let mut running = JoinSet::new();

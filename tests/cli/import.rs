@@ -495,10 +495,7 @@ fn an_import_that_runs_out_of_memory_is_aborted_by_sigabrt_with_rusts_one_line_m
     let size = first
         .strip_prefix("memory allocation of ")
         .and_then(|rest| rest.strip_suffix(" bytes failed"));
-    assert!(
-        size.is_some_and(|n| n.parse::<u64>().is_ok()),
-        "{stderr}"
-    );
+    assert!(size.is_some_and(|n| n.parse::<u64>().is_ok()), "{stderr}");
     assert!(stdout.is_empty());
     assert!(s.tasks().is_empty());
 }

@@ -300,3 +300,108 @@ fn a_background_process_left_holding_stdout_is_ended_with_its_command_and_does_n
         || !process_alive(pid),
     );
 }
+
+/// Programs that cannot be started, each with the system's own error for it (as `execvp`
+/// gives it), made in the sandbox.
+fn unstartable(sb: &Sandbox) -> Vec<(String, &'static str)> {
+    use std::os::unix::fs::PermissionsExt;
+    let plain = sb.path("not-executable");
+    std::fs::write(&plain, "#!/bin/sh\necho hi\n").expect("a file");
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).expect("0644");
+    std::fs::create_dir(sb.path("folder")).expect("a folder");
+    // Executable, but its interpreter is missing: only the exec itself finds that out.
+    let interpreter = sb.path("bad-interpreter");
+    std::fs::write(&interpreter, "#!/nonexistent/interpreter\n").expect("a file");
+    std::fs::set_permissions(&interpreter, std::fs::Permissions::from_mode(0o755)).expect("0755");
+    vec![
+        (
+            "./bad-interpreter".to_string(),
+            "No such file or directory (os error 2)",
+        ),
+        (
+            "/nonexistent/abathur-test-program".to_string(),
+            "No such file or directory (os error 2)",
+        ),
+        (
+            "abathur-test-program-on-no-path".to_string(),
+            "No such file or directory (os error 2)",
+        ),
+        (
+            "./not-executable".to_string(),
+            "Permission denied (os error 13)",
+        ),
+        ("./folder".to_string(), "Permission denied (os error 13)"),
+    ]
+}
+
+#[test]
+fn a_program_that_cannot_start_is_reported_with_the_systems_own_error_not_the_launchers() {
+    let sb = Sandbox::new();
+    let task = sb.submit(&["needs a real command", "--max-retries", "0"]);
+    for (program, error) in unstartable(&sb) {
+        let stderr = sb.fails(&["worker", "--once", "--", &program], 4);
+        assert!(
+            stderr.contains(&format!(
+                "error: cannot start the command {program:?}: {error}"
+            )),
+            "{program}: {stderr}"
+        );
+        assert!(!stderr.contains("setpriv"), "{program}: {stderr}");
+        let stored = sb.task(&task);
+        assert_eq!(stored["status"], "ready", "{program}");
+        assert_eq!(stored["retry_count"], 0, "{program}");
+    }
+}
+
+#[test]
+fn without_setpriv_the_worker_warns_once_and_runs_commands_as_before() {
+    let sb = Sandbox::new();
+    let first = sb.submit(&["first"]);
+    let second = sb.submit(&["second"]);
+    // No PATH that holds `setpriv`: the command is named by its path.
+    let output = sb
+        .abathur()
+        .env("PATH", sb.path("no-such-folder"))
+        .args(["worker", "--once", "--", "/bin/sh", "-c"])
+        .arg(r#"read -r input; echo "{\"task\": \"$ABATHUR_TASK_ID\", \"db\": \"$ABATHUR_DB\"}""#)
+        .output()
+        .expect("the worker runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("no `setpriv`").count(),
+        1,
+        "one warning, at start: {stderr}"
+    );
+    assert!(stderr.contains("parent-death signal"), "{stderr}");
+    let db = std::fs::canonicalize(sb.db_path()).expect("the database exists");
+    for task in [&first, &second] {
+        let stored = sb.task(task);
+        assert_eq!(stored["status"], "completed", "{stderr}");
+        assert_eq!(stored["result_data"]["task"], task.as_str());
+        assert_eq!(
+            stored["result_data"]["db"],
+            db.to_str().expect("a UTF-8 path")
+        );
+    }
+
+    // A program that cannot start is reported in the same words as with `setpriv`.
+    let task = sb.submit(&["needs a real command", "--max-retries", "0"]);
+    for (program, error) in unstartable(&sb) {
+        let output = sb
+            .abathur()
+            .env("PATH", sb.path("no-such-folder"))
+            .args(["worker", "--once", "--", &program])
+            .output()
+            .expect("the worker runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(4), "{program}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "error: cannot start the command {program:?}: {error}"
+            )),
+            "{program}: {stderr}"
+        );
+        assert_eq!(sb.status(&task), "ready", "{program}");
+    }
+}

@@ -18,6 +18,9 @@ fn a_task_of_a_worker_killed_mid_task_is_reaped_by_another_worker_and_run_again(
     wait_until(Duration::from_secs(10), "the first run to start", || {
         !sb.read("pgid").trim().is_empty()
     });
+    // The worker found `setpriv`, which sets the parent-death signal before it becomes the
+    // command (docs/WORKER.md); without it the worker would have said so.
+    assert!(!w1.log().contains("setpriv"), "{}", w1.log());
     w1.signal(libc::SIGKILL);
     w1.exits_within(Duration::from_secs(5));
     // The command dies with its worker (the parent-death signal), so the task does not go on
@@ -29,8 +32,9 @@ fn a_task_of_a_worker_killed_mid_task_is_reaped_by_another_worker_and_run_again(
         "the command to die with its worker",
         || !process_alive(orphan),
     );
-    // SAFETY: only signals the group the first run recorded.
-    unsafe { libc::killpg(orphan, libc::SIGKILL) };
+    if let Some(group) = rustix::process::Pid::from_raw(orphan) {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
     assert_eq!(sb.status(&task), "running", "only a reap takes it back");
 
     // Another worker's periodic reap finds the expired lease, and runs the task again.
