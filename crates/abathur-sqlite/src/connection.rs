@@ -17,6 +17,7 @@ use sqlx::{Sqlite, Transaction};
 use super::errors::{classify, classify_ref};
 use super::location::DatabaseLocation;
 use super::row::RowContext;
+use super::writer::{self, Settings};
 use super::MIGRATOR;
 
 /// How many times opening retries while another process sets up a new file (about 2 s).
@@ -238,7 +239,12 @@ impl DatabaseConnection {
         config: DatabaseConfig,
     ) -> Result<Self, DatabaseError> {
         let options = options.foreign_keys(true).busy_timeout(config.busy_timeout);
-        Self::connect_pool(options, in_memory, config).await
+        let settings = Settings {
+            busy_timeout: config.busy_timeout,
+            synchronous: None,
+            foreign_keys: true,
+        };
+        Self::connect_pool(options, in_memory, config, settings).await
     }
 
     async fn open(
@@ -265,13 +271,20 @@ impl DatabaseConnection {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(config.busy_timeout);
-        Self::connect_pool(options, in_memory, config).await
+        // The writer's connection carries the same settings ([`super::writer`]).
+        let settings = Settings {
+            busy_timeout: config.busy_timeout,
+            synchronous: Some(1),
+            foreign_keys: true,
+        };
+        Self::connect_pool(options, in_memory, config, settings).await
     }
 
     async fn connect_pool(
         options: SqliteConnectOptions,
         in_memory: bool,
         config: DatabaseConfig,
+        settings: Settings,
     ) -> Result<Self, DatabaseError> {
         // An in-memory database lives only while one of its connections is open. sqlx closes
         // a connection past its idle timeout or lifetime before it opens the next, whatever
@@ -304,7 +317,10 @@ impl DatabaseConnection {
                     other => other,
                 });
             match connected {
-                Ok(pool) => return Ok(Self { pool }),
+                Ok(pool) => {
+                    writer::register(&pool, settings);
+                    return Ok(Self { pool });
+                }
                 Err(DatabaseError::Busy) if attempt < OPEN_BUSY_ATTEMPTS => {
                     attempt += 1;
                     tracing::debug!(attempt, "the new database is locked; opening again");
@@ -615,12 +631,17 @@ impl DatabaseConnection {
     /// Closes every connection, waiting for those in use to be returned, so that the last to
     /// close merges the WAL into the database file and removes it.
     ///
+    /// The database's writer stops first (unless another open pool of the process still
+    /// uses it): it runs what was handed to it, closes its connection and ends its thread.
+    /// Writes through this pool then fail, as reads do once the pool is closed.
+    ///
     /// A connection dropped by its user goes back to the pool in a task of its own. sqlx's
     /// `close` can miss one that lands in the pool while it runs: that connection is then
     /// closed later, on its thread, after the process may have exited, and the WAL stays
     /// unmerged. So the pool is closed only once every connection is back in it (or after the
     /// acquire timeout, for one that never comes back).
     pub async fn close(&self) {
+        writer::stop(&self.pool).await;
         let deadline = tokio::time::Instant::now() + self.pool.options().get_acquire_timeout();
         while self.pool.size() as usize > self.pool.num_idle()
             && tokio::time::Instant::now() < deadline

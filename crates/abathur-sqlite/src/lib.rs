@@ -1,16 +1,18 @@
 //! The SQLite adapter: the connection (pragmas, pools, migrations) and one repository per port.
 //!
 //! The repositories' static queries are compile-time checked `sqlx` macros; dynamic filters go
-//! through `QueryBuilder` with every value bound. The task queue's writes run as prepared
-//! statements on the pooled connection's own handle (module `handle`), one hop to the connection
-//! per transaction, and are checked by the queue's tests. Driver errors are classified here
-//! and nowhere else.
+//! through `QueryBuilder` with every value bound. Writes run on the database's writer (module
+//! `writer`): one thread per database per process that owns its own connection and
+//! group-commits what waits; the statements run there are named constants, each module's listed
+//! in its `STATEMENTS`, all prepared against the migrated schema by a catalogue test. Driver
+//! errors are classified here and nowhere else.
 
 mod agent_repo;
+#[cfg(test)]
+mod catalogue;
 mod connection;
 mod errors;
 mod group_commit;
-mod handle;
 mod id_lookup;
 mod location;
 mod memory_repo;
@@ -19,6 +21,7 @@ mod row;
 mod session_repo;
 mod storage;
 mod task_repo;
+mod writer;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
 pub use agent_repo::AgentRepositoryImpl;

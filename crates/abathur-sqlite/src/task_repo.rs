@@ -15,7 +15,6 @@ use uuid::Uuid;
 
 use super::connection::begin_write;
 use super::errors::{classify, on, raw_on};
-use super::handle::with_handle;
 use super::row::{json_text, opt_timestamp_text, RowContext};
 use rusqlite::OptionalExtension;
 
@@ -289,14 +288,6 @@ pub(crate) fn missing(reference: &'static str, id: String) -> DatabaseError {
     }
 }
 
-/// Writes the task row and its edges on `conn`, inside the caller's transaction.
-pub(crate) async fn insert_one(
-    conn: &mut SqliteConnection,
-    t: &TaskParams,
-) -> Result<(), DatabaseError> {
-    with_handle(conn, |raw| insert_task_raw(raw, t)).await?
-}
-
 /// Inserts a task row and its dependency edges, on a connection's handle.
 pub(crate) fn insert_task_raw(
     raw: &rusqlite::Connection,
@@ -546,11 +537,20 @@ fn push_filters(qb: &mut QueryBuilder<'_, Sqlite>, f: &TaskFilters) {
 impl TaskRepository for TaskRepositoryImpl {
     async fn insert(&self, task: Task) -> Result<(), DatabaseError> {
         let params = TaskParams::new(task)?;
-        let mut tx = begin_write(&self.pool).await?;
-        if let Err(e) = insert_one(&mut tx, &params).await {
-            return Err(write_error(&mut tx, e, &params).await);
-        }
-        tx.commit().await.map_err(on(ENTITY, &params.id))
+        crate::writer::write(&self.pool, move |raw| match insert_task_raw(raw, &params) {
+            Err(DatabaseError::ForeignKeyViolation { .. }) => {
+                Err(match first_missing_reference_raw(raw, &params, &HashSet::new())? {
+                    Some((reference, id)) => missing(reference, id),
+                    None => DatabaseError::ForeignKeyViolation {
+                        entity: ENTITY,
+                        reference: "parent task, session or dependency",
+                        id: None,
+                    },
+                })
+            }
+            other => other,
+        })
+        .await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Task>, DatabaseError> {
