@@ -46,7 +46,7 @@ use std::time::Duration;
 use abathur_core::error::DatabaseError;
 use rusqlite::{Connection, OpenFlags};
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions as _, SqlitePool};
+use sqlx::SqlitePool;
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::errors::{classify, raw_on};
@@ -380,21 +380,15 @@ struct Database {
 impl Database {
     fn of(options: &SqliteConnectOptions) -> Result<Self, DatabaseError> {
         let name = options.get_filename().to_string_lossy().into_owned();
-        // sqlx's URL of the options says how it opens them: `mode`, `cache`, `immutable`.
-        let url = options.to_url_lossy();
-        let param = |key: &str| {
-            url.query_pairs()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.into_owned())
-        };
-        let mode = param("mode").unwrap_or_default();
-        let in_memory = mode == "memory";
+        let flag = |field: &str| open_flag(options, field);
+        let in_memory = flag("in_memory");
         let mut flags = OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        flags |= match mode.as_str() {
-            "ro" => OpenFlags::SQLITE_OPEN_READ_ONLY,
-            _ => OpenFlags::SQLITE_OPEN_READ_WRITE,
+        flags |= if flag("read_only") {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
         };
-        flags |= if param("cache").as_deref() == Some("shared") {
+        flags |= if flag("shared_cache") {
             OpenFlags::SQLITE_OPEN_SHARED_CACHE
         } else {
             OpenFlags::SQLITE_OPEN_PRIVATE_CACHE
@@ -415,7 +409,7 @@ impl Database {
                 .map(|m| format!("{}:{}", m.dev(), m.ino()))
                 .unwrap_or_default()
         };
-        let filename = if param("immutable").as_deref() == Some("true") {
+        let filename = if flag("immutable") {
             // As sqlx opens it: a URI that says the file never changes.
             format!("file:{}?immutable=1", uri_path(&canonical.to_string_lossy()))
         } else {
@@ -427,6 +421,19 @@ impl Database {
             flags,
         })
     }
+}
+
+/// One of the open flags of `options` (`in_memory`, `read_only`, `shared_cache`,
+/// `immutable`). sqlx 0.8 has no getter for them, and its URL form of the options panics on
+/// the names it gives in-memory databases; their `Debug` form, after the file name, names
+/// each field.
+fn open_flag(options: &SqliteConnectOptions, field: &str) -> bool {
+    let text = format!("{options:?}");
+    let filename = format!("{:?}", options.get_filename());
+    let fields = text
+        .find(&filename)
+        .map_or(text.as_str(), |at| &text[at + filename.len()..]);
+    fields.contains(&format!(" {field}: true,"))
 }
 
 /// A path as the path of a `file:` URI: `%`, `?` and `#` escaped.
@@ -728,5 +735,28 @@ fn copy_error(err: &DatabaseError) -> DatabaseError {
         DatabaseError::NotADatabase => DatabaseError::NotADatabase,
         DatabaseError::Connection(message) => DatabaseError::Connection(message.clone()),
         other => DatabaseError::Other(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    use super::open_flag;
+
+    #[test]
+    fn the_open_flags_are_read_from_the_options_as_sqlx_parsed_them() {
+        let memory = SqliteConnectOptions::from_str("sqlite::memory:").unwrap();
+        assert!(open_flag(&memory, "in_memory"));
+        assert!(open_flag(&memory, "shared_cache"));
+        assert!(!open_flag(&memory, "read_only"));
+        let read_only = SqliteConnectOptions::from_str("sqlite:in_memory: true,.db?mode=ro").unwrap();
+        assert!(open_flag(&read_only, "read_only"));
+        assert!(!open_flag(&read_only, "in_memory"), "the file name is not a field");
+        let immutable = SqliteConnectOptions::from_str("sqlite:a.db?immutable=1").unwrap();
+        assert!(open_flag(&immutable, "immutable"));
+        assert!(!open_flag(&immutable, "shared_cache"));
     }
 }
