@@ -55,7 +55,11 @@ async fn every_catalogued_statement_prepares_against_the_migrated_schema() {
     }
     drop(conn);
     db.close().await;
-    assert!(failures.is_empty(), "statements that do not prepare:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "statements that do not prepare:\n{}",
+        failures.join("\n")
+    );
     assert!(prepared > 0);
 }
 
@@ -114,7 +118,9 @@ fn inline_sql_calls(text: &str) -> Vec<(usize, &'static str)> {
         while let Some(at) = text[from..].find(&call) {
             let start = from + at;
             let argument = text[start + call.len()..].trim_start();
-            if argument.starts_with('"') || argument.starts_with("r#") || argument.starts_with("r\"")
+            if argument.starts_with('"')
+                || argument.starts_with("r#")
+                || argument.starts_with("r\"")
             {
                 found.push((text[..start].matches('\n').count() + 1, *method));
             }

@@ -159,11 +159,7 @@ fn record(
 
 /// Forgets a task's run-after time: it is claimable at once when next ready.
 fn clear_schedule(conn: &Connection, task_id: &str) -> Result<(), QueueError> {
-    exec(
-        conn,
-        DELETE_SCHEDULE,
-        [task_id],
-    )?;
+    exec(conn, DELETE_SCHEDULE, [task_id])?;
     Ok(())
 }
 
@@ -189,26 +185,24 @@ struct AttemptRow {
 
 fn attempt_row(conn: &Connection, attempt_id: Uuid) -> Result<AttemptRow, QueueError> {
     let id = attempt_id.to_string();
-    conn.prepare_cached(
-        SELECT_ATTEMPT,
-    )
-    .and_then(|mut q| {
-        q.query_row([&id], |r| {
-            Ok(AttemptRow {
-                task_id: r.get(0)?,
-                worker_id: r.get(1)?,
-                attempt_number: r.get(2)?,
-                outcome: r.get(3)?,
-                error: r.get(4)?,
-                finished_at: r.get(5)?,
-                retry_count: r.get(6)?,
-                retry_after: r.get(7)?,
+    conn.prepare_cached(SELECT_ATTEMPT)
+        .and_then(|mut q| {
+            q.query_row([&id], |r| {
+                Ok(AttemptRow {
+                    task_id: r.get(0)?,
+                    worker_id: r.get(1)?,
+                    attempt_number: r.get(2)?,
+                    outcome: r.get(3)?,
+                    error: r.get(4)?,
+                    finished_at: r.get(5)?,
+                    retry_count: r.get(6)?,
+                    retry_after: r.get(7)?,
+                })
             })
+            .optional()
         })
-        .optional()
-    })
-    .map_err(raw)?
-    .ok_or(QueueError::AttemptNotFound(attempt_id))
+        .map_err(raw)?
+        .ok_or(QueueError::AttemptNotFound(attempt_id))
 }
 
 impl AttemptRow {
@@ -567,10 +561,12 @@ macro_rules! priority_formula {
 
 // ---- The statements the operations run.
 
-const INSERT_EVENT: &str = "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
+const INSERT_EVENT: &str =
+    "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 const DELETE_SCHEDULE: &str = "DELETE FROM task_schedule WHERE task_id = ?1";
-const SELECT_ATTEMPT: &str = "SELECT task_id, worker_id, attempt_number, outcome, error, finished_at, retry_count,
+const SELECT_ATTEMPT: &str =
+    "SELECT task_id, worker_id, attempt_number, outcome, error, finished_at, retry_count,
                 retry_after
          FROM task_attempts WHERE id = ?1";
 const SELECT_RESULT: &str = "SELECT result_data FROM tasks WHERE id = ?1";
@@ -626,22 +622,28 @@ const SET_STATUS_MANY: &str = "UPDATE tasks SET status = ?1, last_updated_at = ?
          FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.from') AS from_status
                FROM json_each(?4)) AS m
          WHERE tasks.id = m.id AND tasks.status = m.from_status";
-const INSERT_EVENTS_MANY: &str = "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
+const INSERT_EVENTS_MANY: &str =
+    "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
          SELECT json_extract(value, '$.id'), json_extract(value, '$.from'), ?1, ?2, ?3,
                 json_extract(value, '$.attempt'), ?4
          FROM json_each(?5) ORDER BY key";
-const DELETE_SCHEDULES: &str = "DELETE FROM task_schedule WHERE task_id IN (SELECT value FROM json_each(?1))";
-const RECORD_DECISION: &str = "UPDATE task_attempts SET retry_count = ?1, retry_after = ?2 WHERE id = ?3";
+const DELETE_SCHEDULES: &str =
+    "DELETE FROM task_schedule WHERE task_id IN (SELECT value FROM json_each(?1))";
+const RECORD_DECISION: &str =
+    "UPDATE task_attempts SET retry_count = ?1, retry_after = ?2 WHERE id = ?3";
 const SELECT_RETRIES: &str = "SELECT retry_count, max_retries FROM tasks WHERE id = ?1";
 const SET_RETRY_COUNT: &str = "UPDATE tasks SET retry_count = ?1, error_message = ?2 WHERE id = ?3";
 const UPSERT_SCHEDULE: &str = "INSERT INTO task_schedule (task_id, run_after) VALUES (?1, ?2)
              ON CONFLICT (task_id) DO UPDATE SET run_after = excluded.run_after";
-const SET_CASCADE_ERROR: &str = "UPDATE tasks SET error_message = ?1 WHERE id IN (SELECT value FROM json_each(?2))";
+const SET_CASCADE_ERROR: &str =
+    "UPDATE tasks SET error_message = ?1 WHERE id IN (SELECT value FROM json_each(?2))";
 const SELECT_STATUS: &str = "SELECT status FROM tasks WHERE id = ?1";
-const INSERT_IDEMPOTENCY: &str = "INSERT INTO task_idempotency (idempotency_key, task_id, content_hash)
+const INSERT_IDEMPOTENCY: &str =
+    "INSERT INTO task_idempotency (idempotency_key, task_id, content_hash)
                  VALUES (?1, ?2, ?3)";
 const INSERT_SCHEDULE: &str = "INSERT INTO task_schedule (task_id, run_after) VALUES (?1, ?2)";
-const SELECT_IDEMPOTENCY: &str = "SELECT task_id, content_hash FROM task_idempotency WHERE idempotency_key = ?1";
+const SELECT_IDEMPOTENCY: &str =
+    "SELECT task_id, content_hash FROM task_idempotency WHERE idempotency_key = ?1";
 const DEFER_FOREIGN_KEYS_ON: &str = "PRAGMA defer_foreign_keys = ON";
 const DEFER_FOREIGN_KEYS_OFF: &str = "PRAGMA defer_foreign_keys = OFF";
 const SELECT_DEPENDENCY: &str = "SELECT status, dependency_depth FROM tasks WHERE id = ?1";
@@ -657,15 +659,19 @@ const SET_RESULT: &str = "UPDATE tasks SET result_data = ?1, error_message = NUL
 const CANCEL_ATTEMPTS: &str = "UPDATE task_attempts SET finished_at = ?1, outcome = 'cancelled'
          WHERE finished_at IS NULL AND task_id IN (SELECT value FROM json_each(?2))
          RETURNING task_id, id";
-const COUNT_UNFINISHED_DEPENDENCIES: &str = "SELECT COUNT(*) FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on_task_id
+const COUNT_UNFINISHED_DEPENDENCIES: &str =
+    "SELECT COUNT(*) FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on_task_id
              WHERE d.task_id = ?1 AND u.status <> 'completed'";
-const RESET_FOR_RETRY: &str = "UPDATE tasks SET retry_count = 0, error_message = NULL, completed_at = NULL,
+const RESET_FOR_RETRY: &str =
+    "UPDATE tasks SET retry_count = 0, error_message = NULL, completed_at = NULL,
              calculated_priority = ?1 WHERE id = ?2";
 const COUNT_DOWN_DEPENDENCIES: &str = "SELECT COUNT(*) FROM task_dependencies d
                  JOIN tasks u ON u.id = d.depends_on_task_id
                  WHERE d.task_id = ?1 AND u.status IN ('failed', 'cancelled')";
-const RESET_CASCADED: &str = "UPDATE tasks SET error_message = NULL, completed_at = NULL WHERE id = ?1";
-const SELECT_REAPABLE: &str = "SELECT a.id, a.task_id, a.started_at, a.lease_expires_at, t.max_execution_timeout_seconds
+const RESET_CASCADED: &str =
+    "UPDATE tasks SET error_message = NULL, completed_at = NULL WHERE id = ?1";
+const SELECT_REAPABLE: &str =
+    "SELECT a.id, a.task_id, a.started_at, a.lease_expires_at, t.max_execution_timeout_seconds
          FROM task_attempts a JOIN tasks t ON t.id = a.task_id
          WHERE a.finished_at IS NULL
            AND (a.lease_expires_at <= ?1
@@ -675,7 +681,8 @@ const SELECT_REAPABLE: &str = "SELECT a.id, a.task_id, a.started_at, a.lease_exp
 const SAVEPOINT_REAP: &str = "SAVEPOINT reap_one";
 const RELEASE_REAP: &str = "RELEASE reap_one";
 const ROLLBACK_TO_REAP: &str = "ROLLBACK TO reap_one";
-const SELECT_REFRESH_BATCH: &str = "SELECT id FROM tasks WHERE +status = 'ready' AND id > ?1 ORDER BY id LIMIT ?2";
+const SELECT_REFRESH_BATCH: &str =
+    "SELECT id FROM tasks WHERE +status = 'ready' AND id > ?1 ORDER BY id LIMIT ?2";
 const SELECT_PRUNABLE: &str = "SELECT t.id, t.completed_at FROM tasks t
          WHERE t.completed_at IS NOT NULL AND t.completed_at < ?1
            AND (t.completed_at, t.id) > (?2, ?3)
@@ -777,7 +784,10 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("EXTEND_LEASE", EXTEND_LEASE),
     ("SET_RESULT", SET_RESULT),
     ("CANCEL_ATTEMPTS", CANCEL_ATTEMPTS),
-    ("COUNT_UNFINISHED_DEPENDENCIES", COUNT_UNFINISHED_DEPENDENCIES),
+    (
+        "COUNT_UNFINISHED_DEPENDENCIES",
+        COUNT_UNFINISHED_DEPENDENCIES,
+    ),
     ("RESET_FOR_RETRY", RESET_FOR_RETRY),
     ("COUNT_DOWN_DEPENDENCIES", COUNT_DOWN_DEPENDENCIES),
     ("RESET_CASCADED", RESET_CASCADED),
@@ -829,11 +839,7 @@ fn recompute_priorities(
 
 /// Forgets the run-after times of the tasks in `ids` (a JSON array).
 fn clear_schedules(conn: &Connection, ids: &str) -> Result<(), QueueError> {
-    exec(
-        conn,
-        DELETE_SCHEDULES,
-        [ids],
-    )?;
+    exec(conn, DELETE_SCHEDULES, [ids])?;
     Ok(())
 }
 
@@ -871,11 +877,7 @@ fn fail_task(
         .and_then(|mut q| q.query_row([task_id], |r| Ok((r.get(0)?, r.get(1)?))))
         .map_err(raw)?;
     let retry_count = stored_count + 1;
-    exec(
-        conn,
-        SET_RETRY_COUNT,
-        params![retry_count, error, task_id],
-    )?;
+    exec(conn, SET_RETRY_COUNT, params![retry_count, error, task_id])?;
     let cx = RowContext {
         table: "tasks",
         id: task_id,
@@ -884,11 +886,7 @@ fn fail_task(
     if i64::from(retry_count) <= max_retries {
         let run_after = later(now, retry.delay(retry_count, attempt_id))?;
         let run_after_text = ts(&run_after);
-        exec(
-            conn,
-            UPSERT_SCHEDULE,
-            params![task_id, run_after_text],
-        )?;
+        exec(conn, UPSERT_SCHEDULE, params![task_id, run_after_text])?;
         record_decision(conn, &attempt, retry_count, Some(&run_after_text))?;
         let reason = format!("attempt failed, retry {retry_count} after {run_after_text}: {error}");
         transition(
@@ -933,11 +931,7 @@ fn fail_task(
         })
         .collect();
     let ids = id_array(moves.iter().map(|m| m.id.as_str()));
-    exec(
-        conn,
-        SET_CASCADE_ERROR,
-        params![cascade_error, ids],
-    )?;
+    exec(conn, SET_CASCADE_ERROR, params![cascade_error, ids])?;
     transition_many(
         conn,
         &moves,
@@ -963,12 +957,7 @@ fn release_dependents(
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, QueueError> {
     let now_text = ts(&now);
-    let ids: Vec<String> = rows(
-        conn,
-        DEPENDENTS_TO_RELEASE,
-        [task_id],
-        |r| r.get(0),
-    )?;
+    let ids: Vec<String> = rows(conn, DEPENDENTS_TO_RELEASE, [task_id], |r| r.get(0))?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -1087,11 +1076,7 @@ pub(super) fn submit_in(
             )?;
         }
         if let Some(run_after) = &new.run_after {
-            exec(
-                conn,
-                INSERT_SCHEDULE,
-                params![id, ts(run_after)],
-            )?;
+            exec(conn, INSERT_SCHEDULE, params![id, ts(run_after)])?;
         }
     }
     let mut submitted = Vec::with_capacity(batch.len());
@@ -1140,9 +1125,7 @@ fn stored_keys(
             });
         }
         let row: Option<(String, String)> = conn
-            .prepare_cached(
-                SELECT_IDEMPOTENCY,
-            )
+            .prepare_cached(SELECT_IDEMPOTENCY)
             .and_then(|mut q| {
                 q.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()
@@ -1413,11 +1396,7 @@ pub(super) fn heartbeat_in(
     let expires_at = later(now, lease)?;
     let id = attempt_id.to_string();
     let open = open_attempt(conn, attempt_id)?;
-    exec(
-        conn,
-        EXTEND_LEASE,
-        params![ts(&expires_at), id],
-    )?;
+    exec(conn, EXTEND_LEASE, params![ts(&expires_at), id])?;
     let cx = RowContext {
         table: "task_attempts",
         id: &id,
@@ -1448,11 +1427,7 @@ pub(super) fn complete_in(
     let open = row.open(attempt_id)?;
     let result = result.map(json_text);
     close_attempt(conn, &attempt, AttemptOutcome::Completed, None, &now_text)?;
-    exec(
-        conn,
-        SET_RESULT,
-        params![result, open.task_id],
-    )?;
+    exec(conn, SET_RESULT, params![result, open.task_id])?;
     transition(
         conn,
         &open.task_id,
@@ -1554,14 +1529,12 @@ pub(super) fn cancel_in(
     affected.retain(|(_, status)| !status.is_terminal());
     let ids = id_array(affected.iter().map(|(task, _)| task.as_str()));
     // Running tasks' attempts end as cancelled: their leases are revoked.
-    let revoked: HashMap<String, String> = rows(
-        conn,
-        CANCEL_ATTEMPTS,
-        params![now_text, ids],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?
-    .into_iter()
-    .collect();
+    let revoked: HashMap<String, String> =
+        rows(conn, CANCEL_ATTEMPTS, params![now_text, ids], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .into_iter()
+        .collect();
     clear_schedules(conn, &ids)?;
     let (root, rest): (Vec<_>, Vec<_>) = affected
         .into_iter()
@@ -1606,9 +1579,7 @@ pub(super) fn retry_in(
         });
     }
     let waiting: i64 = conn
-        .prepare_cached(
-            COUNT_UNFINISHED_DEPENDENCIES,
-        )
+        .prepare_cached(COUNT_UNFINISHED_DEPENDENCIES)
         .and_then(|mut q| q.query_row([&id], |r| r.get(0)))
         .map_err(raw)?;
     let to = if waiting == 0 {
@@ -1624,11 +1595,7 @@ pub(super) fn retry_in(
         task.submitted_at,
         now,
     );
-    exec(
-        conn,
-        RESET_FOR_RETRY,
-        params![calculated, id],
-    )?;
+    exec(conn, RESET_FOR_RETRY, params![calculated, id])?;
     // No run-after time is cleared: a failed task's backoff ended with the claim that ran
     // it, so a time still here is the one it was submitted with, and it never ran (it failed
     // by cascade). It still holds.
@@ -1649,19 +1616,13 @@ pub(super) fn retry_in(
     let reason = format!("dependency {id} retried");
     for (dependent, _) in descendants(conn, &id, Walk::FailedDependents)? {
         let still_down: i64 = conn
-            .prepare_cached(
-                COUNT_DOWN_DEPENDENCIES,
-            )
+            .prepare_cached(COUNT_DOWN_DEPENDENCIES)
             .and_then(|mut q| q.query_row([&dependent], |r| r.get(0)))
             .map_err(raw)?;
         if still_down > 0 {
             continue;
         }
-        exec(
-            conn,
-            RESET_CASCADED,
-            [&dependent],
-        )?;
+        exec(conn, RESET_CASCADED, [&dependent])?;
         transition(
             conn,
             &dependent,
@@ -1684,12 +1645,10 @@ pub(super) fn reap_in(
 ) -> Result<ReapReport, QueueError> {
     let now = now.resolve();
     let now_text = ts(&now);
-    let open: Vec<(String, String, String, String, i64)> = rows(
-        conn,
-        SELECT_REAPABLE,
-        [&now_text],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-    )?;
+    let open: Vec<(String, String, String, String, i64)> =
+        rows(conn, SELECT_REAPABLE, [&now_text], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
     let mut report = ReapReport::default();
     for (attempt, task, started_at, lease_expires_at, timeout) in open {
         // Each attempt in a savepoint of its own: one row the reaper cannot handle (a stored
@@ -1925,7 +1884,8 @@ impl QueueStore for QueueStoreImpl {
 
     async fn cancel(&self, task_id: Uuid, actor: &str, now: Now) -> Result<Vec<Uuid>, QueueError> {
         let actor = actor.to_string();
-        self.write(move |conn| cancel_in(conn, task_id, &actor, now)).await
+        self.write(move |conn| cancel_in(conn, task_id, &actor, now))
+            .await
     }
 
     async fn retry(
@@ -1959,8 +1919,7 @@ impl QueueStore for QueueStoreImpl {
             let (cursor, priority, now_text) = (cursor.clone(), *priority, now_text.clone());
             self.write(move |conn| refresh_batch(conn, &cursor, batch_size, &priority, &now_text))
                 .await?
-        }
-        {
+        } {
             updated += changed;
             cursor = last;
         }
@@ -2025,10 +1984,11 @@ impl QueueStore for QueueStoreImpl {
         .await
         .map_err(db)?;
         if rows.is_empty() {
-            let exists = sqlx::query_scalar!("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?)", id)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db)?;
+            let exists =
+                sqlx::query_scalar!("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?)", id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db)?;
             if exists == 0 {
                 return Err(QueueError::TaskNotFound(task_id));
             }

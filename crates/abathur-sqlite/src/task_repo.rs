@@ -538,16 +538,16 @@ impl TaskRepository for TaskRepositoryImpl {
     async fn insert(&self, task: Task) -> Result<(), DatabaseError> {
         let params = TaskParams::new(task)?;
         crate::writer::write(&self.pool, move |raw| match insert_task_raw(raw, &params) {
-            Err(DatabaseError::ForeignKeyViolation { .. }) => {
-                Err(match first_missing_reference_raw(raw, &params, &HashSet::new())? {
+            Err(DatabaseError::ForeignKeyViolation { .. }) => Err(
+                match first_missing_reference_raw(raw, &params, &HashSet::new())? {
                     Some((reference, id)) => missing(reference, id),
                     None => DatabaseError::ForeignKeyViolation {
                         entity: ENTITY,
                         reference: "parent task, session or dependency",
                         id: None,
                     },
-                })
-            }
+                },
+            ),
             other => other,
         })
         .await

@@ -301,11 +301,7 @@ async fn writer_of(pool: &SqlitePool) -> Result<(Arc<Writer>, Duration), Databas
     let database = Database::of(&options)?;
     let mut registry = registry();
     registry.sweep();
-    let writer = match registry
-        .writers
-        .get(&database.key)
-        .and_then(Weak::upgrade)
-    {
+    let writer = match registry.writers.get(&database.key).and_then(Weak::upgrade) {
         Some(writer) => writer,
         None => {
             let writer = Writer::start(database.clone(), settings);
@@ -411,7 +407,10 @@ impl Database {
         };
         let filename = if flag("immutable") {
             // As sqlx opens it: a URI that says the file never changes.
-            format!("file:{}?immutable=1", uri_path(&canonical.to_string_lossy()))
+            format!(
+                "file:{}?immutable=1",
+                uri_path(&canonical.to_string_lossy())
+            )
         } else {
             canonical.to_string_lossy().into_owned()
         };
@@ -645,7 +644,10 @@ fn count(group: &[Job]) {
 /// each runs in a savepoint of its own, rolled back when it fails, so that it leaves no trace
 /// and does not undo the others. Says whether to commit (not when the only operation failed);
 /// the error is a savepoint statement's, after which the transaction cannot be trusted.
-fn run_in_transaction(conn: &Connection, works: &mut [Box<dyn Work>]) -> Result<bool, DatabaseError> {
+fn run_in_transaction(
+    conn: &Connection,
+    works: &mut [Box<dyn Work>],
+) -> Result<bool, DatabaseError> {
     if let [only] = works {
         return Ok(only.run(conn));
     }
@@ -701,10 +703,11 @@ where
         };
         // A panicking operation fails alone (its savepoint is rolled back) and the writer
         // goes on.
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| op(conn))).unwrap_or_else(|_| {
-            tracing::error!("a database write panicked; it is undone");
-            Err(E::from(DatabaseError::Other("the write panicked".into())))
-        });
+        let outcome =
+            std::panic::catch_unwind(AssertUnwindSafe(|| op(conn))).unwrap_or_else(|_| {
+                tracing::error!("a database write panicked; it is undone");
+                Err(E::from(DatabaseError::Other("the write panicked".into())))
+            });
         let ok = outcome.is_ok();
         self.outcome = Some(outcome);
         ok
@@ -752,9 +755,13 @@ mod tests {
         assert!(open_flag(&memory, "in_memory"));
         assert!(open_flag(&memory, "shared_cache"));
         assert!(!open_flag(&memory, "read_only"));
-        let read_only = SqliteConnectOptions::from_str("sqlite:in_memory: true,.db?mode=ro").unwrap();
+        let read_only =
+            SqliteConnectOptions::from_str("sqlite:in_memory: true,.db?mode=ro").unwrap();
         assert!(open_flag(&read_only, "read_only"));
-        assert!(!open_flag(&read_only, "in_memory"), "the file name is not a field");
+        assert!(
+            !open_flag(&read_only, "in_memory"),
+            "the file name is not a field"
+        );
         let immutable = SqliteConnectOptions::from_str("sqlite:a.db?immutable=1").unwrap();
         assert!(open_flag(&immutable, "immutable"));
         assert!(!open_flag(&immutable, "shared_cache"));
