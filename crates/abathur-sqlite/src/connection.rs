@@ -712,12 +712,7 @@ fn explain_cannot_open(err: DatabaseError, path: &Path) -> DatabaseError {
 /// Whether this process may write `path` (`access(2)`, which also reports a read-only
 /// filesystem to root).
 fn writable(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c_path` is a NUL-terminated string that lives across the call.
-    unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
+    nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok()
 }
 
 /// Removes the partial copies that backups to `name` in `folder` left when they were killed
@@ -748,24 +743,17 @@ fn remove_abandoned_partials(folder: &Path, name: &str) {
 
 /// Whether a process `pid` exists (one of another user's counts).
 fn process_runs(pid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let found = unsafe { libc::kill(pid, 0) } == 0;
-    found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    // No signal: only whether the process exists and may be signalled.
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(errno) => errno == nix::errno::Errno::EPERM,
+    }
 }
 
 /// Whether the filesystem holding `path` is mounted read-only.
 fn on_read_only_filesystem(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c_path` is NUL-terminated and `stats` is large enough for `statvfs` to fill;
-    // it is read only when the call succeeds.
-    unsafe {
-        libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) == 0
-            && stats.assume_init().f_flag & libc::ST_RDONLY != 0
-    }
+    nix::sys::statvfs::statvfs(path)
+        .is_ok_and(|stats| stats.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 /// Reads who made the file at `options`, on a connection of its own that sets no journal
