@@ -436,3 +436,32 @@ async fn the_writer_needs_no_connection_of_the_pool() {
         .unwrap();
     assert_eq!(count, 8);
 }
+
+#[tokio::test]
+async fn after_close_writes_fail_and_no_connection_holds_the_file() {
+    use abathur::domain::error::DatabaseError;
+    let (dir, db) = file_db().await;
+    for (name, queue) in stores(db.pool()) {
+        queue
+            .submit(NewTask::new(name, "d", "w"))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    db.close().await;
+    // The writer closed its connection before the pool closed its own: the last to close
+    // merged the WAL into the file and removed it.
+    assert!(
+        !dir.path().join("abathur.db-wal").exists(),
+        "a connection was still open when the pool closed"
+    );
+    for (name, queue) in stores(db.pool()) {
+        let refused = queue.submit(NewTask::new("late", "d", "w")).await;
+        assert!(
+            matches!(
+                refused,
+                Err(QueueError::Database(DatabaseError::Connection(_)))
+            ),
+            "{name}: {refused:?}"
+        );
+    }
+}

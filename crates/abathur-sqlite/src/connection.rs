@@ -752,8 +752,11 @@ fn process_runs(pid: libc::pid_t) -> bool {
 
 /// Whether the filesystem holding `path` is mounted read-only.
 fn on_read_only_filesystem(path: &Path) -> bool {
-    nix::sys::statvfs::statvfs(path)
-        .is_ok_and(|stats| stats.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+    nix::sys::statvfs::statvfs(path).is_ok_and(|stats| {
+        stats
+            .flags()
+            .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+    })
 }
 
 /// Reads who made the file at `options`, on a connection of its own that sets no journal

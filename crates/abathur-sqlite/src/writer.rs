@@ -578,30 +578,18 @@ fn run(database: &Database, settings: Settings, queue: &mpsc::Receiver<Job>) {
 /// Begins a transaction with `first`, takes whatever else waits (up to the group's limit),
 /// runs it, commits, and answers everyone. Returns an operation taken that did not fit.
 fn run_group(conn: &Connection, first: Job, queue: &mpsc::Receiver<Job>) -> Option<Job> {
-    if let Err(e) = statement(conn, BEGIN_IMMEDIATE) {
-        let err = raw_on("transaction", "")(e);
-        count(std::slice::from_ref(&first));
-        first.work.answer(Some(&err));
-        return None;
-    }
-    // Whatever arrived while the lock was taken joins the transaction.
-    let mut limit = first.max_group;
-    let mut group = vec![first];
-    let mut left = None;
-    while group.len() < limit {
-        match queue.try_recv() {
-            Ok(job) if job.max_group <= group.len() => {
-                left = Some(job);
-                break;
-            }
-            Ok(job) => {
-                limit = limit.min(job.max_group);
-                group.push(job);
-            }
-            Err(_) => break,
-        }
-    }
+    let begun = statement(conn, BEGIN_IMMEDIATE).map_err(|e| raw_on("transaction", "")(e));
+    // Whatever arrived while the lock was taken joins the transaction; when it could not be
+    // taken (held elsewhere past the busy timeout), whatever waited with the first operation
+    // fails with it, rather than each waiting out the timeout in turn.
+    let (group, left) = take_group(first, queue);
     count(&group);
+    if let Err(err) = begun {
+        for job in group {
+            job.work.answer(Some(&err));
+        }
+        return left;
+    }
     let mut works: Vec<Box<dyn Work>> = group.into_iter().map(|job| job.work).collect();
     let failure = match run_in_transaction(conn, &mut works) {
         Ok(true) => statement(conn, COMMIT)
@@ -626,6 +614,24 @@ fn run_group(conn: &Connection, first: Job, queue: &mpsc::Receiver<Job>) -> Opti
         work.answer(failure.as_ref());
     }
     left
+}
+
+/// `first` and whatever waits behind it, up to the smallest limit of the operations taken;
+/// and an operation taken that did not fit.
+fn take_group(first: Job, queue: &mpsc::Receiver<Job>) -> (Vec<Job>, Option<Job>) {
+    let mut limit = first.max_group;
+    let mut group = vec![first];
+    while group.len() < limit {
+        match queue.try_recv() {
+            Ok(job) if job.max_group <= group.len() => return (group, Some(job)),
+            Ok(job) => {
+                limit = limit.min(job.max_group);
+                group.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    (group, None)
 }
 
 /// Counts a group for the callers whose operations it holds.
