@@ -270,7 +270,8 @@ pub(crate) async fn stop(pool: &SqlitePool) {
     let mut stopped = writer.stopped.clone();
     drop(writer);
     let patience = pool.options().get_acquire_timeout();
-    // The thread stops once the operations in flight, which hold the writer, have ended.
+    // The thread runs what was handed over before the last holder let go, then stops; a
+    // write that took the writer just before holds it until it has handed its operation over.
     let _ = tokio::time::timeout(patience, stopped.wait_for(|done| *done)).await;
 }
 
