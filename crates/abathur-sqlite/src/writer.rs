@@ -41,7 +41,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, LazyLock, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use abathur_core::error::DatabaseError;
 use rusqlite::{Connection, OpenFlags};
@@ -91,6 +91,9 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
 /// How many prepared statements the writer's connection keeps: more than the operations use
 /// between them, so that a warm writer never prepares one twice.
 const PREPARED: usize = 128;
+
+/// How long the writer looks for more work after a group before it sleeps.
+const STAY_AWAKE: Duration = Duration::from_micros(50);
 
 /// How often an idle writer looks for pools that were dropped without being closed.
 const SWEEP: Duration = Duration::from_secs(1);
@@ -569,10 +572,26 @@ fn run(database: &Database, settings: Settings, queue: &mpsc::Receiver<Job>) {
         if first.busy_timeout != busy_timeout && conn.busy_timeout(first.busy_timeout).is_ok() {
             busy_timeout = first.busy_timeout;
         }
-        next = run_group(&conn, first, queue);
+        next = run_group(&conn, first, queue).or_else(|| soon(queue));
     }
     if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "the database writer's connection did not close cleanly");
+    }
+}
+
+/// The next operation, if one comes within [`STAY_AWAKE`]: a caller that got its answer and
+/// sends its next operation at once (a worker's claim after its completion) finds the writer
+/// awake, and waits for no thread to be woken.
+fn soon(queue: &mpsc::Receiver<Job>) -> Option<Job> {
+    let until = Instant::now() + STAY_AWAKE;
+    loop {
+        if let Ok(job) = queue.try_recv() {
+            return Some(job);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::yield_now();
     }
 }
 
