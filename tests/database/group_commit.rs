@@ -78,7 +78,7 @@ async fn concurrent_operations_share_commits_and_each_gets_its_own_outcome() {
 
 #[tokio::test]
 async fn a_failing_operation_leaves_no_trace_and_does_not_undo_its_group() {
-    let (_dir, db) = file_db().await;
+    let (dir, db) = file_db().await;
     let store = GroupCommitQueueStore::new(db.pool().clone());
     let queue = TaskQueue::new(Arc::new(store.clone()));
     let a = queue.submit(NewTask::new("a", "a", "w")).await.unwrap();
@@ -93,10 +93,24 @@ async fn a_failing_operation_leaves_no_trace_and_does_not_undo_its_group() {
         dependencies: vec![Uuid::new_v4()],
         ..NewTask::new("bad", "b", "w")
     };
-    let (submitted, completed) = tokio::join!(
-        queue.submit_batch(vec![good.clone(), bad]),
-        queue.complete(claimed[0].lease.attempt_id, None)
-    );
+    // Another connection holds the write lock while both are handed to the writer, which
+    // takes into its transaction whatever waits once it has the lock.
+    let mut holder = lock_holder(dir.path()).await;
+    let both = tokio::spawn({
+        let queue = queue.clone();
+        let attempt = claimed[0].lease.attempt_id;
+        let good = good.clone();
+        async move {
+            tokio::join!(
+                queue.submit_batch(vec![good, bad]),
+                queue.complete(attempt, None)
+            )
+        }
+    });
+    // The spawned task runs (and hands both operations over) before this one goes on.
+    tokio::task::yield_now().await;
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    let (submitted, completed) = both.await.unwrap();
     assert!(matches!(
         submitted.unwrap_err(),
         QueueError::UnknownDependency { .. }
@@ -380,7 +394,7 @@ async fn the_writer_shares_a_pool_of_one_connection_with_the_reads() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let history = tokio::time::timeout(Duration::from_secs(2), queue.history(first.id))
         .await
-        .expect("the read is not starved by the writer")
+        .expect("the read is not starved by the writes")
         .unwrap();
     assert_eq!(history.len(), 1);
     assert!(
@@ -391,8 +405,7 @@ async fn the_writer_shares_a_pool_of_one_connection_with_the_reads() {
 }
 
 #[tokio::test]
-async fn without_a_connection_the_writer_answers_everything_that_waits_at_once() {
-    use abathur::domain::error::DatabaseError;
+async fn the_writer_needs_no_connection_of_the_pool() {
     use abathur::infrastructure::database::{DatabaseConfig, DatabaseConnection};
     let (dir, _db) = file_db().await;
     let config = DatabaseConfig {
@@ -404,27 +417,51 @@ async fn without_a_connection_the_writer_answers_everything_that_waits_at_once()
     let db = DatabaseConnection::open_path(&dir.path().join("abathur.db"), config)
         .await
         .unwrap();
-    let queue = TaskQueue::new(Arc::new(GroupCommitQueueStore::new(db.pool().clone())));
+    // The pool's only connection is taken: the writer has one of its own.
     let held = db.pool().acquire().await.unwrap();
+    for (name, queue) in stores(db.pool()) {
+        let outcomes = futures_join_all((0..4).map(|i| {
+            let queue = queue.clone();
+            async move { queue.submit(NewTask::new(format!("t{i}"), "d", "w")).await }
+        }))
+        .await;
+        for outcome in &outcomes {
+            assert!(outcome.is_ok(), "{name}: {outcome:?}");
+        }
+    }
+    drop(held);
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 8);
+}
 
-    let started = std::time::Instant::now();
-    let outcomes = futures_join_all((0..4).map(|i| {
-        let queue = queue.clone();
-        async move { queue.submit(NewTask::new(format!("t{i}"), "d", "w")).await }
-    }))
-    .await;
-    let waited = started.elapsed();
-    for outcome in &outcomes {
+#[tokio::test]
+async fn after_close_writes_fail_and_no_connection_holds_the_file() {
+    use abathur::domain::error::DatabaseError;
+    let (dir, db) = file_db().await;
+    for (name, queue) in stores(db.pool()) {
+        queue
+            .submit(NewTask::new(name, "d", "w"))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    db.close().await;
+    // The writer closed its connection before the pool closed its own: the last to close
+    // merged the WAL into the file and removed it.
+    assert!(
+        !dir.path().join("abathur.db-wal").exists(),
+        "a connection was still open when the pool closed"
+    );
+    for (name, queue) in stores(db.pool()) {
+        let refused = queue.submit(NewTask::new("late", "d", "w")).await;
         assert!(
-            matches!(outcome, Err(QueueError::Database(DatabaseError::Timeout))),
-            "{outcome:?}"
+            matches!(
+                refused,
+                Err(QueueError::Database(DatabaseError::Connection(_)))
+            ),
+            "{name}: {refused:?}"
         );
     }
-    // One acquire timeout for all of them, not one each in turn (2 s for the fourth).
-    assert!(waited < Duration::from_millis(1_500), "{waited:?}");
-    drop(held);
-    queue
-        .submit(NewTask::new("later", "d", "w"))
-        .await
-        .expect("a connection is free again");
 }

@@ -117,6 +117,23 @@ pub fn verify(db: &Path, logs: &Logs, logs_complete: bool) -> Report {
         .await
         .unwrap();
         assert_eq!(early, 0, "attempts started before a dependency completed");
+        // And in the times recorded: the time is read once the write lock is held, so an
+        // attempt never starts, by its own record, before a dependency's recorded completion.
+        let early_by_the_clock: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*)
+             FROM task_dependencies d
+             JOIN task_attempts a ON a.task_id = d.task_id
+             JOIN task_events c ON c.task_id = d.depends_on_task_id
+                                AND c.to_status = 'completed'
+             WHERE a.started_at < c.at",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            early_by_the_clock, 0,
+            "attempts recorded as starting before a dependency's recorded completion"
+        );
 
         // The result was written by the worker that held the completed attempt.
         let results: HashMap<String, String> =

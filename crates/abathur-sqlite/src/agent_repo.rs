@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::errors::{classify_raw, on, raw_on};
 use super::row::{opt_timestamp_text, RowContext};
-use super::write_shim::write;
+use super::writer::write;
 
 const ENTITY: &str = "agent";
 

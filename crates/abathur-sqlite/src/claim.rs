@@ -303,16 +303,6 @@ mod tests {
     }
 
     #[test]
-    fn every_statement_of_the_claim_prepares_against_the_migrated_schema() {
-        let conn = migrated();
-        for (name, sql) in STATEMENTS {
-            if let Err(e) = conn.prepare(sql) {
-                panic!("{name}: {e}");
-            }
-        }
-    }
-
-    #[test]
     fn the_key_part_of_a_claim_of_any_type_reads_the_key_index_in_order() {
         let conn = migrated();
         let plan = plan(&conn, BY_KEY[AgentFilter::Any.form()]);

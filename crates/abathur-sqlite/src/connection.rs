@@ -17,6 +17,7 @@ use sqlx::{Sqlite, Transaction};
 use super::errors::{classify, classify_ref};
 use super::location::DatabaseLocation;
 use super::row::RowContext;
+use super::writer::{self, Settings};
 use super::MIGRATOR;
 
 /// How many times opening retries while another process sets up a new file (about 2 s).
@@ -238,7 +239,12 @@ impl DatabaseConnection {
         config: DatabaseConfig,
     ) -> Result<Self, DatabaseError> {
         let options = options.foreign_keys(true).busy_timeout(config.busy_timeout);
-        Self::connect_pool(options, in_memory, config).await
+        let settings = Settings {
+            busy_timeout: config.busy_timeout,
+            synchronous: None,
+            foreign_keys: true,
+        };
+        Self::connect_pool(options, in_memory, config, settings).await
     }
 
     async fn open(
@@ -265,13 +271,20 @@ impl DatabaseConnection {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(config.busy_timeout);
-        Self::connect_pool(options, in_memory, config).await
+        // The writer's connection carries the same settings ([`super::writer`]).
+        let settings = Settings {
+            busy_timeout: config.busy_timeout,
+            synchronous: Some(1),
+            foreign_keys: true,
+        };
+        Self::connect_pool(options, in_memory, config, settings).await
     }
 
     async fn connect_pool(
         options: SqliteConnectOptions,
         in_memory: bool,
         config: DatabaseConfig,
+        settings: Settings,
     ) -> Result<Self, DatabaseError> {
         // An in-memory database lives only while one of its connections is open. sqlx closes
         // a connection past its idle timeout or lifetime before it opens the next, whatever
@@ -304,7 +317,10 @@ impl DatabaseConnection {
                     other => other,
                 });
             match connected {
-                Ok(pool) => return Ok(Self { pool }),
+                Ok(pool) => {
+                    writer::register(&pool, settings);
+                    return Ok(Self { pool });
+                }
                 Err(DatabaseError::Busy) if attempt < OPEN_BUSY_ATTEMPTS => {
                     attempt += 1;
                     tracing::debug!(attempt, "the new database is locked; opening again");
@@ -615,12 +631,17 @@ impl DatabaseConnection {
     /// Closes every connection, waiting for those in use to be returned, so that the last to
     /// close merges the WAL into the database file and removes it.
     ///
+    /// The database's writer stops first (unless another open pool of the process still
+    /// uses it): it runs what was handed to it, closes its connection and ends its thread.
+    /// Writes through this pool then fail, as reads do once the pool is closed.
+    ///
     /// A connection dropped by its user goes back to the pool in a task of its own. sqlx's
     /// `close` can miss one that lands in the pool while it runs: that connection is then
     /// closed later, on its thread, after the process may have exited, and the WAL stays
     /// unmerged. So the pool is closed only once every connection is back in it (or after the
     /// acquire timeout, for one that never comes back).
     pub async fn close(&self) {
+        writer::stop(&self.pool).await;
         let deadline = tokio::time::Instant::now() + self.pool.options().get_acquire_timeout();
         while self.pool.size() as usize > self.pool.num_idle()
             && tokio::time::Instant::now() < deadline
@@ -691,12 +712,7 @@ fn explain_cannot_open(err: DatabaseError, path: &Path) -> DatabaseError {
 /// Whether this process may write `path` (`access(2)`, which also reports a read-only
 /// filesystem to root).
 fn writable(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c_path` is a NUL-terminated string that lives across the call.
-    unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
+    nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok()
 }
 
 /// Removes the partial copies that backups to `name` in `folder` left when they were killed
@@ -727,24 +743,20 @@ fn remove_abandoned_partials(folder: &Path, name: &str) {
 
 /// Whether a process `pid` exists (one of another user's counts).
 fn process_runs(pid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let found = unsafe { libc::kill(pid, 0) } == 0;
-    found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    // No signal: only whether the process exists and may be signalled.
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(errno) => errno == nix::errno::Errno::EPERM,
+    }
 }
 
 /// Whether the filesystem holding `path` is mounted read-only.
 fn on_read_only_filesystem(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c_path` is NUL-terminated and `stats` is large enough for `statvfs` to fill;
-    // it is read only when the call succeeds.
-    unsafe {
-        libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) == 0
-            && stats.assume_init().f_flag & libc::ST_RDONLY != 0
-    }
+    nix::sys::statvfs::statvfs(path).is_ok_and(|stats| {
+        stats
+            .flags()
+            .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+    })
 }
 
 /// Reads who made the file at `options`, on a connection of its own that sets no journal

@@ -89,8 +89,8 @@ pub(crate) fn on<'a>(
     move |err| classify(err, entity, id)
 }
 
-/// Translates an error of a statement run on a connection's handle ([`super::handle`]), with
-/// the same classes as [`classify`].
+/// Translates an error of a statement run through `rusqlite` (on the writer's connection,
+/// [`super::writer`]), with the same classes as [`classify`].
 pub(crate) fn classify_raw(err: rusqlite::Error, entity: &'static str, id: &str) -> DatabaseError {
     let classified = classify_raw_as(&err, entity, id);
     tracing::debug!(entity, id, error = %err, "database error: {classified}");

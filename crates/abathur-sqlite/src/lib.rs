@@ -1,20 +1,21 @@
 //! The SQLite adapter: the connection (pragmas, pools, migrations) and one repository per port.
 //!
-//! The repositories' static reads are compile-time checked `sqlx` macros; dynamic filters go
-//! through `QueryBuilder` with every value bound. Every write (the task queue's and the
-//! repositories') runs as prepared statements on the pooled connection's own handle (module
-//! `handle`), one hop to the connection per transaction; the repositories' statements are
-//! named constants that a test prepares against the migrated schema. Driver errors are
-//! classified here and nowhere else.
+//! The repositories' static queries are compile-time checked `sqlx` macros; dynamic filters go
+//! through `QueryBuilder` with every value bound. Writes run on the database's writer (module
+//! `writer`): one thread per database per process that owns its own connection and
+//! group-commits what waits; the statements run there are named constants, each module's listed
+//! in its `STATEMENTS`, all prepared against the migrated schema by a catalogue test. Driver
+//! errors are classified here and nowhere else.
 
 mod admin;
 mod agent_repo;
 mod changes;
 mod claim;
+#[cfg(test)]
+mod catalogue;
 mod connection;
 mod errors;
 mod group_commit;
-mod handle;
 mod id_lookup;
 mod location;
 mod memory_repo;
@@ -23,7 +24,7 @@ mod row;
 mod session_repo;
 mod storage;
 mod task_repo;
-mod write_shim;
+mod writer;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
 pub use admin::SqliteAdmin;

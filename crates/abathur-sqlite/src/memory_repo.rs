@@ -18,7 +18,7 @@ use sqlx::SqlitePool;
 
 use super::errors::{on, raw_on};
 use super::row::{json_text, RowContext};
-use super::write_shim::write;
+use super::writer::write;
 
 const ENTITY: &str = "memory";
 

@@ -1,12 +1,15 @@
 //! [`QueueStore`] on SQLite. Every operation is one `BEGIN IMMEDIATE` transaction: it takes the
 //! write lock first, so its reads are current when it decides, in whatever process it runs.
 //!
-//! The writes run on the pooled connection's own handle ([`super::handle`]), with prepared
-//! statements, in one hop to the connection; the reads (history, overview, pending) go
-//! through sqlx, but for the status check of a task with no history.
+//! The writes run on the database's writer ([`super::writer`]): each operation is a closure
+//! of prepared statements on the writer's own connection, on its own thread, in a transaction
+//! of its own (this store) or shared with other operations ([`super::group_commit`]). Each
+//! reads the time (`Now::resolve`) inside the transaction, once it holds the write lock. The
+//! reads (history, overview, pending, submission details) go through sqlx.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use abathur_core::clock::Now;
@@ -27,24 +30,49 @@ use sqlx::SqlitePool;
 use uuid::Uuid;
 
 use super::errors::{on, raw_on};
-use super::handle::{statement, transaction, with_handle, Finish};
+use super::group_commit::GroupCommitStats;
 use super::row::{json_text, RowContext};
 use super::task_repo::{
     first_missing_reference_raw, insert_task_raw, load_task_raw, missing, TaskParams,
 };
+use super::writer::{write_grouped, Grouping};
 
 const ENTITY: &str = "task";
 
-/// The SQLite task queue store.
+/// The SQLite task queue store: each write in a transaction of its own, committed before it
+/// answers (for operations that share transactions, see
+/// [`GroupCommitQueueStore`](super::GroupCommitQueueStore)).
 #[derive(Debug, Clone)]
 pub struct QueueStoreImpl {
     pool: SqlitePool,
+    grouping: Arc<Grouping>,
 }
 
 impl QueueStoreImpl {
     /// A store on `pool`.
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        // Groups of one: the transaction holds this operation alone.
+        Self::grouped(pool, Arc::new(Grouping::new(1, 4_096)))
+    }
+
+    /// A store on `pool` whose writes are grouped as `grouping` says.
+    pub(crate) fn grouped(pool: SqlitePool, grouping: Arc<Grouping>) -> Self {
+        Self { pool, grouping }
+    }
+
+    /// How many transactions the store's writes have run in, and how many writes.
+    pub fn stats(&self) -> GroupCommitStats {
+        let (groups, operations) = self.grouping.stats();
+        GroupCommitStats { groups, operations }
+    }
+
+    /// Runs `op` in a write transaction on the writer: committed when it succeeds, rolled
+    /// back when it fails.
+    async fn write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        write_grouped(&self.pool, &self.grouping, op).await
     }
 }
 
@@ -77,49 +105,6 @@ fn rows<T>(
     let mut statement = conn.prepare_cached(sql).map_err(raw)?;
     let mapped = statement.query_map(params, map).map_err(raw)?;
     mapped.collect::<Result<Vec<_>, _>>().map_err(raw)
-}
-
-/// How long an operation waits out a table lock of SQLite's shared cache, which in-memory
-/// databases use: there a read transaction of another connection locks the tables it read,
-/// and a write to them fails at once instead of waiting (file databases in WAL mode never do
-/// this: readers do not block the writer).
-const TABLE_LOCK_PATIENCE: Duration = Duration::from_secs(5);
-
-/// Runs `op` as one write transaction of its own on a connection of `pool`: committed when it
-/// succeeds, rolled back when it fails. An operation refused by a table lock (`Busy` from
-/// inside the transaction) is rolled back and run again, sleeping between tries, for up to
-/// [`TABLE_LOCK_PATIENCE`].
-pub(super) async fn write_alone<T>(
-    pool: &SqlitePool,
-    op: impl Fn(&Connection) -> Result<T, QueueError>,
-) -> Result<T, QueueError> {
-    let deadline = std::time::Instant::now() + TABLE_LOCK_PATIENCE;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        let (outcome, ended) = transaction(pool, |conn| {
-            let outcome = op(conn);
-            let finish = if outcome.is_ok() {
-                Finish::Commit
-            } else {
-                Finish::Rollback
-            };
-            (outcome, finish)
-        })
-        .await?;
-        match outcome {
-            Err(QueueError::Database(DatabaseError::Busy))
-                if std::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            outcome => {
-                let value = outcome?;
-                ended?;
-                return Ok(value);
-            }
-        }
-    }
 }
 
 /// A task id read back from the store.
@@ -158,8 +143,7 @@ fn record(
 ) -> Result<(), QueueError> {
     exec(
         conn,
-        "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        INSERT_EVENT,
         params![
             task_id,
             from.map(TaskStatus::as_str),
@@ -175,11 +159,7 @@ fn record(
 
 /// Forgets a task's run-after time: it is claimable at once when next ready.
 fn clear_schedule(conn: &Connection, task_id: &str) -> Result<(), QueueError> {
-    exec(
-        conn,
-        "DELETE FROM task_schedule WHERE task_id = ?1",
-        [task_id],
-    )?;
+    exec(conn, DELETE_SCHEDULE, [task_id])?;
     Ok(())
 }
 
@@ -205,28 +185,24 @@ struct AttemptRow {
 
 fn attempt_row(conn: &Connection, attempt_id: Uuid) -> Result<AttemptRow, QueueError> {
     let id = attempt_id.to_string();
-    conn.prepare_cached(
-        "SELECT task_id, worker_id, attempt_number, outcome, error, finished_at, retry_count,
-                retry_after
-         FROM task_attempts WHERE id = ?1",
-    )
-    .and_then(|mut q| {
-        q.query_row([&id], |r| {
-            Ok(AttemptRow {
-                task_id: r.get(0)?,
-                worker_id: r.get(1)?,
-                attempt_number: r.get(2)?,
-                outcome: r.get(3)?,
-                error: r.get(4)?,
-                finished_at: r.get(5)?,
-                retry_count: r.get(6)?,
-                retry_after: r.get(7)?,
+    conn.prepare_cached(SELECT_ATTEMPT)
+        .and_then(|mut q| {
+            q.query_row([&id], |r| {
+                Ok(AttemptRow {
+                    task_id: r.get(0)?,
+                    worker_id: r.get(1)?,
+                    attempt_number: r.get(2)?,
+                    outcome: r.get(3)?,
+                    error: r.get(4)?,
+                    finished_at: r.get(5)?,
+                    retry_count: r.get(6)?,
+                    retry_after: r.get(7)?,
+                })
             })
+            .optional()
         })
-        .optional()
-    })
-    .map_err(raw)?
-    .ok_or(QueueError::AttemptNotFound(attempt_id))
+        .map_err(raw)?
+        .ok_or(QueueError::AttemptNotFound(attempt_id))
 }
 
 impl AttemptRow {
@@ -277,7 +253,7 @@ fn repeat_completion(
     result: Option<&Value>,
 ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
     let stored: Option<String> = conn
-        .prepare_cached("SELECT result_data FROM tasks WHERE id = ?1")
+        .prepare_cached(SELECT_RESULT)
         .and_then(|mut q| q.query_row([&row.task_id], |r| r.get(0)))
         .map_err(raw)?;
     let cx = RowContext {
@@ -298,11 +274,7 @@ fn repeat_completion(
     // time and words.
     let made_ready: Vec<String> = rows(
         conn,
-        "SELECT e.task_id FROM task_dependencies d
-         JOIN task_events e ON e.task_id = d.task_id
-         WHERE d.depends_on_task_id = ?1 AND e.from_status = 'blocked' AND e.to_status = 'ready'
-           AND e.at = ?2 AND e.actor = 'queue' AND e.reason = ?3
-         ORDER BY e.id",
+        SELECT_MADE_READY,
         params![
             row.task_id,
             row.finished_at,
@@ -357,7 +329,7 @@ fn repeat_failure(
     let mut still_failed = Vec::new();
     for dependent in cascaded {
         let finished: Option<String> = conn
-            .prepare_cached("SELECT completed_at FROM tasks WHERE id = ?1")
+            .prepare_cached(SELECT_COMPLETED_AT)
             .and_then(|mut q| q.query_row([&dependent], |r| r.get(0)))
             .map_err(raw)?;
         if finished.is_some() && finished == row.finished_at {
@@ -378,8 +350,7 @@ fn close_attempt(
 ) -> Result<(), QueueError> {
     exec(
         conn,
-        "UPDATE task_attempts SET finished_at = ?1, outcome = ?2, error = ?3
-         WHERE id = ?4 AND finished_at IS NULL",
+        CLOSE_ATTEMPT,
         params![now, outcome.as_str(), error, attempt_id],
     )?;
     Ok(())
@@ -407,47 +378,9 @@ fn descendants(
     // The walk goes on from a task only when it is the root or unfinished: a completed child
     // of a cancelled parent keeps its own dependents.
     let sql = match walk {
-        Walk::Dependents => {
-            "WITH RECURSIVE affected(id) AS (
-                 SELECT ?1
-                 UNION
-                 SELECT d.task_id FROM affected a
-                 JOIN tasks p ON p.id = a.id
-                 JOIN task_dependencies d ON d.depends_on_task_id = a.id
-                 WHERE a.id = ?1 OR p.status NOT IN ('completed', 'failed', 'cancelled')
-             )
-             SELECT t.id, t.status FROM affected JOIN tasks t ON t.id = affected.id
-             WHERE t.id <> ?1 ORDER BY t.dependency_depth, t.id"
-        }
-        Walk::DependentsAndChildren => {
-            "WITH RECURSIVE affected(id) AS (
-                 SELECT ?1
-                 UNION
-                 SELECT d.task_id FROM affected a
-                 JOIN tasks p ON p.id = a.id
-                 JOIN task_dependencies d ON d.depends_on_task_id = a.id
-                 WHERE a.id = ?1 OR p.status NOT IN ('completed', 'failed', 'cancelled')
-                 UNION
-                 SELECT c.id FROM affected a
-                 JOIN tasks p ON p.id = a.id
-                 JOIN tasks c ON c.parent_task_id = a.id
-                 WHERE a.id = ?1 OR p.status NOT IN ('completed', 'failed', 'cancelled')
-             )
-             SELECT t.id, t.status FROM affected JOIN tasks t ON t.id = affected.id
-             WHERE t.id <> ?1 ORDER BY t.dependency_depth, t.id"
-        }
-        Walk::FailedDependents => {
-            "WITH RECURSIVE affected(id) AS (
-                 SELECT ?1
-                 UNION
-                 SELECT d.task_id FROM affected a
-                 JOIN task_dependencies d ON d.depends_on_task_id = a.id
-                 JOIN tasks t ON t.id = d.task_id
-                 WHERE t.status = 'failed'
-             )
-             SELECT t.id, t.status FROM affected JOIN tasks t ON t.id = affected.id
-             WHERE t.id <> ?1 ORDER BY t.dependency_depth, t.id"
-        }
+        Walk::Dependents => WALK_DEPENDENTS,
+        Walk::DependentsAndChildren => WALK_DEPENDENTS_AND_CHILDREN,
+        Walk::FailedDependents => WALK_FAILED_DEPENDENTS,
     };
     rows(conn, sql, [root], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -481,9 +414,7 @@ fn transition(
     let completed_at = to.is_terminal().then_some(now);
     let changed = exec(
         conn,
-        "UPDATE tasks SET status = ?1, last_updated_at = ?2,
-             started_at = COALESCE(?3, started_at), completed_at = COALESCE(?4, completed_at)
-         WHERE id = ?5 AND status = ?6",
+        SET_STATUS,
         params![
             to.as_str(),
             now,
@@ -542,12 +473,7 @@ fn transition_many(
     let status = to.as_str();
     let changed = exec(
         conn,
-        "UPDATE tasks SET status = ?1, last_updated_at = ?2,
-             completed_at = CASE WHEN ?3 THEN ?2 ELSE completed_at END,
-             started_at = CASE WHEN ?5 THEN ?2 ELSE started_at END
-         FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.from') AS from_status
-               FROM json_each(?4)) AS m
-         WHERE tasks.id = m.id AND tasks.status = m.from_status",
+        SET_STATUS_MANY,
         params![
             status,
             now,
@@ -589,10 +515,7 @@ fn record_many(
 ) -> Result<(), QueueError> {
     exec(
         conn,
-        "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
-         SELECT json_extract(value, '$.id'), json_extract(value, '$.from'), ?1, ?2, ?3,
-                json_extract(value, '$.attempt'), ?4
-         FROM json_each(?5) ORDER BY key",
+        INSERT_EVENTS_MANY,
         params![to.as_str(), now, actor, reason, set],
     )?;
     Ok(())
@@ -614,10 +537,218 @@ fn id_array<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
     serde_json::Value::Array(ids.into_iter().map(|id| id.into()).collect()).to_string()
 }
 
+
+// ---- The statements the operations run.
+
+const INSERT_EVENT: &str =
+    "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const DELETE_SCHEDULE: &str = "DELETE FROM task_schedule WHERE task_id = ?1";
+const SELECT_ATTEMPT: &str =
+    "SELECT task_id, worker_id, attempt_number, outcome, error, finished_at, retry_count,
+                retry_after
+         FROM task_attempts WHERE id = ?1";
+const SELECT_RESULT: &str = "SELECT result_data FROM tasks WHERE id = ?1";
+const SELECT_MADE_READY: &str = "SELECT e.task_id FROM task_dependencies d
+         JOIN task_events e ON e.task_id = d.task_id
+         WHERE d.depends_on_task_id = ?1 AND e.from_status = 'blocked' AND e.to_status = 'ready'
+           AND e.at = ?2 AND e.actor = 'queue' AND e.reason = ?3
+         ORDER BY e.id";
+const SELECT_COMPLETED_AT: &str = "SELECT completed_at FROM tasks WHERE id = ?1";
+const CLOSE_ATTEMPT: &str = "UPDATE task_attempts SET finished_at = ?1, outcome = ?2, error = ?3
+         WHERE id = ?4 AND finished_at IS NULL";
+const WALK_DEPENDENTS: &str = "WITH RECURSIVE affected(id) AS (
+                 SELECT ?1
+                 UNION
+                 SELECT d.task_id FROM affected a
+                 JOIN tasks p ON p.id = a.id
+                 JOIN task_dependencies d ON d.depends_on_task_id = a.id
+                 WHERE a.id = ?1 OR p.status NOT IN ('completed', 'failed', 'cancelled')
+             )
+             SELECT t.id, t.status FROM affected JOIN tasks t ON t.id = affected.id
+             WHERE t.id <> ?1 ORDER BY t.dependency_depth, t.id";
+const WALK_DEPENDENTS_AND_CHILDREN: &str = "WITH RECURSIVE affected(id) AS (
+                 SELECT ?1
+                 UNION
+                 SELECT d.task_id FROM affected a
+                 JOIN tasks p ON p.id = a.id
+                 JOIN task_dependencies d ON d.depends_on_task_id = a.id
+                 WHERE a.id = ?1 OR p.status NOT IN ('completed', 'failed', 'cancelled')
+                 UNION
+                 SELECT c.id FROM affected a
+                 JOIN tasks p ON p.id = a.id
+                 JOIN tasks c ON c.parent_task_id = a.id
+                 WHERE a.id = ?1 OR p.status NOT IN ('completed', 'failed', 'cancelled')
+             )
+             SELECT t.id, t.status FROM affected JOIN tasks t ON t.id = affected.id
+             WHERE t.id <> ?1 ORDER BY t.dependency_depth, t.id";
+const WALK_FAILED_DEPENDENTS: &str = "WITH RECURSIVE affected(id) AS (
+                 SELECT ?1
+                 UNION
+                 SELECT d.task_id FROM affected a
+                 JOIN task_dependencies d ON d.depends_on_task_id = a.id
+                 JOIN tasks t ON t.id = d.task_id
+                 WHERE t.status = 'failed'
+             )
+             SELECT t.id, t.status FROM affected JOIN tasks t ON t.id = affected.id
+             WHERE t.id <> ?1 ORDER BY t.dependency_depth, t.id";
+const SET_STATUS: &str = "UPDATE tasks SET status = ?1, last_updated_at = ?2,
+             started_at = COALESCE(?3, started_at), completed_at = COALESCE(?4, completed_at)
+         WHERE id = ?5 AND status = ?6";
+const SET_STATUS_MANY: &str = "UPDATE tasks SET status = ?1, last_updated_at = ?2,
+             completed_at = CASE WHEN ?3 THEN ?2 ELSE completed_at END,
+             started_at = CASE WHEN ?5 THEN ?2 ELSE started_at END
+         FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.from') AS from_status
+               FROM json_each(?4)) AS m
+         WHERE tasks.id = m.id AND tasks.status = m.from_status";
+const INSERT_EVENTS_MANY: &str =
+    "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
+         SELECT json_extract(value, '$.id'), json_extract(value, '$.from'), ?1, ?2, ?3,
+                json_extract(value, '$.attempt'), ?4
+         FROM json_each(?5) ORDER BY key";
+const DELETE_SCHEDULES: &str =
+    "DELETE FROM task_schedule WHERE task_id IN (SELECT value FROM json_each(?1))";
+const RECORD_DECISION: &str =
+    "UPDATE task_attempts SET retry_count = ?1, retry_after = ?2 WHERE id = ?3";
+const SELECT_RETRIES: &str = "SELECT retry_count, max_retries FROM tasks WHERE id = ?1";
+const SET_RETRY_COUNT: &str = "UPDATE tasks SET retry_count = ?1, error_message = ?2 WHERE id = ?3";
+const UPSERT_SCHEDULE: &str = "INSERT INTO task_schedule (task_id, run_after) VALUES (?1, ?2)
+             ON CONFLICT (task_id) DO UPDATE SET run_after = excluded.run_after";
+const SET_CASCADE_ERROR: &str =
+    "UPDATE tasks SET error_message = ?1 WHERE id IN (SELECT value FROM json_each(?2))";
+const SELECT_STATUS: &str = "SELECT status FROM tasks WHERE id = ?1";
+const INSERT_IDEMPOTENCY: &str =
+    "INSERT INTO task_idempotency (idempotency_key, task_id, content_hash)
+                 VALUES (?1, ?2, ?3)";
+const INSERT_SCHEDULE: &str = "INSERT INTO task_schedule (task_id, run_after) VALUES (?1, ?2)";
+const SELECT_IDEMPOTENCY: &str =
+    "SELECT task_id, content_hash FROM task_idempotency WHERE idempotency_key = ?1";
+const DEFER_FOREIGN_KEYS_ON: &str = "PRAGMA defer_foreign_keys = ON";
+const DEFER_FOREIGN_KEYS_OFF: &str = "PRAGMA defer_foreign_keys = OFF";
+const SELECT_DEPENDENCY: &str = "SELECT status, dependency_depth FROM tasks WHERE id = ?1";
+const INSERT_ATTEMPTS: &str = "INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at, lease_expires_at)
+         SELECT json_extract(j.value, '$.attempt'), json_extract(j.value, '$.task'),
+                (SELECT COALESCE(MAX(a.attempt_number), 0) + 1 FROM task_attempts a
+                 WHERE a.task_id = json_extract(j.value, '$.task')),
+                ?1, ?2, ?3
+         FROM json_each(?4) AS j
+         RETURNING id, attempt_number";
+const EXTEND_LEASE: &str = "UPDATE task_attempts SET lease_expires_at = ?1 WHERE id = ?2";
+const SET_RESULT: &str = "UPDATE tasks SET result_data = ?1, error_message = NULL WHERE id = ?2";
+const CANCEL_ATTEMPTS: &str = "UPDATE task_attempts SET finished_at = ?1, outcome = 'cancelled'
+         WHERE finished_at IS NULL AND task_id IN (SELECT value FROM json_each(?2))
+         RETURNING task_id, id";
+const COUNT_UNFINISHED_DEPENDENCIES: &str =
+    "SELECT COUNT(*) FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on_task_id
+             WHERE d.task_id = ?1 AND u.status <> 'completed'";
+const RESET_FOR_RETRY: &str =
+    "UPDATE tasks SET retry_count = 0, error_message = NULL, completed_at = NULL WHERE id = ?1";
+const COUNT_DOWN_DEPENDENCIES: &str = "SELECT COUNT(*) FROM task_dependencies d
+                 JOIN tasks u ON u.id = d.depends_on_task_id
+                 WHERE d.task_id = ?1 AND u.status IN ('failed', 'cancelled')";
+const RESET_CASCADED: &str =
+    "UPDATE tasks SET error_message = NULL, completed_at = NULL WHERE id = ?1";
+const SELECT_REAPABLE: &str =
+    "SELECT a.id, a.task_id, a.started_at, a.lease_expires_at, t.max_execution_timeout_seconds
+         FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+         WHERE a.finished_at IS NULL
+           AND (a.lease_expires_at <= ?1
+                -- a second's slack for julianday's rounding; the exact check is below
+                OR (julianday(?1) - julianday(a.started_at)) * 86400.0
+                   >= t.max_execution_timeout_seconds - 1)";
+const SAVEPOINT_REAP: &str = "SAVEPOINT reap_one";
+const RELEASE_REAP: &str = "RELEASE reap_one";
+const ROLLBACK_TO_REAP: &str = "ROLLBACK TO reap_one";
+const SELECT_PRUNABLE: &str = "SELECT t.id, t.completed_at FROM tasks t
+         WHERE t.completed_at IS NOT NULL AND t.completed_at < ?1
+           AND (t.completed_at, t.id) > (?2, ?3)
+           AND t.status IN (SELECT value FROM json_each(?4))
+           AND NOT EXISTS (
+               SELECT 1 FROM task_dependencies d JOIN tasks u ON u.id = d.task_id
+               WHERE d.depends_on_task_id = t.id
+                 AND (t.status <> 'completed'
+                      OR u.status NOT IN ('completed', 'failed', 'cancelled')))
+           AND NOT EXISTS (
+               SELECT 1 FROM tasks c
+               WHERE c.parent_task_id = t.id
+                 AND c.status NOT IN ('completed', 'failed', 'cancelled'))
+         ORDER BY t.completed_at, t.id
+         LIMIT ?5";
+const DELETE_TASKS: &str = "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?1))";
+
+/// The rows [`ready_keys`] computes keys from: id, priority, depth, deadline, run-after time.
+const SELECT_KEY_INPUTS: &str = "SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after
+         FROM tasks t LEFT JOIN task_schedule s ON s.task_id = t.id
+         WHERE t.id IN (SELECT value FROM json_each(?1))";
+/// Writes the keys of [`ready_keys`] (`?1`, a JSON array of `{id, key, calculated}`).
+const STORE_KEYS: &str = "UPDATE tasks SET claim_key = json_extract(k.value, '$.key'),
+             calculated_priority = json_extract(k.value, '$.calculated')
+         FROM json_each(?1) AS k WHERE tasks.id = json_extract(k.value, '$.id')";
+/// Makes blocked tasks ready at `?1` with the keys of [`ready_keys`] (`?2`).
+const RELEASE_READY: &str = "UPDATE tasks SET status = 'ready', last_updated_at = ?1,
+             claim_key = json_extract(k.value, '$.key'),
+             calculated_priority = json_extract(k.value, '$.calculated')
+         FROM json_each(?2) AS k
+         WHERE tasks.id = json_extract(k.value, '$.id') AND tasks.status = 'blocked'";
+const DEPENDENTS_TO_RELEASE: &str = include_str!("queries/dependents_to_release.sql");
+
+
+/// Every statement of this module, for the catalogue test.
+#[cfg(test)]
+pub(crate) const STATEMENTS: &[(&str, &str)] = &[
+    ("INSERT_EVENT", INSERT_EVENT),
+    ("DELETE_SCHEDULE", DELETE_SCHEDULE),
+    ("SELECT_ATTEMPT", SELECT_ATTEMPT),
+    ("SELECT_RESULT", SELECT_RESULT),
+    ("SELECT_MADE_READY", SELECT_MADE_READY),
+    ("SELECT_COMPLETED_AT", SELECT_COMPLETED_AT),
+    ("CLOSE_ATTEMPT", CLOSE_ATTEMPT),
+    ("WALK_DEPENDENTS", WALK_DEPENDENTS),
+    ("WALK_DEPENDENTS_AND_CHILDREN", WALK_DEPENDENTS_AND_CHILDREN),
+    ("WALK_FAILED_DEPENDENTS", WALK_FAILED_DEPENDENTS),
+    ("SET_STATUS", SET_STATUS),
+    ("SET_STATUS_MANY", SET_STATUS_MANY),
+    ("INSERT_EVENTS_MANY", INSERT_EVENTS_MANY),
+    ("DELETE_SCHEDULES", DELETE_SCHEDULES),
+    ("RECORD_DECISION", RECORD_DECISION),
+    ("SELECT_RETRIES", SELECT_RETRIES),
+    ("SET_RETRY_COUNT", SET_RETRY_COUNT),
+    ("UPSERT_SCHEDULE", UPSERT_SCHEDULE),
+    ("SET_CASCADE_ERROR", SET_CASCADE_ERROR),
+    ("SELECT_STATUS", SELECT_STATUS),
+    ("INSERT_IDEMPOTENCY", INSERT_IDEMPOTENCY),
+    ("INSERT_SCHEDULE", INSERT_SCHEDULE),
+    ("SELECT_IDEMPOTENCY", SELECT_IDEMPOTENCY),
+    ("DEFER_FOREIGN_KEYS_ON", DEFER_FOREIGN_KEYS_ON),
+    ("DEFER_FOREIGN_KEYS_OFF", DEFER_FOREIGN_KEYS_OFF),
+    ("SELECT_DEPENDENCY", SELECT_DEPENDENCY),
+    ("INSERT_ATTEMPTS", INSERT_ATTEMPTS),
+    ("EXTEND_LEASE", EXTEND_LEASE),
+    ("SET_RESULT", SET_RESULT),
+    ("CANCEL_ATTEMPTS", CANCEL_ATTEMPTS),
+    (
+        "COUNT_UNFINISHED_DEPENDENCIES",
+        COUNT_UNFINISHED_DEPENDENCIES,
+    ),
+    ("RESET_FOR_RETRY", RESET_FOR_RETRY),
+    ("COUNT_DOWN_DEPENDENCIES", COUNT_DOWN_DEPENDENCIES),
+    ("RESET_CASCADED", RESET_CASCADED),
+    ("SELECT_REAPABLE", SELECT_REAPABLE),
+    ("SAVEPOINT_REAP", SAVEPOINT_REAP),
+    ("RELEASE_REAP", RELEASE_REAP),
+    ("ROLLBACK_TO_REAP", ROLLBACK_TO_REAP),
+    ("SELECT_PRUNABLE", SELECT_PRUNABLE),
+    ("DELETE_TASKS", DELETE_TASKS),
+    ("SELECT_KEY_INPUTS", SELECT_KEY_INPUTS),
+    ("STORE_KEYS", STORE_KEYS),
+    ("RELEASE_READY", RELEASE_READY),
+    ("DEPENDENTS_TO_RELEASE", DEPENDENTS_TO_RELEASE),
+];
+
 /// The claim key and calculated priority of each task in `ids` (a JSON array) as it becomes
 /// ready at `now`: claimable since `now`, or since its run-after time when that is later. A
-/// JSON array of `{id, key, calculated}`, for [`store_keys`] or an update that reads it; the
-/// numbers are [`PriorityPolicy`]'s, computed here, never in SQL.
+/// JSON array of `{id, key, calculated}`, for [`STORE_KEYS`] or [`RELEASE_READY`]; the numbers
+/// are [`PriorityPolicy`]'s, computed here, never in SQL.
 fn ready_keys(
     conn: &Connection,
     ids: &str,
@@ -627,14 +758,9 @@ fn ready_keys(
     let now_text = ts(&now);
     // id, priority, depth, deadline, run-after time
     type Row = (String, i64, i64, Option<String>, Option<String>);
-    let found: Vec<Row> = rows(
-        conn,
-        "SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after
-         FROM tasks t LEFT JOIN task_schedule s ON s.task_id = t.id
-         WHERE t.id IN (SELECT value FROM json_each(?1))",
-        [ids],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-    )?;
+    let found: Vec<Row> = rows(conn, SELECT_KEY_INPUTS, [ids], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })?;
     let mut keys = Vec::with_capacity(found.len());
     for (id, base, depth, deadline, run_after) in found {
         let cx = RowContext {
@@ -658,13 +784,7 @@ fn ready_keys(
 
 /// Writes the claim keys and calculated priorities of [`ready_keys`].
 fn store_keys(conn: &Connection, keys: &str) -> Result<(), QueueError> {
-    exec(
-        conn,
-        "UPDATE tasks SET claim_key = json_extract(k.value, '$.key'),
-             calculated_priority = json_extract(k.value, '$.calculated')
-         FROM json_each(?1) AS k WHERE tasks.id = json_extract(k.value, '$.id')",
-        [keys],
-    )?;
+    exec(conn, STORE_KEYS, [keys])?;
     Ok(())
 }
 
@@ -680,11 +800,7 @@ fn key_ready(
 
 /// Forgets the run-after times of the tasks in `ids` (a JSON array).
 fn clear_schedules(conn: &Connection, ids: &str) -> Result<(), QueueError> {
-    exec(
-        conn,
-        "DELETE FROM task_schedule WHERE task_id IN (SELECT value FROM json_each(?1))",
-        [ids],
-    )?;
+    exec(conn, DELETE_SCHEDULES, [ids])?;
     Ok(())
 }
 
@@ -698,7 +814,7 @@ fn record_decision(
 ) -> Result<(), QueueError> {
     exec(
         conn,
-        "UPDATE task_attempts SET retry_count = ?1, retry_after = ?2 WHERE id = ?3",
+        RECORD_DECISION,
         params![retry_count, retry_after, attempt_id],
     )?;
     Ok(())
@@ -720,15 +836,11 @@ fn fail_task(
     let now_text = ts(&now);
     let attempt = attempt_id.to_string();
     let (stored_count, max_retries): (i64, i64) = conn
-        .prepare_cached("SELECT retry_count, max_retries FROM tasks WHERE id = ?1")
+        .prepare_cached(SELECT_RETRIES)
         .and_then(|mut q| q.query_row([task_id], |r| Ok((r.get(0)?, r.get(1)?))))
         .map_err(raw)?;
     let retry_count = stored_count + 1;
-    exec(
-        conn,
-        "UPDATE tasks SET retry_count = ?1, error_message = ?2 WHERE id = ?3",
-        params![retry_count, error, task_id],
-    )?;
+    exec(conn, SET_RETRY_COUNT, params![retry_count, error, task_id])?;
     let cx = RowContext {
         table: "tasks",
         id: task_id,
@@ -737,12 +849,7 @@ fn fail_task(
     if i64::from(retry_count) <= max_retries {
         let run_after = later(now, retry.delay(retry_count, attempt_id))?;
         let run_after_text = ts(&run_after);
-        exec(
-            conn,
-            "INSERT INTO task_schedule (task_id, run_after) VALUES (?1, ?2)
-             ON CONFLICT (task_id) DO UPDATE SET run_after = excluded.run_after",
-            params![task_id, run_after_text],
-        )?;
+        exec(conn, UPSERT_SCHEDULE, params![task_id, run_after_text])?;
         record_decision(conn, &attempt, retry_count, Some(&run_after_text))?;
         let reason = format!("attempt failed, retry {retry_count} after {run_after_text}: {error}");
         transition(
@@ -789,11 +896,7 @@ fn fail_task(
         })
         .collect();
     let ids = id_array(moves.iter().map(|m| m.id.as_str()));
-    exec(
-        conn,
-        "UPDATE tasks SET error_message = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
-        params![cascade_error, ids],
-    )?;
+    exec(conn, SET_CASCADE_ERROR, params![cascade_error, ids])?;
     transition_many(
         conn,
         &moves,
@@ -819,12 +922,7 @@ fn release_dependents(
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, QueueError> {
     let now_text = ts(&now);
-    let ids: Vec<String> = rows(
-        conn,
-        include_str!("queries/dependents_to_release.sql"),
-        [task_id],
-        |r| r.get(0),
-    )?;
+    let ids: Vec<String> = rows(conn, DEPENDENTS_TO_RELEASE, [task_id], |r| r.get(0))?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -844,15 +942,7 @@ fn release_dependents(
         priority,
         now,
     )?;
-    let changed = exec(
-        conn,
-        "UPDATE tasks SET status = 'ready', last_updated_at = ?1,
-             claim_key = json_extract(k.value, '$.key'),
-             calculated_priority = json_extract(k.value, '$.calculated')
-         FROM json_each(?2) AS k
-         WHERE tasks.id = json_extract(k.value, '$.id') AND tasks.status = 'blocked'",
-        params![now_text, keys],
-    )?;
+    let changed = exec(conn, RELEASE_READY, params![now_text, keys])?;
     moved_all(changed, &moves)?;
     let reason = format!("dependency {task_id} completed");
     record_many(
@@ -869,7 +959,7 @@ fn release_dependents(
 fn task_status(conn: &Connection, task_id: Uuid) -> Result<TaskStatus, QueueError> {
     let id = task_id.to_string();
     let status: String = conn
-        .prepare_cached("SELECT status FROM tasks WHERE id = ?1")
+        .prepare_cached(SELECT_STATUS)
         .and_then(|mut q| q.query_row([&id], |r| r.get(0)).optional())
         .map_err(raw)?
         .ok_or(QueueError::TaskNotFound(task_id))?;
@@ -944,17 +1034,12 @@ pub(super) fn submit_in(
         if let Some(key) = &new.idempotency_key {
             exec(
                 conn,
-                "INSERT INTO task_idempotency (idempotency_key, task_id, content_hash)
-                 VALUES (?1, ?2, ?3)",
+                INSERT_IDEMPOTENCY,
                 params![key, id, new.content_hash()],
             )?;
         }
         if let Some(run_after) = &new.run_after {
-            exec(
-                conn,
-                "INSERT INTO task_schedule (task_id, run_after) VALUES (?1, ?2)",
-                params![id, ts(run_after)],
-            )?;
+            exec(conn, INSERT_SCHEDULE, params![id, ts(run_after)])?;
         }
     }
     let mut submitted = Vec::with_capacity(batch.len());
@@ -1003,9 +1088,7 @@ fn stored_keys(
             });
         }
         let row: Option<(String, String)> = conn
-            .prepare_cached(
-                "SELECT task_id, content_hash FROM task_idempotency WHERE idempotency_key = ?1",
-            )
+            .prepare_cached(SELECT_IDEMPOTENCY)
             .and_then(|mut q| {
                 q.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()
@@ -1040,14 +1123,14 @@ fn insert_fresh(
             .is_some_and(|&at| at > i)
     });
     if forward_parent {
-        statement(conn, "PRAGMA defer_foreign_keys = ON").map_err(raw)?;
+        exec(conn, DEFER_FOREIGN_KEYS_ON, [])?;
     }
     let stored = insert_batch(conn, batch, limits, priority, actor, now, &now_text);
     // The pragma lasts until the transaction ends: turned off here, it does not slow the
     // operations that share a group-commit transaction after this one. Every reference was
     // checked above, so nothing is left for the commit to check.
     if forward_parent {
-        statement(conn, "PRAGMA defer_foreign_keys = OFF").map_err(raw)?;
+        exec(conn, DEFER_FOREIGN_KEYS_OFF, [])?;
     }
     stored
 }
@@ -1076,7 +1159,7 @@ fn insert_batch(
             } else {
                 let id = dep.to_string();
                 let (status, depth): (String, i64) = conn
-                    .prepare_cached("SELECT status, dependency_depth FROM tasks WHERE id = ?1")
+                    .prepare_cached(SELECT_DEPENDENCY)
                     .and_then(|mut q| {
                         q.query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
                             .optional()
@@ -1222,13 +1305,7 @@ pub(super) fn claim_in(
     .to_string();
     let numbers: HashMap<String, i64> = rows(
         conn,
-        "INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at, lease_expires_at)
-         SELECT json_extract(j.value, '$.attempt'), json_extract(j.value, '$.task'),
-                (SELECT COALESCE(MAX(a.attempt_number), 0) + 1 FROM task_attempts a
-                 WHERE a.task_id = json_extract(j.value, '$.task')),
-                ?1, ?2, ?3
-         FROM json_each(?4) AS j
-         RETURNING id, attempt_number",
+        INSERT_ATTEMPTS,
         params![request.worker_id, now_text, expires_text, pairs],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?
@@ -1289,11 +1366,7 @@ pub(super) fn heartbeat_in(
     let expires_at = later(now, lease)?;
     let id = attempt_id.to_string();
     let open = open_attempt(conn, attempt_id)?;
-    exec(
-        conn,
-        "UPDATE task_attempts SET lease_expires_at = ?1 WHERE id = ?2",
-        params![ts(&expires_at), id],
-    )?;
+    exec(conn, EXTEND_LEASE, params![ts(&expires_at), id])?;
     let cx = RowContext {
         table: "task_attempts",
         id: &id,
@@ -1324,11 +1397,7 @@ pub(super) fn complete_in(
     let open = row.open(attempt_id)?;
     let result = result.map(json_text);
     close_attempt(conn, &attempt, AttemptOutcome::Completed, None, &now_text)?;
-    exec(
-        conn,
-        "UPDATE tasks SET result_data = ?1, error_message = NULL WHERE id = ?2",
-        params![result, open.task_id],
-    )?;
+    exec(conn, SET_RESULT, params![result, open.task_id])?;
     transition(
         conn,
         &open.task_id,
@@ -1434,16 +1503,12 @@ pub(super) fn cancel_in(
     affected.retain(|(_, status)| !status.is_terminal());
     let ids = id_array(affected.iter().map(|(task, _)| task.as_str()));
     // Running tasks' attempts end as cancelled: their leases are revoked.
-    let revoked: HashMap<String, String> = rows(
-        conn,
-        "UPDATE task_attempts SET finished_at = ?1, outcome = 'cancelled'
-         WHERE finished_at IS NULL AND task_id IN (SELECT value FROM json_each(?2))
-         RETURNING task_id, id",
-        params![now_text, ids],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?
-    .into_iter()
-    .collect();
+    let revoked: HashMap<String, String> =
+        rows(conn, CANCEL_ATTEMPTS, params![now_text, ids], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .into_iter()
+        .collect();
     clear_schedules(conn, &ids)?;
     let (root, rest): (Vec<_>, Vec<_>) = affected
         .into_iter()
@@ -1488,10 +1553,7 @@ pub(super) fn retry_in(
         });
     }
     let waiting: i64 = conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on_task_id
-             WHERE d.task_id = ?1 AND u.status <> 'completed'",
-        )
+        .prepare_cached(COUNT_UNFINISHED_DEPENDENCIES)
         .and_then(|mut q| q.query_row([&id], |r| r.get(0)))
         .map_err(raw)?;
     let to = if waiting == 0 {
@@ -1499,12 +1561,7 @@ pub(super) fn retry_in(
     } else {
         TaskStatus::Blocked
     };
-    exec(
-        conn,
-        "UPDATE tasks SET retry_count = 0, error_message = NULL, completed_at = NULL
-         WHERE id = ?1",
-        [&id],
-    )?;
+    exec(conn, RESET_FOR_RETRY, [&id])?;
     // Keyed as ready from now (or its run-after time), also when it waits blocked: it is
     // keyed again when its dependencies release it.
     key_ready(conn, &id_array([id.as_str()]), priority, now)?;
@@ -1528,21 +1585,13 @@ pub(super) fn retry_in(
     let reason = format!("dependency {id} retried");
     for (dependent, _) in descendants(conn, &id, Walk::FailedDependents)? {
         let still_down: i64 = conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM task_dependencies d
-                 JOIN tasks u ON u.id = d.depends_on_task_id
-                 WHERE d.task_id = ?1 AND u.status IN ('failed', 'cancelled')",
-            )
+            .prepare_cached(COUNT_DOWN_DEPENDENCIES)
             .and_then(|mut q| q.query_row([&dependent], |r| r.get(0)))
             .map_err(raw)?;
         if still_down > 0 {
             continue;
         }
-        exec(
-            conn,
-            "UPDATE tasks SET error_message = NULL, completed_at = NULL WHERE id = ?1",
-            [&dependent],
-        )?;
+        exec(conn, RESET_CASCADED, [&dependent])?;
         transition(
             conn,
             &dependent,
@@ -1566,24 +1615,16 @@ pub(super) fn reap_in(
 ) -> Result<ReapReport, QueueError> {
     let now = now.resolve();
     let now_text = ts(&now);
-    let open: Vec<(String, String, String, String, i64)> = rows(
-        conn,
-        "SELECT a.id, a.task_id, a.started_at, a.lease_expires_at, t.max_execution_timeout_seconds
-         FROM task_attempts a JOIN tasks t ON t.id = a.task_id
-         WHERE a.finished_at IS NULL
-           AND (a.lease_expires_at <= ?1
-                -- a second's slack for julianday's rounding; the exact check is below
-                OR (julianday(?1) - julianday(a.started_at)) * 86400.0
-                   >= t.max_execution_timeout_seconds - 1)",
-        [&now_text],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-    )?;
+    let open: Vec<(String, String, String, String, i64)> =
+        rows(conn, SELECT_REAPABLE, [&now_text], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
     let mut report = ReapReport::default();
     for (attempt, task, started_at, lease_expires_at, timeout) in open {
         // Each attempt in a savepoint of its own: one row the reaper cannot handle (a stored
         // value that does not parse) is rolled back and logged, and the others are still
         // reaped. A busy or broken database still fails the whole reap.
-        exec(conn, "SAVEPOINT reap_one", [])?;
+        exec(conn, SAVEPOINT_REAP, [])?;
         let one = reap_one(
             conn,
             retry,
@@ -1594,7 +1635,7 @@ pub(super) fn reap_in(
         );
         match one {
             Ok(reaped) => {
-                exec(conn, "RELEASE reap_one", [])?;
+                exec(conn, RELEASE_REAP, [])?;
                 match reaped {
                     Some((AttemptOutcome::TimedOut, id)) => report.timed_out.push(id),
                     Some((_, id)) => report.lost.push(id),
@@ -1603,8 +1644,8 @@ pub(super) fn reap_in(
             }
             Err(e @ QueueError::Database(DatabaseError::Busy)) => return Err(e),
             Err(e) => {
-                exec(conn, "ROLLBACK TO reap_one", [])?;
-                exec(conn, "RELEASE reap_one", [])?;
+                exec(conn, ROLLBACK_TO_REAP, [])?;
+                exec(conn, RELEASE_REAP, [])?;
                 tracing::error!(attempt = %attempt, task = %task, error = %e,
                     "the reaper skipped an attempt it could not handle");
             }
@@ -1667,21 +1708,7 @@ fn prune_batch(
             .to_string();
     let found: Vec<(String, String)> = rows(
         conn,
-        "SELECT t.id, t.completed_at FROM tasks t
-         WHERE t.completed_at IS NOT NULL AND t.completed_at < ?1
-           AND (t.completed_at, t.id) > (?2, ?3)
-           AND t.status IN (SELECT value FROM json_each(?4))
-           AND NOT EXISTS (
-               SELECT 1 FROM task_dependencies d JOIN tasks u ON u.id = d.task_id
-               WHERE d.depends_on_task_id = t.id
-                 AND (t.status <> 'completed'
-                      OR u.status NOT IN ('completed', 'failed', 'cancelled')))
-           AND NOT EXISTS (
-               SELECT 1 FROM tasks c
-               WHERE c.parent_task_id = t.id
-                 AND c.status NOT IN ('completed', 'failed', 'cancelled'))
-         ORDER BY t.completed_at, t.id
-         LIMIT ?5",
+        SELECT_PRUNABLE,
         params![
             ts(&request.finished_before),
             cursor.0,
@@ -1698,7 +1725,7 @@ fn prune_batch(
     // (ON DELETE CASCADE), and a child's parent link and an agent's current task (SET NULL).
     let removed = exec(
         conn,
-        "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?1))",
+        DELETE_TASKS,
         [id_array(found.iter().map(|(id, _)| id.as_str()))],
     )?;
     let more = found.len() as u64 == u64::from(request.batch_size);
@@ -1715,10 +1742,9 @@ impl QueueStore for QueueStoreImpl {
         actor: &str,
         now: Now,
     ) -> Result<Vec<Submitted>, QueueError> {
-        write_alone(&self.pool, |conn| {
-            submit_in(conn, &batch, limits, priority, actor, now)
-        })
-        .await
+        let (limits, priority, actor) = (*limits, *priority, actor.to_string());
+        self.write(move |conn| submit_in(conn, &batch, &limits, &priority, &actor, now))
+            .await
     }
 
     async fn submission_details(&self, task_id: Uuid) -> Result<SubmissionDetails, QueueError> {
@@ -1758,7 +1784,9 @@ impl QueueStore for QueueStoreImpl {
         priority: &PriorityPolicy,
         now: Now,
     ) -> Result<Vec<ClaimedTask>, QueueError> {
-        write_alone(&self.pool, |conn| claim_in(conn, request, priority, now)).await
+        let (request, priority) = (request.clone(), *priority);
+        self.write(move |conn| claim_in(conn, &request, &priority, now))
+            .await
     }
 
     async fn heartbeat(
@@ -1767,10 +1795,8 @@ impl QueueStore for QueueStoreImpl {
         lease: Duration,
         now: Now,
     ) -> Result<Lease, QueueError> {
-        write_alone(&self.pool, |conn| {
-            heartbeat_in(conn, attempt_id, lease, now)
-        })
-        .await
+        self.write(move |conn| heartbeat_in(conn, attempt_id, lease, now))
+            .await
     }
 
     async fn complete(
@@ -1780,10 +1806,9 @@ impl QueueStore for QueueStoreImpl {
         priority: &PriorityPolicy,
         now: Now,
     ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
-        write_alone(&self.pool, |conn| {
-            complete_in(conn, attempt_id, result.as_ref(), priority, now)
-        })
-        .await
+        let priority = *priority;
+        self.write(move |conn| complete_in(conn, attempt_id, result.as_ref(), &priority, now))
+            .await
     }
 
     async fn fail(
@@ -1794,10 +1819,9 @@ impl QueueStore for QueueStoreImpl {
         priority: &PriorityPolicy,
         now: Now,
     ) -> Result<Recorded<FailOutcome>, QueueError> {
-        write_alone(&self.pool, |conn| {
-            fail_in(conn, attempt_id, error, retry, priority, now)
-        })
-        .await
+        let (error, retry, priority) = (error.to_string(), *retry, *priority);
+        self.write(move |conn| fail_in(conn, attempt_id, &error, &retry, &priority, now))
+            .await
     }
 
     async fn release(
@@ -1807,14 +1831,15 @@ impl QueueStore for QueueStoreImpl {
         priority: &PriorityPolicy,
         now: Now,
     ) -> Result<(), QueueError> {
-        write_alone(&self.pool, |conn| {
-            release_in(conn, attempt_id, reason, priority, now)
-        })
-        .await
+        let (reason, priority) = (reason.to_string(), *priority);
+        self.write(move |conn| release_in(conn, attempt_id, &reason, &priority, now))
+            .await
     }
 
     async fn cancel(&self, task_id: Uuid, actor: &str, now: Now) -> Result<Vec<Uuid>, QueueError> {
-        write_alone(&self.pool, |conn| cancel_in(conn, task_id, actor, now)).await
+        let actor = actor.to_string();
+        self.write(move |conn| cancel_in(conn, task_id, &actor, now))
+            .await
     }
 
     async fn retry(
@@ -1824,10 +1849,9 @@ impl QueueStore for QueueStoreImpl {
         priority: &PriorityPolicy,
         now: Now,
     ) -> Result<Vec<Uuid>, QueueError> {
-        write_alone(&self.pool, |conn| {
-            retry_in(conn, task_id, actor, priority, now)
-        })
-        .await
+        let (actor, priority) = (actor.to_string(), *priority);
+        self.write(move |conn| retry_in(conn, task_id, &actor, &priority, now))
+            .await
     }
 
     async fn reap(
@@ -1836,7 +1860,9 @@ impl QueueStore for QueueStoreImpl {
         priority: &PriorityPolicy,
         now: Now,
     ) -> Result<ReapReport, QueueError> {
-        write_alone(&self.pool, |conn| reap_in(conn, retry, priority, now)).await
+        let (retry, priority) = (*retry, *priority);
+        self.write(move |conn| reap_in(conn, &retry, &priority, now))
+            .await
     }
 
     async fn prune(&self, request: &PruneRequest) -> Result<PruneReport, QueueError> {
@@ -1862,12 +1888,14 @@ impl QueueStore for QueueStoreImpl {
             loop {
                 // Timed inside the transaction, from after `BEGIN IMMEDIATE` to before the
                 // commit: how long this batch kept other writers out, without its own wait.
-                let (removed, next, held) = write_alone(&self.pool, |conn| {
-                    let started = std::time::Instant::now();
-                    prune_batch(conn, request, &cursor)
-                        .map(|(removed, next)| (removed, next, started.elapsed()))
-                })
-                .await?;
+                let (request, batch_cursor) = (request.clone(), cursor.clone());
+                let (removed, next, held) = self
+                    .write(move |conn| {
+                        let started = std::time::Instant::now();
+                        prune_batch(conn, &request, &batch_cursor)
+                            .map(|(removed, next)| (removed, next, started.elapsed()))
+                    })
+                    .await?;
                 report.longest_batch = report.longest_batch.max(held);
                 report.batches += 1;
                 report.tasks += removed;
@@ -1895,8 +1923,14 @@ impl QueueStore for QueueStoreImpl {
         .await
         .map_err(db)?;
         if rows.is_empty() {
-            let mut conn = self.pool.acquire().await.map_err(db)?;
-            with_handle(&mut conn, |conn| task_status(conn, task_id)).await??;
+            let exists =
+                sqlx::query_scalar!("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?)", id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db)?;
+            if exists == 0 {
+                return Err(QueueError::TaskNotFound(task_id));
+            }
         }
         rows.into_iter()
             .map(|r| {

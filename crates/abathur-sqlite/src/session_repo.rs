@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::errors::{on, raw_on};
 use super::row::{json_text, RowContext};
-use super::write_shim::write;
+use super::writer::write;
 
 const ENTITY: &str = "session";
 

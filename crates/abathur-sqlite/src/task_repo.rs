@@ -40,7 +40,7 @@ use uuid::Uuid;
 
 use super::errors::{on, raw_on};
 use super::row::{json_text, opt_timestamp_text, RowContext};
-use super::write_shim::write;
+use super::writer::write;
 
 const ENTITY: &str = "task";
 
@@ -992,30 +992,6 @@ mod tests {
             ),
         ] {
             assert_eq!(select_list(sql), columns, "{file}");
-        }
-    }
-
-    #[tokio::test]
-    async fn every_statement_of_the_repositories_prepares_against_the_migrated_schema() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("catalogue.db");
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        crate::MIGRATOR.run(&pool).await.unwrap();
-        pool.close().await;
-        let raw = rusqlite::Connection::open(&path).unwrap();
-        let catalogue = [
-            super::STATEMENTS,
-            crate::memory_repo::STATEMENTS,
-            crate::session_repo::STATEMENTS,
-            crate::agent_repo::STATEMENTS,
-        ];
-        for (name, sql) in catalogue.into_iter().flatten() {
-            if let Err(e) = raw.prepare(sql) {
-                panic!("{name} does not prepare: {e}");
-            }
         }
     }
 }
