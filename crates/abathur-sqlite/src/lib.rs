@@ -9,10 +9,10 @@
 
 mod admin;
 mod agent_repo;
-mod changes;
-mod claim;
 #[cfg(test)]
 mod catalogue;
+mod changes;
+mod claim;
 mod connection;
 mod errors;
 mod group_commit;

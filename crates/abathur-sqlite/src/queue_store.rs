@@ -537,7 +537,6 @@ fn id_array<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
     serde_json::Value::Array(ids.into_iter().map(|id| id.into()).collect()).to_string()
 }
 
-
 // ---- The statements the operations run.
 
 const INSERT_EVENT: &str =
@@ -677,7 +676,8 @@ const SELECT_PRUNABLE: &str = "SELECT t.id, t.completed_at FROM tasks t
 const DELETE_TASKS: &str = "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?1))";
 
 /// The rows [`ready_keys`] computes keys from: id, priority, depth, deadline, run-after time.
-const SELECT_KEY_INPUTS: &str = "SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after
+const SELECT_KEY_INPUTS: &str =
+    "SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after
          FROM tasks t LEFT JOIN task_schedule s ON s.task_id = t.id
          WHERE t.id IN (SELECT value FROM json_each(?1))";
 /// Writes the keys of [`ready_keys`] (`?1`, a JSON array of `{id, key, calculated}`).
@@ -691,7 +691,6 @@ const RELEASE_READY: &str = "UPDATE tasks SET status = 'ready', last_updated_at 
          FROM json_each(?2) AS k
          WHERE tasks.id = json_extract(k.value, '$.id') AND tasks.status = 'blocked'";
 const DEPENDENTS_TO_RELEASE: &str = include_str!("queries/dependents_to_release.sql");
-
 
 /// Every statement of this module, for the catalogue test.
 #[cfg(test)]
