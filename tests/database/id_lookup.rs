@@ -12,7 +12,7 @@ use abathur::infrastructure::database::{
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::helpers::database::setup_test_db;
+use crate::helpers::database::test_db;
 
 fn prefix(id: Uuid, len: usize) -> String {
     id.to_string()[..len].to_string()
@@ -20,7 +20,7 @@ fn prefix(id: Uuid, len: usize) -> String {
 
 #[tokio::test]
 async fn each_kind_is_found_by_prefix_and_only_in_its_own_table() {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     let lookup = IdLookupImpl::new(pool.clone());
     let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(pool.clone())));
     let task = queue
@@ -72,7 +72,7 @@ async fn each_kind_is_found_by_prefix_and_only_in_its_own_table() {
 
 #[tokio::test]
 async fn matches_come_in_id_order_up_to_the_limit() {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     let repo = AgentRepositoryImpl::new(pool.clone());
     let mut ids = Vec::new();
     for i in 0..5u128 {
@@ -81,7 +81,7 @@ async fn matches_come_in_id_order_up_to_the_limit() {
         ids.push(agent.id);
         repo.insert(agent).await.unwrap();
     }
-    let lookup = IdLookupImpl::new(pool);
+    let lookup = IdLookupImpl::new(pool.clone());
     assert_eq!(
         lookup
             .ids_with_prefix(IdKind::Agent, "abcd", 3)

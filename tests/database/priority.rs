@@ -11,22 +11,23 @@ use abathur::infrastructure::database::{GroupCommitQueueStore, QueueStoreImpl};
 use chrono::Duration as Span;
 use uuid::Uuid;
 
-use crate::helpers::database::setup_test_db;
+use crate::helpers::database::{test_db, TestPool};
 use crate::helpers::ManualClock;
 
 const LEASE: Duration = Duration::from_secs(30);
 
-async fn queue() -> (TaskQueue, Arc<ManualClock>) {
-    let pool = setup_test_db().await;
+/// A queue on a fresh database file, the clock it reads, and the database (keep it alive).
+async fn queue() -> (TaskQueue, Arc<ManualClock>, TestPool) {
+    let pool = test_db().await;
     let clock = ManualClock::new();
-    let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(pool)))
+    let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(pool.clone())))
         .with_clock(clock.clone())
         .with_retry_policy(RetryPolicy {
             base: Duration::from_secs(10),
             jitter: 0.0,
             ..RetryPolicy::default()
         });
-    (queue, clock)
+    (queue, clock, pool)
 }
 
 fn task(name: &str, priority: u8) -> NewTask {
@@ -56,7 +57,7 @@ async fn claim(queue: &TaskQueue, agent_types: &[&str], n: u32) -> Vec<Uuid> {
 
 #[tokio::test]
 async fn the_higher_base_priority_is_claimed_first() {
-    let (queue, _) = queue().await;
+    let (queue, _, _db) = queue().await;
     let low = submit(&queue, task("low", 3)).await;
     let high = submit(&queue, task("high", 9)).await;
     let middle = submit(&queue, task("middle", 5)).await;
@@ -68,7 +69,7 @@ async fn the_higher_base_priority_is_claimed_first() {
 /// then wait.
 #[tokio::test]
 async fn a_task_that_waited_long_enough_is_claimed_before_newer_higher_priority_work() {
-    let (queue, clock) = queue().await;
+    let (queue, clock, _db) = queue().await;
     let typed = |name: &str, priority: u8, agent_type: &str| NewTask {
         agent_type: agent_type.into(),
         ..task(name, priority)
@@ -87,7 +88,7 @@ async fn a_task_that_waited_long_enough_is_claimed_before_newer_higher_priority_
 /// Which of a priority-5 task and a priority-0 task due 30 hours after both were submitted a
 /// claim takes `after` their submission.
 async fn first_of_rival_and_due(after: Span) -> &'static str {
-    let (queue, clock) = queue().await;
+    let (queue, clock, _db) = queue().await;
     let start = clock.now();
     let rival = submit(&queue, task("rival", 5)).await;
     let due = submit(
@@ -121,7 +122,7 @@ async fn a_deadline_inside_the_horizon_raises_its_task_as_it_approaches() {
 /// A passed deadline counts its full 10 points, and no more however long ago it passed.
 #[tokio::test]
 async fn a_passed_deadline_ranks_with_full_urgency() {
-    let (queue, clock) = queue().await;
+    let (queue, clock, _db) = queue().await;
     let start = clock.now();
     let rival = submit(&queue, task("rival", 9)).await;
     let earlier = submit(&queue, task("ten, earlier", 10)).await;
@@ -159,7 +160,7 @@ async fn a_passed_deadline_ranks_with_full_urgency() {
 /// same priority comes first.
 #[tokio::test]
 async fn depth_weighs_half_a_point_per_level() {
-    let (queue, clock) = queue().await;
+    let (queue, clock, _db) = queue().await;
     let root = submit(&queue, task("root", 5)).await;
     let child = submit(
         &queue,
@@ -185,7 +186,7 @@ async fn depth_weighs_half_a_point_per_level() {
 /// A delayed task ages from its run-after time, not from its submission.
 #[tokio::test]
 async fn a_delayed_task_ages_from_when_it_becomes_claimable() {
-    let (queue, clock) = queue().await;
+    let (queue, clock, _db) = queue().await;
     let start = clock.now();
     let delayed = submit(
         &queue,
@@ -204,7 +205,7 @@ async fn a_delayed_task_ages_from_when_it_becomes_claimable() {
 /// A failed attempt's task ages from the end of its backoff; a released one from its release.
 #[tokio::test]
 async fn a_task_put_back_ages_from_when_it_is_claimable_again() {
-    let (queue, clock) = queue().await;
+    let (queue, clock, _db) = queue().await;
     let failing = submit(&queue, task("failing", 5)).await;
     let released = submit(&queue, task("released", 5)).await;
     let claimed = queue.claim("w", &[], LEASE, 2).await.unwrap();
@@ -232,7 +233,7 @@ async fn a_task_put_back_ages_from_when_it_is_claimable_again() {
 /// Each agent-type form of the claim keeps tasks of other types out of both of its parts.
 #[tokio::test]
 async fn claims_of_one_or_several_agent_types_rank_only_those_types() {
-    let (queue, clock) = queue().await;
+    let (queue, clock, _db) = queue().await;
     let start = clock.now();
     let of = |name: &str, agent_type: &str, deadline: bool| NewTask {
         agent_type: agent_type.into(),
@@ -253,9 +254,9 @@ async fn claims_of_one_or_several_agent_types_rank_only_those_types() {
 /// The group-commit store runs the same claim.
 #[tokio::test]
 async fn the_group_commit_store_claims_in_the_same_order() {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     let clock = ManualClock::new();
-    let store = GroupCommitQueueStore::new(pool);
+    let store = GroupCommitQueueStore::new(pool.clone());
     let queue = TaskQueue::new(Arc::new(store)).with_clock(clock.clone());
     let start = clock.now();
     let old = submit(&queue, task("old", 0)).await;

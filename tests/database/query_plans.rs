@@ -5,7 +5,7 @@
 
 use sqlx::SqlitePool;
 
-use crate::helpers::database::setup_test_db;
+use crate::helpers::database::test_db;
 
 const READY_TASKS: &str = include_str!("../../crates/abathur-sqlite/src/queries/ready_tasks.sql");
 const TASK_DEPENDENTS: &str =
@@ -41,13 +41,13 @@ fn assert_indexed(plan: &[String], index: &str) {
 
 #[tokio::test]
 async fn the_ready_query_reads_the_ready_index_in_order() {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     assert_indexed(&plan(&pool, READY_TASKS, 1).await, "idx_tasks_ready");
 }
 
 #[tokio::test]
 async fn get_dependents_reads_the_edge_index() {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     let plan = plan(&pool, TASK_DEPENDENTS, 1).await;
     assert!(
         plan.iter()
@@ -64,7 +64,7 @@ const DEPENDENTS_TO_RELEASE: &str =
 /// its other edges by key: the cost follows the dependents, not the table.
 #[tokio::test]
 async fn completing_reads_the_dependents_through_the_edge_index_first() {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     let plan = plan(&pool, DEPENDENTS_TO_RELEASE, 1).await;
     assert!(
         plan[0].contains("idx_task_dependencies_depends_on"),
@@ -83,13 +83,13 @@ const SESSION_EVENTS: &str =
 
 #[tokio::test]
 async fn memory_get_reads_the_primary_key() {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     assert_indexed(&plan(&pool, MEMORY_GET, 2).await, "PRIMARY KEY");
 }
 
 #[tokio::test]
 async fn memory_prefix_search_reads_a_range_of_the_primary_key() {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     let plan = plan(&pool, MEMORY_SEARCH, 5).await;
     assert_indexed(&plan, "PRIMARY KEY");
     assert!(
@@ -101,7 +101,7 @@ async fn memory_prefix_search_reads_a_range_of_the_primary_key() {
 
 #[tokio::test]
 async fn session_events_read_the_session_timestamp_index_in_order() {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     assert_indexed(
         &plan(&pool, SESSION_EVENTS, 3).await,
         "idx_session_events_session_timestamp",

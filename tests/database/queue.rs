@@ -10,23 +10,22 @@ use abathur::domain::ports::TaskRepository;
 use abathur::domain::queue::{FailOutcome, NewTask, QueueError, RetryPolicy, TaskQueue};
 use abathur::infrastructure::database::{QueueStoreImpl, TaskRepositoryImpl};
 use serde_json::json;
-use sqlx::SqlitePool;
 use uuid::Uuid;
 
-use crate::helpers::database::{setup_test_db, table_dump};
+use crate::helpers::database::{table_dump, test_db, TestPool};
 use crate::helpers::ManualClock;
 
 const LEASE: Duration = Duration::from_secs(30);
 
 struct Fixture {
-    pool: SqlitePool,
+    pool: TestPool,
     clock: Arc<ManualClock>,
     queue: TaskQueue,
     tasks: TaskRepositoryImpl,
 }
 
 async fn fixture() -> Fixture {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     let clock = ManualClock::new();
     let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(pool.clone())))
         .with_clock(clock.clone())
@@ -223,7 +222,7 @@ async fn a_task_is_never_held_by_two_leases_and_stale_leases_are_fenced_off() {
 
     // The first worker comes back: its lease is lost and nothing changes.
     let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_events")
-        .fetch_one(&f.pool)
+        .fetch_one(&*f.pool)
         .await
         .unwrap();
     let err = f
@@ -239,7 +238,7 @@ async fn a_task_is_never_held_by_two_leases_and_stale_leases_are_fenced_off() {
         .unwrap_err();
     assert!(matches!(err, QueueError::LeaseLost { .. }), "{err:?}");
     let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_events")
-        .fetch_one(&f.pool)
+        .fetch_one(&*f.pool)
         .await
         .unwrap();
     assert_eq!(before, after);
@@ -526,7 +525,7 @@ async fn a_task_made_ready_is_stored_with_the_policy_priority_and_key() {
     );
     let key: f64 = sqlx::query_scalar("SELECT claim_key FROM tasks WHERE id = ?")
         .bind(deep.id.to_string())
-        .fetch_one(&f.pool)
+        .fetch_one(&*f.pool)
         .await
         .unwrap();
     assert!((key - policy.key(7, 1, released_at)).abs() < 1e-6, "{key}");
@@ -710,7 +709,7 @@ async fn a_task_cannot_wait_on_a_cancelled_or_failed_task() {
     let f = fixture().await;
     let gone = f.queue.submit(new("gone", &[])).await.unwrap();
     f.queue.cancel(gone.id, "human").await.unwrap();
-    let before = table_dump(&f.pool).await;
+    let before = table_dump(&*f.pool).await;
     let late = new("late", &[gone.id]);
     let late_id = late.id;
     let err = f.queue.submit(late).await.unwrap_err();
@@ -719,13 +718,13 @@ async fn a_task_cannot_wait_on_a_cancelled_or_failed_task() {
             if task == late_id && dependency == gone.id),
         "{err:?}"
     );
-    assert_eq!(table_dump(&f.pool).await, before);
+    assert_eq!(table_dump(&*f.pool).await, before);
 }
 
 #[tokio::test]
 async fn parents_that_loop_within_a_batch_are_refused() {
     let f = fixture().await;
-    let before = table_dump(&f.pool).await;
+    let before = table_dump(&*f.pool).await;
     let mut a = new("a", &[]);
     let mut b = new("b", &[]);
     a.parent_task_id = Some(b.id);
@@ -742,7 +741,7 @@ async fn parents_that_loop_within_a_batch_are_refused() {
         f.queue.submit(own).await.unwrap_err(),
         QueueError::Validation(e) if e.field == "parent_task_id"
     ));
-    assert_eq!(table_dump(&f.pool).await, before);
+    assert_eq!(table_dump(&*f.pool).await, before);
 }
 
 #[tokio::test]
@@ -754,7 +753,7 @@ async fn an_id_already_stored_is_a_duplicate_and_a_blank_actor_is_refused() {
         ..first.clone()
     };
     f.queue.submit(first.clone()).await.unwrap();
-    let before = table_dump(&f.pool).await;
+    let before = table_dump(&*f.pool).await;
     assert!(matches!(
         f.queue.submit(again).await.unwrap_err(),
         QueueError::DuplicateTask { task } if task == first.id
@@ -765,7 +764,7 @@ async fn an_id_already_stored_is_a_duplicate_and_a_blank_actor_is_refused() {
             QueueError::Validation(e) if e.field == "actor"
         ));
     }
-    assert_eq!(table_dump(&f.pool).await, before);
+    assert_eq!(table_dump(&*f.pool).await, before);
 }
 
 /// The queue refuses to write a history that did not happen when a row was changed behind its
@@ -779,7 +778,7 @@ async fn a_status_changed_outside_the_queue_is_a_conflict_not_a_false_history() 
         .update_status(task.id, TaskStatus::Cancelled)
         .await
         .unwrap();
-    let before = table_dump(&f.pool).await;
+    let before = table_dump(&*f.pool).await;
     let err = f
         .queue
         .complete(claimed[0].lease.attempt_id, None)
@@ -792,7 +791,7 @@ async fn a_status_changed_outside_the_queue_is_a_conflict_not_a_false_history() 
         ),
         "{err:?}"
     );
-    assert_eq!(table_dump(&f.pool).await, before);
+    assert_eq!(table_dump(&*f.pool).await, before);
 }
 
 #[tokio::test]
@@ -819,7 +818,7 @@ async fn a_released_task_is_ready_at_once_without_counting_a_retry() {
     let (outcome, error): (String, Option<String>) =
         sqlx::query_as("SELECT outcome, error FROM task_attempts WHERE id = ?")
             .bind(first[0].lease.attempt_id.to_string())
-            .fetch_one(&f.pool)
+            .fetch_one(&*f.pool)
             .await
             .unwrap();
     assert_eq!(outcome, "released");
@@ -892,7 +891,7 @@ async fn only_an_open_attempt_can_be_released() {
         .await
         .unwrap();
     let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_events")
-        .fetch_one(&f.pool)
+        .fetch_one(&*f.pool)
         .await
         .unwrap();
     let err = f
@@ -921,7 +920,7 @@ async fn only_an_open_attempt_can_be_released() {
         "{err:?}"
     );
     let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_events")
-        .fetch_one(&f.pool)
+        .fetch_one(&*f.pool)
         .await
         .unwrap();
     // Only the cancellation's own event was written in between.
@@ -952,14 +951,14 @@ async fn completing_a_task_with_thousands_of_dependents_releases_them_all() {
         .outcome;
     assert_eq!(released.len(), 3_000);
     let ready: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE status = 'ready'")
-        .fetch_one(&f.pool)
+        .fetch_one(&*f.pool)
         .await
         .unwrap();
     assert_eq!(ready, 3_000);
     let events: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM task_events WHERE from_status = 'blocked' AND to_status = 'ready'",
     )
-    .fetch_one(&f.pool)
+    .fetch_one(&*f.pool)
     .await
     .unwrap();
     assert_eq!(events, 3_000);
@@ -1003,7 +1002,7 @@ async fn a_parent_waiting_for_its_children_is_submitted_with_them() {
 #[tokio::test]
 async fn an_unknown_parent_is_named_and_nothing_is_stored() {
     let f = fixture().await;
-    let before = crate::helpers::database::table_dump(&f.pool).await;
+    let before = crate::helpers::database::table_dump(&*f.pool).await;
     let ghost = uuid::Uuid::new_v4();
     let orphan = NewTask {
         parent_task_id: Some(ghost),
@@ -1027,5 +1026,5 @@ async fn an_unknown_parent_is_named_and_nothing_is_stored() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(crate::helpers::database::table_dump(&f.pool).await, before);
+    assert_eq!(crate::helpers::database::table_dump(&*f.pool).await, before);
 }

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
-use crate::helpers::database::{setup_test_db, table_dump};
+use crate::helpers::database::{table_dump, test_db, TestPool};
 use crate::helpers::ManualClock;
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -212,7 +212,7 @@ fn dag_strategy() -> impl Strategy<Value = Vec<(u64, u32)>> {
 }
 
 async fn run_case(dag: Vec<(u64, u32)>, ops: Vec<Op>, grouped: bool) {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     let clock = ManualClock::new();
     let queue = if grouped {
         queue_on(
@@ -279,7 +279,7 @@ async fn run_case(dag: Vec<(u64, u32)>, ops: Vec<Op>, grouped: bool) {
                 Err(e) => panic!("cancel: {e:?}"),
             },
             Op::Retry(k) => {
-                let status = statuses(&pool).await;
+                let status = statuses(&*pool).await;
                 let failed: Vec<Uuid> = ids
                     .iter()
                     .copied()
@@ -314,9 +314,9 @@ async fn run_case(dag: Vec<(u64, u32)>, ops: Vec<Op>, grouped: bool) {
         assert!(rounds <= 100, "drain does not end");
     }
 
-    let status = statuses(&pool).await;
+    let status = statuses(&*pool).await;
     let mut deps_of: HashMap<String, Vec<String>> = HashMap::new();
-    for (task, dep) in edges(&pool).await {
+    for (task, dep) in edges(&*pool).await {
         deps_of.entry(task).or_default().push(dep);
     }
     for (id, s) in &status {
@@ -371,8 +371,8 @@ proptest! {
 // ---- Bad input: the typed error, and nothing written. ----
 
 /// A queue with one task already stored, so "unchanged" is checked against a non-empty table.
-async fn seeded(limits: Option<QueueLimits>) -> (SqlitePool, TaskQueue, Uuid) {
-    let pool = setup_test_db().await;
+async fn seeded(limits: Option<QueueLimits>) -> (TestPool, TaskQueue, Uuid) {
+    let pool = test_db().await;
     let mut queue = queue_over(&pool, ManualClock::new());
     if let Some(limits) = limits {
         queue = queue.with_limits(limits);

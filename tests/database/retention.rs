@@ -13,21 +13,21 @@ use abathur::infrastructure::database::{GroupCommitQueueStore, QueueStoreImpl};
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
-use crate::helpers::database::{setup_test_db, table_dump};
+use crate::helpers::database::{table_dump, test_db, TestPool};
 use crate::helpers::ManualClock;
 
 const LEASE: Duration = Duration::from_secs(30);
 const HOUR: Duration = Duration::from_secs(3600);
 
 struct Fixture {
-    pool: SqlitePool,
+    pool: TestPool,
     clock: Arc<ManualClock>,
     store: Arc<dyn QueueStore>,
     queue: TaskQueue,
 }
 
 async fn fixture(grouped: bool) -> Fixture {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     let clock = ManualClock::new();
     let store: Arc<dyn QueueStore> = if grouped {
         Arc::new(GroupCommitQueueStore::new(pool.clone()))
@@ -108,7 +108,7 @@ impl Fixture {
     async fn status(&self, id: Uuid) -> Option<String> {
         sqlx::query_scalar("SELECT status FROM tasks WHERE id = ?")
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&*self.pool)
             .await
             .unwrap()
     }
@@ -188,7 +188,7 @@ async fn prune_goes_in_batches_of_the_asked_size() {
         assert_eq!(report.tasks, 5);
         assert_eq!(report.batches, 3, "2 + 2 + 1");
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks")
-            .fetch_one(&f.pool)
+            .fetch_one(&*f.pool)
             .await
             .unwrap();
         assert_eq!(left, 0);
@@ -297,7 +297,7 @@ async fn bad_prune_requests_are_refused_with_nothing_removed() {
         let id = f.submit("done", &[]).await;
         f.run(id).await;
         f.clock.advance(chrono::Duration::hours(2));
-        let before = table_dump(&f.pool).await;
+        let before = table_dump(&*f.pool).await;
         for (older_than, statuses) in [
             (Duration::ZERO, vec![]),
             (Duration::from_secs(20_000 * 365 * 86_400), vec![]),
@@ -319,6 +319,6 @@ async fn bad_prune_requests_are_refused_with_nothing_removed() {
             })
             .await;
         assert!(matches!(zero_batch, Err(QueueError::Validation(_))));
-        assert_eq!(table_dump(&f.pool).await, before);
+        assert_eq!(table_dump(&*f.pool).await, before);
     }
 }

@@ -15,12 +15,13 @@ use serde_json::json;
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
-use crate::helpers::database::setup_test_db;
+use crate::helpers::database::{test_db, TestPool};
 use crate::helpers::{spec_task, ManualClock};
 
-async fn repo() -> (SqlitePool, TaskRepositoryImpl) {
-    let pool = setup_test_db().await;
-    (pool.clone(), TaskRepositoryImpl::new(pool))
+async fn repo() -> (TestPool, TaskRepositoryImpl) {
+    let pool = test_db().await;
+    let repo = TaskRepositoryImpl::new(pool.clone());
+    (pool, repo)
 }
 
 fn task(summary: &str) -> Task {
@@ -138,7 +139,7 @@ async fn inserting_the_same_id_twice_is_a_unique_violation() {
 async fn an_unknown_parent_is_named_in_the_error_and_nothing_is_written() {
     let (pool, repo) = repo().await;
     repo.insert(task("bystander")).await.unwrap();
-    let before = snapshot(&pool).await;
+    let before = snapshot(&*pool).await;
     let missing = Uuid::new_v4();
     let err = repo
         .insert(Task {
@@ -156,7 +157,7 @@ async fn an_unknown_parent_is_named_in_the_error_and_nothing_is_written() {
         other => panic!("{other:?}"),
     }
     assert!(err.to_string().contains("parent task"), "{err}");
-    assert_eq!(snapshot(&pool).await, before);
+    assert_eq!(snapshot(&*pool).await, before);
 }
 
 #[tokio::test]
@@ -200,9 +201,9 @@ async fn an_unknown_dependency_or_session_is_named_in_the_error() {
 #[tokio::test]
 async fn a_141_character_summary_is_rejected_and_nothing_is_written() {
     let (pool, repo) = repo().await;
-    let before = snapshot(&pool).await;
+    let before = snapshot(&*pool).await;
     assert_validation(repo.insert(task(&"x".repeat(141))).await, "summary");
-    assert_eq!(snapshot(&pool).await, before);
+    assert_eq!(snapshot(&*pool).await, before);
 }
 
 #[tokio::test]
@@ -277,7 +278,7 @@ async fn malformed_json_is_refused_by_the_schema() {
              '2026-11-28T00:00:00.000000Z', 'human')",
     )
     .bind(t.id.to_string())
-    .execute(&pool)
+    .execute(&*pool)
     .await;
     let err = result.unwrap_err();
     assert_eq!(
@@ -296,7 +297,7 @@ async fn a_timestamp_in_another_format_is_refused_by_the_schema() {
          VALUES (?, 's', 'd', 'a', 1, 'ready', datetime('now'), datetime('now'), 'human')",
     )
     .bind(Uuid::new_v4().to_string())
-    .execute(&pool)
+    .execute(&*pool)
     .await;
     assert!(result.is_err());
 }
@@ -356,7 +357,7 @@ async fn update_rewrites_the_dependency_edges_with_the_json_list() {
         "SELECT depends_on_task_id FROM task_dependencies WHERE task_id = ? ORDER BY 1",
     )
     .bind(d.id.to_string())
-    .fetch_all(&pool)
+    .fetch_all(&*pool)
     .await
     .unwrap();
     let mut expected = vec![b.id.to_string(), c.id.to_string()];
@@ -376,7 +377,7 @@ async fn an_update_that_fails_leaves_the_row_and_edges_unchanged() {
         ..task("d")
     };
     repo.insert(d.clone()).await.unwrap();
-    let before = snapshot(&pool).await;
+    let before = snapshot(&*pool).await;
     let err = repo
         .update(Task {
             summary: "changed".into(),
@@ -395,7 +396,7 @@ async fn an_update_that_fails_leaves_the_row_and_edges_unchanged() {
         ),
         "{err:?}"
     );
-    assert_eq!(snapshot(&pool).await, before);
+    assert_eq!(snapshot(&*pool).await, before);
     assert_eq!(repo.get(d.id).await.unwrap().unwrap().summary, "d");
 }
 
@@ -431,20 +432,20 @@ async fn deleting_a_task_removes_it_from_its_dependents_lists_and_orphans_its_ch
 async fn deleting_an_unknown_task_is_not_found_and_changes_nothing() {
     let (pool, repo) = repo().await;
     repo.insert(task("stays")).await.unwrap();
-    let before = snapshot(&pool).await;
+    let before = snapshot(&*pool).await;
     assert!(repo
         .delete(Uuid::new_v4())
         .await
         .unwrap_err()
         .is_not_found());
-    assert_eq!(snapshot(&pool).await, before);
+    assert_eq!(snapshot(&*pool).await, before);
 }
 
 #[tokio::test]
 async fn update_status_sets_started_and_completed_times_from_the_clock() {
     let (pool, _) = repo().await;
     let clock = ManualClock::new();
-    let repo = TaskRepositoryImpl::with_clock(pool, clock.clone());
+    let repo = TaskRepositoryImpl::with_clock(pool.clone(), clock.clone());
     let t = task("timed");
     repo.insert(t.clone()).await.unwrap();
     let start = abathur::domain::clock::Clock::now(&*clock);
@@ -630,7 +631,7 @@ async fn list_and_count_apply_every_filter() {
 async fn sql_metacharacters_in_every_filter_are_plain_values() {
     let (pool, repo) = repo().await;
     repo.insert(task("victim")).await.unwrap();
-    let before = snapshot(&pool).await;
+    let before = snapshot(&*pool).await;
     for evil in [
         "' OR '1'='1",
         "x'; DROP TABLE tasks; --",
@@ -656,7 +657,7 @@ async fn sql_metacharacters_in_every_filter_are_plain_values() {
         };
         assert!(repo.list(only_agent).await.unwrap().is_empty(), "{evil:?}");
     }
-    assert_eq!(snapshot(&pool).await, before);
+    assert_eq!(snapshot(&*pool).await, before);
 }
 
 #[tokio::test]
@@ -757,7 +758,7 @@ async fn a_batch_of_more_tasks_than_one_statement_can_bind_goes_in_whole() {
 async fn a_batch_with_one_bad_member_writes_nothing() {
     let (pool, repo) = repo().await;
     repo.insert(task("existing")).await.unwrap();
-    let before = snapshot(&pool).await;
+    let before = snapshot(&*pool).await;
     let mut batch: Vec<Task> = (0..2_000).map(|i| task(&format!("bulk {i}"))).collect();
     let missing = Uuid::new_v4();
     batch[1_500].dependencies = Some(vec![missing]);
@@ -766,7 +767,7 @@ async fn a_batch_with_one_bad_member_writes_nothing() {
         matches!(&err, DatabaseError::ForeignKeyViolation { reference: "dependency", id: Some(id), .. } if *id == missing.to_string()),
         "{err:?}"
     );
-    assert_eq!(snapshot(&pool).await, before);
+    assert_eq!(snapshot(&*pool).await, before);
 
     batch[1_500].dependencies = None;
     batch[1_999].priority = 11;
@@ -774,7 +775,7 @@ async fn a_batch_with_one_bad_member_writes_nothing() {
     batch[1_999].priority = 1;
     batch[1_000].id = batch[10].id;
     assert_validation(repo.insert_batch(batch).await, "id");
-    assert_eq!(snapshot(&pool).await, before);
+    assert_eq!(snapshot(&*pool).await, before);
 }
 
 #[tokio::test]
@@ -877,7 +878,7 @@ async fn a_hand_edited_timestamp_or_dependency_list_is_a_corrupt_row() {
     repo.insert(u.clone()).await.unwrap();
     sqlx::query("UPDATE tasks SET dependencies = '[\"not-a-uuid\"]' WHERE id = ?")
         .bind(u.id.to_string())
-        .execute(&pool)
+        .execute(&*pool)
         .await
         .unwrap();
     let err = repo.get(u.id).await.unwrap_err();
@@ -1141,7 +1142,7 @@ async fn the_history_is_dated_by_the_repositorys_clock() {
     repo.update_status(t.id, TaskStatus::Cancelled)
         .await
         .unwrap();
-    let at: Vec<_> = QueueStoreImpl::new(pool)
+    let at: Vec<_> = QueueStoreImpl::new(pool.clone())
         .history(t.id)
         .await
         .unwrap()
@@ -1237,7 +1238,7 @@ async fn an_update_that_would_close_a_cycle_is_refused_and_changes_nothing() {
     for t in [&a, &b, &c] {
         repo.insert(t.clone()).await.unwrap();
     }
-    let before = snapshot(&pool).await;
+    let before = snapshot(&*pool).await;
     for closing in [b.id, c.id] {
         let err = repo
             .update(Task {
@@ -1255,7 +1256,7 @@ async fn an_update_that_would_close_a_cycle_is_refused_and_changes_nothing() {
             }
             other => panic!("expected a cycle to be refused, got {other:?}"),
         }
-        assert_eq!(snapshot(&pool).await, before);
+        assert_eq!(snapshot(&*pool).await, before);
     }
     let err = repo
         .update(Task {
@@ -1264,7 +1265,7 @@ async fn an_update_that_would_close_a_cycle_is_refused_and_changes_nothing() {
         })
         .await;
     assert_validation(err, "dependencies");
-    assert_eq!(snapshot(&pool).await, before);
+    assert_eq!(snapshot(&*pool).await, before);
     assert_eq!(repo.get(a.id).await.unwrap().unwrap().summary, "a");
     // Depending on a task that shares a dependency is no cycle.
     let d = Task {

@@ -14,7 +14,7 @@ use chrono::TimeZone;
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
-use crate::helpers::database::{setup_test_db, table_dump};
+use crate::helpers::database::{table_dump, test_db};
 use crate::helpers::ManualClock;
 
 /// What versions before the range was enforced stored for `9999-12-31T23:59:59.9999Z`.
@@ -57,7 +57,7 @@ async fn poison(pool: &SqlitePool, id: Uuid) {
 
 #[tokio::test]
 async fn a_stored_unreadable_deadline_fails_no_completion_claim_or_reap() {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     let clock = ManualClock::new();
     let queue =
         TaskQueue::new(Arc::new(QueueStoreImpl::new(pool.clone()))).with_clock(clock.clone());
@@ -133,10 +133,10 @@ async fn a_stored_unreadable_deadline_fails_no_completion_claim_or_reap() {
 
 #[tokio::test]
 async fn a_deadline_outside_the_supported_range_is_refused_and_nothing_is_stored() {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     let queue =
         TaskQueue::new(Arc::new(QueueStoreImpl::new(pool.clone()))).with_clock(ManualClock::new());
-    let before = table_dump(&pool).await;
+    let before = table_dump(&*pool).await;
     let last_second = chrono::Utc
         .with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
         .unwrap();
@@ -154,7 +154,7 @@ async fn a_deadline_outside_the_supported_range_is_refused_and_nothing_is_stored
             other => panic!("expected a validation error, got {other:?}"),
         }
     }
-    assert_eq!(table_dump(&pool).await, before);
+    assert_eq!(table_dump(&*pool).await, before);
     // The last accepted instant works through every computation.
     let mut new = task("E", &[]);
     new.deadline = Some(last_second);
@@ -166,7 +166,7 @@ async fn a_deadline_outside_the_supported_range_is_refused_and_nothing_is_stored
 
 #[tokio::test]
 async fn an_attempt_the_reaper_cannot_read_does_not_stop_it_reaping_the_others() {
-    let pool = setup_test_db().await;
+    let pool = test_db().await;
     let clock = ManualClock::new();
     let queue =
         TaskQueue::new(Arc::new(QueueStoreImpl::new(pool.clone()))).with_clock(clock.clone());
@@ -181,7 +181,7 @@ async fn an_attempt_the_reaper_cannot_read_does_not_stop_it_reaping_the_others()
         "UPDATE task_attempts SET started_at = '2026-13-01T00:00:00.000000Z' WHERE task_id = ?1",
     )
     .bind(ibad.to_string())
-    .execute(&pool)
+    .execute(&*pool)
     .await
     .unwrap();
     clock.advance(chrono::Duration::minutes(5));

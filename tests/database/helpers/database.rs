@@ -1,5 +1,5 @@
-//! Test databases: the specification's in-memory pool, and file databases for tests that need
-//! several connections or processes.
+//! Test databases: files in WAL, as production opens them, and the specification's in-memory
+//! pool for its own tests.
 
 use abathur::infrastructure::database::{DatabaseConnection, MIGRATOR};
 use sqlx::SqlitePool;
@@ -30,6 +30,31 @@ pub async fn file_db() -> (TempDir, DatabaseConnection) {
         .expect("open file database");
     db.migrate().await.expect("migrate");
     (dir, db)
+}
+
+/// The pool of a fresh [`file_db`], holding its folder: what the tests of the queue and the
+/// repositories run on, so that they run the production configuration (a file in WAL).
+pub async fn test_db() -> TestPool {
+    let (dir, db) = file_db().await;
+    TestPool {
+        pool: db.pool().clone(),
+        _dir: dir,
+    }
+}
+
+/// A pool on a database file in a temporary folder that lives as long as it does.
+#[derive(Debug)]
+pub struct TestPool {
+    pool: SqlitePool,
+    _dir: TempDir,
+}
+
+impl std::ops::Deref for TestPool {
+    type Target = SqlitePool;
+
+    fn deref(&self) -> &SqlitePool {
+        &self.pool
+    }
 }
 
 /// Every row of every queue table, in a fixed order: equal dumps mean nothing changed.
