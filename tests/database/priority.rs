@@ -6,8 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use abathur::domain::clock::Clock;
+use abathur::domain::models::TaskStatus;
+use abathur::domain::ports::TaskRepository;
 use abathur::domain::queue::{NewTask, RetryPolicy, TaskQueue};
-use abathur::infrastructure::database::{GroupCommitQueueStore, QueueStoreImpl};
+use abathur::infrastructure::database::{
+    GroupCommitQueueStore, QueueStoreImpl, TaskRepositoryImpl,
+};
 use chrono::Duration as Span;
 use uuid::Uuid;
 
@@ -271,4 +275,28 @@ async fn the_group_commit_store_claims_in_the_same_order() {
     )
     .await;
     assert_eq!(claim(&queue, &[], 3).await, vec![due, old, new]);
+}
+
+/// Regression: the low-level repository's status and field writes kept the claim key the
+/// queue had stored, so a task put back to ready through them ranked as if it had waited since
+/// it first became ready, with its old priority. They now forget it: such a task is claimed
+/// after every keyed one.
+#[tokio::test]
+async fn a_task_put_back_to_ready_by_the_repository_is_claimed_after_every_keyed_task() {
+    let (queue, clock, db) = queue().await;
+    let repo = TaskRepositoryImpl::new(db.clone());
+    let old = submit(&queue, task("old", 9)).await;
+    clock.advance(Span::hours(5));
+    let newer = submit(&queue, task("newer", 0)).await;
+    repo.update_status(old, TaskStatus::Blocked).await.unwrap();
+    repo.update_status(old, TaskStatus::Ready).await.unwrap();
+    assert_eq!(claim(&queue, &[], 2).await, vec![newer, old]);
+
+    // The same through `update`: a new priority is not ranked with the old key.
+    let first = submit(&queue, task("first", 1)).await;
+    let second = submit(&queue, task("second", 0)).await;
+    let mut stored = repo.get(first).await.unwrap().unwrap();
+    stored.priority = 10;
+    repo.update(stored).await.unwrap();
+    assert_eq!(claim(&queue, &[], 2).await, vec![second, first]);
 }

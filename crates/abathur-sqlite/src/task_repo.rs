@@ -85,7 +85,10 @@ const SESSION_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?
 
 const TASK_STATUS: &str = "SELECT status FROM tasks WHERE id = ?1";
 
-/// Every column of task `?1` but `id` and `submitted_at`, in [`TASK_COLUMNS`]' order.
+/// Every column of task `?1` but `id` and `submitted_at`, in [`TASK_COLUMNS`]' order. A change
+/// of status, priority or depth forgets the claim key (the right-hand sides read the row as it
+/// was): a task made ready here, outside the queue, is claimed after every task the queue keyed
+/// (`docs/PRIORITY.md`).
 const UPDATE_TASK: &str = "UPDATE tasks SET
      summary = ?2, description = ?3, agent_type = ?4, priority = ?5, calculated_priority = ?6,
      status = ?7, dependencies = ?8, dependency_type = ?9, dependency_depth = ?10,
@@ -93,7 +96,9 @@ const UPDATE_TASK: &str = "UPDATE tasks SET
      max_retries = ?15, max_execution_timeout_seconds = ?16, started_at = ?17,
      completed_at = ?18, last_updated_at = ?19, created_by = ?20, parent_task_id = ?21,
      session_id = ?22, source = ?23, deadline = ?24, estimated_duration_seconds = ?25,
-     feature_branch = ?26, task_branch = ?27, worktree_path = ?28
+     feature_branch = ?26, task_branch = ?27, worktree_path = ?28,
+     claim_key = CASE WHEN status = ?7 AND priority = ?5 AND dependency_depth = ?10
+                      THEN claim_key END
  WHERE id = ?1";
 
 /// The edges of task `?1` to ids no longer in the JSON array `?2`.
@@ -111,9 +116,10 @@ const CLOSES_CYCLE: &str = "WITH RECURSIVE reach(start, id) AS (
      SELECT start FROM reach WHERE id = ?1 LIMIT 1";
 
 /// Sets task `?1`'s status `?2` at `?3`, with `started_at` `?4` and `completed_at` `?5` when
-/// they are given.
+/// they are given. A new status forgets the claim key, as [`UPDATE_TASK`] does.
 const UPDATE_STATUS: &str = "UPDATE tasks SET
          status = ?2, last_updated_at = ?3,
+         claim_key = CASE WHEN status = ?2 THEN claim_key END,
          started_at = COALESCE(?4, started_at), completed_at = COALESCE(?5, completed_at)
      WHERE id = ?1";
 
