@@ -214,7 +214,8 @@ pub trait QueueStore: Send + Sync {
     async fn overview(&self, running_limit: u32, now: Now) -> Result<QueueOverview, QueueError>;
 
     /// Every task that is not completed, failed or cancelled, with the dependencies it still
-    /// waits for; at most `limit` tasks, the most urgent first.
+    /// waits for; at most `limit` tasks, by calculated priority (the priority at which each
+    /// last became ready, without the ageing and deadline urgency a claim adds since).
     ///
     /// # Errors
     /// Only the store's own failures.
