@@ -10,6 +10,29 @@ use sqlx::error::ErrorKind;
 /// extended code lands with its primary. Constraint codes are left to `kind()` and the
 /// callers' own matches.
 fn classify_code(extended: i32) -> Option<DatabaseError> {
+    let classified = classify_primary(extended);
+    if matches!(
+        classified,
+        Some(DatabaseError::DiskFull | DatabaseError::Io | DatabaseError::Corrupt)
+    ) {
+        LAST_STORAGE_FAILURE.set(Some(extended));
+    }
+    classified
+}
+
+thread_local! {
+    /// The last failure of the storage itself classified on this thread, by its extended code.
+    static LAST_STORAGE_FAILURE: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
+}
+
+/// The last failure of the storage itself (a full disk, an I/O error, corruption) classified
+/// on this thread since the last call, if any. The writer asks when SQLite rolled back a whole
+/// transaction on one operation's failure, to tell the others of its group why.
+pub(crate) fn take_storage_failure() -> Option<DatabaseError> {
+    LAST_STORAGE_FAILURE.take().and_then(classify_primary)
+}
+
+fn classify_primary(extended: i32) -> Option<DatabaseError> {
     match extended & 0xff {
         ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => Some(DatabaseError::Busy),
         // SQLITE_PERM: the file's permissions, or an open flag the OS refused.

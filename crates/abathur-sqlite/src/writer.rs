@@ -49,7 +49,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::SqlitePool;
 use tokio::sync::{oneshot, watch, Semaphore};
 
-use super::errors::{classify, raw_on};
+use super::errors::{classify, raw_on, take_storage_failure};
 
 const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
 const COMMIT: &str = "COMMIT";
@@ -57,6 +57,9 @@ const ROLLBACK: &str = "ROLLBACK";
 const SAVEPOINT: &str = "SAVEPOINT writer_op";
 const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO writer_op";
 const RELEASE_SAVEPOINT: &str = "RELEASE writer_op";
+/// A rolled-back operation may have deferred foreign-key checks; `ROLLBACK TO` leaves the
+/// setting as it was, and the next operation of the group must not inherit it.
+const UNDEFER_FOREIGN_KEYS: &str = "PRAGMA defer_foreign_keys = OFF";
 const SYNCHRONOUS_OFF: &str = "PRAGMA synchronous = OFF";
 const SYNCHRONOUS_NORMAL: &str = "PRAGMA synchronous = NORMAL";
 const SYNCHRONOUS_FULL: &str = "PRAGMA synchronous = FULL";
@@ -77,6 +80,7 @@ pub(crate) const STATEMENTS: &[(&str, &str)] = &[
     ("SAVEPOINT", SAVEPOINT),
     ("ROLLBACK_TO_SAVEPOINT", ROLLBACK_TO_SAVEPOINT),
     ("RELEASE_SAVEPOINT", RELEASE_SAVEPOINT),
+    ("UNDEFER_FOREIGN_KEYS", UNDEFER_FOREIGN_KEYS),
     ("SYNCHRONOUS_OFF", SYNCHRONOUS_OFF),
     ("SYNCHRONOUS_NORMAL", SYNCHRONOUS_NORMAL),
     ("SYNCHRONOUS_FULL", SYNCHRONOUS_FULL),
@@ -247,6 +251,8 @@ pub(crate) async fn stop(pool: &SqlitePool) {
     let key = Arc::as_ptr(&options) as usize;
     let writer = {
         let mut registry = registry();
+        // A dropped pool's attachment must not count as another user of the writer.
+        registry.sweep();
         let attachment = registry.pools.entry(key).or_insert_with(|| Attachment {
             options: Arc::downgrade(&options),
             settings: Settings {
@@ -375,6 +381,8 @@ struct Database {
     /// What SQLite is asked to open.
     filename: String,
     flags: OpenFlags,
+    /// The VFS the pool's connections use: the writer must lock the file as they do.
+    vfs: Option<String>,
 }
 
 impl Database {
@@ -382,6 +390,15 @@ impl Database {
         let name = options.get_filename().to_string_lossy().into_owned();
         let flag = |field: &str| open_flag(options, field);
         let in_memory = flag("in_memory");
+        let vfs = open_vfs(options);
+        if name == ":memory:" || (in_memory && !flag("shared_cache")) {
+            // Each connection to it would have a database of its own, the writer's included.
+            return Err(DatabaseError::Connection(
+                "a private in-memory database cannot be written through a pool; use \
+                 `sqlite::memory:`, one in-memory database shared by the pool"
+                    .into(),
+            ));
+        }
         let mut flags = OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         flags |= if flag("read_only") {
             OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -399,6 +416,7 @@ impl Database {
                 key: format!("memory:{name}"),
                 filename: name,
                 flags,
+                vfs,
             });
         }
         let path = PathBuf::from(&name);
@@ -418,12 +436,33 @@ impl Database {
         } else {
             canonical.to_string_lossy().into_owned()
         };
+        // One file, however it is named (hard links included), is one database; per VFS,
+        // since two VFSs do not see each other's locks.
+        let file = if inode.is_empty() {
+            canonical.display().to_string()
+        } else {
+            inode
+        };
         Ok(Self {
-            key: format!("file:{}#{inode}", canonical.display()),
+            key: format!("file:{file}?vfs={}", vfs.as_deref().unwrap_or_default()),
             filename,
             flags,
+            vfs,
         })
     }
+}
+
+/// The VFS `options` name (`?vfs=` in the URL), read from their `Debug` form as
+/// [`open_flag`] reads the flags.
+fn open_vfs(options: &SqliteConnectOptions) -> Option<String> {
+    let text = format!("{options:?}");
+    let filename = format!("{:?}", options.get_filename());
+    let fields = text
+        .find(&filename)
+        .map_or(text.as_str(), |at| &text[at + filename.len()..]);
+    let start = fields.find(" vfs: Some(\"")? + " vfs: Some(\"".len();
+    let len = fields[start..].find('"')?;
+    Some(fields[start..start + len].to_string())
 }
 
 /// One of the open flags of `options` (`in_memory`, `read_only`, `shared_cache`,
@@ -518,7 +557,13 @@ impl Writer {
 /// Opens the writer's connection as the pool's are.
 fn open(database: &Database, settings: Settings) -> Result<Connection, DatabaseError> {
     let failed = raw_on("connection", "");
-    let conn = Connection::open_with_flags(&database.filename, database.flags).map_err(failed)?;
+    let conn = match &database.vfs {
+        Some(vfs) => {
+            Connection::open_with_flags_and_vfs(&database.filename, database.flags, vfs.as_str())
+        }
+        None => Connection::open_with_flags(&database.filename, database.flags),
+    }
+    .map_err(failed)?;
     conn.set_prepared_statement_cache_capacity(PREPARED);
     let failed = |e| raw_on("connection", "")(e);
     if let Some(level) = settings.synchronous {
@@ -598,6 +643,8 @@ fn soon(queue: &mpsc::Receiver<Job>) -> Option<Job> {
 /// Begins a transaction with `first`, takes whatever else waits (up to the group's limit),
 /// runs it, commits, and answers everyone. Returns an operation taken that did not fit.
 fn run_group(conn: &Connection, first: Job, queue: &mpsc::Receiver<Job>) -> Option<Job> {
+    // A storage failure of an earlier group is not this one's cause.
+    let _ = take_storage_failure();
     let begun = statement(conn, BEGIN_IMMEDIATE).map_err(|e| raw_on("transaction", "")(e));
     // Whatever arrived while the lock was taken joins the transaction; when it could not be
     // taken (held elsewhere past the busy timeout), whatever waited with the first operation
@@ -615,6 +662,8 @@ fn run_group(conn: &Connection, first: Job, queue: &mpsc::Receiver<Job>) -> Opti
         Ok(true) => statement(conn, COMMIT)
             .err()
             .map(|e| raw_on("transaction", "")(e)),
+        // The operation's own error is its answer; SQLite may have rolled back already.
+        Ok(false) if conn.is_autocommit() => None,
         Ok(false) => statement(conn, ROLLBACK)
             .err()
             .map(|e| raw_on("transaction", "")(e)),
@@ -681,7 +730,14 @@ fn run_in_transaction(
     for work in works.iter_mut() {
         statement(conn, SAVEPOINT).map_err(failed)?;
         if !work.run(conn) {
+            if conn.is_autocommit() {
+                // SQLite rolled back the whole transaction (it may, on a full disk, an I/O
+                // error or a lack of memory): what the others did is undone, and the cause is
+                // theirs to hear, not a missing savepoint.
+                return Err(take_storage_failure().unwrap_or(DatabaseError::Io));
+            }
             statement(conn, ROLLBACK_TO_SAVEPOINT).map_err(failed)?;
+            statement(conn, UNDEFER_FOREIGN_KEYS).map_err(failed)?;
         }
         statement(conn, RELEASE_SAVEPOINT).map_err(failed)?;
     }
@@ -770,10 +826,146 @@ fn copy_error(err: &DatabaseError) -> DatabaseError {
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
 
+    use abathur_core::error::DatabaseError;
+    use rusqlite::Connection;
     use sqlx::sqlite::SqliteConnectOptions;
+    use tokio::sync::oneshot;
 
-    use super::open_flag;
+    use super::{open_flag, open_vfs, run_group, write, Job, Op};
+    use crate::connection::{DatabaseConfig, DatabaseConnection};
+    use crate::errors::raw_on;
+
+    /// A job for [`run_group`], and where its answer arrives.
+    #[allow(clippy::type_complexity)] // reason: a test's job and its answer
+    fn job(
+        op: impl FnOnce(&Connection) -> Result<(), DatabaseError> + Send + 'static,
+    ) -> (Job, oneshot::Receiver<Result<(), DatabaseError>>) {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            max_group: 16,
+            busy_timeout: Duration::from_secs(1),
+            counters: Arc::default(),
+            work: Box::new(Op {
+                op: Some(op),
+                outcome: None,
+                reply,
+            }),
+        };
+        (job, answer)
+    }
+
+    fn insert(sql: &'static str) -> impl FnOnce(&Connection) -> Result<(), DatabaseError> {
+        move |conn| conn.execute(sql, []).map(|_| ()).map_err(raw_on("t", ""))
+    }
+
+    /// Regression: on a full disk SQLite may roll back the whole transaction, not only the
+    /// failing statement; the other operations of the group were then told of a missing
+    /// savepoint, an internal error, instead of the full disk.
+    #[test]
+    fn a_full_disk_in_a_group_is_what_each_operation_hears_and_only_what_is_answered_ok_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("full.db")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x BLOB)")
+            .unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.query_row(
+            &format!("PRAGMA max_page_count = {}", pages + 3),
+            [],
+            |_| Ok(()),
+        )
+        .unwrap();
+        let (first, a) = job(insert("INSERT INTO t VALUES (1)"));
+        let (second, b) = job(insert("INSERT INTO t VALUES (zeroblob(1000000))"));
+        let (third, c) = job(insert("INSERT INTO t VALUES (3)"));
+        let (queue, waiting) = mpsc::channel();
+        queue.send(second).unwrap();
+        queue.send(third).unwrap();
+        assert!(run_group(&conn, first, &waiting).is_none());
+        let answers = [a, b, c].map(|answer| answer.blocking_recv().unwrap());
+        assert!(
+            matches!(answers[1], Err(DatabaseError::DiskFull)),
+            "{answers:?}"
+        );
+        for answer in &answers {
+            assert!(
+                matches!(answer, Ok(()) | Err(DatabaseError::DiskFull)),
+                "{answers:?}"
+            );
+        }
+        let kept: i64 = conn
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        let ok = answers.iter().filter(|a| a.is_ok()).count();
+        assert_eq!(kept, i64::try_from(ok).unwrap(), "{answers:?}");
+        assert!(conn.is_autocommit());
+    }
+
+    /// Regression: the writer opened the file with the default VFS whatever the URL said, so
+    /// with `vfs=unix-dotfile` it did not see the pool's lock and wrote beside it.
+    #[tokio::test]
+    async fn the_writer_locks_the_file_with_the_vfs_the_url_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite:{}?vfs=unix-dotfile",
+            dir.path().join("v.db").display()
+        );
+        assert_eq!(
+            open_vfs(&SqliteConnectOptions::from_str(&url).unwrap()).as_deref(),
+            Some("unix-dotfile")
+        );
+        let config = DatabaseConfig {
+            busy_timeout: Duration::from_millis(200),
+            ..DatabaseConfig::default()
+        };
+        let db = DatabaseConnection::with_config(&url, config).await.unwrap();
+        write(db.pool(), |conn| {
+            conn.execute_batch("CREATE TABLE t (x INTEGER)")
+                .map_err(raw_on("t", ""))
+        })
+        .await
+        .unwrap();
+        let mut held = db.begin_write().await.unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut *held)
+            .await
+            .unwrap();
+        let beside = write(db.pool(), insert("INSERT INTO t VALUES (2)")).await;
+        held.rollback().await.unwrap();
+        assert!(matches!(beside, Err(DatabaseError::Busy)), "{beside:?}");
+        db.close().await;
+    }
+
+    /// Regression: a pool dropped without closing still counted as a user of the writer, so
+    /// closing the other connection left the writer's connection open and the WAL unmerged.
+    #[tokio::test]
+    async fn closing_the_last_open_connection_stops_the_writer_even_after_another_was_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let first = DatabaseConnection::open_path(&path, DatabaseConfig::default())
+            .await
+            .unwrap();
+        let second = DatabaseConnection::open_path(&path, DatabaseConfig::default())
+            .await
+            .unwrap();
+        write(first.pool(), |conn| {
+            conn.execute_batch("CREATE TABLE t (x INTEGER)")
+                .map_err(raw_on("t", ""))
+        })
+        .await
+        .unwrap();
+        write(second.pool(), insert("INSERT INTO t VALUES (1)"))
+            .await
+            .unwrap();
+        first.pool().close().await;
+        drop(first);
+        second.close().await;
+        assert!(!dir.path().join("a.db-wal").exists());
+    }
 
     #[test]
     fn the_open_flags_are_read_from_the_options_as_sqlx_parsed_them() {
