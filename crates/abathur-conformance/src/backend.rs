@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use abathur_core::clock::Clock;
 use abathur_core::ports::{
-    AgentRepository, IdLookup, MemoryRepository, SessionRepository, TaskRepository,
+    AgentRepository, Changes, IdLookup, MemoryRepository, SessionRepository, TaskRepository,
 };
 use abathur_core::queue::QueueStore;
 use async_trait::async_trait;
@@ -18,6 +18,8 @@ pub struct Ports {
     pub sessions: Arc<dyn SessionRepository>,
     pub agents: Arc<dyn AgentRepository>,
     pub ids: Arc<dyn IdLookup>,
+    /// Subscriptions to the database's changes.
+    pub changes: Arc<dyn Changes>,
     /// Whatever must live as long as the ports (a temporary folder, a server handle); dropped
     /// after the case.
     pub keep_alive: Option<Box<dyn Any + Send + Sync>>,

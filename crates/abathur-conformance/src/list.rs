@@ -118,6 +118,17 @@ macro_rules! __for_each_case {
                 a_task_that_has_waited_long_enough_is_claimed_before_newer_higher_priority_work,
                 a_short_wait_does_not_outrank_a_higher_priority,
                 a_deadline_that_draws_near_while_waiting_is_claimed_first,
+                a_claim_of_several_merges_deadlines_near_and_past_with_tasks_without_one,
+                a_claim_of_one_agent_type_merges_deadlines_in_the_same_order,
+                a_claim_of_several_agent_types_merges_deadlines_in_the_same_order,
+                a_task_made_ready_outside_the_queue_is_claimed_after_every_keyed_task,
+            }
+            queue_ageing {
+                a_failed_task_ages_from_the_end_of_its_backoff,
+                a_released_task_ages_from_its_release,
+                a_retried_task_ages_from_its_retry,
+                a_dependent_ages_from_the_completion_that_released_it,
+                a_delayed_task_ages_from_its_run_after_time,
             }
             queue_repeat {
                 the_same_complete_sent_again_answers_as_recorded_and_changes_nothing,
@@ -229,6 +240,12 @@ macro_rules! __for_each_case {
                 a_batch_with_one_bad_member_writes_nothing,
                 a_timestamp_outside_years_zero_to_9999_is_refused,
                 text_with_a_nul_character_is_refused_in_every_text_field,
+                insert_and_insert_batch_start_the_history_with_the_status_inserted,
+                update_records_a_new_status_as_updated_and_nothing_when_the_status_stays,
+                update_status_records_a_new_status_as_status_set_and_nothing_when_it_stays,
+                deleting_a_task_takes_its_history_with_it,
+                update_refuses_a_dependency_that_would_close_a_cycle_and_changes_nothing,
+                insert_batch_refuses_members_that_wait_on_each_other_in_a_loop,
             }
             memory_repository {
                 adding_a_memory_stores_version_one_stamped_by_the_clock,
@@ -303,6 +320,10 @@ macro_rules! __for_each_case {
                 matches_come_in_id_order_up_to_the_limit,
                 a_prefix_that_matches_nothing_is_an_empty_list,
                 a_pruned_task_and_its_attempts_are_no_longer_found,
+            }
+            changes {
+                a_change_committed_after_subscribing_is_seen,
+                a_subscription_with_no_change_times_out,
             }
         }
     };

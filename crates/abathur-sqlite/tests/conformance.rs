@@ -10,7 +10,7 @@ use abathur_core::clock::Clock;
 use abathur_core::queue::QueueStore;
 use abathur_sqlite::{
     AgentRepositoryImpl, DatabaseConfig, DatabaseConnection, GroupCommitQueueStore, IdLookupImpl,
-    MemoryRepositoryImpl, QueueStoreImpl, SessionRepositoryImpl, TaskRepositoryImpl,
+    MemoryRepositoryImpl, QueueStoreImpl, SessionRepositoryImpl, SqliteChanges, TaskRepositoryImpl,
 };
 use tempfile::TempDir;
 
@@ -84,7 +84,8 @@ impl Backend for Sqlite {
                 clock.clone(),
             )),
             agents: Arc::new(AgentRepositoryImpl::with_clock(pool.clone(), clock)),
-            ids: Arc::new(IdLookupImpl::new(pool)),
+            ids: Arc::new(IdLookupImpl::new(pool.clone())),
+            changes: Arc::new(SqliteChanges::new(pool)),
             keep_alive: dir.map(|d| Box::new(d) as Box<dyn Any + Send + Sync>),
         }
     }

@@ -2,8 +2,10 @@
 //! is listed in `list.rs`.
 
 pub mod agent_repository;
+pub mod changes;
 pub mod id_lookup;
 pub mod memory_repository;
+pub mod queue_ageing;
 pub mod queue_cancel;
 pub mod queue_cascade;
 pub mod queue_claim;

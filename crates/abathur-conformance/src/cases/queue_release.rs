@@ -53,11 +53,28 @@ pub async fn a_release_after_a_retry_neither_adds_a_retry_nor_keeps_the_old_back
     let first = h.claim_only(t.id).await;
     h.fail(first, "flaky").await;
     h.advance(10);
+    // The retry's backoff ended now: the task counts as ready since this moment.
     let second = h.claim_only(t.id).await;
+    h.advance(30 * 60);
+    let reference = h.submit(task("ready while the second attempt ran")).await;
+    h.advance(30 * 60);
     ok(h.queue.release(second, "stopping").await);
-    assert_eq!(h.task(t.id).await.retry_count, 1);
-    let third = h.claim_only(t.id).await;
-    h.complete(third).await;
+    assert_eq!(h.task(t.id).await.retry_count, 1, "no retry is counted");
+    let claimed = h.claim(1).await;
+    assert_eq!(
+        claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(),
+        vec![reference.id],
+        "the released task is ready from its release, not from the end of its old backoff, \
+         so the task ready half an hour before it comes first"
+    );
+    let third = h.claim(1).await;
+    assert_eq!(
+        third.iter().map(|c| c.task.id).collect::<Vec<_>>(),
+        vec![t.id],
+        "claimable at once, with no new backoff"
+    );
+    assert_eq!(third[0].lease.attempt_number, 3);
+    h.complete(third[0].lease.attempt_id).await;
 }
 
 pub async fn the_release_reason_is_in_the_history(h: Harness) {

@@ -4,6 +4,7 @@
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{Session, Task, TaskSource, TaskStatus};
 use abathur_core::ports::TaskFilters;
+use abathur_core::queue::{QueueError, TaskEvent};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -735,5 +736,198 @@ pub async fn text_with_a_nul_character_is_refused_in_every_text_field(h: Harness
         let id = t.id;
         assert_err!(h.ports.tasks.insert(t).await, DatabaseError::Validation(_));
         assert!(!h.exists(id).await);
+    }
+}
+
+/// The task's history as (from, to, actor, reason).
+async fn repository_events(
+    h: &Harness,
+    id: Uuid,
+) -> Vec<(Option<TaskStatus>, TaskStatus, String, Option<String>)> {
+    h.history(id)
+        .await
+        .into_iter()
+        .map(|e: TaskEvent| (e.from, e.to, e.actor, e.reason))
+        .collect()
+}
+
+fn by_repository(
+    from: Option<TaskStatus>,
+    to: TaskStatus,
+    reason: &str,
+) -> (Option<TaskStatus>, TaskStatus, String, Option<String>) {
+    (from, to, "repository".to_string(), Some(reason.to_string()))
+}
+
+pub async fn insert_and_insert_batch_start_the_history_with_the_status_inserted(h: Harness) {
+    let one = Task {
+        status: TaskStatus::Ready,
+        ..row(&h, "one")
+    };
+    db(h.ports.tasks.insert(one.clone()).await);
+    let first = row(&h, "first");
+    let second = Task {
+        status: TaskStatus::Blocked,
+        dependencies: Some(vec![first.id]),
+        ..row(&h, "second")
+    };
+    db(h.ports
+        .tasks
+        .insert_batch(vec![second.clone(), first.clone()])
+        .await);
+    for (id, status) in [
+        (one.id, TaskStatus::Ready),
+        (first.id, TaskStatus::Pending),
+        (second.id, TaskStatus::Blocked),
+    ] {
+        assert_eq!(
+            repository_events(&h, id).await,
+            vec![by_repository(None, status, "inserted")],
+            "the history of {id}"
+        );
+        let events = h.history(id).await;
+        assert_eq!(events[0].at, h.now(), "stamped by the clock");
+    }
+}
+
+pub async fn update_records_a_new_status_as_updated_and_nothing_when_the_status_stays(h: Harness) {
+    let t = row(&h, "t");
+    db(h.ports.tasks.insert(t.clone()).await);
+    h.advance(5);
+    db(h.ports
+        .tasks
+        .update(Task {
+            summary: "same status".into(),
+            ..t.clone()
+        })
+        .await);
+    assert_eq!(
+        repository_events(&h, t.id).await,
+        vec![by_repository(None, TaskStatus::Pending, "inserted")],
+        "an update that keeps the status records nothing"
+    );
+    db(h.ports
+        .tasks
+        .update(Task {
+            status: TaskStatus::Ready,
+            ..t.clone()
+        })
+        .await);
+    assert_eq!(
+        repository_events(&h, t.id).await,
+        vec![
+            by_repository(None, TaskStatus::Pending, "inserted"),
+            by_repository(Some(TaskStatus::Pending), TaskStatus::Ready, "updated"),
+        ]
+    );
+    assert_eq!(h.history(t.id).await[1].at, h.now());
+}
+
+pub async fn update_status_records_a_new_status_as_status_set_and_nothing_when_it_stays(
+    h: Harness,
+) {
+    let t = row(&h, "t");
+    db(h.ports.tasks.insert(t.clone()).await);
+    h.advance(5);
+    db(h.ports.tasks.update_status(t.id, TaskStatus::Ready).await);
+    db(h.ports.tasks.update_status(t.id, TaskStatus::Ready).await);
+    h.advance(5);
+    db(h.ports.tasks.update_status(t.id, TaskStatus::Running).await);
+    assert_eq!(
+        repository_events(&h, t.id).await,
+        vec![
+            by_repository(None, TaskStatus::Pending, "inserted"),
+            by_repository(Some(TaskStatus::Pending), TaskStatus::Ready, "status set"),
+            by_repository(Some(TaskStatus::Ready), TaskStatus::Running, "status set"),
+        ],
+        "setting the status it already has records nothing"
+    );
+    let events = h.history(t.id).await;
+    assert_eq!(events[2].at, h.now());
+    assert_eq!(events[1].at, h.now() - chrono::Duration::seconds(5));
+    assert!(events[1].sequence < events[2].sequence);
+}
+
+pub async fn deleting_a_task_takes_its_history_with_it(h: Harness) {
+    let t = row(&h, "gone");
+    let kept = row(&h, "kept");
+    db(h.ports
+        .tasks
+        .insert_batch(vec![t.clone(), kept.clone()])
+        .await);
+    db(h.ports.tasks.update_status(t.id, TaskStatus::Ready).await);
+    db(h.ports.tasks.delete(t.id).await);
+    assert_err!(
+        h.queue.history(t.id).await,
+        QueueError::TaskNotFound(id) if id == t.id
+    );
+    assert_eq!(
+        h.history(kept.id).await.len(),
+        1,
+        "another task keeps its own"
+    );
+}
+
+pub async fn update_refuses_a_dependency_that_would_close_a_cycle_and_changes_nothing(h: Harness) {
+    let a = row(&h, "a");
+    let b = Task {
+        dependencies: Some(vec![a.id]),
+        ..row(&h, "b")
+    };
+    let c = Task {
+        dependencies: Some(vec![b.id]),
+        ..row(&h, "c")
+    };
+    let other = row(&h, "other");
+    db(h.ports
+        .tasks
+        .insert_batch(vec![a.clone(), b.clone(), c.clone(), other.clone()])
+        .await);
+    let before = h.snapshot(&[a.id, b.id, c.id, other.id]).await;
+    h.advance(5);
+    for closing in [b.id, c.id] {
+        assert_err!(
+            h.ports
+                .tasks
+                .update(Task {
+                    summary: "changed".into(),
+                    status: TaskStatus::Blocked,
+                    dependencies: Some(vec![other.id, closing]),
+                    ..a.clone()
+                })
+                .await,
+            DatabaseError::Validation(e) if e.field == "dependencies"
+        );
+    }
+    assert_eq!(h.snapshot(&[a.id, b.id, c.id, other.id]).await, before);
+    assert!(db(h.ports.tasks.get_dependents(other.id).await).is_empty());
+    assert!(db(h.ports.tasks.get_dependents(c.id).await).is_empty());
+}
+
+pub async fn insert_batch_refuses_members_that_wait_on_each_other_in_a_loop(h: Harness) {
+    let free = row(&h, "free");
+    let mut x = row(&h, "x");
+    let mut y = row(&h, "y");
+    let mut z = row(&h, "z");
+    x.dependencies = Some(vec![free.id, z.id]);
+    y.dependencies = Some(vec![x.id]);
+    z.dependencies = Some(vec![y.id]);
+    let mut p = row(&h, "p");
+    let mut q = row(&h, "q");
+    p.dependencies = Some(vec![q.id]);
+    q.dependencies = Some(vec![p.id]);
+    for batch in [
+        vec![free.clone(), x.clone(), y.clone(), z.clone()],
+        vec![free.clone(), p.clone(), q.clone()],
+    ] {
+        let members: Vec<Uuid> = ids(&batch);
+        assert_err!(
+            h.ports.tasks.insert_batch(batch).await,
+            DatabaseError::Validation(e) if e.field == "dependencies"
+        );
+        for id in members {
+            assert!(!h.exists(id).await, "nothing of the batch is stored");
+            assert_err!(h.queue.history(id).await, QueueError::TaskNotFound(_));
+        }
     }
 }
