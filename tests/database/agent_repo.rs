@@ -117,7 +117,7 @@ fn assert_not_found<T: std::fmt::Debug>(result: Result<T, DatabaseError>, id: Uu
 #[tokio::test]
 async fn an_inserted_agent_reads_back_equal_field_by_field() {
     let (pool, repo, clock) = registry().await;
-    let agent = busy_agent(&clock, insert_task(&*pool).await);
+    let agent = busy_agent(&clock, insert_task(&pool).await);
 
     repo.insert(agent.clone()).await.unwrap();
 
@@ -150,7 +150,7 @@ async fn inserting_an_agent_whose_id_is_taken_is_a_unique_violation_and_keeps_th
     let (pool, repo, clock) = registry().await;
     let first = Agent::new("planner", clock.now());
     repo.insert(first.clone()).await.unwrap();
-    let before = agent_rows(&*pool).await;
+    let before = agent_rows(&pool).await;
 
     let second = Agent {
         agent_type: "implementation".into(),
@@ -164,7 +164,7 @@ async fn inserting_an_agent_whose_id_is_taken_is_a_unique_violation_and_keeps_th
         }
         other => panic!("expected a unique violation, got {other:?}"),
     }
-    assert_eq!(agent_rows(&*pool).await, before);
+    assert_eq!(agent_rows(&pool).await, before);
     assert_same_agent(&repo.get(first.id).await.unwrap().unwrap(), &first);
 }
 
@@ -191,7 +191,7 @@ async fn an_agent_with_an_unknown_task_is_a_foreign_key_violation_naming_the_cur
         other => panic!("expected a foreign key violation, got {other:?}"),
     }
     assert!(err.to_string().contains("current task"), "{err}");
-    assert_eq!(agent_rows(&*pool).await, Vec::<String>::new());
+    assert_eq!(agent_rows(&pool).await, Vec::<String>::new());
 }
 
 /// Inserts a valid agent, then `bad`, which must fail validation on `field` and leave the
@@ -201,12 +201,12 @@ async fn insert_is_rejected(bad: impl FnOnce(Agent) -> Agent, field: &str) {
     repo.insert(Agent::new("planner", clock.now()))
         .await
         .unwrap();
-    let before = agent_rows(&*pool).await;
+    let before = agent_rows(&pool).await;
 
     let bad = bad(Agent::new("implementation", clock.now()));
     assert_validation(repo.insert(bad.clone()).await, field);
 
-    assert_eq!(agent_rows(&*pool).await, before);
+    assert_eq!(agent_rows(&pool).await, before);
     assert_eq!(repo.get(bad.id).await.unwrap(), None);
 }
 
@@ -297,7 +297,7 @@ async fn inserting_a_live_agent_with_terminated_at_is_rejected_and_writes_nothin
 #[tokio::test]
 async fn updating_an_agent_replaces_every_field_but_created_at() {
     let (pool, repo, clock) = registry().await;
-    let task = insert_task(&*pool).await;
+    let task = insert_task(&pool).await;
     let agent = Agent::new("planner", clock.now());
     repo.insert(agent.clone()).await.unwrap();
 
@@ -335,12 +335,12 @@ async fn updating_an_unknown_agent_is_not_found_and_writes_nothing() {
     repo.insert(Agent::new("planner", clock.now()))
         .await
         .unwrap();
-    let before = agent_rows(&*pool).await;
+    let before = agent_rows(&pool).await;
     let stranger = Agent::new("implementation", clock.now());
 
     assert_not_found(repo.update(stranger.clone()).await, stranger.id);
 
-    assert_eq!(agent_rows(&*pool).await, before);
+    assert_eq!(agent_rows(&pool).await, before);
 }
 
 #[tokio::test]
@@ -348,7 +348,7 @@ async fn updating_an_agent_with_an_invalid_field_is_rejected_and_changes_nothing
     let (pool, repo, clock) = registry().await;
     let agent = Agent::new("planner", clock.now());
     repo.insert(agent.clone()).await.unwrap();
-    let before = agent_rows(&*pool).await;
+    let before = agent_rows(&pool).await;
 
     let cases: [(Agent, &str); 4] = [
         (
@@ -384,7 +384,7 @@ async fn updating_an_agent_with_an_invalid_field_is_rejected_and_changes_nothing
         assert_validation(repo.update(bad).await, field);
     }
 
-    assert_eq!(agent_rows(&*pool).await, before);
+    assert_eq!(agent_rows(&pool).await, before);
 }
 
 #[tokio::test]
@@ -392,7 +392,7 @@ async fn updating_an_agent_to_an_unknown_task_is_a_foreign_key_violation_and_cha
     let (pool, repo, clock) = registry().await;
     let agent = Agent::new("planner", clock.now());
     repo.insert(agent.clone()).await.unwrap();
-    let before = agent_rows(&*pool).await;
+    let before = agent_rows(&pool).await;
 
     let err = repo
         .update(Agent {
@@ -412,7 +412,7 @@ async fn updating_an_agent_to_an_unknown_task_is_a_foreign_key_violation_and_cha
         ),
         "{err:?}"
     );
-    assert_eq!(agent_rows(&*pool).await, before);
+    assert_eq!(agent_rows(&pool).await, before);
 }
 
 #[tokio::test]
@@ -437,7 +437,7 @@ async fn listing_without_a_status_gives_every_agent_oldest_first() {
 #[tokio::test]
 async fn listing_with_a_status_gives_only_the_agents_in_it() {
     let (pool, repo, clock) = registry().await;
-    let task = insert_task(&*pool).await;
+    let task = insert_task(&pool).await;
     let idle_late = Agent::new("planner", clock.now() + Duration::seconds(5));
     let idle_early = Agent::new("planner", clock.now());
     let busy = busy_agent(&clock, task);
@@ -474,7 +474,7 @@ async fn listing_an_empty_registry_gives_nothing() {
 #[tokio::test]
 async fn stale_agents_are_the_live_ones_silent_longer_than_max_age_most_silent_first() {
     let (pool, repo, clock) = registry().await;
-    let task = insert_task(&*pool).await;
+    let task = insert_task(&pool).await;
     let start = clock.now();
     let silent_longest = Agent::new("planner", start);
     let busy_silent = Agent {
@@ -573,13 +573,13 @@ async fn a_heartbeat_from_an_unknown_agent_is_not_found_and_writes_nothing() {
     repo.insert(Agent::new("planner", clock.now()))
         .await
         .unwrap();
-    let before = agent_rows(&*pool).await;
+    let before = agent_rows(&pool).await;
     let stranger = Uuid::new_v4();
 
     clock.advance(Duration::seconds(1));
     assert_not_found(repo.update_heartbeat(stranger).await, stranger);
 
-    assert_eq!(agent_rows(&*pool).await, before);
+    assert_eq!(agent_rows(&pool).await, before);
 }
 
 #[tokio::test]
@@ -587,7 +587,7 @@ async fn a_heartbeat_from_a_terminated_agent_is_a_conflict_and_changes_nothing()
     let (pool, repo, clock) = registry().await;
     let gone = terminated(Agent::new("planner", clock.now()), clock.now());
     repo.insert(gone.clone()).await.unwrap();
-    let before = agent_rows(&*pool).await;
+    let before = agent_rows(&pool).await;
 
     clock.advance(Duration::seconds(1));
     let err = repo.update_heartbeat(gone.id).await.unwrap_err();
@@ -598,13 +598,13 @@ async fn a_heartbeat_from_a_terminated_agent_is_a_conflict_and_changes_nothing()
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(agent_rows(&*pool).await, before);
+    assert_eq!(agent_rows(&pool).await, before);
 }
 
 #[tokio::test]
 async fn deleting_an_agents_current_task_leaves_the_agent_without_a_task() {
     let (pool, repo, clock) = registry().await;
-    let task = insert_task(&*pool).await;
+    let task = insert_task(&pool).await;
     let agent = busy_agent(&clock, task);
     repo.insert(agent.clone()).await.unwrap();
 

@@ -61,8 +61,8 @@ fn queue(pool: &SqlitePool) -> TaskQueue {
 #[tokio::test]
 async fn task_fields_over_their_limits_are_refused_at_submission_and_nothing_is_stored() {
     let pool = test_db().await;
-    let queue = queue(&*pool);
-    let before = table_dump(&*pool).await;
+    let queue = queue(&pool);
+    let before = table_dump(&pool).await;
     let cases: Vec<(&str, usize, NewTask)> = vec![
         (
             "description",
@@ -111,7 +111,7 @@ async fn task_fields_over_their_limits_are_refused_at_submission_and_nothing_is_
         let err = queue_validation(queue.submit(task).await);
         assert_over_limit(&err, field, limit);
     }
-    assert_eq!(table_dump(&*pool).await, before);
+    assert_eq!(table_dump(&pool).await, before);
     // At the limit is accepted.
     queue
         .submit(NewTask::new(
@@ -126,7 +126,7 @@ async fn task_fields_over_their_limits_are_refused_at_submission_and_nothing_is_
 #[tokio::test]
 async fn an_oversized_result_error_worker_or_actor_is_refused_and_the_attempt_stays_open() {
     let pool = test_db().await;
-    let queue = queue(&*pool);
+    let queue = queue(&pool);
     let task = queue.submit(NewTask::new("s", "d", "a")).await.unwrap();
     let long_name = "w".repeat(limits::MAX_NAME_BYTES + 1);
     let err = queue_validation(queue.claim(&long_name, &[], LEASE, 1).await);
@@ -140,7 +140,7 @@ async fn an_oversized_result_error_worker_or_actor_is_refused_and_the_attempt_st
     let attempt = queue.claim("w", &[], LEASE, 1).await.unwrap()[0]
         .lease
         .attempt_id;
-    let before = table_dump(&*pool).await;
+    let before = table_dump(&pool).await;
 
     let err = queue_validation(
         queue
@@ -162,7 +162,7 @@ async fn an_oversized_result_error_worker_or_actor_is_refused_and_the_attempt_st
     assert_over_limit(&err, "reason", limits::MAX_ERROR_BYTES);
     let err = queue_validation(queue.cancel(task.id, &long_name).await);
     assert_over_limit(&err, "actor", limits::MAX_NAME_BYTES);
-    assert_eq!(table_dump(&*pool).await, before);
+    assert_eq!(table_dump(&pool).await, before);
     // The attempt is still open: the worker can still report, within the limits.
     queue
         .fail(attempt, &"e".repeat(limits::MAX_ERROR_BYTES))
@@ -190,7 +190,7 @@ async fn memory_session_and_agent_fields_over_their_limits_are_refused_and_nothi
         .unwrap();
     let session = Session::new("app", "user", chrono::Utc::now());
     sessions.create(session.clone()).await.unwrap();
-    let before = table_dump(&*pool).await;
+    let before = table_dump(&pool).await;
 
     let err = db_validation(
         memories
@@ -264,7 +264,7 @@ async fn memory_session_and_agent_fields_over_their_limits_are_refused_and_nothi
     let err = db_validation(agents.insert(agent).await);
     assert_over_limit(&err, "agent_type", limits::MAX_NAME_BYTES);
 
-    assert_eq!(table_dump(&*pool).await, before);
+    assert_eq!(table_dump(&pool).await, before);
 }
 
 /// Issue 10, item 4: failing a task with 2,000 dependents and a 100 KB error copied the error
@@ -272,7 +272,7 @@ async fn memory_session_and_agent_fields_over_their_limits_are_refused_and_nothi
 #[tokio::test]
 async fn a_cascaded_failure_names_its_root_without_copying_the_roots_error() {
     let pool = test_db().await;
-    let queue = queue(&*pool);
+    let queue = queue(&pool);
     let tasks = TaskRepositoryImpl::new(pool.clone());
     let root = NewTask {
         max_retries: 0,

@@ -167,7 +167,7 @@ async fn adding_a_live_key_again_is_a_unique_violation_and_changes_nothing() {
     repo.update("ns", "k", json!("second"), "agent-2")
         .await
         .unwrap();
-    let before = memory_rows(&*pool).await;
+    let before = memory_rows(&pool).await;
 
     clock.advance(Duration::seconds(1));
     let err = repo
@@ -181,18 +181,18 @@ async fn adding_a_live_key_again_is_a_unique_violation_and_changes_nothing() {
         }
         other => panic!("expected a unique violation, got {other:?}"),
     }
-    assert_eq!(memory_rows(&*pool).await, before);
+    assert_eq!(memory_rows(&pool).await, before);
 }
 
 /// Adds one valid memory, then `bad`, which must fail validation on `field` and write nothing.
 async fn add_is_rejected(bad: NewMemory, field: &str) {
     let (pool, repo, _clock) = store().await;
     repo.add(new_memory("ns", "k", json!(1))).await.unwrap();
-    let before = memory_rows(&*pool).await;
+    let before = memory_rows(&pool).await;
 
     assert_validation(repo.add(bad).await, field);
 
-    assert_eq!(memory_rows(&*pool).await, before);
+    assert_eq!(memory_rows(&pool).await, before);
 }
 
 #[tokio::test]
@@ -328,11 +328,11 @@ async fn deleting_a_memory_hides_it_but_keeps_every_version_marked_deleted() {
 async fn deleting_a_key_never_added_is_not_found_and_changes_nothing() {
     let (pool, repo, _clock) = store().await;
     repo.add(new_memory("ns", "k", json!(1))).await.unwrap();
-    let before = memory_rows(&*pool).await;
+    let before = memory_rows(&pool).await;
 
     assert_not_found(repo.delete("ns", "absent").await, "ns/absent");
 
-    assert_eq!(memory_rows(&*pool).await, before);
+    assert_eq!(memory_rows(&pool).await, before);
 }
 
 #[tokio::test]
@@ -340,25 +340,25 @@ async fn deleting_a_deleted_memory_is_not_found_and_changes_nothing() {
     let (pool, repo, _clock) = store().await;
     repo.add(new_memory("ns", "k", json!(1))).await.unwrap();
     repo.delete("ns", "k").await.unwrap();
-    let before = memory_rows(&*pool).await;
+    let before = memory_rows(&pool).await;
 
     assert_not_found(repo.delete("ns", "k").await, "ns/k");
 
-    assert_eq!(memory_rows(&*pool).await, before);
+    assert_eq!(memory_rows(&pool).await, before);
 }
 
 #[tokio::test]
 async fn updating_a_key_never_added_is_not_found_and_writes_nothing() {
     let (pool, repo, _clock) = store().await;
     repo.add(new_memory("ns", "k", json!(1))).await.unwrap();
-    let before = memory_rows(&*pool).await;
+    let before = memory_rows(&pool).await;
 
     assert_not_found(
         repo.update("ns", "absent", json!(2), "agent-2").await,
         "ns/absent",
     );
 
-    assert_eq!(memory_rows(&*pool).await, before);
+    assert_eq!(memory_rows(&pool).await, before);
 }
 
 #[tokio::test]
@@ -366,23 +366,23 @@ async fn updating_a_deleted_memory_is_not_found_and_writes_nothing() {
     let (pool, repo, _clock) = store().await;
     repo.add(new_memory("ns", "k", json!(1))).await.unwrap();
     repo.delete("ns", "k").await.unwrap();
-    let before = memory_rows(&*pool).await;
+    let before = memory_rows(&pool).await;
 
     assert_not_found(repo.update("ns", "k", json!(2), "agent-2").await, "ns/k");
 
-    assert_eq!(memory_rows(&*pool).await, before);
+    assert_eq!(memory_rows(&pool).await, before);
 }
 
 #[tokio::test]
 async fn updating_a_memory_with_an_empty_author_is_rejected_and_writes_nothing() {
     let (pool, repo, _clock) = store().await;
     repo.add(new_memory("ns", "k", json!(1))).await.unwrap();
-    let before = memory_rows(&*pool).await;
+    let before = memory_rows(&pool).await;
 
     assert_validation(repo.update("ns", "k", json!(2), "").await, "updated_by");
     assert_validation(repo.update("ns", "k", json!(2), "  ").await, "updated_by");
 
-    assert_eq!(memory_rows(&*pool).await, before);
+    assert_eq!(memory_rows(&pool).await, before);
 }
 
 #[tokio::test]
@@ -633,7 +633,7 @@ async fn corrupt_memory_type(pool: &SqlitePool) {
 async fn a_memory_row_with_an_unknown_type_is_reported_corrupt_by_every_read() {
     let (pool, repo, _clock) = store().await;
     repo.add(new_memory("ns", "k", json!(1))).await.unwrap();
-    corrupt_memory_type(&*pool).await;
+    corrupt_memory_type(&pool).await;
 
     let errors = [
         repo.get("ns", "k").await.unwrap_err(),
@@ -689,7 +689,7 @@ async fn json_nested_deeper_than_the_limit_is_refused_before_it_is_stored() {
         deepest.value
     );
 
-    let before = memory_rows(&*pool).await;
+    let before = memory_rows(&pool).await;
     let too_deep = NewMemory {
         key: "too-deep".into(),
         value: nested(MAX_JSON_DEPTH + 1),
@@ -708,5 +708,5 @@ async fn json_nested_deeper_than_the_limit_is_refused_before_it_is_stored() {
         matches!(&err, DatabaseError::Validation(e) if e.field == "value"),
         "{err:?}"
     );
-    assert_eq!(memory_rows(&*pool).await, before);
+    assert_eq!(memory_rows(&pool).await, before);
 }

@@ -709,7 +709,7 @@ async fn a_task_cannot_wait_on_a_cancelled_or_failed_task() {
     let f = fixture().await;
     let gone = f.queue.submit(new("gone", &[])).await.unwrap();
     f.queue.cancel(gone.id, "human").await.unwrap();
-    let before = table_dump(&*f.pool).await;
+    let before = table_dump(&f.pool).await;
     let late = new("late", &[gone.id]);
     let late_id = late.id;
     let err = f.queue.submit(late).await.unwrap_err();
@@ -718,13 +718,13 @@ async fn a_task_cannot_wait_on_a_cancelled_or_failed_task() {
             if task == late_id && dependency == gone.id),
         "{err:?}"
     );
-    assert_eq!(table_dump(&*f.pool).await, before);
+    assert_eq!(table_dump(&f.pool).await, before);
 }
 
 #[tokio::test]
 async fn parents_that_loop_within_a_batch_are_refused() {
     let f = fixture().await;
-    let before = table_dump(&*f.pool).await;
+    let before = table_dump(&f.pool).await;
     let mut a = new("a", &[]);
     let mut b = new("b", &[]);
     a.parent_task_id = Some(b.id);
@@ -741,7 +741,7 @@ async fn parents_that_loop_within_a_batch_are_refused() {
         f.queue.submit(own).await.unwrap_err(),
         QueueError::Validation(e) if e.field == "parent_task_id"
     ));
-    assert_eq!(table_dump(&*f.pool).await, before);
+    assert_eq!(table_dump(&f.pool).await, before);
 }
 
 #[tokio::test]
@@ -753,7 +753,7 @@ async fn an_id_already_stored_is_a_duplicate_and_a_blank_actor_is_refused() {
         ..first.clone()
     };
     f.queue.submit(first.clone()).await.unwrap();
-    let before = table_dump(&*f.pool).await;
+    let before = table_dump(&f.pool).await;
     assert!(matches!(
         f.queue.submit(again).await.unwrap_err(),
         QueueError::DuplicateTask { task } if task == first.id
@@ -764,7 +764,7 @@ async fn an_id_already_stored_is_a_duplicate_and_a_blank_actor_is_refused() {
             QueueError::Validation(e) if e.field == "actor"
         ));
     }
-    assert_eq!(table_dump(&*f.pool).await, before);
+    assert_eq!(table_dump(&f.pool).await, before);
 }
 
 /// The queue refuses to write a history that did not happen when a row was changed behind its
@@ -778,7 +778,7 @@ async fn a_status_changed_outside_the_queue_is_a_conflict_not_a_false_history() 
         .update_status(task.id, TaskStatus::Cancelled)
         .await
         .unwrap();
-    let before = table_dump(&*f.pool).await;
+    let before = table_dump(&f.pool).await;
     let err = f
         .queue
         .complete(claimed[0].lease.attempt_id, None)
@@ -791,7 +791,7 @@ async fn a_status_changed_outside_the_queue_is_a_conflict_not_a_false_history() 
         ),
         "{err:?}"
     );
-    assert_eq!(table_dump(&*f.pool).await, before);
+    assert_eq!(table_dump(&f.pool).await, before);
 }
 
 #[tokio::test]
@@ -1002,7 +1002,7 @@ async fn a_parent_waiting_for_its_children_is_submitted_with_them() {
 #[tokio::test]
 async fn an_unknown_parent_is_named_and_nothing_is_stored() {
     let f = fixture().await;
-    let before = crate::helpers::database::table_dump(&*f.pool).await;
+    let before = crate::helpers::database::table_dump(&f.pool).await;
     let ghost = uuid::Uuid::new_v4();
     let orphan = NewTask {
         parent_task_id: Some(ghost),
@@ -1026,5 +1026,5 @@ async fn an_unknown_parent_is_named_and_nothing_is_stored() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(crate::helpers::database::table_dump(&*f.pool).await, before);
+    assert_eq!(crate::helpers::database::table_dump(&f.pool).await, before);
 }

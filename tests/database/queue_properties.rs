@@ -279,7 +279,7 @@ async fn run_case(dag: Vec<(u64, u32)>, ops: Vec<Op>, grouped: bool) {
                 Err(e) => panic!("cancel: {e:?}"),
             },
             Op::Retry(k) => {
-                let status = statuses(&*pool).await;
+                let status = statuses(&pool).await;
                 let failed: Vec<Uuid> = ids
                     .iter()
                     .copied()
@@ -314,9 +314,9 @@ async fn run_case(dag: Vec<(u64, u32)>, ops: Vec<Op>, grouped: bool) {
         assert!(rounds <= 100, "drain does not end");
     }
 
-    let status = statuses(&*pool).await;
+    let status = statuses(&pool).await;
     let mut deps_of: HashMap<String, Vec<String>> = HashMap::new();
-    for (task, dep) in edges(&*pool).await {
+    for (task, dep) in edges(&pool).await {
         deps_of.entry(task).or_default().push(dep);
     }
     for (id, s) in &status {

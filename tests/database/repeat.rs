@@ -70,7 +70,7 @@ async fn the_same_complete_sent_again_answers_as_recorded_and_changes_nothing() 
             .await
             .unwrap();
         assert_eq!((first.outcome.clone(), first.repeat), (vec![ib], false));
-        let before = table_dump(&*pool).await;
+        let before = table_dump(&pool).await;
 
         // The same result, re-serialised with its keys in another order, is the same result.
         let again = queue
@@ -86,7 +86,7 @@ async fn the_same_complete_sent_again_answers_as_recorded_and_changes_nothing() 
             .await
             .unwrap();
         assert!(reformed.repeat, "grouped: {grouped}");
-        assert_eq!(table_dump(&*pool).await, before, "grouped: {grouped}");
+        assert_eq!(table_dump(&pool).await, before, "grouped: {grouped}");
     }
 }
 
@@ -99,12 +99,12 @@ async fn a_different_result_or_verb_on_a_finished_attempt_is_still_a_lost_lease(
             .lease
             .attempt_id;
         queue.complete(attempt, Some(json!(1))).await.unwrap();
-        let before = table_dump(&*pool).await;
+        let before = table_dump(&pool).await;
 
         assert_lease_lost(queue.complete(attempt, Some(json!(2))).await);
         assert_lease_lost(queue.complete(attempt, None).await);
         assert_lease_lost(queue.fail(attempt, "boom").await);
-        assert_eq!(table_dump(&*pool).await, before, "grouped: {grouped}");
+        assert_eq!(table_dump(&pool).await, before, "grouped: {grouped}");
     }
 }
 
@@ -132,7 +132,7 @@ async fn the_same_fail_after_the_task_was_claimed_again_answers_for_its_own_atte
             .lease
             .clone();
         assert_eq!(second.task_id, id);
-        let before = table_dump(&*pool).await;
+        let before = table_dump(&pool).await;
 
         let again = queue.fail(first, "boom").await.unwrap();
         assert!(again.repeat, "grouped: {grouped}");
@@ -146,7 +146,7 @@ async fn the_same_fail_after_the_task_was_claimed_again_answers_for_its_own_atte
         assert_lease_lost(queue.fail(first, "boom, but told differently").await);
         assert_lease_lost(queue.complete(first, None).await);
         assert_eq!(
-            table_dump(&*pool).await,
+            table_dump(&pool).await,
             before,
             "the new attempt is untouched"
         );
@@ -177,7 +177,7 @@ async fn the_same_fail_that_used_up_the_retries_answers_failed_with_its_cascade(
         let mut expected = vec![ib, ic];
         expected.sort();
         assert_eq!(cascaded, expected);
-        let before = table_dump(&*pool).await;
+        let before = table_dump(&pool).await;
 
         let again = queue.fail(attempt, "it broke").await.unwrap();
         assert!(again.repeat, "grouped: {grouped}");
@@ -186,7 +186,7 @@ async fn the_same_fail_that_used_up_the_retries_answers_failed_with_its_cascade(
         };
         cascaded.sort();
         assert_eq!(cascaded, expected);
-        assert_eq!(table_dump(&*pool).await, before, "grouped: {grouped}");
+        assert_eq!(table_dump(&pool).await, before, "grouped: {grouped}");
     }
 }
 
@@ -194,12 +194,12 @@ async fn the_same_fail_that_used_up_the_retries_answers_failed_with_its_cascade(
 async fn a_repeat_of_an_attempt_that_never_existed_is_not_found() {
     for grouped in [false, true] {
         let (pool, _clock, queue) = queue(grouped).await;
-        let before = table_dump(&*pool).await;
+        let before = table_dump(&pool).await;
         let unknown = Uuid::new_v4();
         assert!(matches!(
             queue.complete(unknown, None).await,
             Err(QueueError::AttemptNotFound(id)) if id == unknown
         ));
-        assert_eq!(table_dump(&*pool).await, before);
+        assert_eq!(table_dump(&pool).await, before);
     }
 }

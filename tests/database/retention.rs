@@ -297,7 +297,7 @@ async fn bad_prune_requests_are_refused_with_nothing_removed() {
         let id = f.submit("done", &[]).await;
         f.run(id).await;
         f.clock.advance(chrono::Duration::hours(2));
-        let before = table_dump(&*f.pool).await;
+        let before = table_dump(&f.pool).await;
         for (older_than, statuses) in [
             (Duration::ZERO, vec![]),
             (Duration::from_secs(20_000 * 365 * 86_400), vec![]),
@@ -319,6 +319,6 @@ async fn bad_prune_requests_are_refused_with_nothing_removed() {
             })
             .await;
         assert!(matches!(zero_batch, Err(QueueError::Validation(_))));
-        assert_eq!(table_dump(&*f.pool).await, before);
+        assert_eq!(table_dump(&f.pool).await, before);
     }
 }

@@ -129,7 +129,7 @@ async fn getting_an_unknown_session_is_none() {
 async fn creating_a_session_whose_id_is_taken_is_a_unique_violation_and_keeps_the_first() {
     let (pool, repo, clock) = store().await;
     let first = stored_session(&repo, &clock).await;
-    let before = all_rows(&*pool).await;
+    let before = all_rows(&pool).await;
 
     let err = repo
         .create(Session {
@@ -145,7 +145,7 @@ async fn creating_a_session_whose_id_is_taken_is_a_unique_violation_and_keeps_th
         }
         other => panic!("expected a unique violation, got {other:?}"),
     }
-    assert_eq!(all_rows(&*pool).await, before);
+    assert_eq!(all_rows(&pool).await, before);
     assert_eq!(repo.get(first.id).await.unwrap(), Some(first));
 }
 
@@ -154,12 +154,12 @@ async fn creating_a_session_whose_id_is_taken_is_a_unique_violation_and_keeps_th
 async fn create_is_rejected(bad: impl FnOnce(Session) -> Session, field: &str) {
     let (pool, repo, clock) = store().await;
     stored_session(&repo, &clock).await;
-    let before = all_rows(&*pool).await;
+    let before = all_rows(&pool).await;
 
     let bad = bad(Session::new("chat", "user-2", clock.now()));
     assert_validation(repo.create(bad.clone()).await, field);
 
-    assert_eq!(all_rows(&*pool).await, before);
+    assert_eq!(all_rows(&pool).await, before);
     assert_eq!(repo.get(bad.id).await.unwrap(), None);
 }
 
@@ -267,7 +267,7 @@ async fn appending_to_an_unknown_session_is_not_found_and_writes_no_event() {
     repo.append_event(session.id, event("message", json!(1)))
         .await
         .unwrap();
-    let before = all_rows(&*pool).await;
+    let before = all_rows(&pool).await;
     let stranger = Uuid::new_v4();
 
     assert_not_found(
@@ -277,14 +277,14 @@ async fn appending_to_an_unknown_session_is_not_found_and_writes_no_event() {
     );
 
     assert_eq!(event_count(&pool, stranger).await, 0);
-    assert_eq!(all_rows(&*pool).await, before);
+    assert_eq!(all_rows(&pool).await, before);
 }
 
 #[tokio::test]
 async fn appending_an_event_with_an_empty_type_or_actor_is_rejected_and_writes_nothing() {
     let (pool, repo, clock) = store().await;
     let session = stored_session(&repo, &clock).await;
-    let before = all_rows(&*pool).await;
+    let before = all_rows(&pool).await;
 
     clock.advance(Duration::seconds(1));
     assert_validation(
@@ -297,7 +297,7 @@ async fn appending_an_event_with_an_empty_type_or_actor_is_rejected_and_writes_n
     };
     assert_validation(repo.append_event(session.id, no_actor).await, "actor");
 
-    assert_eq!(all_rows(&*pool).await, before);
+    assert_eq!(all_rows(&pool).await, before);
 }
 
 #[tokio::test]
@@ -598,7 +598,7 @@ async fn a_state_key_with_a_double_quote_is_rejected_and_changes_nothing() {
     let (pool, repo, clock) = store().await;
     let session = stored_session(&repo, &clock).await;
     repo.set_state(session.id, "a", json!(1)).await.unwrap();
-    let before = all_rows(&*pool).await;
+    let before = all_rows(&pool).await;
 
     clock.advance(Duration::seconds(1));
     for key in ["say \"hi\"", "\"", "a\".\"b"] {
@@ -606,32 +606,32 @@ async fn a_state_key_with_a_double_quote_is_rejected_and_changes_nothing() {
         assert_validation(repo.get_state(session.id, key).await, "key");
     }
 
-    assert_eq!(all_rows(&*pool).await, before);
+    assert_eq!(all_rows(&pool).await, before);
 }
 
 #[tokio::test]
 async fn an_empty_state_key_is_rejected_and_changes_nothing() {
     let (pool, repo, clock) = store().await;
     let session = stored_session(&repo, &clock).await;
-    let before = all_rows(&*pool).await;
+    let before = all_rows(&pool).await;
 
     clock.advance(Duration::seconds(1));
     assert_validation(repo.set_state(session.id, "", json!(2)).await, "key");
     assert_validation(repo.get_state(session.id, "").await, "key");
 
-    assert_eq!(all_rows(&*pool).await, before);
+    assert_eq!(all_rows(&pool).await, before);
 }
 
 #[tokio::test]
 async fn setting_state_of_an_unknown_session_is_not_found_and_writes_nothing() {
     let (pool, repo, clock) = store().await;
     stored_session(&repo, &clock).await;
-    let before = all_rows(&*pool).await;
+    let before = all_rows(&pool).await;
     let stranger = Uuid::new_v4();
 
     assert_not_found(repo.set_state(stranger, "k", json!(1)).await, stranger);
 
-    assert_eq!(all_rows(&*pool).await, before);
+    assert_eq!(all_rows(&pool).await, before);
 }
 
 #[tokio::test]
@@ -770,12 +770,12 @@ async fn deleting_an_unknown_session_is_not_found_and_changes_nothing() {
     repo.append_event(session.id, event("message", json!(1)))
         .await
         .unwrap();
-    let before = all_rows(&*pool).await;
+    let before = all_rows(&pool).await;
     let stranger = Uuid::new_v4();
 
     assert_not_found(repo.delete(stranger).await, stranger);
 
-    assert_eq!(all_rows(&*pool).await, before);
+    assert_eq!(all_rows(&pool).await, before);
 }
 
 #[tokio::test]

@@ -139,7 +139,7 @@ async fn inserting_the_same_id_twice_is_a_unique_violation() {
 async fn an_unknown_parent_is_named_in_the_error_and_nothing_is_written() {
     let (pool, repo) = repo().await;
     repo.insert(task("bystander")).await.unwrap();
-    let before = snapshot(&*pool).await;
+    let before = snapshot(&pool).await;
     let missing = Uuid::new_v4();
     let err = repo
         .insert(Task {
@@ -157,7 +157,7 @@ async fn an_unknown_parent_is_named_in_the_error_and_nothing_is_written() {
         other => panic!("{other:?}"),
     }
     assert!(err.to_string().contains("parent task"), "{err}");
-    assert_eq!(snapshot(&*pool).await, before);
+    assert_eq!(snapshot(&pool).await, before);
 }
 
 #[tokio::test]
@@ -201,9 +201,9 @@ async fn an_unknown_dependency_or_session_is_named_in_the_error() {
 #[tokio::test]
 async fn a_141_character_summary_is_rejected_and_nothing_is_written() {
     let (pool, repo) = repo().await;
-    let before = snapshot(&*pool).await;
+    let before = snapshot(&pool).await;
     assert_validation(repo.insert(task(&"x".repeat(141))).await, "summary");
-    assert_eq!(snapshot(&*pool).await, before);
+    assert_eq!(snapshot(&pool).await, before);
 }
 
 #[tokio::test]
@@ -377,7 +377,7 @@ async fn an_update_that_fails_leaves_the_row_and_edges_unchanged() {
         ..task("d")
     };
     repo.insert(d.clone()).await.unwrap();
-    let before = snapshot(&*pool).await;
+    let before = snapshot(&pool).await;
     let err = repo
         .update(Task {
             summary: "changed".into(),
@@ -396,7 +396,7 @@ async fn an_update_that_fails_leaves_the_row_and_edges_unchanged() {
         ),
         "{err:?}"
     );
-    assert_eq!(snapshot(&*pool).await, before);
+    assert_eq!(snapshot(&pool).await, before);
     assert_eq!(repo.get(d.id).await.unwrap().unwrap().summary, "d");
 }
 
@@ -432,13 +432,13 @@ async fn deleting_a_task_removes_it_from_its_dependents_lists_and_orphans_its_ch
 async fn deleting_an_unknown_task_is_not_found_and_changes_nothing() {
     let (pool, repo) = repo().await;
     repo.insert(task("stays")).await.unwrap();
-    let before = snapshot(&*pool).await;
+    let before = snapshot(&pool).await;
     assert!(repo
         .delete(Uuid::new_v4())
         .await
         .unwrap_err()
         .is_not_found());
-    assert_eq!(snapshot(&*pool).await, before);
+    assert_eq!(snapshot(&pool).await, before);
 }
 
 #[tokio::test]
@@ -631,7 +631,7 @@ async fn list_and_count_apply_every_filter() {
 async fn sql_metacharacters_in_every_filter_are_plain_values() {
     let (pool, repo) = repo().await;
     repo.insert(task("victim")).await.unwrap();
-    let before = snapshot(&*pool).await;
+    let before = snapshot(&pool).await;
     for evil in [
         "' OR '1'='1",
         "x'; DROP TABLE tasks; --",
@@ -657,7 +657,7 @@ async fn sql_metacharacters_in_every_filter_are_plain_values() {
         };
         assert!(repo.list(only_agent).await.unwrap().is_empty(), "{evil:?}");
     }
-    assert_eq!(snapshot(&*pool).await, before);
+    assert_eq!(snapshot(&pool).await, before);
 }
 
 #[tokio::test]
@@ -758,7 +758,7 @@ async fn a_batch_of_more_tasks_than_one_statement_can_bind_goes_in_whole() {
 async fn a_batch_with_one_bad_member_writes_nothing() {
     let (pool, repo) = repo().await;
     repo.insert(task("existing")).await.unwrap();
-    let before = snapshot(&*pool).await;
+    let before = snapshot(&pool).await;
     let mut batch: Vec<Task> = (0..2_000).map(|i| task(&format!("bulk {i}"))).collect();
     let missing = Uuid::new_v4();
     batch[1_500].dependencies = Some(vec![missing]);
@@ -767,7 +767,7 @@ async fn a_batch_with_one_bad_member_writes_nothing() {
         matches!(&err, DatabaseError::ForeignKeyViolation { reference: "dependency", id: Some(id), .. } if *id == missing.to_string()),
         "{err:?}"
     );
-    assert_eq!(snapshot(&*pool).await, before);
+    assert_eq!(snapshot(&pool).await, before);
 
     batch[1_500].dependencies = None;
     batch[1_999].priority = 11;
@@ -775,7 +775,7 @@ async fn a_batch_with_one_bad_member_writes_nothing() {
     batch[1_999].priority = 1;
     batch[1_000].id = batch[10].id;
     assert_validation(repo.insert_batch(batch).await, "id");
-    assert_eq!(snapshot(&*pool).await, before);
+    assert_eq!(snapshot(&pool).await, before);
 }
 
 #[tokio::test]
@@ -1238,7 +1238,7 @@ async fn an_update_that_would_close_a_cycle_is_refused_and_changes_nothing() {
     for t in [&a, &b, &c] {
         repo.insert(t.clone()).await.unwrap();
     }
-    let before = snapshot(&*pool).await;
+    let before = snapshot(&pool).await;
     for closing in [b.id, c.id] {
         let err = repo
             .update(Task {
@@ -1256,7 +1256,7 @@ async fn an_update_that_would_close_a_cycle_is_refused_and_changes_nothing() {
             }
             other => panic!("expected a cycle to be refused, got {other:?}"),
         }
-        assert_eq!(snapshot(&*pool).await, before);
+        assert_eq!(snapshot(&pool).await, before);
     }
     let err = repo
         .update(Task {
@@ -1265,7 +1265,7 @@ async fn an_update_that_would_close_a_cycle_is_refused_and_changes_nothing() {
         })
         .await;
     assert_validation(err, "dependencies");
-    assert_eq!(snapshot(&*pool).await, before);
+    assert_eq!(snapshot(&pool).await, before);
     assert_eq!(repo.get(a.id).await.unwrap().unwrap().summary, "a");
     // Depending on a task that shares a dependency is no cycle.
     let d = Task {

@@ -136,7 +136,7 @@ async fn a_deadline_outside_the_supported_range_is_refused_and_nothing_is_stored
     let pool = test_db().await;
     let queue =
         TaskQueue::new(Arc::new(QueueStoreImpl::new(pool.clone()))).with_clock(ManualClock::new());
-    let before = table_dump(&*pool).await;
+    let before = table_dump(&pool).await;
     let last_second = chrono::Utc
         .with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
         .unwrap();
@@ -154,7 +154,7 @@ async fn a_deadline_outside_the_supported_range_is_refused_and_nothing_is_stored
             other => panic!("expected a validation error, got {other:?}"),
         }
     }
-    assert_eq!(table_dump(&*pool).await, before);
+    assert_eq!(table_dump(&pool).await, before);
     // The last accepted instant works through every computation.
     let mut new = task("E", &[]);
     new.deadline = Some(last_second);
