@@ -19,7 +19,6 @@ const MODULES: &[(&str, &[(&str, &str)])] = &[
     ("agent_repo", super::agent_repo::STATEMENTS),
 ];
 
-
 /// The `rusqlite` methods that take SQL text as their first argument.
 const TAKES_SQL: &[&str] = &[
     "prepare",

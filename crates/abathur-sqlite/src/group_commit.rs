@@ -162,7 +162,9 @@ impl QueueStore for GroupCommitQueueStore {
         priority: &PriorityPolicy,
         now: Now,
     ) -> Result<Recorded<FailOutcome>, QueueError> {
-        self.inner.fail(attempt_id, error, retry, priority, now).await
+        self.inner
+            .fail(attempt_id, error, retry, priority, now)
+            .await
     }
 
     async fn release(
