@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use abathur::domain::queue::PriorityPolicy;
 use abathur::domain::timestamp;
 use abathur::infrastructure::database::{DatabaseConfig, DatabaseConnection};
 use chrono::{Duration as ChronoDuration, Utc};
@@ -63,7 +64,9 @@ pub struct LoadedTask {
 
 /// Inserts `count` dependency-free tasks in one transaction, with ids in ascending order so
 /// the primary key grows at its end; `shape(i)` says each one's status and priority. Each is
-/// submitted a microsecond after the previous one, all in the past.
+/// submitted a microsecond after the previous one, all in the past. A ready one gets the claim
+/// key our queue writes ([`PriorityPolicy::key`] of the default policy, ready since its
+/// submission), so claims read the claim index as they do on a database our queue filled.
 pub fn load_tasks(
     conn: &mut Connection,
     count: usize,
@@ -72,6 +75,7 @@ pub fn load_tasks(
     let mut ids: Vec<Uuid> = (0..count).map(|_| Uuid::new_v4()).collect();
     ids.sort_unstable();
     let start = Utc::now() - ChronoDuration::hours(1);
+    let policy = PriorityPolicy::default();
     // A larger page cache for the load only: the indexes of a million rows stay in memory.
     conn.execute_batch("PRAGMA cache_size = -262144")?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -79,22 +83,29 @@ pub fn load_tasks(
         let mut insert = tx.prepare(
             "INSERT INTO tasks (id, summary, description, agent_type, priority, calculated_priority,
                  status, dependency_type, dependency_depth, retry_count, max_retries,
-                 max_execution_timeout_seconds, submitted_at, completed_at, last_updated_at, source)
-             VALUES (?1, ?2, '', ?3, ?4, ?5, ?6, 'sequential', 0, 0, 3, 3600, ?7, ?8, ?7, 'human')",
+                 max_execution_timeout_seconds, submitted_at, completed_at, last_updated_at, source,
+                 claim_key)
+             VALUES (?1, ?2, '', ?3, ?4, ?5, ?6, 'sequential', 0, 0, 3, 3600, ?7, ?8, ?7, 'human',
+                     ?9)",
         )?;
         for (i, id) in ids.iter().enumerate() {
             let shape = shape(i);
-            let at = timestamp::format(&(start + ChronoDuration::microseconds(i as i64)));
+            let submitted_at = start + ChronoDuration::microseconds(i as i64);
+            let at = timestamp::format(&submitted_at);
             let completed_at = (shape.status == "completed").then_some(at.as_str());
+            let priority = shape.calculated_priority.floor().clamp(0.0, 10.0) as u8;
+            let claim_key =
+                (shape.status == "ready").then(|| policy.key(priority, 0, submitted_at));
             insert.execute(params![
                 id.to_string(),
                 format!("bench task {i}"),
                 AGENT_TYPE,
-                shape.calculated_priority.floor().clamp(0.0, 10.0) as i64,
+                priority,
                 shape.calculated_priority,
                 shape.status,
                 at,
                 completed_at,
+                claim_key,
             ])?;
         }
     }

@@ -24,11 +24,12 @@ pub const LEASE: Duration = Duration::from_secs(300);
 /// [`CommitMode::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitMode {
-    /// One `BEGIN IMMEDIATE` transaction, and one commit, per queue operation.
+    /// `QueueStoreImpl`: on the database's writer thread, one `BEGIN IMMEDIATE` transaction,
+    /// and one commit, per queue operation (groups of one).
     PerOperation,
-    /// One writer per process (`GroupCommitQueueStore`): the operations of every worker run
-    /// on one parked connection and share transactions. With one caller its groups hold one
-    /// operation each, so nothing is batched.
+    /// `GroupCommitQueueStore`: on the same writer thread, the operations that wait share a
+    /// transaction, each in a savepoint. With one caller its groups hold one operation each,
+    /// so nothing is batched.
     Group,
 }
 

@@ -1,13 +1,16 @@
 //! The raw baseline: the queue's statements run through rusqlite on one connection, each
-//! prepared once and cached, one `BEGIN IMMEDIATE` transaction per operation as ours. It does
-//! the same reads and writes as our adapter (attempt row, status change, history row,
-//! dependents made ready), without the pool, the async runtime or our mapping, so the ratio
-//! of the two is the cost of those layers.
+//! prepared once and cached, one `BEGIN IMMEDIATE` transaction per operation as ours. It runs
+//! the very statements of our adapter (their texts are read from
+//! `abathur_sqlite::baseline`, never copied: the keyed insert, the claim's two reads and its
+//! merge, the set-based claim and release of dependents, the history rows), without the
+//! writer thread, its channel, the async runtime or our mapping, so the ratio of the two is
+//! the cost of those layers.
 
 use std::path::Path;
 
 use abathur::domain::queue::PriorityPolicy;
 use abathur::domain::timestamp;
+use abathur::infrastructure::database::baseline as sql;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -23,6 +26,9 @@ pub const MEMORY_GET_SQL: &str = include_str!("../../abathur-sqlite/src/queries/
 /// Prefix search of memories, the same text our adapter runs.
 pub const MEMORY_SEARCH_SQL: &str =
     include_str!("../../abathur-sqlite/src/queries/memory_search.sql");
+
+/// The base priority of every task the baseline submits, as `NewTask::new` gives.
+const PRIORITY: u8 = 5;
 
 /// A task to submit raw: its id and the ids it depends on.
 #[derive(Debug, Clone)]
@@ -134,17 +140,19 @@ impl RawQueue {
         Ok(OpTx::InGroup(self.conn.savepoint()?))
     }
 
-    /// Submits `batch` in one transaction: each task's stored dependencies are read for their
-    /// status and depth, the task row, its edges and its history row are written.
+    /// Submits `batch` in one transaction, as our submit does: each task's stored
+    /// dependencies are read for their status and depth, the task row, its edges and its
+    /// history row are written, the ready ones get their claim key, and the references are
+    /// checked.
     pub fn submit(&mut self, batch: &[RawTask]) -> Result<(), BenchError> {
         let (now, now_text) = now_text();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut in_batch: std::collections::HashMap<Uuid, i64> =
+        let policy = self.priority;
+        let tx = self.begin()?;
+        let mut in_batch: std::collections::HashMap<Uuid, u32> =
             std::collections::HashMap::with_capacity(batch.len());
+        let mut keys = Vec::new();
         for task in batch {
-            let mut depth: Option<i64> = None;
+            let mut depth: Option<u32> = None;
             let mut all_completed = true;
             for dep in &task.dependencies {
                 let d = if let Some(d) = in_batch.get(dep) {
@@ -152,20 +160,28 @@ impl RawQueue {
                     *d
                 } else {
                     let (status, d): (String, i64) = tx
-                        .prepare_cached("SELECT status, dependency_depth FROM tasks WHERE id = ?")?
+                        .prepare_cached(sql::SELECT_DEPENDENCY)?
                         .query_row([dep.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     if status == "failed" || status == "cancelled" {
                         return Err(BenchError(format!("dependency {dep} is {status}")));
                     }
                     all_completed &= status == "completed";
-                    d
+                    u32::try_from(d).map_err(|e| BenchError(e.to_string()))?
                 };
-                depth = Some(depth.map_or(d, |x: i64| x.max(d)));
+                depth = Some(depth.map_or(d, |x| x.max(d)));
             }
             let depth = depth.map_or(0, |d| d + 1);
             in_batch.insert(task.id, depth);
             let status = if all_completed { "ready" } else { "blocked" };
-            let calculated = self.priority.calculate(5, depth as u32, None, now, now);
+            let calculated = policy.calculate(PRIORITY, depth, None, now, now);
+            let id = task.id.to_string();
+            if all_completed {
+                keys.push(serde_json::json!({
+                    "id": id,
+                    "key": policy.key(PRIORITY, depth, now),
+                    "calculated": calculated,
+                }));
+            }
             let deps = (!task.dependencies.is_empty()).then(|| {
                 serde_json::Value::from(
                     task.dependencies
@@ -175,35 +191,40 @@ impl RawQueue {
                 )
                 .to_string()
             });
-            let id = task.id.to_string();
-            tx.prepare_cached(
-                "INSERT INTO tasks (
-                    id, summary, description, agent_type, priority, calculated_priority,
-                    status, dependencies, dependency_type, dependency_depth,
-                    input_data, result_data, error_message, retry_count, max_retries,
-                    max_execution_timeout_seconds, submitted_at, started_at, completed_at,
-                    last_updated_at, created_by, parent_task_id, session_id, source,
-                    deadline, estimated_duration_seconds, feature_branch, task_branch, worktree_path
-                ) VALUES (?, ?, '', ?, 5, ?, ?, ?, 'sequential', ?, NULL, NULL, NULL, 0, 3, 3600,
-                          ?, NULL, NULL, ?, NULL, NULL, NULL, 'human', NULL, NULL, NULL, NULL, NULL)",
-            )?
-            .execute(params![
+            tx.prepare_cached(sql::INSERT_TASK)?.execute(params![
                 id,
                 "bench task",
+                "",
                 AGENT_TYPE,
+                PRIORITY,
                 calculated,
                 status,
                 deps,
+                "sequential",
                 depth,
+                Option::<String>::None,
+                Option::<String>::None,
+                Option::<String>::None,
+                0,
+                3,
+                3600,
                 now_text,
-                now_text
+                Option::<String>::None,
+                Option::<String>::None,
+                now_text,
+                Option::<String>::None,
+                Option::<String>::None,
+                Option::<String>::None,
+                "human",
+                Option::<String>::None,
+                Option::<i64>::None,
+                Option::<String>::None,
+                Option::<String>::None,
+                Option::<String>::None,
             ])?;
             if let Some(deps) = &deps {
-                tx.prepare_cached(
-                    "INSERT INTO task_dependencies (task_id, depends_on_task_id)
-                     SELECT ?, value FROM json_each(?) WHERE true ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![id, deps])?;
+                tx.prepare_cached(sql::INSERT_EDGES)?
+                    .execute(params![id, deps])?;
             }
             record(
                 &tx,
@@ -216,62 +237,87 @@ impl RawQueue {
                 Some("submitted"),
             )?;
         }
+        if !keys.is_empty() {
+            tx.prepare_cached(sql::STORE_KEYS)?
+                .execute([serde_json::Value::Array(keys).to_string()])?;
+        }
+        // The references named outside the batch exist (our submit checks them after the
+        // inserts, to name the missing one).
+        for task in batch {
+            for dep in task
+                .dependencies
+                .iter()
+                .filter(|d| !in_batch.contains_key(d))
+            {
+                let exists: bool = tx
+                    .prepare_cached(sql::TASK_EXISTS)?
+                    .query_row([dep.to_string()], |r| r.get(0))?;
+                if !exists {
+                    return Err(BenchError(format!("dependency {dep} does not exist")));
+                }
+            }
+        }
         tx.commit()?;
         Ok(())
     }
 
-    /// Claims up to `max` of the most urgent ready tasks, as our claim does.
+    /// Claims up to `max` of the most urgent ready tasks, as our claim does: the claim's
+    /// statements and merge ([`sql::most_urgent`]), the attempts in one statement, the status
+    /// change and history rows of all of them in one each, and each task read back.
     pub fn claim(&mut self, worker: &str, max: u32) -> Result<Vec<RawClaim>, BenchError> {
         let (now, now_text) = now_text();
         let expires = timestamp::format(&(now + ChronoDuration::seconds(60)));
+        let policy = self.priority;
         let tx = self.begin()?;
-        let ids: Vec<String> = tx
-            .prepare_cached(
-                "SELECT id FROM tasks t WHERE status = 'ready'
-                 AND NOT EXISTS (SELECT 1 FROM task_schedule s WHERE s.task_id = t.id AND s.run_after > ?)
-                 ORDER BY calculated_priority DESC, submitted_at ASC, id ASC LIMIT ?",
-            )?
-            .query_map(params![now_text, i64::from(max)], |r| r.get(0))?
+        let ids = sql::most_urgent(&tx, max, &policy, now)?;
+        if ids.is_empty() {
+            tx.commit()?;
+            return Ok(Vec::new());
+        }
+        let attempts: Vec<(String, String)> = ids
+            .into_iter()
+            .map(|id| (id, Uuid::new_v4().to_string()))
+            .collect();
+        let pairs = serde_json::Value::Array(
+            attempts
+                .iter()
+                .map(|(task, attempt)| serde_json::json!({ "task": task, "attempt": attempt }))
+                .collect(),
+        )
+        .to_string();
+        let numbered: Vec<(String, i64)> = tx
+            .prepare_cached(sql::INSERT_ATTEMPTS)?
+            .query_map(params![worker, now_text, expires, pairs], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
             .collect::<Result<_, _>>()?;
-        let mut claimed = Vec::with_capacity(ids.len());
-        for id in ids {
-            let attempt_id = Uuid::new_v4().to_string();
-            let number: i64 = tx
-                .prepare_cached(
-                    "SELECT COALESCE(MAX(attempt_number), 0) + 1 FROM task_attempts WHERE task_id = ?",
-                )?
-                .query_row([&id], |r| r.get(0))?;
-            tx.prepare_cached(
-                "INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at, lease_expires_at)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )?
-            .execute(params![attempt_id, id, number, worker, now_text, expires])?;
-            tx.prepare_cached("DELETE FROM task_schedule WHERE task_id = ?")?
-                .execute([&id])?;
-            transition(
-                &tx,
-                &id,
-                "ready",
-                "running",
-                &now_text,
-                worker,
-                Some(&attempt_id),
-                Some("claimed"),
-            )?;
+        if numbered.len() != attempts.len() {
+            return Err(BenchError("an attempt was not stored".into()));
+        }
+        let task_ids = serde_json::Value::from(
+            attempts
+                .iter()
+                .map(|(task, _)| task.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        tx.prepare_cached(sql::DELETE_SCHEDULES)?
+            .execute([task_ids])?;
+        let moves: Vec<(&str, Option<&str>)> = attempts
+            .iter()
+            .map(|(task, attempt)| (task.as_str(), Some(attempt.as_str())))
+            .collect();
+        transition_many(
+            &tx, &moves, "ready", "running", &now_text, worker, "claimed",
+        )?;
+        let mut claimed = Vec::with_capacity(attempts.len());
+        for (task_id, attempt_id) in attempts {
             let row = tx
-                .prepare_cached(
-                    "SELECT id, summary, description, agent_type, priority, calculated_priority,
-                        status, dependencies, dependency_type, dependency_depth, input_data, result_data,
-                        error_message, retry_count, max_retries, max_execution_timeout_seconds,
-                        submitted_at, started_at, completed_at, last_updated_at, created_by,
-                        parent_task_id, session_id, source, deadline, estimated_duration_seconds,
-                        feature_branch, task_branch, worktree_path
-                     FROM tasks WHERE id = ?",
-                )?
-                .query_row([&id], read_row)?;
+                .prepare_cached(sql::SELECT_TASK)?
+                .query_row([&task_id], read_row)?;
             claimed.push(RawClaim {
                 attempt_id,
-                task_id: id,
+                task_id,
                 row,
             });
         }
@@ -280,17 +326,16 @@ impl RawQueue {
     }
 
     /// Completes an attempt and makes ready the dependents whose dependencies are all
-    /// completed; returns how many were made ready.
+    /// completed, as our completion does: their claim keys computed from one read of their
+    /// rows, then one statement for their status and keys and one for their history rows,
+    /// however many they are. Returns how many were made ready.
     pub fn complete(&mut self, attempt_id: &str) -> Result<usize, BenchError> {
         let (now, now_text) = now_text();
         let policy = self.priority;
         let tx = self.begin()?;
         let (task_id, worker, outcome): (String, String, Option<String>) = tx
-            .prepare_cached(
-                "SELECT task_id, worker_id, attempt_number, finished_at, outcome
-                 FROM task_attempts WHERE id = ?",
-            )?
-            .query_row([attempt_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(4)?)))
+            .prepare_cached(sql::SELECT_ATTEMPT)?
+            .query_row([attempt_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(3)?)))
             .optional()?
             .ok_or_else(|| BenchError(format!("attempt {attempt_id} not found")))?;
         if let Some(outcome) = outcome {
@@ -298,12 +343,13 @@ impl RawQueue {
                 "attempt {attempt_id} already ended ({outcome})"
             )));
         }
-        tx.prepare_cached(
-            "UPDATE task_attempts SET finished_at = ?, outcome = 'completed', error = NULL
-             WHERE id = ? AND finished_at IS NULL",
-        )?
-        .execute(params![now_text, attempt_id])?;
-        tx.prepare_cached("UPDATE tasks SET result_data = ?, error_message = NULL WHERE id = ?")?
+        tx.prepare_cached(sql::CLOSE_ATTEMPT)?.execute(params![
+            now_text,
+            "completed",
+            Option::<String>::None,
+            attempt_id
+        ])?;
+        tx.prepare_cached(sql::SET_RESULT)?
             .execute(params![Option::<String>::None, task_id])?;
         transition(
             &tx,
@@ -315,119 +361,61 @@ impl RawQueue {
             Some(attempt_id),
             None,
         )?;
-        let dependents: Vec<(String, i64, i64, Option<String>, String)> = tx
-            .prepare_cached(
-                "SELECT t.id, t.priority, t.dependency_depth, t.deadline, t.submitted_at
-                 FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
-                 WHERE d.depends_on_task_id = ? AND t.status = 'blocked'
-                   AND NOT EXISTS (
-                       SELECT 1 FROM task_dependencies d2 JOIN tasks u ON u.id = d2.depends_on_task_id
-                       WHERE d2.task_id = t.id AND u.status <> 'completed')",
-            )?
-            .query_map([&task_id], |r| {
+        let ids: Vec<String> = tx
+            .prepare_cached(sql::DEPENDENTS_TO_RELEASE)?
+            .query_map([&task_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            tx.commit()?;
+            return Ok(0);
+        }
+        let id_set = serde_json::Value::from(ids.clone()).to_string();
+        // id, priority, depth, deadline, run-after time
+        type KeyInputs = (String, i64, i64, Option<String>, Option<String>);
+        let inputs: Vec<KeyInputs> = tx
+            .prepare_cached(sql::SELECT_KEY_INPUTS)?
+            .query_map([&id_set], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?
             .collect::<Result<_, _>>()?;
-        let reason = format!("dependency {task_id} completed");
-        for (id, priority, depth, deadline, submitted_at) in &dependents {
-            let parse = |t: &str| timestamp::parse(t).map_err(BenchError);
-            let deadline = deadline.as_deref().map(parse).transpose()?;
-            let calculated = policy.calculate(
-                u8::try_from(*priority).map_err(|e| BenchError(e.to_string()))?,
-                u32::try_from(*depth).map_err(|e| BenchError(e.to_string()))?,
-                deadline,
-                parse(submitted_at)?,
-                now,
-            );
-            tx.prepare_cached("UPDATE tasks SET calculated_priority = ? WHERE id = ?")?
-                .execute(params![calculated, id])?;
-            transition(
-                &tx,
-                id,
-                "blocked",
-                "ready",
-                &now_text,
-                "queue",
-                None,
-                Some(&reason),
-            )?;
+        let mut keys = Vec::with_capacity(inputs.len());
+        for (id, base, depth, deadline, run_after) in inputs {
+            let base = u8::try_from(base).map_err(|e| BenchError(e.to_string()))?;
+            let depth = u32::try_from(depth).map_err(|e| BenchError(e.to_string()))?;
+            let ready_since = run_after
+                .and_then(|text| timestamp::parse(&text).ok())
+                .map_or(now, |run_after| run_after.max(now));
+            let deadline = deadline.and_then(|text| timestamp::parse(&text).ok());
+            keys.push(serde_json::json!({
+                "id": id,
+                "key": policy.key(base, depth, ready_since),
+                "calculated": policy.calculate(base, depth, deadline, ready_since, now),
+            }));
         }
-        tx.commit()?;
-        Ok(dependents.len())
-    }
-
-    /// Completes an attempt as [`RawQueue::complete`] does, but makes the dependents ready
-    /// set-based: one `UPDATE ... RETURNING` computes their priorities in SQL (the same formula
-    /// as `PriorityPolicy::calculate`) and one `INSERT ... SELECT` writes their history rows,
-    /// however many they are. It shows what the fan-out could cost without a statement per
-    /// dependent.
-    pub fn complete_set_based(&mut self, attempt_id: &str) -> Result<usize, BenchError> {
-        let (_, now_text) = now_text();
-        let p = self.priority;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (task_id, worker): (String, String) = tx
-            .prepare_cached(
-                "SELECT task_id, worker_id FROM task_attempts WHERE id = ? AND finished_at IS NULL",
-            )?
-            .query_row([attempt_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?
-            .ok_or_else(|| BenchError(format!("attempt {attempt_id} is not open")))?;
-        tx.prepare_cached(
-            "UPDATE task_attempts SET finished_at = ?, outcome = 'completed', error = NULL
-             WHERE id = ? AND finished_at IS NULL",
-        )?
-        .execute(params![now_text, attempt_id])?;
-        tx.prepare_cached("UPDATE tasks SET result_data = ?, error_message = NULL WHERE id = ?")?
-            .execute(params![Option::<String>::None, task_id])?;
-        transition(
+        let changed = tx.prepare_cached(sql::RELEASE_READY)?.execute(params![
+            now_text,
+            serde_json::Value::Array(keys).to_string()
+        ])?;
+        if changed != ids.len() {
+            return Err(BenchError(format!(
+                "{changed} of {} dependents were made ready",
+                ids.len()
+            )));
+        }
+        let reason = format!("dependency {task_id} completed");
+        record_many(
             &tx,
-            &task_id,
-            "running",
-            "completed",
+            &move_set(
+                &ids.iter().map(|id| (id.as_str(), None)).collect::<Vec<_>>(),
+                "blocked",
+            ),
+            "ready",
             &now_text,
-            &worker,
-            Some(attempt_id),
-            None,
+            "queue",
+            &reason,
         )?;
-        let released: Vec<String> = tx
-            .prepare_cached(
-                "UPDATE tasks SET status = 'ready', last_updated_at = ?2,
-                     calculated_priority = priority
-                         + ?3 * MIN(dependency_depth, ?4)
-                         + CASE WHEN deadline IS NULL THEN 0.0 ELSE ?5 * MAX(0.0, MIN(1.0,
-                               1.0 - (julianday(deadline) - julianday(?2)) * 86400.0 / ?6)) END
-                         + MAX(0.0, (julianday(?2) - julianday(submitted_at)) * 86400.0) / ?7
-                 WHERE id IN (
-                     SELECT t.id FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
-                     WHERE d.depends_on_task_id = ?1 AND t.status = 'blocked'
-                       AND NOT EXISTS (
-                           SELECT 1 FROM task_dependencies d2 JOIN tasks u ON u.id = d2.depends_on_task_id
-                           WHERE d2.task_id = t.id AND u.status <> 'completed'))
-                 RETURNING id",
-            )?
-            .query_map(
-                params![
-                    task_id,
-                    now_text,
-                    p.depth_weight,
-                    p.depth_cap,
-                    p.deadline_weight,
-                    p.deadline_horizon.as_secs_f64().max(1e-6),
-                    p.aging_interval.as_secs_f64().max(1e-6)
-                ],
-                |r| r.get(0),
-            )?
-            .collect::<Result<_, _>>()?;
-        let ids = serde_json::Value::from(released.clone()).to_string();
-        tx.prepare_cached(
-            "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
-             SELECT value, 'blocked', 'ready', ?, 'queue', NULL, ? FROM json_each(?)",
-        )?
-        .execute(params![now_text, format!("dependency {task_id} completed"), ids])?;
         tx.commit()?;
-        Ok(released.len())
+        Ok(ids.len())
     }
 
     /// The ready query with `limit`, every column read.
@@ -460,17 +448,72 @@ fn transition(
 ) -> Result<(), BenchError> {
     let started_at = (to == "running").then_some(now);
     let completed_at = matches!(to, "completed" | "failed" | "cancelled").then_some(now);
-    let changed = tx
-        .prepare_cached(
-            "UPDATE tasks SET status = ?, last_updated_at = ?,
-                 started_at = COALESCE(?, started_at), completed_at = COALESCE(?, completed_at)
-             WHERE id = ? AND status = ?",
-        )?
-        .execute(params![to, now, started_at, completed_at, id, from])?;
+    let changed = tx.prepare_cached(sql::SET_STATUS)?.execute(params![
+        to,
+        now,
+        started_at,
+        completed_at,
+        id,
+        from
+    ])?;
     if changed != 1 {
         return Err(BenchError(format!("task {id} was not {from}")));
     }
     record(tx, id, Some(from), to, now, actor, attempt_id, reason)
+}
+
+/// The JSON array of `{id, from, attempt}` that the set-based statements read.
+fn move_set(moves: &[(&str, Option<&str>)], from: &str) -> String {
+    serde_json::Value::Array(
+        moves
+            .iter()
+            .map(|(id, attempt)| serde_json::json!({ "id": id, "from": from, "attempt": attempt }))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// [`transition`] for a set of tasks (`(id, attempt)` each), two statements for all, as our
+/// claim does.
+fn transition_many(
+    tx: &Connection,
+    moves: &[(&str, Option<&str>)],
+    from: &str,
+    to: &str,
+    now: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<(), BenchError> {
+    let set = move_set(moves, from);
+    let terminal = matches!(to, "completed" | "failed" | "cancelled");
+    let changed = tx.prepare_cached(sql::SET_STATUS_MANY)?.execute(params![
+        to,
+        now,
+        terminal,
+        set,
+        to == "running"
+    ])?;
+    if changed != moves.len() {
+        return Err(BenchError(format!(
+            "{changed} of {} tasks were {from}",
+            moves.len()
+        )));
+    }
+    record_many(tx, &set, to, now, actor, reason)
+}
+
+/// The history rows of a set-based transition to `to`.
+fn record_many(
+    tx: &Connection,
+    set: &str,
+    to: &str,
+    now: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<(), BenchError> {
+    tx.prepare_cached(sql::INSERT_EVENTS_MANY)?
+        .execute(params![to, now, actor, reason, set])?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)] // reason: one column each
@@ -484,10 +527,7 @@ fn record(
     attempt_id: Option<&str>,
     reason: Option<&str>,
 ) -> Result<(), BenchError> {
-    tx.prepare_cached(
-        "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )?
-    .execute(params![id, from, to, now, actor, attempt_id, reason])?;
+    tx.prepare_cached(sql::INSERT_EVENT)?
+        .execute(params![id, from, to, now, actor, attempt_id, reason])?;
     Ok(())
 }

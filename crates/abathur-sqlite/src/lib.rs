@@ -42,6 +42,67 @@ pub use session_repo::SessionRepositoryImpl;
 pub use storage::{storage_sizes, StorageSizes};
 pub use task_repo::TaskRepositoryImpl;
 
+/// The statements the queue runs and the claim's ranking, for the benchmark's baseline: the
+/// raw rusqlite queue of `abathur-bench` must run the same SQL as this adapter, so it reads the
+/// texts here rather than keeping copies. Not part of the adapter's API: the texts follow the
+/// schema and change with it.
+#[doc(hidden)]
+pub mod baseline {
+    use abathur_core::queue::{PriorityPolicy, QueueError};
+    use chrono::{DateTime, Utc};
+
+    /// A task row, `?1` to `?29` in the columns' order.
+    pub const INSERT_TASK: &str = crate::task_repo::INSERT_TASK;
+    /// A task's dependency edges from its JSON list.
+    pub const INSERT_EDGES: &str = crate::task_repo::INSERT_EDGES;
+    /// A whole task by id.
+    pub const SELECT_TASK: &str = crate::task_repo::SELECT_TASK;
+    /// Whether a task exists: the check of a submitted task's references.
+    pub const TASK_EXISTS: &str = crate::task_repo::TASK_EXISTS;
+    /// A stored dependency's status and depth, read by a submit.
+    pub const SELECT_DEPENDENCY: &str = crate::queue_store::SELECT_DEPENDENCY;
+    /// One history row.
+    pub const INSERT_EVENT: &str = crate::queue_store::INSERT_EVENT;
+    /// One task's status change.
+    pub const SET_STATUS: &str = crate::queue_store::SET_STATUS;
+    /// The status change of a set of tasks.
+    pub const SET_STATUS_MANY: &str = crate::queue_store::SET_STATUS_MANY;
+    /// The history rows of a set of tasks.
+    pub const INSERT_EVENTS_MANY: &str = crate::queue_store::INSERT_EVENTS_MANY;
+    /// The attempts of a claim, one statement for all.
+    pub const INSERT_ATTEMPTS: &str = crate::queue_store::INSERT_ATTEMPTS;
+    /// The run-after times a claim forgets.
+    pub const DELETE_SCHEDULES: &str = crate::queue_store::DELETE_SCHEDULES;
+    /// An attempt, read by a completion.
+    pub const SELECT_ATTEMPT: &str = crate::queue_store::SELECT_ATTEMPT;
+    /// An attempt's end.
+    pub const CLOSE_ATTEMPT: &str = crate::queue_store::CLOSE_ATTEMPT;
+    /// A completed task's result.
+    pub const SET_RESULT: &str = crate::queue_store::SET_RESULT;
+    /// The blocked dependents a completion makes ready.
+    pub const DEPENDENTS_TO_RELEASE: &str = crate::queue_store::DEPENDENTS_TO_RELEASE;
+    /// What a claim key is computed from, for tasks becoming ready.
+    pub const SELECT_KEY_INPUTS: &str = crate::queue_store::SELECT_KEY_INPUTS;
+    /// The claim keys of tasks stored ready.
+    pub const STORE_KEYS: &str = crate::queue_store::STORE_KEYS;
+    /// Blocked tasks made ready with their claim keys.
+    pub const RELEASE_READY: &str = crate::queue_store::RELEASE_READY;
+
+    /// The ids of up to `limit` claimable tasks of any agent type, the most urgent at `now`
+    /// first: the claim's two statements and its merge, exactly as a claim runs them.
+    ///
+    /// # Errors
+    /// `QueueError::Database` when a statement fails.
+    pub fn most_urgent(
+        conn: &rusqlite::Connection,
+        limit: u32,
+        priority: &PriorityPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, QueueError> {
+        crate::claim::most_urgent(conn, crate::claim::AgentFilter::Any, limit, priority, now)
+    }
+}
+
 /// The migrations embedded in this build, for tools and tests that manage the schema directly.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -539,11 +539,11 @@ fn id_array<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
 
 // ---- The statements the operations run.
 
-const INSERT_EVENT: &str =
+pub(crate) const INSERT_EVENT: &str =
     "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 const DELETE_SCHEDULE: &str = "DELETE FROM task_schedule WHERE task_id = ?1";
-const SELECT_ATTEMPT: &str =
+pub(crate) const SELECT_ATTEMPT: &str =
     "SELECT task_id, worker_id, attempt_number, outcome, error, finished_at, retry_count,
                 retry_after
          FROM task_attempts WHERE id = ?1";
@@ -554,7 +554,8 @@ const SELECT_MADE_READY: &str = "SELECT e.task_id FROM task_dependencies d
            AND e.at = ?2 AND e.actor = 'queue' AND e.reason = ?3
          ORDER BY e.id";
 const SELECT_COMPLETED_AT: &str = "SELECT completed_at FROM tasks WHERE id = ?1";
-const CLOSE_ATTEMPT: &str = "UPDATE task_attempts SET finished_at = ?1, outcome = ?2, error = ?3
+pub(crate) const CLOSE_ATTEMPT: &str =
+    "UPDATE task_attempts SET finished_at = ?1, outcome = ?2, error = ?3
          WHERE id = ?4 AND finished_at IS NULL";
 const WALK_DEPENDENTS: &str = "WITH RECURSIVE affected(id) AS (
                  SELECT ?1
@@ -591,21 +592,21 @@ const WALK_FAILED_DEPENDENTS: &str = "WITH RECURSIVE affected(id) AS (
              )
              SELECT t.id, t.status FROM affected JOIN tasks t ON t.id = affected.id
              WHERE t.id <> ?1 ORDER BY t.dependency_depth, t.id";
-const SET_STATUS: &str = "UPDATE tasks SET status = ?1, last_updated_at = ?2,
+pub(crate) const SET_STATUS: &str = "UPDATE tasks SET status = ?1, last_updated_at = ?2,
              started_at = COALESCE(?3, started_at), completed_at = COALESCE(?4, completed_at)
          WHERE id = ?5 AND status = ?6";
-const SET_STATUS_MANY: &str = "UPDATE tasks SET status = ?1, last_updated_at = ?2,
+pub(crate) const SET_STATUS_MANY: &str = "UPDATE tasks SET status = ?1, last_updated_at = ?2,
              completed_at = CASE WHEN ?3 THEN ?2 ELSE completed_at END,
              started_at = CASE WHEN ?5 THEN ?2 ELSE started_at END
          FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.from') AS from_status
                FROM json_each(?4)) AS m
          WHERE tasks.id = m.id AND tasks.status = m.from_status";
-const INSERT_EVENTS_MANY: &str =
+pub(crate) const INSERT_EVENTS_MANY: &str =
     "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
          SELECT json_extract(value, '$.id'), json_extract(value, '$.from'), ?1, ?2, ?3,
                 json_extract(value, '$.attempt'), ?4
          FROM json_each(?5) ORDER BY key";
-const DELETE_SCHEDULES: &str =
+pub(crate) const DELETE_SCHEDULES: &str =
     "DELETE FROM task_schedule WHERE task_id IN (SELECT value FROM json_each(?1))";
 const RECORD_DECISION: &str =
     "UPDATE task_attempts SET retry_count = ?1, retry_after = ?2 WHERE id = ?3";
@@ -624,8 +625,9 @@ const SELECT_IDEMPOTENCY: &str =
     "SELECT task_id, content_hash FROM task_idempotency WHERE idempotency_key = ?1";
 const DEFER_FOREIGN_KEYS_ON: &str = "PRAGMA defer_foreign_keys = ON";
 const DEFER_FOREIGN_KEYS_OFF: &str = "PRAGMA defer_foreign_keys = OFF";
-const SELECT_DEPENDENCY: &str = "SELECT status, dependency_depth FROM tasks WHERE id = ?1";
-const INSERT_ATTEMPTS: &str = "INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at, lease_expires_at)
+pub(crate) const SELECT_DEPENDENCY: &str =
+    "SELECT status, dependency_depth FROM tasks WHERE id = ?1";
+pub(crate) const INSERT_ATTEMPTS: &str = "INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at, lease_expires_at)
          SELECT json_extract(j.value, '$.attempt'), json_extract(j.value, '$.task'),
                 (SELECT COALESCE(MAX(a.attempt_number), 0) + 1 FROM task_attempts a
                  WHERE a.task_id = json_extract(j.value, '$.task')),
@@ -633,7 +635,8 @@ const INSERT_ATTEMPTS: &str = "INSERT INTO task_attempts (id, task_id, attempt_n
          FROM json_each(?4) AS j
          RETURNING id, attempt_number";
 const EXTEND_LEASE: &str = "UPDATE task_attempts SET lease_expires_at = ?1 WHERE id = ?2";
-const SET_RESULT: &str = "UPDATE tasks SET result_data = ?1, error_message = NULL WHERE id = ?2";
+pub(crate) const SET_RESULT: &str =
+    "UPDATE tasks SET result_data = ?1, error_message = NULL WHERE id = ?2";
 const CANCEL_ATTEMPTS: &str = "UPDATE task_attempts SET finished_at = ?1, outcome = 'cancelled'
          WHERE finished_at IS NULL AND task_id IN (SELECT value FROM json_each(?2))
          RETURNING task_id, id";
@@ -676,21 +679,23 @@ const SELECT_PRUNABLE: &str = "SELECT t.id, t.completed_at FROM tasks t
 const DELETE_TASKS: &str = "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?1))";
 
 /// The rows [`ready_keys`] computes keys from: id, priority, depth, deadline, run-after time.
-const SELECT_KEY_INPUTS: &str =
+pub(crate) const SELECT_KEY_INPUTS: &str =
     "SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after
          FROM tasks t LEFT JOIN task_schedule s ON s.task_id = t.id
          WHERE t.id IN (SELECT value FROM json_each(?1))";
 /// Writes the keys of [`ready_keys`] (`?1`, a JSON array of `{id, key, calculated}`).
-const STORE_KEYS: &str = "UPDATE tasks SET claim_key = json_extract(k.value, '$.key'),
+pub(crate) const STORE_KEYS: &str = "UPDATE tasks SET claim_key = json_extract(k.value, '$.key'),
              calculated_priority = json_extract(k.value, '$.calculated')
          FROM json_each(?1) AS k WHERE tasks.id = json_extract(k.value, '$.id')";
-/// Makes blocked tasks ready at `?1` with the keys of [`ready_keys`] (`?2`).
-const RELEASE_READY: &str = "UPDATE tasks SET status = 'ready', last_updated_at = ?1,
+/// Makes blocked tasks ready at `?1` with the keys of [`ready_keys`] (`?2`). `+` keeps the
+/// planner off the status indexes: led by them, it would read every blocked task and scan the
+/// whole array for each, a time that grows with blocked tasks times released ones.
+pub(crate) const RELEASE_READY: &str = "UPDATE tasks SET status = 'ready', last_updated_at = ?1,
              claim_key = json_extract(k.value, '$.key'),
              calculated_priority = json_extract(k.value, '$.calculated')
          FROM json_each(?2) AS k
-         WHERE tasks.id = json_extract(k.value, '$.id') AND tasks.status = 'blocked'";
-const DEPENDENTS_TO_RELEASE: &str = include_str!("queries/dependents_to_release.sql");
+         WHERE tasks.id = json_extract(k.value, '$.id') AND +tasks.status = 'blocked'";
+pub(crate) const DEPENDENTS_TO_RELEASE: &str = include_str!("queries/dependents_to_release.sql");
 
 /// Every statement of this module, for the catalogue test.
 #[cfg(test)]

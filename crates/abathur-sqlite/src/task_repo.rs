@@ -63,7 +63,7 @@ macro_rules! task_columns {
 pub(crate) const TASK_COLUMNS: &str = task_columns!();
 
 /// A new task row: `?1` to `?29` in [`TASK_COLUMNS`]' order.
-const INSERT_TASK: &str = concat!(
+pub(crate) const INSERT_TASK: &str = concat!(
     "INSERT INTO tasks (",
     task_columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
@@ -72,14 +72,15 @@ const INSERT_TASK: &str = concat!(
 
 /// The edges of task `?1` to every id of the JSON array `?2`. `WHERE true` lets SQLite parse
 /// ON CONFLICT after a SELECT.
-const INSERT_EDGES: &str = "INSERT INTO task_dependencies (task_id, depends_on_task_id)
+pub(crate) const INSERT_EDGES: &str = "INSERT INTO task_dependencies (task_id, depends_on_task_id)
      SELECT ?1, value FROM json_each(?2) WHERE true
      ON CONFLICT DO NOTHING";
 
 /// A whole task by id.
-const SELECT_TASK: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = ?1");
+pub(crate) const SELECT_TASK: &str =
+    concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = ?1");
 
-const TASK_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?1)";
+pub(crate) const TASK_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?1)";
 
 const SESSION_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1)";
 

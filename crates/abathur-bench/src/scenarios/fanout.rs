@@ -41,27 +41,20 @@ pub async fn run(cx: &Context, findings: &mut Findings) -> Result<Vec<Row>, Benc
     }
 
     let mut base = Samples::default();
-    let mut set_based = Samples::default();
-    for set in [false, true] {
-        for _ in 0..s.fanout_repeats {
-            let path = cx.db_path("fanout-baseline");
-            fixture::copy(&template, &path)?;
-            let mut raw = RawQueue::open(&path)?;
-            let claimed = raw.claim("bench-baseline", 1)?;
-            let attempt = &claimed
-                .first()
-                .ok_or_else(|| BenchError("the root is not ready".into()))?
-                .attempt_id;
-            let t = Instant::now();
-            let released = if set {
-                raw.complete_set_based(attempt)?
-            } else {
-                raw.complete(attempt)?
-            };
-            if set { &mut set_based } else { &mut base }.push(t.elapsed());
-            drop(raw);
-            check(released, s.fanout, &path)?;
-        }
+    for _ in 0..s.fanout_repeats {
+        let path = cx.db_path("fanout-baseline");
+        fixture::copy(&template, &path)?;
+        let mut raw = RawQueue::open(&path)?;
+        let claimed = raw.claim("bench-baseline", 1)?;
+        let attempt = &claimed
+            .first()
+            .ok_or_else(|| BenchError("the root is not ready".into()))?
+            .attempt_id;
+        let t = Instant::now();
+        let released = raw.complete(attempt)?;
+        base.push(t.elapsed());
+        drop(raw);
+        check(released, s.fanout, &path)?;
     }
 
     let mut rows = Vec::new();
@@ -103,27 +96,14 @@ pub async fn run(cx: &Context, findings: &mut Findings) -> Result<Vec<Row>, Benc
             base.clone(),
         ));
         row.print();
-        let set_row = Row::new(
-            Scenario::Fanout.title(),
-            format!(
-                "the same, against a set-based baseline (one UPDATE ... RETURNING for all {} dependents)",
-                count(s.fanout)
-            ),
-            row.ours.clone(),
-        )
-        .baseline(Measure::latency(
-            set_based.percentile(100.0).unwrap_or_default(),
-            set_based.clone(),
-        ));
-        set_row.print();
         rows.push(row);
-        rows.push(set_row);
     }
     Ok(rows)
 }
 
 /// The completion reported every dependent released, and the database holds them all ready,
-/// each with its history row and a priority of at least its own plus its depth's (5 + 0.5).
+/// each with its history row, a claim key, and a priority of at least its own plus its
+/// depth's (5 + 0.5).
 fn check(released: usize, expected: usize, path: &std::path::Path) -> Result<(), BenchError> {
     let conn = fixture::raw(path)?;
     let count =
@@ -132,8 +112,10 @@ fn check(released: usize, expected: usize, path: &std::path::Path) -> Result<(),
     let events = count(
         "SELECT COUNT(*) FROM task_events WHERE from_status = 'blocked' AND to_status = 'ready'",
     )?;
-    let low =
-        count("SELECT COUNT(*) FROM tasks WHERE status = 'ready' AND calculated_priority < 5.5")?;
+    let low = count(
+        "SELECT COUNT(*) FROM tasks WHERE status = 'ready'
+         AND (calculated_priority < 5.5 OR claim_key IS NULL)",
+    )?;
     let expected_i64 = i64::try_from(expected).map_err(|e| BenchError(e.to_string()))?;
     if released != expected || ready != expected_i64 || events != expected_i64 || low != 0 {
         return Err(BenchError(format!(
