@@ -18,7 +18,7 @@ use sqlx::SqlitePool;
 
 use super::errors::{on, raw_on};
 use super::row::{json_text, RowContext};
-use super::writer::write;
+use super::writer::{change_one, write};
 
 const ENTITY: &str = "memory";
 
@@ -298,13 +298,7 @@ impl MemoryRepository for MemoryRepositoryImpl {
         let id = key_id(namespace, key);
         let (namespace, key) = (namespace.to_string(), key.to_string());
         write(&self.pool, move |raw| {
-            let deleted = raw
-                .prepare_cached(DELETE_MEMORY)
-                .and_then(|mut q| q.execute([&namespace, &key]))
-                .map_err(raw_on(ENTITY, &id))?;
-            if deleted == 0 {
-                return Err(DatabaseError::not_found(ENTITY, id));
-            }
+            change_one(raw, DELETE_MEMORY, [&namespace, &key], ENTITY, &id)?;
             Ok(())
         })
         .await

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::errors::{on, raw_on};
 use super::row::{json_text, RowContext};
-use super::writer::write;
+use super::writer::{change_one, write};
 
 const ENTITY: &str = "session";
 
@@ -203,13 +203,7 @@ impl SessionRepository for SessionRepositoryImpl {
         let clock = Arc::clone(&self.clock);
         let row = write(&self.pool, move |raw| {
             let now = timestamp::format(&clock.now());
-            let touched = raw
-                .prepare_cached(TOUCH_SESSION)
-                .and_then(|mut q| q.execute([&now, &id]))
-                .map_err(raw_on(ENTITY, &id))?;
-            if touched == 0 {
-                return Err(DatabaseError::not_found(ENTITY, id));
-            }
+            change_one(raw, TOUCH_SESSION, [&now, &id], ENTITY, &id)?;
             raw.prepare_cached(APPEND_EVENT)
                 .and_then(|mut q| {
                     q.query_row(
@@ -296,13 +290,7 @@ impl SessionRepository for SessionRepositoryImpl {
         let clock = Arc::clone(&self.clock);
         write(&self.pool, move |raw| {
             let now = timestamp::format(&clock.now());
-            let updated = raw
-                .prepare_cached(SET_STATE)
-                .and_then(|mut q| q.execute([&path, &value, &now, &id]))
-                .map_err(raw_on(ENTITY, &id))?;
-            if updated == 0 {
-                return Err(DatabaseError::not_found(ENTITY, id));
-            }
+            change_one(raw, SET_STATE, [&path, &value, &now, &id], ENTITY, &id)?;
             Ok(())
         })
         .await
@@ -311,13 +299,7 @@ impl SessionRepository for SessionRepositoryImpl {
     async fn delete(&self, id: Uuid) -> Result<(), DatabaseError> {
         let id = id.to_string();
         write(&self.pool, move |raw| {
-            let deleted = raw
-                .prepare_cached(DELETE_SESSION)
-                .and_then(|mut q| q.execute([&id]))
-                .map_err(raw_on(ENTITY, &id))?;
-            if deleted == 0 {
-                return Err(DatabaseError::not_found(ENTITY, id));
-            }
+            change_one(raw, DELETE_SESSION, [&id], ENTITY, &id)?;
             Ok(())
         })
         .await

@@ -40,7 +40,7 @@ use uuid::Uuid;
 
 use super::errors::{on, raw_on};
 use super::row::{json_text, opt_timestamp_text, RowContext};
-use super::writer::write;
+use super::writer::{change_one, write};
 
 const ENTITY: &str = "task";
 
@@ -802,13 +802,7 @@ impl TaskRepository for TaskRepositoryImpl {
     async fn delete(&self, id: Uuid) -> Result<(), DatabaseError> {
         let id = id.to_string();
         write(&self.pool, move |raw| {
-            let deleted = raw
-                .prepare_cached(DELETE_TASK)
-                .and_then(|mut q| q.execute([&id]))
-                .map_err(raw_on(ENTITY, &id))?;
-            if deleted == 0 {
-                return Err(DatabaseError::not_found(ENTITY, id));
-            }
+            change_one(raw, DELETE_TASK, [&id], ENTITY, &id)?;
             Ok(())
         })
         .await

@@ -218,6 +218,28 @@ where
     outcome.await.map_err(|_| E::from(stopped()))?
 }
 
+/// Runs `sql`, a write that names one row of `entity` by `id` (`params` bind it), inside an
+/// operation on the writer: `NotFound` when it changed no row.
+///
+/// # Errors
+/// The classified error of the statement, or `NotFound`.
+pub(crate) fn change_one(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    entity: &'static str,
+    id: &str,
+) -> Result<(), DatabaseError> {
+    let changed = conn
+        .prepare_cached(sql)
+        .and_then(|mut statement| statement.execute(params))
+        .map_err(raw_on(entity, id))?;
+    if changed == 0 {
+        return Err(DatabaseError::not_found(entity, id));
+    }
+    Ok(())
+}
+
 fn stopped() -> DatabaseError {
     DatabaseError::Connection("the database writer has stopped".into())
 }
@@ -455,12 +477,9 @@ impl Database {
 /// The VFS `options` name (`?vfs=` in the URL), read from their `Debug` form as
 /// [`open_flag`] reads the flags.
 fn open_vfs(options: &SqliteConnectOptions) -> Option<String> {
-    let text = format!("{options:?}");
-    let filename = format!("{:?}", options.get_filename());
-    let fields = text
-        .find(&filename)
-        .map_or(text.as_str(), |at| &text[at + filename.len()..]);
-    let start = fields.find(" vfs: Some(\"")? + " vfs: Some(\"".len();
+    const FIELD: &str = " vfs: Some(\"";
+    let fields = option_fields(options);
+    let start = fields.find(FIELD)? + FIELD.len();
     let len = fields[start..].find('"')?;
     Some(fields[start..start + len].to_string())
 }
@@ -470,12 +489,18 @@ fn open_vfs(options: &SqliteConnectOptions) -> Option<String> {
 /// the names it gives in-memory databases; their `Debug` form, after the file name, names
 /// each field.
 fn open_flag(options: &SqliteConnectOptions, field: &str) -> bool {
+    option_fields(options).contains(&format!(" {field}: true,"))
+}
+
+/// The `Debug` form of `options` after their file name, whose text could otherwise pass for a
+/// field.
+fn option_fields(options: &SqliteConnectOptions) -> String {
     let text = format!("{options:?}");
     let filename = format!("{:?}", options.get_filename());
-    let fields = text
-        .find(&filename)
-        .map_or(text.as_str(), |at| &text[at + filename.len()..]);
-    fields.contains(&format!(" {field}: true,"))
+    match text.find(&filename) {
+        Some(at) => text[at + filename.len()..].to_string(),
+        None => text,
+    }
 }
 
 /// A path as the path of a `file:` URI: `%`, `?` and `#` escaped.
