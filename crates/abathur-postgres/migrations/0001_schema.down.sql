@@ -1,0 +1,16 @@
+DROP TRIGGER IF EXISTS tasks_notify_ready_on_update ON tasks;
+DROP TRIGGER IF EXISTS tasks_notify_ready_on_insert ON tasks;
+DROP FUNCTION IF EXISTS tasks_notify_ready();
+DROP TABLE IF EXISTS task_idempotency;
+DROP TABLE IF EXISTS task_events;
+DROP TABLE IF EXISTS task_attempts;
+DROP TABLE IF EXISTS task_schedule;
+DROP TABLE IF EXISTS audit;
+DROP TABLE IF EXISTS session_events;
+DROP FUNCTION IF EXISTS session_events_are_append_only();
+DROP TABLE IF EXISTS memories;
+DROP TABLE IF EXISTS agents;
+DROP TABLE IF EXISTS task_dependencies;
+DROP FUNCTION IF EXISTS task_dependencies_follow_edges();
+DROP TABLE IF EXISTS tasks;
+DROP TABLE IF EXISTS sessions;
