@@ -17,13 +17,17 @@
 
 mod connection;
 mod errors;
+mod id_lookup;
 mod row;
+mod task_repo;
 mod task_row;
 #[doc(hidden)]
 pub mod testing;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
 pub use connection::{redact, PgConfig, PgDatabase};
+pub use id_lookup::PgIdLookup;
+pub use task_repo::PgTaskRepository;
 
 /// The migrations embedded in this build.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -141,7 +141,18 @@ pub(crate) async fn insert_task(
     task: &Task,
     claim_key: Option<f64>,
 ) -> Result<(), DatabaseError> {
-    let id = task.id.to_string();
+    insert_task_unclassified(conn, task, claim_key)
+        .await
+        .map_err(on("task", &task.id.to_string()))
+}
+
+/// [`insert_task`], with the driver's error as it came, for a caller that retries the whole
+/// transaction on a serialization failure or deadlock ([`crate::errors::is_retryable`]).
+pub(crate) async fn insert_task_unclassified(
+    conn: &mut PgConnection,
+    task: &Task,
+    claim_key: Option<f64>,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         r#"INSERT INTO tasks (id, summary, description, agent_type, priority, calculated_priority,
                status, dependencies, dependency_type, dependency_depth, input_data, result_data,
@@ -183,8 +194,7 @@ pub(crate) async fn insert_task(
         claim_key,
     )
     .execute(&mut *conn)
-    .await
-    .map_err(on("task", &id))?;
+    .await?;
     if let Some(dependencies) = task.dependencies.as_deref().filter(|d| !d.is_empty()) {
         sqlx::query!(
             "INSERT INTO task_dependencies (task_id, depends_on_task_id)
@@ -194,8 +204,7 @@ pub(crate) async fn insert_task(
             dependencies
         )
         .execute(&mut *conn)
-        .await
-        .map_err(on("task", &id))?;
+        .await?;
     }
     Ok(())
 }
