@@ -292,10 +292,13 @@ async fn record(
 /// The stored status of task `id`, its row locked until the transaction ends, or `None` when
 /// there is no such task.
 async fn lock_status(conn: &mut PgConnection, id: Uuid) -> Result<Option<TaskStatus>, Fail> {
-    let status = sqlx::query_scalar!("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(sql(id))?;
+    let status = sqlx::query_scalar!(
+        "SELECT status FROM tasks WHERE id = $1 FOR NO KEY UPDATE",
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(sql(id))?;
     let text = id.to_string();
     Ok(status
         .map(|s| {

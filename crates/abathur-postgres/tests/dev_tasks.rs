@@ -25,8 +25,8 @@ use abathur_core::queue::{
 use abathur_postgres::testing::TestDatabase;
 use abathur_postgres::{PgConfig, PgIdLookup, PgTaskRepository};
 use abathur_sqlite::{
-    AgentRepositoryImpl, DatabaseConfig, DatabaseConnection, MemoryRepositoryImpl,
-    QueueStoreImpl, SessionRepositoryImpl, SqliteChanges,
+    AgentRepositoryImpl, DatabaseConfig, DatabaseConnection, MemoryRepositoryImpl, QueueStoreImpl,
+    SessionRepositoryImpl, SqliteChanges,
 };
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -112,7 +112,9 @@ impl QueueStore for BridgedQueue {
         actor: &str,
         now: Now,
     ) -> Result<Vec<Submitted>, QueueError> {
-        self.sqlite.submit(batch, limits, priority, actor, now).await
+        self.sqlite
+            .submit(batch, limits, priority, actor, now)
+            .await
     }
     async fn submission_details(&self, task_id: Uuid) -> Result<SubmissionDetails, QueueError> {
         self.sqlite.submission_details(task_id).await
@@ -140,7 +142,9 @@ impl QueueStore for BridgedQueue {
         priority: &PriorityPolicy,
         now: Now,
     ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
-        self.sqlite.complete(attempt_id, result, priority, now).await
+        self.sqlite
+            .complete(attempt_id, result, priority, now)
+            .await
     }
     async fn fail(
         &self,
@@ -188,37 +192,47 @@ impl QueueStore for BridgedQueue {
     }
     async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError> {
         let other = |e: sqlx::Error| QueueError::Database(DatabaseError::Other(e.to_string()));
-        let rows: Vec<(i64, Option<String>, String, chrono::DateTime<chrono::Utc>, String, Option<Uuid>, Option<String>)> =
-            sqlx::query_as(
-                "SELECT id, from_status, to_status, at, actor, attempt_id, reason
+        let rows: Vec<(
+            i64,
+            Option<String>,
+            String,
+            chrono::DateTime<chrono::Utc>,
+            String,
+            Option<Uuid>,
+            Option<String>,
+        )> = sqlx::query_as(
+            "SELECT id, from_status, to_status, at, actor, attempt_id, reason
                  FROM task_events WHERE task_id = $1 ORDER BY id",
-            )
-            .bind(task_id)
-            .fetch_all(&self.pg)
-            .await
-            .map_err(other)?;
+        )
+        .bind(task_id)
+        .fetch_all(&self.pg)
+        .await
+        .map_err(other)?;
         if rows.is_empty() {
-            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)")
-                .bind(task_id)
-                .fetch_one(&self.pg)
-                .await
-                .map_err(other)?;
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)")
+                    .bind(task_id)
+                    .fetch_one(&self.pg)
+                    .await
+                    .map_err(other)?;
             if !exists {
                 return Err(QueueError::TaskNotFound(task_id));
             }
         }
         Ok(rows
             .into_iter()
-            .map(|(sequence, from, to, at, actor, attempt_id, reason)| TaskEvent {
-                sequence,
-                task_id,
-                from: from.map(|s| s.parse().expect("a status")),
-                to: to.parse().expect("a status"),
-                at,
-                actor,
-                attempt_id,
-                reason,
-            })
+            .map(
+                |(sequence, from, to, at, actor, attempt_id, reason)| TaskEvent {
+                    sequence,
+                    task_id,
+                    from: from.map(|s| s.parse().expect("a status")),
+                    to: to.parse().expect("a status"),
+                    at,
+                    actor,
+                    attempt_id,
+                    reason,
+                },
+            )
             .collect())
     }
     async fn overview(&self, running_limit: u32, now: Now) -> Result<QueueOverview, QueueError> {
@@ -289,7 +303,12 @@ async fn repository() -> (TestDatabase, abathur_postgres::PgDatabase, PgTaskRepo
 }
 
 fn task(name: &str) -> Task {
-    Task::new(name, format!("{name} in full"), "worker", chrono::Utc::now())
+    Task::new(
+        name,
+        format!("{name} in full"),
+        "worker",
+        chrono::Utc::now(),
+    )
 }
 
 async fn task_rows(db: &abathur_postgres::PgDatabase) -> (i64, i64, i64) {
@@ -349,11 +368,29 @@ async fn id_lookup_finds_tasks_by_any_prefix_in_id_order_up_to_the_limit() {
     assert_eq!(find("0a", 10).await, vec![ids[1], ids[2], ids[3], ids[4]]);
     assert_eq!(find("0a", 2).await, vec![ids[1], ids[2]]);
     assert_eq!(find("12345678-", 10).await, vec![ids[5], ids[6]]);
-    assert_eq!(find("12345678-9abc-4def-8123-456789abcde", 10).await, vec![ids[5]]);
-    assert_eq!(find("12345678-9abc-4def-8123-456789abcdef", 10).await, vec![ids[5]]);
-    assert_eq!(find("ffffffff-ffff-4fff-bfff-ffffffffffff", 10).await, vec![ids[7]]);
+    assert_eq!(
+        find("12345678-9abc-4def-8123-456789abcde", 10).await,
+        vec![ids[5]]
+    );
+    assert_eq!(
+        find("12345678-9abc-4def-8123-456789abcdef", 10).await,
+        vec![ids[5]]
+    );
+    assert_eq!(
+        find("ffffffff-ffff-4fff-bfff-ffffffffffff", 10).await,
+        vec![ids[7]]
+    );
     assert_eq!(find("f", 10).await, vec![ids[7]]);
-    for nothing in ["1234567", "0b", "zz", "0A", "12345678x", "12345678-9abc-4def-8123-456789abcdef0", "%", "_"] {
+    for nothing in [
+        "1234567",
+        "0b",
+        "zz",
+        "0A",
+        "12345678x",
+        "12345678-9abc-4def-8123-456789abcdef0",
+        "%",
+        "_",
+    ] {
         let found = lookup
             .ids_with_prefix(IdKind::Task, nothing, 10)
             .await
@@ -520,5 +557,8 @@ async fn a_batch_whose_parent_and_dependencies_loop_is_stored_whole() {
     let stored_a = repo.get(a.id).await.expect("get").expect("stored");
     assert_eq!(stored_a.parent_task_id, Some(b.id));
     let dependents = repo.get_dependents(a.id).await.expect("dependents");
-    assert_eq!(dependents.iter().map(|t| t.id).collect::<Vec<_>>(), vec![b.id]);
+    assert_eq!(
+        dependents.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![b.id]
+    );
 }
