@@ -15,15 +15,22 @@
 //! Static queries are compile-time checked `sqlx` macros against this crate's migrations, kept
 //! offline in its `.sqlx`. Driver errors are classified in `errors` and nowhere else.
 
+mod agent_repo;
 mod connection;
 mod errors;
+mod memory_repo;
+mod repo_support;
 mod row;
+mod session_repo;
 mod task_row;
 #[doc(hidden)]
 pub mod testing;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
+pub use agent_repo::PgAgentRepository;
 pub use connection::{redact, PgConfig, PgDatabase};
+pub use memory_repo::PgMemoryRepository;
+pub use session_repo::PgSessionRepository;
 
 /// The migrations embedded in this build.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
