@@ -15,18 +15,25 @@
 //! Static queries are compile-time checked `sqlx` macros against this crate's migrations, kept
 //! offline in its `.sqlx`. Driver errors are classified in `errors` and nowhere else.
 
+mod agent_repo;
 mod connection;
 mod errors;
 mod id_lookup;
+mod memory_repo;
+mod repo_support;
 mod row;
+mod session_repo;
 mod task_repo;
 mod task_row;
 #[doc(hidden)]
 pub mod testing;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
+pub use agent_repo::PgAgentRepository;
 pub use connection::{redact, PgConfig, PgDatabase};
 pub use id_lookup::PgIdLookup;
+pub use memory_repo::PgMemoryRepository;
+pub use session_repo::PgSessionRepository;
 pub use task_repo::PgTaskRepository;
 
 /// The migrations embedded in this build.
