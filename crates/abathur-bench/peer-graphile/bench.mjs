@@ -166,6 +166,7 @@ async function throughput(utils, { connectionString, jobs, concurrency, options 
     concurrency,
     seconds: Number(seconds.toFixed(6)),
     jobs_per_second: Number((jobs / seconds).toFixed(1)),
+    clock_from: started === null ? "run" : "pool:create",
     peer: "graphile-worker",
     version: VERSION,
     poll_interval_ms: options.pollInterval,
@@ -179,19 +180,28 @@ async function latency(utils, { connectionString, jobs, concurrency, options }) 
   const warmUp = Math.min(200, Math.max(5, Math.floor(jobs / 10)));
   // The job in flight: its start is taken first thing in the task function.
   let current = null;
+  // Idle: a worker has found the queue empty since the last job started.
+  let idle = false;
+  let idleWaiter = null;
+  const becameIdle = () => {
+    idle = true;
+    idleWaiter?.();
+  };
   const taskList = {
     noop: async (payload) => {
       const at = performance.now();
+      idle = false;
       if (current && current.i === payload.i) current.started(at);
     },
   };
   const events = new EventEmitter();
-  // Idle: the job's completion is in and a worker has found the queue empty since.
-  let idleWaiter = null;
-  events.on("worker:getJob:empty", () => idleWaiter?.());
-  events.on("localQueue:getJobs:complete", ({ jobs: got }) => {
-    if (got.length === 0) idleWaiter?.();
-  });
+  events.on("worker:getJob:empty", becameIdle);
+  // With a local queue, the workers take jobs from it and it alone asks the database: it is
+  // idle when it holds no job and no fetch is under way (it then waits for a notification).
+  let localQueue = null;
+  events.on("localQueue:init", ({ localQueue: q }) => (localQueue = q));
+  const localQueueIdle = () =>
+    localQueue.mode === "POLLING" && !localQueue.fetchInProgress && localQueue.jobQueue.length === 0;
   const listening = new Promise((resolve) => events.once("pool:listen:success", resolve));
   const runner = await run(runnerOptions(connectionString, concurrency, options, taskList, events));
   await listening;
@@ -208,10 +218,15 @@ async function latency(utils, { connectionString, jobs, concurrency, options }) 
       fromReturn.push(at - t1);
       fromCall.push(at - t0);
     }
-    // Wait until the job is gone and the pool idle again, before the next add.
+    // Before the next add: the job's completion is in the database and the pool idle again
+    // (at most a second's wait for that, should no "empty" event come).
     while ((await queued(utils)) > 0) await sleep(1);
-    await Promise.race([new Promise((resolve) => (idleWaiter = resolve)), sleep(50)]);
-    idleWaiter = null;
+    if (localQueue) {
+      for (let waited = 0; !localQueueIdle() && waited < 1000; waited++) await sleep(1);
+    } else if (!idle) {
+      await Promise.race([new Promise((resolve) => (idleWaiter = resolve)), sleep(1000)]);
+      idleWaiter = null;
+    }
   }
   await runner.stop();
   const ms = (x) => Number(x.toFixed(3));
