@@ -166,6 +166,7 @@ async function throughput(utils, { connectionString, jobs, concurrency, options 
     concurrency,
     seconds: Number(seconds.toFixed(6)),
     jobs_per_second: Number((jobs / seconds).toFixed(1)),
+    handled,
     clock_from: started === null ? "run" : "pool:create",
     peer: "graphile-worker",
     version: VERSION,

@@ -112,8 +112,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(url, jobs, workers)) {
         Ok(seconds) => {
             println!(
-                "{{\"jobs\":{jobs},\"concurrency\":{workers},\"seconds\":{seconds:.6},\"jobs_per_second\":{:.1},\"peer\":\"apalis-postgres\",\"version\":\"{APALIS_POSTGRES}\"}}",
-                jobs as f64 / seconds
+                "{{\"jobs\":{jobs},\"concurrency\":{workers},\"seconds\":{seconds:.6},\"jobs_per_second\":{:.1},\"handled\":{},\"peer\":\"apalis-postgres\",\"version\":\"{APALIS_POSTGRES}\",\"batch_size\":10}}",
+                jobs as f64 / seconds,
+                HANDLED.load(Ordering::Relaxed)
             );
             ExitCode::SUCCESS
         }
