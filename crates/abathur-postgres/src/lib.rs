@@ -17,6 +17,7 @@
 
 mod connection;
 mod errors;
+mod queue_store;
 mod row;
 mod task_row;
 #[doc(hidden)]
@@ -24,6 +25,17 @@ pub mod testing;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
 pub use connection::{redact, PgConfig, PgDatabase};
+pub use queue_store::PgQueueStore;
+
+/// The stored task with this id, read on `conn`: the one stored form of a task, for the
+/// conformance tests' scaffold until the task repository lands.
+#[doc(hidden)]
+pub async fn __get_task(
+    conn: &mut sqlx::PgConnection,
+    id: uuid::Uuid,
+) -> Result<Option<abathur_core::models::Task>, DatabaseError> {
+    task_row::get_task(conn, id).await
+}
 
 /// The migrations embedded in this build.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
