@@ -35,7 +35,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::errors::{classify, is_retryable};
+use crate::errors::{classify, is_connection_loss, is_retryable};
 use crate::row::RowContext;
 use crate::task_row::{get_task, insert_task, TaskRow, TASK_COLUMNS};
 
@@ -122,7 +122,15 @@ macro_rules! transaction {
                 Ok(value) => match tx.commit().await {
                     Ok(()) => break Ok(value),
                     Err(e) if is_retryable(&e) && runs < MAX_RUNS => continue,
-                    Err(e) => break Err(QueueError::Database(classify(e, ENTITY, ""))),
+                    Err(e) => {
+                        if is_connection_loss(&e) {
+                            // The server may have committed before the connection went: the
+                            // caller's repeat of complete/fail answers as recorded if so.
+                            tracing::warn!(error = %e,
+                                "the connection was lost during a commit; the operation may have taken effect");
+                        }
+                        break Err(QueueError::Database(classify(e, ENTITY, "")));
+                    }
                 },
                 Err(Stop::Again) => {
                     let _ = tx.rollback().await;
@@ -819,7 +827,7 @@ async fn record_decision(
 }
 
 /// Makes ready every blocked dependent of `task_id` (just completed, in this transaction)
-/// whose dependencies are all completed. Set-based: four statements whatever the number of
+/// whose dependencies are all completed. Set-based: three statements whatever the number of
 /// dependents.
 async fn release_dependents(
     conn: &mut PgConnection,
@@ -827,11 +835,15 @@ async fn release_dependents(
     priority: &PriorityPolicy,
     now: DateTime<Utc>,
 ) -> R<Vec<Uuid>> {
-    // Every blocked dependent is locked first, whether or not it can go yet: two of its
-    // dependencies completing at once then take turns, and the second sees the first's
-    // completion (a new statement reads what committed), so one of them releases it.
-    let blocked: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT t.id FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
+    // Every blocked dependent is locked first (in id order), whether or not it can go yet,
+    // with what its key is computed from: two of its dependencies completing at once then
+    // take turns, and the second one's next statement reads the first's completion (each
+    // statement reads what committed before it), so one of them releases it.
+    type Row = (Uuid, i16, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let blocked: Vec<Row> = sqlx::query_as(
+        "SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after
+         FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
+         LEFT JOIN task_schedule s ON s.task_id = t.id
          WHERE d.depends_on_task_id = $1 AND t.status = 'blocked'
          ORDER BY t.id FOR UPDATE OF t",
     )
@@ -842,27 +854,10 @@ async fn release_dependents(
     if blocked.is_empty() {
         return Ok(Vec::new());
     }
-    type Row = (Uuid, i16, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-    let found: Vec<Row> = sqlx::query_as(
-        "SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after
-         FROM tasks t LEFT JOIN task_schedule s ON s.task_id = t.id
-         WHERE t.id = ANY($1) AND t.status = 'blocked'
-           AND NOT EXISTS (
-               SELECT 1 FROM task_dependencies d2 JOIN tasks u ON u.id = d2.depends_on_task_id
-               WHERE d2.task_id = t.id AND u.status <> 'completed')
-         ORDER BY t.id",
-    )
-    .bind(&blocked)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
-    if found.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut ids = Vec::with_capacity(found.len());
-    let mut keys = Vec::with_capacity(found.len());
-    let mut calculated = Vec::with_capacity(found.len());
-    for (id, base, depth, deadline, run_after) in found {
+    let mut ids = Vec::with_capacity(blocked.len());
+    let mut keys = Vec::with_capacity(blocked.len());
+    let mut calculated = Vec::with_capacity(blocked.len());
+    for (id, base, depth, deadline, run_after) in blocked {
         let key = id.to_string();
         let base: u8 = int("tasks", &key, "priority", i64::from(base))?;
         let depth: u32 = int("tasks", &key, "dependency_depth", depth)?;
@@ -871,21 +866,29 @@ async fn release_dependents(
         keys.push(priority.key(base, depth, ready_since));
         calculated.push(priority.calculate(base, depth, deadline, ready_since, now));
     }
-    let changed = sqlx::query(
+    // Those whose dependencies are all completed go ready, status and key in one pass.
+    let mut released: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE tasks SET status = 'ready', last_updated_at = $1,
              claim_key = k.key, calculated_priority = k.calculated
          FROM unnest($2::uuid[], $3::float8[], $4::float8[]) AS k(id, key, calculated)
-         WHERE tasks.id = k.id AND tasks.status = 'blocked'",
+         WHERE tasks.id = k.id AND tasks.status = 'blocked'
+           AND NOT EXISTS (
+               SELECT 1 FROM task_dependencies d2 JOIN tasks u ON u.id = d2.depends_on_task_id
+               WHERE d2.task_id = tasks.id AND u.status <> 'completed')
+         RETURNING tasks.id",
     )
     .bind(now)
     .bind(&ids)
     .bind(&keys)
     .bind(&calculated)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await
-    .map_err(db)?
-    .rows_affected();
-    let moves: Vec<Move> = ids
+    .map_err(db)?;
+    if released.is_empty() {
+        return Ok(released);
+    }
+    released.sort();
+    let moves: Vec<Move> = released
         .iter()
         .map(|id| Move {
             id: *id,
@@ -893,10 +896,9 @@ async fn release_dependents(
             attempt: None,
         })
         .collect();
-    moved_all(changed, &moves)?;
     let reason = format!("dependency {task_id} completed");
     record_many(conn, &moves, TaskStatus::Ready, now, "queue", Some(&reason)).await?;
-    Ok(ids)
+    Ok(released)
 }
 
 /// The task's status, its row locked.
@@ -1029,7 +1031,7 @@ async fn submit_in(
             Some((stored, _)) => Submitted {
                 requested_id: new.id,
                 task: get_task(conn, *stored).await?.ok_or_else(|| {
-                    QueueError::Database(DatabaseError::not_found(ENTITY, &stored.to_string()))
+                    QueueError::Database(DatabaseError::not_found(ENTITY, stored.to_string()))
                 })?,
                 existing: true,
             },
@@ -1448,10 +1450,10 @@ async fn claim_in(
     let mut claimed = Vec::with_capacity(ids.len());
     for (id, attempt_id) in ids.into_iter().zip(attempts) {
         let task = tasks.remove(&id).ok_or_else(|| {
-            QueueError::Database(DatabaseError::not_found(ENTITY, &id.to_string()))
+            QueueError::Database(DatabaseError::not_found(ENTITY, id.to_string()))
         })?;
         let number = numbers.get(&attempt_id).copied().ok_or_else(|| {
-            QueueError::Database(DatabaseError::not_found("attempt", &attempt_id.to_string()))
+            QueueError::Database(DatabaseError::not_found("attempt", attempt_id.to_string()))
         })?;
         claimed.push(ClaimedTask {
             lease: Lease {

@@ -139,7 +139,7 @@ mod scaffold {
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(err)?
-                    .ok_or_else(|| DatabaseError::not_found("task", &id.to_string()))?;
+                    .ok_or_else(|| DatabaseError::not_found("task", id.to_string()))?;
             sqlx::query(
                 "UPDATE tasks SET status = $2, last_updated_at = $3,
                      claim_key = CASE WHEN status = $2 THEN claim_key END,
