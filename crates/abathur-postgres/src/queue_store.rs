@@ -156,7 +156,7 @@ macro_rules! transaction {
 async fn resolve(conn: &mut PgConnection, now: Now) -> R<DateTime<Utc>> {
     match now {
         Now::At(at) => Ok(at),
-        Now::Store => sqlx::query_scalar::<_, DateTime<Utc>>("SELECT clock_timestamp()")
+        Now::Store => sqlx::query_scalar!(r#"SELECT clock_timestamp() AS "now!""#)
             .fetch_one(&mut *conn)
             .await
             .map_err(db),
@@ -203,17 +203,17 @@ async fn record(
     attempt_id: Option<Uuid>,
     reason: Option<&str>,
 ) -> R<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        task_id,
+        from.map(TaskStatus::as_str),
+        to.as_str(),
+        now,
+        actor,
+        attempt_id,
+        reason
     )
-    .bind(task_id)
-    .bind(from.map(TaskStatus::as_str))
-    .bind(to.as_str())
-    .bind(now)
-    .bind(actor)
-    .bind(attempt_id)
-    .bind(reason)
     .execute(&mut *conn)
     .await
     .map_err(db)?;
@@ -235,17 +235,17 @@ async fn transition(
 ) -> R<()> {
     let started_at = (to == TaskStatus::Running).then_some(now);
     let completed_at = to.is_terminal().then_some(now);
-    let changed = sqlx::query(
+    let changed = sqlx::query!(
         "UPDATE tasks SET status = $1, last_updated_at = $2,
              started_at = COALESCE($3, started_at), completed_at = COALESCE($4, completed_at)
          WHERE id = $5 AND status = $6",
+        to.as_str(),
+        now,
+        started_at,
+        completed_at,
+        task_id,
+        from.as_str()
     )
-    .bind(to.as_str())
-    .bind(now)
-    .bind(started_at)
-    .bind(completed_at)
-    .bind(task_id)
-    .bind(from.as_str())
     .execute(&mut *conn)
     .await
     .map_err(db)?
@@ -295,20 +295,20 @@ async fn transition_many(
         return Ok(());
     }
     let ids: Vec<Uuid> = moves.iter().map(|m| m.id).collect();
-    let froms: Vec<&str> = moves.iter().map(|m| m.from.as_str()).collect();
-    let changed = sqlx::query(
+    let froms: Vec<String> = moves.iter().map(|m| m.from.as_str().to_string()).collect();
+    let changed = sqlx::query!(
         "UPDATE tasks SET status = $1, last_updated_at = $2,
              completed_at = CASE WHEN $3 THEN $2 ELSE completed_at END,
              started_at = CASE WHEN $4 THEN $2 ELSE started_at END
          FROM unnest($5::uuid[], $6::text[]) AS m(id, from_status)
          WHERE tasks.id = m.id AND tasks.status = m.from_status",
+        to.as_str(),
+        now,
+        to.is_terminal(),
+        to == TaskStatus::Running,
+        &ids,
+        &froms
     )
-    .bind(to.as_str())
-    .bind(now)
-    .bind(to.is_terminal())
-    .bind(to == TaskStatus::Running)
-    .bind(&ids)
-    .bind(&froms)
     .execute(&mut *conn)
     .await
     .map_err(db)?
@@ -344,22 +344,22 @@ async fn record_many(
     reason: Option<&str>,
 ) -> R<()> {
     let ids: Vec<Uuid> = moves.iter().map(|m| m.id).collect();
-    let froms: Vec<&str> = moves.iter().map(|m| m.from.as_str()).collect();
+    let froms: Vec<String> = moves.iter().map(|m| m.from.as_str().to_string()).collect();
     let attempts: Vec<Option<Uuid>> = moves.iter().map(|m| m.attempt).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
          SELECT m.id, m.from_status, $1, $2, $3, m.attempt, $4
          FROM unnest($5::uuid[], $6::text[], $7::uuid[])
               WITH ORDINALITY AS m(id, from_status, attempt, n)
          ORDER BY m.n",
+        to.as_str(),
+        now,
+        actor,
+        reason,
+        &ids,
+        &froms,
+        &attempts as _
     )
-    .bind(to.as_str())
-    .bind(now)
-    .bind(actor)
-    .bind(reason)
-    .bind(&ids)
-    .bind(&froms)
-    .bind(&attempts)
     .execute(&mut *conn)
     .await
     .map_err(db)?;
@@ -377,12 +377,21 @@ async fn ready_keys(
     now: DateTime<Utc>,
 ) -> R<(Vec<Uuid>, Vec<f64>, Vec<f64>)> {
     type Row = (Uuid, i16, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-    let found: Vec<Row> = sqlx::query_as(
-        "SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after
+    let found: Vec<Row> = sqlx::query!(
+        r#"SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after AS "run_after?"
          FROM tasks t LEFT JOIN task_schedule s ON s.task_id = t.id
-         WHERE t.id = ANY($1)",
+         WHERE t.id = ANY($1)"#,
+        ids
     )
-    .bind(ids)
+    .map(|r| {
+        (
+            r.id,
+            r.priority,
+            r.dependency_depth,
+            r.deadline,
+            r.run_after,
+        )
+    })
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
@@ -412,14 +421,14 @@ async fn key_ready(
     now: DateTime<Utc>,
 ) -> R<()> {
     let (ids, keys, calculated) = ready_keys(conn, ids, priority, now).await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE tasks SET claim_key = k.key, calculated_priority = k.calculated
          FROM unnest($1::uuid[], $2::float8[], $3::float8[]) AS k(id, key, calculated)
          WHERE tasks.id = k.id",
+        &ids,
+        &keys,
+        &calculated
     )
-    .bind(&ids)
-    .bind(&keys)
-    .bind(&calculated)
     .execute(&mut *conn)
     .await
     .map_err(db)?;
@@ -455,23 +464,36 @@ type AttemptTuple = (
 /// The attempt, with its task's row locked first and then its own: the order every
 /// operation that changes both takes them in.
 async fn lock_attempt(conn: &mut PgConnection, attempt_id: Uuid) -> R<AttemptRow> {
-    let task_id: Uuid = sqlx::query_scalar("SELECT task_id FROM task_attempts WHERE id = $1")
-        .bind(attempt_id)
+    let task_id: Uuid = sqlx::query_scalar!(
+        "SELECT task_id FROM task_attempts WHERE id = $1",
+        attempt_id
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db)?
+    .ok_or(QueueError::AttemptNotFound(attempt_id))?;
+    sqlx::query_scalar!("SELECT id FROM tasks WHERE id = $1 FOR UPDATE", task_id)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(db)?
-        .ok_or(QueueError::AttemptNotFound(attempt_id))?;
-    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE")
-        .bind(task_id)
-        .execute(&mut *conn)
-        .await
         .map_err(db)?;
-    let row: AttemptTuple = sqlx::query_as(
-        "SELECT task_id, worker_id, attempt_number, outcome, error, finished_at, retry_count,
+    let row: AttemptTuple = sqlx::query!(
+        r#"SELECT task_id, worker_id, attempt_number, outcome, error, finished_at, retry_count,
                 retry_after
-         FROM task_attempts WHERE id = $1 FOR UPDATE",
+         FROM task_attempts WHERE id = $1 FOR UPDATE"#,
+        attempt_id
     )
-    .bind(attempt_id)
+    .map(|r| {
+        (
+            r.task_id,
+            r.worker_id,
+            r.attempt_number,
+            r.outcome,
+            r.error,
+            r.finished_at,
+            r.retry_count,
+            r.retry_after,
+        )
+    })
     .fetch_optional(&mut *conn)
     .await
     .map_err(db)?
@@ -512,14 +534,14 @@ async fn close_attempt(
     error: Option<&str>,
     now: DateTime<Utc>,
 ) -> R<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE task_attempts SET finished_at = $1, outcome = $2, error = $3
          WHERE id = $4 AND finished_at IS NULL",
+        now,
+        outcome.as_str(),
+        error,
+        attempt_id
     )
-    .bind(now)
-    .bind(outcome.as_str())
-    .bind(error)
-    .bind(attempt_id)
     .execute(&mut *conn)
     .await
     .map_err(db)?;
@@ -543,12 +565,13 @@ async fn repeat_completion(
     row: &AttemptRow,
     result: Option<&Value>,
 ) -> R<Recorded<Vec<Uuid>>> {
-    let stored: Option<Json<Value>> =
-        sqlx::query_scalar("SELECT result_data FROM tasks WHERE id = $1")
-            .bind(row.task_id)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?;
+    let stored: Option<Json<Value>> = sqlx::query_scalar!(
+        r#"SELECT result_data AS "result_data: Json<Value>" FROM tasks WHERE id = $1"#,
+        row.task_id
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?;
     let same = match (stored.map(|j| j.0), result) {
         (None, None) => true,
         (Some(stored), Some(sent)) => same_json(&stored, sent),
@@ -557,16 +580,16 @@ async fn repeat_completion(
     if !same {
         return Err(different_repeat(attempt_id, "completed", "result").into());
     }
-    let made_ready: Vec<Uuid> = sqlx::query_scalar(
+    let made_ready: Vec<Uuid> = sqlx::query_scalar!(
         "SELECT e.task_id FROM task_dependencies d
          JOIN task_events e ON e.task_id = d.task_id
          WHERE d.depends_on_task_id = $1 AND e.from_status = 'blocked' AND e.to_status = 'ready'
            AND e.at = $2 AND e.actor = 'queue' AND e.reason = $3
          ORDER BY e.id",
+        row.task_id,
+        row.finished_at,
+        format!("dependency {} completed", row.task_id)
     )
-    .bind(row.task_id)
-    .bind(row.finished_at)
-    .bind(format!("dependency {} completed", row.task_id))
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
@@ -604,8 +627,7 @@ async fn repeat_failure(
     let mut still_failed = Vec::new();
     for (dependent, _) in cascaded {
         let finished: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT completed_at FROM tasks WHERE id = $1")
-                .bind(dependent)
+            sqlx::query_scalar!("SELECT completed_at FROM tasks WHERE id = $1", dependent)
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(db)?;
@@ -713,29 +735,33 @@ async fn fail_task(
     priority: &PriorityPolicy,
     now: DateTime<Utc>,
 ) -> R<FailOutcome> {
-    let (stored_count, max_retries): (i64, i64) =
-        sqlx::query_as("SELECT retry_count, max_retries FROM tasks WHERE id = $1")
-            .bind(task_id)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?;
+    let (stored_count, max_retries): (i64, i64) = sqlx::query!(
+        r#"SELECT retry_count, max_retries FROM tasks WHERE id = $1"#,
+        task_id
+    )
+    .map(|r| (r.retry_count, r.max_retries))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?;
     let retry_count = stored_count + 1;
-    sqlx::query("UPDATE tasks SET retry_count = $1, error_message = $2 WHERE id = $3")
-        .bind(retry_count)
-        .bind(error)
-        .bind(task_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+    sqlx::query!(
+        "UPDATE tasks SET retry_count = $1, error_message = $2 WHERE id = $3",
+        retry_count,
+        error,
+        task_id
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
     let retry_count: u32 = int("tasks", &task_id.to_string(), "retry_count", retry_count)?;
     if i64::from(retry_count) <= max_retries {
         let run_after = later(now, retry.delay(retry_count, attempt_id))?;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO task_schedule (task_id, run_after) VALUES ($1, $2)
              ON CONFLICT (task_id) DO UPDATE SET run_after = excluded.run_after",
+            task_id,
+            run_after
         )
-        .bind(task_id)
-        .bind(run_after)
         .execute(&mut *conn)
         .await
         .map_err(db)?;
@@ -788,12 +814,14 @@ async fn fail_task(
         .collect();
     if !moves.is_empty() {
         let ids: Vec<Uuid> = moves.iter().map(|m| m.id).collect();
-        sqlx::query("UPDATE tasks SET error_message = $1 WHERE id = ANY($2)")
-            .bind(&cascade_error)
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
+        sqlx::query!(
+            "UPDATE tasks SET error_message = $1 WHERE id = ANY($2)",
+            &cascade_error,
+            &ids
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
     }
     transition_many(
         conn,
@@ -816,13 +844,15 @@ async fn record_decision(
     retry_count: u32,
     retry_after: Option<DateTime<Utc>>,
 ) -> R<()> {
-    sqlx::query("UPDATE task_attempts SET retry_count = $1, retry_after = $2 WHERE id = $3")
-        .bind(i64::from(retry_count))
-        .bind(retry_after)
-        .bind(attempt_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+    sqlx::query!(
+        "UPDATE task_attempts SET retry_count = $1, retry_after = $2 WHERE id = $3",
+        i64::from(retry_count),
+        retry_after,
+        attempt_id
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
     Ok(())
 }
 
@@ -840,14 +870,23 @@ async fn release_dependents(
     // take turns, and the second one's next statement reads the first's completion (each
     // statement reads what committed before it), so one of them releases it.
     type Row = (Uuid, i16, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-    let blocked: Vec<Row> = sqlx::query_as(
-        "SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after
+    let blocked: Vec<Row> = sqlx::query!(
+        r#"SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after AS "run_after?"
          FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
          LEFT JOIN task_schedule s ON s.task_id = t.id
          WHERE d.depends_on_task_id = $1 AND t.status = 'blocked'
-         ORDER BY t.id FOR UPDATE OF t",
+         ORDER BY t.id FOR UPDATE OF t"#,
+        task_id
     )
-    .bind(task_id)
+    .map(|r| {
+        (
+            r.id,
+            r.priority,
+            r.dependency_depth,
+            r.deadline,
+            r.run_after,
+        )
+    })
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
@@ -867,7 +906,7 @@ async fn release_dependents(
         calculated.push(priority.calculate(base, depth, deadline, ready_since, now));
     }
     // Those whose dependencies are all completed go ready, status and key in one pass.
-    let mut released: Vec<Uuid> = sqlx::query_scalar(
+    let mut released: Vec<Uuid> = sqlx::query_scalar!(
         "UPDATE tasks SET status = 'ready', last_updated_at = $1,
              claim_key = k.key, calculated_priority = k.calculated
          FROM unnest($2::uuid[], $3::float8[], $4::float8[]) AS k(id, key, calculated)
@@ -876,11 +915,11 @@ async fn release_dependents(
                SELECT 1 FROM task_dependencies d2 JOIN tasks u ON u.id = d2.depends_on_task_id
                WHERE d2.task_id = tasks.id AND u.status <> 'completed')
          RETURNING tasks.id",
+        now,
+        &ids,
+        &keys,
+        &calculated
     )
-    .bind(now)
-    .bind(&ids)
-    .bind(&keys)
-    .bind(&calculated)
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
@@ -903,12 +942,12 @@ async fn release_dependents(
 
 /// The task's status, its row locked.
 async fn lock_task_status(conn: &mut PgConnection, task_id: Uuid) -> R<TaskStatus> {
-    let status: String = sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1 FOR UPDATE")
-        .bind(task_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db)?
-        .ok_or(QueueError::TaskNotFound(task_id))?;
+    let status: String =
+        sqlx::query_scalar!("SELECT status FROM tasks WHERE id = $1 FOR UPDATE", task_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?
+            .ok_or(QueueError::TaskNotFound(task_id))?;
     Ok(parse_status("tasks", &task_id.to_string(), &status)?)
 }
 
@@ -931,6 +970,9 @@ async fn load_tasks(conn: &mut PgConnection, ids: &[Uuid]) -> R<HashMap<Uuid, Ta
 }
 
 // ---- The operations, each inside one transaction.
+//
+// Static statements are checked `sqlx` macros; those assembled at run time (the walks, the
+// prune's rules, the whole-task read) bind their values.
 
 async fn submit_in(
     conn: &mut PgConnection,
@@ -983,7 +1025,7 @@ async fn submit_in(
     let mut schedule = (Vec::new(), Vec::new());
     for new in &fresh {
         if let Some(key) = &new.idempotency_key {
-            keys.0.push(key.as_str());
+            keys.0.push(key.clone());
             keys.1.push(new.id);
             keys.2.push(new.content_hash());
         }
@@ -993,13 +1035,13 @@ async fn submit_in(
         }
     }
     if !keys.0.is_empty() {
-        let stored = sqlx::query(
+        let stored = sqlx::query!(
             "INSERT INTO task_idempotency (idempotency_key, task_id, content_hash)
              SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[])",
+            &keys.0,
+            &keys.1,
+            &keys.2
         )
-        .bind(&keys.0)
-        .bind(&keys.1)
-        .bind(&keys.2)
         .execute(&mut *conn)
         .await;
         match stored {
@@ -1015,12 +1057,12 @@ async fn submit_in(
         }
     }
     if !schedule.0.is_empty() {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO task_schedule (task_id, run_after)
              SELECT * FROM unnest($1::uuid[], $2::timestamptz[])",
+            &schedule.0,
+            &schedule.1
         )
-        .bind(&schedule.0)
-        .bind(&schedule.1)
         .execute(&mut *conn)
         .await
         .map_err(db)?;
@@ -1071,13 +1113,14 @@ async fn stored_keys(
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let names: Vec<&str> = keys.keys().copied().collect();
+    let names: Vec<String> = keys.keys().map(|k| k.to_string()).collect();
     // Locked, so that the task the key names is not pruned before this answers with it.
-    let rows: Vec<(String, Uuid, String)> = sqlx::query_as(
-        "SELECT idempotency_key, task_id, content_hash FROM task_idempotency
-         WHERE idempotency_key = ANY($1) ORDER BY idempotency_key FOR KEY SHARE",
+    let rows: Vec<(String, Uuid, String)> = sqlx::query!(
+        r#"SELECT idempotency_key, task_id, content_hash FROM task_idempotency
+         WHERE idempotency_key = ANY($1) ORDER BY idempotency_key FOR KEY SHARE"#,
+        &names
     )
-    .bind(&names)
+    .map(|r| (r.idempotency_key, r.task_id, r.content_hash))
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
@@ -1114,11 +1157,12 @@ async fn insert_batch(
     let stored_deps: HashMap<Uuid, (String, i64)> = if outside.is_empty() {
         HashMap::new()
     } else {
-        sqlx::query_as::<_, (Uuid, String, i64)>(
-            "SELECT id, status, dependency_depth FROM tasks WHERE id = ANY($1)
-             ORDER BY id FOR SHARE",
+        sqlx::query!(
+            r#"SELECT id, status, dependency_depth FROM tasks WHERE id = ANY($1)
+             ORDER BY id FOR SHARE"#,
+            &outside
         )
-        .bind(&outside)
+        .map(|r| (r.id, r.status, r.dependency_depth))
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?
@@ -1136,12 +1180,12 @@ async fn insert_batch(
     let known: HashSet<Uuid> = if parents.is_empty() && sessions.is_empty() {
         HashSet::new()
     } else {
-        sqlx::query_scalar::<_, Uuid>(
-            "SELECT id FROM tasks WHERE id = ANY($1)
-             UNION ALL SELECT id FROM sessions WHERE id = ANY($2)",
+        sqlx::query_scalar!(
+            r#"SELECT id AS "id!" FROM tasks WHERE id = ANY($1)
+               UNION ALL SELECT id FROM sessions WHERE id = ANY($2)"#,
+            &parents,
+            &sessions
         )
-        .bind(&parents)
-        .bind(&sessions)
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?
@@ -1229,7 +1273,7 @@ async fn insert_batch(
             .parent_task_id
             .filter(|p| position.get(p).is_some_and(|&at| at > index));
         let row = if forward.is_some() {
-            forward_parents.push((task.id, task.parent_task_id));
+            forward_parents.extend(task.parent_task_id.map(|parent| (task.id, parent)));
             Task {
                 parent_task_id: None,
                 ..task.clone()
@@ -1247,29 +1291,32 @@ async fn insert_batch(
         stored.push(task);
     }
     if !forward_parents.is_empty() {
-        let (ids, parents): (Vec<Uuid>, Vec<Option<Uuid>>) = forward_parents.into_iter().unzip();
-        sqlx::query(
+        let (ids, parents): (Vec<Uuid>, Vec<Uuid>) = forward_parents.into_iter().unzip();
+        sqlx::query!(
             "UPDATE tasks SET parent_task_id = p.parent
              FROM unnest($1::uuid[], $2::uuid[]) AS p(id, parent) WHERE tasks.id = p.id",
+            &ids,
+            &parents
         )
-        .bind(&ids)
-        .bind(&parents)
         .execute(&mut *conn)
         .await
         .map_err(db)?;
     }
     let ids: Vec<Uuid> = stored.iter().map(|t| t.id).collect();
-    let statuses: Vec<&str> = stored.iter().map(|t| t.status.as_str()).collect();
-    sqlx::query(
+    let statuses: Vec<String> = stored
+        .iter()
+        .map(|t| t.status.as_str().to_string())
+        .collect();
+    sqlx::query!(
         "INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
          SELECT m.id, NULL, m.status, $1, $2, NULL, 'submitted'
          FROM unnest($3::uuid[], $4::text[]) WITH ORDINALITY AS m(id, status, n)
          ORDER BY m.n",
+        now,
+        actor,
+        &ids,
+        &statuses
     )
-    .bind(now)
-    .bind(actor)
-    .bind(&ids)
-    .bind(&statuses)
     .execute(&mut *conn)
     .await
     .map_err(db)?;
@@ -1290,7 +1337,72 @@ async fn insert_batch(
 ///
 /// The best `n` of both are moved to running by the same statement (`UPDATE ... FROM
 /// chosen`). Rows locked but not chosen stay unclaimed, locked until the commit.
-const CLAIM: &str = "WITH urgent AS MATERIALIZED (
+///
+/// For one agent type, the key scan reads the index that leads with the type.
+async fn claim_in(
+    conn: &mut PgConnection,
+    request: &ClaimRequest,
+    priority: &PriorityPolicy,
+    now: Now,
+) -> R<Vec<ClaimedTask>> {
+    if request.max_tasks == 0 {
+        return Ok(Vec::new());
+    }
+    // The claim waits on no lock (it skips locked rows): the time is read just before it.
+    let now = resolve(conn, now).await?;
+    let expires_at = later(now, request.lease)?;
+    let until = priority.urgent_until(now);
+    let horizon = priority.deadline_horizon.as_secs_f64().max(1e-6);
+    let limit = i64::from(request.max_tasks);
+    let mut chosen: Vec<(Uuid, Option<f64>, DateTime<Utc>)> =
+        match request.agent_types.as_slice() {
+            [one] => {
+                sqlx::query!(
+                    r#"WITH urgent AS MATERIALIZED (
+        SELECT t.id, t.submitted_at,
+               t.claim_key + $5 * LEAST(1.0::float8, GREATEST(0.0::float8,
+                   1.0::float8 - EXTRACT(EPOCH FROM (t.deadline - $1))::float8 / $6)) AS rank
+        FROM tasks t
+        WHERE t.status = 'ready' AND t.deadline <= $2 AND t.agent_type = $3
+          AND NOT EXISTS (SELECT 1 FROM task_schedule s
+                          WHERE s.task_id = t.id AND s.run_after > $1)
+        ORDER BY rank DESC NULLS LAST, t.submitted_at, t.id
+        LIMIT $4
+        FOR UPDATE OF t SKIP LOCKED
+    ), keyed AS MATERIALIZED (
+        SELECT t.id, t.submitted_at, t.claim_key AS rank
+        FROM tasks t
+        WHERE t.status = 'ready' AND (t.deadline IS NULL OR t.deadline > $2)
+          AND t.agent_type = $3
+          AND NOT EXISTS (SELECT 1 FROM task_schedule s
+                          WHERE s.task_id = t.id AND s.run_after > $1)
+        ORDER BY t.claim_key DESC NULLS LAST, t.submitted_at, t.id
+        LIMIT $4
+        FOR UPDATE OF t SKIP LOCKED
+    ), chosen AS MATERIALIZED (
+        SELECT c.id, c.submitted_at, c.rank
+        FROM (SELECT * FROM urgent UNION ALL SELECT * FROM keyed) c
+        ORDER BY c.rank DESC NULLS LAST, c.submitted_at, c.id
+        LIMIT $4
+    )
+    UPDATE tasks SET status = 'running', started_at = $1, last_updated_at = $1
+    FROM chosen
+    WHERE tasks.id = chosen.id AND tasks.status = 'ready'
+    RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!""#,
+                    now,
+                    until,
+                    one.as_str(),
+                    limit,
+                    priority.deadline_weight,
+                    horizon
+                )
+                .map(|r| (r.id, r.rank, r.submitted_at))
+                .fetch_all(&mut *conn)
+                .await
+            }
+            types => {
+                sqlx::query!(
+                    r#"WITH urgent AS MATERIALIZED (
         SELECT t.id, t.submitted_at,
                t.claim_key + $5 * LEAST(1.0::float8, GREATEST(0.0::float8,
                    1.0::float8 - EXTRACT(EPOCH FROM (t.deadline - $1))::float8 / $6)) AS rank
@@ -1321,72 +1433,19 @@ const CLAIM: &str = "WITH urgent AS MATERIALIZED (
     UPDATE tasks SET status = 'running', started_at = $1, last_updated_at = $1
     FROM chosen
     WHERE tasks.id = chosen.id AND tasks.status = 'ready'
-    RETURNING tasks.id, chosen.rank, chosen.submitted_at";
-
-/// As [`CLAIM`] for one agent type: the key scan reads the index that leads with the type.
-const CLAIM_ONE_TYPE: &str = "WITH urgent AS MATERIALIZED (
-        SELECT t.id, t.submitted_at,
-               t.claim_key + $5 * LEAST(1.0::float8, GREATEST(0.0::float8,
-                   1.0::float8 - EXTRACT(EPOCH FROM (t.deadline - $1))::float8 / $6)) AS rank
-        FROM tasks t
-        WHERE t.status = 'ready' AND t.deadline <= $2 AND t.agent_type = $3
-          AND NOT EXISTS (SELECT 1 FROM task_schedule s
-                          WHERE s.task_id = t.id AND s.run_after > $1)
-        ORDER BY rank DESC NULLS LAST, t.submitted_at, t.id
-        LIMIT $4
-        FOR UPDATE OF t SKIP LOCKED
-    ), keyed AS MATERIALIZED (
-        SELECT t.id, t.submitted_at, t.claim_key AS rank
-        FROM tasks t
-        WHERE t.status = 'ready' AND (t.deadline IS NULL OR t.deadline > $2)
-          AND t.agent_type = $3
-          AND NOT EXISTS (SELECT 1 FROM task_schedule s
-                          WHERE s.task_id = t.id AND s.run_after > $1)
-        ORDER BY t.claim_key DESC NULLS LAST, t.submitted_at, t.id
-        LIMIT $4
-        FOR UPDATE OF t SKIP LOCKED
-    ), chosen AS MATERIALIZED (
-        SELECT c.id, c.submitted_at, c.rank
-        FROM (SELECT * FROM urgent UNION ALL SELECT * FROM keyed) c
-        ORDER BY c.rank DESC NULLS LAST, c.submitted_at, c.id
-        LIMIT $4
-    )
-    UPDATE tasks SET status = 'running', started_at = $1, last_updated_at = $1
-    FROM chosen
-    WHERE tasks.id = chosen.id AND tasks.status = 'ready'
-    RETURNING tasks.id, chosen.rank, chosen.submitted_at";
-
-async fn claim_in(
-    conn: &mut PgConnection,
-    request: &ClaimRequest,
-    priority: &PriorityPolicy,
-    now: Now,
-) -> R<Vec<ClaimedTask>> {
-    if request.max_tasks == 0 {
-        return Ok(Vec::new());
-    }
-    // The claim waits on no lock (it skips locked rows): the time is read just before it.
-    let now = resolve(conn, now).await?;
-    let expires_at = later(now, request.lease)?;
-    let until = priority.urgent_until(now);
-    let horizon = priority.deadline_horizon.as_secs_f64().max(1e-6);
-    let limit = i64::from(request.max_tasks);
-    let query = match request.agent_types.as_slice() {
-        [one] => sqlx::query_as::<_, (Uuid, Option<f64>, DateTime<Utc>)>(CLAIM_ONE_TYPE)
-            .bind(now)
-            .bind(until)
-            .bind(one.as_str()),
-        types => sqlx::query_as::<_, (Uuid, Option<f64>, DateTime<Utc>)>(CLAIM)
-            .bind(now)
-            .bind(until)
-            .bind((!types.is_empty()).then_some(types)),
-    };
-    let mut chosen = query
-        .bind(limit)
-        .bind(priority.deadline_weight)
-        .bind(horizon)
-        .fetch_all(&mut *conn)
-        .await
+    RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!""#,
+                    now,
+                    until,
+                    (!types.is_empty()).then_some(types),
+                    limit,
+                    priority.deadline_weight,
+                    horizon
+                )
+                .map(|r| (r.id, r.rank, r.submitted_at))
+                .fetch_all(&mut *conn)
+                .await
+            }
+        }
         .map_err(db)?;
     if chosen.is_empty() {
         return Ok(Vec::new());
@@ -1403,28 +1462,28 @@ async fn claim_in(
     let attempts: Vec<Uuid> = ids.iter().map(|_| Uuid::new_v4()).collect();
     // One attempt per task, all in one statement; each attempt's number follows the task's
     // earlier ones (the task's row is locked, so no other claim numbers it meanwhile).
-    let numbers: HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(
-        "INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at,
+    let numbers: HashMap<Uuid, i64> = sqlx::query!(
+        r#"INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at,
                                     lease_expires_at)
          SELECT x.attempt, x.task,
                 (SELECT COALESCE(MAX(a.attempt_number), 0) + 1 FROM task_attempts a
                  WHERE a.task_id = x.task),
                 $1, $2, $3
          FROM unnest($4::uuid[], $5::uuid[]) AS x(task, attempt)
-         RETURNING id, attempt_number",
+         RETURNING id, attempt_number"#,
+        &request.worker_id,
+        now,
+        expires_at,
+        &ids,
+        &attempts
     )
-    .bind(&request.worker_id)
-    .bind(now)
-    .bind(expires_at)
-    .bind(&ids)
-    .bind(&attempts)
+    .map(|r| (r.id, r.attempt_number))
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?
     .into_iter()
     .collect();
-    sqlx::query("DELETE FROM task_schedule WHERE task_id = ANY($1)")
-        .bind(&ids)
+    sqlx::query!("DELETE FROM task_schedule WHERE task_id = ANY($1)", &ids)
         .execute(&mut *conn)
         .await
         .map_err(db)?;
@@ -1484,12 +1543,14 @@ async fn heartbeat_in(
     row.check_open(attempt_id)?;
     let now = resolve(conn, now).await?;
     let expires_at = later(now, lease)?;
-    sqlx::query("UPDATE task_attempts SET lease_expires_at = $1 WHERE id = $2")
-        .bind(expires_at)
-        .bind(attempt_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+    sqlx::query!(
+        "UPDATE task_attempts SET lease_expires_at = $1 WHERE id = $2",
+        expires_at,
+        attempt_id
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
     Ok(Lease {
         attempt_id,
         task_id: row.task_id,
@@ -1518,12 +1579,14 @@ async fn complete_in(
     row.check_open(attempt_id)?;
     let now = resolve(conn, now).await?;
     close_attempt(conn, attempt_id, AttemptOutcome::Completed, None, now).await?;
-    sqlx::query("UPDATE tasks SET result_data = $1, error_message = NULL WHERE id = $2")
-        .bind(result.map(Json))
-        .bind(row.task_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+    sqlx::query!(
+        "UPDATE tasks SET result_data = $1, error_message = NULL WHERE id = $2",
+        result.map(Json) as _,
+        row.task_id
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
     transition(
         conn,
         row.task_id,
@@ -1588,8 +1651,7 @@ async fn release_in(
     )
     .await?;
     // A leftover run-after time would hold the task back; it is claimable at once.
-    sqlx::query("DELETE FROM task_schedule WHERE task_id = $1")
-        .bind(row.task_id)
+    sqlx::query!("DELETE FROM task_schedule WHERE task_id = $1", row.task_id)
         .execute(&mut *conn)
         .await
         .map_err(db)?;
@@ -1624,20 +1686,20 @@ async fn cancel_in(conn: &mut PgConnection, task_id: Uuid, actor: &str, now: Now
     let now = resolve(conn, now).await?;
     let ids: Vec<Uuid> = affected.iter().map(|(id, _)| *id).collect();
     // Running tasks' attempts end as cancelled: their leases are revoked.
-    let revoked: HashMap<Uuid, Uuid> = sqlx::query_as::<_, (Uuid, Uuid)>(
-        "UPDATE task_attempts SET finished_at = $1, outcome = 'cancelled'
+    let revoked: HashMap<Uuid, Uuid> = sqlx::query!(
+        r#"UPDATE task_attempts SET finished_at = $1, outcome = 'cancelled'
          WHERE finished_at IS NULL AND task_id = ANY($2)
-         RETURNING task_id, id",
+         RETURNING task_id, id"#,
+        now,
+        &ids
     )
-    .bind(now)
-    .bind(&ids)
+    .map(|r| (r.task_id, r.id))
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?
     .into_iter()
     .collect();
-    sqlx::query("DELETE FROM task_schedule WHERE task_id = ANY($1)")
-        .bind(&ids)
+    sqlx::query!("DELETE FROM task_schedule WHERE task_id = ANY($1)", &ids)
         .execute(&mut *conn)
         .await
         .map_err(db)?;
@@ -1682,11 +1744,8 @@ async fn retry_in(
     // The failed dependents, locked before anything is decided.
     let dependents = descendants(conn, task_id, Walk::FailedDependents, true).await?;
     let now = resolve(conn, now).await?;
-    let waiting: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on_task_id
-         WHERE d.task_id = $1 AND u.status <> 'completed'",
-    )
-    .bind(task_id)
+    let waiting: i64 = sqlx::query_scalar!(r#"SELECT COUNT(*) AS "count!" FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on_task_id
+         WHERE d.task_id = $1 AND u.status <> 'completed'"#, task_id)
     .fetch_one(&mut *conn)
     .await
     .map_err(db)?;
@@ -1695,11 +1754,11 @@ async fn retry_in(
     } else {
         TaskStatus::Blocked
     };
-    sqlx::query(
+    sqlx::query!(
         "UPDATE tasks SET retry_count = 0, error_message = NULL, completed_at = NULL
          WHERE id = $1",
+        task_id
     )
-    .bind(task_id)
     .execute(&mut *conn)
     .await
     .map_err(db)?;
@@ -1721,23 +1780,25 @@ async fn retry_in(
         if status != TaskStatus::Failed {
             continue;
         }
-        let still_down: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM task_dependencies d
+        let still_down: i64 = sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "count!" FROM task_dependencies d
              JOIN tasks u ON u.id = d.depends_on_task_id
-             WHERE d.task_id = $1 AND u.status IN ('failed', 'cancelled')",
+             WHERE d.task_id = $1 AND u.status IN ('failed', 'cancelled')"#,
+            dependent
         )
-        .bind(dependent)
         .fetch_one(&mut *conn)
         .await
         .map_err(db)?;
         if still_down > 0 {
             continue;
         }
-        sqlx::query("UPDATE tasks SET error_message = NULL, completed_at = NULL WHERE id = $1")
-            .bind(dependent)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
+        sqlx::query!(
+            "UPDATE tasks SET error_message = NULL, completed_at = NULL WHERE id = $1",
+            dependent
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
         transition(
             conn,
             dependent,
@@ -1764,17 +1825,26 @@ async fn reap_in(
     // Each reapable attempt with its task, both locked; rows another reaper (or a worker
     // finishing) holds are skipped: each task is recovered once, and no reaper waits.
     type Row = (Uuid, Uuid, DateTime<Utc>, DateTime<Utc>, i64);
-    let open: Vec<Row> = sqlx::query_as(
-        "SELECT a.id, a.task_id, a.started_at, a.lease_expires_at,
+    let open: Vec<Row> = sqlx::query!(
+        r#"SELECT a.id, a.task_id, a.started_at, a.lease_expires_at,
                 t.max_execution_timeout_seconds
          FROM task_attempts a JOIN tasks t ON t.id = a.task_id
          WHERE a.finished_at IS NULL
            AND (a.lease_expires_at <= $1
                 OR a.started_at + make_interval(secs => t.max_execution_timeout_seconds) <= $1)
          ORDER BY a.task_id
-         FOR UPDATE OF t, a SKIP LOCKED",
+         FOR UPDATE OF t, a SKIP LOCKED"#,
+        now
     )
-    .bind(now)
+    .map(|r| {
+        (
+            r.id,
+            r.task_id,
+            r.started_at,
+            r.lease_expires_at,
+            r.max_execution_timeout_seconds,
+        )
+    })
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
@@ -1946,12 +2016,9 @@ impl QueueStore for PgQueueStore {
     }
 
     async fn submission_details(&self, task_id: Uuid) -> Result<SubmissionDetails, QueueError> {
-        let row: Option<(Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT (SELECT k.idempotency_key FROM task_idempotency k WHERE k.task_id = t.id),
-                    (SELECT s.run_after FROM task_schedule s WHERE s.task_id = t.id)
-             FROM tasks t WHERE t.id = $1",
-        )
-        .bind(task_id)
+        let row: Option<(Option<String>, Option<DateTime<Utc>>)> = sqlx::query!(r#"SELECT (SELECT k.idempotency_key FROM task_idempotency k WHERE k.task_id = t.id) AS idempotency_key,
+                    (SELECT s.run_after FROM task_schedule s WHERE s.task_id = t.id) AS run_after
+             FROM tasks t WHERE t.id = $1"#, task_id).map(|r| (r.idempotency_key, r.run_after))
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| QueueError::Database(classify(e, ENTITY, &task_id.to_string())))?;
@@ -2098,21 +2165,33 @@ impl QueueStore for PgQueueStore {
             Option<String>,
         );
         let on = |e| QueueError::Database(classify(e, ENTITY, &task_id.to_string()));
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, from_status, to_status, at, actor, attempt_id, reason
-             FROM task_events WHERE task_id = $1 ORDER BY id",
+        let rows: Vec<Row> = sqlx::query!(
+            r#"SELECT id, from_status, to_status, at, actor, attempt_id, reason
+             FROM task_events WHERE task_id = $1 ORDER BY id"#,
+            task_id
         )
-        .bind(task_id)
+        .map(|r| {
+            (
+                r.id,
+                r.from_status,
+                r.to_status,
+                r.at,
+                r.actor,
+                r.attempt_id,
+                r.reason,
+            )
+        })
         .fetch_all(&self.pool)
         .await
         .map_err(on)?;
         if rows.is_empty() {
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)")
-                    .bind(task_id)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(on)?;
+            let exists: bool = sqlx::query_scalar!(
+                r#"SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1) AS "exists!""#,
+                task_id
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(on)?;
             if !exists {
                 return Err(QueueError::TaskNotFound(task_id));
             }
@@ -2151,7 +2230,7 @@ impl QueueStore for PgQueueStore {
             .map_err(on)?;
         let now = match now {
             Now::At(at) => at,
-            Now::Store => sqlx::query_scalar("SELECT clock_timestamp()")
+            Now::Store => sqlx::query_scalar!(r#"SELECT clock_timestamp() AS "now!""#)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(on)?,
@@ -2159,7 +2238,8 @@ impl QueueStore for PgQueueStore {
         let mut counts: std::collections::BTreeMap<TaskStatus, u64> =
             TaskStatus::ALL.iter().map(|s| (*s, 0)).collect();
         let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+            sqlx::query!(r#"SELECT status, COUNT(*) AS "count!" FROM tasks GROUP BY status"#)
+                .map(|r| (r.status, r.count))
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(on)?;
@@ -2170,14 +2250,15 @@ impl QueueStore for PgQueueStore {
             };
             counts.insert(cx.parse("status", &status)?, cx.int("count", count)?);
         }
-        let oldest: Option<(Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT id, summary, agent_type, submitted_at
+        let oldest: Option<(Uuid, String, String, DateTime<Utc>)> = sqlx::query!(
+            r#"SELECT id, summary, agent_type, submitted_at
              FROM tasks t WHERE status = 'ready'
                AND NOT EXISTS (SELECT 1 FROM task_schedule s
                                WHERE s.task_id = t.id AND s.run_after > $1)
-             ORDER BY submitted_at, id LIMIT 1",
+             ORDER BY submitted_at, id LIMIT 1"#,
+            now
         )
-        .bind(now)
+        .map(|r| (r.id, r.summary, r.agent_type, r.submitted_at))
         .fetch_optional(&mut *tx)
         .await
         .map_err(on)?;
@@ -2188,13 +2269,23 @@ impl QueueStore for PgQueueStore {
             submitted_at,
         });
         type Running = (Uuid, Uuid, String, String, DateTime<Utc>, DateTime<Utc>);
-        let rows: Vec<Running> = sqlx::query_as(
-            "SELECT a.id, a.task_id, t.summary, a.worker_id, a.started_at, a.lease_expires_at
+        let rows: Vec<Running> = sqlx::query!(
+            r#"SELECT a.id, a.task_id, t.summary, a.worker_id, a.started_at, a.lease_expires_at
              FROM task_attempts a JOIN tasks t ON t.id = a.task_id
              WHERE a.finished_at IS NULL
-             ORDER BY a.lease_expires_at, a.id LIMIT $1",
+             ORDER BY a.lease_expires_at, a.id LIMIT $1"#,
+            i64::from(running_limit)
         )
-        .bind(i64::from(running_limit))
+        .map(|r| {
+            (
+                r.id,
+                r.task_id,
+                r.summary,
+                r.worker_id,
+                r.started_at,
+                r.lease_expires_at,
+            )
+        })
         .fetch_all(&mut *tx)
         .await
         .map_err(on)?;
@@ -2213,11 +2304,11 @@ impl QueueStore for PgQueueStore {
                 },
             )
             .collect();
-        let expired: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM task_attempts
-             WHERE finished_at IS NULL AND lease_expires_at <= $1",
+        let expired: i64 = sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "count!" FROM task_attempts
+             WHERE finished_at IS NULL AND lease_expires_at <= $1"#,
+            now
         )
-        .bind(now)
         .fetch_one(&mut *tx)
         .await
         .map_err(on)?;
@@ -2233,23 +2324,34 @@ impl QueueStore for PgQueueStore {
 
     async fn pending(&self, limit: u32) -> Result<Vec<PendingTask>, QueueError> {
         type Row = (Uuid, String, String, String, f64, Vec<Uuid>);
-        let rows: Vec<Row> = sqlx::query_as(
-            "WITH p AS (
+        let rows: Vec<Row> = sqlx::query!(
+            r#"WITH p AS (
                  SELECT id, summary, agent_type, status, calculated_priority, submitted_at
                  FROM tasks
                  WHERE status NOT IN ('completed', 'failed', 'cancelled')
                  ORDER BY calculated_priority DESC, submitted_at, id
                  LIMIT $1
              )
-             SELECT p.id, p.summary, p.agent_type, p.status, p.calculated_priority,
+             SELECT p.id AS "id!", p.summary AS "summary!", p.agent_type AS "agent_type!",
+                    p.status AS "status!", p.calculated_priority AS "calculated_priority!",
                     ARRAY(SELECT d.depends_on_task_id
                           FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on_task_id
                           WHERE d.task_id = p.id AND u.status <> 'completed'
-                          ORDER BY d.depends_on_task_id)
+                          ORDER BY d.depends_on_task_id) AS "waits_for!"
              FROM p
-             ORDER BY p.calculated_priority DESC, p.submitted_at, p.id",
+             ORDER BY p.calculated_priority DESC, p.submitted_at, p.id"#,
+            i64::from(limit)
         )
-        .bind(i64::from(limit))
+        .map(|r| {
+            (
+                r.id,
+                r.summary,
+                r.agent_type,
+                r.status,
+                r.calculated_priority,
+                r.waits_for,
+            )
+        })
         .fetch_all(&self.pool)
         .await
         .map_err(|e| QueueError::Database(classify(e, ENTITY, "")))?;
