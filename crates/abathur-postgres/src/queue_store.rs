@@ -1113,7 +1113,19 @@ async fn stored_keys(
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let names: Vec<String> = keys.keys().map(|k| k.to_string()).collect();
+    let mut names: Vec<String> = keys.keys().map(|k| k.to_string()).collect();
+    names.sort();
+    // Two submissions of one key (a client sending its batch again while the first is still
+    // in flight) take turns on the key: the second looks once the first has committed, and
+    // finds the task it made. Transaction-scoped advisory locks, taken in key order (the
+    // array's), so that two batches sharing keys never wait on each other in a cycle.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k",
+    )
+    .bind(&names)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
     // Locked, so that the task the key names is not pruned before this answers with it.
     let rows: Vec<(String, Uuid, String)> = sqlx::query!(
         r#"SELECT idempotency_key, task_id, content_hash FROM task_idempotency

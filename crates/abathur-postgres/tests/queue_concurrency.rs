@@ -244,3 +244,120 @@ async fn completing_a_task_with_ten_thousand_dependents_is_set_based() {
     // And the fail path cascades as a set too: the reaper's retry policy is not involved.
     let _ = RetryPolicy::default();
 }
+
+/// One batch with an idempotency key sent by several clients at once: one task is made, and
+/// every sender gets it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_idempotency_key_submitted_at_once_makes_one_task() {
+    const SENDERS: usize = 6;
+    let (_test, db) = TestDatabase::migrated(PgConfig {
+        max_connections: SENDERS as u32,
+        ..PgConfig::default()
+    })
+    .await;
+    let store = Arc::new(PgQueueStore::new(db.pool().clone()));
+    let start = Arc::new(tokio::sync::Barrier::new(SENDERS));
+    // Half send the very same batch again (same task id), half a new one with the same key.
+    let resent = NewTask {
+        idempotency_key: Some("the same key".into()),
+        ..NewTask::new("t", "d", "worker")
+    };
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|i| {
+            let (store, start) = (store.clone(), start.clone());
+            let task = if i % 2 == 0 {
+                resent.clone()
+            } else {
+                NewTask {
+                    id: Uuid::new_v4(),
+                    ..resent.clone()
+                }
+            };
+            tokio::spawn(async move {
+                start.wait().await;
+                submit(&store, vec![task]).await[0]
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for sender in senders {
+        ids.insert(sender.await.expect("a sender"));
+    }
+    assert_eq!(ids.len(), 1, "one key made {} tasks", ids.len());
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+}
+
+/// A transaction the server aborts for another's sake (serialization failure, deadlock) is
+/// run again whole, and the caller sees only its success: here the server is made to abort
+/// the first run of a submission and of a completion.
+#[tokio::test]
+async fn an_aborted_transaction_runs_again_and_the_caller_never_sees_it() {
+    let (_test, db) = TestDatabase::migrated(PgConfig::default()).await;
+    // Every history insert of a statement asks a sequence (which no rollback undoes) for a
+    // number, and the numbers listed abort their transaction.
+    sqlx::raw_sql(
+        "CREATE SEQUENCE injected;
+         CREATE TABLE abort_at (n bigint PRIMARY KEY, code text NOT NULL);
+         CREATE FUNCTION abort_some() RETURNS trigger LANGUAGE plpgsql AS $$
+         DECLARE
+             this bigint := nextval('injected');
+             code text;
+         BEGIN
+             SELECT a.code INTO code FROM abort_at a WHERE a.n = this;
+             IF code IS NOT NULL THEN
+                 RAISE EXCEPTION 'injected' USING ERRCODE = code;
+             END IF;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER abort_some AFTER INSERT ON task_events
+         FOR EACH STATEMENT EXECUTE FUNCTION abort_some();
+         INSERT INTO abort_at VALUES (1, '40001'), (4, '40P01');",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let store = PgQueueStore::new(db.pool().clone());
+    // Run 1 aborted (40001), run 2 stores it: one task, one submission event.
+    let id = submit(&store, vec![NewTask::new("t", "d", "worker")]).await[0];
+    // Event statement 3: the claim.
+    let claimed = store
+        .claim(&request("w", 1), &PriorityPolicy::default(), Now::Store)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    // Event statement 4 aborts the completion (40P01); the second run completes.
+    let recorded = store
+        .complete(
+            claimed[0].lease.attempt_id,
+            None,
+            &PriorityPolicy::default(),
+            Now::Store,
+        )
+        .await
+        .expect("the completion runs again");
+    assert!(!recorded.repeat);
+    let events: Vec<(Option<String>, String)> = sqlx::query_as(
+        "SELECT from_status, to_status FROM task_events WHERE task_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        events,
+        vec![
+            (None, "ready".to_string()),
+            (Some("ready".to_string()), "running".to_string()),
+            (Some("running".to_string()), "completed".to_string()),
+        ]
+    );
+    let runs: i64 = sqlx::query_scalar("SELECT last_value FROM injected")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(runs, 5, "two runs aborted, three committed");
+}
