@@ -361,3 +361,174 @@ async fn an_aborted_transaction_runs_again_and_the_caller_never_sees_it() {
         .unwrap();
     assert_eq!(runs, 5, "two runs aborted, three committed");
 }
+
+/// A small deterministic random source for the mixed workload.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Workers claiming, completing, failing and releasing, and a canceller cancelling, all at
+/// once over one dependency graph: no call fails (a deadlock or serialization failure between
+/// them is run again inside the store), and the queue ends consistent: every task finished,
+/// no attempt left open, no task completed before its dependencies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mixed_workload_at_once_never_fails_a_call_and_ends_consistent() {
+    const TASKS: usize = 240;
+    const WORKERS: u64 = 6;
+    let (_test, db) = TestDatabase::migrated(PgConfig {
+        max_connections: WORKERS as u32 + 2,
+        ..PgConfig::default()
+    })
+    .await;
+    let store = Arc::new(PgQueueStore::new(db.pool().clone()));
+    let mut dice = Dice(0x9E37_79B9_7F4A_7C15);
+    let mut batch: Vec<NewTask> = Vec::with_capacity(TASKS);
+    for i in 0..TASKS {
+        let mut deps = Vec::new();
+        if i > 0 {
+            for _ in 0..dice.below(3) {
+                let dep = batch[dice.below(i as u64) as usize].id;
+                if !deps.contains(&dep) {
+                    deps.push(dep);
+                }
+            }
+        }
+        let parent =
+            (i > 10 && dice.below(5) == 0).then(|| batch[dice.below(i as u64) as usize].id);
+        batch.push(NewTask {
+            dependencies: deps,
+            parent_task_id: parent,
+            max_retries: 1,
+            ..NewTask::new(format!("t{i}"), "d", "worker")
+        });
+    }
+    let ids = submit(&store, batch).await;
+    // Claims and finishes at a time past every backoff, so that no worker waits.
+    let later = chrono::Utc::now() + chrono::Duration::days(1);
+    let retry = RetryPolicy::default();
+    let priority = PriorityPolicy::default();
+    let mut workers = Vec::new();
+    for w in 0..WORKERS {
+        let store = store.clone();
+        workers.push(tokio::spawn(async move {
+            let mut dice = Dice(0xD1B5_4A32_D192_ED03 ^ (w + 1));
+            let mut idle = 0;
+            while idle < 3 {
+                let claimed = store
+                    .claim(&request(&format!("w{w}"), 3), &priority, Now::At(later))
+                    .await
+                    .expect("claim");
+                if claimed.is_empty() {
+                    idle += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                idle = 0;
+                for c in claimed {
+                    let attempt = c.lease.attempt_id;
+                    let roll = dice.below(10);
+                    let answer = if roll < 7 {
+                        store
+                            .complete(attempt, None, &priority, Now::At(later))
+                            .await
+                            .map(|_| ())
+                    } else if roll < 9 {
+                        store
+                            .fail(attempt, "boom", &retry, &priority, Now::At(later))
+                            .await
+                            .map(|_| ())
+                    } else {
+                        store
+                            .release(attempt, "stopping", &priority, Now::At(later))
+                            .await
+                    };
+                    match answer {
+                        Ok(()) => {}
+                        // Cancelled meanwhile by the canceller: the one refusal expected.
+                        Err(abathur_core::queue::QueueError::Cancelled { .. }) => {}
+                        Err(e) => panic!("worker {w}: {e:?}"),
+                    }
+                }
+            }
+        }));
+    }
+    let canceller = {
+        let (store, ids) = (store.clone(), ids.clone());
+        tokio::spawn(async move {
+            let mut dice = Dice(0xA076_1D64_78BD_642F);
+            for _ in 0..25 {
+                let id = ids[dice.below(ids.len() as u64) as usize];
+                match store.cancel(id, "canceller", Now::At(later)).await {
+                    Ok(_) | Err(abathur_core::queue::QueueError::InvalidTransition { .. }) => {}
+                    Err(e) => panic!("cancel: {e:?}"),
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    canceller.await.expect("the canceller");
+    for worker in workers {
+        worker.await.expect("a worker");
+    }
+    // What is left waits out a retry's backoff (which runs from `later`): drain it after.
+    let later = later + chrono::Duration::days(7);
+    loop {
+        let claimed = store
+            .claim(&request("drain", 50), &priority, Now::At(later))
+            .await
+            .unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        for c in claimed {
+            store
+                .complete(c.lease.attempt_id, None, &priority, Now::At(later))
+                .await
+                .unwrap();
+        }
+    }
+    let unfinished: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM tasks WHERE status NOT IN ('completed', 'failed', 'cancelled')",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    if unfinished != 0 {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT t.status, COALESCE(string_agg(u.status, ','), ''),
+                    COALESCE((SELECT string_agg(e.from_status || '>' || e.to_status || ':' || e.actor || ':' || COALESCE(e.reason, ''), ' | ' ORDER BY e.id) FROM task_events e WHERE e.task_id = t.id), '')
+             FROM tasks t LEFT JOIN task_dependencies d ON d.task_id = t.id
+             LEFT JOIN tasks u ON u.id = d.depends_on_task_id
+             WHERE t.status NOT IN ('completed', 'failed', 'cancelled') GROUP BY t.id, t.status LIMIT 8",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        for r in rows {
+            eprintln!("{r:?}");
+        }
+    }
+    assert_eq!(unfinished, 0, "every task finished");
+    let open: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM task_attempts WHERE finished_at IS NULL")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(open, 0, "no attempt left open");
+    let early: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM tasks t JOIN task_dependencies d ON d.task_id = t.id
+         JOIN tasks u ON u.id = d.depends_on_task_id
+         WHERE t.status = 'completed' AND u.status <> 'completed'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(early, 0, "no task completed before its dependencies");
+}
