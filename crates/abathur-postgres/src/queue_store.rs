@@ -702,11 +702,23 @@ async fn descendants(
          ORDER BY t.id{}",
         if lock { " FOR UPDATE OF t" } else { "" }
     );
-    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(&sql)
-        .bind(root)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
+    // Locking, the walk runs again until it finds no task it had not locked: a task that
+    // joined the graph while the walk waited for a lock (a submission naming a walked task as
+    // its dependency or parent, committed before that task was locked) is walked too. Once
+    // every walked task is locked, no submission can name one of them until this commits.
+    let mut seen: Option<HashSet<Uuid>> = None;
+    let rows: Vec<(Uuid, String, i64)> = loop {
+        let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(&sql)
+            .bind(root)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        let ids: HashSet<Uuid> = rows.iter().map(|r| r.0).collect();
+        if !lock || seen.as_ref().is_some_and(|seen| ids.is_subset(seen)) {
+            break rows;
+        }
+        seen = Some(ids);
+    };
     let mut found = rows
         .into_iter()
         .map(|(id, status, depth)| {
