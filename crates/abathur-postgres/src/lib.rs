@@ -20,6 +20,7 @@ mod connection;
 mod errors;
 mod id_lookup;
 mod memory_repo;
+mod queue_store;
 mod repo_support;
 mod row;
 mod session_repo;
@@ -35,6 +36,7 @@ pub use id_lookup::PgIdLookup;
 pub use memory_repo::PgMemoryRepository;
 pub use session_repo::PgSessionRepository;
 pub use task_repo::PgTaskRepository;
+pub use queue_store::PgQueueStore;
 
 /// The migrations embedded in this build.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
