@@ -15,6 +15,8 @@
 //! Static queries are compile-time checked `sqlx` macros against this crate's migrations, kept
 //! offline in its `.sqlx`. Driver errors are classified in `errors` and nowhere else.
 
+mod admin;
+mod changes;
 mod connection;
 mod errors;
 mod row;
@@ -23,7 +25,9 @@ mod task_row;
 pub mod testing;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
-pub use connection::{redact, PgConfig, PgDatabase};
+pub use admin::PgAdmin;
+pub use changes::{Listening, PgChanges, Polling, CHANNEL, DEFAULT_POLL_INTERVAL, POLL_ONLY_ENV};
+pub use connection::{redact, OpenMode, PgConfig, PgDatabase};
 
 /// The migrations embedded in this build.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
