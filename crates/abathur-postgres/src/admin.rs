@@ -412,3 +412,140 @@ async fn check_indexes(pool: &sqlx::PgPool) -> Result<Vec<String>, DatabaseError
     }
     Ok(problems)
 }
+
+#[cfg(test)]
+mod tests {
+    use abathur_core::error::DatabaseError;
+    use abathur_core::models::TaskStatus;
+    use abathur_core::ports::DatabaseAdmin;
+    use sqlx::{Connection, Executor, PgConnection};
+
+    use super::{PgAdmin, EXPECTED_TABLES};
+    use crate::testing::TestDatabase;
+    use crate::PgConfig;
+
+    async fn run(url: &str, sql: &str) {
+        let mut conn = PgConnection::connect(url).await.expect("connect");
+        conn.execute(sql).await.expect(sql);
+        conn.close().await.expect("close");
+    }
+
+    const INSERT_TASK: &str = "INSERT INTO tasks (id, summary, description, agent_type, priority,
+                                   status, submitted_at, last_updated_at, source)
+         SELECT gen_random_uuid(), 'probe', '', 'probe', 5, 'ready', now(), now(), 'human'
+         FROM generate_series(1, 50)";
+
+    #[tokio::test]
+    async fn status_counts_rows_and_storage_shows_sizes_and_dead_rows() {
+        let (test, db) = TestDatabase::migrated(PgConfig::default()).await;
+        let admin = PgAdmin::new(db);
+        run(test.url(), INSERT_TASK).await;
+        // Every row updated once: 50 dead versions, flushed to the server's statistics when
+        // the session next goes idle (before it answers the statement after).
+        let mut conn = PgConnection::connect(test.url()).await.expect("connect");
+        conn.execute("UPDATE tasks SET status = 'running'")
+            .await
+            .expect("update");
+        conn.execute("SELECT pg_stat_force_next_flush()")
+            .await
+            .expect("flush");
+        conn.execute("SELECT 1").await.expect("idle once");
+        conn.close().await.expect("close");
+
+        // Sizes first: a scan of the table (status counts its rows) may prune the dead
+        // versions from its pages.
+        let storage = admin.storage().await.expect("storage");
+        assert!(storage.file_bytes > 0);
+        assert_eq!(storage.page_size, 8192);
+        let tasks = &storage.table_stats["tasks"];
+        assert!(tasks.table_bytes > 0 && tasks.index_bytes > 0, "{tasks:?}");
+        assert_eq!(
+            storage.tables["tasks"],
+            tasks.table_bytes + tasks.index_bytes
+        );
+        assert_eq!(tasks.dead_rows, 50, "{tasks:?}");
+        assert_eq!(
+            storage.table_stats.keys().collect::<Vec<_>>(),
+            EXPECTED_TABLES.iter().collect::<Vec<_>>()
+        );
+        let status = admin.status().await.expect("status");
+        assert_eq!(status.schema_version, Some(1));
+        assert!(
+            status.journal_mode.starts_with("wal"),
+            "{}",
+            status.journal_mode
+        );
+        for table in EXPECTED_TABLES {
+            assert!(status.tables.contains_key(*table), "{table}");
+        }
+        assert!(!status.tables.contains_key("_sqlx_migrations"));
+        assert_eq!(status.tables["tasks"], 50);
+        assert_eq!(status.tasks_by_status[&TaskStatus::Running], 50);
+        assert_eq!(status.tasks_by_status[&TaskStatus::Ready], 0);
+        assert_eq!(status.tasks_by_status.len(), TaskStatus::ALL.len());
+
+        admin.close().await;
+    }
+
+    #[tokio::test]
+    async fn check_passes_on_a_new_database_and_names_what_is_broken() {
+        let (test, db) = TestDatabase::migrated(PgConfig::default()).await;
+        let admin = PgAdmin::new(db);
+        run(test.url(), INSERT_TASK).await;
+        // With amcheck, the index structure is verified too.
+        run(test.url(), "CREATE EXTENSION amcheck").await;
+        let report = admin.check().await.expect("check");
+        assert!(report.is_ok(), "{report:?}");
+
+        run(
+            test.url(),
+            "ALTER TABLE tasks DISABLE TRIGGER tasks_notify_ready_on_insert;
+             DROP TABLE audit;
+             UPDATE tasks SET dependencies = ARRAY[gen_random_uuid()]
+             WHERE id = (SELECT min(id::text)::uuid FROM tasks);",
+        )
+        .await;
+        let report = admin.check().await.expect("check");
+        let problems = report.integrity_problems.join("\n");
+        assert!(problems.contains("table audit is missing"), "{problems}");
+        assert!(
+            problems.contains("trigger tasks_notify_ready_on_insert on tasks is disabled"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("list of dependencies differs from its dependency rows"),
+            "{problems}"
+        );
+        assert_eq!(report.foreign_key_problems.len(), 1, "{report:?}");
+        assert_eq!(report.foreign_key_problems[0].table, "tasks");
+        admin.close().await;
+    }
+
+    #[tokio::test]
+    async fn check_reports_an_old_schema() {
+        let (test, db) = TestDatabase::migrated(PgConfig::default()).await;
+        let admin = PgAdmin::new(db);
+        run(test.url(), "DELETE FROM _sqlx_migrations").await;
+        let report = admin.check().await.expect("check");
+        assert!(
+            report.integrity_problems[0].contains("abathur db migrate"),
+            "{report:?}"
+        );
+        admin.close().await;
+    }
+
+    #[tokio::test]
+    async fn backup_points_to_pg_dump() {
+        let (_test, db) = TestDatabase::migrated(PgConfig::default()).await;
+        let admin = PgAdmin::new(db);
+        let target = std::env::temp_dir().join("abathur-never-written.dump");
+        match admin.backup_to(&target).await {
+            Err(DatabaseError::Validation(e)) => {
+                assert!(e.to_string().contains("pg_dump"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!target.exists());
+        admin.close().await;
+    }
+}

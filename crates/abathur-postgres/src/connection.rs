@@ -374,8 +374,9 @@ async fn create_database(options: &PgConnectOptions, location: &str) -> Result<(
             tracing::info!(database = %name, "created the database");
             Ok(())
         }
-        // duplicate_database: another process won the race.
-        Err(e) if sqlstate(&e).as_deref() == Some("42P04") => Ok(()),
+        // Another process won the race: duplicate_database when its database was there
+        // first, a unique violation of the catalogue when both inserted at once.
+        Err(e) if matches!(sqlstate(&e).as_deref(), Some("42P04" | "23505")) => Ok(()),
         Err(e) => Err(DatabaseError::Connection(format!(
             "cannot create database {name} at {location}: {}; create it with `createdb` or ask \
              the server's administrator",
@@ -450,7 +451,203 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use abathur_core::error::DatabaseError;
+    use sqlx::{Connection, Executor, PgConnection};
+
+    use super::{redact, OpenMode, PgDatabase};
+    use crate::testing::TestDatabase;
+    use crate::PgConfig;
+
+    async fn open(url: &str, mode: OpenMode) -> Result<PgDatabase, DatabaseError> {
+        PgDatabase::open(url, PgConfig::default(), mode).await
+    }
+
+    async fn run(url: &str, sql: &str) {
+        let mut conn = PgConnection::connect(url).await.expect("connect");
+        conn.execute(sql).await.expect(sql);
+        conn.close().await.expect("close");
+    }
+
+    /// A database made by the test and then dropped, so that only its name is left.
+    async fn missing_database() -> TestDatabase {
+        let test = TestDatabase::create().await;
+        let server = crate::testing::server_url();
+        run(&server, &format!("DROP DATABASE {}", test.name())).await;
+        test
+    }
+
+    #[tokio::test]
+    async fn a_missing_database_is_refused_unless_set_up() {
+        let test = missing_database().await;
+        for mode in [OpenMode::Read, OpenMode::Inspect, OpenMode::Write] {
+            match open(test.url(), mode).await {
+                Err(DatabaseError::NoDatabase { location }) => assert_eq!(location, test.url()),
+                other => panic!("{mode:?}: {other:?}"),
+            }
+        }
+
+        // Setup creates it on the server, empty: migrating is the caller's.
+        let db = open(test.url(), OpenMode::Setup).await.expect("set up");
+        assert_eq!(db.schema_version().await.expect("version"), None);
+        db.close().await;
+        // Opened again, it is there.
+        open(test.url(), OpenMode::Setup)
+            .await
+            .expect("set up again")
+            .close()
+            .await;
+
+        // Empty: nothing to read yet.
+        assert!(matches!(
+            open(test.url(), OpenMode::Read).await,
+            Err(DatabaseError::NoDatabase { .. })
+        ));
+        // Writing makes abathur's tables; then reading works.
+        let db = open(test.url(), OpenMode::Write).await.expect("write");
+        assert_eq!(db.schema_version().await.expect("version"), Some(1));
+        db.close().await;
+        open(test.url(), OpenMode::Read)
+            .await
+            .expect("read")
+            .close()
+            .await;
+    }
+
+    #[tokio::test]
+    async fn setup_on_a_missing_database_creates_it_from_scratch() {
+        // Two processes racing to create the same database: both open it.
+        let test = missing_database().await;
+        let (a, b) = tokio::join!(
+            open(test.url(), OpenMode::Setup),
+            open(test.url(), OpenMode::Setup)
+        );
+        a.expect("one set-up").close().await;
+        b.expect("the other set-up").close().await;
+    }
+
+    #[tokio::test]
+    async fn a_foreign_schema_is_refused_by_read_and_write_only() {
+        let test = TestDatabase::create().await;
+        run(test.url(), "CREATE TABLE invoices (id int)").await;
+        for mode in [OpenMode::Read, OpenMode::Write] {
+            match open(test.url(), mode).await {
+                Err(DatabaseError::ForeignSchema { location, detail }) => {
+                    assert_eq!(location, test.url());
+                    assert!(detail.contains("invoices"), "{detail}");
+                }
+                other => panic!("{mode:?}: {other:?}"),
+            }
+        }
+        for mode in [OpenMode::Inspect, OpenMode::Setup] {
+            open(test.url(), mode)
+                .await
+                .expect("opened as it is")
+                .close()
+                .await;
+        }
+        // Nothing was added to it.
+        let mut conn = PgConnection::connect(test.url()).await.expect("connect");
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+        assert_eq!(tables, 1);
+        conn.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn an_older_schema_is_refused_by_read_and_a_newer_one_by_all_but_inspect() {
+        let (test, db) = TestDatabase::migrated(PgConfig::default()).await;
+        db.close().await;
+        // As if this build had a migration the database lacks.
+        run(test.url(), "DELETE FROM _sqlx_migrations").await;
+        match open(test.url(), OpenMode::Read).await {
+            Err(DatabaseError::SchemaOutOfDate { found, expected }) => {
+                assert_eq!((found, expected), (0, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A migration this build does not know: a newer abathur made it.
+        run(
+            test.url(),
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (1, 'schema', true, '\\x00', 0), (99, 'future', true, '\\x00', 0)",
+        )
+        .await;
+        for mode in [OpenMode::Read, OpenMode::Write] {
+            match open(test.url(), mode).await {
+                Err(DatabaseError::ForeignSchema { detail, .. }) => {
+                    // The checksum of migration 1 is not this build's: not abathur's.
+                    assert!(detail.contains("migration 1"), "{detail}");
+                }
+                other => panic!("{mode:?}: {other:?}"),
+            }
+        }
+        open(test.url(), OpenMode::Inspect)
+            .await
+            .expect("inspect")
+            .close()
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_migration_this_build_does_not_know_asks_for_a_newer_abathur() {
+        let (test, db) = TestDatabase::migrated(PgConfig::default()).await;
+        db.close().await;
+        run(
+            test.url(),
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (99, 'future', true, '\\x00', 0)",
+        )
+        .await;
+        match open(test.url(), OpenMode::Write).await {
+            Err(DatabaseError::Migration(message)) => {
+                assert!(message.contains("newer abathur"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_failures_are_plain_and_hide_the_password() {
+        // Nothing listens on port 1.
+        let unreachable = "postgres://postgres:secret@127.0.0.1:1/abathur";
+        match open(unreachable, OpenMode::Write).await {
+            Err(DatabaseError::Connection(message)) => {
+                assert!(
+                    message.contains("cannot reach the PostgreSQL server"),
+                    "{message}"
+                );
+                assert!(
+                    message.contains("postgres:***@127.0.0.1:1/abathur"),
+                    "{message}"
+                );
+                assert!(!message.contains("secret"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A login the server refuses (the test server trusts every known role, so an
+        // unknown role stands for a wrong password).
+        let server = crate::testing::server_url();
+        let (_, rest) = server.split_once("://").expect("a URL");
+        let host_and_db = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let refused = format!("postgres://no_such_role_abathur:secret@{host_and_db}");
+        match open(&refused, OpenMode::Read).await {
+            Err(DatabaseError::Connection(message)) => {
+                assert!(message.contains("refused the login"), "{message}");
+                assert!(message.contains(&redact(&refused)), "{message}");
+                assert!(!message.contains("secret"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Not a URL at all.
+        assert!(matches!(
+            open("postgres://[::1", OpenMode::Read).await,
+            Err(DatabaseError::Connection(_))
+        ));
+    }
 
     #[test]
     fn a_password_never_shows() {
