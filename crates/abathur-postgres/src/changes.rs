@@ -7,14 +7,18 @@
 //! The schema's trigger `tasks_notify_ready` sends one notification on [`CHANNEL`] in the
 //! transaction that leaves a task ready; PostgreSQL delivers it when that transaction commits,
 //! so a listener is woken exactly when the work becomes visible. Each subscription listens on a
-//! connection of its own (a pool of one, outside the caller's pool, so that a watcher never
-//! takes a connection the queue needs, and is never retired by the pool's lifetime rules).
+//! connection of its own (from a small pool of its own, outside the caller's pool, so that a
+//! watcher never takes a connection the queue needs, and is never retired by the pool's
+//! lifetime rules).
 //!
 //! Notifications are not stored: those sent while the listener's connection is down (the server
 //! restarted, `pg_terminate_backend`, a network cut) are lost. So whenever the connection is
 //! found lost, the subscription listens again on a new one and then reports [`Change::Seen`]:
 //! a spurious wake-up costs one look at the queue, a missed one would leave work waiting until
-//! the caller's own polling backstop (its `at_most`).
+//! the caller's own polling backstop (its `at_most`). A connection cut without a word (a host
+//! that crashed, a NAT that forgot it) is never reported by the socket, so a connection quiet
+//! for [`LIVENESS_INTERVAL`] is asked `SELECT 1`, and replaced the same way when it does not
+//! answer within a few seconds.
 //!
 //! # Polling
 //!
@@ -36,6 +40,7 @@ use abathur_core::error::DatabaseError;
 use abathur_core::ports::{Change, ChangeSubscription, Changes};
 use async_trait::async_trait;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::Executor;
 use tokio::time::{sleep, timeout_at, Instant};
 
 use crate::errors::classify_ref;
@@ -51,6 +56,13 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// `1`, `true`, `yes` or `on`. A URL parameter cannot carry it: other clients (`psql`, libpq)
 /// refuse parameters they do not know, so the same URL would stop working there.
 pub const POLL_ONLY_ENV: &str = "ABATHUR_PG_POLL_ONLY";
+
+/// How long a listening connection may stay quiet before it is asked whether it is still
+/// there (`SELECT 1`).
+pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long that question may take before the connection is given up and replaced.
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a [`PgChanges`] watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,12 +142,20 @@ impl Changes for PgChanges {
 /// A `LISTEN` subscription.
 #[derive(Debug)]
 pub struct Listening {
-    /// A pool of one connection, for this subscription alone: the listener takes its
+    /// A pool for this subscription alone (one connection in use at a time): the listener
+    /// takes its
     /// connections from it, and reconnects through it.
     pool: PgPool,
     /// `None` once the connection was found lost: the next call listens again on a new one
     /// and reports [`Change::Seen`], since notifications sent meanwhile are gone.
     listener: Option<PgListener>,
+    /// When the connection last showed it was there (connected, a notification, an answer
+    /// to the liveness query).
+    alive_at: Instant,
+    /// How long the connection may stay quiet before it is asked ([`LIVENESS_INTERVAL`]).
+    liveness_interval: Duration,
+    /// How long it may take to answer ([`LIVENESS_TIMEOUT`]).
+    liveness_timeout: Duration,
 }
 
 impl Listening {
@@ -148,7 +168,10 @@ impl Listening {
         let options = (*pool.connect_options()).clone();
         let own = PgPoolOptions::new()
             .min_connections(0)
-            .max_connections(1)
+            // Two: a listener dropped after a failure gives its connection back only after
+            // its `UNLISTEN *`, which may hang on a connection cut without a word; the new
+            // listener must not wait for it.
+            .max_connections(2)
             .max_lifetime(None)
             .idle_timeout(None)
             .acquire_timeout(pool.options().get_acquire_timeout())
@@ -157,7 +180,20 @@ impl Listening {
         Ok(Self {
             pool: own,
             listener: Some(listener),
+            alive_at: Instant::now(),
+            liveness_interval: LIVENESS_INTERVAL,
+            liveness_timeout: LIVENESS_TIMEOUT,
         })
+    }
+}
+
+#[cfg(test)]
+impl Listening {
+    /// Checks the connection after `interval` of quiet, giving it `timeout` to answer.
+    fn with_liveness(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.liveness_interval = interval;
+        self.liveness_timeout = timeout;
+        self
     }
 }
 
@@ -195,35 +231,78 @@ impl ChangeSubscription for Listening {
                 Err(_) => Ok(Change::Seen),
             };
         };
-        match timeout_at(deadline, listener.try_recv()).await {
-            Err(_) => Ok(Change::TimedOut),
-            Ok(Ok(Some(_))) => {
-                // One look covers every notification already delivered.
-                while listener.next_buffered().is_some() {}
-                Ok(Change::Seen)
-            }
-            Ok(Ok(None)) => {
-                tracing::debug!("the listening connection was lost; listening again");
-                self.listener = None;
-                self.reconnect(deadline).await
-            }
-            Ok(Err(e)) => {
-                // Whatever broke, the connection is not trusted again: a new listener on a
-                // new connection, and a look at the queue.
-                tracing::debug!(error = %e, "the listening connection failed; listening again");
-                self.listener = None;
-                if matches!(e, sqlx::Error::PoolClosed) {
-                    return Err(classify_ref(&e));
+        loop {
+            // Quiet for long: ask the connection whether it is still there, since a connection
+            // cut without a word (a crashed host, a NAT that forgot it) is never reported.
+            let check_at = self.alive_at + self.liveness_interval;
+            match timeout_at(deadline.min(check_at), listener.try_recv()).await {
+                Err(_) if Instant::now() < check_at => return Ok(Change::TimedOut),
+                Err(_) => {
+                    let ping =
+                        tokio::time::timeout(self.liveness_timeout, listener.execute("SELECT 1"));
+                    match ping.await {
+                        Ok(Ok(_)) => {
+                            self.alive_at = Instant::now();
+                            // Notifications that came during the query wait in the buffer.
+                            if listener.next_buffered().is_some() {
+                                while listener.next_buffered().is_some() {}
+                                return Ok(Change::Seen);
+                            }
+                            if Instant::now() >= deadline {
+                                return Ok(Change::TimedOut);
+                            }
+                        }
+                        outcome => {
+                            tracing::debug!(
+                                ?outcome,
+                                "the listening connection does not answer; listening again"
+                            );
+                            self.listener = None;
+                            return self.reconnect(deadline).await;
+                        }
+                    }
                 }
-                self.reconnect(deadline).await
+                Ok(Ok(Some(_))) => {
+                    self.alive_at = Instant::now();
+                    // One look covers every notification already delivered.
+                    while listener.next_buffered().is_some() {}
+                    return Ok(Change::Seen);
+                }
+                Ok(Ok(None)) => {
+                    tracing::debug!("the listening connection was lost; listening again");
+                    self.listener = None;
+                    return self.reconnect(deadline).await;
+                }
+                Ok(Err(e)) => {
+                    // Whatever broke, the connection is not trusted again: a new listener on a
+                    // new connection, and a look at the queue.
+                    tracing::debug!(error = %e, "the listening connection failed; listening again");
+                    self.listener = None;
+                    if matches!(e, sqlx::Error::PoolClosed) {
+                        return Err(classify_ref(&e));
+                    }
+                    return self.reconnect(deadline).await;
+                }
             }
         }
     }
 
     async fn close(self: Box<Self>) {
-        let Self { pool, listener } = *self;
+        let Self {
+            pool,
+            listener,
+            liveness_timeout,
+            ..
+        } = *self;
         drop(listener);
-        pool.close().await;
+        // A connection cut without a word never gives its `UNLISTEN *` an answer: it is not
+        // waited for past the time a live one takes to answer; the server ends it on its own.
+        if tokio::time::timeout(liveness_timeout, pool.close())
+            .await
+            .is_err()
+        {
+            tracing::debug!("a listening connection did not close in time; leaving it");
+        }
     }
 }
 
@@ -235,6 +314,7 @@ impl Listening {
         match timeout_at(deadline, listen(&self.pool)).await {
             Ok(Ok(listener)) => {
                 self.listener = Some(listener);
+                self.alive_at = Instant::now();
                 Ok(Change::Seen)
             }
             Ok(Err(e)) => Err(e),
@@ -409,6 +489,93 @@ mod tests {
         assert_eq!(changed(&mut sub, SHORT).await, Change::TimedOut);
 
         sub.close().await;
+        db.close().await;
+    }
+
+    /// A TCP proxy to the test server whose connections can be cut without a word: their
+    /// sockets stay open, but nothing passes any more (a crashed host, a forgetful NAT). New
+    /// connections pass as before.
+    struct Proxy {
+        port: u16,
+        cut: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    }
+
+    impl Proxy {
+        async fn start(upstream: (String, u16)) -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let port = listener.local_addr().expect("address").port();
+            let cut = std::sync::Arc::new(tokio::sync::watch::channel(0u64).0);
+            let cuts = cut.clone();
+            tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let mut cuts = cuts.subscribe();
+                    let born = *cuts.borrow_and_update();
+                    let upstream = upstream.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        let was_cut = async {
+                            while cuts.changed().await.is_ok() {
+                                if *cuts.borrow() > born {
+                                    return;
+                                }
+                            }
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            () = was_cut => {
+                                // Silent: keep both sockets open, pass nothing.
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                    });
+                }
+            });
+            Self { port, cut }
+        }
+
+        /// Cuts every connection made so far.
+        fn cut(&self) {
+            self.cut.send_modify(|c| *c += 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_cut_without_a_word_is_found_and_replaced() {
+        use sqlx::postgres::PgConnectOptions;
+        use std::str::FromStr;
+
+        let (test, db) = TestDatabase::migrated(PgConfig::default()).await;
+        let direct = PgConnectOptions::from_str(test.url()).expect("options");
+        let proxy = Proxy::start((direct.get_host().to_string(), direct.get_port())).await;
+        let through_proxy = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(direct.clone().host("127.0.0.1").port(proxy.port));
+        let quiet = Duration::from_millis(100);
+        let mut sub = super::Listening::start(&through_proxy)
+            .await
+            .expect("listen")
+            .with_liveness(quiet, Duration::from_millis(500));
+
+        // Quiet but alive: asked and answering, the wait lasts its whole bound.
+        assert_eq!(
+            sub.changed(Duration::from_millis(350))
+                .await
+                .expect("a watch"),
+            Change::TimedOut
+        );
+
+        // Cut: the socket says nothing, so only the unanswered question shows it; the
+        // subscription listens again on a new connection and says to look.
+        proxy.cut();
+        assert_eq!(sub.changed(GENEROUS).await.expect("a watch"), Change::Seen);
+        insert_task(test.url(), "ready").await;
+        assert_eq!(sub.changed(GENEROUS).await.expect("a watch"), Change::Seen);
+
+        Box::new(sub).close().await;
         db.close().await;
     }
 

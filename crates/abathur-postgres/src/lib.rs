@@ -26,7 +26,9 @@ pub mod testing;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
 pub use admin::PgAdmin;
-pub use changes::{Listening, PgChanges, Polling, CHANNEL, DEFAULT_POLL_INTERVAL, POLL_ONLY_ENV};
+pub use changes::{
+    Listening, PgChanges, Polling, CHANNEL, DEFAULT_POLL_INTERVAL, LIVENESS_INTERVAL, POLL_ONLY_ENV,
+};
 pub use connection::{redact, OpenMode, PgConfig, PgDatabase};
 
 /// The migrations embedded in this build.
