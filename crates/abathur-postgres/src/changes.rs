@@ -143,8 +143,7 @@ impl Changes for PgChanges {
 #[derive(Debug)]
 pub struct Listening {
     /// A pool for this subscription alone (one connection in use at a time): the listener
-    /// takes its
-    /// connections from it, and reconnects through it.
+    /// takes its connections from it, and reconnects through it.
     pool: PgPool,
     /// `None` once the connection was found lost: the next call listens again on a new one
     /// and reports [`Change::Seen`], since notifications sent meanwhile are gone.
@@ -217,19 +216,9 @@ impl ChangeSubscription for Listening {
     async fn changed(&mut self, at_most: Duration) -> Result<Change, DatabaseError> {
         let deadline = Instant::now() + at_most;
         let Some(listener) = self.listener.as_mut() else {
-            // Listening again: whatever was sent while the connection was down is lost, so
-            // the caller must look again. Only a finished `listen` is kept, so a wait
-            // cancelled half-way starts over on the next call.
-            return match timeout_at(deadline, listen(&self.pool)).await {
-                Ok(Ok(listener)) => {
-                    self.listener = Some(listener);
-                    Ok(Change::Seen)
-                }
-                Ok(Err(e)) => Err(e),
-                // The server did not answer in time: tell the caller to look (it may find
-                // the server back, or get the plain error of its own query).
-                Err(_) => Ok(Change::Seen),
-            };
+            // The connection was lost (or the last attempt to listen again failed or was
+            // cancelled): listen again, and report what was sent meanwhile as a change.
+            return self.reconnect(deadline).await;
         };
         loop {
             // Quiet for long: ask the connection whether it is still there, since a connection
@@ -309,7 +298,9 @@ impl ChangeSubscription for Listening {
 impl Listening {
     /// After a lost connection: listen again at once, and report [`Change::Seen`] (the lost
     /// notifications); or, when the server cannot be reached, report that, and try again on
-    /// the next call.
+    /// the next call. Only a finished `listen` is kept, so a wait cancelled half-way starts
+    /// over on the next call. When `deadline` passes first, [`Change::Seen`] too: the caller
+    /// looks (and finds the server back, or gets the plain error of its own query).
     async fn reconnect(&mut self, deadline: Instant) -> Result<Change, DatabaseError> {
         match timeout_at(deadline, listen(&self.pool)).await {
             Ok(Ok(listener)) => {
