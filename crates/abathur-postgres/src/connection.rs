@@ -22,7 +22,7 @@ pub enum OpenMode {
     /// Only read: never create the database or migrate it, and refuse one that is missing,
     /// empty, not abathur's or at an older schema.
     Read,
-    /// Look at the database as it is, whatever its schema (`db check`, `db status`): never
+    /// Look at the database as it is, whatever its schema (`db check`, `db backup`): never
     /// create or migrate it; only a missing database is refused.
     Inspect,
     /// Read and write: bring the schema up to date (an empty database gets abathur's tables),
