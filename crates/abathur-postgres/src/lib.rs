@@ -19,11 +19,13 @@ mod connection;
 mod errors;
 mod row;
 mod task_row;
+mod url;
 #[doc(hidden)]
 pub mod testing;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
 pub use connection::{redact, PgConfig, PgDatabase};
+pub use url::check_url;
 
 /// The migrations embedded in this build.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
