@@ -3,9 +3,8 @@
 //! it returns, never an adapter's types.
 //!
 //! - A file path or a `sqlite:` URL opens the SQLite adapter (`abathur-sqlite`).
-//! - A `postgres:` or `postgresql:` URL is refused until a PostgreSQL adapter exists; one
-//!   would be parsed in [`Location::parse`] and opened in [`Backend::open`], giving the same
-//!   ports.
+//! - A `postgres://` or `postgresql://` URL opens the PostgreSQL adapter (`abathur-postgres`),
+//!   giving the same ports.
 //! - Any other scheme is refused, rather than taken as a file of that name.
 
 use std::fmt;
@@ -19,6 +18,10 @@ use abathur_core::ports::{
     TaskRepository,
 };
 use abathur_core::queue::QueueStore;
+use abathur_postgres::{
+    PgAdmin, PgAgentRepository, PgChanges, PgConfig, PgDatabase, PgIdLookup, PgMemoryRepository,
+    OpenMode as PgOpenMode, PgQueueStore, PgSessionRepository, PgTaskRepository,
+};
 use abathur_sqlite::{
     AgentRepositoryImpl, DatabaseConfig, DatabaseConnection, DatabaseLocation,
     GroupCommitQueueStore, IdLookupImpl, MemoryRepositoryImpl, OpenMode, QueueStoreImpl,
@@ -26,37 +29,66 @@ use abathur_sqlite::{
 };
 
 /// A parsed `--db` value: which backend, and where.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Location {
     /// A SQLite file, or a database in memory.
     Sqlite(DatabaseLocation),
+    /// A database on a PostgreSQL server, by URL (password included: never print it, print
+    /// the [`Display`](fmt::Display) form).
+    Postgres(String),
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(location) => f.debug_tuple("Sqlite").field(location).finish(),
+            Self::Postgres(_) => f.debug_tuple("Postgres").field(&self.to_string()).finish(),
+        }
+    }
 }
 
 impl Location {
     /// Parses a `--db` value; the error says, in the user's terms, what is wrong with it.
     ///
     /// # Errors
-    /// A message when the value is a `postgres:` URL (not supported yet), or not a location
-    /// the SQLite adapter takes (empty, a folder, a malformed `sqlite:` URL, another scheme).
+    /// A message when the value is a `postgres:` URL that is not `postgres://...`, or not a
+    /// location the SQLite adapter takes (empty, a folder, a malformed `sqlite:` URL, another
+    /// scheme).
     pub fn parse(text: &str) -> Result<Self, String> {
         let lower = text.to_ascii_lowercase();
         if lower.starts_with("postgres:") || lower.starts_with("postgresql:") {
-            return Err(
-                "PostgreSQL is not supported yet; give a SQLite file path or a sqlite: URL".into(),
-            );
+            if !(lower.starts_with("postgres://") || lower.starts_with("postgresql://")) {
+                return Err(format!(
+                    "{} is not a PostgreSQL URL; write postgres://user@host:port/database",
+                    abathur_postgres::redact(text)
+                ));
+            }
+            abathur_postgres::check_url(text)
+                .map_err(|e| format!("{}: {e}", abathur_postgres::redact(text)))?;
+            return Ok(Self::Postgres(text.to_string()));
         }
         DatabaseLocation::parse(text).map(Self::Sqlite)
     }
 
     /// The database's file as an absolute path when it can be resolved, else the location as
-    /// given (`sqlite::memory:`): what `init` and `db status` report, and the `ABATHUR_DB` a
-    /// worker's commands get.
+    /// given (`sqlite::memory:`, a PostgreSQL URL): the `ABATHUR_DB` a worker's commands get,
+    /// so that they open the same database.
     pub fn resolved(&self) -> PathBuf {
         match self {
             Self::Sqlite(location) => match location.path() {
                 Some(path) => resolved_path(path),
                 None => PathBuf::from(location.as_str()),
             },
+            Self::Postgres(url) => PathBuf::from(url),
+        }
+    }
+
+    /// What `init` and `db status` report as the database: [`Location::resolved`], but a
+    /// PostgreSQL URL without its password.
+    pub fn shown(&self) -> String {
+        match self {
+            Self::Sqlite(_) => self.resolved().display().to_string(),
+            Self::Postgres(url) => abathur_postgres::redact(url),
         }
     }
 }
@@ -65,6 +97,7 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(location) => location.fmt(f),
+            Self::Postgres(url) => f.write_str(&abathur_postgres::redact(url)),
         }
     }
 }
@@ -136,6 +169,7 @@ impl Backend {
     ) -> Result<Self, DatabaseError> {
         match location {
             Location::Sqlite(location) => open_sqlite(location, access, role).await,
+            Location::Postgres(url) => open_postgres(url, access, role).await,
         }
     }
 
@@ -188,6 +222,42 @@ async fn open_sqlite(
     })
 }
 
+async fn open_postgres(url: &str, access: Access, role: Role) -> Result<Backend, DatabaseError> {
+    // Every operation holds a connection for its whole transaction, so a process needs about
+    // as many as it runs operations at once: a command one at a time, a worker one per
+    // command it runs plus its heartbeats, a server one per tool call in flight.
+    let config = PgConfig {
+        min_connections: 1,
+        max_connections: match role {
+            Role::Command => 2,
+            Role::Worker | Role::Server => 10,
+        },
+        ..PgConfig::default()
+    };
+    let mode = match access {
+        Access::Read => PgOpenMode::Read,
+        Access::Inspect => PgOpenMode::Inspect,
+        Access::Write => PgOpenMode::Write,
+        Access::Setup => PgOpenMode::Setup,
+    };
+    tracing::debug!(location = %abathur_postgres::redact(url), ?mode, ?role, "opening the database");
+    let db = PgDatabase::open(url, config, mode).await?;
+    let pool = db.pool().clone();
+    // Behind a transaction-mode pooler (PgBouncer, Supavisor) LISTEN does not work: with
+    // ABATHUR_PG_POLL_ONLY set, waiting processes poll instead (docs/POSTGRES.md).
+    let changes: Arc<dyn Changes> = Arc::new(PgChanges::from_env(pool.clone()));
+    Ok(Backend {
+        tasks: Arc::new(PgTaskRepository::new(pool.clone())),
+        memories: Arc::new(PgMemoryRepository::new(pool.clone())),
+        sessions: Arc::new(PgSessionRepository::new(pool.clone())),
+        agents: Arc::new(PgAgentRepository::new(pool.clone())),
+        ids: Arc::new(PgIdLookup::new(pool.clone())),
+        queue_store: Arc::new(PgQueueStore::new(pool)),
+        changes,
+        admin: Arc::new(PgAdmin::new(db)),
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::{Access, Backend, Location, Role};
@@ -201,11 +271,31 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn postgres_urls_are_refused_as_not_supported_yet() {
+    fn postgres_urls_open_the_postgres_adapter() {
         for url in ["postgres://u@h/db", "POSTGRESQL://h/db"] {
-            let err = Location::parse(url).unwrap_err();
-            assert!(err.contains("PostgreSQL is not supported yet"), "{err}");
+            assert!(
+                matches!(Location::parse(url), Ok(Location::Postgres(_))),
+                "{url}"
+            );
         }
         assert!(matches!(Location::parse("x.db"), Ok(Location::Sqlite(_))));
+    }
+
+    #[test]
+    fn a_malformed_postgres_url_is_refused_without_its_password() {
+        for url in ["postgres:u:pw@h/db", "postgresql:/h"] {
+            let err = Location::parse(url).unwrap_err();
+            assert!(err.contains("not a PostgreSQL URL"), "{err}");
+        }
+        let err = Location::parse("postgres://u:secret@h:notaport/db").unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn a_postgres_location_never_shows_its_password() {
+        let location = Location::parse("postgres://u:secret@h/db").expect("a location");
+        assert_eq!(location.to_string(), "postgres://u:***@h/db");
+        assert_eq!(location.shown(), "postgres://u:***@h/db");
+        assert!(!format!("{location:?}").contains("secret"));
     }
 }

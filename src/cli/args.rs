@@ -46,10 +46,12 @@ pub struct Cli {
     /// The database: a file path, or a URL. `sqlite:PATH` takes sqlx's forms and options
     /// (`sqlite:x.db?mode=ro` opens it read-only, `mode=rw` never creates it);
     /// `sqlite::memory:` is an empty database in memory, gone when the command ends;
-    /// `postgres:` is not supported yet. Commands that write create the file, with its folder,
-    /// on first use and bring its schema up to date; commands that only read (list, show,
-    /// status, db status, db check, ...) never create or migrate it. A database whose tables
-    /// are not abathur's is refused, except by `init` and `db migrate`.
+    /// `postgres://user@host:port/database` is a database on a PostgreSQL server, shared by
+    /// machines (`init` creates it on the server when it does not exist). Commands that write
+    /// create the file, with its folder, on first use and bring its schema up to date;
+    /// commands that only read (list, show, status, db status, db check, ...) never create or
+    /// migrate it. A database whose tables are not abathur's is refused, except by `init` and
+    /// `db migrate`.
     #[arg(
         long,
         global = true,
@@ -264,8 +266,8 @@ pub enum DbCommand {
     /// does this on first use; this says what it did). Also adds abathur's tables to a
     /// database that has other tables.
     Migrate,
-    /// Run SQLite's integrity and foreign-key checks without changing the file; exits 6 if it
-    /// is corrupt or rows refer to missing rows.
+    /// Check the database without changing it (SQLite: its integrity and foreign-key checks;
+    /// PostgreSQL: its schema); exits 6 if it is corrupt or rows refer to missing rows.
     Check,
     /// Write a consistent copy of the database to PATH while it stays in use. The copy gets
     /// its name only once complete: a failed backup leaves nothing behind.

@@ -1,6 +1,6 @@
 //! The `init` and `db ...` commands, over the backend's admin port.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -14,8 +14,9 @@ use crate::backend::{resolved_path, Location};
 /// What `init` reports.
 #[derive(Debug, Serialize)]
 pub struct InitReport {
-    /// Where the database file is, as an absolute path when it can be resolved.
-    pub database: PathBuf,
+    /// Where the database is: its file as an absolute path when it can be resolved, or its
+    /// URL without the password.
+    pub database: String,
     /// The newest migration applied.
     pub schema_version: Option<i64>,
 }
@@ -24,7 +25,7 @@ pub struct InitReport {
 pub async fn init(db: &dyn DatabaseAdmin, location: &Location) -> Result<InitReport, CliError> {
     db.migrate().await?;
     Ok(InitReport {
-        database: location.resolved(),
+        database: location.shown(),
         schema_version: db.schema_version().await?,
     })
 }
@@ -32,8 +33,9 @@ pub async fn init(db: &dyn DatabaseAdmin, location: &Location) -> Result<InitRep
 /// What `db status` reports.
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
-    /// Where the database file is, as an absolute path when it can be resolved.
-    pub database: PathBuf,
+    /// Where the database is: its file as an absolute path when it can be resolved, or its
+    /// URL without the password.
+    pub database: String,
     /// Schema version, journal mode, rows per table and tasks per status.
     #[serde(flatten)]
     pub status: DatabaseStatus,
@@ -44,7 +46,7 @@ pub struct StatusReport {
 /// `abathur db status`.
 pub async fn status(db: &dyn DatabaseAdmin, location: &Location) -> Result<StatusReport, CliError> {
     Ok(StatusReport {
-        database: location.resolved(),
+        database: location.shown(),
         status: db.status().await?,
         storage: db.storage().await?,
     })

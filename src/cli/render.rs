@@ -153,7 +153,7 @@ impl View {
                     .map_or_else(|| "none".to_string(), |v| v.to_string());
                 format!(
                     "database: {}\nschema version: {version}\n",
-                    report.database.display()
+                    report.database
                 )
             }
             View::Submitted(task) => format!("{}\n", task.task.id),
@@ -491,7 +491,7 @@ fn status_text(report: &StatusReport) -> String {
     let version = status
         .schema_version
         .map_or_else(|| "none".to_string(), |v| v.to_string());
-    let _ = writeln!(out, "database:       {}", report.database.display());
+    let _ = writeln!(out, "database:       {}", report.database);
     let _ = writeln!(out, "schema version: {version}");
     let _ = writeln!(out, "journal mode:   {}", status.journal_mode);
     let _ = writeln!(out, "\nrows per table:");

@@ -1,4 +1,5 @@
-//! Several OS processes working one queue on one database file, with and without crashes.
+//! Several OS processes working one queue on one database, with and without crashes: a SQLite
+//! file, and a database on the test PostgreSQL server (`ABATHUR_TEST_POSTGRES`).
 //!
 //! This target has its own `main` (`harness = false`): run with `worker ...` as its first
 //! argument, it is one worker process; otherwise it runs the scenarios below, each of which
@@ -39,6 +40,18 @@ const SCENARIOS: &[Scenario] = &[
     (
         "group_commit_workers_killed_20_times_lose_and_repeat_nothing",
         scenario::group_commit_workers_killed_20_times_lose_and_repeat_nothing,
+    ),
+    (
+        "postgres_four_processes_run_a_5000_task_dag_exactly_once",
+        scenario::postgres_four_processes_run_a_5000_task_dag_exactly_once,
+    ),
+    (
+        "postgres_four_processes_of_four_loops_run_a_5000_task_dag_exactly_once",
+        scenario::postgres_four_processes_of_four_loops_run_a_5000_task_dag_exactly_once,
+    ),
+    (
+        "postgres_workers_killed_20_times_lose_and_repeat_nothing",
+        scenario::postgres_workers_killed_20_times_lose_and_repeat_nothing,
     ),
 ];
 

@@ -2,11 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use abathur::backend::{Access, Backend, Location, Role};
 use abathur::domain::queue::{NewTask, QueueLimits, TaskQueue};
-use abathur::infrastructure::database::{DatabaseConnection, QueueStoreImpl};
+use abathur_postgres::testing::TestDatabase;
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -31,6 +31,15 @@ pub enum Mode {
     Grouped,
 }
 
+/// Where a scenario's database is.
+#[derive(Clone, Copy)]
+pub enum Store {
+    /// A SQLite file in the run's folder.
+    Sqlite,
+    /// A database of its own on the test PostgreSQL server.
+    Postgres,
+}
+
 impl Mode {
     fn loops(self) -> u32 {
         match self {
@@ -41,23 +50,35 @@ impl Mode {
 }
 
 pub fn four_processes_run_a_5000_task_dag_exactly_once() {
-    exactly_once(Mode::Plain);
+    exactly_once(Store::Sqlite, Mode::Plain);
 }
 
 pub fn four_processes_with_group_commit_run_a_5000_task_dag_exactly_once() {
-    exactly_once(Mode::Grouped);
+    exactly_once(Store::Sqlite, Mode::Grouped);
 }
 
 pub fn workers_killed_20_times_lose_and_repeat_nothing() {
-    crashes(Mode::Plain);
+    crashes(Store::Sqlite, Mode::Plain);
 }
 
 pub fn group_commit_workers_killed_20_times_lose_and_repeat_nothing() {
-    crashes(Mode::Grouped);
+    crashes(Store::Sqlite, Mode::Grouped);
 }
 
-fn exactly_once(mode: Mode) {
-    let run = Run::new(0xABA7);
+pub fn postgres_four_processes_run_a_5000_task_dag_exactly_once() {
+    exactly_once(Store::Postgres, Mode::Plain);
+}
+
+pub fn postgres_four_processes_of_four_loops_run_a_5000_task_dag_exactly_once() {
+    exactly_once(Store::Postgres, Mode::Grouped);
+}
+
+pub fn postgres_workers_killed_20_times_lose_and_repeat_nothing() {
+    crashes(Store::Postgres, Mode::Plain);
+}
+
+fn exactly_once(store: Store, mode: Mode) {
+    let run = Run::new(0xABA7, store);
     let started = Instant::now();
     let mut workers: Vec<Worker> = (0..4)
         .map(|i| run.spawn(&format!("w{i}"), Duration::from_secs(30), 0, mode))
@@ -66,7 +87,7 @@ fn exactly_once(mode: Mode) {
         worker.wait_for_exit(started + DEADLINE);
     }
     let elapsed = started.elapsed();
-    let report = verify(&run.db_path(), &run.logs(), true);
+    let report = verify(&run.db, &run.logs(), true);
     println!(
         "  4 processes: {} tasks in {:.2} s ({:.0} tasks/s), {} attempts",
         report.tasks,
@@ -76,8 +97,8 @@ fn exactly_once(mode: Mode) {
     );
 }
 
-fn crashes(mode: Mode) {
-    let run = Run::new(0x5EED);
+fn crashes(store: Store, mode: Mode) {
+    let run = Run::new(0x5EED, store);
     // A short lease, so the reaper takes a dead worker's tasks back soon; work of up to 3 ms
     // per task, so a kill usually lands while a task is held.
     let lease = Duration::from_millis(750);
@@ -99,7 +120,7 @@ fn crashes(mode: Mode) {
         worker.wait_for_exit(started + DEADLINE);
     }
     let elapsed = started.elapsed();
-    let report = verify(&run.db_path(), &run.logs(), false);
+    let report = verify(&run.db, &run.logs(), false);
     println!(
         "  {kills} kills: {} tasks in {:.2} s, {} attempts ({} lost to kills)",
         report.tasks,
@@ -114,29 +135,42 @@ fn crashes(mode: Mode) {
     );
 }
 
-/// One scenario's folder: the database, and each worker's log and stderr.
+/// One scenario's database, and its folder of each worker's log and stderr.
 struct Run {
     dir: TempDir,
+    /// The `--db` value of the database.
+    db: String,
+    /// The PostgreSQL database, dropped with the run.
+    _postgres: Option<TestDatabase>,
 }
 
 impl Run {
     /// A fresh database holding the DAG.
-    fn new(seed: u64) -> Self {
+    fn new(seed: u64, store: Store) -> Self {
         fastrand::seed(seed);
-        let run = Self {
-            dir: tempfile::tempdir().expect("a temporary directory"),
-        };
+        let dir = tempfile::tempdir().expect("a temporary directory");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime");
+        let (db, postgres) = match store {
+            Store::Sqlite => (dir.path().join("queue.db").display().to_string(), None),
+            Store::Postgres => {
+                let test = runtime.block_on(TestDatabase::create());
+                (test.url().to_string(), Some(test))
+            }
+        };
+        let run = Self {
+            dir,
+            db,
+            _postgres: postgres,
+        };
         runtime.block_on(async {
-            let db = DatabaseConnection::open_path(&run.db_path(), Default::default())
+            let location = Location::parse(&run.db).expect("a database location");
+            let db = Backend::open(&location, Access::Write, Role::Command)
                 .await
                 .expect("open the database");
-            db.migrate().await.expect("migrate");
-            let queue = TaskQueue::new(Arc::new(QueueStoreImpl::new(db.pool().clone())))
-                .with_limits(QueueLimits::default());
+            let queue = TaskQueue::new(db.queue_store.clone()).with_limits(QueueLimits::default());
             let stored = queue
                 .submit_batch(layered_dag())
                 .await
@@ -147,13 +181,9 @@ impl Run {
         run
     }
 
-    fn db_path(&self) -> PathBuf {
-        self.dir.path().join("queue.db")
-    }
-
     fn spawn(&self, name: &str, lease: Duration, max_work_ms: u64, mode: Mode) -> Worker {
         let args = WorkerArgs {
-            db: self.db_path(),
+            db: self.db.clone(),
             name: name.to_string(),
             log: self.dir.path().join(format!("{name}.log")),
             lease,

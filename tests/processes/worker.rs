@@ -2,8 +2,10 @@
 //! completion the queue confirmed. It reaps now and then, as any process may, and exits once
 //! no task is left unfinished.
 //!
-//! Arguments: `worker DB NAME LOG LEASE_MS MAX_PER_CLAIM MAX_WORK_MS LOOPS GROUPED`: LOOPS
-//! claim loops run at once in the process, through the group-commit store when GROUPED is 1.
+//! Arguments: `worker DB NAME LOG LEASE_MS MAX_PER_CLAIM MAX_WORK_MS LOOPS GROUPED`: DB is a
+//! `--db` value (a SQLite file or a `postgres://` URL), opened as `abathur` opens it; LOOPS
+//! claim loops run at once in the process, through the worker's store (group commit on SQLite)
+//! when GROUPED is 1.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -12,11 +14,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use abathur::backend::{Access, Backend, Location, Role};
 use abathur::domain::error::DatabaseError;
-use abathur::domain::queue::{QueueError, QueueStore, RetryPolicy, TaskQueue};
-use abathur::infrastructure::database::{
-    DatabaseConfig, DatabaseConnection, GroupCommitQueueStore, QueueStoreImpl,
-};
+use abathur::domain::queue::{QueueError, RetryPolicy, TaskQueue};
 use serde_json::json;
 
 /// How often a worker runs the reaper.
@@ -26,7 +26,8 @@ const IDLE_WAIT: Duration = Duration::from_millis(5);
 
 /// What a worker was started with.
 pub struct WorkerArgs {
-    pub db: PathBuf,
+    /// A `--db` value.
+    pub db: String,
     pub name: String,
     pub log: PathBuf,
     pub lease: Duration,
@@ -43,7 +44,7 @@ impl WorkerArgs {
     pub fn to_args(&self) -> Vec<String> {
         vec![
             "worker".into(),
-            self.db.display().to_string(),
+            self.db.clone(),
             self.name.clone(),
             self.log.display().to_string(),
             self.lease.as_millis().to_string(),
@@ -59,7 +60,7 @@ impl WorkerArgs {
             return None;
         };
         Some(Self {
-            db: db.into(),
+            db: db.clone(),
             name: name.clone(),
             log: log.into(),
             lease: Duration::from_millis(lease.parse().ok()?),
@@ -90,20 +91,16 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 async fn run(args: &WorkerArgs) -> Result<(), String> {
-    let config = DatabaseConfig {
-        min_connections: 1,
-        max_connections: 2 + args.loops,
-        ..DatabaseConfig::default()
+    let location = Location::parse(&args.db).map_err(|e| format!("--db: {e}"))?;
+    let role = if args.grouped {
+        Role::Worker
+    } else {
+        Role::Command
     };
-    let db = DatabaseConnection::open_path(&args.db, config)
+    let db = Backend::open(&location, Access::Write, role)
         .await
         .map_err(|e| format!("open: {e}"))?;
-    let store: Arc<dyn QueueStore> = if args.grouped {
-        Arc::new(GroupCommitQueueStore::new(db.pool().clone()))
-    } else {
-        Arc::new(QueueStoreImpl::new(db.pool().clone()))
-    };
-    let queue = TaskQueue::new(store).with_retry_policy(RetryPolicy {
+    let queue = TaskQueue::new(db.queue_store.clone()).with_retry_policy(RetryPolicy {
         base: Duration::from_millis(20),
         max: Duration::from_millis(200),
         jitter: 0.25,
@@ -121,13 +118,14 @@ async fn run(args: &WorkerArgs) -> Result<(), String> {
             } else {
                 args.name.clone()
             };
-            claim_loop(queue.clone(), db.pool().clone(), name, log.clone(), args)
+            claim_loop(queue.clone(), name, log.clone(), args)
         })
         .collect();
-    for result in futures_join(loops).await {
+    let results = futures_join(loops).await;
+    db.close().await;
+    for result in results {
         result?;
     }
-    db.close().await;
     Ok(())
 }
 
@@ -160,7 +158,9 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
 
 /// `op`, tried again while the database is busy, as a real worker does: SQLite's write lock
 /// is not handed out in order, so under heavy contention a writer can wait past the busy
-/// timeout. A busy failure wrote nothing, so trying again is safe.
+/// timeout. A busy failure wrote nothing, so trying again is safe. On PostgreSQL the adapter
+/// retries serialization failures and deadlocks itself, so none should reach here; a busy
+/// answer there is still retried like one on SQLite.
 async fn busy_retried<T, F, Fut>(mut op: F) -> Result<T, QueueError>
 where
     F: FnMut() -> Fut,
@@ -187,7 +187,6 @@ const BUSY_TRIES: u32 = 20;
 /// One claim loop: claim, work, complete, log; reap now and then; stop when nothing is left.
 async fn claim_loop(
     queue: TaskQueue,
-    pool: sqlx::SqlitePool,
     name: String,
     log: Arc<std::sync::Mutex<std::fs::File>>,
     args: &WorkerArgs,
@@ -204,12 +203,15 @@ async fn claim_loop(
             .await
             .map_err(|e| format!("claim: {e}"))?;
         if claimed.is_empty() {
-            let unfinished: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM tasks WHERE status NOT IN ('completed', 'failed', 'cancelled')",
-            )
-            .fetch_one(&pool)
-            .await
-            .map_err(|e| format!("count: {e}"))?;
+            let overview = busy_retried(|| queue.overview(0))
+                .await
+                .map_err(|e| format!("overview: {e}"))?;
+            let unfinished: u64 = overview
+                .counts
+                .iter()
+                .filter(|(status, _)| !status.is_terminal())
+                .map(|(_, n)| n)
+                .sum();
             if unfinished == 0 {
                 return Ok(());
             }

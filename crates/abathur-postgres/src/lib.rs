@@ -28,6 +28,7 @@ mod row;
 mod session_repo;
 mod task_repo;
 mod task_row;
+mod url;
 #[doc(hidden)]
 pub mod testing;
 
@@ -43,6 +44,7 @@ pub use memory_repo::PgMemoryRepository;
 pub use queue_store::PgQueueStore;
 pub use session_repo::PgSessionRepository;
 pub use task_repo::PgTaskRepository;
+pub use url::check_url;
 
 /// The migrations embedded in this build.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
