@@ -8,7 +8,8 @@ use abathur_core::models::{Task, TaskStatus};
 use abathur_core::ports::{IdKind, IdLookup, TaskRepository};
 use abathur_postgres::testing::TestDatabase;
 use abathur_postgres::{PgConfig, PgIdLookup, PgTaskRepository};
-use serde_json::{json, Value};
+use abathur_core::error::DatabaseError;
+use serde_json::json;
 use uuid::Uuid;
 
 fn pg_config() -> PgConfig {
