@@ -519,22 +519,58 @@ fn status_text(report: &StatusReport) -> String {
 fn storage_text(out: &mut String, storage: &abathur_core::ports::StorageSizes) {
     let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
     let _ = writeln!(out, "\nstorage:");
-    let _ = writeln!(out, "  file        {:>12}", mib(storage.file_bytes));
-    let _ = writeln!(out, "  WAL         {:>12}", mib(storage.wal_bytes));
+    // A server's database has no file, WAL or free-page count of its own to show: its
+    // backend gives per-table statistics instead.
+    if storage.table_stats.is_empty() {
+        let _ = writeln!(out, "  file        {:>12}", mib(storage.file_bytes));
+        let _ = writeln!(out, "  WAL         {:>12}", mib(storage.wal_bytes));
+        let _ = writeln!(
+            out,
+            "  free pages  {:>12}  ({} of {} pages of {} bytes; reused before the file grows)",
+            mib(storage.free_pages * storage.page_size),
+            storage.free_pages,
+            storage.page_count,
+            storage.page_size
+        );
+        let _ = writeln!(out, "\nbytes per table, indexes included:");
+        let mut tables: Vec<(&String, &u64)> = storage.tables.iter().collect();
+        tables.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let width = tables.iter().map(|(t, _)| t.len()).max().unwrap_or(0);
+        for (table, bytes) in tables {
+            let _ = writeln!(out, "  {table:<width$}  {:>12}", mib(*bytes));
+        }
+        return;
+    }
+    let _ = writeln!(out, "  database    {:>12}", mib(storage.file_bytes));
+    let mut tables: Vec<_> = storage.table_stats.iter().collect();
+    tables.sort_by(|a, b| {
+        let size = |s: &abathur_core::ports::TableStats| s.table_bytes + s.index_bytes;
+        size(b.1).cmp(&size(a.1)).then(a.0.cmp(b.0))
+    });
+    let width = tables
+        .iter()
+        .map(|(t, _)| t.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     let _ = writeln!(
         out,
-        "  free pages  {:>12}  ({} of {} pages of {} bytes; reused before the file grows)",
-        mib(storage.free_pages * storage.page_size),
-        storage.free_pages,
-        storage.page_count,
-        storage.page_size
+        "\n  {:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  last vacuum",
+        "table", "table", "indexes", "live rows", "dead rows"
     );
-    let _ = writeln!(out, "\nbytes per table, indexes included:");
-    let mut tables: Vec<(&String, &u64)> = storage.tables.iter().collect();
-    tables.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    let width = tables.iter().map(|(t, _)| t.len()).max().unwrap_or(0);
-    for (table, bytes) in tables {
-        let _ = writeln!(out, "  {table:<width$}  {:>12}", mib(*bytes));
+    for (table, stats) in tables {
+        let _ = writeln!(
+            out,
+            "  {table:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {}",
+            mib(stats.table_bytes),
+            mib(stats.index_bytes),
+            stats.live_rows,
+            stats.dead_rows,
+            stats
+                .last_vacuum
+                .as_ref()
+                .map_or_else(|| "never".to_string(), instant)
+        );
     }
 }
 

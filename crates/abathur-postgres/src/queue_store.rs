@@ -1372,13 +1372,20 @@ async fn claim_in(
     if request.max_tasks == 0 {
         return Ok(Vec::new());
     }
-    // The claim waits on no lock (it skips locked rows): the time is read just before it.
+    // The claim waits on no lock (it skips locked rows), so which tasks it may take is decided
+    // with the time read just before it. The time it records is read inside the claim
+    // statement (`stamp`), after the statement's snapshot: a dependency whose completion that
+    // snapshot sees committed before, so no attempt is ever recorded as starting before the
+    // completion that made its task ready (`Now::At` pins both).
+    let pinned = match now {
+        Now::At(at) => Some(at),
+        Now::Store => None,
+    };
     let now = resolve(conn, now).await?;
-    let expires_at = later(now, request.lease)?;
     let until = priority.urgent_until(now);
     let horizon = priority.deadline_horizon.as_secs_f64().max(1e-6);
     let limit = i64::from(request.max_tasks);
-    let mut chosen: Vec<(Uuid, Option<f64>, DateTime<Utc>)> =
+    let mut chosen: Vec<(Uuid, Option<f64>, DateTime<Utc>, DateTime<Utc>)> =
         match request.agent_types.as_slice() {
             [one] => {
                 sqlx::query!(
@@ -1408,19 +1415,23 @@ async fn claim_in(
         FROM (SELECT * FROM urgent UNION ALL SELECT * FROM keyed) c
         ORDER BY c.rank DESC NULLS LAST, c.submitted_at, c.id
         LIMIT $4
+    ), stamp AS MATERIALIZED (
+        SELECT COALESCE($7::timestamptz, clock_timestamp()) AS at
     )
-    UPDATE tasks SET status = 'running', started_at = $1, last_updated_at = $1
-    FROM chosen
+    UPDATE tasks SET status = 'running', started_at = stamp.at, last_updated_at = stamp.at
+    FROM chosen, stamp
     WHERE tasks.id = chosen.id AND tasks.status = 'ready'
-    RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!""#,
+    RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!",
+              stamp.at AS "at!""#,
                     now,
                     until,
                     one.as_str(),
                     limit,
                     priority.deadline_weight,
-                    horizon
+                    horizon,
+                    pinned
                 )
-                .map(|r| (r.id, r.rank, r.submitted_at))
+                .map(|r| (r.id, r.rank, r.submitted_at, r.at))
                 .fetch_all(&mut *conn)
                 .await
             }
@@ -1453,27 +1464,32 @@ async fn claim_in(
         FROM (SELECT * FROM urgent UNION ALL SELECT * FROM keyed) c
         ORDER BY c.rank DESC NULLS LAST, c.submitted_at, c.id
         LIMIT $4
+    ), stamp AS MATERIALIZED (
+        SELECT COALESCE($7::timestamptz, clock_timestamp()) AS at
     )
-    UPDATE tasks SET status = 'running', started_at = $1, last_updated_at = $1
-    FROM chosen
+    UPDATE tasks SET status = 'running', started_at = stamp.at, last_updated_at = stamp.at
+    FROM chosen, stamp
     WHERE tasks.id = chosen.id AND tasks.status = 'ready'
-    RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!""#,
+    RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!",
+              stamp.at AS "at!""#,
                     now,
                     until,
                     (!types.is_empty()).then_some(types),
                     limit,
                     priority.deadline_weight,
-                    horizon
+                    horizon,
+                    pinned
                 )
-                .map(|r| (r.id, r.rank, r.submitted_at))
+                .map(|r| (r.id, r.rank, r.submitted_at, r.at))
                 .fetch_all(&mut *conn)
                 .await
             }
         }
         .map_err(db)?;
-    if chosen.is_empty() {
+    let Some(&(_, _, _, now)) = chosen.first() else {
         return Ok(Vec::new());
-    }
+    };
+    let expires_at = later(now, request.lease)?;
     // Most urgent first; a task without a key (made ready outside the queue) after every other.
     chosen.sort_by(|a, b| {
         let rank = |r: Option<f64>| r.unwrap_or(f64::NEG_INFINITY);
