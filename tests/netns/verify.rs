@@ -78,19 +78,30 @@ pub async fn verify(conn: &mut PgConnection) -> Report {
         "attempts started before a dependency completed (commit order)"
     );
     // And by the server's clock, which every host's operation reads.
-    assert_eq!(
-        count(
-            conn,
-            "SELECT COUNT(*)
-             FROM task_dependencies d
-             JOIN task_attempts a ON a.task_id = d.task_id
-             JOIN task_events c
-               ON c.task_id = d.depends_on_task_id AND c.to_status = 'completed'
-             WHERE a.started_at < c.at"
-        )
-        .await,
-        0,
-        "attempts recorded as starting before a dependency's recorded completion"
+    let early: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        "SELECT a.task_id::text, a.worker_id, a.started_at::text, d.depends_on_task_id::text,
+                c.at::text
+         FROM task_dependencies d
+         JOIN task_attempts a ON a.task_id = d.task_id
+         JOIN task_events c
+           ON c.task_id = d.depends_on_task_id AND c.to_status = 'completed'
+         WHERE a.started_at < c.at
+         ORDER BY a.started_at",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("read the attempts started early");
+    assert!(
+        early.is_empty(),
+        "{} attempts recorded as starting before a dependency's recorded completion \
+         (task, worker, started at, dependency, its completion at):\n{}",
+        early.len(),
+        early
+            .iter()
+            .take(10)
+            .map(|row| format!("  {row:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert_eq!(
         count(
