@@ -19,8 +19,8 @@ use abathur_core::ports::{
 };
 use abathur_core::queue::QueueStore;
 use abathur_postgres::{
-    PgAdmin, PgAgentRepository, PgChanges, PgConfig, PgDatabase, PgIdLookup, PgMemoryRepository,
-    OpenMode as PgOpenMode, PgQueueStore, PgSessionRepository, PgTaskRepository,
+    OpenMode as PgOpenMode, PgAdmin, PgAgentRepository, PgChanges, PgConfig, PgDatabase,
+    PgIdLookup, PgMemoryRepository, PgQueueStore, PgSessionRepository, PgTaskRepository,
 };
 use abathur_sqlite::{
     AgentRepositoryImpl, DatabaseConfig, DatabaseConnection, DatabaseLocation,
@@ -32,7 +32,7 @@ use abathur_sqlite::{
 #[derive(Clone)]
 pub enum Location {
     /// A SQLite file, or a database in memory.
-    Sqlite(DatabaseLocation),
+    Sqlite(Box<DatabaseLocation>),
     /// A database on a PostgreSQL server, by URL (password included: never print it, print
     /// the [`Display`](fmt::Display) form).
     Postgres(String),
@@ -67,7 +67,7 @@ impl Location {
                 .map_err(|e| format!("{}: {e}", abathur_postgres::redact(text)))?;
             return Ok(Self::Postgres(text.to_string()));
         }
-        DatabaseLocation::parse(text).map(Self::Sqlite)
+        DatabaseLocation::parse(text).map(|l| Self::Sqlite(Box::new(l)))
     }
 
     /// The database's file as an absolute path when it can be resolved, else the location as

@@ -151,10 +151,7 @@ impl View {
                 let version = report
                     .schema_version
                     .map_or_else(|| "none".to_string(), |v| v.to_string());
-                format!(
-                    "database: {}\nschema version: {version}\n",
-                    report.database
-                )
+                format!("database: {}\nschema version: {version}\n", report.database)
             }
             View::Submitted(task) => format!("{}\n", task.task.id),
             View::Tasks(tasks) => task_table(tasks),

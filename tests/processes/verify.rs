@@ -156,7 +156,9 @@ async fn count(conn: &mut sqlx::SqliteConnection, sql: &str) -> i64 {
 /// PostgreSQL enforces foreign keys on every write, so there is nothing to check for them;
 /// ids are `uuid`, read as text.
 async fn facts_postgres(db: &str) -> Facts {
-    let mut conn = PgConnection::connect(db).await.expect("connect to the database");
+    let mut conn = PgConnection::connect(db)
+        .await
+        .expect("connect to the database");
     let facts = Facts {
         statuses: sqlx::query_as(STATUSES).fetch_all(&mut conn).await.unwrap(),
         completed_other_than_once: pg_count(&mut conn, COMPLETED_OTHER_THAN_ONCE).await,

@@ -28,9 +28,9 @@ mod row;
 mod session_repo;
 mod task_repo;
 mod task_row;
-mod url;
 #[doc(hidden)]
 pub mod testing;
+mod url;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
 pub use admin::PgAdmin;

@@ -52,7 +52,11 @@ async fn workers_ten_minutes_apart_neither_steal_nor_lose_a_lease() {
         let holder = machine(&store, holder_minutes);
         let other = machine(&store, other_minutes);
         let task = holder
-            .submit(NewTask::new("skewed", "a task claimed across skewed clocks", "worker"))
+            .submit(NewTask::new(
+                "skewed",
+                "a task claimed across skewed clocks",
+                "worker",
+            ))
             .await
             .expect("submit");
         let before = server_now(&db).await;
@@ -92,10 +96,7 @@ async fn workers_ten_minutes_apart_neither_steal_nor_lose_a_lease() {
             .await
             .expect("complete");
         let history = holder.history(task.id).await.expect("history");
-        assert_eq!(
-            history.last().map(|e| e.to),
-            Some(TaskStatus::Completed)
-        );
+        assert_eq!(history.last().map(|e| e.to), Some(TaskStatus::Completed));
         // History times are the server's: none is ten minutes off it.
         let now = server_now(&db).await;
         for event in &history {
@@ -116,7 +117,11 @@ async fn a_lease_expired_by_the_servers_clock_is_taken_back_whatever_the_reapers
     // Slow by ten minutes: by its own clock the lease has nine minutes and more to run.
     let reaper = machine(&store, -10);
     holder
-        .submit(NewTask::new("expires", "a task whose lease expires", "worker"))
+        .submit(NewTask::new(
+            "expires",
+            "a task whose lease expires",
+            "worker",
+        ))
         .await
         .expect("submit");
     let claimed = holder
@@ -135,10 +140,16 @@ async fn a_lease_expired_by_the_servers_clock_is_taken_back_whatever_the_reapers
             assert!(now >= claimed[0].lease.expires_at);
             break;
         }
-        assert!(Instant::now() < deadline, "the expired lease was never reaped");
+        assert!(
+            Instant::now() < deadline,
+            "the expired lease was never reaped"
+        );
         tokio::task::yield_now().await;
     }
     // The holder's late completion is refused (fencing).
     let late = holder.complete(attempt, None).await;
-    assert!(matches!(late, Err(QueueError::LeaseLost { .. })), "{late:?}");
+    assert!(
+        matches!(late, Err(QueueError::LeaseLost { .. })),
+        "{late:?}"
+    );
 }

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use abathur_core::error::DatabaseError;
 use abathur_core::models::{Task, TaskStatus};
 use abathur_core::ports::{IdKind, IdLookup, TaskRepository};
 use abathur_postgres::testing::TestDatabase;
 use abathur_postgres::{PgConfig, PgIdLookup, PgTaskRepository};
-use abathur_core::error::DatabaseError;
 use serde_json::json;
 use uuid::Uuid;
 
