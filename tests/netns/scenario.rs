@@ -66,7 +66,9 @@ pub fn partition() {
     run.network.host("a").cut().expect("cut host A's link");
     let cut = Instant::now();
     // Let A's command finish while A is cut off: its worker sends the completion into the
-    // partition, where it waits for the link.
+    // partition, where it waits for the link. (Released once the link is back, the command
+    // would be killed first by A's next heartbeat, which learns that the lease is gone: fenced
+    // too, but then no completion is ever sent.)
     release(&run.dir.path().join("release"));
     println!("  host A's link cut; its command released");
 
