@@ -102,6 +102,12 @@ impl fmt::Display for Location {
     }
 }
 
+/// A `--db` value as messages may show it: a PostgreSQL URL without its password, anything
+/// else as given.
+pub fn shown_value(text: &str) -> String {
+    abathur_postgres::redact(text)
+}
+
 /// `path` made absolute when it exists, else as given.
 pub fn resolved_path(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())

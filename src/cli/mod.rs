@@ -105,9 +105,10 @@ fn run_command_line() -> i32 {
         let db = Location::parse(&cli.db).map_err(|message| {
             args::command().error(
                 clap::error::ErrorKind::ValueValidation,
+                // A PostgreSQL URL may hold a password: the value is shown without it.
                 format!(
                     "invalid value '{}' for '--db <PATH|URL>': {message}",
-                    cli.db
+                    crate::backend::shown_value(&cli.db)
                 ),
             )
         })?;

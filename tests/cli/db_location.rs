@@ -147,13 +147,20 @@ fn a_folder_a_file_uri_and_other_urls_are_usage_errors_that_create_nothing() {
         ("existing", "is a folder"),
         ("file:x.db?mode=ro", "./file:x.db?mode=ro"),
         ("mysql://localhost/abathur", "mysql: URLs are not taken"),
-        ("postgres://localhost/abathur", "not supported yet"),
-        ("postgresql://localhost/abathur", "not supported yet"),
+        ("postgres:localhost/abathur", "not a PostgreSQL URL"),
+        ("postgresql:/localhost/abathur", "not a PostgreSQL URL"),
+        // A malformed URL is shown without its password.
+        (
+            "postgres://u:secret@h:notaport/db",
+            "postgres://u:***@h:notaport/db",
+        ),
+        ("postgres:u:secret@h/db", "postgres:u:***@h/db"),
         ("sqlite:x.db?mode=sideways", "not a valid sqlite: URL"),
         ("", "empty"),
     ] {
         for args in [&["task", "submit", "x"][..], &["init"], &["task", "list"]] {
-            failed(&with_db(&s, db, args), 2, expected);
+            let stderr = failed(&with_db(&s, db, args), 2, expected);
+            assert!(!stderr.contains("secret"), "{stderr}");
         }
     }
     assert_eq!(names(s.dir.path()), vec!["existing".to_string()]);
@@ -311,7 +318,7 @@ fn db_on_the_command_line_wins_over_any_abathur_db_value() {
     std::fs::create_dir(s.dir.path().join("existing")).unwrap();
     for env in [
         "",
-        "postgres://localhost/abathur",
+        "postgres:localhost/abathur",
         "existing",
         "sqlite:x.db?colour=blue",
     ] {
@@ -400,4 +407,27 @@ fn a_fifo_or_a_device_is_refused_as_not_a_file_by_every_command() {
         }
     }
     assert_eq!(names(s.dir.path()), vec!["pipe".to_string()]);
+}
+
+/// A PostgreSQL server that cannot be reached, a database that does not exist and a refused
+/// login each get a plain message naming the URL without its password, and create nothing.
+#[test]
+fn postgres_failures_to_connect_are_plain_and_hide_the_password() {
+    let s = Sandbox::new();
+    let unreachable = "postgres://u:secret@127.0.0.1:1/abathur";
+    let stderr = failed(
+        &with_db(&s, unreachable, &["task", "list"]),
+        7,
+        "cannot reach",
+    );
+    assert!(
+        stderr.contains("postgres://u:***@127.0.0.1:1/abathur"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret"), "{stderr}");
+    let missing = abathur_postgres::testing::database_url("abathur_no_such_database");
+    for args in [&["task", "list"][..], &["task", "submit", "x"]] {
+        failed(&with_db(&s, &missing, args), 6, "abathur init");
+    }
+    assert_eq!(names(s.dir.path()), Vec::<String>::new());
 }

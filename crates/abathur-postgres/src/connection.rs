@@ -431,20 +431,25 @@ pub(crate) fn connect_options(url: &str) -> Result<PgConnectOptions, DatabaseErr
     Ok(options.application_name("abathur"))
 }
 
-/// `url` with its password replaced by `***`.
+/// `url` with its password replaced by `***`: `scheme://user:password@host/...`, also written
+/// without the `//` or with a password holding `/` or `@` unescaped. Text that holds no
+/// `user:password@` part is returned as it is.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some((scheme, rest)) = url.split_once(':') else {
         return url.to_string();
     };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
+    let (slashes, rest) = match rest.strip_prefix("//") {
+        Some(rest) => ("//", rest),
+        None => ("", rest),
     };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
+    // The user information ends at the last `@` before the query.
+    let before_query = rest.find(['?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..before_query].rfind('@') else {
+        return url.to_string();
+    };
+    let (userinfo, host_and_rest) = rest.split_at(at);
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}:{slashes}{user}:***{host_and_rest}"),
         None => url.to_string(),
     }
 }
@@ -657,5 +662,14 @@ mod tests {
         );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        // Written without `//`, or with `/` and `@` in the password.
+        assert_eq!(redact("postgres:u:secret@h/db"), "postgres:u:***@h/db");
+        assert_eq!(
+            redact("postgres://u:se/cr@et@h/db?app=x@y"),
+            "postgres://u:***@h/db?app=x@y"
+        );
+        // Paths are left alone.
+        assert_eq!(redact("/tmp/a.db"), "/tmp/a.db");
+        assert_eq!(redact("sqlite:x.db"), "sqlite:x.db");
     }
 }

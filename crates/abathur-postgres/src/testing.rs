@@ -100,6 +100,11 @@ impl Drop for TestDatabase {
     }
 }
 
+/// The URL of database `name` on the test server (which may not exist).
+pub fn database_url(name: &str) -> String {
+    with_database(&server_url(), name)
+}
+
 /// `server` (a URL) naming database `name` instead of its own.
 fn with_database(server: &str, name: &str) -> String {
     let (base, query) = match server.split_once('?') {
