@@ -666,7 +666,10 @@ mod tests {
         // Each pause after a failed claim is longer than the one before (doubling, spread
         // by a quarter either way), from about the first pause: no claim in a busy loop.
         let pauses: Vec<_> = claims[..5].windows(2).map(|w| w[1] - w[0]).collect();
-        assert!(pauses[0] >= super::outage::FIRST_PAUSE.mul_f64(0.75), "{pauses:?}");
+        assert!(
+            pauses[0] >= super::outage::FIRST_PAUSE.mul_f64(0.75),
+            "{pauses:?}"
+        );
         assert!(pauses.windows(2).all(|p| p[1] > p[0]), "{pauses:?}");
     }
 
