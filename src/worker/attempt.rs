@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::{interval_at, sleep, sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
 use uuid::Uuid;
 
 use super::outage::{self, Backoff, Outage};
@@ -802,6 +802,8 @@ where
     Fut: Future<Output = Result<T, QueueError>>,
 {
     let mut tries = 0u32;
+    // Set at the first failure, dropped with the answer.
+    let mut waiting = None;
     loop {
         let outcome = op().await;
         tries += 1;
@@ -811,13 +813,14 @@ where
             other => return other,
         };
         let passes = outage::passes(&error);
+        waiting.get_or_insert_with(|| outage.report_waiting());
         if tries >= MIN_TRIES && !passes {
             return Err(QueueError::Database(error));
         }
         if !passes {
             tracing::warn!(error = %error, "the database failed; trying again");
         }
-        let pause = sleep(backoff.pause());
+        let pause = outage.pause_report(backoff.pause());
         if tries < MIN_TRIES {
             pause.await;
         } else {

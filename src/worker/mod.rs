@@ -361,23 +361,28 @@ impl Worker {
                     claim_again = None;
                     look = true;
                 }
-                _ = reap.tick(), if !stopping => {
+                // A tick that comes while a report of this worker's waits to try again is
+                // skipped (see `Outage::reports_waiting`): the next one reaps.
+                _ = reap.tick(), if !stopping && !job.outage.reports_waiting() => {
+                    if job.outage.reports_waiting() {
+                        continue;
+                    }
                     let reaped = self.queue.reap().await;
                     job.outage.note(&reaped);
                     match reaped {
-                    Ok(reaped) => {
-                        if !reaped.lost.is_empty() || !reaped.timed_out.is_empty() {
-                            tracing::info!(
-                                lost = reaped.lost.len(),
-                                timed_out = reaped.timed_out.len(),
-                                "took back tasks of dead or stuck workers"
-                            );
-                            look = true;
+                        Ok(reaped) => {
+                            if !reaped.lost.is_empty() || !reaped.timed_out.is_empty() {
+                                tracing::info!(
+                                    lost = reaped.lost.len(),
+                                    timed_out = reaped.timed_out.len(),
+                                    "took back tasks of dead or stuck workers"
+                                );
+                                look = true;
+                            }
                         }
-                    }
-                    // A database that is down or busy is told once per outage.
-                    Err(e) if outage::transient(&e).is_some() => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot reap"),
+                        // A database that is down or busy is told once per outage.
+                        Err(e) if outage::transient(&e).is_some() => {}
+                        Err(e) => tracing::warn!(error = %e, "cannot reap"),
                     }
                 }
             }

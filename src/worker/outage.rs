@@ -4,11 +4,13 @@
 //! again, with a backoff so that it never hammers a database that is coming back up, and says
 //! so once per outage, not once per try.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use abathur_core::error::DatabaseError;
 use abathur_core::queue::QueueError;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The database failing in a way that passes, rather than answering: `Busy`, `Timeout` (no
@@ -80,10 +82,16 @@ fn unit_random() -> f64 {
 
 /// One worker's view of whether the database is failing, shared by its claim loop and its
 /// attempts, so that an outage is told once: when the first operation fails, and when the
-/// first one gets through again.
+/// first one gets through again. It also wakes the reports waiting to try again as soon as
+/// the database answers, and counts them, so that the worker's own reaper does not take
+/// back, the moment the database is back, the tasks whose results are about to be reported.
 #[derive(Debug, Default)]
 pub(super) struct Outage {
     state: Mutex<State>,
+    /// Told when an outage ends.
+    back: Notify,
+    /// Reports (completions, failures, releases) that met a failure and are not answered yet.
+    waiting: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -116,7 +124,35 @@ impl Outage {
                 "the database answers again, after {:.1} s",
                 since.elapsed().as_secs_f64()
             );
+            self.back.notify_waiters();
         }
+    }
+
+    /// Counts a report as [waiting](Outage::reports_waiting) until the guard is dropped:
+    /// from its first failed try until it is answered.
+    pub(super) fn report_waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(&self.waiting)
+    }
+
+    /// Waits out `pause` before a report tries again, or less: until the database answers
+    /// another operation.
+    pub(super) async fn pause_report(&self, pause: Duration) {
+        // An outage that ended between this report's try and now is not told again: the
+        // full pause then, which is short at first.
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = self.back.notified() => {}
+        }
+    }
+
+    /// Whether a report is waiting for the database (a completion, say, whose try failed):
+    /// the worker does not reap meanwhile, since its reaper would take back, the moment the
+    /// database is back, the very tasks whose results are about to be reported. Other
+    /// workers' reapers still may, once the lease has expired; the report is then refused
+    /// as a lost lease and the task runs again.
+    pub(super) fn reports_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
     }
 
     /// Notes how an operation ended: [`Outage::failed`] for a failure that passes,
@@ -151,6 +187,16 @@ impl Outage {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A report counted as waiting, until dropped.
+#[derive(Debug)]
+pub(super) struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -226,6 +272,44 @@ mod tests {
         outage.note(&Ok(()));
         assert!(!outage.ongoing());
         assert_eq!(outage.count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_report_tries_again_as_soon_as_the_database_answers() {
+        let outage = std::sync::Arc::new(Outage::default());
+        outage.failed(&DatabaseError::Timeout);
+        assert!(!outage.reports_waiting());
+        let (paused_tx, paused) = tokio::sync::oneshot::channel();
+        let waiting = tokio::spawn({
+            let outage = outage.clone();
+            async move {
+                let _waiting = outage.report_waiting();
+                let pause = outage.pause_report(Duration::from_secs(3600));
+                tokio::pin!(pause);
+                // Polled once, so that it listens; then told to the test.
+                assert!(futures_poll_once(pause.as_mut()).await.is_none());
+                let _ = paused_tx.send(());
+                // Far longer than the test may take.
+                pause.await;
+            }
+        });
+        paused.await.expect("the report pauses");
+        assert!(outage.reports_waiting());
+        // Another operation gets through: the report is woken, not left to sleep on.
+        outage.answered();
+        waiting.await.expect("the pause ends");
+        assert!(!outage.reports_waiting());
+    }
+
+    /// Polls `future` once: its output if it is ready.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(mut future: F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
+                std::task::Poll::Ready(output) => Some(output),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 
     #[test]

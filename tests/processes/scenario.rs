@@ -231,8 +231,7 @@ async fn wait_for_completed(observer: &mut PgConnection, n: usize, workers: &mut
     }
 }
 
-/// Prints the distinct lines of the workers' stderr, numbers masked, with how often each
-/// came.
+/// Prints the distinct lines of the workers' stderr, with how often each kind came.
 fn print_lines(lines: &[(String, usize)]) {
     for (line, times) in lines {
         println!("    {times:>3} x {line}");
@@ -490,19 +489,22 @@ impl Run {
         self.stderr().iter().any(|t| t.contains(text))
     }
 
-    /// The distinct lines the workers printed, numbers masked (`#`), with how often each
-    /// came; checks that each is plain: no SQL, no driver's type or debug form.
+    /// The distinct lines the workers printed (alike when they differ only in their numbers),
+    /// the first of each kind with how often the kind came; checks that each is plain: no
+    /// SQL, no driver's type or debug form.
     fn plain_stderr(&self) -> Vec<(String, usize)> {
-        let mut lines: Vec<(String, usize)> = Vec::new();
+        let mut lines: Vec<(String, String, usize)> = Vec::new();
         for text in self.stderr() {
             for line in text.lines() {
                 let masked = mask_numbers(line);
-                match lines.iter_mut().find(|(l, _)| *l == masked) {
-                    Some((_, n)) => *n += 1,
-                    None => lines.push((masked, 1)),
+                match lines.iter_mut().find(|(kind, _, _)| *kind == masked) {
+                    Some((_, _, n)) => *n += 1,
+                    None => lines.push((masked, line.to_string(), 1)),
                 }
             }
         }
+        let lines: Vec<(String, usize)> =
+            lines.into_iter().map(|(_, first, n)| (first, n)).collect();
         for (line, _) in &lines {
             let lower = line.to_lowercase();
             for jargon in JARGON {
@@ -534,7 +536,7 @@ const JARGON: &[&str] = &[
     " { ",
 ];
 
-/// `line` with each run of digits (and the dots in it) replaced by `#`.
+/// `line` with each run of digits (and the dots in it) replaced by `#`: its kind.
 fn mask_numbers(line: &str) -> String {
     let mut masked = String::with_capacity(line.len());
     let mut in_number = false;

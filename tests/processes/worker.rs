@@ -173,6 +173,12 @@ impl Outage {
         self.tries.set(self.tries.get() + 1);
         if self.since.get().is_none() {
             self.since.set(Some(Instant::now()));
+            // A lost connection in the words of `abathur worker`: the variant's own message
+            // speaks of opening the database, which this is not.
+            let error = match error {
+                DatabaseError::Connection(detail) => format!("cannot reach it: {detail}"),
+                other => other.to_string(),
+            };
             eprintln!("the database failed ({error}); trying again until it answers");
         }
     }
