@@ -16,9 +16,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::{interval_at, sleep, sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
 use uuid::Uuid;
 
+use super::outage::{self, Backoff, Outage};
 use super::output::{
     check_result, describe_exit, failure_message, fit_error, result_from_stdout, Capture,
     STDERR_TAIL_BYTES, STDOUT_LIMIT_BYTES,
@@ -35,6 +36,10 @@ pub(super) struct Job {
     pub lease: Duration,
     /// How the command is started.
     pub launcher: Launcher,
+    /// Whether the database is failing for a while, shared with the claim loop.
+    pub outage: Outage,
+    /// The pauses between a report's tries while the database fails.
+    pub backoff: Backoff,
 }
 
 /// How a command is started: so that it dies with its worker where the system allows it.
@@ -149,7 +154,7 @@ pub(super) async fn run(
             // started: look first, so that a missing or non-executable program is reported
             // as the program's error, as when it is started directly.
             if let Err(error) = startable(&job.program) {
-                return not_started(&queue, &claimed, &job, error).await;
+                return not_started(&queue, &claimed, &job, &mut grace, error).await;
             }
             let mut command = Command::new(setpriv);
             command
@@ -178,7 +183,7 @@ pub(super) async fn run(
     command.process_group(0);
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(error) => return not_started(&queue, &claimed, &job, error).await,
+        Err(error) => return not_started(&queue, &claimed, &job, &mut grace, error).await,
     };
     // The command leads its own group, whose id is its pid: remembered now, because once the
     // command is reaped `child.id()` says nothing, and the group may outlive it.
@@ -221,7 +226,7 @@ pub(super) async fn run(
         &queue,
         &mut child,
         attempt,
-        job.lease,
+        &job,
         // A timeout too far away to represent is no timeout.
         claimed_at.checked_add(timeout).unwrap_or_else(far_future),
         &mut grace,
@@ -265,7 +270,7 @@ pub(super) async fn run(
 
     if let Stop::Exited(status) = &stop {
         if let Some(error) = exec_failure(&job, *status, stderr.bytes()) {
-            return not_started(&queue, &claimed, &job, error).await;
+            return not_started(&queue, &claimed, &job, &mut grace, error).await;
         }
     }
 
@@ -282,7 +287,9 @@ pub(super) async fn run(
             } else {
                 let result = result_from_stdout(stdout.bytes());
                 match result.as_ref().map(check_result).transpose() {
-                    Ok(_) => return complete(&queue, &claimed, result, took).await,
+                    Ok(_) => {
+                        return complete(&queue, &claimed, &job, &mut grace, result, took).await
+                    }
                     Err(e) => {
                         let what = format!("exited with status 0, but its result {}", e.message);
                         ("printed too much", failure_message(&what, stderr.bytes()))
@@ -321,7 +328,7 @@ pub(super) async fn run(
                 "worker {} shut down before the command finished",
                 job.worker
             );
-            return match with_retries(|| queue.release(attempt, &reason)).await {
+            return match release(&queue, attempt, &job, &mut grace, &reason).await {
                 Ok(()) => {
                     tracing::info!(
                         task = %task.id,
@@ -334,7 +341,7 @@ pub(super) async fn run(
             };
         }
     };
-    fail(&queue, &claimed, what, &error, took).await
+    fail(&queue, &claimed, &job, &mut grace, what, &error, took).await
 }
 
 /// Gives the task back, since its command could not be started.
@@ -342,10 +349,11 @@ async fn not_started(
     queue: &TaskQueue,
     claimed: &ClaimedTask,
     job: &Job,
+    grace: &mut watch::Receiver<Option<Instant>>,
     error: io::Error,
 ) -> Ending {
     let reason = format!("worker {} could not start its command", job.worker);
-    if let Err(e) = with_retries(|| queue.release(claimed.lease.attempt_id, &reason)).await {
+    if let Err(e) = release(queue, claimed.lease.attempt_id, job, grace, &reason).await {
         tracing::warn!(task = %claimed.task.id, error = %e, "cannot give the task back");
     }
     Ending::NotStarted {
@@ -437,10 +445,11 @@ async fn supervise(
     queue: &TaskQueue,
     child: &mut Child,
     attempt: Uuid,
-    lease: Duration,
+    job: &Job,
     deadline: Instant,
     grace: &mut watch::Receiver<Option<Instant>>,
 ) -> Stop {
+    let lease = job.lease;
     // A third of the lease: two heartbeats may be lost (a busy database) before it expires.
     // Never a zero period, which `interval` refuses, however short the lease.
     let every = (lease / 3).max(Duration::from_millis(100));
@@ -456,14 +465,20 @@ async fn supervise(
             }
             () = sleep_until(deadline) => return Stop::TimedOut,
             () = grace_over(grace) => return Stop::Shutdown,
-            _ = heartbeat.tick() => match queue.heartbeat(attempt, lease).await {
-                Ok(_) => {}
-                Err(e @ (QueueError::LeaseLost { .. }
-                | QueueError::Cancelled { .. }
-                | QueueError::AttemptNotFound(_))) => return Stop::LeaseGone(e),
-                // The next heartbeat may get through; the lease has room for two misses.
-                Err(e) => tracing::warn!(attempt = %attempt, error = %e, "a heartbeat failed"),
-            },
+            _ = heartbeat.tick() => {
+                let beat = queue.heartbeat(attempt, lease).await;
+                job.outage.note(&beat);
+                match beat {
+                    Ok(_) => {}
+                    Err(e @ (QueueError::LeaseLost { .. }
+                    | QueueError::Cancelled { .. }
+                    | QueueError::AttemptNotFound(_))) => return Stop::LeaseGone(e),
+                    // The next heartbeat may get through; the lease has room for two misses.
+                    // A database that is down or busy was told once, by the outage.
+                    Err(e) if outage::transient(&e).is_some() => {}
+                    Err(e) => tracing::warn!(attempt = %attempt, error = %e, "a heartbeat failed"),
+                }
+            }
         }
     }
 }
@@ -632,11 +647,19 @@ fn take(capture: &Mutex<Capture>) -> Capture {
 async fn complete(
     queue: &TaskQueue,
     claimed: &ClaimedTask,
+    job: &Job,
+    grace: &mut watch::Receiver<Option<Instant>>,
     result: Option<Value>,
     took: f64,
 ) -> Ending {
     let (task, attempt) = (claimed.task.id, claimed.lease.attempt_id);
-    match with_retries(|| queue.complete(attempt, result.clone())).await {
+    // Repeatable: when a try committed but its answer was lost with the connection, the next
+    // one is answered as a repeat, and nothing is written twice.
+    match with_retries(&job.outage, job.backoff.clone(), grace, || {
+        queue.complete(attempt, result.clone())
+    })
+    .await
+    {
         // A repeat is a retry of this same call whose first answer was lost after the commit.
         Ok(ready) => {
             tracing::info!(
@@ -652,7 +675,7 @@ async fn complete(
         Err(QueueError::Validation(e)) => {
             let error =
                 format!("the command exited with status 0, but its result was refused: {e}");
-            fail(queue, claimed, "failed", &error, took).await
+            fail(queue, claimed, job, grace, "failed", &error, took).await
         }
         Err(e) => lost_or_unreported(task, attempt, e, took),
     }
@@ -661,6 +684,8 @@ async fn complete(
 async fn fail(
     queue: &TaskQueue,
     claimed: &ClaimedTask,
+    job: &Job,
+    grace: &mut watch::Receiver<Option<Instant>>,
     what: &str,
     error: &str,
     took: f64,
@@ -669,9 +694,12 @@ async fn fail(
     let error = &fit_error(error);
     // The last line of stderr usually says why; the whole tail is in the task.
     let last_line = error.lines().last().unwrap_or_default();
-    match with_retries(|| queue.fail(attempt, error))
-        .await
-        .map(|recorded| recorded.outcome)
+    // Repeatable, as a completion is: the same error text is answered as a repeat.
+    match with_retries(&job.outage, job.backoff.clone(), grace, || {
+        queue.fail(attempt, error)
+    })
+    .await
+    .map(|recorded| recorded.outcome)
     {
         Ok(FailOutcome::Retrying {
             retry_count,
@@ -720,23 +748,88 @@ fn unreported(task: Uuid, e: &QueueError) -> Ending {
     Ending::Unreported
 }
 
-/// Runs a queue operation, trying again twice when the database itself failed (busy past
-/// its timeout, say): losing a finished result to a passing lock would cost a whole rerun.
-async fn with_retries<T, F, Fut>(mut op: F) -> Result<T, QueueError>
+/// Gives the attempt's task back (`reason` recorded), trying again as [`with_retries`] does.
+///
+/// A release is not repeatable: when a try's answer was lost after it committed, the next one
+/// finds the attempt ended and says `LeaseLost`. After such a try, `LeaseLost` means the task
+/// is back in the queue, by this release or by a reaper: either way what a release is for.
+async fn release(
+    queue: &TaskQueue,
+    attempt: Uuid,
+    job: &Job,
+    grace: &mut watch::Receiver<Option<Instant>>,
+    reason: &str,
+) -> Result<(), QueueError> {
+    let mut tries = 0u32;
+    let outcome = with_retries(&job.outage, job.backoff.clone(), grace, || {
+        tries += 1;
+        queue.release(attempt, reason)
+    })
+    .await;
+    match outcome {
+        Err(QueueError::LeaseLost { .. }) if tries > 1 => Ok(()),
+        other => other,
+    }
+}
+
+/// How many times a report is tried, at the least, when the database fails.
+const MIN_TRIES: u32 = 3;
+
+/// Runs a report to the queue (a completion, a failure, a release), trying again after the
+/// pauses of `backoff` while the database fails: losing a finished result to a passing failure would cost a whole rerun.
+///
+/// A failure that passes ([`outage::transient`]: the database busy, no connection in time, the
+/// server unreachable or restarting) is tried again with a [`Backoff`] for as long as the
+/// attempt's lease could still be honoured. A lease past its expiry is honoured until a reaper
+/// takes the task back, and no reaper can while the database fails; once it answers again, so
+/// does the next try: the report goes through, or it is refused (`LeaseLost`) because the
+/// task was taken back meanwhile. Only a stopping worker whose grace period is over gives up
+/// sooner, after [`MIN_TRIES`]: its task is taken back when its lease expires.
+///
+/// Any other failure of the database is tried [`MIN_TRIES`] times. Whatever the failure, a
+/// try may have committed before its answer was lost: completions and failures are
+/// repeatable, and [`release`] reads a refusal after such a try as its own.
+///
+/// The outage is told by `outage`, once, however many tries fail.
+async fn with_retries<T, F, Fut>(
+    outage: &Outage,
+    mut backoff: Backoff,
+    grace: &mut watch::Receiver<Option<Instant>>,
+    mut op: F,
+) -> Result<T, QueueError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, QueueError>>,
 {
-    for pause in [Duration::from_millis(200), Duration::from_secs(1)] {
-        match op().await {
-            Err(QueueError::Database(e)) => {
-                tracing::warn!(error = %e, "the database failed; trying again");
-                sleep(pause).await;
-            }
+    let mut tries = 0u32;
+    // Set at the first failure, dropped with the answer.
+    let mut waiting = None;
+    loop {
+        let outcome = op().await;
+        tries += 1;
+        outage.note(&outcome);
+        let error = match outcome {
+            Err(QueueError::Database(e)) => e,
             other => return other,
+        };
+        let passes = outage::passes(&error);
+        waiting.get_or_insert_with(|| outage.report_waiting());
+        if tries >= MIN_TRIES && !passes {
+            return Err(QueueError::Database(error));
+        }
+        if !passes {
+            tracing::warn!(error = %error, "the database failed; trying again");
+        }
+        let pause = outage.pause_report(backoff.pause());
+        if tries < MIN_TRIES {
+            pause.await;
+        } else {
+            tokio::select! {
+                () = pause => {}
+                () = grace_over(grace) => return Err(QueueError::Database(error)),
+            }
         }
     }
-    op().await
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -753,6 +846,8 @@ mod tests {
             database: PathBuf::from("abathur.db"),
             lease: Duration::from_secs(60),
             launcher,
+            outage: Outage::default(),
+            backoff: Backoff::default(),
         }
     }
 
@@ -814,6 +909,139 @@ mod tests {
                 exec_failure(job, exited(code), stderr.as_bytes()).is_none(),
                 "{code}: {stderr}"
             );
+        }
+    }
+
+    mod retries {
+        use std::cell::Cell;
+
+        use abathur_core::error::DatabaseError;
+
+        use super::super::*;
+
+        /// A backoff quick enough that a long outage passes in moments.
+        fn quick() -> Backoff {
+            Backoff::new(Duration::from_millis(1), Duration::from_millis(4))
+        }
+
+        fn lost() -> QueueError {
+            QueueError::Database(DatabaseError::Connection(
+                "lost the connection to the PostgreSQL server".into(),
+            ))
+        }
+
+        /// Answers with each of `answers` in turn, then with `Ok(())`.
+        fn answers(
+            answers: Vec<QueueError>,
+        ) -> impl FnMut() -> std::future::Ready<Result<(), QueueError>> {
+            let mut answers = answers.into_iter();
+            move || std::future::ready(answers.next().map_or(Ok(()), Err))
+        }
+
+        #[tokio::test]
+        async fn a_report_is_tried_until_the_database_answers_however_long_it_is_down() {
+            let outage = Outage::default();
+            let (_keep, mut grace) = watch::channel(None);
+            let calls = Cell::new(0);
+            let mut failing = answers(
+                (0..40)
+                    .map(|i| match i % 3 {
+                        0 => lost(),
+                        1 => QueueError::Database(DatabaseError::Timeout),
+                        _ => QueueError::Database(DatabaseError::Busy),
+                    })
+                    .collect(),
+            );
+            let outcome = with_retries(&outage, quick(), &mut grace, || {
+                calls.set(calls.get() + 1);
+                failing()
+            })
+            .await;
+            assert!(outcome.is_ok(), "{outcome:?}");
+            assert_eq!(calls.get(), 41);
+            // One outage, told once, and over.
+            assert_eq!(outage.count(), 1);
+            assert!(!outage.ongoing());
+        }
+
+        #[tokio::test]
+        async fn an_answer_ends_the_tries_even_a_refusal() {
+            let outage = Outage::default();
+            let (_keep, mut grace) = watch::channel(None);
+            let refused = QueueError::LeaseLost {
+                attempt_id: Uuid::nil(),
+                reason: "reaped".into(),
+            };
+            let calls = Cell::new(0);
+            let mut failing = answers(vec![lost(), lost(), lost(), lost(), refused]);
+            let outcome = with_retries(&outage, quick(), &mut grace, || {
+                calls.set(calls.get() + 1);
+                failing()
+            })
+            .await;
+            assert!(
+                matches!(outcome, Err(QueueError::LeaseLost { .. })),
+                "{outcome:?}"
+            );
+            assert_eq!(calls.get(), 5);
+            assert!(!outage.ongoing());
+        }
+
+        #[tokio::test]
+        async fn other_database_failures_are_tried_three_times() {
+            let outage = Outage::default();
+            let (_keep, mut grace) = watch::channel(None);
+            let calls = Cell::new(0);
+            let mut failing = answers(
+                (0..10)
+                    .map(|_| QueueError::Database(DatabaseError::Io))
+                    .collect(),
+            );
+            let outcome = with_retries(&outage, quick(), &mut grace, || {
+                calls.set(calls.get() + 1);
+                failing()
+            })
+            .await;
+            assert!(
+                matches!(outcome, Err(QueueError::Database(DatabaseError::Io))),
+                "{outcome:?}"
+            );
+            assert_eq!(calls.get(), MIN_TRIES);
+            // Not an outage: the database answered, with a failure of its own.
+            assert_eq!(outage.count(), 0);
+        }
+
+        #[tokio::test]
+        async fn a_worker_whose_grace_is_over_gives_up_after_three_tries() {
+            let outage = Outage::default();
+            let (_keep, mut grace) = watch::channel(Some(Instant::now()));
+            let calls = Cell::new(0);
+            let outcome = with_retries(&outage, quick(), &mut grace, || {
+                calls.set(calls.get() + 1);
+                std::future::ready(Err::<(), _>(lost()))
+            })
+            .await;
+            assert!(outcome.is_err());
+            assert_eq!(calls.get(), MIN_TRIES);
+            assert!(outage.ongoing());
+        }
+
+        #[tokio::test]
+        async fn a_grace_that_ends_during_an_outage_ends_the_tries() {
+            let outage = Outage::default();
+            let (end_grace, mut grace) = watch::channel(None);
+            let calls = Cell::new(0);
+            let outcome = with_retries(&outage, quick(), &mut grace, || {
+                calls.set(calls.get() + 1);
+                if calls.get() == 10 {
+                    // The worker is told to stop, with no grace left.
+                    end_grace.send_replace(Some(Instant::now()));
+                }
+                std::future::ready(Err::<(), _>(lost()))
+            })
+            .await;
+            assert!(outcome.is_err());
+            assert_eq!(calls.get(), 10);
         }
     }
 }

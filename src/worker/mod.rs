@@ -10,6 +10,7 @@
 //! ```
 
 mod attempt;
+mod outage;
 mod output;
 pub mod retention;
 mod wake;
@@ -26,12 +27,13 @@ use abathur_core::queue::{
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::{interval, Instant, MissedTickBehavior};
+use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
 
 pub use output::{STDERR_TAIL_BYTES, STDOUT_LIMIT_BYTES};
 pub use wake::{Interval, Subscribed, Wake};
 
 use attempt::{Ending, Job};
+use outage::{Backoff, Outage};
 
 /// How a worker runs. [`WorkerConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
@@ -240,6 +242,8 @@ impl Worker {
             database: config.database.clone(),
             lease: config.lease,
             launcher: attempt::Launcher::find().await,
+            outage: Outage::default(),
+            backoff: Backoff::default(),
         });
         let (grace_tx, grace_rx) = watch::channel(None::<Instant>);
         let mut running = JoinSet::new();
@@ -251,9 +255,12 @@ impl Worker {
         reap.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Whether a claim may find something: after a start, a change, a finished command.
         let mut look = true;
-        // Whether the last claim failed (a busy database): even `--once` waits and tries again
+        // When to claim again after a failed claim (a busy database, a server restarting):
+        // the pauses grow (`Backoff`) while the failures go on, so that a worker never claims
+        // in a busy loop against a database that is down. Even `--once` waits and tries again
         // rather than take the failure for an empty queue.
-        let mut claim_failed = false;
+        let mut claim_again: Option<Instant> = None;
+        let mut claim_backoff = Backoff::default();
         tokio::pin!(shutdown);
         tracing::info!(
             worker = %config.name,
@@ -271,15 +278,16 @@ impl Worker {
 
         loop {
             let free = config.concurrency.saturating_sub(slots(&running));
-            if look && !stopping && free > 0 {
+            if look && !stopping && free > 0 && claim_again.is_none() {
                 let claimed_at = Instant::now();
-                match self
+                let claimed = self
                     .queue
                     .claim(&config.name, &config.agent_types, config.lease, free)
-                    .await
-                {
+                    .await;
+                job.outage.note(&claimed);
+                match claimed {
                     Ok(tasks) => {
-                        claim_failed = false;
+                        claim_backoff = Backoff::default();
                         // A full batch: there may be more, claimed when a slot frees up.
                         look = slots_u32(tasks.len()) == free;
                         for task in tasks {
@@ -293,18 +301,22 @@ impl Worker {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot claim; trying again shortly");
+                        // A database that is down or busy is told once per outage, by it.
+                        if outage::transient(&e).is_none() {
+                            tracing::warn!(error = %e, "cannot claim; trying again shortly");
+                        }
                         look = false;
-                        claim_failed = true;
+                        claim_again = Some(Instant::now() + claim_backoff.pause());
                     }
                 }
             }
-            if running.is_empty() && (stopping || (config.once && !look && !claim_failed)) {
+            if running.is_empty() && (stopping || (config.once && !look && claim_again.is_none())) {
                 break;
             }
             let idle = !look
                 && !stopping
-                && (!config.once || claim_failed)
+                && !config.once
+                && claim_again.is_none()
                 && slots(&running) < config.concurrency;
             tokio::select! {
                 () = &mut shutdown, if !stopping => {
@@ -343,19 +355,36 @@ impl Worker {
                     }
                 }
                 () = self.wake.wait(config.idle_recheck), if idle => look = true,
-                _ = reap.tick(), if !stopping => match self.queue.reap().await {
-                    Ok(reaped) => {
-                        if !reaped.lost.is_empty() || !reaped.timed_out.is_empty() {
-                            tracing::info!(
-                                lost = reaped.lost.len(),
-                                timed_out = reaped.timed_out.len(),
-                                "took back tasks of dead or stuck workers"
-                            );
-                            look = true;
-                        }
+                () = sleep_until(claim_again.unwrap_or_else(Instant::now)),
+                    if claim_again.is_some() && !stopping =>
+                {
+                    claim_again = None;
+                    look = true;
+                }
+                // A tick that comes while a report of this worker's waits to try again is
+                // skipped (see `Outage::reports_waiting`): the next one reaps.
+                _ = reap.tick(), if !stopping && !job.outage.reports_waiting() => {
+                    if job.outage.reports_waiting() {
+                        continue;
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot reap"),
-                },
+                    let reaped = self.queue.reap().await;
+                    job.outage.note(&reaped);
+                    match reaped {
+                        Ok(reaped) => {
+                            if !reaped.lost.is_empty() || !reaped.timed_out.is_empty() {
+                                tracing::info!(
+                                    lost = reaped.lost.len(),
+                                    timed_out = reaped.timed_out.len(),
+                                    "took back tasks of dead or stuck workers"
+                                );
+                                look = true;
+                            }
+                        }
+                        // A database that is down or busy is told once per outage.
+                        Err(e) if outage::transient(&e).is_some() => {}
+                        Err(e) => tracing::warn!(error = %e, "cannot reap"),
+                    }
+                }
             }
         }
         let _ = stop_pruning.send(true);
@@ -413,15 +442,55 @@ mod tests {
     use uuid::Uuid;
 
     use super::{Worker, WorkerConfig, WorkerReport};
-    /// A store, except that its first `busy` claims fail as a locked database would.
-    struct BusyAtFirst {
+
+    /// A store, except that its first claims and completions fail.
+    struct Faulty {
         inner: Arc<dyn QueueStore>,
-        busy: AtomicU32,
-        claims: AtomicU32,
+        /// How many claims fail, with `claim_error`, before one gets through.
+        failing_claims: AtomicU32,
+        claim_error: fn() -> DatabaseError,
+        /// When each claim was asked for.
+        claims: std::sync::Mutex<Vec<tokio::time::Instant>>,
+        /// How many completions fail with a lost connection; the first of them commits
+        /// before its answer is lost, as when the server goes away during the commit.
+        failing_completions: AtomicU32,
+        completions: AtomicU32,
+    }
+
+    impl Faulty {
+        fn new(inner: Arc<dyn QueueStore>) -> Self {
+            Self {
+                inner,
+                failing_claims: AtomicU32::new(0),
+                claim_error: || DatabaseError::Busy,
+                claims: std::sync::Mutex::new(Vec::new()),
+                failing_completions: AtomicU32::new(0),
+                completions: AtomicU32::new(0),
+            }
+        }
+
+        fn claims(&self) -> Vec<tokio::time::Instant> {
+            self.claims.lock().expect("claims").clone()
+        }
+    }
+
+    fn lost_connection() -> DatabaseError {
+        DatabaseError::Connection(
+            "the PostgreSQL server closed or refused the connection: terminating connection \
+             due to administrator command"
+                .into(),
+        )
+    }
+
+    /// Takes one from `counter` if it is above zero; whether it was.
+    fn take_one(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     #[async_trait]
-    impl QueueStore for BusyAtFirst {
+    impl QueueStore for Faulty {
         async fn submit(
             &self,
             batch: Vec<NewTask>,
@@ -441,11 +510,12 @@ mod tests {
             priority: &PriorityPolicy,
             now: abathur_core::clock::Now,
         ) -> Result<Vec<ClaimedTask>, QueueError> {
-            self.claims.fetch_add(1, Ordering::SeqCst);
-            let left = self.busy.load(Ordering::SeqCst);
-            if left > 0 {
-                self.busy.store(left - 1, Ordering::SeqCst);
-                return Err(QueueError::Database(DatabaseError::Busy));
+            self.claims
+                .lock()
+                .expect("claims")
+                .push(tokio::time::Instant::now());
+            if take_one(&self.failing_claims) {
+                return Err(QueueError::Database((self.claim_error)()));
             }
             self.inner.claim(request, priority, now).await
         }
@@ -464,6 +534,16 @@ mod tests {
             priority: &PriorityPolicy,
             now: abathur_core::clock::Now,
         ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
+            let first = self.completions.fetch_add(1, Ordering::SeqCst) == 0;
+            if take_one(&self.failing_completions) {
+                if first {
+                    // It commits; the answer is lost with the connection.
+                    self.inner
+                        .complete(attempt_id, result, priority, now)
+                        .await?;
+                }
+                return Err(QueueError::Database(lost_connection()));
+            }
             self.inner.complete(attempt_id, result, priority, now).await
         }
         async fn fail(
@@ -533,11 +613,8 @@ mod tests {
     #[tokio::test]
     async fn once_takes_a_failed_claim_for_a_busy_database_not_for_an_empty_queue() {
         let backend = crate::backend::tests::in_memory().await;
-        let store = Arc::new(BusyAtFirst {
-            inner: backend.queue_store.clone(),
-            busy: AtomicU32::new(2),
-            claims: AtomicU32::new(0),
-        });
+        let store = Arc::new(Faulty::new(backend.queue_store.clone()));
+        store.failing_claims.store(2, Ordering::SeqCst);
         let queue = TaskQueue::new(store.clone());
         queue
             .submit(NewTask::new("t", "t", "generic"))
@@ -559,7 +636,78 @@ mod tests {
             }
         );
         // Two failed claims, the one that got the task, and the one that found nothing.
-        assert_eq!(store.claims.load(Ordering::SeqCst), 4);
+        assert_eq!(store.claims().len(), 4);
+    }
+
+    /// A `--once` worker on `store`, holding one task, run to its end.
+    async fn run_one_task(store: Arc<Faulty>) -> (WorkerReport, Uuid) {
+        let queue = TaskQueue::new(store.clone());
+        let submitted = queue
+            .submit(NewTask::new("t", "t", "generic"))
+            .await
+            .expect("submit");
+        let mut config = WorkerConfig::new(vec!["true".into()], "unused.db".into());
+        config.once = true;
+        let report = Worker::new(queue, config)
+            .expect("a valid config")
+            .run(std::future::pending())
+            .await
+            .expect("the worker runs");
+        (report, submitted.id)
+    }
+
+    #[tokio::test]
+    async fn claims_back_off_while_the_server_is_unreachable() {
+        let backend = crate::backend::tests::in_memory().await;
+        let mut store = Faulty::new(backend.queue_store.clone());
+        store.failing_claims = AtomicU32::new(4);
+        store.claim_error = lost_connection;
+        let store = Arc::new(store);
+        let (report, _) = run_one_task(store.clone()).await;
+        assert_eq!(report.completed, 1);
+        let claims = store.claims();
+        // Four refused, the one that got the task, the one that found nothing.
+        assert_eq!(claims.len(), 6);
+        // Each pause after a failed claim is longer than the one before (doubling, spread
+        // by a quarter either way), from about the first pause: no claim in a busy loop.
+        let pauses: Vec<_> = claims[..5].windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            pauses[0] >= super::outage::FIRST_PAUSE.mul_f64(0.75),
+            "{pauses:?}"
+        );
+        assert!(pauses.windows(2).all(|p| p[1] > p[0]), "{pauses:?}");
+    }
+
+    #[tokio::test]
+    async fn a_completion_lost_with_the_connection_is_repeated_and_the_task_runs_once() {
+        let backend = crate::backend::tests::in_memory().await;
+        let store = Arc::new(Faulty::new(backend.queue_store.clone()));
+        // The first completion commits and loses its answer; the next three find the server
+        // gone (about 0.7 s, where the worker used to give up after 1.2 s); the fifth is
+        // answered as a repeat of the first.
+        store.failing_completions.store(4, Ordering::SeqCst);
+        let (report, task) = run_one_task(store.clone()).await;
+        assert_eq!(
+            report,
+            WorkerReport {
+                completed: 1,
+                ..WorkerReport::default()
+            }
+        );
+        assert_eq!(store.completions.load(Ordering::SeqCst), 5);
+        let history = TaskQueue::new(backend.queue_store.clone())
+            .history(task)
+            .await
+            .expect("history");
+        let runs = history
+            .iter()
+            .filter(|e| e.to == abathur_core::models::TaskStatus::Running)
+            .count();
+        let completions = history
+            .iter()
+            .filter(|e| e.to == abathur_core::models::TaskStatus::Completed)
+            .count();
+        assert_eq!((runs, completions), (1, 1), "{history:?}");
     }
 
     #[test]

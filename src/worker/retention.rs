@@ -56,6 +56,8 @@ pub async fn prune_until(
     // looked at, and even a `--once` worker that finds nothing to do prunes once.
     tick.tick().await;
     let mut totals = PruneTotals::default();
+    // Whether the last prune met the database down or busy: told once, not at every prune.
+    let mut failing = false;
     loop {
         let outcome = queue.prune(retention.keep, &[]).await;
         if let Ok(report) = &outcome {
@@ -63,6 +65,7 @@ pub async fn prune_until(
             totals.tasks += report.tasks;
             totals.batches += report.batches;
             totals.longest_batch = totals.longest_batch.max(report.longest_batch);
+            failing = false;
         }
         match outcome {
             Ok(report) if report.tasks > 0 => tracing::info!(
@@ -73,6 +76,11 @@ pub async fn prune_until(
                 humantime::format_duration(retention.keep)
             ),
             Ok(_) => {}
+            Err(e) if super::outage::transient(&e).is_some() => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %e, "cannot prune finished tasks until the database answers");
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "cannot prune finished tasks"),
         }
         tokio::select! {

@@ -39,19 +39,27 @@ impl Wake for Interval {
 
 /// Fires when a subscription to the backend's changes sees one.
 #[derive(Debug)]
-pub struct Subscribed(Box<dyn ChangeSubscription>);
+pub struct Subscribed {
+    subscription: Box<dyn ChangeSubscription>,
+    /// Whether the last wait failed: a watch that stays broken (the database is down) is told
+    /// once, not at every wait.
+    failing: bool,
+}
 
 impl Subscribed {
     /// Wakes on the changes `subscription` sees.
     pub fn new(subscription: Box<dyn ChangeSubscription>) -> Self {
-        Self(subscription)
+        Self {
+            subscription,
+            failing: false,
+        }
     }
 
     /// Ends the subscription and waits until what it held is released: on SQLite its
     /// connection, which must close before the pool's last one so that the WAL is merged
     /// before the process exits.
     pub async fn close(self) {
-        self.0.close().await;
+        self.subscription.close().await;
     }
 }
 
@@ -59,10 +67,24 @@ impl Subscribed {
 impl Wake for Subscribed {
     async fn wait(&mut self, at_most: Duration) {
         let deadline = Instant::now() + at_most;
-        if let Err(e) = self.0.changed(at_most).await {
-            // Claiming still works; fall back to the slow period.
-            tracing::warn!(error = %e, "cannot watch the database for changes");
-            sleep(deadline.saturating_duration_since(Instant::now())).await;
+        match self.subscription.changed(at_most).await {
+            Ok(_) => {
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("watching the database for changes again");
+                }
+            }
+            Err(e) => {
+                // Claiming still works; fall back to the slow period.
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot watch the database for changes; looking for work every {:?} \
+                         until it works again",
+                        at_most
+                    );
+                }
+                sleep(deadline.saturating_duration_since(Instant::now())).await;
+            }
         }
     }
 }

@@ -13,6 +13,14 @@
 //! - every task completed, exactly once, by exactly one attempt;
 //! - no attempt of any task started before all of its dependencies had completed;
 //! - no worker was told a completion succeeded that the database does not hold.
+//!
+//! Two scenarios on PostgreSQL put faults in the middle of the run: every worker connection
+//! terminated (`pg_terminate_backend`), five times; the server stopped and started again
+//! (`pg_ctlcluster`, so the test server must be a local cluster). The workers must reconnect
+//! and finish, every task completed exactly once, and what they print must be plain.
+//!
+//! The scenarios run one after another, never at once: the server restart ends every session
+//! on the server, which only this scenario's may see.
 
 mod scenario;
 mod verify;
@@ -52,6 +60,15 @@ const SCENARIOS: &[Scenario] = &[
     (
         "postgres_workers_killed_20_times_lose_and_repeat_nothing",
         scenario::postgres_workers_killed_20_times_lose_and_repeat_nothing,
+    ),
+    (
+        "postgres_worker_connections_terminated_mid_run_lose_and_repeat_nothing",
+        scenario::postgres_worker_connections_terminated_mid_run_lose_and_repeat_nothing,
+    ),
+    // Restarts the server: safe because the scenarios run one after another (below).
+    (
+        "postgres_server_restarted_mid_run_loses_and_repeats_nothing",
+        scenario::postgres_server_restarted_mid_run_loses_and_repeats_nothing,
     ),
 ];
 

@@ -1,12 +1,15 @@
 //! One worker process: claims tasks, "runs" each for a moment, completes it, and logs each
 //! completion the queue confirmed. It reaps now and then, as any process may, and exits once
-//! no task is left unfinished.
+//! no task is left unfinished. While the database fails in a way that passes (busy, a server
+//! restarting, its connections terminated) it tries again with backoff, and says so on stderr
+//! once per outage, in the words a user would see.
 //!
 //! Arguments: `worker DB NAME LOG LEASE_MS MAX_PER_CLAIM MAX_WORK_MS LOOPS GROUPED`: DB is a
 //! `--db` value (a SQLite file or a `postgres://` URL), opened as `abathur` opens it; LOOPS
 //! claim loops run at once in the process, through the worker's store (group commit on SQLite)
 //! when GROUPED is 1.
 
+use std::cell::Cell;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
@@ -111,6 +114,7 @@ async fn run(args: &WorkerArgs) -> Result<(), String> {
         .open(&args.log)
         .map_err(|e| format!("log: {e}"))?;
     let log = Arc::new(std::sync::Mutex::new(log));
+    let outage = Outage::default();
     let loops: Vec<_> = (0..args.loops.max(1))
         .map(|i| {
             let name = if args.loops > 1 {
@@ -118,7 +122,7 @@ async fn run(args: &WorkerArgs) -> Result<(), String> {
             } else {
                 args.name.clone()
             };
-            claim_loop(queue.clone(), name, log.clone(), args)
+            claim_loop(queue.clone(), name, log.clone(), args, &outage)
         })
         .collect();
     let results = futures_join(loops).await;
@@ -156,33 +160,86 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
         .collect()
 }
 
-/// `op`, tried again while the database is busy, as a real worker does: SQLite's write lock
-/// is not handed out in order, so under heavy contention a writer can wait past the busy
-/// timeout. A busy failure wrote nothing, so trying again is safe. On PostgreSQL the adapter
-/// retries serialization failures and deadlocks itself, so none should reach here; a busy
-/// answer there is still retried like one on SQLite.
-async fn busy_retried<T, F, Fut>(mut op: F) -> Result<T, QueueError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, QueueError>>,
-{
-    let mut tries = 0;
-    loop {
-        match op().await {
-            Err(QueueError::Database(DatabaseError::Busy | DatabaseError::Timeout))
-                if tries < BUSY_TRIES =>
-            {
-                tries += 1;
-                eprintln!("busy; trying again ({tries})");
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(10..100))).await;
-            }
-            other => return other,
+/// Whether the database is failing, shared by the process's claim loops (on one thread), so
+/// that an outage is told once.
+#[derive(Default)]
+struct Outage {
+    since: Cell<Option<Instant>>,
+    tries: Cell<u32>,
+}
+
+impl Outage {
+    fn failed(&self, error: &DatabaseError) {
+        self.tries.set(self.tries.get() + 1);
+        if self.since.get().is_none() {
+            self.since.set(Some(Instant::now()));
+            // A lost connection in the words of `abathur worker`: the variant's own message
+            // speaks of opening the database, which this is not.
+            let error = match error {
+                DatabaseError::Connection(detail) => format!("cannot reach it: {detail}"),
+                other => other.to_string(),
+            };
+            eprintln!("the database failed ({error}); trying again until it answers");
+        }
+    }
+
+    fn answered(&self) {
+        if let Some(since) = self.since.take() {
+            eprintln!(
+                "the database answers again, after {:.1} s and {} failed tries",
+                since.elapsed().as_secs_f64(),
+                self.tries.replace(0)
+            );
         }
     }
 }
 
-/// How many times a busy operation is tried again.
-const BUSY_TRIES: u32 = 20;
+/// `op`, tried again with backoff while the database fails in a way that passes, as a real
+/// worker does:
+/// - busy: SQLite's write lock is not handed out in order, so under heavy contention a writer
+///   can wait past the busy timeout (on PostgreSQL the adapter retries serialization failures
+///   and deadlocks itself, so none should reach here);
+/// - no connection in time, or a connection lost or refused: the PostgreSQL server restarting,
+///   or its connections terminated.
+///
+/// Trying again is safe. A busy failure wrote nothing. A lost connection may have lost the
+/// answer of a commit: a completion is repeatable (the repeat is answered as one); a claim
+/// whose answer is lost holds its tasks until their lease expires and a reaper takes them
+/// back; reaps and overviews are safe to repeat.
+async fn retried<T, F, Fut>(outage: &Outage, mut op: F) -> Result<T, QueueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueueError>>,
+{
+    let started = Instant::now();
+    let mut pause = FIRST_PAUSE;
+    loop {
+        match op().await {
+            Err(QueueError::Database(
+                e @ (DatabaseError::Busy | DatabaseError::Timeout | DatabaseError::Connection(_)),
+            )) if started.elapsed() < GIVE_UP => {
+                outage.failed(&e);
+                // Spread, so that the workers that lost the server together do not come back
+                // in the same instant.
+                tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
+                pause = (pause * 2).min(LONGEST_PAUSE);
+            }
+            other => {
+                if !matches!(other, Err(QueueError::Database(_))) {
+                    outage.answered();
+                }
+                return other;
+            }
+        }
+    }
+}
+
+/// The first pause of [`retried`], doubling up to [`LONGEST_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+/// How long one operation is tried before the worker gives up: far longer than a server
+/// takes to restart.
+const GIVE_UP: Duration = Duration::from_secs(60);
 
 /// One claim loop: claim, work, complete, log; reap now and then; stop when nothing is left.
 async fn claim_loop(
@@ -190,20 +247,23 @@ async fn claim_loop(
     name: String,
     log: Arc<std::sync::Mutex<std::fs::File>>,
     args: &WorkerArgs,
+    outage: &Outage,
 ) -> Result<(), String> {
     let mut last_reap = Instant::now();
     loop {
         if last_reap.elapsed() >= REAP_EVERY {
-            busy_retried(|| queue.reap())
+            retried(outage, || queue.reap())
                 .await
                 .map_err(|e| format!("reap: {e}"))?;
             last_reap = Instant::now();
         }
-        let claimed = busy_retried(|| queue.claim(&name, &[], args.lease, args.max_per_claim))
-            .await
-            .map_err(|e| format!("claim: {e}"))?;
+        let claimed = retried(outage, || {
+            queue.claim(&name, &[], args.lease, args.max_per_claim)
+        })
+        .await
+        .map_err(|e| format!("claim: {e}"))?;
         if claimed.is_empty() {
-            let overview = busy_retried(|| queue.overview(0))
+            let overview = retried(outage, || queue.overview(0))
                 .await
                 .map_err(|e| format!("overview: {e}"))?;
             let unfinished: u64 = overview
@@ -224,7 +284,11 @@ async fn claim_loop(
                 tokio::time::sleep(Duration::from_millis(work)).await;
             }
             let attempt = task.lease.attempt_id;
-            match busy_retried(|| queue.complete(attempt, Some(json!({ "by": name })))).await {
+            match retried(outage, || {
+                queue.complete(attempt, Some(json!({ "by": name })))
+            })
+            .await
+            {
                 // Written only after the queue confirmed the completion: a worker killed in
                 // between leaves a completion out of its log, never one too many.
                 Ok(_) => {
