@@ -1363,6 +1363,10 @@ async fn insert_batch(
 /// chosen`). Rows locked but not chosen stay unclaimed, locked until the commit.
 ///
 /// For one agent type, the key scan reads the index that leads with the type.
+/// A task a claim took: its id, its rank, when it was submitted, and the time the claim
+/// recorded.
+type Chosen = (Uuid, Option<f64>, DateTime<Utc>, DateTime<Utc>);
+
 async fn claim_in(
     conn: &mut PgConnection,
     request: &ClaimRequest,
@@ -1385,7 +1389,7 @@ async fn claim_in(
     let until = priority.urgent_until(now);
     let horizon = priority.deadline_horizon.as_secs_f64().max(1e-6);
     let limit = i64::from(request.max_tasks);
-    let mut chosen: Vec<(Uuid, Option<f64>, DateTime<Utc>, DateTime<Utc>)> =
+    let mut chosen: Vec<Chosen> =
         match request.agent_types.as_slice() {
             [one] => {
                 sqlx::query!(
