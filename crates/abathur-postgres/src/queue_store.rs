@@ -1389,11 +1389,10 @@ async fn claim_in(
     let until = priority.urgent_until(now);
     let horizon = priority.deadline_horizon.as_secs_f64().max(1e-6);
     let limit = i64::from(request.max_tasks);
-    let mut chosen: Vec<Chosen> =
-        match request.agent_types.as_slice() {
-            [one] => {
-                sqlx::query!(
-                    r#"WITH urgent AS MATERIALIZED (
+    let mut chosen: Vec<Chosen> = match request.agent_types.as_slice() {
+        [one] => {
+            sqlx::query!(
+                r#"WITH urgent AS MATERIALIZED (
         SELECT t.id, t.submitted_at,
                t.claim_key + $5 * LEAST(1.0::float8, GREATEST(0.0::float8,
                    1.0::float8 - EXTRACT(EPOCH FROM (t.deadline - $1))::float8 / $6)) AS rank
@@ -1427,21 +1426,21 @@ async fn claim_in(
     WHERE tasks.id = chosen.id AND tasks.status = 'ready'
     RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!",
               stamp.at AS "at!""#,
-                    now,
-                    until,
-                    one.as_str(),
-                    limit,
-                    priority.deadline_weight,
-                    horizon,
-                    pinned
-                )
-                .map(|r| (r.id, r.rank, r.submitted_at, r.at))
-                .fetch_all(&mut *conn)
-                .await
-            }
-            types => {
-                sqlx::query!(
-                    r#"WITH urgent AS MATERIALIZED (
+                now,
+                until,
+                one.as_str(),
+                limit,
+                priority.deadline_weight,
+                horizon,
+                pinned
+            )
+            .map(|r| (r.id, r.rank, r.submitted_at, r.at))
+            .fetch_all(&mut *conn)
+            .await
+        }
+        types => {
+            sqlx::query!(
+                r#"WITH urgent AS MATERIALIZED (
         SELECT t.id, t.submitted_at,
                t.claim_key + $5 * LEAST(1.0::float8, GREATEST(0.0::float8,
                    1.0::float8 - EXTRACT(EPOCH FROM (t.deadline - $1))::float8 / $6)) AS rank
@@ -1476,20 +1475,20 @@ async fn claim_in(
     WHERE tasks.id = chosen.id AND tasks.status = 'ready'
     RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!",
               stamp.at AS "at!""#,
-                    now,
-                    until,
-                    (!types.is_empty()).then_some(types),
-                    limit,
-                    priority.deadline_weight,
-                    horizon,
-                    pinned
-                )
-                .map(|r| (r.id, r.rank, r.submitted_at, r.at))
-                .fetch_all(&mut *conn)
-                .await
-            }
+                now,
+                until,
+                (!types.is_empty()).then_some(types),
+                limit,
+                priority.deadline_weight,
+                horizon,
+                pinned
+            )
+            .map(|r| (r.id, r.rank, r.submitted_at, r.at))
+            .fetch_all(&mut *conn)
+            .await
         }
-        .map_err(db)?;
+    }
+    .map_err(db)?;
     let Some(&(_, _, _, now)) = chosen.first() else {
         return Ok(Vec::new());
     };
