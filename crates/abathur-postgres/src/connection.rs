@@ -98,6 +98,12 @@ impl PgDatabase {
             .idle_timeout(config.idle_timeout)
             .max_lifetime(config.max_lifetime)
             .acquire_timeout(config.acquire_timeout)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(SESSION_SETTINGS)).await?;
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|e| classify_ref(&e))?;
@@ -422,21 +428,37 @@ fn plain(err: &sqlx::Error) -> String {
     }
 }
 
-/// The options `url` gives, with abathur's application name, so that the server's
-/// `pg_stat_activity` shows which connections are abathur's.
+/// The options `url` gives, with abathur's application name unless the URL names one, so that
+/// the server's `pg_stat_activity` shows which connections are abathur's.
 pub(crate) fn connect_options(url: &str) -> Result<PgConnectOptions, DatabaseError> {
     let options = PgConnectOptions::from_str(url).map_err(|e| {
         DatabaseError::Connection(format!("{} is not a PostgreSQL URL: {e}", redact(url)))
     })?;
-    Ok(options.application_name("abathur"))
+    Ok(if options.get_application_name().is_some() {
+        options
+    } else {
+        options.application_name("abathur")
+    })
 }
+
+/// Run on every new connection. A client cut off in the middle of a transaction (its host
+/// crashed, its network partitioned) leaves its server session idle in the transaction, with
+/// its row locks held until TCP gives up on it (two hours by default): the reaper would skip
+/// the task it locked, and a cancel would wait on it. The server ends such a session after
+/// `idle_in_transaction_session_timeout`, which no queue operation comes near (each sends its
+/// statements back to back). `lock_timeout` bounds any wait for a row lock, so that an
+/// operation blocked by something else answers `Busy` (retried by callers) instead of
+/// hanging. Session settings, so that they cost nothing per transaction; behind a
+/// transaction-mode pooler set them for the role instead (docs/POSTGRES.md).
+pub(crate) const SESSION_SETTINGS: &str =
+    "SET idle_in_transaction_session_timeout = '30s'; SET lock_timeout = '30s'";
 
 /// `url` with its password replaced by `***`: `scheme://user:password@host/...`, also written
 /// without the `//` or with a password holding `/` or `@` unescaped. Text that holds no
 /// `user:password@` part is returned as it is.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once(':') else {
-        return url.to_string();
+        return redact_query(url);
     };
     let (slashes, rest) = match rest.strip_prefix("//") {
         Some(rest) => ("//", rest),
@@ -445,13 +467,34 @@ pub fn redact(url: &str) -> String {
     // The user information ends at the last `@` before the query.
     let before_query = rest.find(['?', '#']).unwrap_or(rest.len());
     let Some(at) = rest[..before_query].rfind('@') else {
-        return url.to_string();
+        return redact_query(url);
     };
     let (userinfo, host_and_rest) = rest.split_at(at);
-    match userinfo.split_once(':') {
+    let masked = match userinfo.split_once(':') {
         Some((user, _password)) => format!("{scheme}:{slashes}{user}:***{host_and_rest}"),
         None => url.to_string(),
-    }
+    };
+    redact_query(&masked)
+}
+
+/// `url` with the values of its `password` and `sslpassword` query parameters replaced by
+/// `***`.
+fn redact_query(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((key, _))
+                if ["password", "sslpassword"].contains(&key.to_ascii_lowercase().as_str()) =>
+            {
+                format!("{key}=***")
+            }
+            _ => param.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
 }
 
 #[cfg(test)]
@@ -667,6 +710,15 @@ mod tests {
         assert_eq!(
             redact("postgres://u:se/cr@et@h/db?app=x@y"),
             "postgres://u:***@h/db?app=x@y"
+        );
+        // A password given as a query parameter.
+        assert_eq!(
+            redact("postgres://u@h/db?user=u&password=sekret&sslmode=require"),
+            "postgres://u@h/db?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact("postgres://h/db?PASSWORD=sekret&sslpassword=x"),
+            "postgres://h/db?PASSWORD=***&sslpassword=***"
         );
         // Paths are left alone.
         assert_eq!(redact("/tmp/a.db"), "/tmp/a.db");

@@ -98,7 +98,12 @@ fn db(e: sqlx::Error) -> Stop {
     if is_retryable(&e) {
         Stop::Again
     } else {
-        Stop::Queue(QueueError::Database(classify(e, ENTITY, "")))
+        match classify(e, ENTITY, "") {
+            // A value the server cannot store (a NUL character, a number out of its range) is
+            // the caller's input, refused as such, as the queue refuses any other invalid input.
+            DatabaseError::Validation(invalid) => Stop::Queue(QueueError::Validation(invalid)),
+            other => Stop::Queue(QueueError::Database(other)),
+        }
     }
 }
 
@@ -153,6 +158,23 @@ macro_rules! transaction {
 
 /// The instant of an operation: the caller's, or the server's clock read now, inside the
 /// transaction (after the locks taken so far).
+/// The time to record for what an operation decided after it waited for more locks: with the
+/// server's clock (`store`), the later of `now` and the clock read now, so that a change the
+/// operation waited for (and that committed meanwhile) is never recorded after one that
+/// depends on it; a pinned time (`Now::At`) stays as it is.
+async fn after_locks(conn: &mut PgConnection, now: DateTime<Utc>, store: bool) -> R<DateTime<Utc>> {
+    if !store {
+        return Ok(now);
+    }
+    sqlx::query_scalar!(
+        r#"SELECT GREATEST($1::timestamptz, clock_timestamp()) AS "now!""#,
+        now
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)
+}
+
 async fn resolve(conn: &mut PgConnection, now: Now) -> R<DateTime<Utc>> {
     match now {
         Now::At(at) => Ok(at),
@@ -666,10 +688,11 @@ const WALK_DEPENDENTS_AND_CHILDREN: &str = "WITH RECURSIVE affected(id) AS (
         UNION
         SELECT e.child FROM affected a
         JOIN tasks p ON p.id = a.id
-        JOIN (SELECT d.task_id AS child, d.depends_on_task_id AS parent FROM task_dependencies d
-              UNION ALL
-              SELECT c.id, c.parent_task_id FROM tasks c WHERE c.parent_task_id IS NOT NULL) e
-          ON e.parent = a.id
+        CROSS JOIN LATERAL (
+            SELECT d.task_id FROM task_dependencies d WHERE d.depends_on_task_id = a.id
+            UNION ALL
+            SELECT c.id FROM tasks c WHERE c.parent_task_id = a.id
+        ) e(child)
         WHERE a.id = $1 OR p.status NOT IN ('completed', 'failed', 'cancelled')
     )";
 const WALK_FAILED_DEPENDENTS: &str = "WITH RECURSIVE affected(id) AS (
@@ -746,6 +769,7 @@ async fn fail_task(
     retry: &RetryPolicy,
     priority: &PriorityPolicy,
     now: DateTime<Utc>,
+    store: bool,
 ) -> R<FailOutcome> {
     let (stored_count, max_retries): (i64, i64) = sqlx::query!(
         r#"SELECT retry_count, max_retries FROM tasks WHERE id = $1"#,
@@ -824,6 +848,12 @@ async fn fail_task(
             attempt: None,
         })
         .collect();
+    // The cascade locked its tasks, perhaps after waiting: they fail no earlier than now.
+    let now = if moves.is_empty() {
+        now
+    } else {
+        after_locks(conn, now, store).await?
+    };
     if !moves.is_empty() {
         let ids: Vec<Uuid> = moves.iter().map(|m| m.id).collect();
         sqlx::query!(
@@ -876,6 +906,7 @@ async fn release_dependents(
     task_id: Uuid,
     priority: &PriorityPolicy,
     now: DateTime<Utc>,
+    store: bool,
 ) -> R<Vec<Uuid>> {
     // Every blocked dependent is locked first (in id order), whether or not it can go yet,
     // with what its key is computed from: two of its dependencies completing at once then
@@ -905,6 +936,8 @@ async fn release_dependents(
     if blocked.is_empty() {
         return Ok(Vec::new());
     }
+    // The locks may have been waited for: the dependents go ready no earlier than now.
+    let now = after_locks(conn, now, store).await?;
     let mut ids = Vec::with_capacity(blocked.len());
     let mut keys = Vec::with_capacity(blocked.len());
     let mut calculated = Vec::with_capacity(blocked.len());
@@ -1363,9 +1396,9 @@ async fn insert_batch(
 /// chosen`). Rows locked but not chosen stay unclaimed, locked until the commit.
 ///
 /// For one agent type, the key scan reads the index that leads with the type.
-/// A task a claim took: its id, its rank, when it was submitted, and the time the claim
-/// recorded.
-type Chosen = (Uuid, Option<f64>, DateTime<Utc>, DateTime<Utc>);
+/// A task a claim took: its id, its rank, when it was submitted, the time the claim recorded,
+/// and how many rows the claim locked in all.
+type Chosen = (Uuid, Option<f64>, DateTime<Utc>, DateTime<Utc>, i64);
 
 async fn claim_in(
     conn: &mut PgConnection,
@@ -1425,7 +1458,8 @@ async fn claim_in(
     FROM chosen, stamp
     WHERE tasks.id = chosen.id AND tasks.status = 'ready'
     RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!",
-              stamp.at AS "at!""#,
+              stamp.at AS "at!",
+              (SELECT count(*) FROM urgent) + (SELECT count(*) FROM keyed) AS "locked!""#,
                 now,
                 until,
                 one.as_str(),
@@ -1434,7 +1468,7 @@ async fn claim_in(
                 horizon,
                 pinned
             )
-            .map(|r| (r.id, r.rank, r.submitted_at, r.at))
+            .map(|r| (r.id, r.rank, r.submitted_at, r.at, r.locked))
             .fetch_all(&mut *conn)
             .await
         }
@@ -1474,7 +1508,8 @@ async fn claim_in(
     FROM chosen, stamp
     WHERE tasks.id = chosen.id AND tasks.status = 'ready'
     RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!",
-              stamp.at AS "at!""#,
+              stamp.at AS "at!",
+              (SELECT count(*) FROM urgent) + (SELECT count(*) FROM keyed) AS "locked!""#,
                 now,
                 until,
                 (!types.is_empty()).then_some(types),
@@ -1483,15 +1518,24 @@ async fn claim_in(
                 horizon,
                 pinned
             )
-            .map(|r| (r.id, r.rank, r.submitted_at, r.at))
+            .map(|r| (r.id, r.rank, r.submitted_at, r.at, r.locked))
             .fetch_all(&mut *conn)
             .await
         }
     }
     .map_err(db)?;
-    let Some(&(_, _, _, now)) = chosen.first() else {
+    let Some(&(_, _, _, now, locked)) = chosen.first() else {
         return Ok(Vec::new());
     };
+    // The two ranked scans lock up to twice what is taken, and other claimers skip what they
+    // lock: when some locked rows were not taken, they are ready again at this commit, so the
+    // commit says so, as any other transaction that leaves work ready does.
+    if usize::try_from(locked).unwrap_or(usize::MAX) > chosen.len() {
+        sqlx::query!("SELECT 1 AS one FROM pg_notify('abathur_changes', '')")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
     let expires_at = later(now, request.lease)?;
     // Most urgent first; a task without a key (made ready outside the queue) after every other.
     chosen.sort_by(|a, b| {
@@ -1620,6 +1664,7 @@ async fn complete_in(
         return repeat_completion(conn, attempt_id, &row, result).await;
     }
     row.check_open(attempt_id)?;
+    let store = now == Now::Store;
     let now = resolve(conn, now).await?;
     close_attempt(conn, attempt_id, AttemptOutcome::Completed, None, now).await?;
     sqlx::query!(
@@ -1641,7 +1686,7 @@ async fn complete_in(
         None,
     )
     .await?;
-    release_dependents(conn, row.task_id, priority, now)
+    release_dependents(conn, row.task_id, priority, now, store)
         .await
         .map(Recorded::new)
 }
@@ -1659,6 +1704,7 @@ async fn fail_in(
         return repeat_failure(conn, attempt_id, &row, error).await;
     }
     row.check_open(attempt_id)?;
+    let store = now == Now::Store;
     let now = resolve(conn, now).await?;
     close_attempt(conn, attempt_id, AttemptOutcome::Failed, Some(error), now).await?;
     fail_task(
@@ -1670,6 +1716,7 @@ async fn fail_in(
         retry,
         priority,
         now,
+        store,
     )
     .await
     .map(Recorded::new)
@@ -1864,6 +1911,7 @@ async fn reap_in(
     priority: &PriorityPolicy,
     now: Now,
 ) -> R<ReapReport> {
+    let store = now == Now::Store;
     let now = resolve(conn, now).await?;
     // Each reapable attempt with its task, both locked; rows another reaper (or a worker
     // finishing) holds are skipped: each task is recovered once, and no reaper waits.
@@ -1904,6 +1952,7 @@ async fn reap_in(
             retry,
             priority,
             now,
+            store,
             (attempt, task, started_at, lease_expires_at, timeout),
         )
         .await;
@@ -1947,6 +1996,7 @@ async fn reap_one(
     retry: &RetryPolicy,
     priority: &PriorityPolicy,
     now: DateTime<Utc>,
+    store: bool,
     (attempt, task, started_at, lease_expires_at, timeout): (
         Uuid,
         Uuid,
@@ -1976,7 +2026,10 @@ async fn reap_one(
         return Ok(None);
     };
     close_attempt(conn, attempt, outcome, Some(&error), now).await?;
-    fail_task(conn, task, attempt, &error, "reaper", retry, priority, now).await?;
+    fail_task(
+        conn, task, attempt, &error, "reaper", retry, priority, now, store,
+    )
+    .await?;
     Ok(Some(outcome))
 }
 
