@@ -192,7 +192,7 @@ async fn latency_row(
         measured?
     };
     let warm = warm_up(calls);
-    let (raw, raw_elapsed) = latency::measure_raw(calls, warm).await?;
+    let (raw, _, raw_elapsed) = latency::measure_raw(calls, warm).await?;
     let (ours, _, elapsed) = latency::measure_ours(calls, warm).await?;
     let mut row = Row::new(
         PgScenario::Peers.title(),
