@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use abathur_bench::pg::raw::{QUEUE_STATEMENTS, READY_STATEMENTS};
+use abathur_bench::pg::raw::STATEMENTS;
 
 /// `text` with each run of whitespace made one space, and Rust's line continuations (a
 /// backslash before a line break, in a string that is not raw) taken out.
@@ -36,7 +36,7 @@ fn the_baseline_runs_statements_the_adapter_still_holds() {
     sources(&src, &mut files);
     assert!(!files.is_empty(), "no source found in {}", src.display());
     let mut missing = Vec::new();
-    for (name, sql) in QUEUE_STATEMENTS.iter().chain(READY_STATEMENTS) {
+    for (name, sql) in STATEMENTS {
         let wanted = normalise(sql);
         if !files.iter().any(|(_, text)| text.contains(&wanted)) {
             missing.push(format!("{name}: {wanted}"));

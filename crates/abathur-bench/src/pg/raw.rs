@@ -1,9 +1,15 @@
-//! The raw PostgreSQL baseline: the claim, completion and ready query of our adapter, statement
-//! for statement, through sqlx on one plain connection (statements prepared once and cached by
-//! sqlx), one transaction per operation, without our pool, the port's mapping or the async
-//! trait objects. The adapter keeps its SQL inside sqlx's checked macros, so the texts are
-//! copied here; `tests/pg_statements.rs` fails when the adapter's source no longer holds one of
-//! them (whitespace normalised), so the two cannot drift apart silently.
+//! The raw PostgreSQL baseline: our adapter's claim, completion and ready query, statement for
+//! statement and in the same order, through sqlx on one plain connection (each statement
+//! prepared once and cached by sqlx), one transaction per operation, without our pool, the
+//! port's trait objects, the retry loop or the mapping of rows into tasks. Claim keys and
+//! calculated priorities are computed by [`PriorityPolicy`], as the adapter computes them.
+//!
+//! The adapter (`crates/abathur-postgres/src/queue_store.rs`, `task_repo.rs`) keeps its SQL in
+//! sqlx's checked macros, where it cannot be shared, so the texts are copied here;
+//! `tests/pg_statements.rs` fails when the adapter's source no longer holds one of them
+//! (whitespace normalised), so the two cannot drift apart silently.
+
+use std::time::Duration;
 
 use abathur_core::queue::PriorityPolicy;
 use chrono::{DateTime, Utc};
@@ -12,81 +18,144 @@ use uuid::Uuid;
 
 use crate::BenchError;
 
-/// The statements copied from `crates/abathur-postgres/src/queue_store.rs`, by name, in the
-/// order a claim and a completion run them.
-pub const QUEUE_STATEMENTS: &[(&str, &str)] = &[
+/// The lease the baseline's claims take, as ours ([`crate::ours::LEASE`]).
+const LEASE: Duration = crate::ours::LEASE;
+
+/// Every statement copied from the adapter, by name, for `tests/pg_statements.rs`.
+pub const STATEMENTS: &[(&str, &str)] = &[
+    ("NOW", NOW),
     ("CLAIM", CLAIM),
     ("INSERT_ATTEMPTS", INSERT_ATTEMPTS),
-    ("CLAIM_EVENTS", CLAIM_EVENTS),
+    ("DELETE_SCHEDULES", DELETE_SCHEDULES),
+    ("RECORD_MANY", RECORD_MANY),
+    ("LOAD_TASKS", LOAD_TASKS),
+    ("TASK_COLUMNS", TASK_COLUMNS),
+    ("ATTEMPT_TASK", ATTEMPT_TASK),
+    ("LOCK_TASK", LOCK_TASK),
+    ("LOCK_ATTEMPT", LOCK_ATTEMPT),
     ("CLOSE_ATTEMPT", CLOSE_ATTEMPT),
-    ("COMPLETE_TASK", COMPLETE_TASK),
-    ("RELEASE_DEPENDENTS", RELEASE_DEPENDENTS),
+    ("SET_RESULT", SET_RESULT),
+    ("TRANSITION", TRANSITION),
+    ("RECORD", RECORD),
+    ("BLOCKED_DEPENDENTS", BLOCKED_DEPENDENTS),
+    ("RELEASE", RELEASE),
+    ("READY", READY),
 ];
 
-/// The ready query copied from `crates/abathur-postgres/src/task_repo.rs`
-/// (`PgTaskRepository::get_ready_tasks`).
-pub const READY_STATEMENTS: &[(&str, &str)] = &[("READY", READY)];
+/// The server's clock, read inside the transaction (`Now::Store`).
+pub const NOW: &str = r#"SELECT clock_timestamp() AS "now!""#;
 
-/// Clock of the transaction, read after the locks, as the adapter reads it for `Now::Store`.
-pub const NOW: &str = "SELECT clock_timestamp()";
+/// The claim (any agent type): the urgent tasks (deadline within the horizon) and the keyed ones, each scan locked with `SKIP LOCKED` in a materialized CTE, the best of both moved to running.
+pub const CLAIM: &str = r#"WITH urgent AS MATERIALIZED (
+        SELECT t.id, t.submitted_at,
+               t.claim_key + $5 * LEAST(1.0::float8, GREATEST(0.0::float8,
+                   1.0::float8 - EXTRACT(EPOCH FROM (t.deadline - $1))::float8 / $6)) AS rank
+        FROM tasks t
+        WHERE t.status = 'ready' AND t.deadline <= $2
+          AND ($3::text[] IS NULL OR t.agent_type = ANY($3))
+          AND NOT EXISTS (SELECT 1 FROM task_schedule s
+                          WHERE s.task_id = t.id AND s.run_after > $1)
+        ORDER BY rank DESC NULLS LAST, t.submitted_at, t.id
+        LIMIT $4
+        FOR UPDATE OF t SKIP LOCKED
+    ), keyed AS MATERIALIZED (
+        SELECT t.id, t.submitted_at, t.claim_key AS rank
+        FROM tasks t
+        WHERE t.status = 'ready' AND (t.deadline IS NULL OR t.deadline > $2)
+          AND ($3::text[] IS NULL OR t.agent_type = ANY($3))
+          AND NOT EXISTS (SELECT 1 FROM task_schedule s
+                          WHERE s.task_id = t.id AND s.run_after > $1)
+        ORDER BY t.claim_key DESC NULLS LAST, t.submitted_at, t.id
+        LIMIT $4
+        FOR UPDATE OF t SKIP LOCKED
+    ), chosen AS MATERIALIZED (
+        SELECT c.id, c.submitted_at, c.rank
+        FROM (SELECT * FROM urgent UNION ALL SELECT * FROM keyed) c
+        ORDER BY c.rank DESC NULLS LAST, c.submitted_at, c.id
+        LIMIT $4
+    )
+    UPDATE tasks SET status = 'running', started_at = $1, last_updated_at = $1
+    FROM chosen
+    WHERE tasks.id = chosen.id AND tasks.status = 'ready'
+    RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!""#;
 
-/// The most urgent ready tasks whose run-after time has come, locked with `SKIP LOCKED`, moved
-/// to running.
-pub const CLAIM: &str = r#"WITH picked AS (
-    SELECT id FROM tasks
-    WHERE status = 'ready'
-      AND NOT EXISTS (SELECT 1 FROM task_schedule s WHERE s.task_id = tasks.id AND s.run_after > $1)
-    ORDER BY claim_key DESC NULLS LAST, submitted_at, id
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE tasks SET status = 'running', started_at = $1, last_updated_at = $1, claim_key = NULL
-FROM picked WHERE tasks.id = picked.id
-RETURNING tasks.id"#;
+/// One attempt (lease) per claimed task, numbered after the task's earlier ones.
+pub const INSERT_ATTEMPTS: &str = r#"INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at,
+                                    lease_expires_at)
+         SELECT x.attempt, x.task,
+                (SELECT COALESCE(MAX(a.attempt_number), 0) + 1 FROM task_attempts a
+                 WHERE a.task_id = x.task),
+                $1, $2, $3
+         FROM unnest($4::uuid[], $5::uuid[]) AS x(task, attempt)
+         RETURNING id, attempt_number"#;
 
-/// One attempt (lease) per claimed task.
-pub const INSERT_ATTEMPTS: &str = r#"INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at, lease_expires_at)
-SELECT a.id, a.task_id,
-       1 + COALESCE((SELECT max(attempt_number) FROM task_attempts p WHERE p.task_id = a.task_id), 0),
-       $3, $4, $5
-FROM unnest($1::uuid[], $2::uuid[]) AS a(id, task_id)"#;
+/// The claimed tasks' run-after times, spent.
+pub const DELETE_SCHEDULES: &str = r#"DELETE FROM task_schedule WHERE task_id = ANY($1)"#;
 
-/// The claim's history rows.
-pub const CLAIM_EVENTS: &str = r#"INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
-SELECT t, 'ready', 'running', $3, $4, a, 'claimed'
-FROM unnest($1::uuid[], $2::uuid[]) AS e(t, a)"#;
+/// The history rows of a set-based transition.
+pub const RECORD_MANY: &str = r#"INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
+         SELECT m.id, m.from_status, $1, $2, $3, m.attempt, $4
+         FROM unnest($5::uuid[], $6::text[], $7::uuid[])
+              WITH ORDINALITY AS m(id, from_status, attempt, n)
+         ORDER BY m.n"#;
 
-/// Ends the open attempt, returning its task and worker.
-pub const CLOSE_ATTEMPT: &str = r#"UPDATE task_attempts SET finished_at = $2, outcome = 'completed'
-WHERE id = $1 AND finished_at IS NULL
-RETURNING task_id, worker_id"#;
+/// The claimed tasks read back whole (`{TASK_COLUMNS}` is [`TASK_COLUMNS`]).
+pub const LOAD_TASKS: &str = r#"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1)"#;
 
-/// The task completed, with its history row.
-pub const COMPLETE_TASK: &str = r#"WITH done AS (
-    UPDATE tasks SET status = 'completed', result_data = NULL, completed_at = $2, last_updated_at = $2
-    WHERE id = $1 AND status = 'running'
-    RETURNING id
-)
-INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
-SELECT id, 'running', 'completed', $2, $3, $4, NULL FROM done"#;
+/// Every column of a task (`crates/abathur-postgres/src/task_row.rs`).
+pub const TASK_COLUMNS: &str = "id, summary, description, agent_type, priority, \
+     calculated_priority, status, dependencies, dependency_type, dependency_depth, input_data, \
+     result_data, error_message, retry_count, max_retries, max_execution_timeout_seconds, \
+     submitted_at, started_at, completed_at, last_updated_at, created_by, parent_task_id, \
+     session_id, source, deadline, estimated_duration_seconds, feature_branch, task_branch, \
+     worktree_path";
 
-/// The dependents whose dependencies are now all completed, made ready with their claim keys.
-pub const RELEASE_DEPENDENTS: &str = r#"WITH released AS (
-    UPDATE tasks SET status = 'ready', last_updated_at = $2,
-        claim_key = priority + $3 * LEAST(dependency_depth, $4) - extract(epoch FROM $2)::float8 / $5
-    WHERE id IN (
-        SELECT d.task_id FROM task_dependencies d
-        WHERE d.depends_on_task_id = $1
-          AND NOT EXISTS (
-              SELECT 1 FROM task_dependencies o JOIN tasks p ON p.id = o.depends_on_task_id
-              WHERE o.task_id = d.task_id AND p.status <> 'completed')
-    ) AND status = 'blocked'
-    RETURNING id
-)
-INSERT INTO task_events (task_id, from_status, to_status, at, actor, reason)
-SELECT id, 'blocked', 'ready', $2, 'system', 'dependencies completed' FROM released"#;
+/// The attempt's task, found before any lock.
+pub const ATTEMPT_TASK: &str = r#"SELECT task_id FROM task_attempts WHERE id = $1"#;
 
-/// The specification's ready query, every column of the task as the repository reads it.
+/// The task's row locked first, then its attempt's.
+pub const LOCK_TASK: &str = r#"SELECT id FROM tasks WHERE id = $1 FOR UPDATE"#;
+
+/// The attempt locked and read.
+pub const LOCK_ATTEMPT: &str = r#"SELECT task_id, worker_id, attempt_number, outcome, error, finished_at, retry_count,
+                retry_after
+         FROM task_attempts WHERE id = $1 FOR UPDATE"#;
+
+/// The attempt ended.
+pub const CLOSE_ATTEMPT: &str = r#"UPDATE task_attempts SET finished_at = $1, outcome = $2, error = $3
+         WHERE id = $4 AND finished_at IS NULL"#;
+
+/// The task's result.
+pub const SET_RESULT: &str =
+    r#"UPDATE tasks SET result_data = $1, error_message = NULL WHERE id = $2"#;
+
+/// One task's status change.
+pub const TRANSITION: &str = r#"UPDATE tasks SET status = $1, last_updated_at = $2,
+             started_at = COALESCE($3, started_at), completed_at = COALESCE($4, completed_at)
+         WHERE id = $5 AND status = $6"#;
+
+/// One history row.
+pub const RECORD: &str = r#"INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)"#;
+
+/// Every blocked dependent, locked in id order, with what its key is computed from.
+pub const BLOCKED_DEPENDENTS: &str = r#"SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after AS "run_after?"
+         FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
+         LEFT JOIN task_schedule s ON s.task_id = t.id
+         WHERE d.depends_on_task_id = $1 AND t.status = 'blocked'
+         ORDER BY t.id FOR UPDATE OF t"#;
+
+/// Those whose dependencies are all completed go ready, status and key in one pass.
+pub const RELEASE: &str = r#"UPDATE tasks SET status = 'ready', last_updated_at = $1,
+             claim_key = k.key, calculated_priority = k.calculated
+         FROM unnest($2::uuid[], $3::float8[], $4::float8[]) AS k(id, key, calculated)
+         WHERE tasks.id = k.id AND tasks.status = 'blocked'
+           AND NOT EXISTS (
+               SELECT 1 FROM task_dependencies d2 JOIN tasks u ON u.id = d2.depends_on_task_id
+               WHERE d2.task_id = tasks.id AND u.status <> 'completed')
+         RETURNING tasks.id"#;
+
+/// The specification's ready query, every column of the task as `PgTaskRepository` reads it.
 pub const READY: &str = r#"SELECT id, summary, description, agent_type, priority, calculated_priority,
                       status, dependencies, dependency_type, dependency_depth,
                       input_data AS "input_data: Json<serde_json::Value>",
@@ -104,6 +173,8 @@ pub const READY: &str = r#"SELECT id, summary, description, agent_type, priority
 pub struct RawPg {
     conn: PgConnection,
     priority: PriorityPolicy,
+    /// [`LOAD_TASKS`] with the columns in.
+    load_tasks: String,
 }
 
 impl RawPg {
@@ -111,6 +182,7 @@ impl RawPg {
         Self {
             conn,
             priority: PriorityPolicy::default(),
+            load_tasks: LOAD_TASKS.replace("{TASK_COLUMNS}", TASK_COLUMNS),
         }
     }
 
@@ -119,71 +191,201 @@ impl RawPg {
         let _ = self.conn.close().await;
     }
 
-    /// Claims up to `max` of the most urgent ready tasks for `worker`, in one transaction, as
-    /// our claim does. Returns the attempt ids.
+    /// The connection, for checks between runs.
+    pub fn connection(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+
+    /// Claims up to `max` of the most urgent ready tasks (any agent type) for `worker`, in one
+    /// transaction, as our claim does: the server's time, the claim, the attempts, the spent
+    /// schedules, the history rows and the tasks read back. Returns the attempt ids, most
+    /// urgent first.
     pub async fn claim(&mut self, worker: &str, max: u32) -> Result<Vec<Uuid>, BenchError> {
+        let policy = self.priority;
         let mut tx = self.conn.begin().await?;
         let now: DateTime<Utc> = sqlx::query_scalar(NOW).fetch_one(&mut *tx).await?;
-        let ids: Vec<Uuid> = sqlx::query_scalar(CLAIM)
+        let expires_at =
+            now + chrono::Duration::from_std(LEASE).map_err(|e| BenchError(e.to_string()))?;
+        let horizon = policy.deadline_horizon.as_secs_f64().max(1e-6);
+        let mut chosen: Vec<(Uuid, Option<f64>, DateTime<Utc>)> = sqlx::query_as(CLAIM)
             .bind(now)
+            .bind(policy.urgent_until(now))
+            .bind(Option::<Vec<String>>::None)
             .bind(i64::from(max))
+            .bind(policy.deadline_weight)
+            .bind(horizon)
             .fetch_all(&mut *tx)
             .await?;
-        if ids.is_empty() {
+        if chosen.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
         }
+        chosen.sort_by(|a, b| {
+            let rank = |r: Option<f64>| r.unwrap_or(f64::NEG_INFINITY);
+            rank(b.1)
+                .total_cmp(&rank(a.1))
+                .then_with(|| a.2.cmp(&b.2))
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        let ids: Vec<Uuid> = chosen.iter().map(|c| c.0).collect();
         let attempts: Vec<Uuid> = ids.iter().map(|_| Uuid::new_v4()).collect();
-        let expires = now + chrono::Duration::seconds(300);
-        sqlx::query(INSERT_ATTEMPTS)
-            .bind(&attempts)
-            .bind(&ids)
+        let numbered: Vec<(Uuid, i64)> = sqlx::query_as(INSERT_ATTEMPTS)
             .bind(worker)
             .bind(now)
-            .bind(expires)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(CLAIM_EVENTS)
+            .bind(expires_at)
             .bind(&ids)
             .bind(&attempts)
-            .bind(now)
-            .bind(worker)
+            .fetch_all(&mut *tx)
+            .await?;
+        if numbered.len() != ids.len() {
+            return Err(BenchError("an attempt was not stored".into()));
+        }
+        sqlx::query(DELETE_SCHEDULES)
+            .bind(&ids)
             .execute(&mut *tx)
             .await?;
+        let froms: Vec<String> = ids.iter().map(|_| "ready".to_string()).collect();
+        let attempt_ids: Vec<Option<Uuid>> = attempts.iter().copied().map(Some).collect();
+        sqlx::query(RECORD_MANY)
+            .bind("running")
+            .bind(now)
+            .bind(worker)
+            .bind(Some("claimed"))
+            .bind(&ids)
+            .bind(&froms)
+            .bind(&attempt_ids)
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(&self.load_tasks)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        if rows.len() != ids.len() {
+            return Err(BenchError("a claimed task was not read back".into()));
+        }
         tx.commit().await?;
         Ok(attempts)
     }
 
     /// Completes an attempt and makes ready the dependents whose dependencies are all
-    /// completed, in one transaction, as our completion does. Returns how many were made
-    /// ready.
+    /// completed, in one transaction, as our completion does: the task's row and then the
+    /// attempt's locked, the server's time, the attempt closed, the result, the status change
+    /// and its history row, then the blocked dependents locked and read in id order, their keys
+    /// computed, the release and its history rows. Returns how many were made ready.
     pub async fn complete(&mut self, attempt_id: Uuid) -> Result<usize, BenchError> {
+        let policy = self.priority;
         let mut tx = self.conn.begin().await?;
-        let now: DateTime<Utc> = sqlx::query_scalar(NOW).fetch_one(&mut *tx).await?;
-        let (task_id, worker): (Uuid, String) = sqlx::query_as(CLOSE_ATTEMPT)
+        let task_id: Uuid = sqlx::query_scalar(ATTEMPT_TASK)
             .bind(attempt_id)
-            .bind(now)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| BenchError(format!("attempt {attempt_id} is not open")))?;
-        sqlx::query(COMPLETE_TASK)
+            .ok_or_else(|| BenchError(format!("attempt {attempt_id} not found")))?;
+        sqlx::query_scalar::<_, Uuid>(LOCK_TASK)
             .bind(task_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        type Attempt = (
+            Uuid,
+            String,
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<DateTime<Utc>>,
+            Option<i64>,
+            Option<DateTime<Utc>>,
+        );
+        let attempt: Attempt = sqlx::query_as(LOCK_ATTEMPT)
+            .bind(attempt_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| BenchError(format!("attempt {attempt_id} not found")))?;
+        let worker = attempt.1;
+        if let Some(outcome) = attempt.3 {
+            return Err(BenchError(format!(
+                "attempt {attempt_id} already ended ({outcome})"
+            )));
+        }
+        let now: DateTime<Utc> = sqlx::query_scalar(NOW).fetch_one(&mut *tx).await?;
+        sqlx::query(CLOSE_ATTEMPT)
             .bind(now)
-            .bind(&worker)
+            .bind("completed")
+            .bind(Option::<&str>::None)
             .bind(attempt_id)
             .execute(&mut *tx)
             .await?;
-        let released = sqlx::query(RELEASE_DEPENDENTS)
+        sqlx::query(SET_RESULT)
+            .bind(Option::<sqlx::types::Json<serde_json::Value>>::None)
             .bind(task_id)
+            .execute(&mut *tx)
+            .await?;
+        let changed = sqlx::query(TRANSITION)
+            .bind("completed")
             .bind(now)
-            .bind(self.priority.depth_weight)
-            .bind(i64::from(self.priority.depth_cap))
-            .bind(self.priority.aging_interval.as_secs_f64())
+            .bind(Option::<DateTime<Utc>>::None)
+            .bind(Some(now))
+            .bind(task_id)
+            .bind("running")
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if changed != 1 {
+            return Err(BenchError(format!("task {task_id} was not running")));
+        }
+        sqlx::query(RECORD)
+            .bind(task_id)
+            .bind(Some("running"))
+            .bind("completed")
+            .bind(now)
+            .bind(&worker)
+            .bind(Some(attempt_id))
+            .bind(Option::<&str>::None)
+            .execute(&mut *tx)
+            .await?;
+        type Blocked = (Uuid, i16, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        let blocked: Vec<Blocked> = sqlx::query_as(BLOCKED_DEPENDENTS)
+            .bind(task_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        if blocked.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(blocked.len());
+        let mut keys = Vec::with_capacity(blocked.len());
+        let mut calculated = Vec::with_capacity(blocked.len());
+        for (id, base, depth, deadline, run_after) in blocked {
+            let base = u8::try_from(base).map_err(|e| BenchError(e.to_string()))?;
+            let depth = u32::try_from(depth).map_err(|e| BenchError(e.to_string()))?;
+            let ready_since = run_after.map_or(now, |run_after| run_after.max(now));
+            ids.push(id);
+            keys.push(policy.key(base, depth, ready_since));
+            calculated.push(policy.calculate(base, depth, deadline, ready_since, now));
+        }
+        let mut released: Vec<Uuid> = sqlx::query_scalar(RELEASE)
+            .bind(now)
+            .bind(&ids)
+            .bind(&keys)
+            .bind(&calculated)
+            .fetch_all(&mut *tx)
+            .await?;
+        if !released.is_empty() {
+            released.sort();
+            let froms: Vec<String> = released.iter().map(|_| "blocked".to_string()).collect();
+            let attempts: Vec<Option<Uuid>> = vec![None; released.len()];
+            let reason = format!("dependency {task_id} completed");
+            sqlx::query(RECORD_MANY)
+                .bind("ready")
+                .bind(now)
+                .bind("queue")
+                .bind(Some(reason.as_str()))
+                .bind(&released)
+                .bind(&froms)
+                .bind(&attempts)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        usize::try_from(released).map_err(|e| BenchError(e.to_string()))
+        Ok(released.len())
     }
 
     /// The ready query, as `TaskRepository::get_ready_tasks(limit)` runs it; returns how many
@@ -194,10 +396,5 @@ impl RawPg {
             .fetch_all(&mut self.conn)
             .await?;
         Ok(rows.len())
-    }
-
-    /// The connection, for checks between runs.
-    pub fn connection(&mut self) -> &mut PgConnection {
-        &mut self.conn
     }
 }
