@@ -20,7 +20,7 @@ use abathur_core::ports::{
 use abathur_core::queue::QueueStore;
 use abathur_postgres::{
     PgAdmin, PgAgentRepository, PgChanges, PgConfig, PgDatabase, PgIdLookup, PgMemoryRepository,
-    PgOpenMode, PgQueueStore, PgSessionRepository, PgTaskRepository,
+    OpenMode as PgOpenMode, PgQueueStore, PgSessionRepository, PgTaskRepository,
 };
 use abathur_sqlite::{
     AgentRepositoryImpl, DatabaseConfig, DatabaseConnection, DatabaseLocation,
@@ -245,11 +245,7 @@ async fn open_postgres(url: &str, access: Access, role: Role) -> Result<Backend,
     let pool = db.pool().clone();
     // Behind a transaction-mode pooler (PgBouncer, Supavisor) LISTEN does not work: with
     // ABATHUR_PG_POLL_ONLY set, waiting processes poll instead (docs/POSTGRES.md).
-    let changes: Arc<dyn Changes> = if poll_only() {
-        Arc::new(PgChanges::poll_only(pool.clone(), POLL_ONLY_INTERVAL))
-    } else {
-        Arc::new(PgChanges::new(pool.clone()))
-    };
+    let changes: Arc<dyn Changes> = Arc::new(PgChanges::from_env(pool.clone()));
     Ok(Backend {
         tasks: Arc::new(PgTaskRepository::new(pool.clone())),
         memories: Arc::new(PgMemoryRepository::new(pool.clone())),
@@ -260,17 +256,6 @@ async fn open_postgres(url: &str, access: Access, role: Role) -> Result<Backend,
         changes,
         admin: Arc::new(PgAdmin::new(db)),
     })
-}
-
-/// How often a poll-only process looks for changes.
-const POLL_ONLY_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Whether `ABATHUR_PG_POLL_ONLY` asks for polling instead of LISTEN (set, and not `0`,
-/// `false` or empty).
-fn poll_only() -> bool {
-    std::env::var("ABATHUR_PG_POLL_ONLY")
-        .map(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false" | "no"))
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -15,16 +15,35 @@
 //! Static queries are compile-time checked `sqlx` macros against this crate's migrations, kept
 //! offline in its `.sqlx`. Driver errors are classified in `errors` and nowhere else.
 
+mod admin;
+mod agent_repo;
+mod changes;
 mod connection;
 mod errors;
+mod id_lookup;
+mod memory_repo;
+mod queue_store;
+mod repo_support;
 mod row;
+mod session_repo;
+mod task_repo;
 mod task_row;
 mod url;
 #[doc(hidden)]
 pub mod testing;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
-pub use connection::{redact, PgConfig, PgDatabase};
+pub use admin::PgAdmin;
+pub use agent_repo::PgAgentRepository;
+pub use changes::{
+    Listening, PgChanges, Polling, CHANNEL, DEFAULT_POLL_INTERVAL, LIVENESS_INTERVAL, POLL_ONLY_ENV,
+};
+pub use connection::{redact, OpenMode, PgConfig, PgDatabase};
+pub use id_lookup::PgIdLookup;
+pub use memory_repo::PgMemoryRepository;
+pub use queue_store::PgQueueStore;
+pub use session_repo::PgSessionRepository;
+pub use task_repo::PgTaskRepository;
 pub use url::check_url;
 
 /// The migrations embedded in this build.

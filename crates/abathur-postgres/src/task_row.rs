@@ -136,12 +136,26 @@ pub(crate) async fn get_task(
 /// # Errors
 /// `UniqueViolation` for an id already stored; `ForeignKeyViolation` for a parent, session or
 /// dependency that does not exist; the schema's checks as `CheckViolation`.
+// reason: the queue store calls it; the task repository retries, so it calls
+// `insert_task_unclassified`.
+#[allow(dead_code)]
 pub(crate) async fn insert_task(
     conn: &mut PgConnection,
     task: &Task,
     claim_key: Option<f64>,
 ) -> Result<(), DatabaseError> {
-    let id = task.id.to_string();
+    insert_task_unclassified(conn, task, claim_key)
+        .await
+        .map_err(on("task", &task.id.to_string()))
+}
+
+/// [`insert_task`], with the driver's error as it came, for a caller that retries the whole
+/// transaction on a serialization failure or deadlock ([`crate::errors::is_retryable`]).
+pub(crate) async fn insert_task_unclassified(
+    conn: &mut PgConnection,
+    task: &Task,
+    claim_key: Option<f64>,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         r#"INSERT INTO tasks (id, summary, description, agent_type, priority, calculated_priority,
                status, dependencies, dependency_type, dependency_depth, input_data, result_data,
@@ -183,8 +197,7 @@ pub(crate) async fn insert_task(
         claim_key,
     )
     .execute(&mut *conn)
-    .await
-    .map_err(on("task", &id))?;
+    .await?;
     if let Some(dependencies) = task.dependencies.as_deref().filter(|d| !d.is_empty()) {
         sqlx::query!(
             "INSERT INTO task_dependencies (task_id, depends_on_task_id)
@@ -194,8 +207,7 @@ pub(crate) async fn insert_task(
             dependencies
         )
         .execute(&mut *conn)
-        .await
-        .map_err(on("task", &id))?;
+        .await?;
     }
     Ok(())
 }

@@ -80,6 +80,7 @@ impl From<storage::StorageSizes> for StorageSizes {
             page_count: sizes.page_count,
             free_pages: sizes.free_pages,
             tables: sizes.tables,
+            table_stats: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -40,6 +40,26 @@ pub struct StorageSizes {
     pub free_pages: u64,
     /// Bytes per table, its indexes included.
     pub tables: BTreeMap<String, u64>,
+    /// Per table, what a server backend keeps of it (PostgreSQL): its own and its indexes'
+    /// bytes, and the dead row versions that vacuum has still to clean. Empty for a backend
+    /// without such figures (SQLite), and then left out of the JSON.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub table_stats: BTreeMap<String, TableStats>,
+}
+
+/// A table's storage, as a server backend counts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableStats {
+    /// The table's own bytes (its rows, TOAST included), without its indexes.
+    pub table_bytes: u64,
+    /// The bytes of all its indexes.
+    pub index_bytes: u64,
+    /// Live rows, as the server's statistics estimate them.
+    pub live_rows: u64,
+    /// Dead row versions (left by updates and deletes) not yet cleaned by vacuum.
+    pub dead_rows: u64,
+    /// When vacuum (automatic or manual) last cleaned the table, if the server remembers.
+    pub last_vacuum: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What a consistency check found.

@@ -10,7 +10,9 @@ mod memory_repository;
 mod session_repository;
 mod task_repository;
 
-pub use admin::{CheckReport, DatabaseAdmin, DatabaseStatus, ForeignKeyProblem, StorageSizes};
+pub use admin::{
+    CheckReport, DatabaseAdmin, DatabaseStatus, ForeignKeyProblem, StorageSizes, TableStats,
+};
 pub use agent_repository::AgentRepository;
 pub use changes::{Change, ChangeSubscription, Changes};
 pub use id_lookup::{IdKind, IdLookup};
