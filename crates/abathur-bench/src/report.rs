@@ -188,7 +188,7 @@ pub fn markdown_table(rows: &[Row]) -> String {
         let _ = writeln!(
             out,
             "| {number} | {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            row.variant,
+            row.variant.replace('|', "\\|"),
             rate_or_dash(&row.ours),
             row.ours.percentiles().unwrap_or_else(dash),
             row.baseline.as_ref().map(rate_or_dash).unwrap_or_else(dash),

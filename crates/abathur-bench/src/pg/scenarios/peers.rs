@@ -197,7 +197,7 @@ async fn latency_row(
     let mut row = Row::new(
         PgScenario::Peers.title(),
         format!(
-            "enqueue to start, {} tasks: ours (as P2) | graphile-worker, 1 idle worker (--latency)",
+            "enqueue to start, {} tasks: ours (as P2) vs graphile-worker, 1 idle worker (--latency)",
             count(calls)
         ),
         Measure::latency(elapsed, ours),
@@ -309,7 +309,7 @@ pub async fn run(cx: &PgContext, findings: &mut PgFindings) -> Result<Vec<Row>, 
             let mut row = Row::new(
                 title,
                 format!(
-                    "{} jobs: ours {label} | apalis-postgres {}",
+                    "{} jobs: ours {label} vs apalis-postgres {}",
                     count(jobs),
                     workers_label(*workers)
                 ),
@@ -332,7 +332,7 @@ pub async fn run(cx: &PgContext, findings: &mut PgFindings) -> Result<Vec<Row>, 
         let mut row = Row::new(
             title,
             format!(
-                "{} jobs: ours at its best here ({}) | graphile-worker {label}",
+                "{} jobs: ours at its best here ({}) vs graphile-worker {label}",
                 count(jobs),
                 best.0
             ),
