@@ -26,7 +26,7 @@ pub struct Fresh {
 impl Fresh {
     /// A new database, migrated, with a pool of at most `max_connections`.
     pub async fn new(max_connections: u32) -> Result<Self, BenchError> {
-        let test = TestDatabase::create().await;
+        let test = new_database().await?;
         let db = test.connect(pool_config(max_connections)).await?;
         db.migrate().await?;
         Ok(Self { test, db })
@@ -52,6 +52,23 @@ impl Fresh {
         self.db.close().await;
         drop(self.test);
     }
+}
+
+/// A new, empty database on the test server. `TestDatabase::create` panics when the server
+/// refuses (it is made for tests); here that is one scenario's error, not the whole run's.
+pub async fn new_database() -> Result<TestDatabase, BenchError> {
+    tokio::spawn(TestDatabase::create()).await.map_err(|e| {
+        let why = e
+            .try_into_panic()
+            .ok()
+            .and_then(|p| {
+                p.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            })
+            .unwrap_or_else(|| "the task was cancelled".to_string());
+        BenchError(format!("cannot create a database: {why}"))
+    })
 }
 
 /// Our pool's settings for a run with `max_connections` at most: one connection kept open.

@@ -13,8 +13,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use abathur_postgres::testing::TestDatabase;
-
 use crate::ours::RunStats;
 use crate::pg::scenarios::claim::{self, workers_label, BATCH};
 use crate::pg::scenarios::latency;
@@ -167,7 +165,7 @@ async fn on_new_database<F>(run: F) -> Result<Duration, BenchError>
 where
     F: FnOnce(&str) -> Result<Duration, BenchError> + Send + 'static,
 {
-    let test = TestDatabase::create().await;
+    let test = crate::pg::db::new_database().await?;
     let url = test.url().to_string();
     let result = tokio::task::spawn_blocking(move || run(&url)).await;
     drop(test);
@@ -184,7 +182,7 @@ async fn latency_row(
     let calls = cx.sizes.latency_tasks;
     let dir = graphile_dir.to_path_buf();
     let peer = {
-        let test = TestDatabase::create().await;
+        let test = crate::pg::db::new_database().await?;
         let url = test.url().to_string();
         let measured =
             tokio::task::spawn_blocking(move || graphile_latency(&dir, &url, calls)).await;
