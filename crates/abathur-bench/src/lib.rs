@@ -4,10 +4,15 @@
 //!
 //! Every database is a file in a temporary folder, in WAL mode with `synchronous=NORMAL`, as
 //! our adapter opens it.
+//!
+//! [`pg`] holds the PostgreSQL scenarios (`abathur-bench pg ...`): our PostgreSQL adapter
+//! against a raw sqlx baseline and against graphile-worker and apalis-postgres, on new
+//! databases of the test server.
 
 pub mod fixture;
 pub mod machine;
 pub mod ours;
+pub mod pg;
 pub mod raw;
 pub mod report;
 pub mod scale;

@@ -188,7 +188,7 @@ pub fn markdown_table(rows: &[Row]) -> String {
         let _ = writeln!(
             out,
             "| {number} | {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            row.variant,
+            row.variant.replace('|', "\\|"),
             rate_or_dash(&row.ours),
             row.ours.percentiles().unwrap_or_else(dash),
             row.baseline.as_ref().map(rate_or_dash).unwrap_or_else(dash),
@@ -197,7 +197,14 @@ pub fn markdown_table(rows: &[Row]) -> String {
                 .and_then(Measure::percentiles)
                 .unwrap_or_else(dash),
             row.ratio().map(|r| r.to_string()).unwrap_or_else(dash),
-            row.peer.as_ref().map(rate_or_dash).unwrap_or_else(dash),
+            row.peer
+                .as_ref()
+                .map(|m| match (m.rate, m.percentiles()) {
+                    // A peer measured by latency alone shows its p50 / p99 here.
+                    (None, Some(p)) => p,
+                    _ => rate_or_dash(m),
+                })
+                .unwrap_or_else(dash),
             row.peer_ratio().map(|r| r.to_string()).unwrap_or_else(dash),
         );
     }

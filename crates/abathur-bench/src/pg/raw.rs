@@ -1,0 +1,400 @@
+//! The raw PostgreSQL baseline: our adapter's claim, completion and ready query, statement for
+//! statement and in the same order, through sqlx on one plain connection (each statement
+//! prepared once and cached by sqlx), one transaction per operation, without our pool, the
+//! port's trait objects, the retry loop or the mapping of rows into tasks. Claim keys and
+//! calculated priorities are computed by [`PriorityPolicy`], as the adapter computes them.
+//!
+//! The adapter (`crates/abathur-postgres/src/queue_store.rs`, `task_repo.rs`) keeps its SQL in
+//! sqlx's checked macros, where it cannot be shared, so the texts are copied here;
+//! `tests/pg_statements.rs` fails when the adapter's source no longer holds one of them
+//! (whitespace normalised), so the two cannot drift apart silently.
+
+use std::time::Duration;
+
+use abathur_core::queue::PriorityPolicy;
+use chrono::{DateTime, Utc};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::BenchError;
+
+/// The lease the baseline's claims take, as ours ([`crate::ours::LEASE`]).
+const LEASE: Duration = crate::ours::LEASE;
+
+/// Every statement copied from the adapter, by name, for `tests/pg_statements.rs`.
+pub const STATEMENTS: &[(&str, &str)] = &[
+    ("NOW", NOW),
+    ("CLAIM", CLAIM),
+    ("INSERT_ATTEMPTS", INSERT_ATTEMPTS),
+    ("DELETE_SCHEDULES", DELETE_SCHEDULES),
+    ("RECORD_MANY", RECORD_MANY),
+    ("LOAD_TASKS", LOAD_TASKS),
+    ("TASK_COLUMNS", TASK_COLUMNS),
+    ("ATTEMPT_TASK", ATTEMPT_TASK),
+    ("LOCK_TASK", LOCK_TASK),
+    ("LOCK_ATTEMPT", LOCK_ATTEMPT),
+    ("CLOSE_ATTEMPT", CLOSE_ATTEMPT),
+    ("SET_RESULT", SET_RESULT),
+    ("TRANSITION", TRANSITION),
+    ("RECORD", RECORD),
+    ("BLOCKED_DEPENDENTS", BLOCKED_DEPENDENTS),
+    ("RELEASE", RELEASE),
+    ("READY", READY),
+];
+
+/// The server's clock, read inside the transaction (`Now::Store`).
+pub const NOW: &str = r#"SELECT clock_timestamp() AS "now!""#;
+
+/// The claim (any agent type): the urgent tasks (deadline within the horizon) and the keyed ones, each scan locked with `SKIP LOCKED` in a materialized CTE, the best of both moved to running.
+pub const CLAIM: &str = r#"WITH urgent AS MATERIALIZED (
+        SELECT t.id, t.submitted_at,
+               t.claim_key + $5 * LEAST(1.0::float8, GREATEST(0.0::float8,
+                   1.0::float8 - EXTRACT(EPOCH FROM (t.deadline - $1))::float8 / $6)) AS rank
+        FROM tasks t
+        WHERE t.status = 'ready' AND t.deadline <= $2
+          AND ($3::text[] IS NULL OR t.agent_type = ANY($3))
+          AND NOT EXISTS (SELECT 1 FROM task_schedule s
+                          WHERE s.task_id = t.id AND s.run_after > $1)
+        ORDER BY rank DESC NULLS LAST, t.submitted_at, t.id
+        LIMIT $4
+        FOR UPDATE OF t SKIP LOCKED
+    ), keyed AS MATERIALIZED (
+        SELECT t.id, t.submitted_at, t.claim_key AS rank
+        FROM tasks t
+        WHERE t.status = 'ready' AND (t.deadline IS NULL OR t.deadline > $2)
+          AND ($3::text[] IS NULL OR t.agent_type = ANY($3))
+          AND NOT EXISTS (SELECT 1 FROM task_schedule s
+                          WHERE s.task_id = t.id AND s.run_after > $1)
+        ORDER BY t.claim_key DESC NULLS LAST, t.submitted_at, t.id
+        LIMIT $4
+        FOR UPDATE OF t SKIP LOCKED
+    ), chosen AS MATERIALIZED (
+        SELECT c.id, c.submitted_at, c.rank
+        FROM (SELECT * FROM urgent UNION ALL SELECT * FROM keyed) c
+        ORDER BY c.rank DESC NULLS LAST, c.submitted_at, c.id
+        LIMIT $4
+    )
+    UPDATE tasks SET status = 'running', started_at = $1, last_updated_at = $1
+    FROM chosen
+    WHERE tasks.id = chosen.id AND tasks.status = 'ready'
+    RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!""#;
+
+/// One attempt (lease) per claimed task, numbered after the task's earlier ones.
+pub const INSERT_ATTEMPTS: &str = r#"INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at,
+                                    lease_expires_at)
+         SELECT x.attempt, x.task,
+                (SELECT COALESCE(MAX(a.attempt_number), 0) + 1 FROM task_attempts a
+                 WHERE a.task_id = x.task),
+                $1, $2, $3
+         FROM unnest($4::uuid[], $5::uuid[]) AS x(task, attempt)
+         RETURNING id, attempt_number"#;
+
+/// The claimed tasks' run-after times, spent.
+pub const DELETE_SCHEDULES: &str = r#"DELETE FROM task_schedule WHERE task_id = ANY($1)"#;
+
+/// The history rows of a set-based transition.
+pub const RECORD_MANY: &str = r#"INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
+         SELECT m.id, m.from_status, $1, $2, $3, m.attempt, $4
+         FROM unnest($5::uuid[], $6::text[], $7::uuid[])
+              WITH ORDINALITY AS m(id, from_status, attempt, n)
+         ORDER BY m.n"#;
+
+/// The claimed tasks read back whole (`{TASK_COLUMNS}` is [`TASK_COLUMNS`]).
+pub const LOAD_TASKS: &str = r#"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1)"#;
+
+/// Every column of a task (`crates/abathur-postgres/src/task_row.rs`).
+pub const TASK_COLUMNS: &str = "id, summary, description, agent_type, priority, \
+     calculated_priority, status, dependencies, dependency_type, dependency_depth, input_data, \
+     result_data, error_message, retry_count, max_retries, max_execution_timeout_seconds, \
+     submitted_at, started_at, completed_at, last_updated_at, created_by, parent_task_id, \
+     session_id, source, deadline, estimated_duration_seconds, feature_branch, task_branch, \
+     worktree_path";
+
+/// The attempt's task, found before any lock.
+pub const ATTEMPT_TASK: &str = r#"SELECT task_id FROM task_attempts WHERE id = $1"#;
+
+/// The task's row locked first, then its attempt's.
+pub const LOCK_TASK: &str = r#"SELECT id FROM tasks WHERE id = $1 FOR UPDATE"#;
+
+/// The attempt locked and read.
+pub const LOCK_ATTEMPT: &str = r#"SELECT task_id, worker_id, attempt_number, outcome, error, finished_at, retry_count,
+                retry_after
+         FROM task_attempts WHERE id = $1 FOR UPDATE"#;
+
+/// The attempt ended.
+pub const CLOSE_ATTEMPT: &str = r#"UPDATE task_attempts SET finished_at = $1, outcome = $2, error = $3
+         WHERE id = $4 AND finished_at IS NULL"#;
+
+/// The task's result.
+pub const SET_RESULT: &str =
+    r#"UPDATE tasks SET result_data = $1, error_message = NULL WHERE id = $2"#;
+
+/// One task's status change.
+pub const TRANSITION: &str = r#"UPDATE tasks SET status = $1, last_updated_at = $2,
+             started_at = COALESCE($3, started_at), completed_at = COALESCE($4, completed_at)
+         WHERE id = $5 AND status = $6"#;
+
+/// One history row.
+pub const RECORD: &str = r#"INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)"#;
+
+/// Every blocked dependent, locked in id order, with what its key is computed from.
+pub const BLOCKED_DEPENDENTS: &str = r#"SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after AS "run_after?"
+         FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
+         LEFT JOIN task_schedule s ON s.task_id = t.id
+         WHERE d.depends_on_task_id = $1 AND t.status = 'blocked'
+         ORDER BY t.id FOR UPDATE OF t"#;
+
+/// Those whose dependencies are all completed go ready, status and key in one pass.
+pub const RELEASE: &str = r#"UPDATE tasks SET status = 'ready', last_updated_at = $1,
+             claim_key = k.key, calculated_priority = k.calculated
+         FROM unnest($2::uuid[], $3::float8[], $4::float8[]) AS k(id, key, calculated)
+         WHERE tasks.id = k.id AND tasks.status = 'blocked'
+           AND NOT EXISTS (
+               SELECT 1 FROM task_dependencies d2 JOIN tasks u ON u.id = d2.depends_on_task_id
+               WHERE d2.task_id = tasks.id AND u.status <> 'completed')
+         RETURNING tasks.id"#;
+
+/// The specification's ready query, every column of the task as `PgTaskRepository` reads it.
+pub const READY: &str = r#"SELECT id, summary, description, agent_type, priority, calculated_priority,
+                      status, dependencies, dependency_type, dependency_depth,
+                      input_data AS "input_data: Json<serde_json::Value>",
+                      result_data AS "result_data: Json<serde_json::Value>",
+                      error_message, retry_count, max_retries, max_execution_timeout_seconds,
+                      submitted_at, started_at, completed_at, last_updated_at, created_by,
+                      parent_task_id, session_id, source, deadline, estimated_duration_seconds,
+                      feature_branch, task_branch, worktree_path
+               FROM tasks
+               WHERE status = 'ready'
+               ORDER BY calculated_priority DESC, submitted_at ASC, id ASC
+               LIMIT $1"#;
+
+/// The baseline on one connection.
+pub struct RawPg {
+    conn: PgConnection,
+    priority: PriorityPolicy,
+    /// [`LOAD_TASKS`] with the columns in.
+    load_tasks: String,
+}
+
+impl RawPg {
+    pub fn new(conn: PgConnection) -> Self {
+        Self {
+            conn,
+            priority: PriorityPolicy::default(),
+            load_tasks: LOAD_TASKS.replace("{TASK_COLUMNS}", TASK_COLUMNS),
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        let _ = self.conn.close().await;
+    }
+
+    /// The connection, for checks between runs.
+    pub fn connection(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+
+    /// Claims up to `max` of the most urgent ready tasks (any agent type) for `worker`, in one
+    /// transaction, as our claim does: the server's time, the claim, the attempts, the spent
+    /// schedules, the history rows and the tasks read back. Returns the attempt ids, most
+    /// urgent first.
+    pub async fn claim(&mut self, worker: &str, max: u32) -> Result<Vec<Uuid>, BenchError> {
+        let policy = self.priority;
+        let mut tx = self.conn.begin().await?;
+        let now: DateTime<Utc> = sqlx::query_scalar(NOW).fetch_one(&mut *tx).await?;
+        let expires_at =
+            now + chrono::Duration::from_std(LEASE).map_err(|e| BenchError(e.to_string()))?;
+        let horizon = policy.deadline_horizon.as_secs_f64().max(1e-6);
+        let mut chosen: Vec<(Uuid, Option<f64>, DateTime<Utc>)> = sqlx::query_as(CLAIM)
+            .bind(now)
+            .bind(policy.urgent_until(now))
+            .bind(Option::<Vec<String>>::None)
+            .bind(i64::from(max))
+            .bind(policy.deadline_weight)
+            .bind(horizon)
+            .fetch_all(&mut *tx)
+            .await?;
+        if chosen.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        chosen.sort_by(|a, b| {
+            let rank = |r: Option<f64>| r.unwrap_or(f64::NEG_INFINITY);
+            rank(b.1)
+                .total_cmp(&rank(a.1))
+                .then_with(|| a.2.cmp(&b.2))
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        let ids: Vec<Uuid> = chosen.iter().map(|c| c.0).collect();
+        let attempts: Vec<Uuid> = ids.iter().map(|_| Uuid::new_v4()).collect();
+        let numbered: Vec<(Uuid, i64)> = sqlx::query_as(INSERT_ATTEMPTS)
+            .bind(worker)
+            .bind(now)
+            .bind(expires_at)
+            .bind(&ids)
+            .bind(&attempts)
+            .fetch_all(&mut *tx)
+            .await?;
+        if numbered.len() != ids.len() {
+            return Err(BenchError("an attempt was not stored".into()));
+        }
+        sqlx::query(DELETE_SCHEDULES)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        let froms: Vec<String> = ids.iter().map(|_| "ready".to_string()).collect();
+        let attempt_ids: Vec<Option<Uuid>> = attempts.iter().copied().map(Some).collect();
+        sqlx::query(RECORD_MANY)
+            .bind("running")
+            .bind(now)
+            .bind(worker)
+            .bind(Some("claimed"))
+            .bind(&ids)
+            .bind(&froms)
+            .bind(&attempt_ids)
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(&self.load_tasks)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        if rows.len() != ids.len() {
+            return Err(BenchError("a claimed task was not read back".into()));
+        }
+        tx.commit().await?;
+        Ok(attempts)
+    }
+
+    /// Completes an attempt and makes ready the dependents whose dependencies are all
+    /// completed, in one transaction, as our completion does: the task's row and then the
+    /// attempt's locked, the server's time, the attempt closed, the result, the status change
+    /// and its history row, then the blocked dependents locked and read in id order, their keys
+    /// computed, the release and its history rows. Returns how many were made ready.
+    pub async fn complete(&mut self, attempt_id: Uuid) -> Result<usize, BenchError> {
+        let policy = self.priority;
+        let mut tx = self.conn.begin().await?;
+        let task_id: Uuid = sqlx::query_scalar(ATTEMPT_TASK)
+            .bind(attempt_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| BenchError(format!("attempt {attempt_id} not found")))?;
+        sqlx::query_scalar::<_, Uuid>(LOCK_TASK)
+            .bind(task_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        type Attempt = (
+            Uuid,
+            String,
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<DateTime<Utc>>,
+            Option<i64>,
+            Option<DateTime<Utc>>,
+        );
+        let attempt: Attempt = sqlx::query_as(LOCK_ATTEMPT)
+            .bind(attempt_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| BenchError(format!("attempt {attempt_id} not found")))?;
+        let worker = attempt.1;
+        if let Some(outcome) = attempt.3 {
+            return Err(BenchError(format!(
+                "attempt {attempt_id} already ended ({outcome})"
+            )));
+        }
+        let now: DateTime<Utc> = sqlx::query_scalar(NOW).fetch_one(&mut *tx).await?;
+        sqlx::query(CLOSE_ATTEMPT)
+            .bind(now)
+            .bind("completed")
+            .bind(Option::<&str>::None)
+            .bind(attempt_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(SET_RESULT)
+            .bind(Option::<sqlx::types::Json<serde_json::Value>>::None)
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?;
+        let changed = sqlx::query(TRANSITION)
+            .bind("completed")
+            .bind(now)
+            .bind(Option::<DateTime<Utc>>::None)
+            .bind(Some(now))
+            .bind(task_id)
+            .bind("running")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed != 1 {
+            return Err(BenchError(format!("task {task_id} was not running")));
+        }
+        sqlx::query(RECORD)
+            .bind(task_id)
+            .bind(Some("running"))
+            .bind("completed")
+            .bind(now)
+            .bind(&worker)
+            .bind(Some(attempt_id))
+            .bind(Option::<&str>::None)
+            .execute(&mut *tx)
+            .await?;
+        type Blocked = (Uuid, i16, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        let blocked: Vec<Blocked> = sqlx::query_as(BLOCKED_DEPENDENTS)
+            .bind(task_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        if blocked.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(blocked.len());
+        let mut keys = Vec::with_capacity(blocked.len());
+        let mut calculated = Vec::with_capacity(blocked.len());
+        for (id, base, depth, deadline, run_after) in blocked {
+            let base = u8::try_from(base).map_err(|e| BenchError(e.to_string()))?;
+            let depth = u32::try_from(depth).map_err(|e| BenchError(e.to_string()))?;
+            let ready_since = run_after.map_or(now, |run_after| run_after.max(now));
+            ids.push(id);
+            keys.push(policy.key(base, depth, ready_since));
+            calculated.push(policy.calculate(base, depth, deadline, ready_since, now));
+        }
+        let mut released: Vec<Uuid> = sqlx::query_scalar(RELEASE)
+            .bind(now)
+            .bind(&ids)
+            .bind(&keys)
+            .bind(&calculated)
+            .fetch_all(&mut *tx)
+            .await?;
+        if !released.is_empty() {
+            released.sort();
+            let froms: Vec<String> = released.iter().map(|_| "blocked".to_string()).collect();
+            let attempts: Vec<Option<Uuid>> = vec![None; released.len()];
+            let reason = format!("dependency {task_id} completed");
+            sqlx::query(RECORD_MANY)
+                .bind("ready")
+                .bind(now)
+                .bind("queue")
+                .bind(Some(reason.as_str()))
+                .bind(&released)
+                .bind(&froms)
+                .bind(&attempts)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(released.len())
+    }
+
+    /// The ready query, as `TaskRepository::get_ready_tasks(limit)` runs it; returns how many
+    /// rows it read (fetched whole, not decoded into tasks).
+    pub async fn ready(&mut self, limit: i64) -> Result<usize, BenchError> {
+        let rows = sqlx::query(READY)
+            .bind(limit)
+            .fetch_all(&mut self.conn)
+            .await?;
+        Ok(rows.len())
+    }
+}
