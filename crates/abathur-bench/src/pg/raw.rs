@@ -46,6 +46,10 @@ pub const STATEMENTS: &[(&str, &str)] = &[
 pub const NOW: &str = r#"SELECT clock_timestamp() AS "now!""#;
 
 /// The claim (any agent type): the urgent tasks (deadline within the horizon) and the keyed ones, each scan locked with `SKIP LOCKED` in a materialized CTE, the best of both moved to running.
+/// A row the claim returns: the task, its rank, when it was submitted, the time the claim
+/// recorded and how many rows it locked.
+type ClaimRow = (Uuid, Option<f64>, DateTime<Utc>, DateTime<Utc>, i64);
+
 pub const CLAIM: &str = r#"WITH urgent AS MATERIALIZED (
         SELECT t.id, t.submitted_at,
                t.claim_key + $5 * LEAST(1.0::float8, GREATEST(0.0::float8,
@@ -73,11 +77,15 @@ pub const CLAIM: &str = r#"WITH urgent AS MATERIALIZED (
         FROM (SELECT * FROM urgent UNION ALL SELECT * FROM keyed) c
         ORDER BY c.rank DESC NULLS LAST, c.submitted_at, c.id
         LIMIT $4
+    ), stamp AS MATERIALIZED (
+        SELECT COALESCE($7::timestamptz, clock_timestamp()) AS at
     )
-    UPDATE tasks SET status = 'running', started_at = $1, last_updated_at = $1
-    FROM chosen
+    UPDATE tasks SET status = 'running', started_at = stamp.at, last_updated_at = stamp.at
+    FROM chosen, stamp
     WHERE tasks.id = chosen.id AND tasks.status = 'ready'
-    RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!""#;
+    RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!",
+              stamp.at AS "at!",
+              (SELECT count(*) FROM urgent) + (SELECT count(*) FROM keyed) AS "locked!""#;
 
 /// One attempt (lease) per claimed task, numbered after the task's earlier ones.
 pub const INSERT_ATTEMPTS: &str = r#"INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at,
@@ -204,22 +212,24 @@ impl RawPg {
         let policy = self.priority;
         let mut tx = self.conn.begin().await?;
         let now: DateTime<Utc> = sqlx::query_scalar(NOW).fetch_one(&mut *tx).await?;
-        let expires_at =
-            now + chrono::Duration::from_std(LEASE).map_err(|e| BenchError(e.to_string()))?;
         let horizon = policy.deadline_horizon.as_secs_f64().max(1e-6);
-        let mut chosen: Vec<(Uuid, Option<f64>, DateTime<Utc>)> = sqlx::query_as(CLAIM)
+        // The claim records the server's time read inside it (the last bind, NULL), as ours.
+        let mut chosen: Vec<ClaimRow> = sqlx::query_as(CLAIM)
             .bind(now)
             .bind(policy.urgent_until(now))
             .bind(Option::<Vec<String>>::None)
             .bind(i64::from(max))
             .bind(policy.deadline_weight)
             .bind(horizon)
+            .bind(Option::<DateTime<Utc>>::None)
             .fetch_all(&mut *tx)
             .await?;
-        if chosen.is_empty() {
+        let Some(&(_, _, _, now, _)) = chosen.first() else {
             tx.commit().await?;
             return Ok(Vec::new());
-        }
+        };
+        let expires_at =
+            now + chrono::Duration::from_std(LEASE).map_err(|e| BenchError(e.to_string()))?;
         chosen.sort_by(|a, b| {
             let rank = |r: Option<f64>| r.unwrap_or(f64::NEG_INFINITY);
             rank(b.1)
