@@ -17,6 +17,7 @@ mod init;
 mod json;
 mod limits;
 mod output;
+mod postgres;
 mod prune;
 mod queue;
 mod ranges;

@@ -79,24 +79,30 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let server = self.server.clone();
-        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        // Dropped inside a runtime or not: a thread of its own with a runtime of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect(&server).await.ok()?;
-                admin.execute(statement.as_str()).await.ok()?;
-                admin.close().await.ok()
-            })
+        drop_database(&self.name);
+    }
+}
+
+/// Drops database `name` on the test server, with any connection still open to it, if it
+/// exists; says so on stderr when it cannot. Usable inside a runtime or not: it runs on a
+/// thread of its own with a runtime of its own.
+pub fn drop_database(name: &str) {
+    let server = server_url();
+    let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    let dropped = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async {
+            let mut admin = PgConnection::connect(&server).await.ok()?;
+            admin.execute(statement.as_str()).await.ok()?;
+            admin.close().await.ok()
         })
-        .join();
-        if !matches!(dropped, Ok(Some(()))) {
-            eprintln!("could not drop test database {}", self.name);
-        }
+    })
+    .join();
+    if !matches!(dropped, Ok(Some(()))) {
+        eprintln!("could not drop test database {name}");
     }
 }
 
