@@ -21,7 +21,6 @@ pub fn server_url() -> String {
 pub struct TestDatabase {
     name: String,
     url: String,
-    server: String,
 }
 
 impl TestDatabase {
@@ -41,7 +40,7 @@ impl TestDatabase {
             .unwrap_or_else(|e| panic!("create database {name}: {e}"));
         let _ = admin.close().await;
         let url = with_database(&server, &name);
-        Self { name, url, server }
+        Self { name, url }
     }
 
     /// Creates a database and brings it to this build's schema.
