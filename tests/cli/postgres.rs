@@ -79,14 +79,14 @@ async fn every_command_works_on_a_postgres_url() {
         .spawn()
         .expect("abathur mcp starts");
     let mut stdin = mcp.stdin.take().expect("its stdin");
-    writeln!(
-        stdin,
-        "{}\n{}\n{}",
+    let requests = [
         r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
         r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"task_enqueue","arguments":{"description":"through mcp"}}}"#
-    )
-    .expect("write to mcp");
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"task_enqueue","arguments":{"description":"through mcp"}}}"#,
+    ];
+    stdin
+        .write_all(format!("{}\n", requests.join("\n")).as_bytes())
+        .expect("write to mcp");
     drop(stdin);
     let served = mcp
         .wait_with_output()
