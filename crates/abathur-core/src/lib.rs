@@ -10,6 +10,7 @@ pub mod limits;
 pub mod models;
 pub mod ports;
 pub mod queue;
+pub mod text;
 pub mod timestamp;
 
 pub use clock::{Clock, Now, SystemClock};

@@ -18,6 +18,7 @@ use abathur_core::error::DatabaseError;
 use abathur_core::limits::{check_page, MAX_MEMORY_VALUE_BYTES};
 use abathur_core::models::{check_json, check_name, Memory, MemoryType, NewMemory};
 use abathur_core::ports::MemoryRepository;
+use abathur_core::text::{memory_id, prefix_upper_bound};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -69,7 +70,7 @@ impl TryFrom<MemoryRow> for Memory {
     type Error = DatabaseError;
 
     fn try_from(r: MemoryRow) -> Result<Self, Self::Error> {
-        let id = key_id(&r.namespace, &r.key);
+        let id = memory_id(&r.namespace, &r.key);
         let cx = RowContext {
             table: "memories",
             id: &id,
@@ -88,27 +89,6 @@ impl TryFrom<MemoryRow> for Memory {
             updated_by: r.updated_by,
         })
     }
-}
-
-/// How errors and messages name a memory: `namespace/key`.
-fn key_id(namespace: &str, key: &str) -> String {
-    format!("{namespace}/{key}")
-}
-
-/// The least string greater than every string that starts with `prefix`, or `None` when there
-/// is none (`prefix` is empty, or all U+10FFFF). Together with `>= prefix` it bounds an index
-/// range that holds exactly the strings with this prefix in byte order (UTF-8 byte order is
-/// code point order), with no pattern syntax, so `%` and `_` are ordinary characters.
-fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
 }
 
 fn memories_from_rows(rows: Vec<MemoryRow>) -> Result<Vec<Memory>, DatabaseError> {
@@ -137,7 +117,7 @@ impl MemoryRepository for PgMemoryRepository {
         if let Some(metadata) = &memory.metadata {
             check_json_nul("metadata", metadata)?;
         }
-        let id = key_id(&memory.namespace, &memory.key);
+        let id = memory_id(&memory.namespace, &memory.key);
         let at = pinned_time(self.clock.as_ref());
         let (memory, id_ref) = (&memory, id.as_str());
         let row = retrying(ENTITY, &id, || async move {
@@ -204,7 +184,7 @@ impl MemoryRepository for PgMemoryRepository {
         )
         .fetch_optional(&self.pool)
         .await
-        .map_err(on(ENTITY, &key_id(namespace, key)))?;
+        .map_err(on(ENTITY, &memory_id(namespace, key)))?;
         row.map(Memory::try_from).transpose()
     }
 
@@ -227,7 +207,7 @@ impl MemoryRepository for PgMemoryRepository {
         )
         .fetch_optional(&self.pool)
         .await
-        .map_err(on(ENTITY, &key_id(namespace, key)))?;
+        .map_err(on(ENTITY, &memory_id(namespace, key)))?;
         row.map(Memory::try_from).transpose()
     }
 
@@ -249,7 +229,7 @@ impl MemoryRepository for PgMemoryRepository {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(on(ENTITY, &key_id(namespace, key)))?;
+        .map_err(on(ENTITY, &memory_id(namespace, key)))?;
         memories_from_rows(rows)
     }
 
@@ -263,7 +243,7 @@ impl MemoryRepository for PgMemoryRepository {
         check_name("updated_by", updated_by)?;
         check_json("value", &value, MAX_MEMORY_VALUE_BYTES)?;
         check_json_nul("value", &value)?;
-        let id = key_id(namespace, key);
+        let id = memory_id(namespace, key);
         let at = pinned_time(self.clock.as_ref());
         let (value, id_ref) = (&value, id.as_str());
         let row = retrying(ENTITY, &id, || async move {
@@ -302,7 +282,7 @@ impl MemoryRepository for PgMemoryRepository {
     }
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), DatabaseError> {
-        let id = key_id(namespace, key);
+        let id = memory_id(namespace, key);
         let id_ref = id.as_str();
         retrying(ENTITY, &id, || async move {
             let mut tx = self.pool.begin().await?;
@@ -413,20 +393,5 @@ impl MemoryRepository for PgMemoryRepository {
         }
         .map_err(on(ENTITY, namespace_prefix))?;
         memories_from_rows(rows)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_upper_bound;
-
-    #[test]
-    fn the_upper_bound_is_the_next_string_after_every_extension_of_the_prefix() {
-        assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));
-        assert_eq!(prefix_upper_bound("a%").as_deref(), Some("a&"));
-        assert_eq!(prefix_upper_bound(""), None);
-        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
-        // U+D7FF is followed by U+E000: surrogates are not characters.
-        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
     }
 }

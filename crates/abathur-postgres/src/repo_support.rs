@@ -14,7 +14,7 @@ use crate::errors::{classify, is_retryable};
 /// How many times a write runs at most while the server keeps aborting it. Each abort means
 /// another transaction went ahead, so the write makes progress on the next run; past this, the
 /// server is overloaded and the caller gets `Busy`.
-const MAX_RUNS: u32 = 10;
+const MAX_RUNS: u32 = 50;
 
 /// Runs `write` (one statement, or a whole transaction that it begins and commits itself) until
 /// the server no longer aborts it with a serialization failure or a deadlock; nothing of an
@@ -38,6 +38,9 @@ where
             Ok(outcome) => return outcome,
             Err(err) if is_retryable(&err) && run < MAX_RUNS => {
                 tracing::debug!(entity, id, run, error = %err, "aborted by another transaction: running again");
+                // A little longer after each abort, so that the transactions that keep
+                // colliding drift apart.
+                tokio::time::sleep(std::time::Duration::from_millis(u64::from(run.min(20)))).await;
                 run += 1;
             }
             Err(err) => return Err(classify(err, entity, id)),

@@ -25,7 +25,6 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use abathur_core::clock::{Clock, SystemClock};
 use abathur_core::error::{DatabaseError, ValidationError};
@@ -56,9 +55,6 @@ const STATUS_SET: &str = "status set";
 /// it looks for a cycle: such updates run one at a time, so each sees the edges the one
 /// before it added. (`abathur` + `deps` in ASCII.)
 const DEPENDENCY_LOCK: i64 = 0x6162_6174_6465_7073;
-
-/// How many times a transaction aborted by a deadlock or a serialization failure runs again.
-const MAX_ATTEMPTS: u32 = 50;
 
 /// The PostgreSQL task store.
 #[derive(Debug, Clone)]
@@ -108,27 +104,24 @@ fn sql(id: Uuid) -> impl FnOnce(sqlx::Error) -> Fail {
 }
 
 /// Runs `op` (one whole transaction) until it is not aborted by a deadlock or a
-/// serialization failure, waiting a little longer after each.
+/// serialization failure: the repositories' one loop (`repo_support::retrying`), with a
+/// retryable driver error as its outer error.
 async fn retrying<T, F, Fut>(mut op: F) -> Result<T, DatabaseError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Fail>>,
 {
-    let mut attempt = 0u32;
-    loop {
-        match op().await {
-            Ok(value) => return Ok(value),
-            Err(Fail::Db(e)) => return Err(e),
-            Err(Fail::Retry(e)) => {
-                attempt += 1;
-                if attempt >= MAX_ATTEMPTS {
-                    return Err(classify(e, ENTITY, ""));
-                }
-                tracing::debug!(attempt, error = %e, "task transaction aborted; running it again");
-                tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(20)))).await;
+    crate::repo_support::retrying(ENTITY, "", || {
+        let run = op();
+        async move {
+            match run.await {
+                Ok(value) => Ok(Ok(value)),
+                Err(Fail::Db(e)) => Ok(Err(e)),
+                Err(Fail::Retry(e)) => Err(e),
             }
         }
-    }
+    })
+    .await
 }
 
 /// Checks a task for this store: the domain's rules, and no NUL character in its JSON (which

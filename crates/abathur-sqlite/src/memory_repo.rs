@@ -10,6 +10,7 @@ use abathur_core::error::DatabaseError;
 use abathur_core::limits::{check_page, MAX_MEMORY_VALUE_BYTES};
 use abathur_core::models::{check_json, check_name, Memory, MemoryType, NewMemory};
 use abathur_core::ports::MemoryRepository;
+use abathur_core::text::{memory_id, prefix_upper_bound};
 use abathur_core::timestamp;
 use async_trait::async_trait;
 use rusqlite::OptionalExtension;
@@ -115,7 +116,7 @@ impl TryFrom<MemoryRow> for Memory {
     type Error = DatabaseError;
 
     fn try_from(r: MemoryRow) -> Result<Self, Self::Error> {
-        let id = key_id(&r.namespace, &r.key);
+        let id = memory_id(&r.namespace, &r.key);
         let cx = RowContext {
             table: "memories",
             id: &id,
@@ -141,27 +142,6 @@ impl TryFrom<MemoryRow> for Memory {
     }
 }
 
-/// How errors and messages name a memory: `namespace/key`.
-fn key_id(namespace: &str, key: &str) -> String {
-    format!("{namespace}/{key}")
-}
-
-/// The least string greater than every string that starts with `prefix`, or `None` when there
-/// is none (`prefix` is empty, or all U+10FFFF). Together with `>= prefix` it bounds an index
-/// range that holds exactly the strings with this prefix, with no pattern syntax, so `%` and `_`
-/// are ordinary characters.
-fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 fn memories_from_rows(rows: Vec<MemoryRow>) -> Result<Vec<Memory>, DatabaseError> {
     rows.into_iter().map(Memory::try_from).collect()
 }
@@ -172,7 +152,7 @@ impl MemoryRepository for MemoryRepositoryImpl {
         memory.validate()?;
         let clock = Arc::clone(&self.clock);
         let row = write(&self.pool, move |raw| {
-            let id = key_id(&memory.namespace, &memory.key);
+            let id = memory_id(&memory.namespace, &memory.key);
             let now = timestamp::format(&clock.now());
             let (latest, live): (i64, i64) = raw
                 .prepare_cached(LATEST_VERSION)
@@ -211,7 +191,7 @@ impl MemoryRepository for MemoryRepositoryImpl {
         let row = sqlx::query_file_as!(MemoryRow, "src/queries/memory_get.sql", namespace, key)
             .fetch_optional(&self.pool)
             .await
-            .map_err(on(ENTITY, &key_id(namespace, key)))?;
+            .map_err(on(ENTITY, &memory_id(namespace, key)))?;
         row.map(Memory::try_from).transpose()
     }
 
@@ -234,7 +214,7 @@ impl MemoryRepository for MemoryRepositoryImpl {
         )
         .fetch_optional(&self.pool)
         .await
-        .map_err(on(ENTITY, &key_id(namespace, key)))?;
+        .map_err(on(ENTITY, &memory_id(namespace, key)))?;
         row.map(Memory::try_from).transpose()
     }
 
@@ -255,7 +235,7 @@ impl MemoryRepository for MemoryRepositoryImpl {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(on(ENTITY, &key_id(namespace, key)))?;
+        .map_err(on(ENTITY, &memory_id(namespace, key)))?;
         memories_from_rows(rows)
     }
 
@@ -268,7 +248,7 @@ impl MemoryRepository for MemoryRepositoryImpl {
     ) -> Result<Memory, DatabaseError> {
         check_name("updated_by", updated_by)?;
         check_json("value", &value, MAX_MEMORY_VALUE_BYTES)?;
-        let id = key_id(namespace, key);
+        let id = memory_id(namespace, key);
         let (namespace, key, updated_by) = (
             namespace.to_string(),
             key.to_string(),
@@ -295,7 +275,7 @@ impl MemoryRepository for MemoryRepositoryImpl {
     }
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<(), DatabaseError> {
-        let id = key_id(namespace, key);
+        let id = memory_id(namespace, key);
         let (namespace, key) = (namespace.to_string(), key.to_string());
         write(&self.pool, move |raw| {
             change_one(raw, DELETE_MEMORY, [&namespace, &key], ENTITY, &id)?;
@@ -344,20 +324,5 @@ impl MemoryRepository for MemoryRepositoryImpl {
         .await
         .map_err(on(ENTITY, namespace_prefix))?;
         memories_from_rows(rows)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_upper_bound;
-
-    #[test]
-    fn the_upper_bound_is_the_next_string_after_every_extension_of_the_prefix() {
-        assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));
-        assert_eq!(prefix_upper_bound("a%").as_deref(), Some("a&"));
-        assert_eq!(prefix_upper_bound(""), None);
-        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
-        // U+D7FF is followed by U+E000: surrogates are not characters.
-        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
     }
 }
