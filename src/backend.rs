@@ -20,7 +20,8 @@ use abathur_core::ports::{
 use abathur_core::queue::QueueStore;
 use abathur_postgres::{
     OpenMode as PgOpenMode, PgAdmin, PgAgentRepository, PgChanges, PgConfig, PgDatabase,
-    PgIdLookup, PgMemoryRepository, PgQueueStore, PgSessionRepository, PgTaskRepository,
+    PgGroupCommitQueueStore, PgIdLookup, PgMemoryRepository, PgQueueStore, PgSessionRepository,
+    PgTaskRepository,
 };
 use abathur_sqlite::{
     AgentRepositoryImpl, DatabaseConfig, DatabaseConnection, DatabaseLocation,
@@ -252,13 +253,18 @@ async fn open_postgres(url: &str, access: Access, role: Role) -> Result<Backend,
     // Behind a transaction-mode pooler (PgBouncer, Supavisor) LISTEN does not work: with
     // ABATHUR_PG_POLL_ONLY set, waiting processes poll instead (docs/POSTGRES.md).
     let changes: Arc<dyn Changes> = Arc::new(PgChanges::from_env(pool.clone()));
+    // A worker's and a server's completions share transactions (group commit), as on SQLite.
+    let queue_store: Arc<dyn QueueStore> = match role {
+        Role::Command => Arc::new(PgQueueStore::new(pool.clone())),
+        Role::Worker | Role::Server => Arc::new(PgGroupCommitQueueStore::new(pool.clone())),
+    };
     Ok(Backend {
         tasks: Arc::new(PgTaskRepository::new(pool.clone())),
         memories: Arc::new(PgMemoryRepository::new(pool.clone())),
         sessions: Arc::new(PgSessionRepository::new(pool.clone())),
         agents: Arc::new(PgAgentRepository::new(pool.clone())),
         ids: Arc::new(PgIdLookup::new(pool.clone())),
-        queue_store: Arc::new(PgQueueStore::new(pool)),
+        queue_store,
         changes,
         admin: Arc::new(PgAdmin::new(db)),
     })

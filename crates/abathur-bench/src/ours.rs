@@ -101,6 +101,27 @@ pub async fn run_workers(
     max: u32,
     total: usize,
 ) -> Result<RunStats, BenchError> {
+    run_workers_completing(queue, workers, max, total, Completing::OneByOne).await
+}
+
+/// How a worker of [`run_workers_completing`] completes the tasks one claim gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completing {
+    /// One after another, each call returning before the next starts.
+    OneByOne,
+    /// All at once, as a worker that runs every task it claimed at the same time does (`abathur
+    /// worker --concurrency` as large as its claim).
+    AtOnce,
+}
+
+/// [`run_workers`], each worker completing its claimed tasks as `completing` says.
+pub async fn run_workers_completing(
+    queue: &TaskQueue,
+    workers: usize,
+    max: u32,
+    total: usize,
+    completing: Completing,
+) -> Result<RunStats, BenchError> {
     let done = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -112,7 +133,16 @@ pub async fn run_workers(
         handles.push(tokio::spawn(async move {
             let name = format!("bench-worker-{w}");
             let mut stats = RunStats::default();
-            let result = work(&queue, &name, max, total, &done, &failed, &mut stats).await;
+            let result = work(
+                &queue,
+                &name,
+                (max, completing),
+                total,
+                &done,
+                &failed,
+                &mut stats,
+            )
+            .await;
             if result.is_err() {
                 failed.store(true, Ordering::Release);
             }
@@ -157,7 +187,7 @@ pub async fn run_workers(
 async fn work(
     queue: &TaskQueue,
     name: &str,
-    max: u32,
+    (max, completing): (u32, Completing),
     total: usize,
     done: &AtomicUsize,
     failed: &AtomicBool,
@@ -190,6 +220,34 @@ async fn work(
         }
         idle_since = None;
         stats.claim.push(t.elapsed());
+        if completing == Completing::AtOnce {
+            let calls = claimed.into_iter().map(|task| {
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    let mut busy = 0;
+                    loop {
+                        let t = Instant::now();
+                        match queue.complete(task.lease.attempt_id, None).await {
+                            Ok(_) => break Ok((t.elapsed(), busy)),
+                            Err(e) if is_busy(&e) => busy += 1,
+                            Err(e) => break Err(BenchError(format!("complete: {e}"))),
+                        }
+                    }
+                })
+            });
+            let calls: Vec<_> = calls.collect();
+            for call in calls {
+                let (took, busy) = call
+                    .await
+                    .map_err(|e| fail(BenchError(e.to_string())))?
+                    .map_err(|e| fail(BenchError(format!("{name}: {e}"))))?;
+                stats.busy += busy;
+                stats.complete.push(took);
+                stats.completed += 1;
+                done.fetch_add(1, Ordering::AcqRel);
+            }
+            continue;
+        }
         for task in claimed {
             loop {
                 let t = Instant::now();

@@ -28,7 +28,7 @@ use crate::connection::{self, PgDatabase};
 use crate::errors::classify_ref;
 use crate::row::RowContext;
 
-/// The tables of abathur's schema (migrations/0001_schema.up.sql).
+/// The tables of abathur's schema (`migrations/`).
 pub const EXPECTED_TABLES: &[&str] = &[
     "agents",
     "audit",
@@ -47,6 +47,7 @@ pub const EXPECTED_TABLES: &[&str] = &[
 const EXPECTED_TRIGGERS: &[(&str, &str)] = &[
     ("tasks", "tasks_notify_ready_on_insert"),
     ("tasks", "tasks_notify_ready_on_update"),
+    ("tasks", "tasks_take_history_along"),
     ("task_dependencies", "task_dependencies_follow_edges"),
     ("session_events", "session_events_are_append_only"),
 ];
@@ -348,6 +349,37 @@ impl DatabaseAdmin for PgAdmin {
                 ));
             }
         }
+        // Attempts and history name their task without a foreign key (migration 0002): rows
+        // whose task is gone are reported as a foreign key's would be.
+        if ["tasks", "task_attempts", "task_events"]
+            .iter()
+            .all(|t| present.iter().any(|p| p == t))
+        {
+            let orphans = sqlx::query!(
+                r#"SELECT 'task_attempts' AS "table!", count(*) AS "n!" FROM (
+                       SELECT 1 FROM task_attempts a
+                       WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = a.task_id)
+                       LIMIT $1) AS o
+                   UNION ALL
+                   SELECT 'task_events', count(*) FROM (
+                       SELECT 1 FROM task_events e
+                       WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = e.task_id)
+                       LIMIT $1) AS o"#,
+                PROBLEMS_LISTED
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(failed)?;
+            for row in orphans {
+                for _ in 0..row.n {
+                    foreign_key_problems.push(ForeignKeyProblem {
+                        table: row.table.clone(),
+                        rowid: None,
+                        parent: "tasks".to_string(),
+                    });
+                }
+            }
+        }
         Ok(CheckReport {
             integrity_problems: problems,
             foreign_key_problems,
@@ -469,7 +501,7 @@ mod tests {
             EXPECTED_TABLES.iter().collect::<Vec<_>>()
         );
         let status = admin.status().await.expect("status");
-        assert_eq!(status.schema_version, Some(1));
+        assert_eq!(status.schema_version, Some(2));
         assert!(
             status.journal_mode.starts_with("wal"),
             "{}",
@@ -518,6 +550,33 @@ mod tests {
         );
         assert_eq!(report.foreign_key_problems.len(), 1, "{report:?}");
         assert_eq!(report.foreign_key_problems[0].table, "tasks");
+
+        // History and attempts whose task is gone (the trigger that takes them along was
+        // disabled when the task was deleted) are reported as a foreign key's rows would be.
+        run(
+            test.url(),
+            "ALTER TABLE tasks DISABLE TRIGGER tasks_take_history_along;
+             INSERT INTO task_attempts (id, task_id, attempt_number, worker_id, started_at,
+                                        lease_expires_at)
+             SELECT gen_random_uuid(), id, 1, 'w', now(), now() FROM tasks;
+             INSERT INTO task_events (task_id, to_status, at, actor)
+             SELECT id, 'ready', now(), 'test' FROM tasks;
+             DELETE FROM tasks;",
+        )
+        .await;
+        let report = admin.check().await.expect("check");
+        let problems = report.integrity_problems.join("\n");
+        assert!(
+            problems.contains("trigger tasks_take_history_along on tasks is disabled"),
+            "{problems}"
+        );
+        let mut orphaned: Vec<&str> = report
+            .foreign_key_problems
+            .iter()
+            .map(|p| p.table.as_str())
+            .collect();
+        orphaned.dedup();
+        assert_eq!(orphaned, ["task_attempts", "task_events"], "{report:?}");
         admin.close().await;
     }
 

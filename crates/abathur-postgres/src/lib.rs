@@ -20,6 +20,7 @@ mod agent_repo;
 mod changes;
 mod connection;
 mod errors;
+mod group_commit;
 mod id_lookup;
 mod memory_repo;
 mod queue_store;
@@ -39,6 +40,7 @@ pub use changes::{
     Listening, PgChanges, Polling, CHANNEL, DEFAULT_POLL_INTERVAL, LIVENESS_INTERVAL, POLL_ONLY_ENV,
 };
 pub use connection::{redact, OpenMode, PgConfig, PgDatabase};
+pub use group_commit::{PgGroupCommitConfig, PgGroupCommitQueueStore, PgGroupCommitStats};
 pub use id_lookup::PgIdLookup;
 pub use memory_repo::PgMemoryRepository;
 pub use queue_store::PgQueueStore;

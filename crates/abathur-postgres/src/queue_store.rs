@@ -156,6 +156,43 @@ macro_rules! transaction {
     }};
 }
 
+impl PgQueueStore {
+    /// Completes each of `items` (distinct attempts) as [`QueueStore::complete`] would alone:
+    /// together in one transaction, each with its own answer, in the order of `items`. When
+    /// the group as a whole cannot be written (a value the server refuses, a task changed
+    /// outside the queue), each runs again alone, so that only the completion at fault gets
+    /// the error.
+    pub(crate) async fn complete_group(
+        &self,
+        items: Vec<Completion>,
+        priority: &PriorityPolicy,
+        now: Now,
+    ) -> Vec<Completed> {
+        let together: Result<Vec<Completed>, QueueError> =
+            transaction!(self.pool, |conn| complete_many_in(
+                conn, &items, priority, now
+            ));
+        match together {
+            Ok(answers) => answers,
+            Err(e) if items.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                tracing::debug!(error = %e, size = items.len(),
+                    "a group of completions failed together; completing each alone");
+                let mut answers = Vec::with_capacity(items.len());
+                for item in items {
+                    let one: Result<Vec<Completed>, QueueError> = transaction!(self.pool, |conn| {
+                        complete_many_in(conn, std::slice::from_ref(&item), priority, now)
+                    });
+                    answers.push(one.and_then(|mut a| {
+                        a.pop().unwrap_or(Err(QueueError::AttemptNotFound(item.0)))
+                    }));
+                }
+                answers
+            }
+        }
+    }
+}
+
 /// The instant of an operation: the caller's, or the server's clock read now, inside the
 /// transaction (after the locks taken so far).
 /// The time to record for what an operation decided after it waited for more locks: with the
@@ -606,10 +643,9 @@ async fn repeat_completion(
         "SELECT e.task_id FROM task_dependencies d
          JOIN task_events e ON e.task_id = d.task_id
          WHERE d.depends_on_task_id = $1 AND e.from_status = 'blocked' AND e.to_status = 'ready'
-           AND e.at = $2 AND e.actor = 'queue' AND e.reason = $3
+           AND e.actor = 'queue' AND e.reason = $2
          ORDER BY e.id",
         row.task_id,
-        row.finished_at,
         format!("dependency {} completed", row.task_id)
     )
     .fetch_all(&mut *conn)
@@ -898,16 +934,18 @@ async fn record_decision(
     Ok(())
 }
 
-/// Makes ready every blocked dependent of `task_id` (just completed, in this transaction)
-/// whose dependencies are all completed. Set-based: three statements whatever the number of
-/// dependents.
+/// Makes ready every blocked dependent of the tasks in `completed` (just completed, in this
+/// transaction, in this order) whose dependencies are all completed, and returns them by the
+/// completed task that released each: of a dependent's dependencies completed here, the last
+/// in `completed`, as if each had been completed alone in that order. Set-based: four
+/// statements whatever the number of tasks and dependents.
 async fn release_dependents(
     conn: &mut PgConnection,
-    task_id: Uuid,
+    completed: &[Uuid],
     priority: &PriorityPolicy,
     now: DateTime<Utc>,
     store: bool,
-) -> R<Vec<Uuid>> {
+) -> R<HashMap<Uuid, Vec<Uuid>>> {
     // Every blocked dependent is locked first (in id order), whether or not it can go yet,
     // with what its key is computed from: two of its dependencies completing at once then
     // take turns, and the second one's next statement reads the first's completion (each
@@ -915,11 +953,12 @@ async fn release_dependents(
     type Row = (Uuid, i16, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
     let blocked: Vec<Row> = sqlx::query!(
         r#"SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after AS "run_after?"
-         FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
-         LEFT JOIN task_schedule s ON s.task_id = t.id
-         WHERE d.depends_on_task_id = $1 AND t.status = 'blocked'
+         FROM tasks t LEFT JOIN task_schedule s ON s.task_id = t.id
+         WHERE t.id IN (SELECT d.task_id FROM task_dependencies d
+                        WHERE d.depends_on_task_id = ANY($1))
+           AND t.status = 'blocked'
          ORDER BY t.id FOR UPDATE OF t"#,
-        task_id
+        completed
     )
     .map(|r| {
         (
@@ -934,7 +973,7 @@ async fn release_dependents(
     .await
     .map_err(db)?;
     if blocked.is_empty() {
-        return Ok(Vec::new());
+        return Ok(HashMap::new());
     }
     // The locks may have been waited for: the dependents go ready no earlier than now.
     let now = after_locks(conn, now, store).await?;
@@ -950,39 +989,54 @@ async fn release_dependents(
         keys.push(priority.key(base, depth, ready_since));
         calculated.push(priority.calculate(base, depth, deadline, ready_since, now));
     }
-    // Those whose dependencies are all completed go ready, status and key in one pass.
-    let mut released: Vec<Uuid> = sqlx::query_scalar!(
-        "UPDATE tasks SET status = 'ready', last_updated_at = $1,
-             claim_key = k.key, calculated_priority = k.calculated
-         FROM unnest($2::uuid[], $3::float8[], $4::float8[]) AS k(id, key, calculated)
-         WHERE tasks.id = k.id AND tasks.status = 'blocked'
-           AND NOT EXISTS (
-               SELECT 1 FROM task_dependencies d2 JOIN tasks u ON u.id = d2.depends_on_task_id
-               WHERE d2.task_id = tasks.id AND u.status <> 'completed')
-         RETURNING tasks.id",
+    // Those whose dependencies are all completed go ready, status and key in one pass, and
+    // each gets its history row, naming the completion that released it, in one statement.
+    let released = sqlx::query!(
+        r#"WITH released AS (
+            UPDATE tasks SET status = 'ready', last_updated_at = $1,
+                claim_key = k.key, calculated_priority = k.calculated
+            FROM unnest($2::uuid[], $3::float8[], $4::float8[]) AS k(id, key, calculated)
+            WHERE tasks.id = ANY($2::uuid[]) AND tasks.id = k.id AND tasks.status = 'blocked'
+              AND NOT EXISTS (
+                  SELECT 1 FROM task_dependencies d2 JOIN tasks u ON u.id = d2.depends_on_task_id
+                  WHERE d2.task_id = tasks.id AND u.status <> 'completed')
+            RETURNING tasks.id
+        ), by_dependency AS MATERIALIZED (
+            SELECT r.id,
+                   CASE WHEN cardinality($5::uuid[]) = 1 THEN ($5::uuid[])[1]
+                   ELSE (SELECT c.id
+                         FROM task_dependencies d
+                         JOIN unnest($5::uuid[]) WITH ORDINALITY AS c(id, n)
+                           ON c.id = d.depends_on_task_id
+                         WHERE d.task_id = r.id
+                         ORDER BY c.n DESC LIMIT 1) END AS dependency
+            FROM released r
+        ), recorded AS (
+            INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id,
+                                     reason)
+            SELECT b.id, 'blocked', 'ready', $1, 'queue', NULL,
+                   'dependency ' || b.dependency || ' completed'
+            FROM by_dependency b
+            ORDER BY array_position($5::uuid[], b.dependency), b.id
+        )
+        SELECT id AS "id!", dependency AS "dependency!" FROM by_dependency"#,
         now,
         &ids,
         &keys,
-        &calculated
+        &calculated,
+        completed
     )
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
-    if released.is_empty() {
-        return Ok(released);
+    let mut by: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for row in released {
+        by.entry(row.dependency).or_default().push(row.id);
     }
-    released.sort();
-    let moves: Vec<Move> = released
-        .iter()
-        .map(|id| Move {
-            id: *id,
-            from: TaskStatus::Blocked,
-            attempt: None,
-        })
-        .collect();
-    let reason = format!("dependency {task_id} completed");
-    record_many(conn, &moves, TaskStatus::Ready, now, "queue", Some(&reason)).await?;
-    Ok(released)
+    for ids in by.values_mut() {
+        ids.sort();
+    }
+    Ok(by)
 }
 
 /// The task's status, its row locked.
@@ -1456,7 +1510,8 @@ async fn claim_in(
     )
     UPDATE tasks SET status = 'running', started_at = stamp.at, last_updated_at = stamp.at
     FROM chosen, stamp
-    WHERE tasks.id = chosen.id AND tasks.status = 'ready'
+    WHERE tasks.id = ANY(ARRAY(SELECT c.id FROM chosen c)) AND tasks.id = chosen.id
+      AND tasks.status = 'ready'
     RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!",
               stamp.at AS "at!",
               (SELECT count(*) FROM urgent) + (SELECT count(*) FROM keyed) AS "locked!""#,
@@ -1506,7 +1561,8 @@ async fn claim_in(
     )
     UPDATE tasks SET status = 'running', started_at = stamp.at, last_updated_at = stamp.at
     FROM chosen, stamp
-    WHERE tasks.id = chosen.id AND tasks.status = 'ready'
+    WHERE tasks.id = ANY(ARRAY(SELECT c.id FROM chosen c)) AND tasks.id = chosen.id
+      AND tasks.status = 'ready'
     RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!",
               stamp.at AS "at!",
               (SELECT count(*) FROM urgent) + (SELECT count(*) FROM keyed) AS "locked!""#,
@@ -1652,43 +1708,161 @@ async fn heartbeat_in(
     })
 }
 
-async fn complete_in(
-    conn: &mut PgConnection,
-    attempt_id: Uuid,
-    result: Option<&Value>,
-    priority: &PriorityPolicy,
-    now: Now,
-) -> R<Recorded<Vec<Uuid>>> {
-    let row = lock_attempt(conn, attempt_id).await?;
-    if row.outcome.as_deref() == Some(AttemptOutcome::Completed.as_str()) {
-        return repeat_completion(conn, attempt_id, &row, result).await;
-    }
-    row.check_open(attempt_id)?;
-    let store = now == Now::Store;
-    let now = resolve(conn, now).await?;
-    close_attempt(conn, attempt_id, AttemptOutcome::Completed, None, now).await?;
-    sqlx::query!(
-        "UPDATE tasks SET result_data = $1, error_message = NULL WHERE id = $2",
-        result.map(Json) as _,
-        row.task_id
+/// The attempts of `ids`, each with its task's row locked first and then its own (sets in id
+/// order): the order every operation that changes both takes them in. An attempt not found
+/// (or pruned with its task while this waited) is absent.
+async fn lock_attempts(conn: &mut PgConnection, ids: &[Uuid]) -> R<HashMap<Uuid, AttemptRow>> {
+    sqlx::query_scalar!(
+        "SELECT id FROM tasks
+         WHERE id IN (SELECT task_id FROM task_attempts WHERE id = ANY($1))
+         ORDER BY id FOR UPDATE",
+        ids
     )
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
-    transition(
-        conn,
-        row.task_id,
-        TaskStatus::Running,
-        TaskStatus::Completed,
-        now,
-        &row.worker_id,
-        Some(attempt_id),
-        None,
+    let rows = sqlx::query!(
+        r#"SELECT id, task_id, worker_id, attempt_number, outcome, error, finished_at,
+                retry_count, retry_after
+         FROM task_attempts WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
+        ids
     )
-    .await?;
-    release_dependents(conn, row.task_id, priority, now, store)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.id,
+                AttemptRow {
+                    task_id: r.task_id,
+                    worker_id: r.worker_id,
+                    attempt_number: r.attempt_number,
+                    outcome: r.outcome,
+                    error: r.error,
+                    finished_at: r.finished_at,
+                    retry_count: r.retry_count,
+                    retry_after: r.retry_after,
+                },
+            )
+        })
+        .collect())
+}
+
+/// One `complete` of a group: the attempt and the result it completes with.
+pub(crate) type Completion = (Uuid, Option<Value>);
+
+/// The answer to one `complete`.
+pub(crate) type Completed = Result<Recorded<Vec<Uuid>>, QueueError>;
+
+/// Completes the attempts of `items` (each attempt at most once) in this transaction, each
+/// answered as if it had run alone, in the order given, at one instant: an attempt that
+/// cannot complete gets its error and changes nothing; the others complete together, in one
+/// statement, and release their dependents together.
+async fn complete_many_in(
+    conn: &mut PgConnection,
+    items: &[Completion],
+    priority: &PriorityPolicy,
+    now: Now,
+) -> R<Vec<Completed>> {
+    let attempt_ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
+    let rows = lock_attempts(conn, &attempt_ids).await?;
+    let mut answers: Vec<Option<Completed>> = Vec::with_capacity(items.len());
+    // The completions to write: attempt, task, worker (the history's actor), result.
+    let mut attempts = Vec::new();
+    let mut tasks = Vec::new();
+    let mut actors = Vec::new();
+    let mut results = Vec::new();
+    for (attempt_id, result) in items {
+        let Some(row) = rows.get(attempt_id) else {
+            answers.push(Some(Err(QueueError::AttemptNotFound(*attempt_id))));
+            continue;
+        };
+        if row.outcome.as_deref() == Some(AttemptOutcome::Completed.as_str()) {
+            answers.push(Some(
+                match repeat_completion(conn, *attempt_id, row, result.as_ref()).await {
+                    Ok(repeat) => Ok(repeat),
+                    Err(Stop::Queue(e)) => Err(e),
+                    Err(Stop::Again) => return Err(Stop::Again),
+                },
+            ));
+            continue;
+        }
+        if let Err(e) = row.check_open(*attempt_id) {
+            answers.push(Some(Err(e)));
+            continue;
+        }
+        answers.push(None);
+        attempts.push(*attempt_id);
+        tasks.push(row.task_id);
+        actors.push(row.worker_id.clone());
+        results.push(result.as_ref().map(Json));
+    }
+    if !attempts.is_empty() {
+        let store = now == Now::Store;
+        let pinned = match now {
+            Now::At(at) => Some(at),
+            Now::Store => None,
+        };
+        // The time is read inside the statement, after the locks above: the attempts close,
+        // the tasks complete with their results, and each gets its history row.
+        let written = sqlx::query!(
+            r#"WITH stamp AS MATERIALIZED (
+                SELECT COALESCE($1::timestamptz, clock_timestamp()) AS at
+            ), closed AS (
+                UPDATE task_attempts a SET finished_at = stamp.at, outcome = 'completed',
+                    error = NULL
+                FROM stamp
+                WHERE a.id = ANY($2::uuid[]) AND a.finished_at IS NULL
+                RETURNING a.id
+            ), moved AS (
+                UPDATE tasks t SET status = 'completed', result_data = d.result,
+                    error_message = NULL, last_updated_at = stamp.at, completed_at = stamp.at
+                FROM stamp, unnest($3::uuid[], $5::jsonb[]) AS d(task, result)
+                WHERE t.id = ANY($3::uuid[]) AND t.id = d.task AND t.status = 'running'
+                RETURNING t.id
+            ), recorded AS (
+                INSERT INTO task_events (task_id, from_status, to_status, at, actor,
+                                         attempt_id, reason)
+                SELECT d.task, 'running', 'completed', stamp.at, d.actor, d.attempt, NULL
+                FROM stamp, unnest($2::uuid[], $3::uuid[], $4::text[])
+                    WITH ORDINALITY AS d(attempt, task, actor, n)
+                ORDER BY d.n
+            )
+            SELECT stamp.at AS "now!", (SELECT count(*) FROM moved) AS "moved!"
+            FROM stamp"#,
+            pinned,
+            &attempts,
+            &tasks,
+            &actors,
+            &results as _
+        )
+        .fetch_one(&mut *conn)
         .await
-        .map(Recorded::new)
+        .map_err(db)?;
+        // Every task was read running under its lock (its attempt was open), so a task that
+        // did not change was changed outside the queue: refuse rather than record a history
+        // that did not happen.
+        if usize::try_from(written.moved).ok() != Some(tasks.len()) {
+            return Err(QueueError::Database(DatabaseError::Conflict {
+                entity: "task",
+                id: tasks.first().map(Uuid::to_string).unwrap_or_default(),
+                reason: "expected it to be running, but it was changed outside the queue"
+                    .to_string(),
+            })
+            .into());
+        }
+        let mut released = release_dependents(conn, &tasks, priority, written.now, store).await?;
+        let mut completions = tasks.iter();
+        for answer in answers.iter_mut().filter(|a| a.is_none()) {
+            let task = completions.next().copied().unwrap_or_default();
+            *answer = Some(Ok(Recorded::new(
+                released.remove(&task).unwrap_or_default(),
+            )));
+        }
+    }
+    Ok(answers.into_iter().flatten().collect())
 }
 
 async fn fail_in(
@@ -2150,13 +2324,12 @@ impl QueueStore for PgQueueStore {
         priority: &PriorityPolicy,
         now: Now,
     ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
-        transaction!(self.pool, |conn| complete_in(
-            conn,
-            attempt_id,
-            result.as_ref(),
-            priority,
-            now
-        ))
+        let mut answers = self
+            .complete_group(vec![(attempt_id, result)], priority, now)
+            .await;
+        answers
+            .pop()
+            .unwrap_or(Err(QueueError::AttemptNotFound(attempt_id)))
     }
 
     async fn fail(

@@ -1,5 +1,6 @@
 //! The conformance suite of the ports (`abathur-conformance`) against PostgreSQL: each case on
-//! a database of its own on the test server (`ABATHUR_TEST_POSTGRES`), dropped after it.
+//! a database of its own on the test server (`ABATHUR_TEST_POSTGRES`), dropped after it; once
+//! with the queue store of one transaction per operation, once with the group-commit store.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -8,13 +9,16 @@ use abathur_conformance::{Backend, Ports};
 use abathur_core::clock::Clock;
 use abathur_postgres::testing::TestDatabase;
 use abathur_postgres::{
-    PgAgentRepository, PgChanges, PgConfig, PgIdLookup, PgMemoryRepository, PgQueueStore,
-    PgSessionRepository, PgTaskRepository,
+    PgAgentRepository, PgChanges, PgConfig, PgGroupCommitQueueStore, PgIdLookup,
+    PgMemoryRepository, PgQueueStore, PgSessionRepository, PgTaskRepository,
 };
 
 /// PostgreSQL, with a small pool: a case runs one call at a time (a change subscription holds
 /// a connection of its own), and hundreds of cases each open a database.
-struct Postgres;
+struct Postgres {
+    /// The group-commit queue store (`PgGroupCommitQueueStore`) instead of `PgQueueStore`.
+    grouped: bool,
+}
 
 #[async_trait::async_trait]
 impl Backend for Postgres {
@@ -26,7 +30,11 @@ impl Backend for Postgres {
         .await;
         let pool = db.pool().clone();
         Ports {
-            queue: Arc::new(PgQueueStore::new(pool.clone())),
+            queue: if self.grouped {
+                Arc::new(PgGroupCommitQueueStore::new(pool.clone()))
+            } else {
+                Arc::new(PgQueueStore::new(pool.clone()))
+            },
             tasks: Arc::new(PgTaskRepository::with_clock(pool.clone(), clock.clone())),
             memories: Arc::new(PgMemoryRepository::with_clock(pool.clone(), clock.clone())),
             sessions: Arc::new(PgSessionRepository::with_clock(pool.clone(), clock.clone())),
@@ -39,4 +47,9 @@ impl Backend for Postgres {
     }
 }
 
-abathur_conformance::suite!(Postgres);
+abathur_conformance::suite!(Postgres { grouped: false });
+
+/// The group-commit queue store: completions share transactions and statements.
+mod group_commit {
+    abathur_conformance::suite!(super::Postgres { grouped: true });
+}

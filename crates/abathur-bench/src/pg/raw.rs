@@ -30,14 +30,11 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("RECORD_MANY", RECORD_MANY),
     ("LOAD_TASKS", LOAD_TASKS),
     ("TASK_COLUMNS", TASK_COLUMNS),
-    ("ATTEMPT_TASK", ATTEMPT_TASK),
-    ("LOCK_TASK", LOCK_TASK),
-    ("LOCK_ATTEMPT", LOCK_ATTEMPT),
-    ("CLOSE_ATTEMPT", CLOSE_ATTEMPT),
-    ("SET_RESULT", SET_RESULT),
-    ("TRANSITION", TRANSITION),
-    ("RECORD", RECORD),
+    ("LOCK_TASKS", LOCK_TASKS),
+    ("LOCK_ATTEMPTS", LOCK_ATTEMPTS),
+    ("COMPLETE", COMPLETE),
     ("BLOCKED_DEPENDENTS", BLOCKED_DEPENDENTS),
+    ("AFTER_LOCKS", AFTER_LOCKS),
     ("RELEASE", RELEASE),
     ("READY", READY),
 ];
@@ -82,7 +79,8 @@ pub const CLAIM: &str = r#"WITH urgent AS MATERIALIZED (
     )
     UPDATE tasks SET status = 'running', started_at = stamp.at, last_updated_at = stamp.at
     FROM chosen, stamp
-    WHERE tasks.id = chosen.id AND tasks.status = 'ready'
+    WHERE tasks.id = ANY(ARRAY(SELECT c.id FROM chosen c)) AND tasks.id = chosen.id
+      AND tasks.status = 'ready'
     RETURNING tasks.id AS "id!", chosen.rank AS "rank?", chosen.submitted_at AS "submitted_at!",
               stamp.at AS "at!",
               (SELECT count(*) FROM urgent) + (SELECT count(*) FROM keyed) AS "locked!""#;
@@ -118,50 +116,85 @@ pub const TASK_COLUMNS: &str = "id, summary, description, agent_type, priority, 
      session_id, source, deadline, estimated_duration_seconds, feature_branch, task_branch, \
      worktree_path";
 
-/// The attempt's task, found before any lock.
-pub const ATTEMPT_TASK: &str = r#"SELECT task_id FROM task_attempts WHERE id = $1"#;
+/// The attempts' tasks locked first, in id order, then the attempts'.
+pub const LOCK_TASKS: &str = r#"SELECT id FROM tasks
+         WHERE id IN (SELECT task_id FROM task_attempts WHERE id = ANY($1))
+         ORDER BY id FOR UPDATE"#;
 
-/// The task's row locked first, then its attempt's.
-pub const LOCK_TASK: &str = r#"SELECT id FROM tasks WHERE id = $1 FOR UPDATE"#;
+/// The attempts locked and read, in id order.
+pub const LOCK_ATTEMPTS: &str = r#"SELECT id, task_id, worker_id, attempt_number, outcome, error, finished_at,
+                retry_count, retry_after
+         FROM task_attempts WHERE id = ANY($1) ORDER BY id FOR UPDATE"#;
 
-/// The attempt locked and read.
-pub const LOCK_ATTEMPT: &str = r#"SELECT task_id, worker_id, attempt_number, outcome, error, finished_at, retry_count,
-                retry_after
-         FROM task_attempts WHERE id = $1 FOR UPDATE"#;
+/// The completions written: the time read, the attempts closed, the tasks completed with their
+/// results, and their history rows.
+pub const COMPLETE: &str = r#"WITH stamp AS MATERIALIZED (
+                SELECT COALESCE($1::timestamptz, clock_timestamp()) AS at
+            ), closed AS (
+                UPDATE task_attempts a SET finished_at = stamp.at, outcome = 'completed',
+                    error = NULL
+                FROM stamp
+                WHERE a.id = ANY($2::uuid[]) AND a.finished_at IS NULL
+                RETURNING a.id
+            ), moved AS (
+                UPDATE tasks t SET status = 'completed', result_data = d.result,
+                    error_message = NULL, last_updated_at = stamp.at, completed_at = stamp.at
+                FROM stamp, unnest($3::uuid[], $5::jsonb[]) AS d(task, result)
+                WHERE t.id = ANY($3::uuid[]) AND t.id = d.task AND t.status = 'running'
+                RETURNING t.id
+            ), recorded AS (
+                INSERT INTO task_events (task_id, from_status, to_status, at, actor,
+                                         attempt_id, reason)
+                SELECT d.task, 'running', 'completed', stamp.at, d.actor, d.attempt, NULL
+                FROM stamp, unnest($2::uuid[], $3::uuid[], $4::text[])
+                    WITH ORDINALITY AS d(attempt, task, actor, n)
+                ORDER BY d.n
+            )
+            SELECT stamp.at AS "now!", (SELECT count(*) FROM moved) AS "moved!"
+            FROM stamp"#;
 
-/// The attempt ended.
-pub const CLOSE_ATTEMPT: &str = r#"UPDATE task_attempts SET finished_at = $1, outcome = $2, error = $3
-         WHERE id = $4 AND finished_at IS NULL"#;
-
-/// The task's result.
-pub const SET_RESULT: &str =
-    r#"UPDATE tasks SET result_data = $1, error_message = NULL WHERE id = $2"#;
-
-/// One task's status change.
-pub const TRANSITION: &str = r#"UPDATE tasks SET status = $1, last_updated_at = $2,
-             started_at = COALESCE($3, started_at), completed_at = COALESCE($4, completed_at)
-         WHERE id = $5 AND status = $6"#;
-
-/// One history row.
-pub const RECORD: &str = r#"INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id, reason)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)"#;
-
-/// Every blocked dependent, locked in id order, with what its key is computed from.
+/// Every blocked dependent of the completed tasks, locked in id order, with what its key is
+/// computed from.
 pub const BLOCKED_DEPENDENTS: &str = r#"SELECT t.id, t.priority, t.dependency_depth, t.deadline, s.run_after AS "run_after?"
-         FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
-         LEFT JOIN task_schedule s ON s.task_id = t.id
-         WHERE d.depends_on_task_id = $1 AND t.status = 'blocked'
+         FROM tasks t LEFT JOIN task_schedule s ON s.task_id = t.id
+         WHERE t.id IN (SELECT d.task_id FROM task_dependencies d
+                        WHERE d.depends_on_task_id = ANY($1))
+           AND t.status = 'blocked'
          ORDER BY t.id FOR UPDATE OF t"#;
 
-/// Those whose dependencies are all completed go ready, status and key in one pass.
-pub const RELEASE: &str = r#"UPDATE tasks SET status = 'ready', last_updated_at = $1,
-             claim_key = k.key, calculated_priority = k.calculated
-         FROM unnest($2::uuid[], $3::float8[], $4::float8[]) AS k(id, key, calculated)
-         WHERE tasks.id = k.id AND tasks.status = 'blocked'
-           AND NOT EXISTS (
-               SELECT 1 FROM task_dependencies d2 JOIN tasks u ON u.id = d2.depends_on_task_id
-               WHERE d2.task_id = tasks.id AND u.status <> 'completed')
-         RETURNING tasks.id"#;
+/// The time once the dependents' locks are held.
+pub const AFTER_LOCKS: &str = r#"SELECT GREATEST($1::timestamptz, clock_timestamp()) AS "now!""#;
+
+/// Those whose dependencies are all completed go ready, status and key in one pass, with their
+/// history rows naming the completion that released each.
+pub const RELEASE: &str = r#"WITH released AS (
+            UPDATE tasks SET status = 'ready', last_updated_at = $1,
+                claim_key = k.key, calculated_priority = k.calculated
+            FROM unnest($2::uuid[], $3::float8[], $4::float8[]) AS k(id, key, calculated)
+            WHERE tasks.id = ANY($2::uuid[]) AND tasks.id = k.id AND tasks.status = 'blocked'
+              AND NOT EXISTS (
+                  SELECT 1 FROM task_dependencies d2 JOIN tasks u ON u.id = d2.depends_on_task_id
+                  WHERE d2.task_id = tasks.id AND u.status <> 'completed')
+            RETURNING tasks.id
+        ), by_dependency AS MATERIALIZED (
+            SELECT r.id,
+                   CASE WHEN cardinality($5::uuid[]) = 1 THEN ($5::uuid[])[1]
+                   ELSE (SELECT c.id
+                         FROM task_dependencies d
+                         JOIN unnest($5::uuid[]) WITH ORDINALITY AS c(id, n)
+                           ON c.id = d.depends_on_task_id
+                         WHERE d.task_id = r.id
+                         ORDER BY c.n DESC LIMIT 1) END AS dependency
+            FROM released r
+        ), recorded AS (
+            INSERT INTO task_events (task_id, from_status, to_status, at, actor, attempt_id,
+                                     reason)
+            SELECT b.id, 'blocked', 'ready', $1, 'queue', NULL,
+                   'dependency ' || b.dependency || ' completed'
+            FROM by_dependency b
+            ORDER BY array_position($5::uuid[], b.dependency), b.id
+        )
+        SELECT id AS "id!", dependency AS "dependency!" FROM by_dependency"#;
 
 /// The specification's ready query, every column of the task as `PgTaskRepository` reads it.
 pub const READY: &str = r#"SELECT id, summary, description, agent_type, priority, calculated_priority,
@@ -278,23 +311,20 @@ impl RawPg {
     }
 
     /// Completes an attempt and makes ready the dependents whose dependencies are all
-    /// completed, in one transaction, as our completion does: the task's row and then the
-    /// attempt's locked, the server's time, the attempt closed, the result, the status change
-    /// and its history row, then the blocked dependents locked and read in id order, their keys
-    /// computed, the release and its history rows. Returns how many were made ready.
+    /// completed, in one transaction, as our completion does (a group of one): the task's row
+    /// and then the attempt's locked, the completion written with the server's time, then the
+    /// blocked dependents locked and read in id order, the time read again, their keys
+    /// computed, and the release with its history rows. Returns how many were made ready.
     pub async fn complete(&mut self, attempt_id: Uuid) -> Result<usize, BenchError> {
         let policy = self.priority;
         let mut tx = self.conn.begin().await?;
-        let task_id: Uuid = sqlx::query_scalar(ATTEMPT_TASK)
-            .bind(attempt_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| BenchError(format!("attempt {attempt_id} not found")))?;
-        sqlx::query_scalar::<_, Uuid>(LOCK_TASK)
-            .bind(task_id)
-            .fetch_optional(&mut *tx)
+        let attempts = [attempt_id];
+        sqlx::query_scalar::<_, Uuid>(LOCK_TASKS)
+            .bind(&attempts[..])
+            .fetch_all(&mut *tx)
             .await?;
         type Attempt = (
+            Uuid,
             Uuid,
             String,
             i64,
@@ -304,62 +334,42 @@ impl RawPg {
             Option<i64>,
             Option<DateTime<Utc>>,
         );
-        let attempt: Attempt = sqlx::query_as(LOCK_ATTEMPT)
-            .bind(attempt_id)
+        let attempt: Attempt = sqlx::query_as(LOCK_ATTEMPTS)
+            .bind(&attempts[..])
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| BenchError(format!("attempt {attempt_id} not found")))?;
-        let worker = attempt.1;
-        if let Some(outcome) = attempt.3 {
+        let (task_id, worker) = (attempt.1, attempt.2);
+        if let Some(outcome) = attempt.4 {
             return Err(BenchError(format!(
                 "attempt {attempt_id} already ended ({outcome})"
             )));
         }
-        let now: DateTime<Utc> = sqlx::query_scalar(NOW).fetch_one(&mut *tx).await?;
-        sqlx::query(CLOSE_ATTEMPT)
-            .bind(now)
-            .bind("completed")
-            .bind(Option::<&str>::None)
-            .bind(attempt_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(SET_RESULT)
-            .bind(Option::<sqlx::types::Json<serde_json::Value>>::None)
-            .bind(task_id)
-            .execute(&mut *tx)
-            .await?;
-        let changed = sqlx::query(TRANSITION)
-            .bind("completed")
-            .bind(now)
+        let tasks = [task_id];
+        let (now, moved): (DateTime<Utc>, i64) = sqlx::query_as(COMPLETE)
             .bind(Option::<DateTime<Utc>>::None)
-            .bind(Some(now))
-            .bind(task_id)
-            .bind("running")
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if changed != 1 {
+            .bind(&attempts[..])
+            .bind(&tasks[..])
+            .bind([worker])
+            .bind([Option::<sqlx::types::Json<serde_json::Value>>::None])
+            .fetch_one(&mut *tx)
+            .await?;
+        if moved != 1 {
             return Err(BenchError(format!("task {task_id} was not running")));
         }
-        sqlx::query(RECORD)
-            .bind(task_id)
-            .bind(Some("running"))
-            .bind("completed")
-            .bind(now)
-            .bind(&worker)
-            .bind(Some(attempt_id))
-            .bind(Option::<&str>::None)
-            .execute(&mut *tx)
-            .await?;
         type Blocked = (Uuid, i16, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
         let blocked: Vec<Blocked> = sqlx::query_as(BLOCKED_DEPENDENTS)
-            .bind(task_id)
+            .bind(&tasks[..])
             .fetch_all(&mut *tx)
             .await?;
         if blocked.is_empty() {
             tx.commit().await?;
             return Ok(0);
         }
+        let now: DateTime<Utc> = sqlx::query_scalar(AFTER_LOCKS)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
         let mut ids = Vec::with_capacity(blocked.len());
         let mut keys = Vec::with_capacity(blocked.len());
         let mut calculated = Vec::with_capacity(blocked.len());
@@ -371,29 +381,14 @@ impl RawPg {
             keys.push(policy.key(base, depth, ready_since));
             calculated.push(policy.calculate(base, depth, deadline, ready_since, now));
         }
-        let mut released: Vec<Uuid> = sqlx::query_scalar(RELEASE)
+        let released: Vec<(Uuid, Uuid)> = sqlx::query_as(RELEASE)
             .bind(now)
             .bind(&ids)
             .bind(&keys)
             .bind(&calculated)
+            .bind(&tasks[..])
             .fetch_all(&mut *tx)
             .await?;
-        if !released.is_empty() {
-            released.sort();
-            let froms: Vec<String> = released.iter().map(|_| "blocked".to_string()).collect();
-            let attempts: Vec<Option<Uuid>> = vec![None; released.len()];
-            let reason = format!("dependency {task_id} completed");
-            sqlx::query(RECORD_MANY)
-                .bind("ready")
-                .bind(now)
-                .bind("queue")
-                .bind(Some(reason.as_str()))
-                .bind(&released)
-                .bind(&froms)
-                .bind(&attempts)
-                .execute(&mut *tx)
-                .await?;
-        }
         tx.commit().await?;
         Ok(released.len())
     }

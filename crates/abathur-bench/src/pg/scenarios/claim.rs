@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use crate::ours::{self as shared, RunStats};
+use crate::ours::{self as shared, Completing, RunStats};
 use crate::pg::db::{self, Fresh, Shape};
 use crate::pg::ours;
 use crate::pg::raw::RawPg;
@@ -19,9 +19,62 @@ use crate::BenchError;
 /// How many tasks a batched claim asks for.
 pub const BATCH: u32 = 10;
 
-/// In-process workers and tasks per claim, in the order printed.
-pub const VARIANTS: [(usize, u32); 6] =
-    [(1, 1), (4, 1), (16, 1), (1, BATCH), (4, BATCH), (16, BATCH)];
+/// How many tasks a worker of a group-commit variant claims at once, and then runs (and
+/// completes) at once, as graphile-worker's local queue does.
+pub const LOCAL_QUEUE: u32 = 200;
+
+/// How our queue is driven in a variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ours {
+    /// In-process workers (tokio tasks) sharing one pool.
+    pub workers: usize,
+    /// Tasks per claim.
+    pub max: u32,
+    /// Through `PgGroupCommitQueueStore`, each worker completing what it claimed at once;
+    /// else `PgQueueStore`, each worker completing one task after another.
+    pub grouped: bool,
+}
+
+impl Ours {
+    const fn plain(workers: usize, max: u32) -> Self {
+        Self {
+            workers,
+            max,
+            grouped: false,
+        }
+    }
+
+    const fn grouped(workers: usize, max: u32) -> Self {
+        Self {
+            workers,
+            max,
+            grouped: true,
+        }
+    }
+
+    /// As printed: "4 workers, claim 10", with how it completes when grouped.
+    pub fn label(self) -> String {
+        let label = format!("{}, claim {}", workers_label(self.workers), self.max);
+        if self.grouped {
+            format!("{label}, group commit (each claim's tasks completed at once)")
+        } else {
+            label
+        }
+    }
+}
+
+/// The variants, in the order printed.
+pub const VARIANTS: [Ours; 9] = [
+    Ours::plain(1, 1),
+    Ours::plain(4, 1),
+    Ours::plain(16, 1),
+    Ours::plain(1, BATCH),
+    Ours::plain(4, BATCH),
+    Ours::plain(16, BATCH),
+    Ours::grouped(16, BATCH),
+    Ours::grouped(1, LOCAL_QUEUE),
+    Ours::grouped(4, LOCAL_QUEUE),
+];
 
 /// The label of `workers` in-process workers.
 pub fn workers_label(workers: usize) -> String {
@@ -50,13 +103,20 @@ pub async fn ready_database(tasks: usize, max_connections: u32) -> Result<Fresh,
     Ok(fresh)
 }
 
-/// Our queue worked by `workers` tokio tasks claiming `max` at a time until `total` tasks are
-/// completed, on a new database. The pool has a connection per worker and one to spare.
-pub async fn run_ours(workers: usize, max: u32, total: usize) -> Result<RunStats, BenchError> {
-    let pool = u32::try_from(workers + 1).map_err(|e| BenchError(e.to_string()))?;
+/// Our queue worked as `how` says until `total` tasks are completed, on a new database. The
+/// pool has a connection per worker and one to spare, and two more for the group commit's
+/// writers.
+pub async fn run_ours(how: Ours, total: usize) -> Result<RunStats, BenchError> {
+    let connections = how.workers + 1 + if how.grouped { 2 } else { 0 };
+    let pool = u32::try_from(connections).map_err(|e| BenchError(e.to_string()))?;
     let fresh = ready_database(total, pool).await?;
-    let queue = ours::queue(&fresh.db);
-    let stats = shared::run_workers(&queue, workers, max, total).await;
+    let (queue, completing) = if how.grouped {
+        (ours::grouped_queue(&fresh.db), Completing::AtOnce)
+    } else {
+        (ours::queue(&fresh.db), Completing::OneByOne)
+    };
+    let stats =
+        shared::run_workers_completing(&queue, how.workers, how.max, total, completing).await;
     let mut conn = fresh.connection().await?;
     let completed = db::count_status(&mut conn, "completed").await?;
     sqlx::Connection::close(conn).await?;
@@ -129,16 +189,16 @@ pub async fn run(cx: &PgContext, findings: &mut PgFindings) -> Result<Vec<Row>, 
     let base_single = measure(base_single);
     let base_batch = measure(base_batch);
     let mut rows = Vec::new();
-    for (workers, max) in VARIANTS {
-        let stats = run_ours(workers, max, total).await?;
+    for how in VARIANTS {
+        let stats = run_ours(how, total).await?;
         let claim = claim_percentiles(&stats);
         let busy = stats.busy;
-        let baseline = if max == 1 { &base_single } else { &base_batch };
-        let variant = format!(
-            "{}, claim {max}, {} tasks",
-            workers_label(workers),
-            count(total)
-        );
+        let baseline = if how.max == 1 {
+            &base_single
+        } else {
+            &base_batch
+        };
+        let variant = format!("{}, {} tasks", how.label(), count(total));
         let row = Row::new(title, variant, measure(stats)).baseline(baseline.clone());
         row.print();
         println!("    claim p50/p99 {claim}; calls that failed as busy and were retried: {busy}");

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::ours::RunStats;
-use crate::pg::scenarios::claim::{self, workers_label, BATCH};
+use crate::pg::scenarios::claim::{self, workers_label, Ours, BATCH, LOCAL_QUEUE};
 use crate::pg::scenarios::latency;
 use crate::pg::{PgContext, PgFindings, PgScenario};
 use crate::report::{Measure, Row};
@@ -36,7 +36,38 @@ const GRAPHILE_MODES: [(&str, &[&str]); 2] = [
 /// apalis-postgres's workers.
 const APALIS_WORKERS: [usize; 2] = [1, 4];
 /// Our configurations run beside them: (in-process workers, tasks per claim).
-const OURS: [(usize, u32); 4] = [(1, 1), (4, 1), (4, BATCH), (16, BATCH)];
+const OURS: [Ours; 6] = [
+    Ours {
+        workers: 1,
+        max: 1,
+        grouped: false,
+    },
+    Ours {
+        workers: 4,
+        max: 1,
+        grouped: false,
+    },
+    Ours {
+        workers: 4,
+        max: BATCH,
+        grouped: false,
+    },
+    Ours {
+        workers: 16,
+        max: BATCH,
+        grouped: false,
+    },
+    Ours {
+        workers: 1,
+        max: LOCAL_QUEUE,
+        grouped: true,
+    },
+    Ours {
+        workers: 4,
+        max: LOCAL_QUEUE,
+        grouped: true,
+    },
+];
 
 /// The JSON line a peer printed: jobs done and the seconds they took.
 fn parse_result(stdout: &str, jobs: usize) -> Result<Duration, BenchError> {
@@ -285,12 +316,12 @@ pub async fn run(cx: &PgContext, findings: &mut PgFindings) -> Result<Vec<Row>, 
 
     let baseline = measure(claim::run_baseline(1, jobs).await?);
     let mut ours: Vec<(usize, u32, String, Measure)> = Vec::new();
-    for (workers, max) in OURS {
-        let stats: RunStats = claim::run_ours(workers, max, jobs).await?;
-        let label = format!("{}, claim {max}", workers_label(workers));
+    for how in OURS {
+        let stats: RunStats = claim::run_ours(how, jobs).await?;
+        let label = how.label();
         let m = measure(stats);
         println!("  ours, {label}: {}", m.headline());
-        ours.push((workers, max, label, m));
+        ours.push((how.workers, how.max, label, m));
     }
     let best = ours
         .iter()

@@ -1,0 +1,377 @@
+//! Group commit on PostgreSQL: the completions of every caller in a process share
+//! transactions and statements.
+//!
+//! A completion is the queue's busiest write: every task ends with one. On PostgreSQL its cost
+//! is the round trips (a completion alone is about eight statements) and the commit's wait for
+//! the disk, not the rows it writes. [`PgGroupCommitQueueStore`] hands each `complete` to a
+//! group: while one group is being written, the completions that arrive wait, and the next
+//! group takes all of them (up to [`PgGroupCommitConfig::max_group`]) in one transaction, with
+//! one statement for every attempt closed, task completed and history row, and one release of
+//! all their dependents. Each caller still gets its own answer, as if its completion had run
+//! alone: an attempt that cannot complete gets its error and changes nothing, and a group that
+//! cannot be written whole (a result the server refuses, a task changed outside the queue) is
+//! completed again one by one, so that only the completion at fault fails.
+//!
+//! Nothing waits for a timer: under light load a group is one completion, written at once.
+//! Every other operation is [`PgQueueStore`]'s, one transaction each.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use abathur_core::clock::Now;
+use abathur_core::error::DatabaseError;
+use abathur_core::queue::{
+    ClaimRequest, ClaimedTask, FailOutcome, Lease, NewTask, PendingTask, PriorityPolicy,
+    PruneReport, PruneRequest, QueueError, QueueLimits, QueueOverview, QueueStore, ReapReport,
+    Recorded, RetryPolicy, SubmissionDetails, Submitted, TaskEvent,
+};
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::queue_store::{Completed, Completion, PgQueueStore};
+
+/// How a [`PgGroupCommitQueueStore`] groups completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgGroupCommitConfig {
+    /// The most completions in one transaction (default 256): bounds how many rows one
+    /// transaction locks, and so how long others wait for them.
+    pub max_group: usize,
+    /// How many groups may be written at once, each on a connection of its own (default 2):
+    /// one group is built while another commits.
+    pub writers: usize,
+}
+
+impl Default for PgGroupCommitConfig {
+    fn default() -> Self {
+        Self {
+            max_group: 256,
+            writers: 2,
+        }
+    }
+}
+
+/// What a store has done so far with its completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgGroupCommitStats {
+    /// Groups written (each one transaction, or one per member when it was completed again
+    /// one by one).
+    pub groups: u64,
+    /// Completions in them.
+    pub operations: u64,
+    /// Completions waiting for a group now.
+    pub waiting: usize,
+}
+
+/// A [`QueueStore`] on PostgreSQL whose completions share transactions; see the module's
+/// documentation. It needs a tokio runtime when `complete` is called, not when it is made.
+#[derive(Clone)]
+pub struct PgGroupCommitQueueStore {
+    inner: PgQueueStore,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PgGroupCommitQueueStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgGroupCommitQueueStore")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A completion waiting for its group.
+struct Waiting {
+    completion: Completion,
+    priority: PriorityPolicy,
+    now: Now,
+    answer: oneshot::Sender<Completed>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Waiting>,
+    /// Writers running: each takes groups until none waits.
+    writers: usize,
+}
+
+struct Shared {
+    config: PgGroupCommitConfig,
+    queue: Mutex<Queue>,
+    groups: AtomicU64,
+    operations: AtomicU64,
+}
+
+impl PgGroupCommitQueueStore {
+    /// A store on `pool` (whose database is migrated) with the default grouping.
+    pub fn new(pool: PgPool) -> Self {
+        Self::with_config(pool, PgGroupCommitConfig::default())
+    }
+
+    /// A store on `pool` grouping as `config` says (a `max_group` or `writers` of 0 counts as
+    /// 1).
+    pub fn with_config(pool: PgPool, config: PgGroupCommitConfig) -> Self {
+        let config = PgGroupCommitConfig {
+            max_group: config.max_group.max(1),
+            writers: config.writers.max(1),
+        };
+        Self {
+            inner: PgQueueStore::new(pool),
+            shared: Arc::new(Shared {
+                config,
+                queue: Mutex::new(Queue::default()),
+                groups: AtomicU64::new(0),
+                operations: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// How many groups were written and how many completions they held (the average group
+    /// size is their ratio), and how many wait now.
+    pub fn stats(&self) -> PgGroupCommitStats {
+        PgGroupCommitStats {
+            groups: self.shared.groups.load(Ordering::Relaxed),
+            operations: self.shared.operations.load(Ordering::Relaxed),
+            waiting: self.shared.lock().waiting.len(),
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // The queue is only ever pushed to and popped from: a panic elsewhere leaves it whole.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next group: the oldest waiting completion and those after it that share its
+    /// policy and time and name other attempts (a repeat of an attempt waits for the next
+    /// group, so that it is answered as a repeat). `None`, and this writer stops, when none
+    /// waits.
+    fn next_group(&self) -> Option<Vec<Waiting>> {
+        let mut queue = self.lock();
+        let Some(first) = queue.waiting.pop_front() else {
+            queue.writers -= 1;
+            return None;
+        };
+        let (priority, now) = (first.priority, first.now);
+        let mut attempts = HashSet::from([first.completion.0]);
+        let mut group = vec![first];
+        let mut kept = VecDeque::new();
+        while group.len() < self.config.max_group {
+            let Some(next) = queue.waiting.pop_front() else {
+                break;
+            };
+            if next.priority == priority && next.now == now && attempts.insert(next.completion.0) {
+                group.push(next);
+            } else {
+                kept.push_back(next);
+            }
+        }
+        // What did not fit stays first in line, in its order.
+        while let Some(back) = kept.pop_back() {
+            queue.waiting.push_front(back);
+        }
+        Some(group)
+    }
+}
+
+/// A running writer's place among [`PgGroupCommitConfig::writers`]: given back when the
+/// writer finds nothing waiting, or, should it panic, by its drop, which starts another writer
+/// for what still waits.
+struct Slot {
+    store: PgQueueStore,
+    shared: Arc<Shared>,
+    given_back: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.given_back {
+            return;
+        }
+        let restart = {
+            let mut queue = self.shared.lock();
+            if queue.waiting.is_empty() {
+                queue.writers -= 1;
+                false
+            } else {
+                true
+            }
+        };
+        if restart {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(write_groups(self.store.clone(), self.shared.clone()));
+            } else {
+                self.shared.lock().writers -= 1;
+            }
+        }
+    }
+}
+
+/// Writes groups until none waits.
+async fn write_groups(store: PgQueueStore, shared: Arc<Shared>) {
+    let mut slot = Slot {
+        store,
+        shared,
+        given_back: false,
+    };
+    loop {
+        let Some(group) = slot.shared.next_group() else {
+            slot.given_back = true;
+            return;
+        };
+        let (priority, now) = (group[0].priority, group[0].now);
+        let mut items = Vec::with_capacity(group.len());
+        let mut answers = Vec::with_capacity(group.len());
+        for waiting in group {
+            items.push(waiting.completion);
+            answers.push(waiting.answer);
+        }
+        slot.shared.groups.fetch_add(1, Ordering::Relaxed);
+        slot.shared
+            .operations
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        let outcomes = slot.store.complete_group(items, &priority, now).await;
+        for (answer, outcome) in answers.into_iter().zip(outcomes) {
+            // A caller that stopped waiting has dropped its receiver; its completion stands.
+            let _ = answer.send(outcome);
+        }
+    }
+}
+
+#[async_trait]
+impl QueueStore for PgGroupCommitQueueStore {
+    async fn submit(
+        &self,
+        batch: Vec<NewTask>,
+        limits: &QueueLimits,
+        priority: &PriorityPolicy,
+        actor: &str,
+        now: Now,
+    ) -> Result<Vec<Submitted>, QueueError> {
+        self.inner.submit(batch, limits, priority, actor, now).await
+    }
+
+    async fn submission_details(&self, task_id: Uuid) -> Result<SubmissionDetails, QueueError> {
+        self.inner.submission_details(task_id).await
+    }
+
+    async fn claim(
+        &self,
+        request: &ClaimRequest,
+        priority: &PriorityPolicy,
+        now: Now,
+    ) -> Result<Vec<ClaimedTask>, QueueError> {
+        self.inner.claim(request, priority, now).await
+    }
+
+    async fn heartbeat(
+        &self,
+        attempt_id: Uuid,
+        lease: Duration,
+        now: Now,
+    ) -> Result<Lease, QueueError> {
+        self.inner.heartbeat(attempt_id, lease, now).await
+    }
+
+    async fn complete(
+        &self,
+        attempt_id: Uuid,
+        result: Option<Value>,
+        priority: &PriorityPolicy,
+        now: Now,
+    ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
+        let (answer, answered) = oneshot::channel();
+        let start_writer = {
+            let mut queue = self.shared.lock();
+            queue.waiting.push_back(Waiting {
+                completion: (attempt_id, result),
+                priority: *priority,
+                now,
+                answer,
+            });
+            let start = queue.writers < self.shared.config.writers;
+            if start {
+                queue.writers += 1;
+            }
+            start
+        };
+        if start_writer {
+            // A task of its own, so that a caller that stops waiting never strands the
+            // completions grouped with its own.
+            tokio::spawn(write_groups(self.inner.clone(), self.shared.clone()));
+        }
+        answered.await.unwrap_or_else(|_| {
+            Err(QueueError::Database(DatabaseError::Connection(
+                "the completion's writer stopped before it answered; the completion may have \
+                 taken effect, and sending it again is safe"
+                    .to_string(),
+            )))
+        })
+    }
+
+    async fn fail(
+        &self,
+        attempt_id: Uuid,
+        error: &str,
+        retry: &RetryPolicy,
+        priority: &PriorityPolicy,
+        now: Now,
+    ) -> Result<Recorded<FailOutcome>, QueueError> {
+        self.inner
+            .fail(attempt_id, error, retry, priority, now)
+            .await
+    }
+
+    async fn release(
+        &self,
+        attempt_id: Uuid,
+        reason: &str,
+        priority: &PriorityPolicy,
+        now: Now,
+    ) -> Result<(), QueueError> {
+        self.inner.release(attempt_id, reason, priority, now).await
+    }
+
+    async fn cancel(&self, task_id: Uuid, actor: &str, now: Now) -> Result<Vec<Uuid>, QueueError> {
+        self.inner.cancel(task_id, actor, now).await
+    }
+
+    async fn retry(
+        &self,
+        task_id: Uuid,
+        actor: &str,
+        priority: &PriorityPolicy,
+        now: Now,
+    ) -> Result<Vec<Uuid>, QueueError> {
+        self.inner.retry(task_id, actor, priority, now).await
+    }
+
+    async fn reap(
+        &self,
+        retry: &RetryPolicy,
+        priority: &PriorityPolicy,
+        now: Now,
+    ) -> Result<ReapReport, QueueError> {
+        self.inner.reap(retry, priority, now).await
+    }
+
+    async fn prune(&self, request: &PruneRequest) -> Result<PruneReport, QueueError> {
+        self.inner.prune(request).await
+    }
+
+    async fn history(&self, task_id: Uuid) -> Result<Vec<TaskEvent>, QueueError> {
+        self.inner.history(task_id).await
+    }
+
+    async fn overview(&self, running_limit: u32, now: Now) -> Result<QueueOverview, QueueError> {
+        self.inner.overview(running_limit, now).await
+    }
+
+    async fn pending(&self, limit: u32) -> Result<Vec<PendingTask>, QueueError> {
+        self.inner.pending(limit).await
+    }
+}

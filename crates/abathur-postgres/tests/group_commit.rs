@@ -1,0 +1,364 @@
+//! The group-commit store's groups: completions held back behind a lock until several wait,
+//! then written as one group, each answered as if it had run alone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use abathur_core::clock::Now;
+use abathur_core::models::TaskStatus;
+use abathur_core::queue::{
+    ClaimRequest, ClaimedTask, NewTask, PriorityPolicy, QueueError, QueueLimits, QueueStore,
+    Recorded,
+};
+use abathur_postgres::testing::TestDatabase;
+use abathur_postgres::{PgConfig, PgDatabase, PgGroupCommitConfig, PgGroupCommitQueueStore};
+use serde_json::{json, Value};
+use sqlx::Connection;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+type Answer = Result<Recorded<Vec<Uuid>>, QueueError>;
+
+struct Fixture {
+    test: TestDatabase,
+    db: PgDatabase,
+    store: Arc<PgGroupCommitQueueStore>,
+}
+
+/// A store with one writer, so that completions made while it waits queue up for one group.
+async fn fixture() -> Fixture {
+    let (test, db) = TestDatabase::migrated(PgConfig {
+        max_connections: 6,
+        ..PgConfig::default()
+    })
+    .await;
+    let store = Arc::new(PgGroupCommitQueueStore::with_config(
+        db.pool().clone(),
+        PgGroupCommitConfig {
+            max_group: 64,
+            writers: 1,
+        },
+    ));
+    Fixture { test, db, store }
+}
+
+/// Submits `tasks` (summary, the summaries it depends on) and claims every ready one, by
+/// summary.
+async fn submit_and_claim(
+    store: &PgGroupCommitQueueStore,
+    tasks: &[(&str, &[&str])],
+) -> (Vec<(String, Uuid)>, Vec<ClaimedTask>) {
+    let mut ids: Vec<(String, Uuid)> = Vec::new();
+    let mut batch = Vec::new();
+    for (summary, deps) in tasks {
+        let id = Uuid::new_v4();
+        let dependencies = deps
+            .iter()
+            .map(|d| ids.iter().find(|(s, _)| s == d).expect("dependency").1)
+            .collect();
+        batch.push(NewTask {
+            id,
+            dependencies,
+            ..NewTask::new(*summary, "d", "worker")
+        });
+        ids.push((summary.to_string(), id));
+    }
+    store
+        .submit(
+            batch,
+            &QueueLimits::default(),
+            &PriorityPolicy::default(),
+            "test",
+            Now::Store,
+        )
+        .await
+        .expect("submit");
+    let claimed = store
+        .claim(
+            &ClaimRequest {
+                worker_id: "w".to_string(),
+                agent_types: Vec::new(),
+                lease: Duration::from_secs(60),
+                max_tasks: 100,
+            },
+            &PriorityPolicy::default(),
+            Now::Store,
+        )
+        .await
+        .expect("claim");
+    (ids, claimed)
+}
+
+fn id(ids: &[(String, Uuid)], summary: &str) -> Uuid {
+    ids.iter().find(|(s, _)| s == summary).expect("task").1
+}
+
+fn attempt(claimed: &[ClaimedTask], task: Uuid) -> Uuid {
+    claimed
+        .iter()
+        .find(|c| c.task.id == task)
+        .expect("claimed")
+        .lease
+        .attempt_id
+}
+
+fn complete(
+    store: &Arc<PgGroupCommitQueueStore>,
+    attempt_id: Uuid,
+    result: Option<Value>,
+) -> JoinHandle<Answer> {
+    let store = store.clone();
+    tokio::spawn(async move {
+        store
+            .complete(attempt_id, result, &PriorityPolicy::default(), Now::Store)
+            .await
+    })
+}
+
+/// Holds `task`'s row locked on a connection of its own until the returned sender is used,
+/// and returns once a completion of it waits for that lock (the store's writer is then busy
+/// with it, and what is completed meanwhile queues up).
+async fn hold(test_url: &str, task: Uuid) -> tokio::sync::oneshot::Sender<()> {
+    let mut conn = sqlx::PgConnection::connect(test_url)
+        .await
+        .expect("connect");
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let (locked, is_locked) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut tx = conn.begin().await.expect("begin");
+        sqlx::query("SELECT id FROM tasks WHERE id = $1 FOR UPDATE")
+            .bind(task)
+            .execute(&mut *tx)
+            .await
+            .expect("lock");
+        let _ = locked.send(());
+        let _ = released.await;
+        tx.commit().await.expect("commit");
+    });
+    is_locked.await.expect("locked");
+    release
+}
+
+/// Waits until some backend of this database waits for a row lock.
+async fn until_a_lock_is_awaited(db: &PgDatabase) {
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn until_waiting(store: &PgGroupCommitQueueStore, n: usize) {
+    while store.stats().waiting < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn status(db: &PgDatabase, task: Uuid) -> TaskStatus {
+    let text: String = sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1")
+        .bind(task)
+        .fetch_one(db.pool())
+        .await
+        .expect("status");
+    text.parse().expect("a status")
+}
+
+async fn history_reasons(db: &PgDatabase, task: Uuid) -> Vec<Option<String>> {
+    sqlx::query_scalar("SELECT reason FROM task_events WHERE task_id = $1 ORDER BY id")
+        .bind(task)
+        .fetch_all(db.pool())
+        .await
+        .expect("history")
+}
+
+/// Completions that share a group: each gets the dependents it released, a dependent waiting
+/// for two of them is released once, by the later in the group, an unknown attempt is refused
+/// alone, and a repeat of a completion in the group is answered as a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn completions_in_one_group_are_answered_as_if_each_ran_alone() {
+    let f = fixture().await;
+    let (ids, claimed) = submit_and_claim(
+        &f.store,
+        &[
+            ("hold", &[]),
+            ("a", &[]),
+            ("b", &[]),
+            ("c", &[]),
+            ("after a and b", &["a", "b"]),
+            ("after c", &["c"]),
+        ],
+    )
+    .await;
+    assert_eq!(claimed.len(), 4);
+    let (hold_task, a, b, c) = (
+        id(&ids, "hold"),
+        id(&ids, "a"),
+        id(&ids, "b"),
+        id(&ids, "c"),
+    );
+    let release = hold(f.test.url(), hold_task).await;
+    let held = complete(&f.store, attempt(&claimed, hold_task), None);
+    until_a_lock_is_awaited(&f.db).await;
+    let before = f.store.stats();
+
+    let done_a = complete(&f.store, attempt(&claimed, a), Some(json!({"a": 1})));
+    until_waiting(&f.store, 1).await;
+    let done_b = complete(&f.store, attempt(&claimed, b), None);
+    until_waiting(&f.store, 2).await;
+    let unknown = Uuid::new_v4();
+    let done_unknown = complete(&f.store, unknown, None);
+    until_waiting(&f.store, 3).await;
+    let done_c = complete(&f.store, attempt(&claimed, c), Some(json!("c")));
+    until_waiting(&f.store, 4).await;
+    // The same attempt again: it waits for the group after, and is answered as a repeat.
+    let again_b = complete(&f.store, attempt(&claimed, b), None);
+    until_waiting(&f.store, 5).await;
+    let _ = release.send(());
+
+    assert_eq!(held.await.unwrap().unwrap(), Recorded::new(Vec::new()));
+    let both = id(&ids, "after a and b");
+    let after_c = id(&ids, "after c");
+    assert_eq!(done_a.await.unwrap().unwrap(), Recorded::new(Vec::new()));
+    assert_eq!(done_b.await.unwrap().unwrap(), Recorded::new(vec![both]));
+    assert!(matches!(
+        done_unknown.await.unwrap(),
+        Err(QueueError::AttemptNotFound(a)) if a == unknown
+    ));
+    assert_eq!(done_c.await.unwrap().unwrap(), Recorded::new(vec![after_c]));
+    assert_eq!(
+        again_b.await.unwrap().unwrap(),
+        Recorded::repeat(vec![both])
+    );
+
+    // The four waiting completions were one group; the repeat was the next.
+    let after = f.store.stats();
+    assert_eq!(after.groups - before.groups, 2, "{before:?} {after:?}");
+    assert_eq!(after.operations - before.operations, 5);
+
+    for task in [hold_task, a, b, c] {
+        assert_eq!(status(&f.db, task).await, TaskStatus::Completed);
+    }
+    for task in [both, after_c] {
+        assert_eq!(status(&f.db, task).await, TaskStatus::Ready);
+    }
+    assert_eq!(
+        history_reasons(&f.db, both).await.last().cloned().flatten(),
+        Some(format!("dependency {b} completed"))
+    );
+    let result: Option<Value> = sqlx::query_scalar("SELECT result_data FROM tasks WHERE id = $1")
+        .bind(a)
+        .fetch_one(f.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(result, Some(json!({"a": 1})));
+    // A repeat of `a` sent later lists nothing: `b` released the dependent.
+    let repeat_a = f
+        .store
+        .complete(
+            attempt(&claimed, a),
+            Some(json!({"a": 1})),
+            &PriorityPolicy::default(),
+            Now::Store,
+        )
+        .await
+        .unwrap();
+    assert_eq!(repeat_a, Recorded::repeat(Vec::new()));
+}
+
+/// A group the server cannot write whole (one result holds a character PostgreSQL's `jsonb`
+/// refuses) is completed again one by one: only that completion fails, with a plain error and
+/// nothing changed, and the others complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_completion_the_server_refuses_fails_alone_and_its_group_completes() {
+    let f = fixture().await;
+    let (ids, claimed) = submit_and_claim(
+        &f.store,
+        &[("hold", &[]), ("a", &[]), ("bad", &[]), ("b", &[])],
+    )
+    .await;
+    let (hold_task, a, bad, b) = (
+        id(&ids, "hold"),
+        id(&ids, "a"),
+        id(&ids, "bad"),
+        id(&ids, "b"),
+    );
+    let release = hold(f.test.url(), hold_task).await;
+    let held = complete(&f.store, attempt(&claimed, hold_task), None);
+    until_a_lock_is_awaited(&f.db).await;
+    let done_a = complete(&f.store, attempt(&claimed, a), Some(json!(1)));
+    until_waiting(&f.store, 1).await;
+    let done_bad = complete(
+        &f.store,
+        attempt(&claimed, bad),
+        Some(json!({"text": "nul \u{0} here"})),
+    );
+    until_waiting(&f.store, 2).await;
+    let done_b = complete(&f.store, attempt(&claimed, b), Some(json!(2)));
+    until_waiting(&f.store, 3).await;
+    let _ = release.send(());
+
+    held.await.unwrap().unwrap();
+    assert_eq!(done_a.await.unwrap().unwrap(), Recorded::new(Vec::new()));
+    assert_eq!(done_b.await.unwrap().unwrap(), Recorded::new(Vec::new()));
+    let refused = done_bad
+        .await
+        .unwrap()
+        .expect_err("a NUL character is refused");
+    assert!(matches!(refused, QueueError::Validation(_)), "{refused:?}");
+    assert_eq!(status(&f.db, a).await, TaskStatus::Completed);
+    assert_eq!(status(&f.db, b).await, TaskStatus::Completed);
+    assert_eq!(status(&f.db, bad).await, TaskStatus::Running);
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM task_attempts WHERE task_id = $1 AND finished_at IS NULL",
+    )
+    .bind(bad)
+    .fetch_one(f.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(open, 1, "the refused completion left its attempt open");
+    // The same call with a result the server takes completes it.
+    f.store
+        .complete(
+            attempt(&claimed, bad),
+            Some(json!({"text": "no nul"})),
+            &PriorityPolicy::default(),
+            Now::Store,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status(&f.db, bad).await, TaskStatus::Completed);
+}
+
+/// On the server's clock, the dependents a completion released are released after it (the
+/// release reads the clock again after their locks), and a repeat of the completion still
+/// lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_on_the_servers_clock_lists_the_dependents_released() {
+    let f = fixture().await;
+    let (ids, claimed) = submit_and_claim(
+        &f.store,
+        &[("root", &[]), ("x", &["root"]), ("y", &["root"])],
+    )
+    .await;
+    let root = id(&ids, "root");
+    let first = complete(&f.store, attempt(&claimed, root), Some(json!("ok")))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut released = vec![id(&ids, "x"), id(&ids, "y")];
+    released.sort();
+    assert_eq!(first, Recorded::new(released.clone()));
+    let again = complete(&f.store, attempt(&claimed, root), Some(json!("ok")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, Recorded::repeat(released));
+}
