@@ -37,7 +37,12 @@ async fn every_command_works_on_a_postgres_url() {
     let url = database_url(&name);
     let _made = DropOnExit(name);
 
-    assert!(ok(&run(&s, &url, &["init"])).contains("schema version: 1"));
+    let latest = abathur_postgres::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .expect("migrations");
+    assert!(ok(&run(&s, &url, &["init"])).contains(&format!("schema version: {latest}")));
     let first = ok(&run(
         &s,
         &url,

@@ -33,7 +33,7 @@ impl std::error::Error for ValidationError {}
 /// Everything a storage port can fail with.
 ///
 /// Each variant's message speaks of tasks, agents, memories and sessions, never of SQL.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DatabaseError {
     /// No row has this id (or key).

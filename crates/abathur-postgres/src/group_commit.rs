@@ -41,8 +41,9 @@ pub struct PgGroupCommitConfig {
     /// The most completions in one transaction (default 256): bounds how many rows one
     /// transaction locks, and so how long others wait for them.
     pub max_group: usize,
-    /// How many groups may be written at once, each on a connection of its own (default 2):
-    /// one group is built while another commits.
+    /// How many groups may be written at once, each in a transaction on a connection of its
+    /// own (default 2), so that completions keep moving while one group waits for a lock or
+    /// its commit. A completion of an attempt that another writer is writing waits for it.
     pub writers: usize,
 }
 
@@ -96,6 +97,9 @@ struct Queue {
     waiting: VecDeque<Waiting>,
     /// Writers running: each takes groups until none waits.
     writers: usize,
+    /// The attempts of the groups being written. A completion of one of them waits until that
+    /// group is done, so that a second send is answered after the first, as a repeat.
+    writing: HashSet<Uuid>,
 }
 
 struct Shared {
@@ -146,44 +150,54 @@ impl Shared {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The next group: the oldest waiting completion and those after it that share its
-    /// policy and time and name other attempts (a repeat of an attempt waits for the next
-    /// group, so that it is answered as a repeat). `None`, and this writer stops, when none
-    /// waits.
-    fn next_group(&self) -> Option<Vec<Waiting>> {
+    /// The next group, once the writer's previous group (`done`) is out of the way: the oldest
+    /// waiting completion of an attempt no other writer is writing, and those after it that
+    /// share its policy and time and name other attempts not being written. `None`, and this
+    /// writer stops, when no such completion waits.
+    fn next_group(&self, done: &[Uuid]) -> Option<Vec<Waiting>> {
         let mut queue = self.lock();
-        let Some(first) = queue.waiting.pop_front() else {
-            queue.writers -= 1;
-            return None;
-        };
-        let (priority, now) = (first.priority, first.now);
-        let mut attempts = HashSet::from([first.completion.0]);
-        let mut group = vec![first];
+        for attempt in done {
+            queue.writing.remove(attempt);
+        }
+        let mut group: Vec<Waiting> = Vec::new();
         let mut kept = VecDeque::new();
         while group.len() < self.config.max_group {
             let Some(next) = queue.waiting.pop_front() else {
                 break;
             };
-            if next.priority == priority && next.now == now && attempts.insert(next.completion.0) {
+            let joins = !queue.writing.contains(&next.completion.0)
+                && group
+                    .first()
+                    .is_none_or(|first| next.priority == first.priority && next.now == first.now);
+            if joins {
+                queue.writing.insert(next.completion.0);
                 group.push(next);
             } else {
                 kept.push_back(next);
             }
         }
-        // What did not fit stays first in line, in its order.
+        // What did not join stays first in line, in its order.
         while let Some(back) = kept.pop_back() {
             queue.waiting.push_front(back);
+        }
+        if group.is_empty() {
+            queue.writers -= 1;
+            return None;
         }
         Some(group)
     }
 }
 
-/// A running writer's place among [`PgGroupCommitConfig::writers`]: given back when the
-/// writer finds nothing waiting, or, should it panic, by its drop, which starts another writer
-/// for what still waits.
+/// A running writer's place among [`PgGroupCommitConfig::writers`], taken before the writer is
+/// spawned. The writer gives it back when it finds nothing to write; should the writer never
+/// run or stop part-way (a panic, a runtime shutting down), its drop gives it back, and the
+/// last writer to go that way fails what still waits (each caller hears that its completion
+/// may not have been written, and may send it again) rather than leave it waiting for ever.
 struct Slot {
     store: PgQueueStore,
     shared: Arc<Shared>,
+    /// The attempts of the group being written.
+    writing: Vec<Uuid>,
     given_back: bool,
 }
 
@@ -192,34 +206,28 @@ impl Drop for Slot {
         if self.given_back {
             return;
         }
-        let restart = {
+        let stranded = {
             let mut queue = self.shared.lock();
-            if queue.waiting.is_empty() {
-                queue.writers -= 1;
-                false
+            for attempt in &self.writing {
+                queue.writing.remove(attempt);
+            }
+            queue.writers -= 1;
+            if queue.writers == 0 {
+                std::mem::take(&mut queue.waiting)
             } else {
-                true
+                VecDeque::new()
             }
         };
-        if restart {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(write_groups(self.store.clone(), self.shared.clone()));
-            } else {
-                self.shared.lock().writers -= 1;
-            }
-        }
+        // Dropping each waiting completion's sender answers its caller with an error.
+        drop(stranded);
     }
 }
 
 /// Writes groups until none waits.
-async fn write_groups(store: PgQueueStore, shared: Arc<Shared>) {
-    let mut slot = Slot {
-        store,
-        shared,
-        given_back: false,
-    };
+async fn write_groups(mut slot: Slot) {
     loop {
-        let Some(group) = slot.shared.next_group() else {
+        let done = std::mem::take(&mut slot.writing);
+        let Some(group) = slot.shared.next_group(&done) else {
             slot.given_back = true;
             return;
         };
@@ -227,18 +235,23 @@ async fn write_groups(store: PgQueueStore, shared: Arc<Shared>) {
         let mut items = Vec::with_capacity(group.len());
         let mut answers = Vec::with_capacity(group.len());
         for waiting in group {
+            slot.writing.push(waiting.completion.0);
             items.push(waiting.completion);
-            answers.push(waiting.answer);
+            answers.push(Some(waiting.answer));
         }
         slot.shared.groups.fetch_add(1, Ordering::Relaxed);
         slot.shared
             .operations
             .fetch_add(items.len() as u64, Ordering::Relaxed);
-        let outcomes = slot.store.complete_group(items, &priority, now).await;
-        for (answer, outcome) in answers.into_iter().zip(outcomes) {
-            // A caller that stopped waiting has dropped its receiver; its completion stands.
-            let _ = answer.send(outcome);
-        }
+        slot.store
+            .complete_group(items, &priority, now, |i, outcome| {
+                if let Some(answer) = answers.get_mut(i).and_then(Option::take) {
+                    // A caller that stopped waiting has dropped its receiver; its completion
+                    // stands.
+                    let _ = answer.send(outcome);
+                }
+            })
+            .await;
     }
 }
 
@@ -302,7 +315,12 @@ impl QueueStore for PgGroupCommitQueueStore {
         if start_writer {
             // A task of its own, so that a caller that stops waiting never strands the
             // completions grouped with its own.
-            tokio::spawn(write_groups(self.inner.clone(), self.shared.clone()));
+            tokio::spawn(write_groups(Slot {
+                store: self.inner.clone(),
+                shared: self.shared.clone(),
+                writing: Vec::new(),
+                given_back: false,
+            }));
         }
         answered.await.unwrap_or_else(|_| {
             Err(QueueError::Database(DatabaseError::Connection(

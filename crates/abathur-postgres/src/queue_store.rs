@@ -158,38 +158,70 @@ macro_rules! transaction {
 
 impl PgQueueStore {
     /// Completes each of `items` (distinct attempts) as [`QueueStore::complete`] would alone:
-    /// together in one transaction, each with its own answer, in the order of `items`. When
-    /// the group as a whole cannot be written (a value the server refuses, a task changed
-    /// outside the queue), each runs again alone, so that only the completion at fault gets
-    /// the error.
+    /// together in one transaction, each with its own answer, handed to `answer` with its
+    /// position in `items` as soon as it is known. When the group cannot be written because
+    /// of one member (a value the server refuses, a task changed outside the queue), each
+    /// runs again alone, so that only the completion at fault gets the error; when it cannot
+    /// be written for a reason of no member's (the connection, the pool, the server), every
+    /// member gets that error at once.
     pub(crate) async fn complete_group(
         &self,
         items: Vec<Completion>,
         priority: &PriorityPolicy,
         now: Now,
-    ) -> Vec<Completed> {
+        mut answer: impl FnMut(usize, Completed),
+    ) {
         let together: Result<Vec<Completed>, QueueError> =
             transaction!(self.pool, |conn| complete_many_in(
                 conn, &items, priority, now
             ));
         match together {
-            Ok(answers) => answers,
-            Err(e) if items.len() == 1 => vec![Err(e)],
-            Err(e) => {
-                tracing::debug!(error = %e, size = items.len(),
-                    "a group of completions failed together; completing each alone");
-                let mut answers = Vec::with_capacity(items.len());
-                for item in items {
-                    let one: Result<Vec<Completed>, QueueError> = transaction!(self.pool, |conn| {
-                        complete_many_in(conn, std::slice::from_ref(&item), priority, now)
-                    });
-                    answers.push(one.and_then(|mut a| {
-                        a.pop().unwrap_or(Err(QueueError::AttemptNotFound(item.0)))
-                    }));
+            Ok(answers) => {
+                for (i, one) in answers.into_iter().enumerate() {
+                    answer(i, one);
                 }
-                answers
+            }
+            Err(e) if items.len() > 1 && caused_by_a_member(&e) => {
+                tracing::debug!(error = %e, size = items.len(),
+                    "a group of completions failed for one of them; completing each alone");
+                for (i, item) in items.iter().enumerate() {
+                    let one: Result<Vec<Completed>, QueueError> = transaction!(self.pool, |conn| {
+                        complete_many_in(conn, std::slice::from_ref(item), priority, now)
+                    });
+                    answer(
+                        i,
+                        one.and_then(|mut a| {
+                            a.pop().unwrap_or(Err(QueueError::AttemptNotFound(item.0)))
+                        }),
+                    );
+                }
+            }
+            Err(e) => {
+                for i in 0..items.len() {
+                    answer(i, Err(e.clone()));
+                }
             }
         }
+    }
+}
+
+/// Whether a group's failure may be one member's doing (its value, its task's row), so that
+/// completing each member alone finds which; the connection, the pool, a timeout or a full
+/// disk fail every member alike.
+fn caused_by_a_member(e: &QueueError) -> bool {
+    match e {
+        QueueError::Database(db) => matches!(
+            db,
+            DatabaseError::Validation(_)
+                | DatabaseError::Conflict { .. }
+                | DatabaseError::CheckViolation { .. }
+                | DatabaseError::NotNullViolation { .. }
+                | DatabaseError::UniqueViolation { .. }
+                | DatabaseError::ForeignKeyViolation { .. }
+                | DatabaseError::CorruptRow { .. }
+                | DatabaseError::NotFound { .. }
+        ),
+        _ => true,
     }
 }
 
@@ -1709,10 +1741,10 @@ async fn heartbeat_in(
 }
 
 /// The attempts of `ids`, each with its task's row locked first and then its own (sets in id
-/// order): the order every operation that changes both takes them in. An attempt not found
-/// (or pruned with its task while this waited) is absent.
+/// order): the order every operation that changes both takes them in. An attempt not found,
+/// or whose task is not (pruned while this waited), is absent.
 async fn lock_attempts(conn: &mut PgConnection, ids: &[Uuid]) -> R<HashMap<Uuid, AttemptRow>> {
-    sqlx::query_scalar!(
+    let locked: HashSet<Uuid> = sqlx::query_scalar!(
         "SELECT id FROM tasks
          WHERE id IN (SELECT task_id FROM task_attempts WHERE id = ANY($1))
          ORDER BY id FOR UPDATE",
@@ -1720,7 +1752,9 @@ async fn lock_attempts(conn: &mut PgConnection, ids: &[Uuid]) -> R<HashMap<Uuid,
     )
     .fetch_all(&mut *conn)
     .await
-    .map_err(db)?;
+    .map_err(db)?
+    .into_iter()
+    .collect();
     let rows = sqlx::query!(
         r#"SELECT id, task_id, worker_id, attempt_number, outcome, error, finished_at,
                 retry_count, retry_after
@@ -1730,8 +1764,11 @@ async fn lock_attempts(conn: &mut PgConnection, ids: &[Uuid]) -> R<HashMap<Uuid,
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
+    // An attempt whose task is gone (deleted while this waited, or left behind by a delete
+    // that bypassed the schema's trigger) is not found, as its task.
     Ok(rows
         .into_iter()
+        .filter(|r| locked.contains(&r.task_id))
         .map(|r| {
             (
                 r.id,
@@ -2244,8 +2281,9 @@ async fn prune_batch(
         return Ok((0, None));
     };
     // Checked again under the locks, in a statement that reads what committed meanwhile (a
-    // dependent or child added before the locks were taken). The foreign keys take the rest
-    // with each task: attempts, events, schedule and edges, and a child's parent link.
+    // dependent or child added before the locks were taken). The rest goes with each task:
+    // schedule and edges, and a child's parent link, by their foreign keys; attempts and
+    // history by the trigger `tasks_take_history_along`.
     let ids: Vec<Uuid> = found.iter().map(|(id, _)| *id).collect();
     let removed = sqlx::query(&format!(
         "DELETE FROM tasks t WHERE t.id = ANY($1) AND {KEPT}"
@@ -2324,12 +2362,12 @@ impl QueueStore for PgQueueStore {
         priority: &PriorityPolicy,
         now: Now,
     ) -> Result<Recorded<Vec<Uuid>>, QueueError> {
-        let mut answers = self
-            .complete_group(vec![(attempt_id, result)], priority, now)
-            .await;
-        answers
-            .pop()
-            .unwrap_or(Err(QueueError::AttemptNotFound(attempt_id)))
+        let mut answer = None;
+        self.complete_group(vec![(attempt_id, result)], priority, now, |_, one| {
+            answer = Some(one);
+        })
+        .await;
+        answer.unwrap_or(Err(QueueError::AttemptNotFound(attempt_id)))
     }
 
     async fn fail(
@@ -2638,5 +2676,38 @@ impl QueueStore for PgQueueStore {
                 },
             )
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::caused_by_a_member;
+    use abathur_core::error::{DatabaseError, ValidationError};
+    use abathur_core::queue::QueueError;
+
+    /// A group is completed again one by one only when one member may be at fault; a failure
+    /// of the connection, the pool or the server is every member's answer at once.
+    #[test]
+    fn only_a_members_fault_splits_a_group() {
+        for e in [
+            QueueError::Validation(ValidationError::new("result", "a NUL character")),
+            QueueError::Database(DatabaseError::validation("result", "out of range")),
+            QueueError::Database(DatabaseError::Conflict {
+                entity: "task",
+                id: "t".into(),
+                reason: "changed outside the queue".into(),
+            }),
+        ] {
+            assert!(caused_by_a_member(&e), "{e:?}");
+        }
+        for e in [
+            QueueError::Database(DatabaseError::Busy),
+            QueueError::Database(DatabaseError::Timeout),
+            QueueError::Database(DatabaseError::Connection("gone".into())),
+            QueueError::Database(DatabaseError::DiskFull),
+            QueueError::Database(DatabaseError::Io),
+        ] {
+            assert!(!caused_by_a_member(&e), "{e:?}");
+        }
     }
 }

@@ -362,3 +362,86 @@ async fn a_repeat_on_the_servers_clock_lists_the_dependents_released() {
         .unwrap();
     assert_eq!(again, Recorded::repeat(released));
 }
+
+/// With two writers, a second send of an attempt whose first send is being written (held back
+/// by a lock) waits for it: the first send completes the task and the second is answered as a
+/// repeat, never the other way round.
+#[tokio::test]
+async fn a_second_send_never_overtakes_the_first_on_another_writer() {
+    let (test, db) = TestDatabase::migrated(PgConfig {
+        max_connections: 6,
+        ..PgConfig::default()
+    })
+    .await;
+    let store = Arc::new(PgGroupCommitQueueStore::with_config(
+        db.pool().clone(),
+        PgGroupCommitConfig {
+            max_group: 64,
+            writers: 2,
+        },
+    ));
+    let (ids, claimed) = submit_and_claim(&store, &[("held", &[]), ("b", &[])]).await;
+    let (held, b) = (id(&ids, "held"), id(&ids, "b"));
+    let release = hold(test.url(), held).await;
+    // On this one-threaded runtime neither writer runs before both are queued: the first
+    // writer takes both and waits for the held task's lock.
+    let first_held = complete(&store, attempt(&claimed, held), None);
+    let first_b = complete(&store, attempt(&claimed, b), Some(json!("first")));
+    until_a_lock_is_awaited(&db).await;
+    // The second writer finds the attempt being written, and leaves it waiting.
+    let again_b = complete(&store, attempt(&claimed, b), Some(json!("first")));
+    until_waiting(&store, 1).await;
+    let _ = release.send(());
+
+    first_held.await.unwrap().unwrap();
+    assert_eq!(first_b.await.unwrap().unwrap(), Recorded::new(Vec::new()));
+    assert_eq!(
+        again_b.await.unwrap().unwrap(),
+        Recorded::repeat(Vec::new())
+    );
+    assert_eq!(status(&db, b).await, TaskStatus::Completed);
+}
+
+/// An attempt whose task is gone (deleted with the schema's trigger off, so the attempt was
+/// left behind) is not found, as its task, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_whose_task_is_gone_is_not_found() {
+    let f = fixture().await;
+    let (ids, claimed) = submit_and_claim(&f.store, &[("gone", &[]), ("kept", &[])]).await;
+    let (gone, kept) = (id(&ids, "gone"), id(&ids, "kept"));
+    let mut conn = sqlx::PgConnection::connect(f.test.url())
+        .await
+        .expect("connect");
+    sqlx::raw_sql(&format!(
+        "ALTER TABLE tasks DISABLE TRIGGER tasks_take_history_along;
+         DELETE FROM tasks WHERE id = '{gone}';
+         ALTER TABLE tasks ENABLE TRIGGER tasks_take_history_along;"
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("delete");
+    let orphan = attempt(&claimed, gone);
+    let answer = complete(&f.store, orphan, None).await.unwrap();
+    assert!(
+        matches!(answer, Err(QueueError::AttemptNotFound(a)) if a == orphan),
+        "{answer:?}"
+    );
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM task_events WHERE task_id = $1")
+        .bind(gone)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let before = events;
+    // The other task completes as usual.
+    complete(&f.store, attempt(&claimed, kept), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM task_events WHERE task_id = $1")
+        .bind(gone)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(before, after, "nothing was recorded for the orphan");
+    assert_eq!(status(&f.db, kept).await, TaskStatus::Completed);
+}

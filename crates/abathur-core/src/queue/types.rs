@@ -419,7 +419,7 @@ pub struct TaskEvent {
 }
 
 /// Everything a queue operation can fail with. Each names the offender.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueError {
     /// A field breaks a rule; nothing was written.
