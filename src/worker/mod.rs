@@ -60,7 +60,8 @@ pub struct WorkerConfig {
     pub reap_every: Duration,
     /// The longest an idle worker goes without trying to claim, even if nothing told it the
     /// queue changed (default 1 s): a retried task becomes claimable when its backoff ends,
-    /// and no write announces that.
+    /// and no write announces that (on PostgreSQL the process that failed it does, unless it
+    /// stopped meanwhile).
     pub idle_recheck: Duration,
     /// Prune finished tasks older than this ([`retention::Retention`]); `None` (the default)
     /// keeps them until `abathur prune` removes them.

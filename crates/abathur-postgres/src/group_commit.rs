@@ -13,7 +13,9 @@
 //! completed again one by one, so that only the completion at fault fails.
 //!
 //! Nothing waits for a timer: under light load a group is one completion, written at once.
-//! Every other operation is [`PgQueueStore`]'s, one transaction each.
+//! Every other operation is [`PgQueueStore`]'s, one transaction each. The store also notifies
+//! (`NOTIFY abathur_changes`) when a backoff or a `run_after` time it set has ended, so that
+//! idle workers take the task then rather than at their next poll.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,12 +30,14 @@ use abathur_core::queue::{
     Recorded, RetryPolicy, SubmissionDetails, Submitted, TaskEvent,
 };
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::queue_store::{Completed, Completion, PgQueueStore};
+use crate::wake::Alarm;
 
 /// How a [`PgGroupCommitQueueStore`] groups completions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +78,8 @@ pub struct PgGroupCommitStats {
 pub struct PgGroupCommitQueueStore {
     inner: PgQueueStore,
     shared: Arc<Shared>,
+    /// Notifies when the backoffs and `run_after` times this store set have ended.
+    alarm: Alarm,
 }
 
 impl std::fmt::Debug for PgGroupCommitQueueStore {
@@ -123,7 +129,8 @@ impl PgGroupCommitQueueStore {
             writers: config.writers.max(1),
         };
         Self {
-            inner: PgQueueStore::new(pool),
+            inner: PgQueueStore::new(pool.clone()),
+            alarm: Alarm::new(pool),
             shared: Arc::new(Shared {
                 config,
                 queue: Mutex::new(Queue::default()),
@@ -141,6 +148,18 @@ impl PgGroupCommitQueueStore {
             operations: self.shared.operations.load(Ordering::Relaxed),
             waiting: self.shared.lock().waiting.len(),
         }
+    }
+}
+
+impl PgGroupCommitQueueStore {
+    /// Has the store's alarm notify when `times` come (in a task of its own: the caller does
+    /// not wait for it).
+    fn ring_at(&self, times: Vec<DateTime<Utc>>) {
+        if times.is_empty() {
+            return;
+        }
+        let alarm = self.alarm.clone();
+        tokio::spawn(async move { alarm.at(times).await });
     }
 }
 
@@ -265,7 +284,13 @@ impl QueueStore for PgGroupCommitQueueStore {
         actor: &str,
         now: Now,
     ) -> Result<Vec<Submitted>, QueueError> {
-        self.inner.submit(batch, limits, priority, actor, now).await
+        let held: Vec<DateTime<Utc>> = batch.iter().filter_map(|t| t.run_after).collect();
+        let submitted = self
+            .inner
+            .submit(batch, limits, priority, actor, now)
+            .await?;
+        self.ring_at(held);
+        Ok(submitted)
     }
 
     async fn submission_details(&self, task_id: Uuid) -> Result<SubmissionDetails, QueueError> {
@@ -339,9 +364,16 @@ impl QueueStore for PgGroupCommitQueueStore {
         priority: &PriorityPolicy,
         now: Now,
     ) -> Result<Recorded<FailOutcome>, QueueError> {
-        self.inner
+        let recorded = self
+            .inner
             .fail(attempt_id, error, retry, priority, now)
-            .await
+            .await?;
+        if let (false, FailOutcome::Retrying { run_after, .. }) =
+            (recorded.repeat, &recorded.outcome)
+        {
+            self.ring_at(vec![*run_after]);
+        }
+        Ok(recorded)
     }
 
     async fn release(

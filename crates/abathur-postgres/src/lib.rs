@@ -32,6 +32,7 @@ mod task_row;
 #[doc(hidden)]
 pub mod testing;
 mod url;
+mod wake;
 
 pub use abathur_core::error::{DatabaseError, ValidationError};
 pub use admin::PgAdmin;

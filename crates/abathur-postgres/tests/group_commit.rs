@@ -1,17 +1,21 @@
 //! The group-commit store's groups: completions held back behind a lock until several wait,
-//! then written as one group, each answered as if it had run alone.
+//! then written as one group, each answered as if it had run alone; and its notification at
+//! the end of a backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use abathur_core::clock::Now;
 use abathur_core::models::TaskStatus;
+use abathur_core::ports::{Change, Changes};
 use abathur_core::queue::{
-    ClaimRequest, ClaimedTask, NewTask, PriorityPolicy, QueueError, QueueLimits, QueueStore,
-    Recorded,
+    ClaimRequest, ClaimedTask, FailOutcome, NewTask, PriorityPolicy, QueueError, QueueLimits,
+    QueueStore, Recorded, RetryPolicy,
 };
 use abathur_postgres::testing::TestDatabase;
-use abathur_postgres::{PgConfig, PgDatabase, PgGroupCommitConfig, PgGroupCommitQueueStore};
+use abathur_postgres::{
+    PgChanges, PgConfig, PgDatabase, PgGroupCommitConfig, PgGroupCommitQueueStore,
+};
 use serde_json::{json, Value};
 use sqlx::Connection;
 use tokio::task::JoinHandle;
@@ -444,4 +448,58 @@ async fn an_attempt_whose_task_is_gone_is_not_found() {
         .unwrap();
     assert_eq!(before, after, "nothing was recorded for the orphan");
     assert_eq!(status(&f.db, kept).await, TaskStatus::Completed);
+}
+
+/// The end of a backoff the store set is announced: an idle subscriber hears of it when the
+/// task becomes claimable, not only at its next poll, though no write happens then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_a_backoff_is_notified() {
+    let f = fixture().await;
+    let (ids, claimed) = submit_and_claim(&f.store, &[("flaky", &[])]).await;
+    let flaky = id(&ids, "flaky");
+    let changes = PgChanges::new(f.db.pool().clone());
+    let mut subscription = changes.subscribe().await.expect("subscribe");
+    let retry = RetryPolicy {
+        base: Duration::from_millis(300),
+        max: Duration::from_millis(300),
+        jitter: 0.0,
+    };
+    let failed = f
+        .store
+        .fail(
+            attempt(&claimed, flaky),
+            "flaked",
+            &retry,
+            &PriorityPolicy::default(),
+            Now::Store,
+        )
+        .await
+        .expect("fail");
+    assert!(
+        matches!(failed.outcome, FailOutcome::Retrying { .. }),
+        "{failed:?}"
+    );
+    // The failure's own transaction notifies: the task is ready again, held back.
+    let wait = Duration::from_secs(30);
+    assert_eq!(subscription.changed(wait).await.unwrap(), Change::Seen);
+    // Nothing else writes; the end of the backoff is heard all the same, and the task is
+    // claimable by then.
+    assert_eq!(subscription.changed(wait).await.unwrap(), Change::Seen);
+    let again = f
+        .store
+        .claim(
+            &ClaimRequest {
+                worker_id: "w2".to_string(),
+                agent_types: Vec::new(),
+                lease: Duration::from_secs(60),
+                max_tasks: 1,
+            },
+            &PriorityPolicy::default(),
+            Now::Store,
+        )
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].task.id, flaky);
+    subscription.close().await;
 }

@@ -1,0 +1,137 @@
+//! Notifications at the end of a backoff.
+//!
+//! A task held back until a time (a failed attempt's backoff, a submission's `run_after`)
+//! becomes claimable when that time comes, and no transaction happens then to send the
+//! schema's `NOTIFY`. The process that set the time knows it, though: [`Alarm`] sends one
+//! `NOTIFY abathur_changes` (the channel of [`crate::CHANNEL`]) when each such time has come, so that idle workers everywhere
+//! claim the task at once instead of at their next poll. When the process stops first, the
+//! workers' polling finds the task, as it finds anything a lost notification announced.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// The times to notify at, and one task that sleeps until the next of them.
+#[derive(Clone)]
+pub(crate) struct Alarm {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    state: Mutex<State>,
+    /// Told when a time earlier than the one slept for is set.
+    earlier: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    due: BTreeSet<Instant>,
+    /// Whether the task that sleeps until the next time is running.
+    running: bool,
+}
+
+impl Alarm {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                state: Mutex::new(State::default()),
+                earlier: Notify::new(),
+            }),
+        }
+    }
+
+    /// Notifies once the server's clock reaches each of `times`. The waits are measured
+    /// against the server's clock read now, so that this machine's clock, right or wrong, does
+    /// not move them. A time already past, or a server that cannot be asked, sets nothing: the
+    /// write that set the time notified, and polling remains.
+    pub(crate) async fn at(&self, times: Vec<DateTime<Utc>>) {
+        if times.is_empty() {
+            return;
+        }
+        let now = match sqlx::query_scalar!(r#"SELECT clock_timestamp() AS "now!""#)
+            .fetch_one(&self.inner.pool)
+            .await
+        {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the server's clock to notify at the end of a backoff");
+                return;
+            }
+        };
+        let here = Instant::now();
+        let due: Vec<Instant> = times
+            .into_iter()
+            .filter_map(|at| (at - now).to_std().ok())
+            .map(|wait| here + wait)
+            .collect();
+        let Some(soonest) = due.iter().min().copied() else {
+            return;
+        };
+        let start = {
+            let mut state = self.inner.lock();
+            let earliest = state.due.first().is_none_or(|first| soonest < *first);
+            state.due.extend(due);
+            if !state.running {
+                state.running = true;
+                Some(true)
+            } else if earliest {
+                Some(false)
+            } else {
+                None
+            }
+        };
+        match start {
+            Some(true) => {
+                tokio::spawn(ring(self.inner.clone()));
+            }
+            Some(false) => self.inner.earlier.notify_one(),
+            None => {}
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Sleeps until the next time set, notifies, and goes on until none is left.
+async fn ring(inner: Arc<Inner>) {
+    loop {
+        let next = {
+            let mut state = inner.lock();
+            match state.due.first().copied() {
+                Some(next) => next,
+                None => {
+                    state.running = false;
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {
+                {
+                    let mut state = inner.lock();
+                    let now = Instant::now();
+                    while state.due.first().is_some_and(|first| *first <= now) {
+                        state.due.pop_first();
+                    }
+                }
+                if let Err(e) = sqlx::query!("SELECT 1 AS one FROM pg_notify('abathur_changes', '')")
+                    .fetch_one(&inner.pool)
+                    .await
+                {
+                    tracing::debug!(error = %e, "cannot notify at the end of a backoff; workers will poll");
+                }
+            }
+            () = inner.earlier.notified() => {}
+        }
+    }
+}
