@@ -14,8 +14,8 @@
 //!
 //! Nothing waits for a timer: under light load a group is one completion, written at once.
 //! Every other operation is [`PgQueueStore`]'s, one transaction each. The store also notifies
-//! (`NOTIFY abathur_changes`) when a backoff or a `run_after` time it set has ended, so that
-//! idle workers take the task then rather than at their next poll.
+//! (`NOTIFY abathur_changes`) when a backoff (of a failure or a reap) or a `run_after` time it
+//! set has ended, so that idle workers take the task then rather than at their next poll.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -406,7 +406,18 @@ impl QueueStore for PgGroupCommitQueueStore {
         priority: &PriorityPolicy,
         now: Now,
     ) -> Result<ReapReport, QueueError> {
-        self.inner.reap(retry, priority, now).await
+        let report = self.inner.reap(retry, priority, now).await?;
+        let recovered: Vec<Uuid> = report
+            .lost
+            .iter()
+            .chain(&report.timed_out)
+            .copied()
+            .collect();
+        if !recovered.is_empty() {
+            let alarm = self.alarm.clone();
+            tokio::spawn(async move { alarm.for_tasks(recovered).await });
+        }
+        Ok(report)
     }
 
     async fn prune(&self, request: &PruneRequest) -> Result<PruneReport, QueueError> {

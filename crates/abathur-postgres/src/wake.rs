@@ -96,6 +96,28 @@ impl Alarm {
     }
 }
 
+impl Alarm {
+    /// [`Alarm::at`] the times the tasks of `ids` are held back until (a reaped task's
+    /// backoff, set inside the reap's transaction).
+    pub(crate) async fn for_tasks(&self, ids: Vec<uuid::Uuid>) {
+        if ids.is_empty() {
+            return;
+        }
+        match sqlx::query_scalar!(
+            "SELECT run_after FROM task_schedule WHERE task_id = ANY($1)",
+            &ids
+        )
+        .fetch_all(&self.inner.pool)
+        .await
+        {
+            Ok(times) => self.at(times).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the backoffs a reap set; workers will poll");
+            }
+        }
+    }
+}
+
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)

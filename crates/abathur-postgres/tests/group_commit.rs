@@ -143,9 +143,18 @@ async fn hold(test_url: &str, task: Uuid) -> tokio::sync::oneshot::Sender<()> {
     release
 }
 
+/// How long a wait for an event may last before the test fails instead of hanging: a guard,
+/// far above what the events take.
+const GIVE_UP: Duration = Duration::from_secs(120);
+
 /// Waits until some backend of this database waits for a row lock.
 async fn until_a_lock_is_awaited(db: &PgDatabase) {
+    let give_up = tokio::time::Instant::now() + GIVE_UP;
     loop {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "no completion came to wait for the held lock"
+        );
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity
              WHERE datname = current_database() AND wait_event_type = 'Lock'",
@@ -161,7 +170,13 @@ async fn until_a_lock_is_awaited(db: &PgDatabase) {
 }
 
 async fn until_waiting(store: &PgGroupCommitQueueStore, n: usize) {
+    let give_up = tokio::time::Instant::now() + GIVE_UP;
     while store.stats().waiting < n {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "{n} completions never waited together: {:?}",
+            store.stats()
+        );
         tokio::task::yield_now().await;
     }
 }
@@ -501,5 +516,74 @@ async fn the_end_of_a_backoff_is_notified() {
         .expect("claim");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].task.id, flaky);
+    subscription.close().await;
+}
+
+/// A reap's backoff is announced as a failure's is: the task of a lost lease becomes claimable
+/// when its backoff ends, and an idle subscriber hears of it then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_a_reaps_backoff_is_notified() {
+    let f = fixture().await;
+    let submitted = f
+        .store
+        .submit(
+            vec![NewTask::new("abandoned", "d", "worker")],
+            &QueueLimits::default(),
+            &PriorityPolicy::default(),
+            "test",
+            Now::Store,
+        )
+        .await
+        .expect("submit");
+    let task = submitted[0].task.id;
+    let claimed = f
+        .store
+        .claim(
+            &ClaimRequest {
+                worker_id: "gone".to_string(),
+                agent_types: Vec::new(),
+                lease: Duration::from_millis(100),
+                max_tasks: 1,
+            },
+            &PriorityPolicy::default(),
+            Now::Store,
+        )
+        .await
+        .expect("claim");
+    let changes = PgChanges::new(f.db.pool().clone());
+    let mut subscription = changes.subscribe().await.expect("subscribe");
+    let retry = RetryPolicy {
+        base: Duration::from_millis(300),
+        max: Duration::from_millis(300),
+        jitter: 0.0,
+    };
+    // Reaped as of just after the lease's end (the server's clock has not got there yet): the
+    // task is held back until 300 ms after that.
+    let past_the_lease = claimed[0].lease.expires_at + chrono::Duration::milliseconds(1);
+    let reaped = f
+        .store
+        .reap(&retry, &PriorityPolicy::default(), Now::At(past_the_lease))
+        .await
+        .expect("reap");
+    assert_eq!(reaped.lost, vec![task]);
+    let wait = Duration::from_secs(30);
+    // The reap's own transaction notifies; then the end of its backoff does.
+    assert_eq!(subscription.changed(wait).await.unwrap(), Change::Seen);
+    assert_eq!(subscription.changed(wait).await.unwrap(), Change::Seen);
+    let again = f
+        .store
+        .claim(
+            &ClaimRequest {
+                worker_id: "w2".to_string(),
+                agent_types: Vec::new(),
+                lease: Duration::from_secs(60),
+                max_tasks: 1,
+            },
+            &PriorityPolicy::default(),
+            Now::Store,
+        )
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1, "claimable once the backoff ended");
     subscription.close().await;
 }
