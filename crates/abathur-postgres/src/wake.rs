@@ -3,9 +3,10 @@
 //! A task held back until a time (a failed attempt's backoff, a submission's `run_after`)
 //! becomes claimable when that time comes, and no transaction happens then to send the
 //! schema's `NOTIFY`. The process that set the time knows it, though: [`Alarm`] sends one
-//! `NOTIFY abathur_changes` (the channel of [`crate::CHANNEL`]) when each such time has come, so that idle workers everywhere
-//! claim the task at once instead of at their next poll. When the process stops first, the
-//! workers' polling finds the task, as it finds anything a lost notification announced.
+//! `NOTIFY abathur_changes` (the channel of [`crate::CHANNEL`]) when each such time has come,
+//! so that idle workers everywhere claim the task at once instead of at their next poll. When
+//! the process stops first, the workers' polling finds the task, as it finds anything a lost
+//! notification announced.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -124,8 +125,29 @@ impl Inner {
     }
 }
 
+/// The running ring task's mark: should the task be dropped before it finds nothing left
+/// (its runtime shutting down), the drop clears `running`, so that a later time starts a new
+/// task rather than wait for one that is gone.
+struct Ringing {
+    inner: Arc<Inner>,
+    finished: bool,
+}
+
+impl Drop for Ringing {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.inner.lock().running = false;
+        }
+    }
+}
+
 /// Sleeps until the next time set, notifies, and goes on until none is left.
 async fn ring(inner: Arc<Inner>) {
+    let mut ringing = Ringing {
+        inner,
+        finished: false,
+    };
+    let inner = ringing.inner.clone();
     loop {
         let next = {
             let mut state = inner.lock();
@@ -133,6 +155,7 @@ async fn ring(inner: Arc<Inner>) {
                 Some(next) => next,
                 None => {
                     state.running = false;
+                    ringing.finished = true;
                     return;
                 }
             }
