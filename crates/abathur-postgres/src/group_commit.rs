@@ -368,9 +368,9 @@ impl QueueStore for PgGroupCommitQueueStore {
             .inner
             .fail(attempt_id, error, retry, priority, now)
             .await?;
-        if let (false, FailOutcome::Retrying { run_after, .. }) =
-            (recorded.repeat, &recorded.outcome)
-        {
+        // A repeat too: it is what follows a failure whose answer was lost, and whose alarm
+        // may never have been set.
+        if let FailOutcome::Retrying { run_after, .. } = &recorded.outcome {
             self.ring_at(vec![*run_after]);
         }
         Ok(recorded)

@@ -209,20 +209,25 @@ impl PgQueueStore {
 /// completing each member alone finds which; the connection, the pool, a timeout or a full
 /// disk fail every member alike.
 fn caused_by_a_member(e: &QueueError) -> bool {
-    match e {
-        QueueError::Database(db) => matches!(
-            db,
-            DatabaseError::Validation(_)
-                | DatabaseError::Conflict { .. }
-                | DatabaseError::CheckViolation { .. }
-                | DatabaseError::NotNullViolation { .. }
-                | DatabaseError::UniqueViolation { .. }
-                | DatabaseError::ForeignKeyViolation { .. }
-                | DatabaseError::CorruptRow { .. }
-                | DatabaseError::NotFound { .. }
-        ),
-        _ => true,
-    }
+    // Any other error, the unclassified ones too, may be one member's: splitting the group
+    // only costs time.
+    !matches!(
+        e,
+        QueueError::Database(
+            DatabaseError::Busy
+                | DatabaseError::Timeout
+                | DatabaseError::Connection(_)
+                | DatabaseError::Migration(_)
+                | DatabaseError::NoDatabase { .. }
+                | DatabaseError::ForeignSchema { .. }
+                | DatabaseError::SchemaOutOfDate { .. }
+                | DatabaseError::ReadOnly
+                | DatabaseError::DiskFull
+                | DatabaseError::Corrupt
+                | DatabaseError::NotADatabase
+                | DatabaseError::Io
+        )
+    )
 }
 
 /// The instant of an operation: the caller's, or the server's clock read now, inside the
@@ -563,10 +568,13 @@ async fn lock_attempt(conn: &mut PgConnection, attempt_id: Uuid) -> R<AttemptRow
     .await
     .map_err(db)?
     .ok_or(QueueError::AttemptNotFound(attempt_id))?;
+    // A task gone (pruned while this waited, or deleted bypassing the schema's trigger) takes
+    // its attempt with it: not found.
     sqlx::query_scalar!("SELECT id FROM tasks WHERE id = $1 FOR UPDATE", task_id)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(db)?;
+        .map_err(db)?
+        .ok_or(QueueError::AttemptNotFound(attempt_id))?;
     let row: AttemptTuple = sqlx::query!(
         r#"SELECT task_id, worker_id, attempt_number, outcome, error, finished_at, retry_count,
                 retry_after
@@ -2697,6 +2705,7 @@ mod tests {
                 id: "t".into(),
                 reason: "changed outside the queue".into(),
             }),
+            QueueError::Database(DatabaseError::Other("an unclassified error".into())),
         ] {
             assert!(caused_by_a_member(&e), "{e:?}");
         }

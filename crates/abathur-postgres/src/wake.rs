@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -22,8 +23,21 @@ pub(crate) struct Alarm {
     inner: Arc<Inner>,
 }
 
+/// How long a reading of the server's clock is used to time alarms, counted on by this
+/// machine's monotonic clock.
+const CLOCK_REUSE: Duration = Duration::from_secs(10);
+
+/// Added to every wait: the reading of the server's clock is a little old by the time it is
+/// used, and the two clocks drift (the wait's ten-thousandth more covers that).
+const MARGIN: Duration = Duration::from_millis(5);
+
+/// The most times kept at once; past it, a time is left to the workers' polling.
+const MAX_DUE: usize = 100_000;
+
 struct Inner {
     pool: PgPool,
+    /// The server's clock as last read, and when here.
+    clock: Mutex<Option<(DateTime<Utc>, Instant)>>,
     state: Mutex<State>,
     /// Told when a time earlier than the one slept for is set.
     earlier: Notify,
@@ -41,6 +55,7 @@ impl Alarm {
         Self {
             inner: Arc::new(Inner {
                 pool,
+                clock: Mutex::new(None),
                 state: Mutex::new(State::default()),
                 earlier: Notify::new(),
             }),
@@ -48,28 +63,24 @@ impl Alarm {
     }
 
     /// Notifies once the server's clock reaches each of `times`. The waits are measured
-    /// against the server's clock read now, so that this machine's clock, right or wrong, does
-    /// not move them. A time already past, or a server that cannot be asked, sets nothing: the
-    /// write that set the time notified, and polling remains.
+    /// against the server's clock (read at most every [`CLOCK_REUSE`], and counted on from
+    /// there by this machine's monotonic clock), so that this machine's wall clock, right or
+    /// wrong, does not move them; each gets a small margin so that it never comes early. A
+    /// time already past is due at once (the write that set it notified while it was still
+    /// ahead). A server that cannot be asked sets nothing: polling remains.
     pub(crate) async fn at(&self, times: Vec<DateTime<Utc>>) {
         if times.is_empty() {
             return;
         }
-        let now = match sqlx::query_scalar!(r#"SELECT clock_timestamp() AS "now!""#)
-            .fetch_one(&self.inner.pool)
-            .await
-        {
-            Ok(now) => now,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read the server's clock to notify at the end of a backoff");
-                return;
-            }
+        let Some((now, here)) = self.server_clock().await else {
+            return;
         };
-        let here = Instant::now();
         let due: Vec<Instant> = times
             .into_iter()
-            .filter_map(|at| (at - now).to_std().ok())
-            .map(|wait| here + wait)
+            .map(|at| {
+                let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
+                here + wait + wait / 10_000 + MARGIN
+            })
             .collect();
         let Some(soonest) = due.iter().min().copied() else {
             return;
@@ -77,7 +88,11 @@ impl Alarm {
         let start = {
             let mut state = self.inner.lock();
             let earliest = state.due.first().is_none_or(|first| soonest < *first);
-            state.due.extend(due);
+            let room = MAX_DUE.saturating_sub(state.due.len());
+            if room < due.len() {
+                tracing::debug!("too many backoffs to announce; the rest are found by polling");
+            }
+            state.due.extend(due.into_iter().take(room));
             if !state.running {
                 state.running = true;
                 Some(true)
@@ -98,6 +113,32 @@ impl Alarm {
 }
 
 impl Alarm {
+    /// The server's clock and the moment it was read here: read anew when the last reading is
+    /// older than [`CLOCK_REUSE`], so that a burst of failures costs one query, not one each.
+    async fn server_clock(&self) -> Option<(DateTime<Utc>, Instant)> {
+        if let Some((server, here)) = *self.inner.clock_lock() {
+            let age = here.elapsed();
+            if age < CLOCK_REUSE {
+                let age = chrono::Duration::from_std(age).ok()?;
+                return Some((server + age, Instant::now()));
+            }
+        }
+        match sqlx::query_scalar!(r#"SELECT clock_timestamp() AS "now!""#)
+            .fetch_one(&self.inner.pool)
+            .await
+        {
+            Ok(now) => {
+                let here = Instant::now();
+                *self.inner.clock_lock() = Some((now, here));
+                Some((now, here))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the server's clock to notify at the end of a backoff");
+                None
+            }
+        }
+    }
+
     /// [`Alarm::at`] the times the tasks of `ids` are held back until (a reaped task's
     /// backoff, set inside the reap's transaction).
     pub(crate) async fn for_tasks(&self, ids: Vec<uuid::Uuid>) {
@@ -122,6 +163,10 @@ impl Alarm {
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn clock_lock(&self) -> std::sync::MutexGuard<'_, Option<(DateTime<Utc>, Instant)>> {
+        self.clock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -14,7 +14,7 @@ use abathur_core::queue::{
 };
 use abathur_postgres::testing::TestDatabase;
 use abathur_postgres::{
-    PgChanges, PgConfig, PgDatabase, PgGroupCommitConfig, PgGroupCommitQueueStore,
+    PgChanges, PgConfig, PgDatabase, PgGroupCommitConfig, PgGroupCommitQueueStore, PgQueueStore,
 };
 use serde_json::{json, Value};
 use sqlx::Connection;
@@ -585,5 +585,104 @@ async fn the_end_of_a_reaps_backoff_is_notified() {
         .await
         .expect("claim");
     assert_eq!(again.len(), 1, "claimable once the backoff ended");
+    subscription.close().await;
+}
+
+/// A failure sent again (its first answer lost) sets the alarm too: the first send may never
+/// have set it. Here the first send goes through a store without an alarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_failure_still_announces_the_end_of_its_backoff() {
+    let f = fixture().await;
+    let (ids, claimed) = submit_and_claim(&f.store, &[("flaky", &[])]).await;
+    let attempt_id = attempt(&claimed, id(&ids, "flaky"));
+    let retry = RetryPolicy {
+        base: Duration::from_millis(500),
+        max: Duration::from_millis(500),
+        jitter: 0.0,
+    };
+    PgQueueStore::new(f.db.pool().clone())
+        .fail(
+            attempt_id,
+            "flaked",
+            &retry,
+            &PriorityPolicy::default(),
+            Now::Store,
+        )
+        .await
+        .expect("first send");
+    let changes = PgChanges::new(f.db.pool().clone());
+    let mut subscription = changes.subscribe().await.expect("subscribe");
+    let again = f
+        .store
+        .fail(
+            attempt_id,
+            "flaked",
+            &retry,
+            &PriorityPolicy::default(),
+            Now::Store,
+        )
+        .await
+        .expect("second send");
+    assert!(again.repeat);
+    // Nothing is written by the repeat; what is heard is the end of the backoff.
+    assert_eq!(
+        subscription.changed(Duration::from_secs(30)).await.unwrap(),
+        Change::Seen
+    );
+    subscription.close().await;
+}
+
+/// A backoff whose end has already passed when the alarm is set is announced at once: the
+/// failure's own notification came while it was still ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backoff_already_over_is_announced_at_once() {
+    let f = fixture().await;
+    let (ids, claimed) = submit_and_claim(&f.store, &[("flaky", &[])]).await;
+    let attempt_id = attempt(&claimed, id(&ids, "flaky"));
+    let retry = RetryPolicy {
+        base: Duration::from_millis(1),
+        max: Duration::from_millis(1),
+        jitter: 0.0,
+    };
+    let failed = PgQueueStore::new(f.db.pool().clone())
+        .fail(
+            attempt_id,
+            "flaked",
+            &retry,
+            &PriorityPolicy::default(),
+            Now::Store,
+        )
+        .await
+        .expect("first send");
+    let FailOutcome::Retrying { run_after, .. } = failed.outcome else {
+        panic!("{failed:?}");
+    };
+    // Wait, on the server's clock, until the backoff is over.
+    loop {
+        let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(f.db.pool())
+            .await
+            .unwrap();
+        if now > run_after {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let changes = PgChanges::new(f.db.pool().clone());
+    let mut subscription = changes.subscribe().await.expect("subscribe");
+    f.store
+        .fail(
+            attempt_id,
+            "flaked",
+            &retry,
+            &PriorityPolicy::default(),
+            Now::Store,
+        )
+        .await
+        .expect("second send");
+    assert_eq!(
+        subscription.changed(Duration::from_secs(30)).await.unwrap(),
+        Change::Seen
+    );
     subscription.close().await;
 }
