@@ -2,15 +2,17 @@
 //! transactions and statements.
 //!
 //! A completion is the queue's busiest write: every task ends with one. On PostgreSQL its cost
-//! is the round trips (a completion alone is about eight statements) and the commit's wait for
-//! the disk, not the rows it writes. [`PgGroupCommitQueueStore`] hands each `complete` to a
+//! is mostly the round trips (a completion alone is six, eight when it has blocked
+//! dependents) and the commit's wait for the disk. [`PgGroupCommitQueueStore`] hands each `complete` to a
 //! group: while one group is being written, the completions that arrive wait, and the next
 //! group takes all of them (up to [`PgGroupCommitConfig::max_group`]) in one transaction, with
 //! one statement for every attempt closed, task completed and history row, and one release of
 //! all their dependents. Each caller still gets its own answer, as if its completion had run
-//! alone: an attempt that cannot complete gets its error and changes nothing, and a group that
-//! cannot be written whole (a result the server refuses, a task changed outside the queue) is
-//! completed again one by one, so that only the completion at fault fails.
+//! alone: an attempt that cannot complete gets its error and changes nothing; a group that
+//! cannot be written because of one member (a result the server refuses, a task changed
+//! outside the queue) is completed again one by one, so that only the completion at fault
+//! fails; a group that fails for no member's sake (the pool, the connection, the server) gives
+//! every member that error at once.
 //!
 //! Nothing waits for a timer: under light load a group is one completion, written at once.
 //! Every other operation is [`PgQueueStore`]'s, one transaction each. The store also notifies
