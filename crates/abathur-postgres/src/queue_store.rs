@@ -546,68 +546,13 @@ struct AttemptRow {
     retry_after: Option<DateTime<Utc>>,
 }
 
-type AttemptTuple = (
-    Uuid,
-    String,
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<DateTime<Utc>>,
-    Option<i64>,
-    Option<DateTime<Utc>>,
-);
-
 /// The attempt, with its task's row locked first and then its own: the order every
-/// operation that changes both takes them in.
+/// operation that changes both takes them in ([`lock_attempts`] of one).
 async fn lock_attempt(conn: &mut PgConnection, attempt_id: Uuid) -> R<AttemptRow> {
-    let task_id: Uuid = sqlx::query_scalar!(
-        "SELECT task_id FROM task_attempts WHERE id = $1",
-        attempt_id
-    )
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db)?
-    .ok_or(QueueError::AttemptNotFound(attempt_id))?;
-    // A task gone (pruned while this waited, or deleted bypassing the schema's trigger) takes
-    // its attempt with it: not found.
-    sqlx::query_scalar!("SELECT id FROM tasks WHERE id = $1 FOR UPDATE", task_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db)?
-        .ok_or(QueueError::AttemptNotFound(attempt_id))?;
-    let row: AttemptTuple = sqlx::query!(
-        r#"SELECT task_id, worker_id, attempt_number, outcome, error, finished_at, retry_count,
-                retry_after
-         FROM task_attempts WHERE id = $1 FOR UPDATE"#,
-        attempt_id
-    )
-    .map(|r| {
-        (
-            r.task_id,
-            r.worker_id,
-            r.attempt_number,
-            r.outcome,
-            r.error,
-            r.finished_at,
-            r.retry_count,
-            r.retry_after,
-        )
-    })
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db)?
-    // Pruned with its task while this waited for the lock.
-    .ok_or(QueueError::AttemptNotFound(attempt_id))?;
-    Ok(AttemptRow {
-        task_id: row.0,
-        worker_id: row.1,
-        attempt_number: row.2,
-        outcome: row.3,
-        error: row.4,
-        finished_at: row.5,
-        retry_count: row.6,
-        retry_after: row.7,
-    })
+    lock_attempts(conn, &[attempt_id])
+        .await?
+        .remove(&attempt_id)
+        .ok_or(Stop::Queue(QueueError::AttemptNotFound(attempt_id)))
 }
 
 impl AttemptRow {

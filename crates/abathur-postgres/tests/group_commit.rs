@@ -77,20 +77,57 @@ async fn submit_and_claim(
         )
         .await
         .expect("submit");
-    let claimed = store
+    let claimed = claim(store, "w", Duration::from_secs(60), 100).await;
+    (ids, claimed)
+}
+
+/// Claims up to `max_tasks` as `worker`, leased for `lease`.
+async fn claim(
+    store: &dyn QueueStore,
+    worker: &str,
+    lease: Duration,
+    max_tasks: u32,
+) -> Vec<ClaimedTask> {
+    store
         .claim(
             &ClaimRequest {
-                worker_id: "w".to_string(),
+                worker_id: worker.to_string(),
                 agent_types: Vec::new(),
-                lease: Duration::from_secs(60),
-                max_tasks: 100,
+                lease,
+                max_tasks,
             },
             &PriorityPolicy::default(),
             Now::Store,
         )
         .await
-        .expect("claim");
-    (ids, claimed)
+        .expect("claim")
+}
+
+/// A retry policy whose every backoff is `ms` milliseconds.
+fn backoff(ms: u64) -> RetryPolicy {
+    RetryPolicy {
+        base: Duration::from_millis(ms),
+        max: Duration::from_millis(ms),
+        jitter: 0.0,
+    }
+}
+
+/// Fails `attempt_id` through `store` with the error "flaked".
+async fn fail(
+    store: &dyn QueueStore,
+    attempt_id: Uuid,
+    retry: &RetryPolicy,
+) -> Recorded<FailOutcome> {
+    store
+        .fail(
+            attempt_id,
+            "flaked",
+            retry,
+            &PriorityPolicy::default(),
+            Now::Store,
+        )
+        .await
+        .expect("fail")
 }
 
 fn id(ids: &[(String, Uuid)], summary: &str) -> Uuid {
@@ -474,22 +511,8 @@ async fn the_end_of_a_backoff_is_notified() {
     let flaky = id(&ids, "flaky");
     let changes = PgChanges::new(f.db.pool().clone());
     let mut subscription = changes.subscribe().await.expect("subscribe");
-    let retry = RetryPolicy {
-        base: Duration::from_millis(300),
-        max: Duration::from_millis(300),
-        jitter: 0.0,
-    };
-    let failed = f
-        .store
-        .fail(
-            attempt(&claimed, flaky),
-            "flaked",
-            &retry,
-            &PriorityPolicy::default(),
-            Now::Store,
-        )
-        .await
-        .expect("fail");
+    let retry = backoff(300);
+    let failed = fail(&*f.store, attempt(&claimed, flaky), &retry).await;
     assert!(
         matches!(failed.outcome, FailOutcome::Retrying { .. }),
         "{failed:?}"
@@ -500,20 +523,7 @@ async fn the_end_of_a_backoff_is_notified() {
     // Nothing else writes; the end of the backoff is heard all the same, and the task is
     // claimable by then.
     assert_eq!(subscription.changed(wait).await.unwrap(), Change::Seen);
-    let again = f
-        .store
-        .claim(
-            &ClaimRequest {
-                worker_id: "w2".to_string(),
-                agent_types: Vec::new(),
-                lease: Duration::from_secs(60),
-                max_tasks: 1,
-            },
-            &PriorityPolicy::default(),
-            Now::Store,
-        )
-        .await
-        .expect("claim");
+    let again = claim(&*f.store, "w2", Duration::from_secs(60), 1).await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].task.id, flaky);
     subscription.close().await;
@@ -536,27 +546,10 @@ async fn the_end_of_a_reaps_backoff_is_notified() {
         .await
         .expect("submit");
     let task = submitted[0].task.id;
-    let claimed = f
-        .store
-        .claim(
-            &ClaimRequest {
-                worker_id: "gone".to_string(),
-                agent_types: Vec::new(),
-                lease: Duration::from_millis(100),
-                max_tasks: 1,
-            },
-            &PriorityPolicy::default(),
-            Now::Store,
-        )
-        .await
-        .expect("claim");
+    let claimed = claim(&*f.store, "gone", Duration::from_millis(100), 1).await;
     let changes = PgChanges::new(f.db.pool().clone());
     let mut subscription = changes.subscribe().await.expect("subscribe");
-    let retry = RetryPolicy {
-        base: Duration::from_millis(300),
-        max: Duration::from_millis(300),
-        jitter: 0.0,
-    };
+    let retry = backoff(300);
     // Reaped as of just after the lease's end (the server's clock has not got there yet): the
     // task is held back until 300 ms after that.
     let past_the_lease = claimed[0].lease.expires_at + chrono::Duration::milliseconds(1);
@@ -570,20 +563,7 @@ async fn the_end_of_a_reaps_backoff_is_notified() {
     // The reap's own transaction notifies; then the end of its backoff does.
     assert_eq!(subscription.changed(wait).await.unwrap(), Change::Seen);
     assert_eq!(subscription.changed(wait).await.unwrap(), Change::Seen);
-    let again = f
-        .store
-        .claim(
-            &ClaimRequest {
-                worker_id: "w2".to_string(),
-                agent_types: Vec::new(),
-                lease: Duration::from_secs(60),
-                max_tasks: 1,
-            },
-            &PriorityPolicy::default(),
-            Now::Store,
-        )
-        .await
-        .expect("claim");
+    let again = claim(&*f.store, "w2", Duration::from_secs(60), 1).await;
     assert_eq!(again.len(), 1, "claimable once the backoff ended");
     subscription.close().await;
 }
@@ -595,34 +575,11 @@ async fn a_repeated_failure_still_announces_the_end_of_its_backoff() {
     let f = fixture().await;
     let (ids, claimed) = submit_and_claim(&f.store, &[("flaky", &[])]).await;
     let attempt_id = attempt(&claimed, id(&ids, "flaky"));
-    let retry = RetryPolicy {
-        base: Duration::from_millis(500),
-        max: Duration::from_millis(500),
-        jitter: 0.0,
-    };
-    PgQueueStore::new(f.db.pool().clone())
-        .fail(
-            attempt_id,
-            "flaked",
-            &retry,
-            &PriorityPolicy::default(),
-            Now::Store,
-        )
-        .await
-        .expect("first send");
+    let retry = backoff(500);
+    fail(&PgQueueStore::new(f.db.pool().clone()), attempt_id, &retry).await;
     let changes = PgChanges::new(f.db.pool().clone());
     let mut subscription = changes.subscribe().await.expect("subscribe");
-    let again = f
-        .store
-        .fail(
-            attempt_id,
-            "flaked",
-            &retry,
-            &PriorityPolicy::default(),
-            Now::Store,
-        )
-        .await
-        .expect("second send");
+    let again = fail(&*f.store, attempt_id, &retry).await;
     assert!(again.repeat);
     // Nothing is written by the repeat; what is heard is the end of the backoff.
     assert_eq!(
@@ -639,21 +596,8 @@ async fn a_backoff_already_over_is_announced_at_once() {
     let f = fixture().await;
     let (ids, claimed) = submit_and_claim(&f.store, &[("flaky", &[])]).await;
     let attempt_id = attempt(&claimed, id(&ids, "flaky"));
-    let retry = RetryPolicy {
-        base: Duration::from_millis(1),
-        max: Duration::from_millis(1),
-        jitter: 0.0,
-    };
-    let failed = PgQueueStore::new(f.db.pool().clone())
-        .fail(
-            attempt_id,
-            "flaked",
-            &retry,
-            &PriorityPolicy::default(),
-            Now::Store,
-        )
-        .await
-        .expect("first send");
+    let retry = backoff(1);
+    let failed = fail(&PgQueueStore::new(f.db.pool().clone()), attempt_id, &retry).await;
     let FailOutcome::Retrying { run_after, .. } = failed.outcome else {
         panic!("{failed:?}");
     };
@@ -670,16 +614,7 @@ async fn a_backoff_already_over_is_announced_at_once() {
     }
     let changes = PgChanges::new(f.db.pool().clone());
     let mut subscription = changes.subscribe().await.expect("subscribe");
-    f.store
-        .fail(
-            attempt_id,
-            "flaked",
-            &retry,
-            &PriorityPolicy::default(),
-            Now::Store,
-        )
-        .await
-        .expect("second send");
+    fail(&*f.store, attempt_id, &retry).await;
     assert_eq!(
         subscription.changed(Duration::from_secs(30)).await.unwrap(),
         Change::Seen
