@@ -15,6 +15,7 @@ pub mod cli;
 pub mod infrastructure;
 pub mod mcp;
 pub mod waiting;
+pub mod web;
 pub mod worker;
 
 /// The domain: models, ports, errors and the clock.

@@ -113,6 +113,9 @@ pub enum Command {
     Worker(super::worker::WorkerArgs),
     /// Serve the queue, memory and sessions as MCP tools (stdio, or `--http`).
     Mcp(super::mcp::McpArgs),
+    /// Serve the web dashboard, its JSON API (/api/v1) and MCP (/mcp) over HTTP:
+    /// `abathur serve`, then open http://127.0.0.1:8080/.
+    Serve(super::serve::ServeArgs),
     /// Remove finished tasks, with their attempts and events, that finished more than
     /// DURATION ago: `abathur prune --older-than 7d`.
     ///

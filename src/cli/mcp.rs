@@ -71,7 +71,7 @@ async fn serve_http(server: McpServer, addr: SocketAddr) -> Result<(), mcp::Serv
 }
 
 /// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -96,7 +96,7 @@ async fn shutdown_signal() {
 }
 
 /// `ADDR:PORT`, or a port alone meaning loopback.
-fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+pub(super) fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
     let text = text.trim();
     if let Ok(port) = text.parse::<u16>() {
         return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));

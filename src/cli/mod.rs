@@ -36,6 +36,7 @@ mod mcp;
 mod memory;
 mod prune;
 mod render;
+mod serve;
 mod session;
 mod task;
 mod tree;
@@ -168,6 +169,7 @@ fn run(cli: Cli, db: &Location) -> Result<(), CliError> {
     // The long-running commands print as they go, and have no result to render.
     let command = match command {
         Command::Worker(args) => return runtime.block_on(worker::run(db, args)),
+        Command::Serve(args) => return runtime.block_on(serve::run(db, args)),
         Command::Mcp(args) => {
             let served = runtime.block_on(mcp::run(db, args));
             // A read of a terminal's stdin cannot be cancelled; do not wait for it on the way
@@ -227,6 +229,7 @@ fn access(command: &Command) -> Access {
         | Command::Prune(_)
         | Command::Worker(_)
         | Command::Mcp(_)
+        | Command::Serve(_)
         | Command::Completions { .. } => Access::Write,
     }
 }
@@ -259,7 +262,7 @@ async fn dispatch(location: &Location, command: Command) -> Result<View, CliErro
         Command::Db(DbCommand::Backup { path: target }) => {
             db::backup(admin, &target).await.map(View::Rendered)
         }
-        Command::Worker(_) | Command::Mcp(_) | Command::Completions { .. } => {
+        Command::Worker(_) | Command::Mcp(_) | Command::Serve(_) | Command::Completions { .. } => {
             unreachable!("commands without a rendered result are run before dispatch")
         }
     };

@@ -1,5 +1,6 @@
 //! The streamable HTTP transport: rmcp's service behind an edge that bounds what a client may
-//! hold, and a server loop that stops within [`SHUTDOWN_GRACE`] whatever clients do.
+//! hold, and a server loop that stops within [`SHUTDOWN_GRACE`] whatever clients do (which
+//! `abathur serve` shares).
 //!
 //! Each connection is served by hyper with a header read timeout. Before rmcp sees a POST,
 //! the edge refuses a declared `Content-Length` above [`MAX_MESSAGE_BYTES`] at once (413),
@@ -33,14 +34,14 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves `router` on `listener` until `shutdown` completes, then for at most
-/// [`SHUTDOWN_GRACE`] more. `stop` is cancelled when shutdown begins.
+/// [`SHUTDOWN_GRACE`] more. `stop` is cancelled when shutdown begins. Each connection has
+/// [`HEADER_READ_TIMEOUT`] to send a request's headers.
 pub async fn serve(
     router: axum::Router,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = router.layer(axum::middleware::from_fn(edge));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -82,7 +83,7 @@ pub async fn serve(
     }
     tracing::debug!(
         connections = connections.len(),
-        "shutting down the MCP HTTP server"
+        "shutting down the HTTP server"
     );
     stop.cancel();
     drop(listener);
@@ -101,7 +102,7 @@ pub async fn serve(
 }
 
 /// Bounds a POST's body and checks its message before rmcp reads it.
-async fn edge(request: Request, next: axum::middleware::Next) -> Response {
+pub(super) async fn edge(request: Request, next: axum::middleware::Next) -> Response {
     if request.method() != Method::POST {
         return next.run(request).await;
     }

@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use frame::MAX_MESSAGE_BYTES;
-pub use http::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, SHUTDOWN_GRACE};
+pub use http::{serve as serve_router, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, SHUTDOWN_GRACE};
 pub use reply::{ErrorKind, ToolError};
 pub use server::McpServer;
 
@@ -124,13 +124,24 @@ pub async fn serve_http(
         .ip()
         .is_loopback();
     let stop = CancellationToken::new();
+    let router = http_router(server, &stop, loopback);
+    http::serve(router, listener, shutdown, stop)
+        .await
+        .map_err(ServeError::Http)
+}
+
+/// The MCP endpoint as a router serving [`HTTP_PATH`], behind the edge that bounds and checks
+/// what a client sends. Its sessions end when `stop` is cancelled. With `check_hosts`, rmcp
+/// refuses requests whose `Host` header is not a loopback name (against DNS rebinding); a
+/// caller that checks hosts itself, or serves on purpose beyond loopback, passes false.
+pub fn http_router(server: McpServer, stop: &CancellationToken, check_hosts: bool) -> axum::Router {
     let mut config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
         .with_sse_keep_alive(None)
         .with_max_request_body_bytes(MAX_MESSAGE_BYTES)
         .with_cancellation_token(stop.child_token());
-    if !loopback {
+    if !check_hosts {
         config = config.disable_allowed_hosts();
     }
     let service = StreamableHttpService::new(
@@ -138,8 +149,7 @@ pub async fn serve_http(
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let router = axum::Router::new().nest_service(HTTP_PATH, service);
-    http::serve(router, listener, shutdown, stop)
-        .await
-        .map_err(ServeError::Http)
+    axum::Router::new()
+        .nest_service(HTTP_PATH, service)
+        .layer(axum::middleware::from_fn(http::edge))
 }

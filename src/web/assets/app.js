@@ -1,0 +1,326 @@
+// The abathur dashboard: a page per hash route, drawn from the JSON API, read again whenever
+// the server's event stream says the queue may have changed (unless paused). Text from the
+// database is only ever set as text, never parsed as HTML.
+"use strict";
+
+const API = "/api/v1";
+const STATUSES = ["pending", "blocked", "ready", "running", "completed", "failed", "cancelled"];
+const SOURCES = ["human", "agent_requirements", "agent_planner", "agent_implementation"];
+
+let paused = false;
+let readOnly = false;
+let rendering = null;
+
+// ---- helpers -------------------------------------------------------------------------------
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+class ApiError extends Error {
+  constructor(status, kind, message) {
+    super(message);
+    this.status = status;
+    this.kind = kind;
+  }
+}
+
+async function api(path, options) {
+  const response = await fetch(API + path, {
+    credentials: "same-origin",
+    headers: { Accept: "application/json" },
+    ...options,
+  });
+  if (response.status === 401) {
+    location.href = "/login";
+    throw new ApiError(401, "unauthorized", "sign in first");
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = body && body.error ? body.error : { kind: "internal", message: response.statusText };
+    throw new ApiError(response.status, error.kind, error.message);
+  }
+  return body;
+}
+
+function when(text) {
+  if (!text) return "–";
+  const date = new Date(text);
+  return el("time", { datetime: text, title: text }, date.toLocaleString());
+}
+
+function statusBadge(status) {
+  return el("span", { class: `status status-${status}` }, status);
+}
+
+function taskLink(task) {
+  return el("a", { href: `#/task/${task.id}` }, task.summary);
+}
+
+function shortId(id) {
+  return el("code", { title: id }, id.slice(0, 8));
+}
+
+function problem(error) {
+  return el("p", { class: "error", role: "alert" }, `${error.message}`);
+}
+
+function json(value) {
+  if (value === null || value === undefined) return el("span", { class: "muted" }, "none");
+  return el("details", {}, el("summary", {}, "show JSON"), el("pre", {}, JSON.stringify(value, null, 2)));
+}
+
+// ---- pages ---------------------------------------------------------------------------------
+
+async function overviewPage() {
+  const data = await api("/overview");
+  readOnly = data.read_only;
+  const counts = el("dl", { class: "counts" },
+    STATUSES.map((status) => el("div", { class: "count" },
+      el("dt", {}, el("a", { href: `#/tasks?status=${status}` }, status)),
+      el("dd", {}, String(data.counts[status])))));
+  const oldest = data.oldest_ready
+    ? el("p", {}, "Oldest ready task: ", taskLink(data.oldest_ready))
+    : el("p", { class: "muted" }, "No task is waiting to be claimed.");
+  const running = data.running.length === 0
+    ? el("p", { class: "muted" }, "Nothing is running.")
+    : el("table", {},
+        el("caption", {}, "Running attempts, the soonest lease to expire first"),
+        el("thead", {}, el("tr", {}, ["Task", "Worker", "Started", "Lease expires"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, data.running.map((r) => el("tr", {},
+          el("td", {}, taskLink({ id: r.task_id, summary: r.summary })),
+          el("td", {}, r.worker_id),
+          el("td", {}, when(r.started_at)),
+          el("td", {}, when(r.lease_expires_at))))));
+  return [
+    el("h1", {}, "Overview"),
+    el("section", { "aria-labelledby": "counts-title" }, el("h2", { id: "counts-title" }, "Tasks per status"), counts),
+    el("section", { "aria-labelledby": "queue-title" }, el("h2", { id: "queue-title" }, "Queue"), oldest,
+      data.expired_leases > 0 ? el("p", { class: "warning" }, `${data.expired_leases} leases have expired; the next reap takes those tasks back.`) : null),
+    el("section", { "aria-labelledby": "running-title" }, el("h2", { id: "running-title" }, "Running"), running),
+    el("p", { class: "muted" }, "As of ", when(data.at)),
+  ];
+}
+
+function filterForm(params) {
+  const field = (name, label, input) => el("div", { class: "field" }, el("label", { for: `f-${name}` }, label), input);
+  const select = (name, values) => el("select", { id: `f-${name}`, name },
+    el("option", { value: "" }, "any"),
+    values.map((v) => el("option", { value: v, selected: params.get(name) === v }, v)));
+  const text = (name, type) => el("input", { id: `f-${name}`, name, type: type || "text", value: params.get(name) || "" });
+  const priority = (name) => el("input", { id: `f-${name}`, name, type: "number", min: "0", max: "10", value: params.get(name) || "" });
+  return el("form", {
+    class: "filters",
+    onsubmit: (event) => {
+      event.preventDefault();
+      const query = new URLSearchParams();
+      for (const [key, value] of new FormData(event.target)) if (value !== "") query.set(key, value);
+      location.hash = `#/tasks?${query}`;
+    },
+  },
+  field("status", "Status", select("status", STATUSES)),
+  field("agent_type", "Agent type", text("agent_type")),
+  field("session_id", "Session", text("session_id")),
+  field("branch", "Branch", text("branch")),
+  field("source", "Source", select("source", SOURCES)),
+  field("min_priority", "Priority from", priority("min_priority")),
+  field("max_priority", "to", priority("max_priority")),
+  el("button", { type: "submit" }, "Filter"));
+}
+
+async function tasksPage(params) {
+  const query = new URLSearchParams(params);
+  const data = await api(`/tasks?${query}`);
+  const offset = Number(params.get("offset") || 0);
+  const limit = Number(params.get("limit") || 50);
+  const pageLink = (to, label) => {
+    const next = new URLSearchParams(params);
+    next.set("offset", String(to));
+    return el("a", { href: `#/tasks?${next}` }, label);
+  };
+  const rows = data.tasks.map((t) => el("tr", {},
+    el("td", {}, shortId(t.id)),
+    el("td", {}, statusBadge(t.status)),
+    el("td", { class: "num" }, String(t.priority)),
+    el("td", {}, t.agent_type),
+    el("td", {}, taskLink(t)),
+    el("td", {}, when(t.submitted_at))));
+  return [
+    el("h1", {}, "Tasks"),
+    filterForm(params),
+    data.tasks.length === 0 ? el("p", { class: "muted" }, "No task matches.") :
+      el("table", { class: "tasks" },
+        el("caption", {}, "Highest calculated priority first, then oldest"),
+        el("thead", {}, el("tr", {}, ["Id", "Status", "Priority", "Agent type", "Summary", "Submitted"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, rows)),
+    el("nav", { class: "pages", "aria-label": "Pages of tasks" },
+      offset > 0 ? pageLink(Math.max(0, offset - limit), "← previous") : null,
+      data.next_offset !== null && data.next_offset !== undefined ? pageLink(data.next_offset, "next →") : null),
+  ];
+}
+
+function related(title, tasks, total) {
+  const id = `rel-${title.replace(/\W+/g, "-").toLowerCase()}`;
+  return el("section", { "aria-labelledby": id },
+    el("h2", { id }, title, total > tasks.length ? ` (${tasks.length} of ${total})` : ""),
+    tasks.length === 0 ? el("p", { class: "muted" }, "none") :
+      el("ul", { class: "related" }, tasks.map((t) => el("li", {}, statusBadge(t.status), " ", taskLink(t)))));
+}
+
+async function confirmAction(task, action) {
+  const reach = await api(`/tasks/${task.id}/reach?action=${action}`);
+  if (!reach.allowed) {
+    throw new ApiError(409, "conflict", reach.reason);
+  }
+  const more = `${reach.at_least ? "at least " : ""}${reach.others}`;
+  const text = action === "cancel"
+    ? `This cancels 1 task and ${more} unfinished tasks that depend on it or are its children.`
+    : `This retries 1 task and puts ${more} failed tasks that depend on it back to waiting.`;
+  const dialog = document.getElementById("confirm");
+  document.getElementById("confirm-title").textContent = action === "cancel" ? `Cancel “${task.summary}”?` : `Retry “${task.summary}”?`;
+  document.getElementById("confirm-text").textContent = text;
+  document.getElementById("confirm-yes").textContent = action === "cancel" ? "Cancel them" : "Retry";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "go"), { once: true });
+    dialog.returnValue = "";
+    dialog.showModal();
+  });
+}
+
+async function act(task, action, outcome) {
+  try {
+    if (!(await confirmAction(task, action))) return;
+    const result = await api(`/tasks/${task.id}/${action}`, { method: "POST" });
+    const n = result.changed.length;
+    outcome.replaceChildren(el("p", { class: "done", role: "status" },
+      action === "cancel" ? `Cancelled ${n} task${n === 1 ? "" : "s"}.` : `Retried; ${n} dependent task${n === 1 ? "" : "s"} went back to waiting.`));
+    await render({ keepOutcome: true });
+  } catch (error) {
+    outcome.replaceChildren(problem(error));
+  }
+}
+
+let lastOutcome = null;
+
+async function taskPage(id) {
+  const data = await api(`/tasks/${encodeURIComponent(id)}`);
+  const t = data.task;
+  const outcome = lastOutcome && lastOutcome.dataset.task === t.id ? lastOutcome : el("div", { class: "outcome", "data-task": t.id });
+  lastOutcome = outcome;
+  const actions = readOnly ? null : el("div", { class: "actions" },
+    ["ready", "blocked", "pending", "running"].includes(t.status)
+      ? el("button", { type: "button", class: "danger", onclick: () => act(t, "cancel", outcome) }, "Cancel…") : null,
+    t.status === "failed" ? el("button", { type: "button", onclick: () => act(t, "retry", outcome) }, "Retry…") : null);
+  const fields = [
+    ["Id", el("code", {}, t.id)], ["Status", statusBadge(t.status)], ["Description", el("pre", { class: "text" }, t.description)],
+    ["Agent type", t.agent_type], ["Priority", `${t.priority} (calculated ${t.calculated_priority.toFixed(3)})`],
+    ["Source", t.source], ["Created by", t.created_by || "–"],
+    ["Dependencies", `${t.dependency_type}, depth ${t.dependency_depth}`],
+    ["Retries", `${t.retry_count} of ${t.max_retries}`], ["Timeout", `${t.max_execution_timeout_seconds} s`],
+    ["Submitted", when(t.submitted_at)], ["Started", when(t.started_at)], ["Finished", when(t.completed_at)],
+    ["Last updated", when(t.last_updated_at)], ["Deadline", when(t.deadline)],
+    ["Estimated duration", t.estimated_duration_seconds === null ? "–" : `${t.estimated_duration_seconds} s`],
+    ["Parent", t.parent_task_id ? el("a", { href: `#/task/${t.parent_task_id}` }, t.parent_task_id) : "–"],
+    ["Session", t.session_id ? el("a", { href: `#/tasks?session_id=${t.session_id}` }, t.session_id) : "–"],
+    ["Feature branch", t.feature_branch || "–"], ["Task branch", t.task_branch || "–"], ["Worktree", t.worktree_path || "–"],
+    ["Error", t.error_message ? el("pre", { class: "text" }, t.error_message) : "–"],
+    ["Input", json(t.input_data)], ["Result", json(t.result_data)],
+  ];
+  const history = el("ol", { class: "timeline" }, data.history.map((e) => el("li", {},
+    when(e.at), " ", e.from ? statusBadge(e.from) : "submitted", " → ", statusBadge(e.to),
+    " by ", el("strong", {}, e.actor),
+    e.attempt_id ? [" (attempt ", shortId(e.attempt_id), ")"] : null,
+    e.reason ? [": ", e.reason] : null)));
+  return [
+    el("h1", {}, t.summary),
+    actions, outcome,
+    el("section", { "aria-labelledby": "fields-title" }, el("h2", { id: "fields-title" }, "Fields"),
+      el("dl", { class: "fields" }, fields.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))))),
+    el("section", { "aria-labelledby": "history-title" }, el("h2", { id: "history-title" }, "History"), history),
+    related("Waits for", data.waits_for, data.waits_for.length),
+    related("Needed by", data.needed_by, data.needed_by_total),
+    related("Children", data.children, data.children_total),
+  ];
+}
+
+// ---- routing and live updates --------------------------------------------------------------
+
+function route() {
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, query] = hash.split("?");
+  const params = new URLSearchParams(query || "");
+  if (path.startsWith("/task/")) return { page: "tasks", draw: () => taskPage(path.slice(6)) };
+  if (path === "/tasks") return { page: "tasks", draw: () => tasksPage(params) };
+  return { page: "overview", draw: overviewPage };
+}
+
+async function render(options) {
+  const current = route();
+  const token = {};
+  rendering = token;
+  for (const link of document.querySelectorAll("nav a[data-page]")) {
+    if (link.dataset.page === current.page) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  let content;
+  try {
+    content = await current.draw();
+  } catch (error) {
+    content = [el("h1", {}, "Something went wrong"), problem(error)];
+  }
+  if (rendering !== token) return;
+  const main = document.getElementById("main");
+  // Keep what the user typed into an open filter form when a live update redraws the page.
+  const focused = document.activeElement && main.contains(document.activeElement) && document.activeElement.id;
+  const dirty = options && options.live && main.querySelector("form.filters :focus");
+  if (dirty) return;
+  main.replaceChildren(...[content].flat().filter(Boolean));
+  if (!options || !options.keepOutcome) {
+    if (!(options && options.live)) lastOutcome = null;
+  }
+  if (focused) {
+    const again = document.getElementById(focused);
+    if (again) again.focus();
+  }
+}
+
+function live() {
+  const state = document.getElementById("live-state");
+  const toggle = document.getElementById("live-toggle");
+  const source = new EventSource(`${API}/events`);
+  source.addEventListener("open", () => { state.textContent = paused ? "paused" : "live"; });
+  source.addEventListener("error", () => { state.textContent = "reconnecting"; });
+  source.addEventListener("change", () => {
+    if (!paused && !document.getElementById("confirm").open) render({ live: true });
+  });
+  toggle.addEventListener("click", () => {
+    paused = !paused;
+    toggle.setAttribute("aria-pressed", String(paused));
+    toggle.textContent = paused ? "Resume live updates" : "Pause live updates";
+    state.textContent = paused ? "paused" : "live";
+    if (!paused) render({ live: true });
+  });
+}
+
+window.addEventListener("hashchange", () => render());
+document.addEventListener("DOMContentLoaded", async () => {
+  try {
+    readOnly = (await api("/overview")).read_only;
+  } catch (_) {
+    // The page shows the error when it draws.
+  }
+  if (readOnly) document.body.classList.add("read-only");
+  await render();
+  live();
+});

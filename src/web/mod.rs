@@ -1,0 +1,94 @@
+//! `abathur serve`: one HTTP server for the dashboard at `/`, the JSON API at `/api/v1` (its
+//! OpenAPI document at `/api/v1/openapi.json`) and the MCP endpoint at `/mcp`.
+//!
+//! Everything it serves is inside the binary ([`assets`]); nothing is fetched from elsewhere.
+//! The API reads and acts through the backend's ports only, so it works on every backend.
+//! [`guard`] holds what every request passes first: the `Host` check, authentication when the
+//! server is reachable beyond loopback, the same-origin check of requests that change state,
+//! `--read-only`, and the security headers of every response. docs/DASHBOARD.md describes the
+//! pages, the API and the security model.
+
+mod api;
+mod assets;
+mod events;
+mod guard;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::Backend;
+use crate::mcp::{self, McpServer};
+
+pub use guard::{Access, HostRule, MIN_TOKEN_LENGTH, SESSION_COOKIE};
+
+/// The path of the JSON API.
+pub const API_PATH: &str = "/api/v1";
+
+/// How the server is reached and what it allows.
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    /// Who may call it, and which `Host` headers it answers.
+    pub access: Access,
+    /// Refuse every request that would change the queue, and hide the actions.
+    pub read_only: bool,
+}
+
+/// The whole server as one router: dashboard, API and MCP, behind the guard. `stop` ends the
+/// MCP sessions and the event streams when it is cancelled.
+pub fn router(backend: &Backend, options: &WebOptions, stop: &CancellationToken) -> Router {
+    let state = api::State::new(backend, options.read_only, stop.clone());
+    let (api, _) = api::router().split_for_parts();
+    let guard = Arc::new(guard::Guard::new(options.access.clone(), options.read_only));
+    Router::new()
+        .merge(api.with_state(state))
+        // Hosts are checked by the guard, for every path alike.
+        .merge(mcp::http_router(
+            McpServer::for_backend(backend),
+            stop,
+            false,
+        ))
+        .merge(assets::router())
+        .merge(guard::login_router(guard.clone()))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
+}
+
+/// Anything else: a JSON error, as the API's are.
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    guard::refuse(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        format!("there is nothing at {}", uri.path()),
+    )
+}
+
+/// The OpenAPI document of the JSON API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api::document()
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes, then lets requests in flight
+/// finish for up to [`mcp::SHUTDOWN_GRACE`].
+///
+/// # Errors
+/// The listener's I/O error.
+pub async fn serve(
+    backend: &Backend,
+    listener: TcpListener,
+    options: &WebOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let stop = CancellationToken::new();
+    let router = router(backend, options, &stop);
+    mcp::serve_router(router, listener, shutdown, stop).await
+}
+
+/// The `Host` rule for a server bound to `bound`: see [`HostRule`].
+pub fn host_rule(bound: SocketAddr, names: Vec<String>) -> HostRule {
+    HostRule::new(bound, names)
+}

@@ -1,0 +1,296 @@
+//! The JSON API: what the CLI wrote is what it shows, its actions reach the CLI, bad input gets
+//! a clear error and changes nothing, and the event stream says when to look again.
+
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::server::{assert_error, Store, PATIENCE};
+
+fn counts(overview: &Value) -> Vec<(String, u64)> {
+    overview["counts"]
+        .as_object()
+        .expect("counts")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().expect("a count")))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_api_shows_what_the_cli_submitted_and_a_cancel_reaches_the_cli() {
+    let store = Store::new();
+    let first = store.submit("fetch the sources", &[]);
+    let second = store.submit("build", &[&first]);
+    let served = store.serve(&[]).await;
+
+    let overview = served.get_json("/api/v1/overview", 200).await;
+    assert_eq!(overview["counts"]["ready"], 1, "{overview}");
+    assert_eq!(overview["counts"]["blocked"], 1, "{overview}");
+    assert_eq!(overview["oldest_ready"]["id"], first.as_str());
+    assert_eq!(overview["read_only"], false);
+
+    let page = served.get_json("/api/v1/tasks?status=blocked", 200).await;
+    let tasks = page["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 1, "{page}");
+    assert_eq!(tasks[0]["id"], second.as_str());
+    assert!(page["next_offset"].is_null(), "{page}");
+
+    let detail = served
+        .get_json(&format!("/api/v1/tasks/{second}"), 200)
+        .await;
+    assert_eq!(detail["task"]["summary"], "build");
+    assert_eq!(detail["waits_for"][0]["id"], first.as_str());
+    assert_eq!(detail["history"][0]["to"], "blocked", "{detail}");
+    let detail = served
+        .get_json(&format!("/api/v1/tasks/{first}"), 200)
+        .await;
+    assert_eq!(detail["needed_by"][0]["id"], second.as_str());
+    assert_eq!(detail["needed_by_total"], 1);
+
+    // The dialog's preview, then the action.
+    let reach = served
+        .get_json(&format!("/api/v1/tasks/{first}/reach?action=cancel"), 200)
+        .await;
+    assert_eq!(reach["allowed"], true, "{reach}");
+    assert_eq!(reach["others"], 1, "{reach}");
+    let retry = served
+        .get_json(&format!("/api/v1/tasks/{first}/reach?action=retry"), 200)
+        .await;
+    assert_eq!(retry["allowed"], false, "{retry}");
+    assert!(retry["reason"]
+        .as_str()
+        .unwrap()
+        .contains("only a failed task"));
+
+    let outcome = served
+        .post_json(&format!("/api/v1/tasks/{first}/cancel"), 200)
+        .await;
+    assert_eq!(outcome["changed"].as_array().unwrap().len(), 2, "{outcome}");
+    assert_eq!(store.show(&first)["status"], "cancelled");
+    assert_eq!(store.show(&second)["status"], "cancelled");
+    let history = store.cli(&["task", "history", &first]);
+    assert!(history.contains("dashboard"), "{history}");
+
+    // Cancelling again is a conflict, and changes nothing.
+    let again = served
+        .post_json(&format!("/api/v1/tasks/{first}/cancel"), 409)
+        .await;
+    assert_error(&again, "conflict", "it is cancelled");
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_task_is_retried_through_the_api() {
+    let store = Store::new();
+    let task = store.cli(&["task", "submit", "flaky", "--max-retries", "0"]);
+    let claimed = store.cli(&["--json", "task", "claim", "--worker", "w"]);
+    let claimed: Value = serde_json::from_str(&claimed).expect("JSON");
+    let attempt = claimed[0]["lease"]["attempt_id"]
+        .as_str()
+        .expect("an attempt")
+        .to_string();
+    store.cli(&["task", "fail", &attempt, "--error", "boom"]);
+    assert_eq!(store.show(&task)["status"], "failed");
+
+    let served = store.serve(&[]).await;
+    let reach = served
+        .get_json(&format!("/api/v1/tasks/{task}/reach?action=retry"), 200)
+        .await;
+    assert_eq!(reach["allowed"], true, "{reach}");
+    let outcome = served
+        .post_json(&format!("/api/v1/tasks/{task}/retry"), 200)
+        .await;
+    assert_eq!(outcome["action"], "retry", "{outcome}");
+    assert_eq!(store.show(&task)["status"], "ready");
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let store = Store::new();
+    let task = store.submit("keep me", &[]);
+    let served = store.serve(&[]).await;
+    let before = counts(&served.get_json("/api/v1/overview", 200).await);
+
+    for (path, needle) in [
+        ("/api/v1/tasks?limit=0", "limit 0 is outside 1 to 500"),
+        ("/api/v1/tasks?limit=501", "limit 501 is outside 1 to 500"),
+        ("/api/v1/tasks?limit=-1", "limit"),
+        ("/api/v1/tasks?status=bogus", "unknown variant `bogus`"),
+        ("/api/v1/tasks?source=robot", "unknown variant `robot`"),
+        (
+            "/api/v1/tasks?min_priority=11",
+            "min_priority 11 is outside 0 to 10",
+        ),
+        ("/api/v1/tasks?max_priority=300", "max_priority"),
+        ("/api/v1/tasks?session_id=nope", "session_id"),
+        ("/api/v1/tasks?offset=99999999999999999999", "offset"),
+        ("/api/v1/tasks/not-a-uuid", "not-a-uuid"),
+        ("/api/v1/tasks/not-a-uuid/reach?action=cancel", "not-a-uuid"),
+        (
+            "/api/v1/tasks/00000000-0000-0000-0000-000000000000/reach?action=explode",
+            "explode",
+        ),
+        (
+            "/api/v1/tasks/00000000-0000-0000-0000-000000000000/reach",
+            "action",
+        ),
+    ] {
+        let error = served.get_json(path, 400).await;
+        assert_error(&error, "invalid_argument", needle);
+    }
+    let missing = "00000000-0000-0000-0000-000000000000";
+    assert_error(
+        &served
+            .get_json(&format!("/api/v1/tasks/{missing}"), 404)
+            .await,
+        "not_found",
+        missing,
+    );
+    assert_error(
+        &served
+            .post_json(&format!("/api/v1/tasks/{missing}/cancel"), 404)
+            .await,
+        "not_found",
+        missing,
+    );
+    assert_error(
+        &served
+            .post_json("/api/v1/tasks/not-a-uuid/cancel", 400)
+            .await,
+        "invalid_argument",
+        "not-a-uuid",
+    );
+    assert_error(
+        &served
+            .post_json(&format!("/api/v1/tasks/{task}/retry"), 409)
+            .await,
+        "conflict",
+        "",
+    );
+    assert_error(
+        &served.get_json("/api/v1/nothing/here", 404).await,
+        "not_found",
+        "/api/v1/nothing/here",
+    );
+    let wrong_method = served
+        .http
+        .delete(served.url(&format!("/api/v1/tasks/{task}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status().as_u16(), 405);
+
+    assert_eq!(
+        counts(&served.get_json("/api/v1/overview", 200).await),
+        before
+    );
+    assert_eq!(store.show(&task)["status"], "ready");
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn a_page_of_tasks_leads_to_the_next() {
+    let store = Store::new();
+    let ids: Vec<String> = (0..5)
+        .map(|i| store.submit(&format!("task {i}"), &[]))
+        .collect();
+    let served = store.serve(&[]).await;
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/tasks?limit=2".to_string();
+    loop {
+        let page = served.get_json(&path, 200).await;
+        for task in page["tasks"].as_array().unwrap() {
+            seen.push(task["id"].as_str().unwrap().to_string());
+        }
+        match page["next_offset"].as_u64() {
+            Some(next) => path = format!("/api/v1/tasks?limit=2&offset={next}"),
+            None => break,
+        }
+    }
+    seen.sort();
+    let mut ids = ids;
+    ids.sort();
+    assert_eq!(seen, ids);
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn the_event_stream_says_when_the_cli_changed_something() {
+    let store = Store::new();
+    let served = store.serve(&[]).await;
+    let response = served.get("/api/v1/events").await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    let mut next_event = async || loop {
+        if let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            if event.contains("event: change") {
+                return event;
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(PATIENCE, body.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream stays open")
+            .expect("a chunk");
+        text.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+    };
+    // One at once, so that a page reads what it shows.
+    next_event().await;
+    let submitted = store.submit("seen live", &[]);
+    next_event().await;
+    let page = served.get_json("/api/v1/tasks", 200).await;
+    assert_eq!(page["tasks"][0]["id"], submitted.as_str());
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let store = Store::new();
+    let served = store.serve(&[]).await;
+    let document = served.get_json("/api/v1/openapi.json", 200).await;
+    assert!(
+        document["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        document["openapi"]
+    );
+    let paths = document["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/api/v1/overview", "get"),
+        ("/api/v1/tasks", "get"),
+        ("/api/v1/tasks/{id}", "get"),
+        ("/api/v1/tasks/{id}/reach", "get"),
+        ("/api/v1/tasks/{id}/cancel", "post"),
+        ("/api/v1/tasks/{id}/retry", "post"),
+        ("/api/v1/events", "get"),
+        ("/api/v1/openapi.json", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is not in the document"
+        );
+    }
+    let schemas = document["components"]["schemas"]
+        .as_object()
+        .expect("schemas");
+    for name in [
+        "Overview",
+        "TaskPage",
+        "TaskDetail",
+        "Reach",
+        "Outcome",
+        "ErrorBody",
+    ] {
+        assert!(schemas.contains_key(name), "{name} is not in the document");
+    }
+    served.stop().await;
+}

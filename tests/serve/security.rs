@@ -1,0 +1,338 @@
+//! The guard: hosts, origins, read-only, tokens and sign-in, and the headers of every answer.
+
+use std::process::Stdio;
+
+use crate::server::{assert_error, json_of, Served, Store};
+
+const TOKEN: &str = "correct-horse-battery-staple";
+
+#[tokio::test]
+async fn another_host_or_origin_is_refused_and_changes_nothing() {
+    let store = Store::new();
+    let task = store.submit("stay ready", &[]);
+    let served = store.serve(&[]).await;
+    let port = served.addr.rsplit(':').next().unwrap().to_string();
+
+    // DNS rebinding: a name that is not this server's.
+    for host in [
+        format!("evil.example:{port}"),
+        format!("localhost:{}", 1),
+        String::new(),
+    ] {
+        let response = served
+            .http
+            .get(served.url("/api/v1/overview"))
+            .header("host", host.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_error(
+            &json_of(response, 421).await,
+            "wrong_host",
+            "does not answer to",
+        );
+    }
+    for host in [format!("localhost:{port}"), format!("[::1]:{port}")] {
+        let response = served
+            .http
+            .get(served.url("/api/v1/overview"))
+            .header("host", host.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{host}");
+    }
+
+    // Cross-site request forgery: a page of another origin, or a browser saying so.
+    let cancel = served.url(&format!("/api/v1/tasks/{task}/cancel"));
+    for (name, value) in [
+        ("origin", "http://evil.example".to_string()),
+        ("origin", "null".to_string()),
+        ("origin", format!("http://localhost:{port}")),
+        ("sec-fetch-site", "cross-site".to_string()),
+        ("sec-fetch-site", "same-site".to_string()),
+    ] {
+        let response = served
+            .http
+            .post(&cancel)
+            .header(name, value.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_error(
+            &json_of(response, 403).await,
+            "cross_origin",
+            "another origin",
+        );
+    }
+    assert_eq!(store.show(&task)["status"], "ready");
+
+    // The same origin may.
+    let response = served
+        .http
+        .post(&cancel)
+        .header("origin", format!("http://{}", served.addr))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    json_of(response, 200).await;
+    assert_eq!(store.show(&task)["status"], "cancelled");
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers_and_the_page_has_no_inline_script() {
+    let store = Store::new();
+    let served = store.serve(&[]).await;
+    for path in [
+        "/",
+        "/assets/app.js",
+        "/assets/app.css",
+        "/api/v1/overview",
+        "/nothing",
+    ] {
+        let response = served.get(path).await;
+        let headers = response.headers();
+        let csp = headers
+            .get("content-security-policy")
+            .unwrap_or_else(|| panic!("{path} has no CSP"))
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(headers.get("x-content-type-options").unwrap(), "nosniff");
+    }
+    let page = served.get("/").await;
+    assert_eq!(
+        page.headers().get("content-type").unwrap(),
+        "text/html; charset=utf-8"
+    );
+    let html = page.text().await.unwrap();
+    for script in html.split("<script").skip(1) {
+        let tag = script.split('>').next().unwrap();
+        assert!(tag.contains("src="), "an inline script: <script{tag}>");
+    }
+    assert!(!html.contains(" style="), "an inline style attribute");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "a resource from elsewhere"
+    );
+    let script = served.get("/assets/app.js").await;
+    assert!(script
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn read_only_refuses_every_change_and_turns_mcp_off() {
+    let store = Store::new();
+    let task = store.submit("look, do not touch", &[]);
+    let served = store.serve(&["--read-only"]).await;
+    let overview = served.get_json("/api/v1/overview", 200).await;
+    assert_eq!(overview["read_only"], true);
+    for action in ["cancel", "retry"] {
+        let refused = served
+            .post_json(&format!("/api/v1/tasks/{task}/{action}"), 403)
+            .await;
+        assert_error(&refused, "read_only", "--read-only");
+    }
+    let mcp = served
+        .http
+        .post(served.url("/mcp"))
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_error(&json_of(mcp, 403).await, "read_only", "/mcp is off");
+    assert_eq!(store.show(&task)["status"], "ready");
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn beyond_loopback_the_server_needs_allow_remote_and_a_good_token() {
+    let store = Store::new();
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "tooshort\n").unwrap();
+    for (args, token, needle) in [
+        (vec!["--listen", "0.0.0.0:0"], None, "--allow-remote"),
+        (
+            vec!["--listen", "0.0.0.0:0", "--allow-remote"],
+            None,
+            "needs a token",
+        ),
+        (
+            vec!["--listen", "0.0.0.0:0", "--allow-remote"],
+            Some("short"),
+            "use at least 16",
+        ),
+        (
+            vec![
+                "--listen",
+                "0.0.0.0:0",
+                "--allow-remote",
+                "--token-file",
+                short.to_str().unwrap(),
+            ],
+            None,
+            "8 characters",
+        ),
+        (
+            vec![
+                "--listen",
+                "0.0.0.0:0",
+                "--allow-remote",
+                "--token-file",
+                "/no/such/file",
+            ],
+            None,
+            "cannot read the token file",
+        ),
+        (vec!["--host", "evil.example:80"], None, "not a host name"),
+        (vec!["--listen", "nowhere"], None, "is not an address"),
+    ] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_abathur"));
+        cmd.arg("--db").arg(store.path()).arg("serve").args(&args);
+        cmd.env_remove("ABATHUR_TOKEN").stdin(Stdio::null());
+        if let Some(token) = token {
+            cmd.env("ABATHUR_TOKEN", token);
+        }
+        let output = cmd.output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn with_a_token_callers_sign_in_or_send_it() {
+    let store = Store::new();
+    let task = store.submit("guarded", &[]);
+    let mut cmd = store.serve_command(&["--listen", "127.0.0.1:0"]);
+    cmd.env("ABATHUR_TOKEN", TOKEN);
+    let served = Served::start(cmd).await;
+
+    let refused = served.get_json("/api/v1/overview", 401).await;
+    assert_error(&refused, "unauthorized", "sign in at /login");
+    let refused = served
+        .post_json(&format!("/api/v1/tasks/{task}/cancel"), 401)
+        .await;
+    assert_error(&refused, "unauthorized", "Bearer");
+    let wrong = served
+        .http
+        .get(served.url("/api/v1/overview"))
+        .bearer_auth("correct-horse-battery-stapl3")
+        .send()
+        .await
+        .unwrap();
+    json_of(wrong, 401).await;
+    assert_eq!(store.show(&task)["status"], "ready");
+
+    let page = served.get("/").await;
+    assert_eq!(page.status().as_u16(), 303);
+    assert_eq!(page.headers().get("location").unwrap(), "/login");
+    let login = served.get("/login").await;
+    assert_eq!(login.status().as_u16(), 200);
+    assert!(login.text().await.unwrap().contains("name=\"token\""));
+    assert_eq!(served.get("/assets/app.css").await.status().as_u16(), 200);
+
+    let bearer = served
+        .http
+        .get(served.url("/api/v1/overview"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    json_of(bearer, 200).await;
+
+    // A wrong token at the sign-in sets no cookie.
+    let wrong = served
+        .http
+        .post(served.url("/login"))
+        .form(&[("token", "not it at all, sorry")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    // Nor does a sign-in from another origin, even with the token.
+    let forged = served
+        .http
+        .post(served.url("/login"))
+        .header("origin", "http://evil.example")
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+    assert!(forged.headers().get("set-cookie").is_none());
+
+    let signed_in = served
+        .http
+        .post(served.url("/login"))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status().as_u16(), 303);
+    let cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        !cookie.contains(TOKEN),
+        "the cookie carries the token: {cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let with_cookie = served
+        .http
+        .get(served.url("/api/v1/overview"))
+        .header("cookie", session.as_str())
+        .send()
+        .await
+        .unwrap();
+    json_of(with_cookie, 200).await;
+    let page = served
+        .http
+        .get(served.url("/"))
+        .header("cookie", session.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn mcp_is_served_beside_the_dashboard() {
+    let store = Store::new();
+    let served = store.serve(&[]).await;
+    let response = served
+        .http
+        .post(served.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    let init = json_of(response, 200).await;
+    assert_eq!(init["result"]["serverInfo"]["name"], "abathur", "{init}");
+    served.stop().await;
+}
