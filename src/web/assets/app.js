@@ -184,9 +184,14 @@ async function confirmAction(task, action) {
     throw new ApiError(409, "conflict", reach.reason);
   }
   const more = `${reach.at_least ? "at least " : ""}${reach.others}`;
+  const one = reach.others === 1 && !reach.at_least;
   const text = action === "cancel"
-    ? `This cancels 1 task and ${more} unfinished tasks that depend on it or are its children.`
-    : `This retries 1 task and puts ${more} failed tasks that depend on it back to waiting.`;
+    ? (reach.others === 0
+      ? "This cancels 1 task; nothing unfinished waits for it or is its child."
+      : `This cancels 1 task and ${more} unfinished ${one ? "task that waits for it or is its child" : "tasks that wait for it or are its children"}, directly or not.`)
+    : (reach.others === 0
+      ? "This retries 1 task."
+      : `This retries 1 task and puts ${more} failed ${one ? "task that depends on it" : "tasks that depend on it"} back to waiting.`);
   const dialog = document.getElementById("confirm");
   document.getElementById("confirm-title").textContent = action === "cancel" ? `Cancel “${task.summary}”?` : `Retry “${task.summary}”?`;
   document.getElementById("confirm-text").textContent = text;

@@ -1,0 +1,276 @@
+//! The dashboard in a real browser: Debian's Chromium, headless, driven through ChromeDriver
+//! (WebDriver) while the CLI and a worker use the same database.
+//!
+//! One browser serves every scenario, one after another, so that a machine with two cores
+//! runs one Chromium at a time. Conditions in the page are awaited with a `MutationObserver`
+//! (an event), never with sleeps. Every page is checked with axe-core (`npm ci` in
+//! `tests/browser` installs it): no serious or critical accessibility violation.
+//!
+//! Without `/usr/bin/chromium`, `/usr/bin/chromedriver` or axe-core the test says so and
+//! passes, unless `ABATHUR_REQUIRE_BROWSER` is set, as in CI, where it fails. With
+//! `ABATHUR_SCREENSHOTS=DIR` it saves a screenshot of each page there (docs/DASHBOARD.md shows
+//! them).
+
+#[path = "../serve/server.rs"]
+#[allow(dead_code)]
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::wd::{Capabilities, TimeoutConfiguration};
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use server::{Served, Store, PATIENCE};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+fn axe_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/axe-core/axe.min.js")
+}
+
+/// Why the test cannot run here, if it cannot.
+fn missing() -> Option<String> {
+    for path in [CHROMIUM, CHROMEDRIVER] {
+        if !Path::new(path).exists() {
+            return Some(format!(
+                "{path} is missing (apt-get install chromium chromium-driver)"
+            ));
+        }
+    }
+    let axe = axe_path();
+    (!axe.exists()).then(|| format!("{} is missing (npm ci in tests/browser)", axe.display()))
+}
+
+/// ChromeDriver on a port of its own, and a browser session through it.
+struct Browser {
+    driver: Child,
+    client: Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            listener.local_addr().unwrap().port()
+        };
+        let mut driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver starts");
+        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+        loop {
+            let line = tokio::time::timeout(PATIENCE, lines.next_line())
+                .await
+                .expect("chromedriver starts in time")
+                .expect("stdout")
+                .expect("chromedriver says it started before it exits");
+            if line.contains("started successfully") {
+                break;
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let profile = tempfile::tempdir().expect("a profile folder");
+        let mut capabilities = Capabilities::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a browser session");
+        client
+            .update_timeouts(TimeoutConfiguration::new(
+                Some(PATIENCE),
+                Some(PATIENCE),
+                Some(Duration::ZERO),
+            ))
+            .await
+            .expect("timeouts");
+        Self {
+            driver,
+            client,
+            _profile: profile,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.client.close().await;
+        let _ = self.driver.kill().await;
+    }
+
+    async fn open(&self, served: &Served, route: &str) {
+        self.client
+            .goto(&served.url(&format!("/{route}")))
+            .await
+            .expect("the page loads");
+    }
+
+    /// Waits until an element matching `selector` holds `text`, as the page changes.
+    async fn wait_for_text(&self, selector: &str, text: &str) {
+        let script = r#"
+            const [selector, text, done] = arguments;
+            const found = () => [...document.querySelectorAll(selector)]
+                .some((el) => el.textContent.includes(text));
+            if (found()) { done(true); return; }
+            const observer = new MutationObserver(() => {
+                if (found()) { observer.disconnect(); done(true); }
+            });
+            observer.observe(document.documentElement,
+                { subtree: true, childList: true, characterData: true, attributes: true });
+        "#;
+        let done = self
+            .client
+            .execute_async(script, vec![json!(selector), json!(text)])
+            .await
+            .unwrap_or_else(|e| panic!("{selector} never held {text:?}: {e}"));
+        assert_eq!(done, json!(true));
+    }
+
+    async fn click(&self, selector: &str) {
+        self.client
+            .find(Locator::Css(selector))
+            .await
+            .unwrap_or_else(|e| panic!("no {selector}: {e}"))
+            .click()
+            .await
+            .expect("a click");
+    }
+
+    /// Runs axe-core on the page as it is; panics on a serious or critical violation.
+    async fn check_accessibility(&self, page: &str) {
+        let axe = std::fs::read_to_string(axe_path()).expect("axe-core");
+        self.client.execute(&axe, vec![]).await.expect("axe loads");
+        let result = self
+            .client
+            .execute_async(
+                "const done = arguments[0];
+                 axe.run(document, { resultTypes: ['violations'] })
+                    .then((r) => done(r.violations.map((v) => ({
+                        id: v.id, impact: v.impact, help: v.help,
+                        nodes: v.nodes.map((n) => n.html).slice(0, 3) }))))
+                    .catch((e) => done({ error: String(e) }));",
+                vec![],
+            )
+            .await
+            .expect("axe runs");
+        let violations = result
+            .as_array()
+            .unwrap_or_else(|| panic!("axe failed: {result}"));
+        let serious: Vec<&Value> = violations
+            .iter()
+            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+            .collect();
+        assert!(
+            serious.is_empty(),
+            "{page}: accessibility violations: {}",
+            serde_json::to_string_pretty(&serious).unwrap()
+        );
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let Some(dir) = std::env::var_os("ABATHUR_SCREENSHOTS") else {
+            return;
+        };
+        let png = self.client.screenshot().await.expect("a screenshot");
+        std::fs::create_dir_all(&dir).expect("the screenshot folder");
+        std::fs::write(Path::new(&dir).join(format!("{name}.png")), png).expect("saved");
+    }
+}
+
+#[tokio::test]
+async fn the_dashboard_in_a_real_browser() {
+    if let Some(reason) = missing() {
+        assert!(
+            std::env::var_os("ABATHUR_REQUIRE_BROWSER").is_none(),
+            "the browser test must run here, but {reason}"
+        );
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let store = Store::new();
+    let fetch = store.submit("fetch the sources", &[]);
+    let build = store.submit("build the library", &[&fetch]);
+    let served = store.serve(&[]).await;
+    let browser = Browser::start().await;
+
+    // A task submitted by the CLI appears, on the overview and in the list.
+    browser.open(&served, "#/").await;
+    browser.wait_for_text("#main h1", "Overview").await;
+    browser.wait_for_text("#main", "fetch the sources").await;
+    browser.check_accessibility("overview").await;
+    browser.screenshot("overview").await;
+
+    browser.open(&served, "#/tasks").await;
+    browser
+        .wait_for_text("table.tasks", "build the library")
+        .await;
+    browser.check_accessibility("tasks").await;
+    browser.screenshot("tasks").await;
+
+    browser.open(&served, &format!("#/task/{build}")).await;
+    browser.wait_for_text("#main h1", "build the library").await;
+    browser.check_accessibility("task detail").await;
+    browser.screenshot("task").await;
+
+    // Cancelling through the dialog: it says what the action reaches, and the CLI then reads
+    // both tasks cancelled.
+    browser.open(&served, &format!("#/task/{fetch}")).await;
+    browser.wait_for_text(".actions button", "Cancel").await;
+    browser.click(".actions button.danger").await;
+    browser
+        .wait_for_text(
+            "#confirm-text",
+            "This cancels 1 task and 1 unfinished task that waits for it or is its child",
+        )
+        .await;
+    browser.check_accessibility("cancel dialog").await;
+    browser.screenshot("cancel-dialog").await;
+    browser.click("#confirm-yes").await;
+    browser.wait_for_text(".outcome", "Cancelled 2 tasks").await;
+    assert_eq!(store.show(&fetch)["status"], "cancelled");
+    assert_eq!(store.show(&build)["status"], "cancelled");
+
+    // A worker's completion appears live, without a reload.
+    let run = store.submit("run by a worker", &[]);
+    browser.open(&served, &format!("#/task/{run}")).await;
+    browser.wait_for_text("#main .status", "ready").await;
+    browser
+        .client
+        .execute("window.stillTheSamePage = true;", vec![])
+        .await
+        .unwrap();
+    store.cli(&["worker", "--once", "--concurrency", "1", "--", "true"]);
+    browser.wait_for_text("#main dd .status", "completed").await;
+    let same = browser
+        .client
+        .execute("return window.stillTheSamePage === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(same, json!(true), "the page was reloaded");
+
+    browser.stop().await;
+    served.stop().await;
+}
