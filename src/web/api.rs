@@ -24,7 +24,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::events;
+use super::{dag, events};
 use crate::backend::Backend;
 use crate::mcp::{ErrorKind, ToolError};
 use crate::waiting::ChangeFeed;
@@ -65,6 +65,10 @@ impl State {
         }
     }
 
+    pub fn tasks(&self) -> &dyn TaskRepository {
+        self.tasks.as_ref()
+    }
+
     pub fn feed(&self) -> &ChangeFeed {
         &self.feed
     }
@@ -94,6 +98,7 @@ pub fn router() -> OpenApiRouter<State> {
         .routes(routes!(reach))
         .routes(routes!(cancel))
         .routes(routes!(retry))
+        .routes(routes!(dag::dag))
         .routes(routes!(events::stream))
         .routes(routes!(openapi_json))
 }
@@ -129,7 +134,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(super) fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            kind: "not_found".into(),
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             kind: "invalid_argument".into(),
@@ -825,11 +838,11 @@ async fn openapi_json() -> Response {
 }
 
 async fn find(state: &State, id: uuid::Uuid) -> Result<Task, ApiError> {
-    state.tasks.get(id).await?.ok_or_else(|| ApiError {
-        status: StatusCode::NOT_FOUND,
-        kind: "not_found".into(),
-        message: format!("task {id} does not exist"),
-    })
+    state
+        .tasks
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("task {id} does not exist")))
 }
 
 /// Counts the other tasks `action` on `task` reaches, walking the DAG through the ports, up

@@ -10,6 +10,7 @@
 
 mod api;
 mod assets;
+mod dag;
 mod events;
 mod guard;
 

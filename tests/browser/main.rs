@@ -271,6 +271,42 @@ async fn the_dashboard_in_a_real_browser() {
         .unwrap();
     assert_eq!(same, json!(true), "the page was reloaded");
 
+    // The DAG view draws one node per task and one line per dependency, and each node leads
+    // to its task.
+    let root = store.submit("plan the release", &[]);
+    let left = store.submit("write the notes", &[&root]);
+    let right = store.submit("tag the commit", &[&root]);
+    let last = store.submit("publish", &[&left, &right]);
+    browser.open(&served, &format!("#/dag?task={root}")).await;
+    browser
+        .wait_for_text("#main h1", "DAG: plan the release")
+        .await;
+    let drawn = browser
+        .client
+        .execute(
+            "return [document.querySelectorAll('svg a.node').length,
+                     document.querySelectorAll('svg path.edge').length,
+                     [...document.querySelectorAll('svg a.node')].map((a) => a.getAttribute('href'))];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(drawn[0], json!(4), "{drawn}");
+    assert_eq!(drawn[1], json!(4), "{drawn}");
+    for id in [&root, &left, &right, &last] {
+        let href = json!(format!("#/task/{id}"));
+        assert!(
+            drawn[2].as_array().unwrap().contains(&href),
+            "{id}: {drawn}"
+        );
+    }
+    browser.check_accessibility("dag").await;
+    browser.screenshot("dag").await;
+    browser
+        .click(&format!("svg a.node[href='#/task/{last}']"))
+        .await;
+    browser.wait_for_text("#main h1", "publish").await;
+
     browser.stop().await;
     served.stop().await;
 }

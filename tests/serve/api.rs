@@ -273,6 +273,7 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/tasks/{id}/retry", "post"),
         ("/api/v1/events", "get"),
         ("/api/v1/openapi.json", "get"),
+        ("/api/v1/dag", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -291,6 +292,80 @@ async fn the_openapi_document_describes_every_route() {
         "ErrorBody",
     ] {
         assert!(schemas.contains_key(name), "{name} is not in the document");
+    }
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn the_dag_of_a_task_holds_its_ancestors_and_descendants_in_layers() {
+    let store = Store::new();
+    let root = store.submit("root", &[]);
+    let left = store.submit("left", &[&root]);
+    let right = store.submit("right", &[&root]);
+    let last = store.submit("last", &[&left, &right]);
+    let unrelated = store.submit("unrelated", &[]);
+    let sibling = store.submit("sibling of left", &[&root]);
+    let served = store.serve(&[]).await;
+
+    let dag = served
+        .get_json(&format!("/api/v1/dag?task={left}"), 200)
+        .await;
+    let nodes = dag["nodes"].as_array().unwrap();
+    let ids: Vec<&str> = nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(nodes.len(), 3, "{dag}");
+    for id in [&root, &left, &last] {
+        assert!(ids.contains(&id.as_str()), "{id} missing: {dag}");
+    }
+    for id in [&right, &unrelated, &sibling] {
+        assert!(!ids.contains(&id.as_str()), "{id} drawn: {dag}");
+    }
+    let layer = |id: &str| nodes.iter().find(|n| n["id"] == id).unwrap()["layer"].clone();
+    assert_eq!(
+        [layer(&root), layer(&left), layer(&last)],
+        [0, 1, 2].map(serde_json::Value::from)
+    );
+    assert_eq!(dag["edges"].as_array().unwrap().len(), 2, "{dag}");
+    assert_eq!(dag["critical_path"].as_array().unwrap().len(), 3, "{dag}");
+    assert_eq!(dag["truncated"], false);
+
+    let whole = served
+        .get_json(&format!("/api/v1/dag?task={root}"), 200)
+        .await;
+    assert_eq!(whole["nodes"].as_array().unwrap().len(), 5, "{whole}");
+
+    for (path, status, kind, needle) in [
+        (
+            "/api/v1/dag".to_string(),
+            400,
+            "invalid_argument",
+            "either task=ID or session=ID",
+        ),
+        (
+            format!("/api/v1/dag?task={root}&session={root}"),
+            400,
+            "invalid_argument",
+            "not both",
+        ),
+        (
+            "/api/v1/dag?task=nope".to_string(),
+            400,
+            "invalid_argument",
+            "task",
+        ),
+        (
+            "/api/v1/dag?task=00000000-0000-0000-0000-000000000000".to_string(),
+            404,
+            "not_found",
+            "does not exist",
+        ),
+        (
+            "/api/v1/dag?session=00000000-0000-0000-0000-000000000000".to_string(),
+            404,
+            "not_found",
+            "no tasks",
+        ),
+    ] {
+        assert_error(&served.get_json(&path, status).await, kind, needle);
     }
     served.stop().await;
 }

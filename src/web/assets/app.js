@@ -28,6 +28,20 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value !== undefined && value !== null) node.setAttribute(key, value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
 class ApiError extends Error {
   constructor(status, kind, message) {
     super(message);
@@ -249,6 +263,8 @@ async function taskPage(id) {
     e.reason ? [": ", e.reason] : null)));
   return [
     el("h1", {}, t.summary),
+    el("p", {}, el("a", { href: `#/dag?task=${t.id}` }, "See it in its DAG"),
+      t.session_id ? [" · ", el("a", { href: `#/dag?session=${t.session_id}` }, "its session's DAG")] : null),
     actions, outcome,
     el("section", { "aria-labelledby": "fields-title" }, el("h2", { id: "fields-title" }, "Fields"),
       el("dl", { class: "fields" }, fields.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))))),
@@ -256,6 +272,81 @@ async function taskPage(id) {
     related("Waits for", data.waits_for, data.waits_for.length),
     related("Needed by", data.needed_by, data.needed_by_total),
     related("Children", data.children, data.children_total),
+  ];
+}
+
+// The DAG view: layers left to right, each task a box coloured by status and linked to its
+// page; the critical path drawn heavier. The server lays the graph out (/api/v1/dag).
+const BOX = { width: 190, height: 30, column: 240, row: 42, margin: 20 };
+
+function cut(text, n) {
+  return text.length > n ? `${text.slice(0, n - 1)}…` : text;
+}
+
+async function dagPage(params) {
+  const query = new URLSearchParams();
+  if (params.get("task")) query.set("task", params.get("task"));
+  if (params.get("session")) query.set("session", params.get("session"));
+  const data = await api(`/dag?${query}`);
+  const at = new Map();
+  let rows = 0;
+  let layers = 0;
+  for (const node of data.nodes) {
+    at.set(node.id, {
+      x: BOX.margin + node.layer * BOX.column,
+      y: BOX.margin + node.position * BOX.row,
+    });
+    rows = Math.max(rows, node.position + 1);
+    layers = Math.max(layers, node.layer + 1);
+  }
+  const width = BOX.margin * 2 + Math.max(0, layers - 1) * BOX.column + BOX.width;
+  const height = BOX.margin * 2 + Math.max(0, rows - 1) * BOX.row + BOX.height;
+  const edges = data.edges.map((e) => {
+    const from = at.get(e.from);
+    const to = at.get(e.to);
+    const x1 = from.x + BOX.width;
+    const y1 = from.y + BOX.height / 2;
+    const x2 = to.x;
+    const y2 = to.y + BOX.height / 2;
+    const mid = (x1 + x2) / 2;
+    return svg("path", {
+      class: e.critical ? "edge critical" : "edge",
+      d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`,
+    });
+  });
+  const nodes = data.nodes.map((n) => {
+    const p = at.get(n.id);
+    return svg("a", { href: `#/task/${n.id}`, class: "node", "aria-label": `${n.summary} (${n.status})` },
+      svg("title", {}, `${n.summary} (${n.status})`),
+      svg("rect", {
+        x: p.x, y: p.y, width: BOX.width, height: BOX.height, rx: 6,
+        class: `box node-${n.status}${n.critical ? " critical" : ""}`,
+      }),
+      svg("text", { x: p.x + 8, y: p.y + 19 }, cut(n.summary, 26)));
+  });
+  const graph = svg("svg", {
+    width, height, viewBox: `0 0 ${width} ${height}`, role: "group",
+    "aria-label": `Graph of ${data.nodes.length} tasks`,
+  }, svg("g", { class: "edges" }, edges), svg("g", { class: "nodes" }, nodes));
+  const byId = new Map(data.nodes.map((n) => [n.id, n]));
+  const subject = params.get("task") ? byId.get(params.get("task")) : null;
+  return [
+    el("h1", {}, "DAG", subject ? `: ${subject.summary}` : params.get("session") ? " of a session" : ""),
+    el("p", { class: "muted" },
+      `${data.nodes.length} tasks, ${data.edges.length} dependencies. `,
+      subject ? "Everything it waits for and everything that waits for it, directly or not. " : "",
+      "The critical path, the chain that takes longest, is drawn heavier."),
+    data.truncated ? el("p", { class: "warning" }, "The graph stops at 1,000 tasks; more exist.") : null,
+    el("ul", { class: "legend", "aria-label": "Colours" },
+      STATUSES.map((s) => el("li", {}, el("span", { class: `swatch node-${s}` }), s)),
+      el("li", {}, el("span", { class: "swatch critical" }), "critical path")),
+    el("div", { class: "graph", tabindex: "0", role: "region", "aria-label": "The graph; scroll to see all of it" }, graph),
+    el("section", { "aria-labelledby": "path-title" },
+      el("h2", { id: "path-title" }, "Critical path"),
+      el("ol", { class: "path" }, data.critical_path.map((id) => {
+        const n = byId.get(id);
+        return el("li", {}, statusBadge(n.status), " ", taskLink(n));
+      }))),
   ];
 }
 
@@ -267,6 +358,7 @@ function route() {
   const params = new URLSearchParams(query || "");
   if (path.startsWith("/task/")) return { page: "tasks", draw: () => taskPage(path.slice(6)) };
   if (path === "/tasks") return { page: "tasks", draw: () => tasksPage(params) };
+  if (path === "/dag") return { page: "tasks", draw: () => dagPage(params) };
   return { page: "overview", draw: overviewPage };
 }
 
