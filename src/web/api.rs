@@ -8,7 +8,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use abathur_core::models::{Task, TaskSource, TaskStatus};
-use abathur_core::ports::{TaskFilters, TaskRepository};
+use abathur_core::ports::{AgentRepository, TaskFilters, TaskRepository};
 use abathur_core::queue::{QueueOverview, TaskEvent, TaskQueue};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query};
@@ -24,7 +24,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{dag, events};
+use super::{agents, dag, events};
 use crate::backend::Backend;
 use crate::mcp::{ErrorKind, ToolError};
 use crate::waiting::ChangeFeed;
@@ -49,6 +49,7 @@ const MAX_REACH: usize = 10_000;
 pub struct State {
     queue: Arc<TaskQueue>,
     tasks: Arc<dyn TaskRepository>,
+    agents: Arc<dyn AgentRepository>,
     feed: ChangeFeed,
     read_only: bool,
     stop: CancellationToken,
@@ -59,6 +60,7 @@ impl State {
         Self {
             queue: Arc::new(TaskQueue::new(backend.queue_store.clone())),
             tasks: backend.tasks.clone(),
+            agents: backend.agents.clone(),
             feed: ChangeFeed::new(backend.changes.clone()),
             read_only,
             stop,
@@ -67,6 +69,10 @@ impl State {
 
     pub fn tasks(&self) -> &dyn TaskRepository {
         self.tasks.as_ref()
+    }
+
+    pub fn agents(&self) -> &dyn AgentRepository {
+        self.agents.as_ref()
     }
 
     pub fn feed(&self) -> &ChangeFeed {
@@ -85,7 +91,7 @@ impl State {
         description = "The task queue of an agent swarm: its tasks, their history, and the \
                        actions a person may take on them."
     ),
-    tags((name = "tasks", description = "The queue's tasks"), (name = "live", description = "Changes as they happen"))
+    tags((name = "tasks", description = "The queue's tasks"), (name = "agents", description = "The agent registry"), (name = "live", description = "Changes as they happen"))
 )]
 struct ApiDoc;
 
@@ -99,6 +105,7 @@ pub fn router() -> OpenApiRouter<State> {
         .routes(routes!(cancel))
         .routes(routes!(retry))
         .routes(routes!(dag::dag))
+        .routes(routes!(agents::agents))
         .routes(routes!(events::stream))
         .routes(routes!(openapi_json))
 }

@@ -8,6 +8,7 @@
 //! `--read-only`, and the security headers of every response. docs/DASHBOARD.md describes the
 //! pages, the API and the security model.
 
+mod agents;
 mod api;
 mod assets;
 mod dag;

@@ -307,6 +307,13 @@ async fn the_dashboard_in_a_real_browser() {
         .await;
     browser.wait_for_text("#main h1", "publish").await;
 
+    // The agent registry.
+    store.cli(&["agent", "register", "--type", "planner"]);
+    browser.open(&served, "#/agents").await;
+    browser.wait_for_text("#main table", "planner").await;
+    browser.check_accessibility("agents").await;
+    browser.screenshot("agents").await;
+
     browser.stop().await;
     served.stop().await;
 }

@@ -274,6 +274,7 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/events", "get"),
         ("/api/v1/openapi.json", "get"),
         ("/api/v1/dag", "get"),
+        ("/api/v1/agents", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -366,6 +367,53 @@ async fn the_dag_of_a_task_holds_its_ancestors_and_descendants_in_layers() {
         ),
     ] {
         assert_error(&served.get_json(&path, status).await, kind, needle);
+    }
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn the_agents_page_marks_the_agents_that_went_quiet() {
+    let store = Store::new();
+    let quiet = store.cli(&["agent", "register", "--type", "planner"]);
+    let alive = store.cli(&["agent", "register", "--type", "coder"]);
+    // The quiet one last spoke a day ago: its heartbeat is moved back in the file itself.
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite:{}",
+        store.path().display()
+    ))
+    .await
+    .expect("the database");
+    sqlx::query("UPDATE agents SET heartbeat_at = '2026-01-01T00:00:00.000000Z' WHERE id = ?")
+        .bind(&quiet)
+        .execute(&mut db)
+        .await
+        .expect("moved back");
+    sqlx::Connection::close(db).await.expect("closed");
+    let served = store.serve(&[]).await;
+
+    let list = served.get_json("/api/v1/agents", 200).await;
+    assert_eq!(list["stale_after_seconds"], 300);
+    let agents = list["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 2, "{list}");
+    let stale = |id: &str| agents.iter().find(|a| a["id"] == id).unwrap()["stale"].clone();
+    assert_eq!(stale(&quiet), true, "{list}");
+    assert_eq!(stale(&alive), false, "{list}");
+
+    let idle = served.get_json("/api/v1/agents?status=busy", 200).await;
+    assert!(idle["agents"].as_array().unwrap().is_empty(), "{idle}");
+    for (path, needle) in [
+        ("/api/v1/agents?status=asleep", "asleep"),
+        ("/api/v1/agents?stale_after_seconds=0", "outside 1 to"),
+        (
+            "/api/v1/agents?stale_after_seconds=-5",
+            "stale_after_seconds",
+        ),
+    ] {
+        assert_error(
+            &served.get_json(path, 400).await,
+            "invalid_argument",
+            needle,
+        );
     }
     served.stop().await;
 }

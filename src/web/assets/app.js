@@ -350,6 +350,28 @@ async function dagPage(params) {
   ];
 }
 
+async function agentsPage() {
+  const data = await api("/agents");
+  const minutes = Math.round(data.stale_after_seconds / 60);
+  const rows = data.agents.map((a) => el("tr", { class: a.stale ? "stale" : null },
+    el("td", {}, shortId(a.id)),
+    el("td", {}, a.agent_type),
+    el("td", {}, a.status, a.stale ? el("strong", { class: "warning" }, " · stale") : null),
+    el("td", {}, a.current_task_id ? el("a", { href: `#/task/${a.current_task_id}` }, shortId(a.current_task_id)) : "–"),
+    el("td", {}, when(a.heartbeat_at)),
+    el("td", { class: "num" }, `${a.cpu_usage_percent.toFixed(1)} %`),
+    el("td", { class: "num" }, `${(a.memory_usage_bytes / 1048576).toFixed(1)} MiB`)));
+  return [
+    el("h1", {}, "Agents"),
+    el("p", { class: "muted" }, `An agent is stale when it is not terminated and has sent no heartbeat for ${minutes} minutes.`),
+    data.agents.length === 0 ? el("p", { class: "muted" }, "No agent is registered.") :
+      el("table", {},
+        el("caption", {}, `${data.agents.length} agents, ${data.agents.filter((a) => a.stale).length} stale`),
+        el("thead", {}, el("tr", {}, ["Id", "Type", "Status", "Task", "Last heartbeat", "CPU", "Memory"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, rows)),
+  ];
+}
+
 // ---- routing and live updates --------------------------------------------------------------
 
 function route() {
@@ -359,6 +381,7 @@ function route() {
   if (path.startsWith("/task/")) return { page: "tasks", draw: () => taskPage(path.slice(6)) };
   if (path === "/tasks") return { page: "tasks", draw: () => tasksPage(params) };
   if (path === "/dag") return { page: "tasks", draw: () => dagPage(params) };
+  if (path === "/agents") return { page: "agents", draw: agentsPage };
   return { page: "overview", draw: overviewPage };
 }
 
