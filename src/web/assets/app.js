@@ -217,30 +217,42 @@ async function confirmAction(task, action) {
   });
 }
 
-async function act(task, action, outcome) {
+// What the last action on a task did, shown on that task's page until the user goes elsewhere.
+let notice = null;
+
+function noticeFor(id) {
+  const box = el("div", { class: "outcome" });
+  if (notice && notice.task === id) {
+    box.append(el("p", notice.error ? { class: "error", role: "alert" } : { class: "done", role: "status" }, notice.text));
+  }
+  return box;
+}
+
+async function act(task, action) {
   try {
     if (!(await confirmAction(task, action))) return;
     const result = await api(`/tasks/${task.id}/${action}`, { method: "POST" });
     const n = result.changed.length;
-    outcome.replaceChildren(el("p", { class: "done", role: "status" },
-      action === "cancel" ? `Cancelled ${n} task${n === 1 ? "" : "s"}.` : `Retried; ${n} dependent task${n === 1 ? "" : "s"} went back to waiting.`));
-    await render({ keepOutcome: true });
+    notice = {
+      task: task.id,
+      error: false,
+      text: action === "cancel"
+        ? `Cancelled ${n} task${n === 1 ? "" : "s"}.`
+        : `Retried; ${n} dependent task${n === 1 ? "" : "s"} went back to waiting.`,
+    };
   } catch (error) {
-    outcome.replaceChildren(problem(error));
+    notice = { task: task.id, error: true, text: error.message };
   }
+  await render();
 }
-
-let lastOutcome = null;
 
 async function taskPage(id) {
   const data = await api(`/tasks/${encodeURIComponent(id)}`);
   const t = data.task;
-  const outcome = lastOutcome && lastOutcome.dataset.task === t.id ? lastOutcome : el("div", { class: "outcome", "data-task": t.id });
-  lastOutcome = outcome;
   const actions = readOnly ? null : el("div", { class: "actions" },
     ["ready", "blocked", "pending", "running"].includes(t.status)
-      ? el("button", { type: "button", class: "danger", onclick: () => act(t, "cancel", outcome) }, "Cancel…") : null,
-    t.status === "failed" ? el("button", { type: "button", onclick: () => act(t, "retry", outcome) }, "Retry…") : null);
+      ? el("button", { type: "button", class: "danger", onclick: () => act(t, "cancel") }, "Cancel…") : null,
+    t.status === "failed" ? el("button", { type: "button", onclick: () => act(t, "retry") }, "Retry…") : null);
   const fields = [
     ["Id", el("code", {}, t.id)], ["Status", statusBadge(t.status)], ["Description", el("pre", { class: "text" }, t.description)],
     ["Agent type", t.agent_type], ["Priority", `${t.priority} (calculated ${t.calculated_priority.toFixed(3)})`],
@@ -265,7 +277,7 @@ async function taskPage(id) {
     el("h1", {}, t.summary),
     el("p", {}, el("a", { href: `#/dag?task=${t.id}` }, "See it in its DAG"),
       t.session_id ? [" · ", el("a", { href: `#/dag?session=${t.session_id}` }, "its session's DAG")] : null),
-    actions, outcome,
+    actions, noticeFor(t.id),
     el("section", { "aria-labelledby": "fields-title" }, el("h2", { id: "fields-title" }, "Fields"),
       el("dl", { class: "fields" }, fields.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))))),
     el("section", { "aria-labelledby": "history-title" }, el("h2", { id: "history-title" }, "History"), history),
@@ -406,9 +418,6 @@ async function render(options) {
   const dirty = options && options.live && main.querySelector("form.filters :focus");
   if (dirty) return;
   main.replaceChildren(...[content].flat().filter(Boolean));
-  if (!options || !options.keepOutcome) {
-    if (!(options && options.live)) lastOutcome = null;
-  }
   if (focused) {
     const again = document.getElementById(focused);
     if (again) again.focus();
@@ -433,7 +442,10 @@ function live() {
   });
 }
 
-window.addEventListener("hashchange", () => render());
+window.addEventListener("hashchange", () => {
+  notice = null;
+  render();
+});
 document.addEventListener("DOMContentLoaded", async () => {
   try {
     readOnly = (await api("/overview")).read_only;
