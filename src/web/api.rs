@@ -8,7 +8,9 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use abathur_core::models::{Task, TaskSource, TaskStatus};
-use abathur_core::ports::{AgentRepository, TaskFilters, TaskRepository};
+use abathur_core::ports::{
+    AgentRepository, TaskCursor, TaskFilters, TaskOrder, TaskPageQuery, TaskRepository,
+};
 use abathur_core::queue::{QueueOverview, TaskEvent, TaskQueue};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query};
@@ -406,8 +408,75 @@ impl From<&Task> for TaskRow {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskPage {
     pub tasks: Vec<TaskRow>,
-    /// The `offset` of the next page; absent on the last.
-    pub next_offset: Option<u64>,
+    /// The `after` of the next page; null on the last.
+    pub next: Option<String>,
+}
+
+/// The order of the task list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// The latest submitted first.
+    #[default]
+    Newest,
+    /// The earliest submitted first.
+    Oldest,
+    /// Highest calculated priority first, then the earliest submitted: the order workers
+    /// claim in.
+    Priority,
+}
+
+impl From<Order> for TaskOrder {
+    fn from(order: Order) -> Self {
+        match order {
+            Order::Newest => Self::Newest,
+            Order::Oldest => Self::Oldest,
+            Order::Priority => Self::Priority,
+        }
+    }
+}
+
+/// A page cursor as text: `order~priority bits~submitted_at~id`. It carries the sort key of
+/// the last task of a page, so the next page starts right after it however the table grew.
+fn cursor_text(cursor: &TaskCursor) -> String {
+    format!(
+        "{}~{:016x}~{}~{}",
+        cursor.order.as_str(),
+        cursor.calculated_priority.to_bits(),
+        abathur_core::timestamp::format(&cursor.submitted_at),
+        cursor.id
+    )
+}
+
+fn parse_cursor(text: &str) -> Result<TaskCursor, ApiError> {
+    let bad = || {
+        ApiError::invalid(format!(
+            "after {text:?} is not a cursor: give the `next` of the previous page"
+        ))
+    };
+    let mut parts = text.split('~');
+    let (Some(order), Some(bits), Some(at), Some(id), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(bad());
+    };
+    let order = match order {
+        "newest" => TaskOrder::Newest,
+        "oldest" => TaskOrder::Oldest,
+        "priority" => TaskOrder::Priority,
+        _ => return Err(bad()),
+    };
+    let bits = u64::from_str_radix(bits, 16).map_err(|_| bad())?;
+    Ok(TaskCursor {
+        order,
+        calculated_priority: f64::from_bits(bits),
+        submitted_at: abathur_core::timestamp::parse(at).map_err(|_| bad())?,
+        id: id.parse().map_err(|_| bad())?,
+    })
 }
 
 /// Every field of a task.
@@ -587,10 +656,14 @@ pub struct TaskQuery {
     pub min_priority: Option<u8>,
     /// Base priority at most this (0 to 10).
     pub max_priority: Option<u8>,
+    /// Only tasks whose summary holds this text (ignoring case; `%` and `_` are literal).
+    pub q: Option<String>,
+    /// `newest` (the default), `oldest` or `priority`.
+    pub order: Option<Order>,
     /// Tasks per page, 1 to 500 (default 50).
     pub limit: Option<u32>,
-    /// Skip this many tasks first (the `next_offset` of the previous page).
-    pub offset: Option<u64>,
+    /// Start after this: the `next` of the previous page, in the same order.
+    pub after: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -643,7 +716,8 @@ async fn overview(axum::extract::State(state): axum::extract::State<State>) -> A
     }))
 }
 
-/// A page of tasks, highest calculated priority first, then oldest, then by id.
+/// A page of tasks in the order asked for. Each page starts after the last task of the one
+/// before (`after` = its `next`), so a page far into a million tasks costs what the first does.
 #[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", params(TaskQuery),
     responses((status = 200, body = TaskPage), (status = 400, body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
@@ -668,29 +742,41 @@ async fn list_tasks(
             )));
         }
     }
-    let offset = query.offset.unwrap_or(0);
-    let offset = i64::try_from(offset)
-        .map_err(|_| ApiError::invalid(format!("offset {offset} is too large")))?;
-    let filters = TaskFilters {
-        status: query.status.map(Into::into),
-        agent_type: query.agent_type,
-        feature_branch: query.branch,
-        session_id: query.session_id,
-        // One more than the page, to tell whether another follows.
-        limit: Some(i64::from(limit) + 1),
-        source: query.source.map(Into::into),
-        min_priority: query.min_priority,
-        max_priority: query.max_priority,
-        offset: Some(offset),
-        ..TaskFilters::default()
+    let order: TaskOrder = query.order.unwrap_or_default().into();
+    let after = match query.after.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(parse_cursor(text)?),
     };
-    let mut tasks = state.tasks.list(filters).await?;
+    let page = TaskPageQuery {
+        filters: TaskFilters {
+            status: query.status.map(Into::into),
+            agent_type: query.agent_type.filter(|t| !t.is_empty()),
+            feature_branch: query.branch.filter(|b| !b.is_empty()),
+            session_id: query.session_id,
+            source: query.source.map(Into::into),
+            min_priority: query.min_priority,
+            max_priority: query.max_priority,
+            ..TaskFilters::default()
+        },
+        summary_contains: query.q.filter(|q| !q.is_empty()),
+        order,
+        after,
+        // One more than the page, to tell whether another follows.
+        limit: limit + 1,
+    };
+    let mut tasks = state.tasks.page(page).await?;
     let more = tasks.len() > limit as usize;
     tasks.truncate(limit as usize);
-    let next_offset = more.then(|| offset as u64 + u64::from(limit));
+    let next = more
+        .then(|| {
+            tasks
+                .last()
+                .map(|t| cursor_text(&TaskCursor::after(order, t)))
+        })
+        .flatten();
     Ok(Json(TaskPage {
         tasks: tasks.iter().map(TaskRow::from).collect(),
-        next_offset,
+        next,
     }))
 }
 

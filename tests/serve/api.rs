@@ -111,7 +111,9 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let served = store.serve(&[]).await;
     let before = counts(&served.get_json("/api/v1/overview", 200).await);
 
+    let long_search = format!("/api/v1/tasks?q={}", "x".repeat(141));
     for (path, needle) in [
+        (long_search.as_str(), "141 characters"),
         ("/api/v1/tasks?limit=0", "limit 0 is outside 1 to 500"),
         ("/api/v1/tasks?limit=501", "limit 501 is outside 1 to 500"),
         ("/api/v1/tasks?limit=-1", "limit"),
@@ -123,7 +125,21 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ),
         ("/api/v1/tasks?max_priority=300", "max_priority"),
         ("/api/v1/tasks?session_id=nope", "session_id"),
-        ("/api/v1/tasks?offset=99999999999999999999", "offset"),
+        ("/api/v1/tasks?order=sideways", "unknown variant `sideways`"),
+        ("/api/v1/tasks?after=garbage", "is not a cursor"),
+        (
+            "/api/v1/tasks?after=newest~0~2026-01-01T00:00:00.000000Z~nope",
+            "is not a cursor",
+        ),
+        (
+            "/api/v1/tasks?order=oldest&after=newest~0000000000000000~2026-01-01T00:00:00.000000Z~00000000-0000-0000-0000-000000000000",
+            "the cursor is for the order newest",
+        ),
+        (
+            "/api/v1/tasks?after=newest~0000000000000000~0000-00-00T00:00:00.000000Z~00000000-0000-0000-0000-000000000000",
+            "is not a cursor",
+        ),
+        ("/api/v1/tasks?order=priority&after=priority~7ff8000000000000~2026-01-01T00:00:00.000000Z~00000000-0000-0000-0000-000000000000", "not a finite number"),
         ("/api/v1/tasks/not-a-uuid", "not-a-uuid"),
         ("/api/v1/tasks/not-a-uuid/reach?action=cancel", "not-a-uuid"),
         (
@@ -189,28 +205,37 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn a_page_of_tasks_leads_to_the_next() {
+async fn pages_of_tasks_follow_each_other_in_every_order() {
     let store = Store::new();
     let ids: Vec<String> = (0..5)
         .map(|i| store.submit(&format!("task {i}"), &[]))
         .collect();
     let served = store.serve(&[]).await;
-    let mut seen = Vec::new();
-    let mut path = "/api/v1/tasks?limit=2".to_string();
-    loop {
-        let page = served.get_json(&path, 200).await;
-        for task in page["tasks"].as_array().unwrap() {
-            seen.push(task["id"].as_str().unwrap().to_string());
+    for order in ["newest", "oldest", "priority"] {
+        let mut seen = Vec::new();
+        let mut path = format!("/api/v1/tasks?limit=2&order={order}");
+        loop {
+            let page = served.get_json(&path, 200).await;
+            for task in page["tasks"].as_array().unwrap() {
+                seen.push(task["id"].as_str().unwrap().to_string());
+            }
+            match page["next"].as_str() {
+                Some(next) => {
+                    path = format!("/api/v1/tasks?limit=2&order={order}&after={next}");
+                }
+                None => break,
+            }
         }
-        match page["next_offset"].as_u64() {
-            Some(next) => path = format!("/api/v1/tasks?limit=2&offset={next}"),
-            None => break,
-        }
+        let expected: Vec<String> = match order {
+            "newest" => ids.iter().rev().cloned().collect(),
+            _ => ids.clone(),
+        };
+        assert_eq!(seen, expected, "{order}");
     }
-    seen.sort();
-    let mut ids = ids;
-    ids.sort();
-    assert_eq!(seen, ids);
+    let found = served.get_json("/api/v1/tasks?q=TASK%203", 200).await;
+    let found = found["tasks"].as_array().unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], ids[3].as_str());
     served.stop().await;
 }
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use abathur_core::clock::{Clock, SystemClock};
 use abathur_core::error::{DatabaseError, ValidationError};
 use abathur_core::models::{Task, TaskStatus};
-use abathur_core::ports::{TaskFilters, TaskRepository};
+use abathur_core::ports::{TaskFilters, TaskOrder, TaskPageQuery, TaskRepository};
 use abathur_core::timestamp;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -450,30 +450,7 @@ fn insertion_order(batch: &[Task]) -> Vec<(usize, bool)> {
 }
 
 fn check_filters(filters: &TaskFilters) -> Result<(), DatabaseError> {
-    if let Some(limit) = filters.limit {
-        // A negative limit is below the range like zero is: the same message for both.
-        abathur_core::limits::check_page("limit", u64::try_from(limit).unwrap_or(0))?;
-    }
-    if filters.offset.is_some_and(|o| o < 0) {
-        return Err(DatabaseError::validation("offset", "must not be negative"));
-    }
-    if let (Some(min), Some(max)) = (filters.min_priority, filters.max_priority) {
-        if min > max {
-            return Err(DatabaseError::validation(
-                "min_priority",
-                format!("{min} is above the maximum priority {max}"),
-            ));
-        }
-    }
-    for (field, ts) in [
-        ("submitted_after", &filters.submitted_after),
-        ("submitted_before", &filters.submitted_before),
-    ] {
-        if let Some(ts) = ts {
-            timestamp::check(field, ts)?;
-        }
-    }
-    Ok(())
+    Ok(filters.check()?)
 }
 
 /// Appends `AND ...` for every filter that is set, each value bound.
@@ -510,6 +487,57 @@ fn push_filters(qb: &mut QueryBuilder<'_, Postgres>, f: &TaskFilters) {
         qb.push(" AND submitted_at < ")
             .push_bind(timestamp::truncate_to_micros(before));
     }
+}
+
+/// Appends the search, the cursor, the order and the limit of a page. The cursor's condition
+/// names the order's columns as its `ORDER BY` does, so the store walks the same index from
+/// the cursor on.
+fn push_page(qb: &mut QueryBuilder<'_, Postgres>, query: &TaskPageQuery) {
+    if let Some(pattern) = query.summary_pattern() {
+        // ILIKE: SQLite's LIKE ignores the case of ASCII letters, as the port promises.
+        qb.push(" AND summary ILIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\'");
+    }
+    if let Some(cursor) = &query.after {
+        let (at, id) = (
+            timestamp::truncate_to_micros(cursor.submitted_at),
+            cursor.id,
+        );
+        match query.order {
+            TaskOrder::Newest => {
+                qb.push(" AND (submitted_at, id) < (")
+                    .push_bind(at)
+                    .push(", ")
+                    .push_bind(id)
+                    .push(")");
+            }
+            TaskOrder::Oldest => {
+                qb.push(" AND (submitted_at, id) > (")
+                    .push_bind(at)
+                    .push(", ")
+                    .push_bind(id)
+                    .push(")");
+            }
+            TaskOrder::Priority => {
+                qb.push(" AND (calculated_priority < ")
+                    .push_bind(cursor.calculated_priority)
+                    .push(" OR (calculated_priority = ")
+                    .push_bind(cursor.calculated_priority)
+                    .push(" AND (submitted_at, id) > (")
+                    .push_bind(at)
+                    .push(", ")
+                    .push_bind(id)
+                    .push(")))");
+            }
+        }
+    }
+    qb.push(match query.order {
+        TaskOrder::Newest => " ORDER BY submitted_at DESC, id DESC",
+        TaskOrder::Oldest => " ORDER BY submitted_at ASC, id ASC",
+        TaskOrder::Priority => " ORDER BY calculated_priority DESC, submitted_at ASC, id ASC",
+    });
+    qb.push(" LIMIT ").push_bind(i64::from(query.limit));
 }
 
 fn tasks_from_rows(rows: Vec<TaskRow>) -> Result<Vec<Task>, DatabaseError> {
@@ -810,6 +838,19 @@ impl TaskRepository for PgTaskRepository {
             ..TaskFilters::default()
         })
         .await
+    }
+
+    async fn page(&self, query: TaskPageQuery) -> Result<Vec<Task>, DatabaseError> {
+        query.check()?;
+        let mut qb = QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE true"));
+        push_filters(&mut qb, &query.filters);
+        push_page(&mut qb, &query);
+        let rows = qb
+            .build_query_as::<TaskRow>()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(on(ENTITY, ""))?;
+        tasks_from_rows(rows)
     }
 
     async fn insert_batch(&self, tasks: Vec<Task>) -> Result<(), DatabaseError> {

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use abathur_core::clock::{Clock, SystemClock};
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{Task, TaskStatus, MAX_PRIORITY};
-use abathur_core::ports::{TaskFilters, TaskRepository};
+use abathur_core::ports::{TaskFilters, TaskOrder, TaskPageQuery, TaskRepository};
 use abathur_core::timestamp;
 use abathur_core::ValidationError;
 use async_trait::async_trait;
@@ -271,6 +271,56 @@ impl TryFrom<TaskRow> for Task {
             worktree_path: r.worktree_path,
         })
     }
+}
+
+/// Appends the search, the cursor, the order and the limit of a page. The cursor's condition
+/// names the order's columns as its `ORDER BY` does, so the store walks the same index from
+/// the cursor on.
+fn push_page(qb: &mut QueryBuilder<'_, Sqlite>, query: &TaskPageQuery) {
+    if let Some(pattern) = query.summary_pattern() {
+        qb.push(" AND summary LIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\'");
+    }
+    if let Some(cursor) = &query.after {
+        let (at, id) = (
+            timestamp::format(&cursor.submitted_at),
+            cursor.id.to_string(),
+        );
+        match query.order {
+            TaskOrder::Newest => {
+                qb.push(" AND (submitted_at, id) < (")
+                    .push_bind(at)
+                    .push(", ")
+                    .push_bind(id)
+                    .push(")");
+            }
+            TaskOrder::Oldest => {
+                qb.push(" AND (submitted_at, id) > (")
+                    .push_bind(at)
+                    .push(", ")
+                    .push_bind(id)
+                    .push(")");
+            }
+            TaskOrder::Priority => {
+                qb.push(" AND (calculated_priority < ")
+                    .push_bind(cursor.calculated_priority)
+                    .push(" OR (calculated_priority = ")
+                    .push_bind(cursor.calculated_priority)
+                    .push(" AND (submitted_at, id) > (")
+                    .push_bind(at)
+                    .push(", ")
+                    .push_bind(id)
+                    .push(")))");
+            }
+        }
+    }
+    qb.push(match query.order {
+        TaskOrder::Newest => " ORDER BY submitted_at DESC, id DESC",
+        TaskOrder::Oldest => " ORDER BY submitted_at ASC, id ASC",
+        TaskOrder::Priority => " ORDER BY calculated_priority DESC, submitted_at ASC, id ASC",
+    });
+    qb.push(" LIMIT ").push_bind(i64::from(query.limit));
 }
 
 pub(crate) fn tasks_from_rows(rows: Vec<TaskRow>) -> Result<Vec<Task>, DatabaseError> {
@@ -654,30 +704,7 @@ fn check_batch_cycles(batch: &[TaskParams]) -> Result<(), DatabaseError> {
 }
 
 fn check_filters(filters: &TaskFilters) -> Result<(), DatabaseError> {
-    if let Some(limit) = filters.limit {
-        // A negative limit is below the range like zero is: the same message for both.
-        abathur_core::limits::check_page("limit", u64::try_from(limit).unwrap_or(0))?;
-    }
-    if filters.offset.is_some_and(|o| o < 0) {
-        return Err(DatabaseError::validation("offset", "must not be negative"));
-    }
-    if let (Some(min), Some(max)) = (filters.min_priority, filters.max_priority) {
-        if min > max {
-            return Err(DatabaseError::validation(
-                "min_priority",
-                format!("{min} is above the maximum priority {max}"),
-            ));
-        }
-    }
-    for (field, ts) in [
-        ("submitted_after", &filters.submitted_after),
-        ("submitted_before", &filters.submitted_before),
-    ] {
-        if let Some(ts) = ts {
-            timestamp::check(field, ts)?;
-        }
-    }
-    Ok(())
+    Ok(filters.check()?)
 }
 
 /// Appends `AND ...` for every filter that is set, each value bound.
@@ -890,6 +917,19 @@ impl TaskRepository for TaskRepositoryImpl {
             ..TaskFilters::default()
         })
         .await
+    }
+
+    async fn page(&self, query: TaskPageQuery) -> Result<Vec<Task>, DatabaseError> {
+        query.check()?;
+        let mut qb = QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1"));
+        push_filters(&mut qb, &query.filters);
+        push_page(&mut qb, &query);
+        let rows = qb
+            .build_query_as::<TaskRow>()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(on(ENTITY, ""))?;
+        tasks_from_rows(rows)
     }
 
     async fn insert_batch(&self, tasks: Vec<Task>) -> Result<(), DatabaseError> {

@@ -143,6 +143,10 @@ function filterForm(params) {
       location.hash = `#/tasks?${query}`;
     },
   },
+  field("q", "Summary contains", text("q", "search")),
+  field("order", "Order", el("select", { id: "f-order", name: "order" },
+    [["newest", "newest first"], ["oldest", "oldest first"], ["priority", "priority"]].map(([v, label]) =>
+      el("option", { value: v, selected: (params.get("order") || "newest") === v }, label)))),
   field("status", "Status", select("status", STATUSES)),
   field("agent_type", "Agent type", text("agent_type")),
   field("session_id", "Session", text("session_id")),
@@ -156,13 +160,12 @@ function filterForm(params) {
 async function tasksPage(params) {
   const query = new URLSearchParams(params);
   const data = await api(`/tasks?${query}`);
-  const offset = Number(params.get("offset") || 0);
-  const limit = Number(params.get("limit") || 50);
-  const pageLink = (to, label) => {
+  const pageLink = (after, label) => {
     const next = new URLSearchParams(params);
-    next.set("offset", String(to));
+    if (after) next.set("after", after); else next.delete("after");
     return el("a", { href: `#/tasks?${next}` }, label);
   };
+  const order = params.get("order") || "newest";
   const rows = data.tasks.map((t) => el("tr", {},
     el("td", {}, shortId(t.id)),
     el("td", {}, statusBadge(t.status)),
@@ -170,17 +173,22 @@ async function tasksPage(params) {
     el("td", {}, t.agent_type),
     el("td", {}, taskLink(t)),
     el("td", {}, when(t.submitted_at))));
+  const captions = {
+    newest: "The latest submitted first",
+    oldest: "The earliest submitted first",
+    priority: "Highest calculated priority first, then the earliest submitted",
+  };
   return [
     el("h1", {}, "Tasks"),
     filterForm(params),
     data.tasks.length === 0 ? el("p", { class: "muted" }, "No task matches.") :
       el("table", { class: "tasks" },
-        el("caption", {}, "Highest calculated priority first, then oldest"),
+        el("caption", {}, captions[order] || captions.newest),
         el("thead", {}, el("tr", {}, ["Id", "Status", "Priority", "Agent type", "Summary", "Submitted"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, rows)),
     el("nav", { class: "pages", "aria-label": "Pages of tasks" },
-      offset > 0 ? pageLink(Math.max(0, offset - limit), "← previous") : null,
-      data.next_offset !== null && data.next_offset !== undefined ? pageLink(data.next_offset, "next →") : null),
+      params.get("after") ? pageLink(null, "← first page") : null,
+      data.next ? pageLink(data.next, "next page →") : null),
   ];
 }
 

@@ -3,7 +3,7 @@
 
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{Session, Task, TaskSource, TaskStatus};
-use abathur_core::ports::TaskFilters;
+use abathur_core::ports::{TaskCursor, TaskFilters, TaskOrder, TaskPageQuery};
 use abathur_core::queue::{QueueError, TaskEvent};
 use serde_json::json;
 use uuid::Uuid;
@@ -548,6 +548,274 @@ pub async fn bad_list_arguments_are_refused(h: Harness) {
             .await,
         DatabaseError::Validation(_)
     );
+}
+
+/// Tasks with ties in every sort key but the id: 3 priorities x 4 submission times x 2 each.
+fn tied_tasks(h: &Harness) -> Vec<Task> {
+    let base = h.now();
+    let mut tasks = Vec::new();
+    for p in 0..3 {
+        for second in 0..4 {
+            for twin in 0..2 {
+                let at = base + chrono::Duration::seconds(second);
+                tasks.push(Task {
+                    calculated_priority: f64::from(p) * 1.5,
+                    status: if twin == 0 {
+                        TaskStatus::Ready
+                    } else {
+                        TaskStatus::Completed
+                    },
+                    submitted_at: at,
+                    last_updated_at: at,
+                    ..Task::new(format!("p{p} s{second} t{twin}"), "x", "worker", base)
+                });
+            }
+        }
+    }
+    tasks
+}
+
+/// Every page of `query`, walked with the cursor of each page's last task.
+async fn walk(h: &Harness, query: TaskPageQuery) -> Vec<Task> {
+    let mut query = query;
+    let mut all = Vec::new();
+    loop {
+        let page = db(h.ports.tasks.page(query.clone()).await);
+        assert!(page.len() <= query.limit as usize);
+        let Some(last) = page.last() else {
+            return all;
+        };
+        query.after = Some(TaskCursor::after(query.order, last));
+        let full = page.len() == query.limit as usize;
+        all.extend(page);
+        if !full {
+            return all;
+        }
+    }
+}
+
+pub async fn pages_walk_every_task_once_in_each_order(h: Harness) {
+    let tasks = tied_tasks(&h);
+    db(h.ports.tasks.insert_batch(tasks.clone()).await);
+    for order in [TaskOrder::Newest, TaskOrder::Oldest, TaskOrder::Priority] {
+        let mut expected = tasks.clone();
+        match order {
+            TaskOrder::Newest => {
+                expected.sort_by(|a, b| (b.submitted_at, b.id).cmp(&(a.submitted_at, a.id)));
+            }
+            TaskOrder::Oldest => expected.sort_by_key(|t| (t.submitted_at, t.id)),
+            TaskOrder::Priority => expected.sort_by(|a, b| {
+                b.calculated_priority
+                    .total_cmp(&a.calculated_priority)
+                    .then((a.submitted_at, a.id).cmp(&(b.submitted_at, b.id)))
+            }),
+        }
+        for limit in [1, 5, 24, 1000] {
+            let walked = walk(
+                &h,
+                TaskPageQuery {
+                    order,
+                    limit,
+                    ..Default::default()
+                },
+            )
+            .await;
+            assert_eq!(ids(&walked), ids(&expected), "{order:?}, pages of {limit}");
+        }
+        // With a filter, the same order over the tasks it keeps.
+        let ready: Vec<Uuid> = expected
+            .iter()
+            .filter(|t| t.status == TaskStatus::Ready)
+            .map(|t| t.id)
+            .collect();
+        let walked = walk(
+            &h,
+            TaskPageQuery {
+                filters: TaskFilters {
+                    status: Some(TaskStatus::Ready),
+                    ..Default::default()
+                },
+                order,
+                limit: 5,
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(ids(&walked), ready, "{order:?}, ready only");
+    }
+    // The first page in priority order is `list`'s first page.
+    let listed = db(h
+        .ports
+        .tasks
+        .list(TaskFilters {
+            limit: Some(7),
+            ..Default::default()
+        })
+        .await);
+    let paged = db(h
+        .ports
+        .tasks
+        .page(TaskPageQuery {
+            order: TaskOrder::Priority,
+            limit: 7,
+            ..Default::default()
+        })
+        .await);
+    assert_eq!(ids(&paged), ids(&listed));
+}
+
+pub async fn a_page_starts_after_its_cursor_even_when_that_task_is_gone(h: Harness) {
+    let tasks = tied_tasks(&h);
+    db(h.ports.tasks.insert_batch(tasks.clone()).await);
+    let query = TaskPageQuery {
+        order: TaskOrder::Oldest,
+        limit: 3,
+        ..Default::default()
+    };
+    let first = db(h.ports.tasks.page(query.clone()).await);
+    let last = first.last().expect("a full page").clone();
+    db(h.ports.tasks.delete(last.id).await);
+    let next = db(h
+        .ports
+        .tasks
+        .page(TaskPageQuery {
+            after: Some(TaskCursor::after(TaskOrder::Oldest, &last)),
+            ..query
+        })
+        .await);
+    let mut expected = tasks;
+    expected.sort_by_key(|t| (t.submitted_at, t.id));
+    assert_eq!(ids(&next), ids(&expected[3..6]));
+}
+
+pub async fn a_page_searches_summaries_for_literal_text_ignoring_ascii_case(h: Harness) {
+    let names = [
+        "Deploy the API",
+        "deploy docs",
+        "100% done",
+        "1000 done",
+        "snake_case",
+        "snakeXcase",
+        r"back\slash",
+        "unrelated",
+    ];
+    let tasks: Vec<Task> = names.iter().map(|n| row(&h, n)).collect();
+    db(h.ports.tasks.insert_batch(tasks.clone()).await);
+    for (text, expected) in [
+        ("DEPLOY", vec!["Deploy the API", "deploy docs"]),
+        ("0%", vec!["100% done"]),
+        ("e_c", vec!["snake_case"]),
+        (r"k\s", vec![r"back\slash"]),
+        ("nothing like it", vec![]),
+    ] {
+        let found = db(h
+            .ports
+            .tasks
+            .page(TaskPageQuery {
+                summary_contains: Some(text.to_string()),
+                order: TaskOrder::Oldest,
+                limit: 100,
+                ..Default::default()
+            })
+            .await);
+        let mut found: Vec<&str> = found.iter().map(|t| t.summary.as_str()).collect();
+        found.sort_unstable();
+        let mut expected = expected;
+        expected.sort_unstable();
+        assert_eq!(found, expected, "searching {text:?}");
+    }
+}
+
+pub async fn bad_page_arguments_are_refused(h: Harness) {
+    let task = row(&h, "any");
+    db(h.ports.tasks.insert(task.clone()).await);
+    let good = TaskPageQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    let bad = [
+        (
+            TaskPageQuery {
+                limit: 0,
+                ..good.clone()
+            },
+            "limit",
+        ),
+        (
+            TaskPageQuery {
+                limit: abathur_core::limits::MAX_PAGE + 1,
+                ..good.clone()
+            },
+            "limit",
+        ),
+        (
+            TaskPageQuery {
+                filters: TaskFilters {
+                    offset: Some(3),
+                    ..Default::default()
+                },
+                ..good.clone()
+            },
+            "filters",
+        ),
+        (
+            TaskPageQuery {
+                filters: TaskFilters {
+                    limit: Some(3),
+                    ..Default::default()
+                },
+                ..good.clone()
+            },
+            "filters",
+        ),
+        (
+            TaskPageQuery {
+                summary_contains: Some(String::new()),
+                ..good.clone()
+            },
+            "summary_contains",
+        ),
+        (
+            TaskPageQuery {
+                summary_contains: Some("x".repeat(141)),
+                ..good.clone()
+            },
+            "summary_contains",
+        ),
+        (
+            TaskPageQuery {
+                after: Some(TaskCursor::after(TaskOrder::Priority, &task)),
+                order: TaskOrder::Newest,
+                ..good.clone()
+            },
+            "after",
+        ),
+        (
+            TaskPageQuery {
+                after: Some(TaskCursor {
+                    calculated_priority: f64::NAN,
+                    ..TaskCursor::after(TaskOrder::Newest, &task)
+                }),
+                ..good.clone()
+            },
+            "after",
+        ),
+        (
+            TaskPageQuery {
+                filters: TaskFilters {
+                    min_priority: Some(9),
+                    max_priority: Some(1),
+                    ..Default::default()
+                },
+                ..good.clone()
+            },
+            "min_priority",
+        ),
+    ];
+    for (query, field) in bad {
+        assert_err!(h.ports.tasks.page(query.clone()).await, DatabaseError::Validation(e) if e.field == field);
+    }
+    assert_eq!(ids(&db(h.ports.tasks.page(good).await)), vec![task.id]);
 }
 
 pub async fn ready_tasks_come_most_urgent_first(h: Harness) {

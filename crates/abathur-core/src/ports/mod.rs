@@ -18,4 +18,6 @@ pub use changes::{Change, ChangeSubscription, Changes};
 pub use id_lookup::{IdKind, IdLookup};
 pub use memory_repository::MemoryRepository;
 pub use session_repository::SessionRepository;
-pub use task_repository::{TaskFilters, TaskRepository};
+pub use task_repository::{
+    TaskCursor, TaskFilters, TaskOrder, TaskPageQuery, TaskRepository, MAX_SUMMARY_SEARCH_CHARS,
+};

@@ -4,8 +4,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::error::DatabaseError;
+use crate::error::{DatabaseError, ValidationError};
 use crate::models::{Task, TaskSource, TaskStatus};
+use crate::timestamp;
 
 /// Which tasks [`TaskRepository::list`] and [`TaskRepository::count`] return. Every field left
 /// `None` matches everything. Results are ordered by calculated priority (highest first), then
@@ -30,6 +31,171 @@ pub struct TaskFilters {
     pub submitted_before: Option<DateTime<Utc>>,
     /// Skip this many tasks first; must not be negative. Ignored by `count`.
     pub offset: Option<i64>,
+}
+
+impl TaskFilters {
+    /// Checks the filters as [`TaskRepository::list`] does.
+    ///
+    /// # Errors
+    /// `Validation` for a limit outside 1 to [`crate::limits::MAX_PAGE`], a negative offset, a
+    /// minimum priority above the maximum, or a submission time outside what the store keeps.
+    pub fn check(&self) -> Result<(), ValidationError> {
+        if let Some(limit) = self.limit {
+            // A negative limit is below the range like zero is: the same message for both.
+            crate::limits::check_page("limit", u64::try_from(limit).unwrap_or(0))?;
+        }
+        if self.offset.is_some_and(|o| o < 0) {
+            return Err(ValidationError::new("offset", "must not be negative"));
+        }
+        if let (Some(min), Some(max)) = (self.min_priority, self.max_priority) {
+            if min > max {
+                return Err(ValidationError::new(
+                    "min_priority",
+                    format!("{min} is above the maximum priority {max}"),
+                ));
+            }
+        }
+        for (field, ts) in [
+            ("submitted_after", &self.submitted_after),
+            ("submitted_before", &self.submitted_before),
+        ] {
+            if let Some(ts) = ts {
+                timestamp::check(field, ts)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The orders [`TaskRepository::page`] can list tasks in. Each ends with the id, so that no
+/// two tasks tie and a page can start exactly after the last task of the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskOrder {
+    /// The latest submitted first: `submitted_at` descending, then id descending.
+    #[default]
+    Newest,
+    /// The earliest submitted first: `submitted_at` ascending, then id ascending.
+    Oldest,
+    /// [`TaskRepository::list`]'s order: calculated priority descending, then `submitted_at`
+    /// ascending, then id ascending.
+    Priority,
+}
+
+impl TaskOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Newest => "newest",
+            Self::Oldest => "oldest",
+            Self::Priority => "priority",
+        }
+    }
+}
+
+/// Where a page starts: right after this task, in `order`. Take it from the last task of the
+/// page before with [`TaskCursor::after`]; tasks added or changed meanwhile are neither
+/// skipped nor repeated unless their own place in the order moved past the cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskCursor {
+    pub order: TaskOrder,
+    pub calculated_priority: f64,
+    pub submitted_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl TaskCursor {
+    /// The cursor of the page that follows `task` in `order`.
+    pub fn after(order: TaskOrder, task: &Task) -> Self {
+        Self {
+            order,
+            calculated_priority: task.calculated_priority,
+            submitted_at: task.submitted_at,
+            id: task.id,
+        }
+    }
+}
+
+/// A page of tasks, from [`TaskRepository::page`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskPageQuery {
+    /// Which tasks; its `limit` and `offset` must be left `None` (a page has its own).
+    pub filters: TaskFilters,
+    /// Only tasks whose summary holds this text, ignoring the case of ASCII letters (on
+    /// PostgreSQL, of every letter). `%`, `_` and `\` are matched as themselves.
+    pub summary_contains: Option<String>,
+    pub order: TaskOrder,
+    /// Start after this task; `None` for the first page.
+    pub after: Option<TaskCursor>,
+    /// At most this many tasks, 1 to [`crate::limits::MAX_PAGE`].
+    pub limit: u32,
+}
+
+/// The longest text [`TaskPageQuery::summary_contains`] takes: the longest summary.
+pub const MAX_SUMMARY_SEARCH_CHARS: usize = crate::models::MAX_SUMMARY_CHARS;
+
+impl TaskPageQuery {
+    /// Checks the query as [`TaskRepository::page`] does.
+    ///
+    /// # Errors
+    /// `Validation` as for [`TaskFilters::check`], and for a `limit` or `offset` among the
+    /// filters, a page size outside 1 to [`crate::limits::MAX_PAGE`], an empty or overlong
+    /// search text, or a cursor of another order or outside what the store keeps.
+    pub fn check(&self) -> Result<(), ValidationError> {
+        self.filters.check()?;
+        if self.filters.limit.is_some() || self.filters.offset.is_some() {
+            return Err(ValidationError::new(
+                "filters",
+                "a page takes its size from `limit` and its start from `after`; leave the \
+                 filters' limit and offset unset",
+            ));
+        }
+        crate::limits::check_page("limit", u64::from(self.limit))?;
+        if let Some(text) = &self.summary_contains {
+            let chars = text.chars().count();
+            if chars == 0 || chars > MAX_SUMMARY_SEARCH_CHARS {
+                return Err(ValidationError::new(
+                    "summary_contains",
+                    format!("{chars} characters; search for 1 to {MAX_SUMMARY_SEARCH_CHARS}"),
+                ));
+            }
+        }
+        if let Some(cursor) = &self.after {
+            if cursor.order != self.order {
+                return Err(ValidationError::new(
+                    "after",
+                    format!(
+                        "the cursor is for the order {}, not {}",
+                        cursor.order.as_str(),
+                        self.order.as_str()
+                    ),
+                ));
+            }
+            if !cursor.calculated_priority.is_finite() {
+                return Err(ValidationError::new(
+                    "after",
+                    "the cursor's calculated priority is not a finite number",
+                ));
+            }
+            timestamp::check("after", &cursor.submitted_at)?;
+        }
+        Ok(())
+    }
+
+    /// The pattern for `LIKE ... ESCAPE '\'` (or `ILIKE`) that matches the search text
+    /// anywhere.
+    pub fn summary_pattern(&self) -> Option<String> {
+        self.summary_contains.as_ref().map(|text| {
+            let mut pattern = String::with_capacity(text.len() + 2);
+            pattern.push('%');
+            for c in text.chars() {
+                if matches!(c, '%' | '_' | '\\') {
+                    pattern.push('\\');
+                }
+                pattern.push(c);
+            }
+            pattern.push('%');
+            pattern
+        })
+    }
 }
 
 /// Stores tasks. This is the low-level store: it keeps rows and dependency edges consistent but
@@ -127,4 +293,13 @@ pub trait TaskRepository: Send + Sync {
     /// As for [`TaskRepository::insert`], for the first task at fault, and `Validation` on
     /// `dependencies` for a loop of dependencies among the members; nothing is written.
     async fn insert_batch(&self, tasks: Vec<Task>) -> Result<(), DatabaseError>;
+
+    /// A page of the tasks that match `query`, in its order, starting after its cursor: what
+    /// a dashboard lists. Each page costs the same wherever it starts, since the store walks
+    /// an index from the cursor rather than counting rows up to it.
+    ///
+    /// # Errors
+    /// `Validation` as for [`TaskPageQuery::check`]; `CorruptRow` when a stored row does not
+    /// parse.
+    async fn page(&self, query: TaskPageQuery) -> Result<Vec<Task>, DatabaseError>;
 }
