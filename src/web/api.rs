@@ -43,8 +43,12 @@ const DEFAULT_PAGE: u32 = 50;
 /// The most related tasks (dependents, children) a task's detail lists.
 const MAX_RELATED: usize = 200;
 
-/// The most tasks a preview walks before it stops counting.
+/// The most tasks a preview counts before it stops counting.
 const MAX_REACH: usize = 10_000;
+
+/// The most task rows a preview reads before it stops counting: a dense DAG makes many reads
+/// of the same tasks, each bringing its whole row.
+const MAX_REACH_ROWS: usize = 50_000;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -97,6 +101,77 @@ impl State {
 )]
 struct ApiDoc;
 
+/// What the guard adds to every operation: the two ways to authenticate (needed only when the
+/// server has a token), and the answers it may give before a handler runs.
+struct Guarded;
+
+impl utoipa::Modify for Guarded {
+    fn modify(&self, openapi: &mut Document) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The server's token (ABATHUR_TOKEN or --token-file)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "abathur_session_PORT",
+                "The cookie a sign-in at /login sets; its name ends with the server's port",
+            ))),
+        );
+        // Either, or none at all on a server without a token.
+        openapi.security = Some(vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+            SecurityRequirement::new("session", Vec::<String>::new()),
+        ]);
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let writes = item.post.is_some();
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                for (status, description) in [
+                    ("400", "A malformed request, or more than one Host header"),
+                    (
+                        "401",
+                        "The server has a token, and the request carries neither it nor a session",
+                    ),
+                    ("421", "The Host header names another server"),
+                ] {
+                    responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error(description).into());
+                }
+                if writes {
+                    responses.entry("403".to_string()).or_insert_with(|| {
+                        error("From another origin, or the server is read-only").into()
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// The API's routes, with their document.
 pub fn router() -> OpenApiRouter<State> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -114,7 +189,9 @@ pub fn router() -> OpenApiRouter<State> {
 
 /// The API's OpenAPI document.
 pub fn document() -> Document {
-    router().into_openapi()
+    let mut document = router().into_openapi();
+    utoipa::Modify::modify(&Guarded, &mut document);
+    document
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -625,7 +702,8 @@ pub struct Reach {
     /// The other tasks it would reach: for cancel, the unfinished dependents and children,
     /// directly or not; for retry, the failed dependents that go back to waiting.
     pub others: u64,
-    /// Whether there were more than 10,000 others and the count stopped there.
+    /// Whether the count stopped early (past 10,000 tasks, or 50,000 rows read in a dense
+    /// DAG): `others` is then a lower bound.
     pub at_least: bool,
 }
 
@@ -952,11 +1030,16 @@ async fn walk(
     let mut seen = HashSet::from([task.id]);
     let mut queue = VecDeque::from([task.id]);
     let mut others = 0u64;
+    let mut read = 0usize;
     while let Some(id) = queue.pop_front() {
+        if read >= MAX_REACH_ROWS {
+            return Ok((others, true));
+        }
         let mut next = tasks.get_dependents(id).await?;
         if action == Action::Cancel {
             next.extend(tasks.get_by_parent(id).await?);
         }
+        read += next.len() + 1;
         for other in next {
             let follows = match action {
                 Action::Cancel => !other.status.is_terminal(),

@@ -25,6 +25,15 @@ use super::api::{ApiError, ErrorBody, State, Status};
 /// The most tasks a graph holds; beyond it the walk stops and `truncated` says so.
 pub const MAX_NODES: usize = 1_000;
 
+/// The most dependency edges a graph sends; past it, the rest are left out (the critical
+/// path's always drawn) and `truncated` says so. A dense DAG of 1,000 tasks can have 100 times
+/// as many edges as tasks.
+pub const MAX_EDGES: usize = 5_000;
+
+/// The most task rows the walk reads before it stops, whatever it found: each dependent read
+/// brings its whole row, and a dense DAG makes many reads of the same tasks.
+pub const MAX_ROWS_READ: usize = 20_000;
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DagQuery {
@@ -44,7 +53,8 @@ pub struct Dag {
     pub edges: Vec<Edge>,
     /// The critical path, first task first.
     pub critical_path: Vec<Uuid>,
-    /// Whether the graph stopped at 1,000 tasks and more exist.
+    /// Whether part of the graph is left out: past 1,000 tasks, 5,000 edges, or 20,000 rows
+    /// read on the way.
     pub truncated: bool,
 }
 
@@ -106,6 +116,7 @@ async fn around(tasks: &dyn TaskRepository, id: Uuid) -> Result<(Vec<Task>, bool
         .ok_or_else(|| ApiError::not_found(format!("task {id} does not exist")))?;
     let mut found: HashMap<Uuid, Task> = HashMap::new();
     let mut truncated = false;
+    let mut read = 1usize;
     // Up through what each task waits for, then down through what waits for it: siblings
     // (other dependents of an ancestor) are not drawn.
     let mut up = VecDeque::from([root.clone()]);
@@ -119,6 +130,11 @@ async fn around(tasks: &dyn TaskRepository, id: Uuid) -> Result<(Vec<Task>, bool
                 truncated = true;
                 break;
             }
+            if read >= MAX_ROWS_READ {
+                truncated = true;
+                break;
+            }
+            read += 1;
             if let Some(dependency) = tasks.get(*dependency).await? {
                 found.insert(dependency.id, dependency.clone());
                 up.push_back(dependency);
@@ -128,7 +144,13 @@ async fn around(tasks: &dyn TaskRepository, id: Uuid) -> Result<(Vec<Task>, bool
     let mut down = VecDeque::from([root.id]);
     let mut visited = HashSet::from([root.id]);
     while let Some(id) = down.pop_front() {
-        for dependent in tasks.get_dependents(id).await? {
+        if read >= MAX_ROWS_READ {
+            truncated = true;
+            break;
+        }
+        let dependents = tasks.get_dependents(id).await?;
+        read += dependents.len().max(1);
+        for dependent in dependents {
             if !visited.insert(dependent.id) {
                 continue;
             }
@@ -224,7 +246,7 @@ pub fn layout(mut tasks: Vec<Task>, truncated: bool) -> Dag {
         }
     }
 
-    let edges = (0..tasks.len())
+    let all: Vec<Edge> = (0..tasks.len())
         .flat_map(|i| waits_for[i].iter().map(move |&j| (j, i)))
         .map(|(from, to)| Edge {
             from: tasks[from].id,
@@ -232,6 +254,13 @@ pub fn layout(mut tasks: Vec<Task>, truncated: bool) -> Dag {
             critical: critical.contains(&from) && critical.contains(&to) && via[to] == Some(from),
         })
         .collect();
+    let truncated = truncated || all.len() > MAX_EDGES;
+    let (mut edges, others): (Vec<Edge>, Vec<Edge>) = all.into_iter().partition(|e| e.critical);
+    edges.extend(
+        others
+            .into_iter()
+            .take(MAX_EDGES.saturating_sub(edges.len())),
+    );
     let nodes = columns
         .iter()
         .flatten()
@@ -286,6 +315,7 @@ mod tests {
         let e = task("e", 4, &[], Some(5));
         let ids = [a.id, b.id, c.id, d.id, e.id];
         let dag = layout(vec![d.clone(), c.clone(), e, b.clone(), a.clone()], false);
+        assert!(!dag.truncated);
         let layer = |id: Uuid| dag.nodes.iter().find(|n| n.id == id).unwrap().layer;
         assert_eq!(
             ids.map(layer),
@@ -317,5 +347,36 @@ mod tests {
         assert!(dag.truncated);
         let empty = layout(Vec::new(), false);
         assert!(empty.nodes.is_empty() && empty.critical_path.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod dense {
+    use super::*;
+
+    #[test]
+    fn a_dense_graph_sends_at_most_the_edge_limit_with_the_critical_path_among_them() {
+        // 3 layers of 60, each task waiting for all 60 above: 7,200 edges.
+        let at = chrono::Utc::now();
+        let mut layers: Vec<Vec<Task>> = Vec::new();
+        for layer in 0..3 {
+            let above: Vec<Uuid> = layers
+                .last()
+                .map_or_else(Vec::new, |l: &Vec<Task>| l.iter().map(|t| t.id).collect());
+            layers.push(
+                (0..60)
+                    .map(|i| Task {
+                        dependencies: Some(above.clone()),
+                        ..Task::new(format!("l{layer} t{i}"), "x", "generic", at)
+                    })
+                    .collect(),
+            );
+        }
+        let dag = layout(layers.concat(), false);
+        assert!(dag.truncated);
+        assert_eq!(dag.edges.len(), MAX_EDGES);
+        assert_eq!(dag.nodes.len(), 180);
+        let critical = dag.edges.iter().filter(|e| e.critical).count();
+        assert_eq!(critical, dag.critical_path.len() - 1);
     }
 }

@@ -4,8 +4,9 @@
 //!    rebinding: a page of another site whose name was made to resolve to this machine sends
 //!    its own name, and is refused.
 //! 2. **Same origin.** A request that can change state (any method but GET, HEAD and OPTIONS)
-//!    is refused when the browser says it comes from another origin (`Origin`, or
-//!    `Sec-Fetch-Site`), against cross-site request forgery. Clients that are not browsers
+//!    is refused when the browser says it comes from another site, against cross-site request
+//!    forgery: by `Sec-Fetch-Site` (which pages cannot set), or, from a browser too old to send
+//!    it, by an `Origin` whose host is not the request's `Host`. Clients that are not browsers
 //!    send neither header and pass.
 //! 3. **Read-only.** With `--read-only`, every such request to the API, and every request to
 //!    `/mcp` (whose tools write), is refused.
@@ -20,7 +21,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{Form, Request, State};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{DefaultBodyLimit, Form, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -35,22 +40,31 @@ use crate::mcp::HTTP_PATH;
 /// The shortest token `--allow-remote` accepts.
 pub const MIN_TOKEN_LENGTH: usize = 16;
 
-/// The name of the session cookie a sign-in sets.
+/// The name of the session cookie a sign-in sets, followed by `_` and the server's port:
+/// browsers keep one set of cookies per host whatever the port, so two servers on one machine
+/// would otherwise sign each other's browsers out.
 pub const SESSION_COOKIE: &str = "abathur_session";
+
+/// The most sessions kept at once; signing in past it ends the oldest.
+const MAX_SESSIONS: usize = 10_000;
+
+/// The longest sign-in form taken.
+const MAX_SIGN_IN_BYTES: usize = 4 * 1024;
 
 /// The Content-Security-Policy of every response.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
-/// Which `Host` headers the server answers: the port it is bound to (or none, on port 80)
-/// with an IP address, `localhost`, or one of the names given with `--host`.
+/// Which `Host` headers the server answers: an IP address or `localhost` with the port it is
+/// bound to (or none, on port 80), or one of the names given with `--host`, with any port or
+/// none (a reverse proxy in front of the server may serve it on another port).
 ///
 /// An IP address is always accepted: DNS rebinding needs a name, and a browser that sends an
 /// address reached it by that address. `localhost` always means this machine.
 #[derive(Debug, Clone)]
 pub struct HostRule {
-    port: u16,
+    pub(super) port: u16,
     names: Vec<String>,
 }
 
@@ -69,15 +83,15 @@ impl HostRule {
         let Some((host, port)) = split_authority(authority) else {
             return false;
         };
+        let host = host.to_ascii_lowercase();
+        if self.names.contains(&host) {
+            return true;
+        }
         let port_matches = match port {
             Some(port) => port == self.port,
             None => self.port == 80,
         };
-        if !port_matches {
-            return false;
-        }
-        let host = host.to_ascii_lowercase();
-        host.parse::<IpAddr>().is_ok() || host == "localhost" || self.names.contains(&host)
+        port_matches && (host.parse::<IpAddr>().is_ok() || host == "localhost")
     }
 }
 
@@ -120,28 +134,63 @@ pub struct Access {
     pub token: Option<String>,
 }
 
-/// The guard's state: the access rule, `--read-only`, and the session secret of this run.
+/// The guard's state: the access rule, `--read-only`, and the sessions signed in.
 #[derive(Debug)]
 pub struct Guard {
     access: Access,
     read_only: bool,
-    /// What the session cookie holds: random, made at start, so that a restart signs every
-    /// browser out and the cookie never carries the token itself.
-    session: String,
+    /// The session cookie's name, with the port.
+    cookie_name: String,
+    /// The ids of the sessions signed in, oldest first. Each is random, made at sign-in, so a
+    /// cookie never carries the token, `/logout` ends one session, and a restart ends all.
+    sessions: Mutex<VecDeque<String>>,
 }
 
 impl Guard {
     pub fn new(access: Access, read_only: bool) -> Self {
-        let session = format!(
+        let cookie_name = format!("{SESSION_COOKIE}_{}", access.hosts.port);
+        Self {
+            access,
+            read_only,
+            cookie_name,
+            sessions: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new session's id, kept until sign-out.
+    fn open_session(&self) -> String {
+        let id = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        Self {
-            access,
-            read_only,
-            session,
+        let mut sessions = self.sessions();
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.pop_front();
         }
+        sessions.push_back(id.clone());
+        id
+    }
+
+    fn session_of(&self, headers: &HeaderMap) -> Option<String> {
+        let sessions = self.sessions();
+        cookies(headers, &self.cookie_name)
+            .find(|value| {
+                sessions
+                    .iter()
+                    .any(|id| same_bytes(id.as_bytes(), value.as_bytes()))
+            })
+            .map(str::to_string)
+    }
+
+    fn close_session(&self, id: &str) {
+        self.sessions().retain(|kept| kept != id);
     }
 
     fn token_matches(&self, given: &str) -> bool {
@@ -166,8 +215,7 @@ impl Guard {
         if bearer.is_some_and(|token| self.token_matches(token)) {
             return true;
         }
-        cookie(headers, SESSION_COOKIE)
-            .is_some_and(|value| same_bytes(value.as_bytes(), self.session.as_bytes()))
+        self.session_of(headers).is_some()
     }
 }
 
@@ -176,15 +224,15 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The value of cookie `name`, if the request sends it.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+/// The values of every cookie `name` the request sends.
+fn cookies<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = &'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
+        .filter(move |(key, _)| *key == name)
         .map(|(_, value)| value)
 }
 
@@ -206,7 +254,8 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
     for (name, value) in [
         ("content-security-policy", CONTENT_SECURITY_POLICY),
         ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
+        // Not `no-referrer`: under it, a browser sends `Origin: null` with the page's own forms.
+        ("referrer-policy", "same-origin"),
         ("x-frame-options", "DENY"),
         ("cross-origin-opener-policy", "same-origin"),
         ("cross-origin-resource-policy", "same-origin"),
@@ -221,11 +270,28 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
 
 async fn decide(guard: &Guard, request: Request, next: Next) -> Response {
     let headers = request.headers();
+    if headers.get_all(header::HOST).iter().count() > 1 {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "the request has more than one Host header".into(),
+        );
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    // A request target in absolute form names the host itself, and it is what counts.
+    if let Some(authority) = request.uri().authority() {
+        if !authority.as_str().eq_ignore_ascii_case(&host) {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_argument",
+                format!("the request is for {authority}, but its Host header says {host:?}"),
+            );
+        }
+    }
     if !guard.access.hosts.allows(&host) {
         return refuse(
             StatusCode::MISDIRECTED_REQUEST,
@@ -263,8 +329,10 @@ async fn decide(guard: &Guard, request: Request, next: Next) -> Response {
         );
     }
     if !public(&method, &path) && !guard.authenticated(headers) {
-        let wants_page =
-            method == Method::GET && !path.starts_with(super::API_PATH) && path != HTTP_PATH;
+        let wants_page = method == Method::GET
+            && !path.starts_with(super::API_PATH)
+            && path != HTTP_PATH
+            && !path.starts_with(&format!("{HTTP_PATH}/"));
         if wants_page {
             return Redirect::to("/login").into_response();
         }
@@ -282,17 +350,26 @@ async fn decide(guard: &Guard, request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// The other origin a browser says the request comes from, if it does.
+/// The other site a browser says the request comes from, if it does.
+///
+/// `Sec-Fetch-Site` decides when it is there: browsers set it and pages cannot. Otherwise the
+/// `Origin` must name the request's own host, over `http` or `https` (a proxy in front may
+/// speak TLS); `null` is another origin.
 fn cross_origin(headers: &HeaderMap, host: &str) -> Option<String> {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("(not text)");
-        let own = format!("http://{host}");
-        return (!origin.eq_ignore_ascii_case(&own)).then(|| origin.to_string());
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("(not text)");
+        return (!matches!(site, "same-origin" | "none"))
+            .then(|| format!("Sec-Fetch-Site: {site}"));
     }
-    let site = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())?;
-    (!matches!(site, "same-origin" | "none")).then(|| format!("Sec-Fetch-Site: {site}"))
+    let origin = headers.get(header::ORIGIN)?;
+    let origin = origin.to_str().unwrap_or("(not text)");
+    let own = ["http://", "https://"].iter().any(|scheme| {
+        origin
+            .get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+            && origin[scheme.len()..].eq_ignore_ascii_case(host)
+    });
+    (!own).then(|| origin.to_string())
 }
 
 /// An error in the API's shape: `{"error": {"kind": ..., "message": ...}}`.
@@ -307,7 +384,12 @@ pub fn refuse(status: StatusCode, kind: &str, message: String) -> Response {
 /// `/login` and `/logout`.
 pub fn login_router(guard: Arc<Guard>) -> Router {
     Router::new()
-        .route("/login", get(login_page).post(sign_in))
+        .route(
+            "/login",
+            get(login_page)
+                .post(sign_in)
+                .layer(DefaultBodyLimit::max(MAX_SIGN_IN_BYTES)),
+        )
         .route("/logout", post(sign_out))
         .with_state(guard)
 }
@@ -324,19 +406,32 @@ struct SignIn {
     token: String,
 }
 
-async fn sign_in(State(guard): State<Arc<Guard>>, Form(form): Form<SignIn>) -> Response {
+async fn sign_in(
+    State(guard): State<Arc<Guard>>,
+    form: Result<Form<SignIn>, FormRejection>,
+) -> Response {
     if guard.access.token.is_none() {
         return Redirect::to("/").into_response();
     }
+    let refused = |status: StatusCode, message: &str| {
+        let mut page = assets::login_page(Some(message));
+        *page.status_mut() = status;
+        page
+    };
+    let Ok(Form(form)) = form else {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "Send the form with the token in its field.",
+        );
+    };
     if !guard.token_matches(form.token.trim()) {
         tracing::info!("a sign-in with a wrong token was refused");
-        let mut page = assets::login_page(Some("That is not this server's token."));
-        *page.status_mut() = StatusCode::UNAUTHORIZED;
-        return page;
+        return refused(StatusCode::UNAUTHORIZED, "That is not this server's token.");
     }
     let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-        guard.session
+        "{}={}; Path=/; HttpOnly; SameSite=Strict",
+        guard.cookie_name,
+        guard.open_session()
     );
     let mut response = Redirect::to("/").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -345,12 +440,18 @@ async fn sign_in(State(guard): State<Arc<Guard>>, Form(form): Form<SignIn>) -> R
     response
 }
 
-async fn sign_out() -> Response {
+async fn sign_out(State(guard): State<Arc<Guard>>, headers: HeaderMap) -> Response {
+    if let Some(session) = guard.session_of(&headers) {
+        guard.close_session(&session);
+    }
     let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("abathur_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    let cookie = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        guard.cookie_name
     );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
     response
 }
 
@@ -395,6 +496,9 @@ mod tests {
             assert!(!rule.allows(refused), "{refused:?}");
         }
         assert!(self::rule(80, &[]).allows("localhost"));
+        // A name given is taken on any port, or none, as a proxy in front may serve it.
+        assert!(rule.allows("swarm.example"));
+        assert!(rule.allows("swarm.example:443"));
     }
 
     #[test]
@@ -405,32 +509,40 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::COOKIE,
-            HeaderValue::from_static("a=1; abathur_session=xyz; b=2"),
+            HeaderValue::from_static("a=1; s=bad; b=2; s=xyz"),
         );
-        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("xyz"));
-        assert_eq!(cookie(&headers, "c"), None);
+        assert_eq!(cookies(&headers, "s").collect::<Vec<_>>(), ["bad", "xyz"]);
+        assert_eq!(cookies(&headers, "c").next(), None);
     }
 
     #[test]
-    fn only_a_browser_naming_another_origin_is_cross_origin() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(cross_origin(&headers, "localhost:1"), None);
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://localhost:1"),
+    fn only_a_browser_naming_another_site_is_cross_origin() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, HeaderValue::from_static(value));
+            }
+            cross_origin(&headers, "localhost:1")
+        };
+        assert_eq!(with(&[]), None);
+        assert_eq!(with(&[("origin", "http://localhost:1")]), None);
+        assert_eq!(with(&[("origin", "HTTPS://LOCALHOST:1")]), None);
+        assert!(with(&[("origin", "http://evil.example")]).is_some());
+        assert!(with(&[("origin", "http://localhost:1.evil.example")]).is_some());
+        assert!(with(&[("origin", "null")]).is_some());
+        assert!(with(&[("sec-fetch-site", "cross-site")]).is_some());
+        assert!(with(&[("sec-fetch-site", "same-site")]).is_some());
+        assert_eq!(with(&[("sec-fetch-site", "same-origin")]), None);
+        // A page of this server's under `Referrer-Policy: no-referrer` sends `Origin: null`
+        // with its forms; the browser's own word decides.
+        assert_eq!(
+            with(&[("sec-fetch-site", "same-origin"), ("origin", "null")]),
+            None
         );
-        assert_eq!(cross_origin(&headers, "localhost:1"), None);
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://evil.example"),
-        );
-        assert!(cross_origin(&headers, "localhost:1").is_some());
-        headers.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(cross_origin(&headers, "localhost:1").is_some());
-        let mut headers = HeaderMap::new();
-        headers.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
-        assert!(cross_origin(&headers, "localhost:1").is_some());
-        headers.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
-        assert_eq!(cross_origin(&headers, "localhost:1"), None);
+        assert!(with(&[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "http://localhost:1")
+        ])
+        .is_some());
     }
 }

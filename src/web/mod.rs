@@ -1,9 +1,9 @@
 //! `abathur serve`: one HTTP server for the dashboard at `/`, the JSON API at `/api/v1` (its
 //! OpenAPI document at `/api/v1/openapi.json`) and the MCP endpoint at `/mcp`.
 //!
-//! Everything it serves is inside the binary ([`assets`]); nothing is fetched from elsewhere.
+//! Everything it serves is inside the binary (`assets`); nothing is fetched from elsewhere.
 //! The API reads and acts through the backend's ports only, so it works on every backend.
-//! [`guard`] holds what every request passes first: the `Host` check, authentication when the
+//! `guard` holds what every request passes first: the `Host` check, authentication when the
 //! server is reachable beyond loopback, the same-origin check of requests that change state,
 //! `--read-only`, and the security headers of every response. docs/DASHBOARD.md describes the
 //! pages, the API and the security model.
@@ -57,6 +57,12 @@ pub fn router(backend: &Backend, options: &WebOptions, stop: &CancellationToken)
         .merge(assets::router())
         .merge(guard::login_router(guard.clone()))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // A body that trickles in never holds a connection past this (the MCP edge has the
+        // same bound for its own).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            mcp::BODY_READ_TIMEOUT,
+        ))
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
 }
 
@@ -66,6 +72,18 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
         axum::http::StatusCode::NOT_FOUND,
         "not_found",
         format!("there is nothing at {}", uri.path()),
+    )
+}
+
+/// A method the path does not take: a JSON error, as the API's are.
+async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    guard::refuse(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {method}", uri.path()),
     )
 }
 

@@ -314,6 +314,30 @@ async fn the_dashboard_in_a_real_browser() {
     browser.check_accessibility("agents").await;
     browser.screenshot("agents").await;
 
-    browser.stop().await;
+    // With a token, a browser signs in through the form and is let in; a wrong token is
+    // refused on the page.
     served.stop().await;
+    let mut cmd = store.serve_command(&["--listen", "127.0.0.1:0"]);
+    cmd.env("ABATHUR_TOKEN", "correct-horse-battery-staple");
+    let guarded = Served::start(cmd).await;
+    browser.open(&guarded, "").await;
+    browser.wait_for_text("main.login label", "token").await;
+    browser.check_accessibility("sign-in").await;
+    browser.screenshot("login").await;
+    for (token, expect) in [
+        (
+            "wrong-token-wrong-token",
+            "That is not this server's token.",
+        ),
+        ("correct-horse-battery-staple", "Overview"),
+    ] {
+        let field = browser.client.find(Locator::Css("#token")).await.unwrap();
+        field.send_keys(token).await.unwrap();
+        browser.click("main.login button").await;
+        browser.wait_for_text("main", expect).await;
+    }
+    browser.wait_for_text("#live-state", "live").await;
+
+    browser.stop().await;
+    guarded.stop().await;
 }

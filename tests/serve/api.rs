@@ -306,6 +306,10 @@ async fn the_openapi_document_describes_every_route() {
             "{method} {path} is not in the document"
         );
     }
+    // The guard's answers and the ways to authenticate are documented too.
+    assert!(document["paths"]["/api/v1/tasks"]["get"]["responses"]["401"].is_object());
+    assert!(document["paths"]["/api/v1/tasks/{id}/cancel"]["post"]["responses"]["403"].is_object());
+    assert!(document["components"]["securitySchemes"]["bearer"].is_object());
     let schemas = document["components"]["schemas"]
         .as_object()
         .expect("schemas");

@@ -336,3 +336,184 @@ async fn mcp_is_served_beside_the_dashboard() {
     assert_eq!(init["result"]["serverInfo"]["name"], "abathur", "{init}");
     served.stop().await;
 }
+
+/// Sends `request` as it is on a new connection and returns the status line and the rest.
+async fn raw(addr: &str, request: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(crate::server::PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let (status, rest) = answer.split_once("\r\n").unwrap_or((&answer, ""));
+    (status.to_string(), rest.to_string())
+}
+
+#[tokio::test]
+async fn a_request_naming_two_hosts_is_refused() {
+    let store = Store::new();
+    let served = store.serve(&[]).await;
+    let addr = served.addr.clone();
+    let (status, body) = raw(
+        &addr,
+        &format!(
+            "GET /api/v1/overview HTTP/1.1\r\nHost: {addr}\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(status.contains(" 400 "), "{status} {body}");
+    assert!(body.contains("more than one Host header"), "{body}");
+    let (status, body) = raw(
+        &addr,
+        &format!(
+            "GET http://evil.example/api/v1/overview HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(status.contains(" 400 "), "{status} {body}");
+    assert!(body.contains("the request is for evil.example"), "{body}");
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn behind_a_proxy_a_named_host_and_its_https_origin_are_this_server() {
+    let store = Store::new();
+    let task = store.submit("behind a proxy", &[]);
+    let served = store.serve(&["--host", "swarm.example"]).await;
+    // The proxy keeps the browser's Host, on the default port.
+    for host in ["swarm.example", "swarm.example:443", "SWARM.example:8443"] {
+        let response = served
+            .http
+            .get(served.url("/api/v1/overview"))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{host}");
+    }
+    let response = served
+        .http
+        .post(served.url(&format!("/api/v1/tasks/{task}/cancel")))
+        .header("host", "swarm.example")
+        .header("origin", "https://swarm.example")
+        .send()
+        .await
+        .unwrap();
+    json_of(response, 200).await;
+    assert_eq!(store.show(&task)["status"], "cancelled");
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn every_failure_is_json_and_a_bad_sign_in_form_gets_the_page() {
+    let store = Store::new();
+    let served = store.serve(&[]).await;
+    let response = served
+        .http
+        .put(served.url("/api/v1/overview"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        &json_of(response, 405).await,
+        "method_not_allowed",
+        "does not take PUT",
+    );
+    served.stop().await;
+
+    let mut cmd = store.serve_command(&["--listen", "127.0.0.1:0"]);
+    cmd.env("ABATHUR_TOKEN", TOKEN);
+    let guarded = Served::start(cmd).await;
+    for body in ["", "tokenx=1"] {
+        let response = guarded
+            .http
+            .post(guarded.url("/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{body:?}");
+        assert!(response.headers().get("set-cookie").is_none());
+        let page = response.text().await.unwrap();
+        assert!(page.contains("name=\"token\""), "{page}");
+    }
+    let huge = format!("token={}", "x".repeat(10_000));
+    let response = guarded
+        .http
+        .post(guarded.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error(), "{}", response.status());
+    guarded.stop().await;
+}
+
+#[tokio::test]
+async fn each_sign_in_is_a_session_of_its_own_and_signing_out_ends_it() {
+    let store = Store::new();
+    let mut cmd = store.serve_command(&["--listen", "127.0.0.1:0"]);
+    cmd.env("ABATHUR_TOKEN", TOKEN);
+    let served = Served::start(cmd).await;
+    let port = served.addr.rsplit(':').next().unwrap().to_string();
+    let sign_in = || async {
+        let response = served
+            .http
+            .post(served.url("/login"))
+            .form(&[("token", TOKEN)])
+            .send()
+            .await
+            .unwrap();
+        let cookie = response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            cookie.starts_with(&format!("abathur_session_{port}=")),
+            "the cookie is named for the port: {cookie}"
+        );
+        cookie.split(';').next().unwrap().to_string()
+    };
+    let first = sign_in().await;
+    let second = sign_in().await;
+    assert_ne!(first, second);
+    let status = |cookie: String| {
+        let http = served.http.clone();
+        let url = served.url("/api/v1/overview");
+        async move {
+            http.get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status(first.clone()).await, 200);
+    // Another server's cookie of the same name first does not hide this one's.
+    assert_eq!(
+        status(format!(
+            "{}=stale; {first}",
+            first.split('=').next().unwrap()
+        ))
+        .await,
+        200
+    );
+    let out = served
+        .http
+        .post(served.url("/logout"))
+        .header("cookie", first.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status().as_u16(), 303);
+    assert_eq!(status(first).await, 401, "signed out");
+    assert_eq!(status(second).await, 200, "the other session goes on");
+    served.stop().await;
+}

@@ -9,7 +9,6 @@ const SOURCES = ["human", "agent_requirements", "agent_planner", "agent_implemen
 
 let paused = false;
 let readOnly = false;
-let rendering = null;
 
 // ---- helpers -------------------------------------------------------------------------------
 
@@ -50,17 +49,39 @@ class ApiError extends Error {
   }
 }
 
+// What the draw under way read, so that a live update that would draw the same page again
+// leaves the page alone; and the means to abandon its reads when another draw starts.
+let reading = null;
+
+// A read for the page being drawn: abandoned when another drawing starts, and remembered, so
+// that a live update can tell whether anything changed.
+function read(path) {
+  const draw = reading;
+  return api(path, draw ? { signal: draw.abort.signal, draw } : undefined);
+}
+
 async function api(path, options) {
   const response = await fetch(API + path, {
     credentials: "same-origin",
     headers: { Accept: "application/json" },
-    ...options,
+    signal: options && options.signal,
+    method: options && options.method,
   });
   if (response.status === 401) {
     location.href = "/login";
     throw new ApiError(401, "unauthorized", "sign in first");
   }
-  const body = await response.json().catch(() => null);
+  const text = await response.text();
+  let body = null;
+  try {
+    body = JSON.parse(text);
+  } catch (_) {
+    body = null;
+  }
+  if (options && options.draw) {
+    // The time an answer was read is not news: leave it out of what is compared.
+    options.draw.seen.push(path, body && typeof body === "object" ? JSON.stringify({ ...body, at: undefined }) : text);
+  }
   if (!response.ok) {
     const error = body && body.error ? body.error : { kind: "internal", message: response.statusText };
     throw new ApiError(response.status, error.kind, error.message);
@@ -98,7 +119,7 @@ function json(value) {
 // ---- pages ---------------------------------------------------------------------------------
 
 async function overviewPage() {
-  const data = await api("/overview");
+  const data = await read("/overview");
   readOnly = data.read_only;
   const counts = el("dl", { class: "counts" },
     STATUSES.map((status) => el("div", { class: "count" },
@@ -159,7 +180,7 @@ function filterForm(params) {
 
 async function tasksPage(params) {
   const query = new URLSearchParams(params);
-  const data = await api(`/tasks?${query}`);
+  const data = await read(`/tasks?${query}`);
   const pageLink = (after, label) => {
     const next = new URLSearchParams(params);
     if (after) next.set("after", after); else next.delete("after");
@@ -255,7 +276,7 @@ async function act(task, action) {
 }
 
 async function taskPage(id) {
-  const data = await api(`/tasks/${encodeURIComponent(id)}`);
+  const data = await read(`/tasks/${encodeURIComponent(id)}`);
   const t = data.task;
   const actions = readOnly ? null : el("div", { class: "actions" },
     ["ready", "blocked", "pending", "running"].includes(t.status)
@@ -307,7 +328,7 @@ async function dagPage(params) {
   const query = new URLSearchParams();
   if (params.get("task")) query.set("task", params.get("task"));
   if (params.get("session")) query.set("session", params.get("session"));
-  const data = await api(`/dag?${query}`);
+  const data = await read(`/dag?${query}`);
   const at = new Map();
   let rows = 0;
   let layers = 0;
@@ -371,7 +392,7 @@ async function dagPage(params) {
 }
 
 async function agentsPage() {
-  const data = await api("/agents");
+  const data = await read("/agents");
   const minutes = Math.round(data.stale_after_seconds / 60);
   const rows = data.agents.map((a) => el("tr", { class: a.stale ? "stale" : null },
     el("td", {}, shortId(a.id)),
@@ -405,10 +426,33 @@ function route() {
   return { page: "overview", draw: overviewPage };
 }
 
+// Where the focus was, as something the next drawing of the page also has: an id, or a link's
+// target, or a button's text.
+function focusKey(node) {
+  if (!node || node === document.body) return null;
+  if (node.id) return { id: node.id };
+  if (node.tagName === "A") return { href: node.getAttribute("href") };
+  if (node.tagName === "BUTTON") return { button: node.textContent };
+  return null;
+}
+
+function refocus(main, key) {
+  if (!key) return;
+  let target = null;
+  if (key.id) target = document.getElementById(key.id);
+  else if (key.href) target = [...main.querySelectorAll("a")].find((a) => a.getAttribute("href") === key.href);
+  else if (key.button) target = [...main.querySelectorAll("button")].find((b) => b.textContent === key.button);
+  if (target) target.focus({ preventScroll: true });
+}
+
+let lastSeen = null;
+
 async function render(options) {
+  const live = Boolean(options && options.live);
   const current = route();
-  const token = {};
-  rendering = token;
+  if (reading) reading.abort.abort();
+  const draw = { abort: new AbortController(), seen: [location.hash] };
+  reading = draw;
   for (const link of document.querySelectorAll("nav a[data-page]")) {
     if (link.dataset.page === current.page) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -417,18 +461,25 @@ async function render(options) {
   try {
     content = await current.draw();
   } catch (error) {
+    if (draw.abort.signal.aborted) return;
     content = [el("h1", {}, "Something went wrong"), problem(error)];
   }
-  if (rendering !== token) return;
+  if (reading !== draw) return;
+  reading = null;
   const main = document.getElementById("main");
-  // Keep what the user typed into an open filter form when a live update redraws the page.
-  const focused = document.activeElement && main.contains(document.activeElement) && document.activeElement.id;
-  const dirty = options && options.live && main.querySelector("form.filters :focus");
-  if (dirty) return;
+  const seen = JSON.stringify(draw.seen) + JSON.stringify(notice);
+  // A live update that read what the page already shows changes nothing: focus, selection
+  // and open sections stay as they are.
+  if (live && seen === lastSeen) return;
+  // Keep what the user is typing into the filter form.
+  if (live && main.querySelector("form.filters :focus")) return;
+  lastSeen = seen;
+  const focused = main.contains(document.activeElement) ? focusKey(document.activeElement) : null;
+  const open = [...main.querySelectorAll("details")].map((d) => d.open);
   main.replaceChildren(...[content].flat().filter(Boolean));
-  if (focused) {
-    const again = document.getElementById(focused);
-    if (again) again.focus();
+  if (live) {
+    main.querySelectorAll("details").forEach((d, i) => { if (open[i]) d.open = true; });
+    refocus(main, focused);
   }
 }
 
@@ -437,7 +488,11 @@ function live() {
   const toggle = document.getElementById("live-toggle");
   const source = new EventSource(`${API}/events`);
   source.addEventListener("open", () => { state.textContent = paused ? "paused" : "live"; });
-  source.addEventListener("error", () => { state.textContent = "reconnecting"; });
+  source.addEventListener("error", () => {
+    state.textContent = "reconnecting";
+    // After a restart the server may want a new sign-in: a read finds out, and goes there.
+    api("/overview").catch(() => {});
+  });
   source.addEventListener("change", () => {
     if (!paused && !document.getElementById("confirm").open) render({ live: true });
   });
