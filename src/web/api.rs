@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use abathur_core::models::{Task, TaskSource, TaskStatus};
 use abathur_core::ports::{
-    AgentRepository, TaskCursor, TaskFilters, TaskOrder, TaskPageQuery, TaskRepository,
+    AgentRepository, MemoryRepository, SessionRepository, TaskCursor, TaskFilters, TaskOrder,
+    TaskPageQuery, TaskRepository,
 };
 use abathur_core::queue::{QueueOverview, TaskEvent, TaskQueue};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -26,7 +27,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{agents, dag, events};
+use super::{agents, dag, events, knowledge};
 use crate::backend::Backend;
 use crate::mcp::{ErrorKind, ToolError};
 use crate::waiting::ChangeFeed;
@@ -56,6 +57,8 @@ pub struct State {
     queue: Arc<TaskQueue>,
     tasks: Arc<dyn TaskRepository>,
     agents: Arc<dyn AgentRepository>,
+    memories: Arc<dyn MemoryRepository>,
+    sessions: Arc<dyn SessionRepository>,
     feed: ChangeFeed,
     read_only: bool,
     stop: CancellationToken,
@@ -67,6 +70,8 @@ impl State {
             queue: Arc::new(TaskQueue::new(backend.queue_store.clone())),
             tasks: backend.tasks.clone(),
             agents: backend.agents.clone(),
+            memories: backend.memories.clone(),
+            sessions: backend.sessions.clone(),
             feed: ChangeFeed::new(backend.changes.clone()),
             read_only,
             stop,
@@ -79,6 +84,14 @@ impl State {
 
     pub fn agents(&self) -> &dyn AgentRepository {
         self.agents.as_ref()
+    }
+
+    pub fn memories(&self) -> &dyn MemoryRepository {
+        self.memories.as_ref()
+    }
+
+    pub fn sessions(&self) -> &dyn SessionRepository {
+        self.sessions.as_ref()
     }
 
     pub fn feed(&self) -> &ChangeFeed {
@@ -97,7 +110,8 @@ impl State {
         description = "The task queue of an agent swarm: its tasks, their history, and the \
                        actions a person may take on them."
     ),
-    tags((name = "tasks", description = "The queue's tasks"), (name = "agents", description = "The agent registry"), (name = "live", description = "Changes as they happen"))
+    tags((name = "tasks", description = "The queue's tasks"), (name = "agents", description = "The agent registry"),
+          (name = "memory", description = "What the agents learned, and their sessions"), (name = "live", description = "Changes as they happen"))
 )]
 struct ApiDoc;
 
@@ -183,6 +197,9 @@ pub fn router() -> OpenApiRouter<State> {
         .routes(routes!(retry))
         .routes(routes!(dag::dag))
         .routes(routes!(agents::agents))
+        .routes(routes!(knowledge::memories))
+        .routes(routes!(knowledge::memory_versions))
+        .routes(routes!(knowledge::session))
         .routes(routes!(events::stream))
         .routes(routes!(openapi_json))
 }

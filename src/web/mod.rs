@@ -14,6 +14,7 @@ mod assets;
 mod dag;
 mod events;
 mod guard;
+mod knowledge;
 
 use std::future::Future;
 use std::net::SocketAddr;

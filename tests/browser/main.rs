@@ -314,6 +314,49 @@ async fn the_dashboard_in_a_real_browser() {
     browser.check_accessibility("agents").await;
     browser.screenshot("agents").await;
 
+    // What the agents learned, version by version, and a session's log.
+    store.cli(&[
+        "memory",
+        "add",
+        "team/rust",
+        "style",
+        r#"{"indent": 4, "width": 100}"#,
+    ]);
+    store.cli(&[
+        "memory",
+        "update",
+        "team/rust",
+        "style",
+        r#"{"indent": 2, "width": 100}"#,
+    ]);
+    browser.open(&served, "#/memory").await;
+    browser.wait_for_text("#main table", "style").await;
+    browser.check_accessibility("memory").await;
+    browser.screenshot("memory").await;
+    browser.click("#main table a").await;
+    browser
+        .wait_for_text("pre.diff .added", "\"indent\": 2")
+        .await;
+    browser
+        .wait_for_text("pre.diff .removed", "\"indent\": 4")
+        .await;
+    browser.check_accessibility("memory versions").await;
+    browser.screenshot("memory-versions").await;
+    let session = store.cli(&["session", "create", "--app", "planner", "--user", "ada"]);
+    store.cli(&[
+        "session",
+        "append",
+        &session,
+        "--type",
+        "message",
+        "--content",
+        r#"{"text": "hello"}"#,
+    ]);
+    browser.open(&served, &format!("#/session/{session}")).await;
+    browser.wait_for_text("#main .timeline", "message").await;
+    browser.check_accessibility("session").await;
+    browser.screenshot("session").await;
+
     // With a token, a browser signs in through the form and is let in; a wrong token is
     // refused on the page.
     served.stop().await;

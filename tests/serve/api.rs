@@ -300,6 +300,9 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/openapi.json", "get"),
         ("/api/v1/dag", "get"),
         ("/api/v1/agents", "get"),
+        ("/api/v1/memories", "get"),
+        ("/api/v1/memory", "get"),
+        ("/api/v1/sessions/{id}", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -444,5 +447,110 @@ async fn the_agents_page_marks_the_agents_that_went_quiet() {
             needle,
         );
     }
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn memories_their_versions_and_a_session_read_as_the_cli_wrote_them() {
+    let store = Store::new();
+    store.cli(&["memory", "add", "team/rust", "style", r#"{"indent": 4}"#]);
+    store.cli(&["memory", "update", "team/rust", "style", r#"{"indent": 2}"#]);
+    store.cli(&[
+        "memory",
+        "add",
+        "team/go",
+        "style",
+        r#""gofmt""#,
+        "--type",
+        "procedural",
+    ]);
+    store.cli(&["memory", "add", "other", "x", "1"]);
+    let session = store.cli(&["session", "create", "--app", "planner", "--user", "ada"]);
+    store.cli(&[
+        "session",
+        "append",
+        &session,
+        "--type",
+        "message",
+        "--content",
+        r#"{"text": "hello"}"#,
+    ]);
+    let served = store.serve(&[]).await;
+
+    let team = served.get_json("/api/v1/memories?prefix=team/", 200).await;
+    assert_eq!(team["total"], 2, "{team}");
+    let keys: Vec<String> = team["memories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["namespace"].as_str().unwrap(),
+                m["key"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(keys, ["team/go/style", "team/rust/style"]);
+    let procedural = served
+        .get_json("/api/v1/memories?memory_type=procedural", 200)
+        .await;
+    assert_eq!(procedural["memories"].as_array().unwrap().len(), 1);
+
+    let history = served
+        .get_json("/api/v1/memory?namespace=team/rust&key=style", 200)
+        .await;
+    let versions = history["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{history}");
+    assert_eq!(versions[0]["value"]["indent"], 4);
+    assert_eq!(versions[1]["value"]["indent"], 2);
+    assert_eq!(versions[1]["version"], 2);
+
+    let view = served
+        .get_json(&format!("/api/v1/sessions/{session}"), 200)
+        .await;
+    assert_eq!(view["app_name"], "planner");
+    assert_eq!(view["events"][0]["content"]["text"], "hello", "{view}");
+    assert!(view["next_offset"].is_null());
+
+    for (path, status, kind, needle) in [
+        (
+            "/api/v1/memories?limit=0",
+            400,
+            "invalid_argument",
+            "limit 0",
+        ),
+        (
+            "/api/v1/memories?memory_type=dreamy",
+            400,
+            "invalid_argument",
+            "dreamy",
+        ),
+        (
+            "/api/v1/memory?namespace=team/rust",
+            400,
+            "invalid_argument",
+            "key",
+        ),
+        (
+            "/api/v1/memory?namespace=team/rust&key=nothing",
+            404,
+            "not_found",
+            "nothing",
+        ),
+        (
+            "/api/v1/sessions/00000000-0000-0000-0000-000000000000",
+            404,
+            "not_found",
+            "does not exist",
+        ),
+        ("/api/v1/sessions/nope", 400, "invalid_argument", "nope"),
+    ] {
+        assert_error(&served.get_json(path, status).await, kind, needle);
+    }
+    let bad_limit = served
+        .get_json(&format!("/api/v1/sessions/{session}?limit=501"), 400)
+        .await;
+    assert_error(&bad_limit, "invalid_argument", "limit 501");
     served.stop().await;
 }

@@ -292,7 +292,7 @@ async function taskPage(id) {
     ["Last updated", when(t.last_updated_at)], ["Deadline", when(t.deadline)],
     ["Estimated duration", t.estimated_duration_seconds === null ? "–" : `${t.estimated_duration_seconds} s`],
     ["Parent", t.parent_task_id ? el("a", { href: `#/task/${t.parent_task_id}` }, t.parent_task_id) : "–"],
-    ["Session", t.session_id ? el("a", { href: `#/tasks?session_id=${t.session_id}` }, t.session_id) : "–"],
+    ["Session", t.session_id ? el("a", { href: `#/session/${t.session_id}` }, t.session_id) : "–"],
     ["Feature branch", t.feature_branch || "–"], ["Task branch", t.task_branch || "–"], ["Worktree", t.worktree_path || "–"],
     ["Error", t.error_message ? el("pre", { class: "text" }, t.error_message) : "–"],
     ["Input", json(t.input_data)], ["Result", json(t.result_data)],
@@ -413,6 +413,135 @@ async function agentsPage() {
   ];
 }
 
+// ---- memory and sessions -----------------------------------------------------------------
+
+async function memoryPage(params) {
+  const query = new URLSearchParams();
+  for (const key of ["prefix", "memory_type"]) if (params.get(key)) query.set(key, params.get(key));
+  const data = await read(`/memories?${query}`);
+  const form = el("form", {
+    class: "filters",
+    onsubmit: (event) => {
+      event.preventDefault();
+      const next = new URLSearchParams();
+      for (const [key, value] of new FormData(event.target)) if (value !== "") next.set(key, value);
+      location.hash = `#/memory?${next}`;
+    },
+  },
+  el("div", { class: "field" }, el("label", { for: "m-prefix" }, "Namespace starts with"),
+    el("input", { id: "m-prefix", name: "prefix", type: "search", value: params.get("prefix") || "" })),
+  el("div", { class: "field" }, el("label", { for: "m-type" }, "Type"),
+    el("select", { id: "m-type", name: "memory_type" }, el("option", { value: "" }, "any"),
+      ["semantic", "episodic", "procedural"].map((t) => el("option", { value: t, selected: params.get("memory_type") === t }, t)))),
+  el("button", { type: "submit" }, "Search"));
+  const namespaces = new Map();
+  for (const m of data.memories) {
+    if (!namespaces.has(m.namespace)) namespaces.set(m.namespace, []);
+    namespaces.get(m.namespace).push(m);
+  }
+  const keyLink = (m) => el("a", { href: `#/memory-key?${new URLSearchParams({ namespace: m.namespace, key: m.key })}` }, m.key);
+  return [
+    el("h1", {}, "Memory"),
+    form,
+    el("p", { class: "muted" }, `${data.total} live keys under this prefix; ${data.memories.length} shown, by namespace and key.`),
+    [...namespaces.entries()].map(([namespace, memories]) => el("section", { "aria-label": `Namespace ${namespace}` },
+      el("h2", {}, el("a", { href: `#/memory?${new URLSearchParams({ prefix: namespace })}` }, namespace)),
+      el("table", {},
+        el("thead", {}, el("tr", {}, ["Key", "Type", "Version", "Updated", "By"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, memories.map((m) => el("tr", {},
+          el("td", {}, keyLink(m)), el("td", {}, m.memory_type), el("td", { class: "num" }, String(m.version)),
+          el("td", {}, when(m.updated_at)), el("td", {}, m.updated_by))))))),
+  ];
+}
+
+// The lines of `after` against those of `before`: kept, added (+) and removed (-), by their
+// longest common run. Values past 2,000 lines are compared as wholes.
+function lineDiff(before, after) {
+  const a = before.split("\n");
+  const b = after.split("\n");
+  if (a.length > 2000 || b.length > 2000) {
+    return [...a.map((l) => ["-", l]), ...b.map((l) => ["+", l])];
+  }
+  const common = Array.from({ length: a.length + 1 }, () => new Uint16Array(b.length + 1));
+  for (let i = a.length - 1; i >= 0; i--) {
+    for (let j = b.length - 1; j >= 0; j--) {
+      common[i][j] = a[i] === b[j] ? common[i + 1][j + 1] + 1 : Math.max(common[i + 1][j], common[i][j + 1]);
+    }
+  }
+  const out = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    if (a[i] === b[j]) { out.push([" ", a[i]]); i++; j++; }
+    else if (common[i + 1][j] >= common[i][j + 1]) { out.push(["-", a[i]]); i++; }
+    else { out.push(["+", b[j]]); j++; }
+  }
+  while (i < a.length) out.push(["-", a[i++]]);
+  while (j < b.length) out.push(["+", b[j++]]);
+  return out;
+}
+
+async function memoryKeyPage(params) {
+  const query = new URLSearchParams({ namespace: params.get("namespace") || "", key: params.get("key") || "" });
+  const data = await read(`/memory?${query}`);
+  const text = (m) => JSON.stringify(m.value, null, 2);
+  const versions = data.versions.slice().reverse().map((m, index, list) => {
+    const older = list[index + 1];
+    const diff = older ? lineDiff(text(older), text(m)) : null;
+    return el("section", { "aria-label": `Version ${m.version}` },
+      el("h2", {}, `Version ${m.version}`, m.is_deleted ? " (deleted)" : ""),
+      el("p", { class: "muted" }, `${m.memory_type}, by ${m.updated_by}, `, when(m.updated_at)),
+      diff
+        ? el("pre", { class: "diff", "aria-label": `What changed from version ${older.version}` },
+            diff.map(([mark, line]) => el("span", { class: mark === "+" ? "added" : mark === "-" ? "removed" : "kept" }, `${mark} ${line}`)))
+        : el("pre", {}, text(m)),
+      m.metadata ? json(m.metadata) : null);
+  });
+  return [
+    el("h1", {}, `${params.get("namespace")} / ${params.get("key")}`),
+    el("p", {}, el("a", { href: `#/memory?${new URLSearchParams({ prefix: params.get("namespace") || "" })}` }, "← the namespace")),
+    el("p", { class: "muted" }, `${data.versions.length} versions, the latest first; each shows what changed from the one before.`),
+    versions,
+  ];
+}
+
+async function sessionsPage() {
+  return [
+    el("h1", {}, "Sessions"),
+    el("p", {}, "A session is reached from its tasks (their Session field), or by its id:"),
+    el("form", {
+      class: "filters",
+      onsubmit: (event) => {
+        event.preventDefault();
+        const id = new FormData(event.target).get("id").trim();
+        if (id) location.hash = `#/session/${encodeURIComponent(id)}`;
+      },
+    },
+    el("div", { class: "field" }, el("label", { for: "s-id" }, "Session id"), el("input", { id: "s-id", name: "id", type: "text", required: true })),
+    el("button", { type: "submit" }, "Open")),
+  ];
+}
+
+async function sessionPage(id, params) {
+  const offset = Number(params.get("offset") || 0);
+  const data = await read(`/sessions/${encodeURIComponent(id)}?offset=${offset}`);
+  const events = el("ol", { class: "timeline", start: String(offset + 1) }, data.events.map((e) => el("li", {},
+    when(e.timestamp), " ", el("strong", {}, e.event_type), " by ", e.actor, " ", json(e.content))));
+  const next = new URLSearchParams({ offset: String(data.next_offset || 0) });
+  return [
+    el("h1", {}, `Session of ${data.app_name}`),
+    el("p", {}, el("a", { href: `#/tasks?session_id=${data.id}` }, "Its tasks"), " · ", el("a", { href: `#/dag?session=${data.id}` }, "its DAG")),
+    el("dl", { class: "fields" }, [
+      ["Id", el("code", {}, data.id)], ["App", data.app_name], ["User", data.user_id], ["Project", data.project_id || "–"],
+      ["Created", when(data.created_at)], ["Updated", when(data.updated_at)],
+    ].map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v)))),
+    el("section", { "aria-labelledby": "state-title" }, el("h2", { id: "state-title" }, "State"), el("pre", {}, JSON.stringify(data.state, null, 2))),
+    el("section", { "aria-labelledby": "events-title" }, el("h2", { id: "events-title" }, "Events"),
+      data.events.length === 0 ? el("p", { class: "muted" }, "No events.") : events,
+      data.next_offset !== null ? el("a", { href: `#/session/${data.id}?${next}` }, "next events →") : null),
+  ];
+}
+
 // ---- routing and live updates --------------------------------------------------------------
 
 function route() {
@@ -423,6 +552,10 @@ function route() {
   if (path === "/tasks") return { page: "tasks", draw: () => tasksPage(params) };
   if (path === "/dag") return { page: "tasks", draw: () => dagPage(params) };
   if (path === "/agents") return { page: "agents", draw: agentsPage };
+  if (path === "/memory") return { page: "memory", draw: () => memoryPage(params) };
+  if (path === "/memory-key") return { page: "memory", draw: () => memoryKeyPage(params) };
+  if (path === "/sessions") return { page: "sessions", draw: sessionsPage };
+  if (path.startsWith("/session/")) return { page: "sessions", draw: () => sessionPage(path.slice(9), params) };
   return { page: "overview", draw: overviewPage };
 }
 
@@ -476,7 +609,7 @@ async function render(options) {
   lastSeen = seen;
   const focused = main.contains(document.activeElement) ? focusKey(document.activeElement) : null;
   const open = [...main.querySelectorAll("details")].map((d) => d.open);
-  main.replaceChildren(...[content].flat().filter(Boolean));
+  main.replaceChildren(...[content].flat(Infinity).filter(Boolean));
   if (live) {
     main.querySelectorAll("details").forEach((d, i) => { if (open[i]) d.open = true; });
     refocus(main, focused);

@@ -601,7 +601,7 @@ pub async fn pages_walk_every_task_once_in_each_order(h: Harness) {
         let mut expected = tasks.clone();
         match order {
             TaskOrder::Newest => {
-                expected.sort_by(|a, b| (b.submitted_at, b.id).cmp(&(a.submitted_at, a.id)));
+                expected.sort_by_key(|t| std::cmp::Reverse((t.submitted_at, t.id)));
             }
             TaskOrder::Oldest => expected.sort_by_key(|t| (t.submitted_at, t.id)),
             TaskOrder::Priority => expected.sort_by(|a, b| {
