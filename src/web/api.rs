@@ -27,13 +27,13 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{agents, dag, events, knowledge};
+use super::{agents, bulk, dag, events, knowledge};
 use crate::backend::Backend;
 use crate::mcp::{ErrorKind, ToolError};
 use crate::waiting::ChangeFeed;
 
 /// The actor the history names for an action taken through the API.
-const ACTOR: &str = "dashboard";
+pub(super) const ACTOR: &str = "dashboard";
 
 /// The most tasks a page of the task list holds.
 pub const MAX_PAGE: u32 = 500;
@@ -76,6 +76,14 @@ impl State {
             read_only,
             stop,
         }
+    }
+
+    pub fn queue(&self) -> &TaskQueue {
+        &self.queue
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     pub fn tasks(&self) -> &dyn TaskRepository {
@@ -195,6 +203,8 @@ pub fn router() -> OpenApiRouter<State> {
         .routes(routes!(reach))
         .routes(routes!(cancel))
         .routes(routes!(retry))
+        .routes(routes!(bulk::preview))
+        .routes(routes!(bulk::act))
         .routes(routes!(dag::dag))
         .routes(routes!(agents::agents))
         .routes(routes!(knowledge::memories))
@@ -253,13 +263,18 @@ impl ApiError {
         }
     }
 
-    fn read_only() -> Self {
+    pub(super) fn read_only() -> Self {
         Self {
             status: StatusCode::FORBIDDEN,
             kind: "read_only".into(),
             message: "the server runs with --read-only: nothing can be changed through it".into(),
         }
     }
+}
+
+/// A queue failure in the user's terms, as the API would answer it.
+pub(super) fn describe(error: abathur_core::queue::QueueError) -> String {
+    ToolError::from(error).message
 }
 
 impl From<ToolError> for ApiError {
@@ -297,6 +312,12 @@ impl From<abathur_core::error::DatabaseError> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
+        Self::invalid(rejection.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
         Self::invalid(rejection.body_text())
     }
 }
@@ -734,6 +755,49 @@ pub struct Outcome {
     pub changed: Vec<uuid::Uuid>,
 }
 
+/// Which tasks, as the task list filters them.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct Filter {
+    pub status: Option<Status>,
+    pub agent_type: Option<String>,
+    pub session_id: Option<uuid::Uuid>,
+    pub branch: Option<String>,
+    pub source: Option<Source>,
+    /// 0 to 10.
+    pub min_priority: Option<u8>,
+    /// 0 to 10.
+    pub max_priority: Option<u8>,
+    /// Text in the summary (ignoring case; `%` and `_` are literal).
+    pub q: Option<String>,
+}
+
+impl Filter {
+    /// The store's filters and summary search; empty texts are no filter.
+    pub(super) fn into_filters(self) -> Result<(TaskFilters, Option<String>), ApiError> {
+        for (name, value) in [
+            ("min_priority", self.min_priority),
+            ("max_priority", self.max_priority),
+        ] {
+            if let Some(value) = value.filter(|v| *v > 10) {
+                return Err(ApiError::invalid(format!(
+                    "{name} {value} is outside 0 to 10"
+                )));
+            }
+        }
+        let filters = TaskFilters {
+            status: self.status.map(Into::into),
+            agent_type: self.agent_type.filter(|t| !t.is_empty()),
+            feature_branch: self.branch.filter(|b| !b.is_empty()),
+            session_id: self.session_id,
+            source: self.source.map(Into::into),
+            min_priority: self.min_priority,
+            max_priority: self.max_priority,
+            ..TaskFilters::default()
+        };
+        Ok((filters, self.q.filter(|q| !q.is_empty())))
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TaskQuery {
@@ -827,33 +891,25 @@ async fn list_tasks(
             "limit {limit} is outside 1 to {MAX_PAGE}"
         )));
     }
-    for (name, value) in [
-        ("min_priority", query.min_priority),
-        ("max_priority", query.max_priority),
-    ] {
-        if let Some(value) = value.filter(|v| *v > 10) {
-            return Err(ApiError::invalid(format!(
-                "{name} {value} is outside 0 to 10"
-            )));
-        }
+    let (filters, summary_contains) = Filter {
+        status: query.status,
+        agent_type: query.agent_type,
+        session_id: query.session_id,
+        branch: query.branch,
+        source: query.source,
+        min_priority: query.min_priority,
+        max_priority: query.max_priority,
+        q: query.q,
     }
+    .into_filters()?;
     let order: TaskOrder = query.order.unwrap_or_default().into();
     let after = match query.after.as_deref() {
         None | Some("") => None,
         Some(text) => Some(parse_cursor(text)?),
     };
     let page = TaskPageQuery {
-        filters: TaskFilters {
-            status: query.status.map(Into::into),
-            agent_type: query.agent_type.filter(|t| !t.is_empty()),
-            feature_branch: query.branch.filter(|b| !b.is_empty()),
-            session_id: query.session_id,
-            source: query.source.map(Into::into),
-            min_priority: query.min_priority,
-            max_priority: query.max_priority,
-            ..TaskFilters::default()
-        },
-        summary_contains: query.q.filter(|q| !q.is_empty()),
+        filters,
+        summary_contains,
         order,
         after,
         // One more than the page, to tell whether another follows.
@@ -1039,13 +1095,23 @@ async fn find(state: &State, id: uuid::Uuid) -> Result<Task, ApiError> {
 /// Cancel follows dependents and children that are unfinished, and stops at finished ones (a
 /// completed child keeps its own dependents), as the queue does. Retry follows failed
 /// dependents.
-async fn walk(
+pub(super) async fn walk(
     tasks: &dyn TaskRepository,
     task: &Task,
     action: Action,
 ) -> Result<(u64, bool), ApiError> {
-    let mut seen = HashSet::from([task.id]);
-    let mut queue = VecDeque::from([task.id]);
+    walk_from(tasks, &[task.id], action).await
+}
+
+/// [`walk`] from many tasks at once: the others they reach together, each counted once, and
+/// none of the `roots` among them.
+pub(super) async fn walk_from(
+    tasks: &dyn TaskRepository,
+    roots: &[uuid::Uuid],
+    action: Action,
+) -> Result<(u64, bool), ApiError> {
+    let mut seen: HashSet<uuid::Uuid> = roots.iter().copied().collect();
+    let mut queue: VecDeque<uuid::Uuid> = roots.iter().copied().collect();
     let mut others = 0u64;
     let mut read = 0usize;
     while let Some(id) = queue.pop_front() {
@@ -1064,7 +1130,7 @@ async fn walk(
             };
             if follows && seen.insert(other.id) {
                 others += 1;
-                if seen.len() > MAX_REACH {
+                if others as usize >= MAX_REACH {
                     return Ok((others, true));
                 }
                 queue.push_back(other.id);

@@ -11,6 +11,7 @@
 mod agents;
 mod api;
 mod assets;
+mod bulk;
 mod dag;
 mod events;
 mod guard;

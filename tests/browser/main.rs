@@ -314,6 +314,30 @@ async fn the_dashboard_in_a_real_browser() {
     browser.check_accessibility("agents").await;
     browser.screenshot("agents").await;
 
+    // Several tasks at once: ticked in the list, cancelled through the dialog.
+    let one = store.submit("bulk one", &[]);
+    let two = store.submit("bulk two", &[]);
+    browser.open(&served, "#/tasks?q=bulk").await;
+    browser.wait_for_text("table.tasks", "bulk two").await;
+    for summary in ["bulk one", "bulk two"] {
+        browser
+            .click(&format!("input[aria-label='Select “{summary}”']"))
+            .await;
+    }
+    browser.click(".actions button.danger").await;
+    browser
+        .wait_for_text(
+            "#confirm-text",
+            "This cancels 2 tasks and 0 unfinished tasks",
+        )
+        .await;
+    browser.click("#confirm-yes").await;
+    browser
+        .wait_for_text("#main .done", "Cancelled 2 tasks")
+        .await;
+    assert_eq!(store.show(&one)["status"], "cancelled");
+    assert_eq!(store.show(&two)["status"], "cancelled");
+
     // What the agents learned, version by version, and a session's log.
     store.cli(&[
         "memory",

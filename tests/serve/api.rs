@@ -300,6 +300,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/openapi.json", "get"),
         ("/api/v1/dag", "get"),
         ("/api/v1/agents", "get"),
+        ("/api/v1/actions", "post"),
+        ("/api/v1/actions/preview", "post"),
         ("/api/v1/memories", "get"),
         ("/api/v1/memory", "get"),
         ("/api/v1/sessions/{id}", "get"),
@@ -552,5 +554,112 @@ async fn memories_their_versions_and_a_session_read_as_the_cli_wrote_them() {
         .get_json(&format!("/api/v1/sessions/{session}?limit=501"), 400)
         .await;
     assert_error(&bad_limit, "invalid_argument", "limit 501");
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn many_tasks_are_cancelled_by_selection_or_by_filter_after_a_preview() {
+    let store = Store::new();
+    let a = store.submit("batch a", &[]);
+    let a_child = store.submit("after a", &[&a]);
+    let b = store.submit("batch b", &[]);
+    let c = store.submit("batch c", &[]);
+    let keep = store.submit("keep me", &[]);
+    let served = store.serve(&[]).await;
+    let post = |body: serde_json::Value, path: &'static str, status: u16| {
+        let http = served.http.clone();
+        let url = served.url(path);
+        async move {
+            crate::server::json_of(http.post(url).json(&body).send().await.unwrap(), status).await
+        }
+    };
+
+    // The selection: a (with its dependent) and b; a's dependent selected too is counted once.
+    let selection = serde_json::json!({"action": "cancel", "ids": [a, b, a_child]});
+    let preview = post(selection.clone(), "/api/v1/actions/preview", 200).await;
+    assert_eq!(preview["tasks"], 3, "{preview}");
+    assert_eq!(preview["others"], 0, "{preview}");
+    assert_eq!(preview["skipped"], 0, "{preview}");
+    let outcome = post(selection, "/api/v1/actions", 200).await;
+    assert_eq!(outcome["changed"].as_array().unwrap().len(), 3, "{outcome}");
+    assert_eq!(outcome["skipped"][0]["id"], a_child.as_str(), "{outcome}");
+    assert!(outcome["stopped_by"].is_null());
+    for id in [&a, &a_child, &b] {
+        assert_eq!(store.show(id)["status"], "cancelled");
+    }
+
+    // Everything the filter matches: only c is still unfinished among the batch.
+    let filter = serde_json::json!({"action": "cancel", "filter": {"q": "batch"}});
+    let preview = post(filter.clone(), "/api/v1/actions/preview", 200).await;
+    assert_eq!(preview["tasks"], 1, "{preview}");
+    assert_eq!(preview["skipped"], 2, "{preview}");
+    let outcome = post(filter, "/api/v1/actions", 200).await;
+    assert_eq!(outcome["changed"], serde_json::json!([c]), "{outcome}");
+    assert_eq!(store.show(&keep)["status"], "ready");
+
+    // Bad requests change nothing.
+    let missing = "00000000-0000-0000-0000-000000000000";
+    for (body, status, kind, needle) in [
+        (
+            serde_json::json!({"action": "cancel"}),
+            400,
+            "invalid_argument",
+            "either ids or filter",
+        ),
+        (
+            serde_json::json!({"action": "cancel", "ids": [keep], "filter": {}}),
+            400,
+            "invalid_argument",
+            "not both",
+        ),
+        (
+            serde_json::json!({"action": "cancel", "ids": []}),
+            400,
+            "invalid_argument",
+            "select at least one",
+        ),
+        (
+            serde_json::json!({"action": "explode", "ids": [keep]}),
+            400,
+            "invalid_argument",
+            "explode",
+        ),
+        (
+            serde_json::json!({"action": "cancel", "ids": ["nope"]}),
+            400,
+            "invalid_argument",
+            "ids",
+        ),
+        (
+            serde_json::json!({"action": "cancel", "filter": {"min_priority": 11}}),
+            400,
+            "invalid_argument",
+            "min_priority 11",
+        ),
+        (
+            serde_json::json!({"action": "cancel", "ids": [keep, missing]}),
+            404,
+            "not_found",
+            missing,
+        ),
+    ] {
+        for path in ["/api/v1/actions/preview", "/api/v1/actions"] {
+            assert_error(&post(body.clone(), path, status).await, kind, needle);
+        }
+    }
+    let not_json = served
+        .http
+        .post(served.url("/api/v1/actions"))
+        .header("content-type", "text/plain")
+        .body("cancel everything")
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        &crate::server::json_of(not_json, 400).await,
+        "invalid_argument",
+        "Content-Type",
+    );
+    assert_eq!(store.show(&keep)["status"], "ready");
     served.stop().await;
 }

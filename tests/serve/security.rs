@@ -143,6 +143,14 @@ async fn read_only_refuses_every_change_and_turns_mcp_off() {
             .await;
         assert_error(&refused, "read_only", "--read-only");
     }
+    let bulk = served
+        .http
+        .post(served.url("/api/v1/actions"))
+        .json(&serde_json::json!({"action": "cancel", "ids": [task]}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(&json_of(bulk, 403).await, "read_only", "--read-only");
     let mcp = served
         .http
         .post(served.url("/mcp"))

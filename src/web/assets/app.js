@@ -63,9 +63,10 @@ function read(path) {
 async function api(path, options) {
   const response = await fetch(API + path, {
     credentials: "same-origin",
-    headers: { Accept: "application/json" },
+    headers: { Accept: "application/json", ...(options && options.headers) },
     signal: options && options.signal,
     method: options && options.method,
+    body: options && options.body,
   });
   if (response.status === 401) {
     location.href = "/login";
@@ -187,7 +188,12 @@ async function tasksPage(params) {
     return el("a", { href: `#/tasks?${next}` }, label);
   };
   const order = params.get("order") || "newest";
+  const tick = (t) => el("input", {
+    type: "checkbox", "aria-label": `Select “${t.summary}”`, checked: selected.has(t.id),
+    onchange: (event) => { if (event.target.checked) selected.add(t.id); else selected.delete(t.id); },
+  });
   const rows = data.tasks.map((t) => el("tr", {},
+    el("td", {}, tick(t)),
     el("td", {}, shortId(t.id)),
     el("td", {}, statusBadge(t.status)),
     el("td", { class: "num" }, String(t.priority)),
@@ -199,13 +205,34 @@ async function tasksPage(params) {
     oldest: "The earliest submitted first",
     priority: "Highest calculated priority first, then the earliest submitted",
   };
+  const filter = {};
+  for (const key of ["status", "agent_type", "session_id", "branch", "source", "q"]) if (params.get(key)) filter[key] = params.get(key);
+  for (const key of ["min_priority", "max_priority"]) if (params.get(key)) filter[key] = Number(params.get(key));
+  const chosen = () => ({ ids: [...selected] });
+  const needSelection = (then) => () => {
+    if (selected.size === 0) {
+      listNotice = { error: true, text: "Select tasks first, with the boxes in the first column." };
+      render();
+      return;
+    }
+    then();
+  };
+  const bar = readOnly ? null : el("div", { class: "actions", role: "group", "aria-label": "Act on several tasks" },
+    el("button", { type: "button", class: "danger", onclick: needSelection(() => bulk("cancel", chosen())) }, "Cancel selected…"),
+    el("button", { type: "button", onclick: needSelection(() => bulk("retry", chosen())) }, "Retry selected…"),
+    el("button", { type: "button", class: "danger", onclick: () => bulk("cancel", { filter }) }, "Cancel all matching…"),
+    el("button", { type: "button", onclick: () => bulk("retry", { filter }) }, "Retry all matching…"));
+  const shown = listNotice;
   return [
     el("h1", {}, "Tasks"),
     filterForm(params),
+    bar,
+    shown ? el("p", shown.error ? { class: "error", role: "alert" } : { class: "done", role: "status" }, shown.text) : null,
     data.tasks.length === 0 ? el("p", { class: "muted" }, "No task matches.") :
       el("table", { class: "tasks" },
         el("caption", {}, captions[order] || captions.newest),
-        el("thead", {}, el("tr", {}, ["Id", "Status", "Priority", "Agent type", "Summary", "Submitted"].map((h) => el("th", { scope: "col" }, h)))),
+        el("thead", {}, el("tr", {}, el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Selected")),
+          ["Id", "Status", "Priority", "Agent type", "Summary", "Submitted"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, rows)),
     el("nav", { class: "pages", "aria-label": "Pages of tasks" },
       params.get("after") ? pageLink(null, "← first page") : null,
@@ -235,15 +262,60 @@ async function confirmAction(task, action) {
     : (reach.others === 0
       ? "This retries 1 task."
       : `This retries 1 task and puts ${more} failed ${one ? "task that depends on it" : "tasks that depend on it"} back to waiting.`);
+  return ask(action === "cancel" ? `Cancel “${task.summary}”?` : `Retry “${task.summary}”?`, text,
+    action === "cancel" ? "Cancel them" : "Retry");
+}
+
+// Shows the confirmation dialog; true when the user goes ahead.
+function ask(title, text, yes) {
   const dialog = document.getElementById("confirm");
-  document.getElementById("confirm-title").textContent = action === "cancel" ? `Cancel “${task.summary}”?` : `Retry “${task.summary}”?`;
+  document.getElementById("confirm-title").textContent = title;
   document.getElementById("confirm-text").textContent = text;
-  document.getElementById("confirm-yes").textContent = action === "cancel" ? "Cancel them" : "Retry";
+  document.getElementById("confirm-yes").textContent = yes;
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => resolve(dialog.returnValue === "go"), { once: true });
     dialog.returnValue = "";
     dialog.showModal();
   });
+}
+
+function plural(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+// The tasks ticked on the tasks page, kept across live redraws of that page.
+const selected = new Set();
+let listNotice = null;
+
+async function bulk(action, target) {
+  const body = JSON.stringify({ action, ...target });
+  const post = (path) => api(path, { method: "POST", body, headers: { "Content-Type": "application/json" } });
+  try {
+    const reach = await post("/actions/preview");
+    if (reach.tasks === 0) {
+      throw new ApiError(409, "conflict", action === "cancel"
+        ? "None of these tasks is unfinished: there is nothing to cancel."
+        : "None of these tasks has failed: there is nothing to retry.");
+    }
+    const more = `${reach.at_least ? "at least " : ""}${reach.others}`;
+    const skipped = reach.skipped ? ` ${plural(reach.skipped, "other task is", "other tasks are")} left alone: ${action === "cancel" ? "already finished" : "not failed"}.` : "";
+    const text = action === "cancel"
+      ? `This cancels ${plural(reach.tasks, "task", "tasks")} and ${more} unfinished tasks that wait for them or are their children, directly or not.${skipped}`
+      : `This retries ${plural(reach.tasks, "task", "tasks")} and puts ${more} failed tasks that depend on them back to waiting.${skipped}`;
+    const title = action === "cancel" ? "Cancel these tasks?" : "Retry these tasks?";
+    if (!(await ask(title, text, action === "cancel" ? "Cancel them" : "Retry them"))) return;
+    const result = await api("/actions", { method: "POST", body, headers: { "Content-Type": "application/json" } });
+    selected.clear();
+    listNotice = {
+      error: Boolean(result.stopped_by),
+      text: `${action === "cancel" ? "Cancelled" : "Retried or put back"} ${plural(result.changed.length, "task", "tasks")}` +
+        (result.skipped.length ? `; left ${result.skipped.length} alone` : "") +
+        (result.stopped_by ? `; stopped: ${result.stopped_by}` : "") + ".",
+    };
+  } catch (error) {
+    listNotice = { error: true, text: error.message };
+  }
+  await render();
 }
 
 // What the last action on a task did, shown on that task's page until the user goes elsewhere.
@@ -600,7 +672,7 @@ async function render(options) {
   if (reading !== draw) return;
   reading = null;
   const main = document.getElementById("main");
-  const seen = JSON.stringify(draw.seen) + JSON.stringify(notice);
+  const seen = JSON.stringify(draw.seen) + JSON.stringify(notice) + JSON.stringify(listNotice);
   // A live update that read what the page already shows changes nothing: focus, selection
   // and open sections stay as they are.
   if (live && seen === lastSeen) return;
@@ -640,6 +712,7 @@ function live() {
 
 window.addEventListener("hashchange", () => {
   notice = null;
+  listNotice = null;
   render();
 });
 document.addEventListener("DOMContentLoaded", async () => {
