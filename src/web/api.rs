@@ -18,7 +18,7 @@ use axum::extract::{Path, Query};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -440,6 +440,19 @@ pub struct Overview {
     pub expired_leases: u64,
     /// Whether the server refuses every change (`--read-only`).
     pub read_only: bool,
+    /// How many tasks finished in each of the last 60 minutes, oldest first, the current
+    /// minute last.
+    pub finished_per_minute: Vec<Minute>,
+}
+
+/// How many tasks finished in one minute, by how.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Minute {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
 }
 
 /// How many tasks have each status.
@@ -854,7 +867,26 @@ async fn overview(axum::extract::State(state): axum::extract::State<State>) -> A
             status: Status::Ready,
         }),
     };
+    let this_minute = overview
+        .at
+        .duration_trunc(chrono::Duration::minutes(1))
+        .unwrap_or(overview.at);
+    let since = this_minute - chrono::Duration::minutes(59);
+    let finished = state.tasks.finished_per_minute(since).await?;
+    let finished_per_minute = (0..60)
+        .map(|i| {
+            let minute = since + chrono::Duration::minutes(i);
+            let found = finished.iter().find(|m| m.minute == minute);
+            Minute {
+                minute,
+                completed: found.map_or(0, |m| m.completed),
+                failed: found.map_or(0, |m| m.failed),
+                cancelled: found.map_or(0, |m| m.cancelled),
+            }
+        })
+        .collect();
     Ok(Json(Overview {
+        finished_per_minute,
         at: overview.at,
         counts,
         oldest_ready,

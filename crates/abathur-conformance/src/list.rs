@@ -238,6 +238,7 @@ macro_rules! __for_each_case {
                 a_page_starts_after_its_cursor_even_when_that_task_is_gone,
                 a_page_searches_summaries_for_literal_text_ignoring_ascii_case,
                 bad_page_arguments_are_refused,
+                finished_tasks_are_counted_per_minute_by_how_they_ended,
                 ready_tasks_come_most_urgent_first,
                 dependents_children_and_session_tasks_are_found,
                 a_batch_may_refer_to_its_own_members_in_any_order,

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use abathur_core::clock::{Clock, SystemClock};
 use abathur_core::error::{DatabaseError, ValidationError};
 use abathur_core::models::{Task, TaskStatus};
-use abathur_core::ports::{TaskFilters, TaskOrder, TaskPageQuery, TaskRepository};
+use abathur_core::ports::{FinishedMinute, TaskFilters, TaskOrder, TaskPageQuery, TaskRepository};
 use abathur_core::timestamp;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -851,6 +851,22 @@ impl TaskRepository for PgTaskRepository {
             .await
             .map_err(on(ENTITY, ""))?;
         tasks_from_rows(rows)
+    }
+
+    async fn finished_per_minute(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<FinishedMinute>, DatabaseError> {
+        timestamp::check("since", &since)?;
+        let rows: Vec<(DateTime<Utc>, String, i64)> = sqlx::query_as(
+            "SELECT date_trunc('minute', completed_at) AS minute, status, COUNT(*) FROM tasks
+             WHERE completed_at >= $1 GROUP BY 1, 2 ORDER BY 1",
+        )
+        .bind(timestamp::truncate_to_micros(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(on(ENTITY, ""))?;
+        Ok(abathur_core::ports::minutes_from_counts(rows))
     }
 
     async fn insert_batch(&self, tasks: Vec<Task>) -> Result<(), DatabaseError> {

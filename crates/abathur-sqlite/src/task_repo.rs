@@ -30,7 +30,7 @@ use std::sync::Arc;
 use abathur_core::clock::{Clock, SystemClock};
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{Task, TaskStatus, MAX_PRIORITY};
-use abathur_core::ports::{TaskFilters, TaskOrder, TaskPageQuery, TaskRepository};
+use abathur_core::ports::{FinishedMinute, TaskFilters, TaskOrder, TaskPageQuery, TaskRepository};
 use abathur_core::timestamp;
 use abathur_core::ValidationError;
 use async_trait::async_trait;
@@ -930,6 +930,37 @@ impl TaskRepository for TaskRepositoryImpl {
             .await
             .map_err(on(ENTITY, ""))?;
         tasks_from_rows(rows)
+    }
+
+    async fn finished_per_minute(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<FinishedMinute>, DatabaseError> {
+        timestamp::check("since", &since)?;
+        // Timestamps are fixed-width text: the first 16 characters name the minute.
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT substr(completed_at, 1, 16) AS minute, status, COUNT(*) FROM tasks
+             WHERE completed_at >= ? GROUP BY minute, status ORDER BY minute",
+        )
+        .bind(timestamp::format(&since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(on(ENTITY, ""))?;
+        let rows = rows
+            .into_iter()
+            .map(|(minute, status, count)| {
+                let at = timestamp::parse(&format!("{minute}:00.000000Z")).map_err(|reason| {
+                    DatabaseError::CorruptRow {
+                        table: "tasks",
+                        id: format!("finished in the minute {minute}"),
+                        column: "completed_at",
+                        reason,
+                    }
+                })?;
+                Ok((at, status, count))
+            })
+            .collect::<Result<Vec<_>, DatabaseError>>()?;
+        Ok(abathur_core::ports::minutes_from_counts(rows))
     }
 
     async fn insert_batch(&self, tasks: Vec<Task>) -> Result<(), DatabaseError> {

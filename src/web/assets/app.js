@@ -141,12 +141,51 @@ async function overviewPage() {
           el("td", {}, when(r.lease_expires_at))))));
   return [
     el("h1", {}, "Overview"),
+    throughputChart(data.finished_per_minute),
     el("section", { "aria-labelledby": "counts-title" }, el("h2", { id: "counts-title" }, "Tasks per status"), counts),
     el("section", { "aria-labelledby": "queue-title" }, el("h2", { id: "queue-title" }, "Queue"), oldest,
       data.expired_leases > 0 ? el("p", { class: "warning" }, `${data.expired_leases} leases have expired; the next reap takes those tasks back.`) : null),
     el("section", { "aria-labelledby": "running-title" }, el("h2", { id: "running-title" }, "Running"), running),
     el("p", { class: "muted" }, "As of ", when(data.at)),
   ];
+}
+
+// Tasks finished per minute over the last hour: completed and failed as bars side by side,
+// with the numbers in a table for those who do not see the chart.
+function throughputChart(minutes) {
+  const width = 720;
+  const height = 160;
+  const pad = { left: 40, bottom: 20, top: 10 };
+  const top = Math.max(1, ...minutes.map((m) => Math.max(m.completed, m.failed)));
+  const step = (width - pad.left) / minutes.length;
+  const y = (n) => pad.top + (height - pad.top - pad.bottom) * (1 - n / top);
+  const bars = minutes.flatMap((m, i) => {
+    const x = pad.left + i * step;
+    const bar = (n, dx, cls) => n === 0 ? null : svg("rect", {
+      x: x + dx, y: y(n), width: Math.max(1, step / 2 - 1), height: y(0) - y(n), class: cls,
+    }, svg("title", {}, `${new Date(m.minute).toLocaleTimeString()}: ${n} ${cls === "bar-completed" ? "completed" : "failed"}`));
+    return [bar(m.completed, 0, "bar-completed"), bar(m.failed, step / 2, "bar-failed")];
+  });
+  const total = (key) => minutes.reduce((sum, m) => sum + m[key], 0);
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img",
+    "aria-label": `Tasks finished per minute over the last hour: ${total("completed")} completed, ${total("failed")} failed` },
+    svg("line", { x1: pad.left, x2: width, y1: y(0), y2: y(0), class: "axis" }),
+    svg("text", { x: pad.left - 6, y: y(top) + 4, class: "tick", "text-anchor": "end" }, String(top)),
+    svg("text", { x: pad.left - 6, y: y(0), class: "tick", "text-anchor": "end" }, "0"),
+    svg("text", { x: pad.left, y: height - 4, class: "tick" }, "an hour ago"),
+    svg("text", { x: width, y: height - 4, class: "tick", "text-anchor": "end" }, "now"),
+    bars);
+  const busy = minutes.filter((m) => m.completed || m.failed || m.cancelled);
+  return el("section", { "aria-labelledby": "throughput-title" },
+    el("h2", { id: "throughput-title" }, "Finished per minute, last hour"),
+    el("p", { class: "muted" }, `${total("completed")} completed, ${total("failed")} failed, ${total("cancelled")} cancelled. `,
+      el("span", { class: "key key-completed" }, "completed"), " ", el("span", { class: "key key-failed" }, "failed")),
+    chart,
+    el("details", {}, el("summary", {}, "as a table"),
+      busy.length === 0 ? el("p", { class: "muted" }, "Nothing finished in the last hour.") :
+        el("table", {}, el("thead", {}, el("tr", {}, ["Minute", "Completed", "Failed", "Cancelled"].map((h) => el("th", { scope: "col" }, h)))),
+          el("tbody", {}, busy.map((m) => el("tr", {}, el("td", {}, when(m.minute)),
+            el("td", { class: "num" }, String(m.completed)), el("td", { class: "num" }, String(m.failed)), el("td", { class: "num" }, String(m.cancelled))))))));
 }
 
 function filterForm(params) {

@@ -3,7 +3,7 @@
 
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{Session, Task, TaskSource, TaskStatus};
-use abathur_core::ports::{TaskCursor, TaskFilters, TaskOrder, TaskPageQuery};
+use abathur_core::ports::{FinishedMinute, TaskCursor, TaskFilters, TaskOrder, TaskPageQuery};
 use abathur_core::queue::{QueueError, TaskEvent};
 use serde_json::json;
 use uuid::Uuid;
@@ -816,6 +816,66 @@ pub async fn bad_page_arguments_are_refused(h: Harness) {
         assert_err!(h.ports.tasks.page(query.clone()).await, DatabaseError::Validation(e) if e.field == field);
     }
     assert_eq!(ids(&db(h.ports.tasks.page(good).await)), vec![task.id]);
+}
+
+pub async fn finished_tasks_are_counted_per_minute_by_how_they_ended(h: Harness) {
+    use chrono::{Duration, DurationRound};
+    let minute = h.now().duration_trunc(Duration::minutes(1)).unwrap() - Duration::hours(1);
+    let finished = |summary: &str, status: TaskStatus, at: chrono::DateTime<chrono::Utc>| Task {
+        status,
+        completed_at: Some(at),
+        ..Task::new(summary, summary, "worker", minute - Duration::hours(1))
+    };
+    let tasks = vec![
+        // Before the window: left out.
+        finished("old", TaskStatus::Completed, minute - Duration::seconds(1)),
+        finished("a", TaskStatus::Completed, minute),
+        finished("b", TaskStatus::Completed, minute + Duration::seconds(59)),
+        finished("c", TaskStatus::Failed, minute + Duration::seconds(30)),
+        finished("d", TaskStatus::Cancelled, minute + Duration::minutes(2)),
+        finished(
+            "e",
+            TaskStatus::Completed,
+            minute + Duration::minutes(2) + Duration::milliseconds(1),
+        ),
+        // Never finished, or retried since: no completion time, not counted.
+        Task {
+            status: TaskStatus::Ready,
+            ..Task::new("open", "open", "worker", minute)
+        },
+    ];
+    db(h.ports.tasks.insert_batch(tasks).await);
+    let minutes = db(h.ports.tasks.finished_per_minute(minute).await);
+    assert_eq!(
+        minutes,
+        vec![
+            FinishedMinute {
+                minute,
+                completed: 2,
+                failed: 1,
+                cancelled: 0,
+            },
+            FinishedMinute {
+                minute: minute + Duration::minutes(2),
+                completed: 1,
+                failed: 0,
+                cancelled: 1,
+            },
+        ]
+    );
+    let later = db(h
+        .ports
+        .tasks
+        .finished_per_minute(minute + Duration::minutes(3))
+        .await);
+    assert!(later.is_empty(), "{later:?}");
+    assert_err!(
+        h.ports
+            .tasks
+            .finished_per_minute(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+            .await,
+        DatabaseError::Validation(e) if e.field == "since"
+    );
 }
 
 pub async fn ready_tasks_come_most_urgent_first(h: Harness) {

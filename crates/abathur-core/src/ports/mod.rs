@@ -19,5 +19,6 @@ pub use id_lookup::{IdKind, IdLookup};
 pub use memory_repository::MemoryRepository;
 pub use session_repository::SessionRepository;
 pub use task_repository::{
-    TaskCursor, TaskFilters, TaskOrder, TaskPageQuery, TaskRepository, MAX_SUMMARY_SEARCH_CHARS,
+    minutes_from_counts, FinishedMinute, TaskCursor, TaskFilters, TaskOrder, TaskPageQuery,
+    TaskRepository, MAX_SUMMARY_SEARCH_CHARS,
 };

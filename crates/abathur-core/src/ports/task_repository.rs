@@ -129,6 +129,16 @@ pub struct TaskPageQuery {
     pub limit: u32,
 }
 
+/// How many tasks finished, by how, in one minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinishedMinute {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
 /// The longest text [`TaskPageQuery::summary_contains`] takes: the longest summary.
 pub const MAX_SUMMARY_SEARCH_CHARS: usize = crate::models::MAX_SUMMARY_CHARS;
 
@@ -302,4 +312,47 @@ pub trait TaskRepository: Send + Sync {
     /// `Validation` as for [`TaskPageQuery::check`]; `CorruptRow` when a stored row does not
     /// parse.
     async fn page(&self, query: TaskPageQuery) -> Result<Vec<Task>, DatabaseError>;
+
+    /// How many tasks finished in each minute from `since` on, by their `completed_at` and
+    /// status now, oldest minute first; minutes in which none finished are left out. A task
+    /// retried since it finished no longer counts. Reads the finished tasks of that time only
+    /// (`completed_at` is indexed), however many tasks the store holds.
+    ///
+    /// # Errors
+    /// `Validation` for a `since` outside what the store keeps; `CorruptRow` when a stored row
+    /// does not parse.
+    async fn finished_per_minute(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<FinishedMinute>, DatabaseError>;
+}
+
+/// Folds rows of (minute, status, count), ordered by minute, into [`FinishedMinute`]s: what
+/// every store's [`TaskRepository::finished_per_minute`] returns. Statuses that are not
+/// terminal are ignored.
+pub fn minutes_from_counts(
+    rows: impl IntoIterator<Item = (DateTime<Utc>, String, i64)>,
+) -> Vec<FinishedMinute> {
+    let mut minutes: Vec<FinishedMinute> = Vec::new();
+    for (minute, status, count) in rows {
+        if minutes.last().is_none_or(|m| m.minute != minute) {
+            minutes.push(FinishedMinute {
+                minute,
+                completed: 0,
+                failed: 0,
+                cancelled: 0,
+            });
+        }
+        let Some(last) = minutes.last_mut() else {
+            continue;
+        };
+        let count = u64::try_from(count).unwrap_or(0);
+        match status.as_str() {
+            "completed" => last.completed += count,
+            "failed" => last.failed += count,
+            "cancelled" => last.cancelled += count,
+            _ => {}
+        }
+    }
+    minutes
 }
