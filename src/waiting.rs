@@ -243,6 +243,15 @@ pub struct FeedWake {
     ticks: watch::Receiver<u64>,
 }
 
+impl FeedWake {
+    /// How many changes (and rechecks) the feed has seen: a number that moves whenever the
+    /// database may have changed, so that what was read at one value can be kept until it
+    /// moves.
+    pub fn seen(&self) -> u64 {
+        *self.ticks.borrow()
+    }
+}
+
 #[async_trait]
 impl Wake for FeedWake {
     async fn wait(&mut self, at_most: Duration) {

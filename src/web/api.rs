@@ -60,19 +60,34 @@ pub struct State {
     memories: Arc<dyn MemoryRepository>,
     sessions: Arc<dyn SessionRepository>,
     feed: ChangeFeed,
+    overview: Arc<OverviewCache>,
     read_only: bool,
     stop: CancellationToken,
 }
 
+/// The overview as last read, kept until the database may have changed: counting tasks per
+/// status reads every task, so it is read again only after a change (or the feed's recheck,
+/// at least once a second), once for every request that waits meanwhile.
+struct OverviewCache {
+    /// Keeps the feed's watcher running while the server does.
+    wake: crate::waiting::FeedWake,
+    last: tokio::sync::Mutex<Option<(u64, Arc<Overview>)>>,
+}
+
 impl State {
     pub fn new(backend: &Backend, read_only: bool, stop: CancellationToken) -> Self {
+        let feed = ChangeFeed::new(backend.changes.clone());
         Self {
             queue: Arc::new(TaskQueue::new(backend.queue_store.clone())),
             tasks: backend.tasks.clone(),
             agents: backend.agents.clone(),
             memories: backend.memories.clone(),
             sessions: backend.sessions.clone(),
-            feed: ChangeFeed::new(backend.changes.clone()),
+            overview: Arc::new(OverviewCache {
+                wake: feed.subscribe(),
+                last: tokio::sync::Mutex::new(None),
+            }),
+            feed,
             read_only,
             stop,
         }
@@ -80,6 +95,12 @@ impl State {
 
     pub fn queue(&self) -> &TaskQueue {
         &self.queue
+    }
+
+    /// Forgets the overview read before an action of this server's, so that the next one
+    /// shows what the action did without waiting for the feed to see it.
+    pub async fn changed(&self) {
+        *self.overview.last.lock().await = None;
     }
 
     pub fn read_only(&self) -> bool {
@@ -844,7 +865,23 @@ pub struct TaskQuery {
 /// The queue at a glance: counts per status, the oldest ready task, running attempts.
 #[utoipa::path(get, path = "/api/v1/overview", tag = "tasks",
     responses((status = 200, body = Overview), (status = "5XX", body = ErrorBody)))]
-async fn overview(axum::extract::State(state): axum::extract::State<State>) -> ApiResult<Overview> {
+async fn overview(
+    axum::extract::State(state): axum::extract::State<State>,
+) -> Result<Json<Arc<Overview>>, ApiError> {
+    let cache = &state.overview;
+    let mut last = cache.last.lock().await;
+    let seen = cache.wake.seen();
+    if let Some((at, overview)) = last.as_ref() {
+        if *at == seen {
+            return Ok(Json(overview.clone()));
+        }
+    }
+    let overview = Arc::new(read_overview(&state).await?);
+    *last = Some((seen, overview.clone()));
+    Ok(Json(overview))
+}
+
+async fn read_overview(state: &State) -> Result<Overview, ApiError> {
     let overview: QueueOverview = state.queue.overview(20).await?;
     let mut counts = StatusCounts::default();
     for (status, n) in overview.counts {
@@ -885,7 +922,7 @@ async fn overview(axum::extract::State(state): axum::extract::State<State>) -> A
             }
         })
         .collect();
-    Ok(Json(Overview {
+    Ok(Overview {
         finished_per_minute,
         at: overview.at,
         counts,
@@ -904,7 +941,7 @@ async fn overview(axum::extract::State(state): axum::extract::State<State>) -> A
             .collect(),
         expired_leases: overview.expired_leases,
         read_only: state.read_only,
-    }))
+    })
 }
 
 /// A page of tasks in the order asked for. Each page starts after the last task of the one
@@ -1063,7 +1100,9 @@ async fn cancel(
     if state.read_only {
         return Err(ApiError::read_only());
     }
-    let changed = state.queue.cancel(id, ACTOR).await?;
+    let changed = state.queue.cancel(id, ACTOR).await;
+    state.changed().await;
+    let changed = changed?;
     Ok(Json(Outcome {
         action: Action::Cancel,
         task_id: id,
@@ -1085,7 +1124,9 @@ async fn retry(
     if state.read_only {
         return Err(ApiError::read_only());
     }
-    let changed = state.queue.retry(id, ACTOR).await?;
+    let changed = state.queue.retry(id, ACTOR).await;
+    state.changed().await;
+    let changed = changed?;
     Ok(Json(Outcome {
         action: Action::Retry,
         task_id: id,

@@ -216,6 +216,7 @@ pub async fn act(
             }
         }
     }
+    state.changed().await;
     Ok(Json(BulkOutcome {
         action,
         changed,

@@ -73,7 +73,10 @@ async fn the_api_shows_what_the_cli_submitted_and_a_cancel_reaches_the_cli() {
     let overview = served.get_json("/api/v1/overview", 200).await;
     let minutes = overview["finished_per_minute"].as_array().unwrap();
     assert_eq!(minutes.len(), 60, "{overview}");
-    let cancelled: u64 = minutes.iter().map(|m| m["cancelled"].as_u64().unwrap()).sum();
+    let cancelled: u64 = minutes
+        .iter()
+        .map(|m| m["cancelled"].as_u64().unwrap())
+        .sum();
     assert_eq!(cancelled, 2, "{overview}");
 
     // Cancelling again is a conflict, and changes nothing.
