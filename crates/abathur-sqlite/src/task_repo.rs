@@ -303,15 +303,17 @@ fn push_page(qb: &mut QueryBuilder<'_, Sqlite>, query: &TaskPageQuery) {
                     .push(")");
             }
             TaskOrder::Priority => {
-                qb.push(" AND (calculated_priority < ")
+                // The first term alone bounds the index range; the second drops the ties
+                // already shown.
+                qb.push(" AND calculated_priority <= ")
                     .push_bind(cursor.calculated_priority)
-                    .push(" OR (calculated_priority = ")
+                    .push(" AND (calculated_priority < ")
                     .push_bind(cursor.calculated_priority)
-                    .push(" AND (submitted_at, id) > (")
+                    .push(" OR (submitted_at, id) > (")
                     .push_bind(at)
                     .push(", ")
                     .push_bind(id)
-                    .push(")))");
+                    .push("))");
             }
         }
     }
