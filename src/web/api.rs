@@ -3,6 +3,10 @@
 //!
 //! Every failure is `{"error": {"kind": ..., "message": ...}}` with the status its kind
 //! implies: the kinds of the MCP tools ([`ErrorKind`]), plus the guard's.
+//!
+//! The answers are types of their own, copied field by field from the domain's models rather
+//! than the models themselves: the document describes exactly what is sent, and a change to a
+//! model cannot change the API without a change here.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -1096,18 +1100,7 @@ async fn cancel(
     axum::extract::State(state): axum::extract::State<State>,
     id: Result<Path<uuid::Uuid>, PathRejection>,
 ) -> ApiResult<Outcome> {
-    let Path(id) = id?;
-    if state.read_only {
-        return Err(ApiError::read_only());
-    }
-    let changed = state.queue.cancel(id, ACTOR).await;
-    state.changed().await;
-    let changed = changed?;
-    Ok(Json(Outcome {
-        action: Action::Cancel,
-        task_id: id,
-        changed,
-    }))
+    take(&state, id, Action::Cancel).await
 }
 
 /// Puts a failed task back to ready (or blocked), with its failed dependents.
@@ -1120,17 +1113,28 @@ async fn retry(
     axum::extract::State(state): axum::extract::State<State>,
     id: Result<Path<uuid::Uuid>, PathRejection>,
 ) -> ApiResult<Outcome> {
+    take(&state, id, Action::Retry).await
+}
+
+/// Takes `action` on one task, and forgets the overview read before it.
+async fn take(
+    state: &State,
+    id: Result<Path<uuid::Uuid>, PathRejection>,
+    action: Action,
+) -> ApiResult<Outcome> {
     let Path(id) = id?;
     if state.read_only {
         return Err(ApiError::read_only());
     }
-    let changed = state.queue.retry(id, ACTOR).await;
+    let changed = match action {
+        Action::Cancel => state.queue.cancel(id, ACTOR).await,
+        Action::Retry => state.queue.retry(id, ACTOR).await,
+    };
     state.changed().await;
-    let changed = changed?;
     Ok(Json(Outcome {
-        action: Action::Retry,
+        action,
         task_id: id,
-        changed,
+        changed: changed?,
     }))
 }
 
