@@ -24,8 +24,10 @@ const MAX_STALE_AFTER_SECONDS: u64 = 366 * 24 * 3600;
 #[into_params(parameter_in = Query)]
 pub struct AgentQuery {
     /// Only agents with this status: `idle`, `busy` or `terminated`.
+    #[param(pattern = "^(idle|busy|terminated)?$")]
     pub status: Option<String>,
     /// How long without a heartbeat marks an agent stale, in seconds (default 300).
+    #[param(minimum = 1, maximum = 31_622_400)]
     pub stale_after_seconds: Option<u64>,
 }
 

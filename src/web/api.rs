@@ -705,7 +705,7 @@ impl From<Task> for TaskFields {
 
 /// One status change of a task.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Event {
+pub struct HistoryEvent {
     /// Orders events across the database.
     pub sequence: i64,
     /// Absent for the submission.
@@ -718,7 +718,7 @@ pub struct Event {
     pub reason: Option<String>,
 }
 
-impl From<TaskEvent> for Event {
+impl From<TaskEvent> for HistoryEvent {
     fn from(event: TaskEvent) -> Self {
         Self {
             sequence: event.sequence,
@@ -737,7 +737,7 @@ impl From<TaskEvent> for Event {
 pub struct TaskDetail {
     pub task: TaskFields,
     /// Its status changes, oldest first, each naming the attempt it belongs to, if any.
-    pub history: Vec<Event>,
+    pub history: Vec<HistoryEvent>,
     /// The tasks it waits for.
     pub waits_for: Vec<TaskRef>,
     /// The tasks that wait for it (at most 200; `needed_by_total` counts them all).
@@ -762,6 +762,7 @@ pub enum Action {
 #[into_params(parameter_in = Query)]
 pub struct ReachQuery {
     /// The action to preview.
+    #[param(inline)]
     pub action: Action,
 }
 
@@ -793,19 +794,22 @@ pub struct Outcome {
     pub changed: Vec<uuid::Uuid>,
 }
 
-/// Which tasks, as the task list filters them.
+/// Which tasks, as the task list filters them. A field it does not know is refused, so that a
+/// misspelt one cannot widen an action to every task.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Filter {
     pub status: Option<Status>,
     pub agent_type: Option<String>,
     pub session_id: Option<uuid::Uuid>,
     pub branch: Option<String>,
     pub source: Option<Source>,
-    /// 0 to 10.
+    #[schema(minimum = 0, maximum = 10)]
     pub min_priority: Option<u8>,
-    /// 0 to 10.
+    #[schema(minimum = 0, maximum = 10)]
     pub max_priority: Option<u8>,
-    /// Text in the summary (ignoring case; `%` and `_` are literal).
+    /// Text in the summary, ignoring case (SQLite folds ASCII letters only; PostgreSQL every
+    /// letter); `%`, `_` and `\` are literal.
     pub q: Option<String>,
 }
 
@@ -840,6 +844,7 @@ impl Filter {
 #[into_params(parameter_in = Query)]
 pub struct TaskQuery {
     /// Only tasks with this status.
+    #[param(inline)]
     pub status: Option<Status>,
     /// Only tasks for this agent type.
     pub agent_type: Option<String>,
@@ -848,16 +853,22 @@ pub struct TaskQuery {
     /// Only tasks on this feature branch.
     pub branch: Option<String>,
     /// Only tasks from this source.
+    #[param(inline)]
     pub source: Option<Source>,
     /// Base priority at least this (0 to 10).
+    #[param(minimum = 0, maximum = 10)]
     pub min_priority: Option<u8>,
     /// Base priority at most this (0 to 10).
+    #[param(minimum = 0, maximum = 10)]
     pub max_priority: Option<u8>,
-    /// Only tasks whose summary holds this text (ignoring case; `%` and `_` are literal).
+    /// Only tasks whose summary holds this text, ignoring case (SQLite folds ASCII letters
+    /// only; PostgreSQL every letter); `%`, `_` and `\` are literal.
     pub q: Option<String>,
     /// `newest` (the default), `oldest` or `priority`.
+    #[param(inline)]
     pub order: Option<Order>,
     /// Tasks per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// Start after this: the `next` of the previous page, in the same order.
     pub after: Option<String>,
@@ -1028,7 +1039,7 @@ async fn task_detail(
     let children = state.tasks.get_by_parent(id).await?;
     Ok(Json(TaskDetail {
         task: task.into(),
-        history: history.into_iter().map(Event::from).collect(),
+        history: history.into_iter().map(HistoryEvent::from).collect(),
         waits_for,
         needed_by_total: needed_by.len() as u64,
         needed_by: needed_by
@@ -1180,6 +1191,30 @@ pub(super) async fn walk(
     walk_from(tasks, &[task.id], action).await
 }
 
+/// Whether none of `task`'s dependencies outside `back` is failed or cancelled.
+async fn blocked_by_none(
+    tasks: &dyn TaskRepository,
+    task: &Task,
+    back: &HashSet<uuid::Uuid>,
+    read: &mut usize,
+) -> Result<bool, ApiError> {
+    for dependency in task.dependencies.iter().flatten() {
+        if back.contains(dependency) {
+            continue;
+        }
+        *read += 1;
+        if let Some(dependency) = tasks.get(*dependency).await? {
+            if matches!(
+                dependency.status,
+                TaskStatus::Failed | TaskStatus::Cancelled
+            ) {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
 /// [`walk`] from many tasks at once: the others they reach together, each counted once, and
 /// none of the `roots` among them.
 pub(super) async fn walk_from(
@@ -1203,7 +1238,12 @@ pub(super) async fn walk_from(
         for other in next {
             let follows = match action {
                 Action::Cancel => !other.status.is_terminal(),
-                Action::Retry => other.status == TaskStatus::Failed,
+                // A failed dependent goes back only when none of its other dependencies is
+                // still failed or cancelled (those the retry puts back do not count).
+                Action::Retry => {
+                    other.status == TaskStatus::Failed
+                        && blocked_by_none(tasks, &other, &seen, &mut read).await?
+                }
             };
             if follows && seen.insert(other.id) {
                 others += 1;

@@ -24,8 +24,10 @@ use super::api::{walk_from, Action, ApiError, ErrorBody, Filter, State, ACTOR};
 /// The most tasks one bulk action takes, selected or matched.
 pub const MAX_BULK: usize = 10_000;
 
-/// What to act on: `ids`, or every task `filter` matches; exactly one of them.
+/// What to act on: `ids`, or every task `filter` matches; exactly one of them. A field it does
+/// not know is refused.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Bulk {
     pub action: Action,
     /// The tasks selected, at most 10,000.

@@ -26,8 +26,10 @@ pub struct MemoryQuery {
     /// Namespaces starting with this (matched literally; empty for every namespace).
     pub prefix: Option<String>,
     /// `semantic`, `episodic` or `procedural`.
+    #[param(pattern = "^(semantic|episodic|procedural)?$")]
     pub memory_type: Option<String>,
     /// At most this many, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -70,7 +72,7 @@ impl From<Memory> for MemoryRow {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MemoryList {
     pub memories: Vec<MemoryRow>,
-    /// How many live keys the namespaces under the prefix hold in all.
+    /// How many live keys the namespaces under the prefix hold in all, of every type.
     pub total: u64,
 }
 
@@ -148,6 +150,7 @@ pub struct EventQuery {
     /// Skip this many events first.
     pub offset: Option<u64>,
     /// At most this many events, 1 to 500 (default 200).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -163,14 +166,14 @@ pub struct SessionView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// In the order they happened.
-    pub events: Vec<Event>,
+    pub events: Vec<SessionLogEvent>,
     /// The `offset` of the next page of events; null on the last.
     pub next_offset: Option<u64>,
 }
 
 /// One event of a session's log.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Event {
+pub struct SessionLogEvent {
     pub sequence: u64,
     pub event_type: String,
     pub actor: String,
@@ -178,7 +181,7 @@ pub struct Event {
     pub timestamp: DateTime<Utc>,
 }
 
-impl From<SessionEvent> for Event {
+impl From<SessionEvent> for SessionLogEvent {
     fn from(event: SessionEvent) -> Self {
         Self {
             sequence: event.sequence,
@@ -225,7 +228,7 @@ pub async fn session(
         state: session.state,
         created_at: session.created_at,
         updated_at: session.updated_at,
-        events: events.into_iter().map(Event::from).collect(),
+        events: events.into_iter().map(SessionLogEvent::from).collect(),
         next_offset: more.then(|| offset.saturating_add(u64::from(limit))),
     }))
 }

@@ -672,3 +672,42 @@ async fn many_tasks_are_cancelled_by_selection_or_by_filter_after_a_preview() {
     assert_eq!(store.show(&keep)["status"], "ready");
     served.stop().await;
 }
+
+#[tokio::test]
+async fn a_retry_preview_counts_only_the_dependents_the_retry_puts_back() {
+    let store = Store::new();
+    let first = store.cli(&["task", "submit", "first", "--max-retries", "0"]);
+    let second = store.cli(&["task", "submit", "second", "--max-retries", "0"]);
+    let both = store.submit("needs both", &[&first, &second]);
+    for _ in 0..2 {
+        let claimed: Value =
+            serde_json::from_str(&store.cli(&["--json", "task", "claim", "--worker", "w"]))
+                .expect("JSON");
+        let attempt = claimed[0]["lease"]["attempt_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        store.cli(&["task", "fail", &attempt, "--error", "boom"]);
+    }
+    assert_eq!(store.show(&both)["status"], "failed");
+    let served = store.serve(&[]).await;
+    // `second` is still failed, so retrying `first` leaves `needs both` failed.
+    let reach = served
+        .get_json(&format!("/api/v1/tasks/{first}/reach?action=retry"), 200)
+        .await;
+    assert_eq!(reach["others"], 0, "{reach}");
+    served
+        .post_json(&format!("/api/v1/tasks/{first}/retry"), 200)
+        .await;
+    assert_eq!(store.show(&both)["status"], "failed");
+    // Now retrying `second` puts it back.
+    let reach = served
+        .get_json(&format!("/api/v1/tasks/{second}/reach?action=retry"), 200)
+        .await;
+    assert_eq!(reach["others"], 1, "{reach}");
+    let outcome = served
+        .post_json(&format!("/api/v1/tasks/{second}/retry"), 200)
+        .await;
+    assert_eq!(outcome["changed"], serde_json::json!([both]), "{outcome}");
+    served.stop().await;
+}

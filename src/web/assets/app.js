@@ -554,7 +554,7 @@ async function memoryPage(params) {
   return [
     el("h1", {}, "Memory"),
     form,
-    el("p", { class: "muted" }, `${data.total} live keys under this prefix; ${data.memories.length} shown, by namespace and key.`),
+    el("p", { class: "muted" }, `${data.total} live keys of every type under this prefix; ${data.memories.length} shown${params.get("memory_type") ? ` (${params.get("memory_type")})` : ""}, by namespace and key.`),
     [...namespaces.entries()].map(([namespace, memories]) => el("section", { "aria-label": `Namespace ${namespace}` },
       el("h2", {}, el("a", { href: `#/memory?${new URLSearchParams({ prefix: namespace })}` }, namespace)),
       el("table", {},
