@@ -116,6 +116,16 @@ const PINNED: &[(i64, &str, &str)] = &[
         "down",
         "a90b96ac886b4768d43145623c34fbe1afdca50fc1d56f5a6ae13a27726c97641a73694eec755c82f2bbd042bbc59a5c",
     ),
+    (
+        8,
+        "up",
+        "9dcf9c82c6311d4a0557ff13a463ef59195ac1b55e7a7e313e6c0af36f4cbc6efacc13da51b485bb7c9a406a1adbf722",
+    ),
+    (
+        8,
+        "down",
+        "76e3a919ffdacf1c44ab5e07fc761fe44e241e1a761151155db901778b5c183aea23adab81e9733fffbe136745ace0cd",
+    ),
 ];
 
 #[test]
