@@ -1,5 +1,6 @@
-//! `GET /api/v1/dag`: a task's ancestors and descendants, or a session's tasks, as a layered
-//! graph with its critical path, for the DAG view to draw.
+//! `GET /api/v1/tasks/{id}/dag` and `GET /api/v1/sessions/{id}/dag`: a task's ancestors and
+//! descendants, or a session's tasks, as a layered graph with its critical path, for the DAG
+//! view to draw.
 //!
 //! - **Layers.** A task's layer is the length of the longest chain of dependencies above it
 //!   in the graph drawn: every edge points to a later layer. Within a layer, tasks are ordered
@@ -13,11 +14,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use abathur_core::models::Task;
 use abathur_core::ports::TaskRepository;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State as Extract};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State as Extract};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::api::{ApiError, ErrorBody, State, Status};
@@ -33,16 +34,6 @@ pub const MAX_EDGES: usize = 5_000;
 /// The most task rows the walk reads before it stops, whatever it found: each dependent read
 /// brings its whole row, and a dense DAG makes many reads of the same tasks.
 pub const MAX_ROWS_READ: usize = 20_000;
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct DagQuery {
-    /// Draw this task with everything it waits for and everything that waits for it,
-    /// directly or not.
-    pub task: Option<Uuid>,
-    /// Draw every task of this session.
-    pub session: Option<Uuid>,
-}
 
 /// A layered graph of tasks.
 #[derive(Debug, Serialize, ToSchema)]
@@ -77,34 +68,39 @@ pub struct Edge {
     pub critical: bool,
 }
 
-/// A task's ancestors and descendants, or a session's DAG, laid out in layers.
-#[utoipa::path(get, path = "/api/v1/dag", tag = "tasks", params(DagQuery),
+/// A task with everything it waits for and everything that waits for it, directly or not,
+/// laid out in layers.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/dag", tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task's id")),
     responses((status = 200, body = Dag), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = "5XX", body = ErrorBody)))]
-pub async fn dag(
+pub async fn task_dag(
     Extract(state): Extract<State>,
-    query: Result<Query<DagQuery>, QueryRejection>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<Dag>, ApiError> {
-    let Query(query) = query?;
-    let (tasks, truncated) = match (query.task, query.session) {
-        (Some(task), None) => around(state.tasks(), task).await?,
-        (None, Some(session)) => {
-            let mut tasks = state.tasks().get_by_session(session).await?;
-            if tasks.is_empty() {
-                return Err(ApiError::not_found(format!(
-                    "session {session} has no tasks, or does not exist"
-                )));
-            }
-            let truncated = tasks.len() > MAX_NODES;
-            tasks.truncate(MAX_NODES);
-            (tasks, truncated)
-        }
-        _ => {
-            return Err(ApiError::invalid(
-                "give either task=ID or session=ID, not both and not neither",
-            ))
-        }
-    };
+    let Path(id) = id?;
+    let (tasks, truncated) = around(state.tasks(), id).await?;
+    Ok(Json(layout(tasks, truncated)))
+}
+
+/// Every task of a session, laid out in layers.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/dag", tag = "tasks",
+    params(("id" = Uuid, Path, description = "The session's id")),
+    responses((status = 200, body = Dag), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = "5XX", body = ErrorBody)))]
+pub async fn session_dag(
+    Extract(state): Extract<State>,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<Dag>, ApiError> {
+    let Path(session) = id?;
+    let mut tasks = state.tasks().get_by_session(session).await?;
+    if tasks.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "session {session} has no tasks, or does not exist"
+        )));
+    }
+    let truncated = tasks.len() > MAX_NODES;
+    tasks.truncate(MAX_NODES);
     Ok(Json(layout(tasks, truncated)))
 }
 

@@ -26,8 +26,9 @@ const WAIT: Duration = Duration::from_secs(60);
 /// A stream of `change` events, one whenever the database may have changed; a comment every
 /// 15 s keeps idle connections open through proxies.
 #[utoipa::path(get, path = "/api/v1/events", tag = "live",
-    responses((status = 200, description = "`event: change` whenever the queue may have \
-        changed; the page reads again", content_type = "text/event-stream", body = String)))]
+    responses((status = 200, description = "`event: change`, whose data is an empty object, \
+        whenever the queue may have changed; the page reads again",
+        content_type = "text/event-stream", body = Object)))]
 pub async fn stream(
     Extract(state): Extract<State>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

@@ -307,7 +307,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/tasks/{id}/retry", "post"),
         ("/api/v1/events", "get"),
         ("/api/v1/openapi.json", "get"),
-        ("/api/v1/dag", "get"),
+        ("/api/v1/tasks/{id}/dag", "get"),
+        ("/api/v1/sessions/{id}/dag", "get"),
         ("/api/v1/agents", "get"),
         ("/api/v1/actions", "post"),
         ("/api/v1/actions/preview", "post"),
@@ -352,7 +353,7 @@ async fn the_dag_of_a_task_holds_its_ancestors_and_descendants_in_layers() {
     let served = store.serve(&[]).await;
 
     let dag = served
-        .get_json(&format!("/api/v1/dag?task={left}"), 200)
+        .get_json(&format!("/api/v1/tasks/{left}/dag"), 200)
         .await;
     let nodes = dag["nodes"].as_array().unwrap();
     let ids: Vec<&str> = nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
@@ -373,43 +374,26 @@ async fn the_dag_of_a_task_holds_its_ancestors_and_descendants_in_layers() {
     assert_eq!(dag["truncated"], false);
 
     let whole = served
-        .get_json(&format!("/api/v1/dag?task={root}"), 200)
+        .get_json(&format!("/api/v1/tasks/{root}/dag"), 200)
         .await;
     assert_eq!(whole["nodes"].as_array().unwrap().len(), 5, "{whole}");
 
     for (path, status, kind, needle) in [
+        ("/api/v1/tasks/nope/dag", 400, "invalid_argument", "nope"),
         (
-            "/api/v1/dag".to_string(),
-            400,
-            "invalid_argument",
-            "either task=ID or session=ID",
-        ),
-        (
-            format!("/api/v1/dag?task={root}&session={root}"),
-            400,
-            "invalid_argument",
-            "not both",
-        ),
-        (
-            "/api/v1/dag?task=nope".to_string(),
-            400,
-            "invalid_argument",
-            "task",
-        ),
-        (
-            "/api/v1/dag?task=00000000-0000-0000-0000-000000000000".to_string(),
+            "/api/v1/tasks/00000000-0000-0000-0000-000000000000/dag",
             404,
             "not_found",
             "does not exist",
         ),
         (
-            "/api/v1/dag?session=00000000-0000-0000-0000-000000000000".to_string(),
+            "/api/v1/sessions/00000000-0000-0000-0000-000000000000/dag",
             404,
             "not_found",
             "no tasks",
         ),
     ] {
-        assert_error(&served.get_json(&path, status).await, kind, needle);
+        assert_error(&served.get_json(path, status).await, kind, needle);
     }
     served.stop().await;
 }

@@ -3,5 +3,6 @@
 //! would, while the CLI reads and writes the same database.
 
 mod api;
+mod schemathesis;
 mod security;
 mod server;

@@ -436,10 +436,9 @@ function cut(text, n) {
 }
 
 async function dagPage(params) {
-  const query = new URLSearchParams();
-  if (params.get("task")) query.set("task", params.get("task"));
-  if (params.get("session")) query.set("session", params.get("session"));
-  const data = await read(`/dag?${query}`);
+  const data = await read(params.get("task")
+    ? `/tasks/${encodeURIComponent(params.get("task"))}/dag`
+    : `/sessions/${encodeURIComponent(params.get("session") || "")}/dag`);
   const at = new Map();
   let rows = 0;
   let layers = 0;
