@@ -525,3 +525,45 @@ async fn each_sign_in_is_a_session_of_its_own_and_signing_out_ends_it() {
     assert_eq!(status(second).await, 200, "the other session goes on");
     served.stop().await;
 }
+
+#[tokio::test]
+async fn a_sign_in_body_that_trickles_in_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = Store::new();
+    let mut cmd = store.serve_command(&["--listen", "127.0.0.1:0"]);
+    cmd.env("ABATHUR_TOKEN", TOKEN);
+    let served = Served::start(cmd).await;
+    let mut stream = tokio::net::TcpStream::connect(&served.addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Content-Length: 1000\r\n\r\ntoken=",
+                served.addr
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // One byte now and then, never the whole body: the server answers when its bound for the
+    // whole body (30 s) is up, and does not wait for the rest.
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            if writer.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = vec![0u8; 64];
+    let read = tokio::time::timeout(crate::server::PATIENCE, reader.read(&mut answer))
+        .await
+        .expect("an answer before the test gives up")
+        .unwrap();
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer[..read]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    served.stop().await;
+}
