@@ -141,22 +141,46 @@ impl Browser {
             observer.observe(document.documentElement,
                 { subtree: true, childList: true, characterData: true, attributes: true });
         "#;
-        let done = self
-            .client
-            .execute_async(script, vec![json!(selector), json!(text)])
-            .await
-            .unwrap_or_else(|e| panic!("{selector} never held {text:?}: {e}"));
-        assert_eq!(done, json!(true));
+        // A page that is being left (a form posted) ends the script early: wait again on the
+        // page that follows, a few times.
+        let started = std::time::Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self
+                .client
+                .execute_async(script, vec![json!(selector), json!(text)])
+                .await
+            {
+                Ok(done) => {
+                    assert_eq!(done, json!(true));
+                    return;
+                }
+                Err(e) if attempts < 5 && started.elapsed() < PATIENCE => {
+                    eprintln!("waiting for {selector} again, after: {e}");
+                }
+                Err(e) => panic!("{selector} never held {text:?}: {e}"),
+            }
+        }
     }
 
+    /// Clicks the element `selector` finds. A live update may draw the page again between
+    /// finding the element and clicking it; then the new one is found and clicked.
     async fn click(&self, selector: &str) {
-        self.client
-            .find(Locator::Css(selector))
-            .await
-            .unwrap_or_else(|e| panic!("no {selector}: {e}"))
-            .click()
-            .await
-            .expect("a click");
+        for _ in 0..5 {
+            let element = self
+                .client
+                .find(Locator::Css(selector))
+                .await
+                .unwrap_or_else(|e| panic!("no {selector}: {e}"));
+            match element.click().await {
+                Ok(()) => return,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference => {}
+                Err(e) => panic!("a click on {selector}: {e}"),
+            }
+        }
+        panic!("{selector} was drawn again at every click");
     }
 
     /// Runs axe-core on the page as it is; panics on a serious or critical violation.
@@ -400,6 +424,7 @@ async fn the_dashboard_in_a_real_browser() {
     ] {
         let field = browser.client.find(Locator::Css("#token")).await.unwrap();
         field.send_keys(token).await.unwrap();
+        // (The sign-in page has no live updates: the field stays the one found.)
         browser.click("main.login button").await;
         browser.wait_for_text("main", expect).await;
     }
