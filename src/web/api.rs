@@ -759,6 +759,17 @@ pub enum Action {
     Retry,
 }
 
+impl Action {
+    /// Whether the action applies to a task in `status`: cancel to an unfinished one, retry
+    /// to a failed one.
+    pub fn applies_to(self, status: TaskStatus) -> bool {
+        match self {
+            Self::Cancel => !status.is_terminal(),
+            Self::Retry => status == TaskStatus::Failed,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReachQuery {
@@ -1070,23 +1081,14 @@ async fn reach(
     let Path(id) = id?;
     let Query(ReachQuery { action }) = query?;
     let task = find(&state, id).await?;
-    let (allowed, reason) = match action {
-        Action::Cancel if task.status.is_terminal() => (
-            false,
-            Some(format!(
-                "the task is {}; only an unfinished task can be cancelled",
-                task.status
-            )),
-        ),
-        Action::Retry if task.status != TaskStatus::Failed => (
-            false,
-            Some(format!(
-                "the task is {}; only a failed task can be retried",
-                task.status
-            )),
-        ),
-        _ => (true, None),
-    };
+    let allowed = action.applies_to(task.status);
+    let reason = (!allowed).then(|| {
+        let only = match action {
+            Action::Cancel => "only an unfinished task can be cancelled",
+            Action::Retry => "only a failed task can be retried",
+        };
+        format!("the task is {}; {only}", task.status)
+    });
     let (others, at_least) = if allowed {
         walk(state.tasks.as_ref(), &task, action).await?
     } else {
@@ -1237,15 +1239,11 @@ pub(super) async fn walk_from(
         }
         read += next.len() + 1;
         for other in next {
-            let follows = match action {
-                Action::Cancel => !other.status.is_terminal(),
-                // A failed dependent goes back only when none of its other dependencies is
-                // still failed or cancelled (those the retry puts back do not count).
-                Action::Retry => {
-                    other.status == TaskStatus::Failed
-                        && blocked_by_none(tasks, &other, &seen, &mut read).await?
-                }
-            };
+            // A failed dependent goes back only when none of its other dependencies is still
+            // failed or cancelled (those the retry puts back do not count).
+            let follows = action.applies_to(other.status)
+                && (action == Action::Cancel
+                    || blocked_by_none(tasks, &other, &seen, &mut read).await?);
             if follows && seen.insert(other.id) {
                 others += 1;
                 if others as usize >= MAX_REACH {

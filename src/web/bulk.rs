@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use abathur_core::models::{Task, TaskStatus};
+use abathur_core::models::Task;
 use abathur_core::ports::{TaskCursor, TaskOrder, TaskPageQuery};
 use abathur_core::queue::QueueError;
 use axum::extract::rejection::JsonRejection;
@@ -68,14 +68,6 @@ pub struct BulkOutcome {
 pub struct Skipped {
     pub id: Uuid,
     pub reason: String,
-}
-
-/// Whether `action` applies to a task in `status`.
-fn applies(action: Action, status: TaskStatus) -> bool {
-    match action {
-        Action::Cancel => !status.is_terminal(),
-        Action::Retry => status == TaskStatus::Failed,
-    }
 }
 
 /// The tasks a bulk request names, read now, in order, each once.
@@ -150,7 +142,7 @@ pub async fn preview(
     let action = bulk.action;
     let tasks = targets(&state, bulk).await?;
     let (apply, skip): (Vec<Task>, Vec<Task>) =
-        tasks.into_iter().partition(|t| applies(action, t.status));
+        tasks.into_iter().partition(|t| action.applies_to(t.status));
     let roots: Vec<Uuid> = apply.iter().map(|t| t.id).collect();
     let (others, at_least) = walk_from(state.tasks(), &roots, action).await?;
     // A selected task reached through another is counted once, as selected.

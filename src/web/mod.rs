@@ -18,7 +18,6 @@ mod guard;
 mod knowledge;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -28,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::Backend;
 use crate::mcp::{self, McpServer};
 
-pub use guard::{Access, HostRule, MIN_TOKEN_LENGTH, SESSION_COOKIE};
+pub use guard::{Access, HostRule, MIN_TOKEN_LENGTH};
 
 /// The path of the JSON API.
 pub const API_PATH: &str = "/api/v1";
@@ -140,11 +139,6 @@ async fn method_not_allowed(
     )
 }
 
-/// The OpenAPI document of the JSON API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api::document()
-}
-
 /// Serves [`router`] on `listener` until `shutdown` completes, then lets requests in flight
 /// finish for up to [`mcp::SHUTDOWN_GRACE`].
 ///
@@ -159,9 +153,4 @@ pub async fn serve(
     let stop = CancellationToken::new();
     let router = router(backend, options, &stop);
     mcp::serve_router(router, listener, shutdown, stop).await
-}
-
-/// The `Host` rule for a server bound to `bound`: see [`HostRule`].
-pub fn host_rule(bound: SocketAddr, names: Vec<String>) -> HostRule {
-    HostRule::new(bound, names)
 }
