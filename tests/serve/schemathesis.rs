@@ -40,7 +40,10 @@ async fn the_api_answers_as_its_openapi_document_says() {
     store.cli(&["agent", "register", "--type", "planner"]);
     let served = store.serve(&[]).await;
 
+    // Its cache goes into the folder it runs in: not the source tree.
+    let scratch = tempfile::tempdir().expect("a folder to run in");
     let run = tokio::process::Command::new(st)
+        .current_dir(scratch.path())
         .args([
             "run",
             &served.url("/api/v1/openapi.json"),
