@@ -126,6 +126,16 @@ const PINNED: &[(i64, &str, &str)] = &[
         "down",
         "76e3a919ffdacf1c44ab5e07fc761fe44e241e1a761151155db901778b5c183aea23adab81e9733fffbe136745ace0cd",
     ),
+    (
+        9,
+        "up",
+        "f22265b65f7da223e66bae5278205b98df7ee70d8c9f970cc2e6382eadfafecdcc3e97c6ad1d8c2837f1403d40a1699f",
+    ),
+    (
+        9,
+        "down",
+        "e343e75b362b14d2030d5f1b977886537aafafc65ffd3b5c616a7c17fa8a3d054796fbdde51956fded246b96961e5898",
+    ),
 ];
 
 #[test]

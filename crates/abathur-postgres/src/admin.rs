@@ -501,7 +501,7 @@ mod tests {
             EXPECTED_TABLES.iter().collect::<Vec<_>>()
         );
         let status = admin.status().await.expect("status");
-        assert_eq!(status.schema_version, Some(3));
+        assert_eq!(status.schema_version, Some(4));
         assert!(
             status.journal_mode.starts_with("wal"),
             "{}",

@@ -552,7 +552,7 @@ mod tests {
         ));
         // Writing makes abathur's tables; then reading works.
         let db = open(test.url(), OpenMode::Write).await.expect("write");
-        assert_eq!(db.schema_version().await.expect("version"), Some(3));
+        assert_eq!(db.schema_version().await.expect("version"), Some(4));
         db.close().await;
         open(test.url(), OpenMode::Read)
             .await

@@ -29,7 +29,9 @@ use std::sync::Arc;
 use abathur_core::clock::{Clock, SystemClock};
 use abathur_core::error::{DatabaseError, ValidationError};
 use abathur_core::models::{Task, TaskStatus};
-use abathur_core::ports::{FinishedMinute, TaskFilters, TaskOrder, TaskPageQuery, TaskRepository};
+use abathur_core::ports::{
+    FinishedMinute, TaskFilters, TaskOrder, TaskPageQuery, TaskRepository, MAX_SEARCH_CANDIDATES,
+};
 use abathur_core::timestamp;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -492,6 +494,28 @@ fn push_filters(qb: &mut QueryBuilder<'_, Postgres>, f: &TaskFilters) {
 /// Appends the search, the cursor, the order and the limit of a page. The cursor's condition
 /// names the order's columns as its `ORDER BY` does, so the store walks the same index from
 /// the cursor on.
+/// The tasks whose summary may hold the search text, from the trigram index of migration 0004,
+/// when the text is long enough to look up and names at most [`MAX_SEARCH_CANDIDATES`]
+/// tasks; `None` when the page is to be read by scanning its order.
+async fn search_candidates(
+    pool: &PgPool,
+    query: &TaskPageQuery,
+) -> Result<Option<Vec<Uuid>>, DatabaseError> {
+    let (Some(_), Some(pattern)) = (query.indexed_search(), query.summary_pattern()) else {
+        return Ok(None);
+    };
+    let limit = i64::try_from(MAX_SEARCH_CANDIDATES + 1).unwrap_or(i64::MAX);
+    let ids = sqlx::query_scalar!(
+        r"SELECT task_id FROM task_summaries WHERE summary ILIKE $1 ESCAPE '\' LIMIT $2",
+        pattern,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(on(ENTITY, ""))?;
+    Ok((ids.len() <= MAX_SEARCH_CANDIDATES).then_some(ids))
+}
+
 fn push_page(qb: &mut QueryBuilder<'_, Postgres>, query: &TaskPageQuery) {
     if let Some(pattern) = query.summary_pattern() {
         // ILIKE: SQLite's LIKE ignores the case of ASCII letters, as the port promises.
@@ -845,6 +869,11 @@ impl TaskRepository for PgTaskRepository {
     async fn page(&self, query: TaskPageQuery) -> Result<Vec<Task>, DatabaseError> {
         query.check()?;
         let mut qb = QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE true"));
+        if let Some(ids) = search_candidates(&self.pool, &query).await? {
+            // The few tasks the trigram index names, each tested against every condition
+            // below, the summary's among them.
+            qb.push(" AND id = ANY(").push_bind(ids).push(")");
+        }
         push_filters(&mut qb, &query.filters);
         push_page(&mut qb, &query);
         let rows = qb

@@ -1967,7 +1967,8 @@ impl QueueStore for QueueStoreImpl {
         let mut counts: std::collections::BTreeMap<TaskStatus, u64> =
             TaskStatus::ALL.iter().map(|s| (*s, 0)).collect();
         let rows = sqlx::query!(
-            r#"SELECT status AS "status!", COUNT(*) AS "count!: i64" FROM tasks GROUP BY status"#
+            // Kept by the triggers of migration 0009: seven rows, whatever the number of tasks.
+            r#"SELECT status AS "status!", tasks AS "count!: i64" FROM task_status_counts"#
         )
         .fetch_all(&mut *tx)
         .await

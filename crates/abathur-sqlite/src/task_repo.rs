@@ -30,7 +30,9 @@ use std::sync::Arc;
 use abathur_core::clock::{Clock, SystemClock};
 use abathur_core::error::DatabaseError;
 use abathur_core::models::{Task, TaskStatus, MAX_PRIORITY};
-use abathur_core::ports::{FinishedMinute, TaskFilters, TaskOrder, TaskPageQuery, TaskRepository};
+use abathur_core::ports::{
+    FinishedMinute, TaskFilters, TaskOrder, TaskPageQuery, TaskRepository, MAX_SEARCH_CANDIDATES,
+};
 use abathur_core::timestamp;
 use abathur_core::ValidationError;
 use async_trait::async_trait;
@@ -276,6 +278,30 @@ impl TryFrom<TaskRow> for Task {
 /// Appends the search, the cursor, the order and the limit of a page. The cursor's condition
 /// names the order's columns as its `ORDER BY` does, so the store walks the same index from
 /// the cursor on.
+/// The rowids of the tasks whose summary may hold the search text, from the trigram index of
+/// migration 0009, when the text is long enough to look up and names at most
+/// [`MAX_SEARCH_CANDIDATES`] tasks; `None` when the page is to be read by scanning its order.
+async fn search_candidates(
+    pool: &SqlitePool,
+    query: &TaskPageQuery,
+) -> Result<Option<Vec<i64>>, DatabaseError> {
+    let Some(text) = query.indexed_search() else {
+        return Ok(None);
+    };
+    // A phrase of the trigram tokenizer matches the text anywhere, whatever the letters' case;
+    // inside double quotes every character is literal but the quote, which is doubled.
+    let phrase = format!("\"{}\"", text.replace('"', "\"\""));
+    let limit = i64::try_from(MAX_SEARCH_CANDIDATES + 1).unwrap_or(i64::MAX);
+    let rowids: Vec<i64> =
+        sqlx::query_scalar("SELECT rowid FROM task_summaries WHERE task_summaries MATCH ? LIMIT ?")
+            .bind(phrase)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .map_err(on(ENTITY, ""))?;
+    Ok((rowids.len() <= MAX_SEARCH_CANDIDATES).then_some(rowids))
+}
+
 fn push_page(qb: &mut QueryBuilder<'_, Sqlite>, query: &TaskPageQuery) {
     if let Some(pattern) = query.summary_pattern() {
         qb.push(" AND summary LIKE ")
@@ -923,7 +949,19 @@ impl TaskRepository for TaskRepositoryImpl {
 
     async fn page(&self, query: TaskPageQuery) -> Result<Vec<Task>, DatabaseError> {
         query.check()?;
-        let mut qb = QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1"));
+        let mut qb = match search_candidates(&self.pool, &query).await? {
+            // The few tasks the trigram index names: each is read by its rowid and tested
+            // against every condition below, the summary's among them.
+            Some(rowids) => {
+                let mut qb = QueryBuilder::new(format!(
+                    "SELECT {TASK_COLUMNS} FROM (SELECT value AS candidate FROM json_each("
+                ));
+                qb.push_bind(serde_json::Value::from(rowids).to_string())
+                    .push(")) CROSS JOIN tasks ON tasks.rowid = candidate WHERE 1 = 1");
+                qb
+            }
+            None => QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1")),
+        };
         push_filters(&mut qb, &query.filters);
         push_page(&mut qb, &query);
         let rows = qb

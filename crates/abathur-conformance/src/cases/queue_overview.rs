@@ -188,3 +188,80 @@ pub async fn the_execution_plan_puts_each_task_a_stage_after_what_it_waits_for(h
     assert_eq!(plan.len(), 3);
     assert!(plan.iter().all(|s| s.task.task_id != a.id));
 }
+
+/// The overview's counts are kept as tasks change, not counted; after every kind of change,
+/// through the queue and through the repository, they equal a count of the tasks.
+pub async fn the_overview_counts_follow_every_kind_of_change(h: Harness) {
+    async fn agrees(h: &Harness, step: &str) {
+        let o = ok(h.queue.overview(0).await);
+        for status in TaskStatus::ALL {
+            let counted = h
+                .ports
+                .tasks
+                .count(abathur_core::ports::TaskFilters {
+                    status: Some(*status),
+                    ..Default::default()
+                })
+                .await
+                .expect("count");
+            assert_eq!(
+                o.counts.get(status).copied(),
+                Some(u64::try_from(counted).unwrap()),
+                "{status:?} after {step}"
+            );
+        }
+    }
+    let a = h.submit(task("a")).await;
+    let b = h.submit(after("b", &[a.id])).await;
+    let c = h.submit(after("c", &[b.id])).await;
+    let d = h
+        .submit(NewTask {
+            max_retries: 0,
+            ..task("d")
+        })
+        .await;
+    agrees(&h, "submits").await;
+    let claimed = h.claim(2).await;
+    agrees(&h, "claims").await;
+    let on = |id| {
+        claimed
+            .iter()
+            .find(|x| x.task.id == id)
+            .expect("claimed")
+            .lease
+            .attempt_id
+    };
+    h.complete(on(a.id)).await;
+    agrees(&h, "a completion that readies a dependent").await;
+    h.fail(on(d.id), "boom").await;
+    agrees(&h, "a failure with no retry left").await;
+    ok(h.queue.cancel(b.id, "person").await);
+    agrees(&h, "a cancel that cascades").await;
+    ok(h.queue.retry(d.id, "person").await);
+    agrees(&h, "a retry").await;
+
+    let mut direct = abathur_core::models::Task::new("direct", "by the repository", "w", h.now());
+    h.ports.tasks.insert(direct.clone()).await.expect("insert");
+    let batch: Vec<_> = (0..3)
+        .map(|i| abathur_core::models::Task::new(format!("batch {i}"), "x", "w", h.now()))
+        .collect();
+    h.ports.tasks.insert_batch(batch).await.expect("batch");
+    agrees(&h, "repository inserts").await;
+    direct.status = TaskStatus::Running;
+    h.ports.tasks.update(direct.clone()).await.expect("update");
+    agrees(&h, "an update that changes the status").await;
+    direct.summary = "renamed".into();
+    h.ports.tasks.update(direct.clone()).await.expect("update");
+    agrees(&h, "an update that keeps the status").await;
+    h.ports
+        .tasks
+        .update_status(direct.id, TaskStatus::Completed)
+        .await
+        .expect("update_status");
+    agrees(&h, "update_status").await;
+    h.ports.tasks.delete(c.id).await.expect("delete");
+    agrees(&h, "a delete").await;
+    h.advance(7200);
+    ok(h.queue.prune(Duration::from_secs(60), &[]).await);
+    agrees(&h, "a prune").await;
+}

@@ -697,6 +697,7 @@ pub async fn a_page_searches_summaries_for_literal_text_ignoring_ascii_case(h: H
         "snake_case",
         "snakeXcase",
         r"back\slash",
+        r#"say "hi" twice"#,
         "unrelated",
     ];
     let tasks: Vec<Task> = names.iter().map(|n| row(&h, n)).collect();
@@ -707,6 +708,12 @@ pub async fn a_page_searches_summaries_for_literal_text_ignoring_ascii_case(h: H
         ("e_c", vec!["snake_case"]),
         (r"k\s", vec![r"back\slash"]),
         ("nothing like it", vec![]),
+        // Three characters and more are looked up in a trigram index first: quotes and the
+        // case of letters mean the same there.
+        (r#"Y "HI""#, vec![r#"say "hi" twice"#]),
+        ("\"", vec![r#"say "hi" twice"#]),
+        ("% d", vec!["100% done"]),
+        ("ake_c", vec!["snake_case"]),
     ] {
         let found = db(h
             .ports
@@ -724,6 +731,88 @@ pub async fn a_page_searches_summaries_for_literal_text_ignoring_ascii_case(h: H
         expected.sort_unstable();
         assert_eq!(found, expected, "searching {text:?}");
     }
+}
+
+/// The search's index follows every change of a summary: a new task, a summary rewritten by
+/// `update`, a task deleted.
+pub async fn a_search_follows_summaries_as_they_change_and_go(h: Harness) {
+    let search = |text: &str| {
+        let query = TaskPageQuery {
+            summary_contains: Some(text.to_string()),
+            limit: 10,
+            ..Default::default()
+        };
+        let tasks = h.ports.tasks.clone();
+        async move { ids(&db(tasks.page(query).await)) }
+    };
+    let mut task = row(&h, "index the telescope");
+    db(h.ports.tasks.insert(task.clone()).await);
+    assert_eq!(search("telescope").await, vec![task.id]);
+    task.summary = "polish the microscope".into();
+    db(h.ports.tasks.update(task.clone()).await);
+    assert_eq!(search("telescope").await, Vec::<Uuid>::new());
+    assert_eq!(search("MICROSCOPE").await, vec![task.id]);
+    task.status = TaskStatus::Completed;
+    db(h.ports.tasks.update(task.clone()).await);
+    assert_eq!(search("microscope").await, vec![task.id]);
+    db(h.ports.tasks.delete(task.id).await);
+    assert_eq!(search("microscope").await, Vec::<Uuid>::new());
+}
+
+/// A search that matches more tasks than the trigram index hands on
+/// ([`abathur_core::ports::MAX_SEARCH_CANDIDATES`]) still finds every match, in order, with
+/// the other filters applied.
+pub async fn a_search_matching_more_than_the_index_hands_on_finds_every_match(h: Harness) {
+    let many = abathur_core::ports::MAX_SEARCH_CANDIDATES + 3;
+    let base = h.now();
+    let tasks: Vec<Task> = (0..many + 10)
+        .map(|i| {
+            let at = base + chrono::Duration::milliseconds(i64::try_from(i).unwrap());
+            let summary = if i < many {
+                format!("common chore {i}")
+            } else {
+                format!("rare {i}")
+            };
+            Task {
+                status: if i % 2 == 0 {
+                    TaskStatus::Ready
+                } else {
+                    TaskStatus::Blocked
+                },
+                submitted_at: at,
+                last_updated_at: at,
+                ..Task::new(summary, "x", "worker", base)
+            }
+        })
+        .collect();
+    db(h.ports.tasks.insert_batch(tasks.clone()).await);
+    let query = TaskPageQuery {
+        summary_contains: Some("CHORE".into()),
+        order: TaskOrder::Newest,
+        limit: 500,
+        ..Default::default()
+    };
+    let walked = walk(&h, query.clone()).await;
+    let expected: Vec<Uuid> = tasks[..many].iter().rev().map(|t| t.id).collect();
+    assert_eq!(ids(&walked), expected);
+    let ready = walk(
+        &h,
+        TaskPageQuery {
+            filters: TaskFilters {
+                status: Some(TaskStatus::Ready),
+                ..Default::default()
+            },
+            ..query
+        },
+    )
+    .await;
+    let expected: Vec<Uuid> = tasks[..many]
+        .iter()
+        .rev()
+        .filter(|t| t.status == TaskStatus::Ready)
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids(&ready), expected);
 }
 
 pub async fn bad_page_arguments_are_refused(h: Harness) {

@@ -20,5 +20,5 @@ pub use memory_repository::MemoryRepository;
 pub use session_repository::SessionRepository;
 pub use task_repository::{
     minutes_from_counts, FinishedMinute, TaskCursor, TaskFilters, TaskOrder, TaskPageQuery,
-    TaskRepository, MAX_SUMMARY_SEARCH_CHARS,
+    TaskRepository, INDEXED_SEARCH_MIN_CHARS, MAX_SEARCH_CANDIDATES, MAX_SUMMARY_SEARCH_CHARS,
 };

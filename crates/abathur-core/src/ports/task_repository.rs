@@ -142,6 +142,15 @@ pub struct FinishedMinute {
 /// The longest text [`TaskPageQuery::summary_contains`] takes: the longest summary.
 pub const MAX_SUMMARY_SEARCH_CHARS: usize = crate::models::MAX_SUMMARY_CHARS;
 
+/// A search text of this many characters or more is looked up in the store's trigram index of
+/// summaries; a shorter one holds no trigram to look up.
+pub const INDEXED_SEARCH_MIN_CHARS: usize = 3;
+
+/// When the trigram index names at most this many tasks for a search, a page is read from those
+/// tasks alone. A search that matches more is common: reading the order's index and testing
+/// each summary meets a page's worth of matches soon.
+pub const MAX_SEARCH_CANDIDATES: usize = 2_000;
+
 impl TaskPageQuery {
     /// Checks the query as [`TaskRepository::page`] does.
     ///
@@ -188,6 +197,14 @@ impl TaskPageQuery {
             timestamp::check("after", &cursor.submitted_at)?;
         }
         Ok(())
+    }
+
+    /// The search text, when it is long enough to be looked up in a trigram index
+    /// ([`INDEXED_SEARCH_MIN_CHARS`]).
+    pub fn indexed_search(&self) -> Option<&str> {
+        self.summary_contains
+            .as_deref()
+            .filter(|text| text.chars().count() >= INDEXED_SEARCH_MIN_CHARS)
     }
 
     /// The pattern for `LIKE ... ESCAPE '\'` (or `ILIKE`) that matches the search text

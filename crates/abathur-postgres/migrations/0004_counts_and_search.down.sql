@@ -1,0 +1,10 @@
+DROP TRIGGER IF EXISTS task_summaries_update ON tasks;
+DROP TRIGGER IF EXISTS task_summaries_insert ON tasks;
+DROP FUNCTION IF EXISTS abathur_update_task_summary();
+DROP FUNCTION IF EXISTS abathur_insert_task_summaries();
+DROP TABLE IF EXISTS task_summaries;
+DROP TRIGGER IF EXISTS task_status_counts_delete ON tasks;
+DROP TRIGGER IF EXISTS task_status_counts_update ON tasks;
+DROP TRIGGER IF EXISTS task_status_counts_insert ON tasks;
+DROP FUNCTION IF EXISTS abathur_count_task_statuses();
+DROP TABLE IF EXISTS task_status_counts;
