@@ -62,6 +62,40 @@ fn check_reports_a_row_with_a_missing_parent_and_exits_with_6() {
 }
 
 #[test]
+fn check_reports_counts_per_status_that_disagree_with_the_tasks_and_how_to_repair_them() {
+    let s = Sandbox::new();
+    s.submit(&["counted"]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let run = |sql: &'static str| {
+        runtime.block_on(async {
+            let mut conn = SqliteConnectOptions::new()
+                .filename(s.db_path())
+                .connect()
+                .await
+                .unwrap();
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        });
+    };
+    // A tool that writes the counts behind the triggers' back.
+    run("UPDATE task_status_counts SET tasks = 7 WHERE status = 'ready'");
+    let stderr = s.fails(&["db", "check"], 6);
+    assert!(
+        stderr.contains("the overview's count of ready tasks is 7, but 1 tasks are ready"),
+        "{stderr}"
+    );
+    // The repair it names sets them right.
+    run(
+        "UPDATE task_status_counts SET tasks = (SELECT COUNT(*) FROM tasks t \
+         WHERE t.status = task_status_counts.status)",
+    );
+    assert_eq!(s.ok(&["db", "check"]), "integrity: ok\nforeign keys: ok\n");
+}
+
+#[test]
 fn backup_writes_a_consistent_copy_and_never_overwrites() {
     let s = Sandbox::new();
     let id = s.submit(&["keep me"]);

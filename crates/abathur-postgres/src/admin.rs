@@ -40,6 +40,8 @@ pub const EXPECTED_TABLES: &[&str] = &[
     "task_events",
     "task_idempotency",
     "task_schedule",
+    "task_status_counts",
+    "task_summaries",
     "tasks",
 ];
 
@@ -48,6 +50,11 @@ const EXPECTED_TRIGGERS: &[(&str, &str)] = &[
     ("tasks", "tasks_notify_ready_on_insert"),
     ("tasks", "tasks_notify_ready_on_update"),
     ("tasks", "tasks_take_history_along"),
+    ("tasks", "task_status_counts_insert"),
+    ("tasks", "task_status_counts_update"),
+    ("tasks", "task_status_counts_delete"),
+    ("tasks", "task_summaries_insert"),
+    ("tasks", "task_summaries_update"),
     ("task_dependencies", "task_dependencies_follow_edges"),
     ("session_events", "session_events_are_append_only"),
 ];
@@ -255,6 +262,35 @@ impl DatabaseAdmin for PgAdmin {
                 }
                 Some(_) => {}
             }
+        }
+
+        // The counts the triggers of migration 0004 keep, against a count of the tasks, read
+        // in one snapshot.
+        if present.iter().any(|p| p == "task_status_counts") {
+            let mut tx = pool.begin().await.map_err(failed)?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            let kept: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT status, sum(tasks)::bigint FROM task_status_counts GROUP BY status",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(failed)?;
+            let counted: Vec<(String, i64)> =
+                sqlx::query_as("SELECT status, count(*) FROM tasks GROUP BY status")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(failed)?;
+            drop(tx);
+            problems.extend(abathur_core::ports::status_count_problems(
+                &kept,
+                &counted,
+                "`BEGIN; LOCK TABLE tasks IN SHARE MODE; DELETE FROM task_status_counts; \
+                 INSERT INTO task_status_counts SELECT status, count(*) FROM tasks GROUP BY \
+                 status; COMMIT;`",
+            ));
         }
 
         // Indexes a failed build left unusable, constraints added NOT VALID.
@@ -577,6 +613,20 @@ mod tests {
             .collect();
         orphaned.dedup();
         assert_eq!(orphaned, ["task_attempts", "task_events"], "{report:?}");
+
+        // Counts per status changed behind the triggers' back are named, with the repair.
+        run(
+            test.url(),
+            "ALTER TABLE tasks DISABLE TRIGGER task_status_counts_insert;",
+        )
+        .await;
+        run(test.url(), INSERT_TASK).await;
+        let report = admin.check().await.expect("check");
+        let problems = report.integrity_problems.join("\n");
+        assert!(
+            problems.contains("the overview's count of ready tasks is 0, but 50 tasks are ready"),
+            "{problems}"
+        );
         admin.close().await;
     }
 

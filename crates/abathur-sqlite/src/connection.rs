@@ -498,11 +498,31 @@ impl DatabaseConnection {
             .fetch_all(&self.pool)
             .await
             .map_err(failed)?;
-        let integrity_problems = if integrity == ["ok"] {
+        let mut integrity_problems = if integrity == ["ok"] {
             Vec::new()
         } else {
             integrity
         };
+        // The counts the triggers of migration 0009 keep, against a count of the tasks, read
+        // in one snapshot.
+        let mut tx = self.pool.begin().await.map_err(failed)?;
+        let kept: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, tasks FROM task_status_counts")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(failed)?;
+        let counted: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(failed)?;
+        drop(tx);
+        integrity_problems.extend(abathur_core::ports::status_count_problems(
+            &kept,
+            &counted,
+            "`UPDATE task_status_counts SET tasks = (SELECT COUNT(*) FROM tasks t \
+             WHERE t.status = task_status_counts.status)`",
+        ));
         let rows: Vec<(String, Option<i64>, String)> =
             sqlx::query_as("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check")
                 .fetch_all(&self.pool)

@@ -136,3 +136,31 @@ pub trait DatabaseAdmin: Send + Sync {
     /// the WAL into the file).
     async fn close(&self);
 }
+
+/// What a check reports when the counts per status a store keeps beside its tasks (for the
+/// overview) disagree with a count of the tasks: one line per status that differs, naming
+/// `repair`, the statement that sets them right. `kept` and `counted` pair a status, as
+/// stored, with its number of tasks; a status missing from either has none.
+pub fn status_count_problems(
+    kept: &[(String, i64)],
+    counted: &[(String, i64)],
+    repair: &str,
+) -> Vec<String> {
+    let mut statuses: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for (status, n) in kept {
+        statuses.entry(status.as_str()).or_default().0 += n;
+    }
+    for (status, n) in counted {
+        statuses.entry(status.as_str()).or_default().1 += n;
+    }
+    statuses
+        .into_iter()
+        .filter(|(_, (kept, counted))| kept != counted)
+        .map(|(status, (kept, counted))| {
+            format!(
+                "the overview's count of {status} tasks is {kept}, but {counted} tasks are \
+                 {status}: set the counts right with {repair}"
+            )
+        })
+        .collect()
+}

@@ -11,7 +11,8 @@ mod session_repository;
 mod task_repository;
 
 pub use admin::{
-    CheckReport, DatabaseAdmin, DatabaseStatus, ForeignKeyProblem, StorageSizes, TableStats,
+    status_count_problems, CheckReport, DatabaseAdmin, DatabaseStatus, ForeignKeyProblem,
+    StorageSizes, TableStats,
 };
 pub use agent_repository::AgentRepository;
 pub use changes::{Change, ChangeSubscription, Changes};
