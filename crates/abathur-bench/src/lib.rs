@@ -9,6 +9,7 @@
 //! against a raw sqlx baseline and against graphile-worker and apalis-postgres, on new
 //! databases of the test server.
 
+pub mod dashboard;
 pub mod fixture;
 pub mod machine;
 pub mod ours;

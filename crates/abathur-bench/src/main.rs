@@ -19,7 +19,10 @@ the retention soak: N no-op tasks through in-process workers that prune as `abat
        abathur-bench pg [SCENARIO...] [--scale tiny|full]
 the PostgreSQL scenarios, on new databases of the server ABATHUR_TEST_POSTGRES names (default
 postgres://postgres@127.0.0.1:5432/postgres): pg-claim pg-latency pg-fanout pg-ready
-pg-processes pg-peers (or P1-P6); all when none is named";
+pg-processes pg-peers (or P1-P6); all when none is named
+       abathur-bench dashboard [sqlite] [pg] [--tasks N] [--samples N]
+the dashboard's API at N tasks (default 1,000,000) on each backend named (both when none is),
+each call beside the raw SQL of the same read";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +34,9 @@ fn main() -> ExitCode {
     }
     if args.first().map(String::as_str) == Some("pg") {
         return pg_main(&args);
+    }
+    if args.first().map(String::as_str) == Some("dashboard") {
+        return abathur_bench::dashboard::main(&args[1..]);
     }
     if args.first().map(String::as_str) == Some("soak") {
         println!(
