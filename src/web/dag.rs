@@ -113,39 +113,45 @@ async fn around(tasks: &dyn TaskRepository, id: Uuid) -> Result<(Vec<Task>, bool
     let mut found: HashMap<Uuid, Task> = HashMap::new();
     let mut truncated = false;
     let mut read = 1usize;
-    // Up through what each task waits for, then down through what waits for it: siblings
-    // (other dependents of an ancestor) are not drawn.
-    let mut up = VecDeque::from([root.clone()]);
+    // Up through what each task waits for, then down through what waits for it, a layer per
+    // read: siblings (other dependents of an ancestor) are not drawn.
+    let mut wanted: Vec<Uuid> = root.dependencies.clone().unwrap_or_default();
     found.insert(root.id, root.clone());
-    while let Some(task) = up.pop_front() {
-        for dependency in task.dependencies.iter().flatten() {
-            if found.contains_key(dependency) {
-                continue;
-            }
-            if found.len() >= MAX_NODES {
-                truncated = true;
-                break;
-            }
-            if read >= MAX_ROWS_READ {
-                truncated = true;
-                break;
-            }
-            read += 1;
-            if let Some(dependency) = tasks.get(*dependency).await? {
-                found.insert(dependency.id, dependency.clone());
-                up.push_back(dependency);
+    while !wanted.is_empty() {
+        let mut layer: Vec<Uuid> = Vec::with_capacity(wanted.len());
+        for id in wanted {
+            if !found.contains_key(&id) && !layer.contains(&id) {
+                layer.push(id);
             }
         }
+        let room = MAX_NODES
+            .saturating_sub(found.len())
+            .min(MAX_ROWS_READ.saturating_sub(read));
+        if layer.len() > room {
+            truncated = true;
+            layer.truncate(room);
+        }
+        if layer.is_empty() {
+            break;
+        }
+        read += layer.len();
+        let tasks = tasks.get_many(&layer).await?;
+        wanted = tasks
+            .iter()
+            .flat_map(|t| t.dependencies.iter().flatten().copied())
+            .collect();
+        found.extend(tasks.into_iter().map(|t| (t.id, t)));
     }
-    let mut down = VecDeque::from([root.id]);
+    let mut layer = vec![root.id];
     let mut visited = HashSet::from([root.id]);
-    while let Some(id) = down.pop_front() {
+    while !layer.is_empty() {
         if read >= MAX_ROWS_READ {
             truncated = true;
             break;
         }
-        let dependents = tasks.get_dependents(id).await?;
+        let dependents = tasks.get_dependents_of_many(&layer).await?;
         read += dependents.len().max(1);
+        layer = Vec::new();
         for dependent in dependents {
             if !visited.insert(dependent.id) {
                 continue;
@@ -154,7 +160,7 @@ async fn around(tasks: &dyn TaskRepository, id: Uuid) -> Result<(Vec<Task>, bool
                 truncated = true;
                 continue;
             }
-            down.push_back(dependent.id);
+            layer.push(dependent.id);
             found.insert(dependent.id, dependent);
         }
     }

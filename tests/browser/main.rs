@@ -331,6 +331,63 @@ async fn the_dashboard_in_a_real_browser() {
         .await;
     browser.wait_for_text("#main h1", "publish").await;
 
+    // A DAG of 500 tasks, 50 layers of 10 each waiting for two of the layer before, stays
+    // readable: every task is drawn as a box of its own, none overlaps another, and the labels
+    // keep their size (the graph scrolls rather than shrinks).
+    let lines: Vec<String> = (0..500)
+        .map(|i| {
+            let (layer, k) = (i / 10, i % 10);
+            let deps = if layer == 0 {
+                json!([])
+            } else {
+                let before = (layer - 1) * 10;
+                json!([
+                    format!("n{}", before + k),
+                    format!("n{}", before + (k + 1) % 10)
+                ])
+            };
+            json!({"key": format!("n{i}"), "summary": format!("step {i}"),
+                   "description": "a step", "depends_on": deps})
+            .to_string()
+        })
+        .collect();
+    let file = store.path().with_file_name("dag.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let imported = store.cli(&["--json", "task", "import", file.to_str().unwrap()]);
+    let imported: Value = serde_json::from_str(&imported).expect("JSON");
+    let end = imported[499]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no task 500 in {imported}"))
+        .to_string();
+    browser.open(&served, &format!("#/dag?task={end}")).await;
+    browser.wait_for_text("#main h1", "DAG: step 499").await;
+    let drawn = browser
+        .client
+        .execute(
+            "const boxes = [...document.querySelectorAll('svg a.node rect')]
+                 .map((r) => r.getBBox());
+             let overlaps = 0;
+             for (let i = 0; i < boxes.length; i++) {
+               for (let j = i + 1; j < boxes.length; j++) {
+                 const a = boxes[i], b = boxes[j];
+                 if (a.x < b.x + b.width && b.x < a.x + a.width &&
+                     a.y < b.y + b.height && b.y < a.y + a.height) overlaps++;
+               }
+             }
+             const text = document.querySelector('svg a.node text');
+             return [boxes.length, overlaps,
+                     parseFloat(getComputedStyle(text).fontSize),
+                     text.getBoundingClientRect().height > 10];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(drawn[0], json!(500), "{drawn}");
+    assert_eq!(drawn[1], json!(0), "{drawn}");
+    assert_eq!(drawn[2], json!(12.0), "{drawn}");
+    assert_eq!(drawn[3], json!(true), "{drawn}");
+    browser.screenshot("dag-500").await;
+
     // The agent registry.
     store.cli(&["agent", "register", "--type", "planner"]);
     browser.open(&served, "#/agents").await;

@@ -244,6 +244,7 @@ macro_rules! __for_each_case {
                 finished_tasks_are_counted_per_minute_by_how_they_ended,
                 ready_tasks_come_most_urgent_first,
                 dependents_children_and_session_tasks_are_found,
+                many_tasks_are_read_at_once_by_id_and_by_what_they_wait_for,
                 a_batch_may_refer_to_its_own_members_in_any_order,
                 a_batch_with_one_bad_member_writes_nothing,
                 a_timestamp_outside_years_zero_to_9999_is_refused,

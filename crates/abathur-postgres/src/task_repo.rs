@@ -737,6 +737,23 @@ impl PgTaskRepository {
     }
 }
 
+impl PgTaskRepository {
+    /// The tasks whose id `ids_sql` selects, given `ids` as its one parameter, `$1`.
+    async fn read_by_ids(&self, ids_sql: &str, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query_as::<_, TaskRow>(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({ids_sql})"
+        ))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(on(ENTITY, ""))?;
+        tasks_from_rows(rows)
+    }
+}
+
 #[async_trait]
 impl TaskRepository for PgTaskRepository {
     async fn insert(&self, task: Task) -> Result<(), DatabaseError> {
@@ -848,6 +865,18 @@ impl TaskRepository for PgTaskRepository {
         .await
         .map_err(on(ENTITY, &id.to_string()))?;
         tasks_from_rows(rows)
+    }
+
+    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError> {
+        self.read_by_ids("SELECT unnest($1::uuid[])", ids).await
+    }
+
+    async fn get_dependents_of_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError> {
+        self.read_by_ids(
+            "SELECT task_id FROM task_dependencies WHERE depends_on_task_id = ANY($1)",
+            ids,
+        )
+        .await
     }
 
     async fn get_by_parent(&self, parent_id: Uuid) -> Result<Vec<Task>, DatabaseError> {

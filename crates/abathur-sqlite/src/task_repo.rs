@@ -772,6 +772,24 @@ fn push_filters(qb: &mut QueryBuilder<'_, Sqlite>, f: &TaskFilters) {
     }
 }
 
+impl TaskRepositoryImpl {
+    /// The tasks whose id `ids_sql` selects, given `ids` as its one parameter, a JSON array.
+    async fn read_by_ids(&self, ids_sql: &str, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = serde_json::Value::from(ids.iter().map(Uuid::to_string).collect::<Vec<_>>());
+        let rows = sqlx::query_as::<_, TaskRow>(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({ids_sql})"
+        ))
+        .bind(list.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(on(ENTITY, ""))?;
+        tasks_from_rows(rows)
+    }
+}
+
 #[async_trait]
 impl TaskRepository for TaskRepositoryImpl {
     async fn insert(&self, task: Task) -> Result<(), DatabaseError> {
@@ -929,6 +947,20 @@ impl TaskRepository for TaskRepositoryImpl {
             .await
             .map_err(on(ENTITY, &id))?;
         tasks_from_rows(rows)
+    }
+
+    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError> {
+        self.read_by_ids("SELECT value FROM json_each(?)", ids)
+            .await
+    }
+
+    async fn get_dependents_of_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError> {
+        self.read_by_ids(
+            "SELECT task_id FROM task_dependencies \
+             WHERE depends_on_task_id IN (SELECT value FROM json_each(?))",
+            ids,
+        )
+        .await
     }
 
     async fn get_by_parent(&self, parent_id: Uuid) -> Result<Vec<Task>, DatabaseError> {

@@ -1031,6 +1031,64 @@ pub async fn dependents_children_and_session_tasks_are_found(h: Harness) {
     assert!(db(h.ports.tasks.get_by_session(Uuid::new_v4()).await).is_empty());
 }
 
+/// Many tasks in one read: by id, and by what they wait for. Each task comes once, whatever
+/// repeats among the ids; an unknown id finds nothing.
+pub async fn many_tasks_are_read_at_once_by_id_and_by_what_they_wait_for(h: Harness) {
+    let a = row(&h, "a");
+    let b = Task {
+        dependencies: Some(vec![a.id]),
+        ..row(&h, "b")
+    };
+    let c = Task {
+        dependencies: Some(vec![a.id]),
+        ..row(&h, "c")
+    };
+    let d = Task {
+        dependencies: Some(vec![b.id, c.id]),
+        ..row(&h, "d")
+    };
+    db(h.ports
+        .tasks
+        .insert_batch(vec![a.clone(), b.clone(), c.clone(), d.clone()])
+        .await);
+    let sorted = |tasks: Vec<Task>| {
+        let mut ids = ids(&tasks);
+        ids.sort_unstable();
+        ids
+    };
+    let expect = |mut ids: Vec<Uuid>| {
+        ids.sort_unstable();
+        ids
+    };
+    let unknown = Uuid::new_v4();
+    assert_eq!(
+        sorted(db(h
+            .ports
+            .tasks
+            .get_many(&[a.id, d.id, unknown, a.id])
+            .await)),
+        expect(vec![a.id, d.id])
+    );
+    assert!(db(h.ports.tasks.get_many(&[]).await).is_empty());
+    assert!(db(h.ports.tasks.get_many(&[unknown]).await).is_empty());
+    let whole = db(h.ports.tasks.get_many(&[d.id]).await);
+    assert_eq!(whole, vec![db(h.ports.tasks.get(d.id).await).unwrap()]);
+    assert_eq!(
+        sorted(db(h.ports.tasks.get_dependents_of_many(&[a.id]).await)),
+        expect(vec![b.id, c.id])
+    );
+    assert_eq!(
+        sorted(db(h
+            .ports
+            .tasks
+            .get_dependents_of_many(&[b.id, c.id, unknown])
+            .await)),
+        vec![d.id]
+    );
+    assert!(db(h.ports.tasks.get_dependents_of_many(&[d.id]).await).is_empty());
+    assert!(db(h.ports.tasks.get_dependents_of_many(&[]).await).is_empty());
+}
+
 pub async fn a_batch_may_refer_to_its_own_members_in_any_order(h: Harness) {
     let parent = row(&h, "parent");
     let dep = row(&h, "dep");

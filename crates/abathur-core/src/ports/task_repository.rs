@@ -300,6 +300,19 @@ pub trait TaskRepository: Send + Sync {
     /// `CorruptRow` when a stored row does not parse.
     async fn get_dependents(&self, id: Uuid) -> Result<Vec<Task>, DatabaseError>;
 
+    /// The tasks of `ids` that exist, each once, in no set order: one read for many tasks,
+    /// as a walk of a graph takes them a layer at a time.
+    ///
+    /// # Errors
+    /// `CorruptRow` when a stored row does not parse.
+    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError>;
+
+    /// The tasks that list any of `ids` among their dependencies, each once, in no set order.
+    ///
+    /// # Errors
+    /// `CorruptRow` when a stored row does not parse.
+    async fn get_dependents_of_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError>;
+
     /// The tasks whose parent is `parent_id`.
     ///
     /// # Errors
