@@ -42,8 +42,7 @@ struct Settings {
     samples: usize,
 }
 
-/// The tasks of the DAG submitted through the queue: layers of ten, each task waiting for two
-/// of the layer before.
+/// The tasks of the DAG submitted through the queue, and the width of its layers.
 const DAG_TASKS: usize = 500;
 const DAG_WIDTH: usize = 10;
 
@@ -789,39 +788,36 @@ async fn time_raw(
     Ok(timed)
 }
 
-/// Submits [`DAG_TASKS`] tasks through the queue, in layers of [`DAG_WIDTH`], each waiting for
-/// two tasks of the layer before; answers the id of the last.
+/// Submits [`DAG_TASKS`] tasks through the queue: all but one in layers of [`DAG_WIDTH`],
+/// each waiting for two tasks of the layer before, and a last one waiting for the last layer,
+/// so that every other task is an ancestor of it; answers the id of the last.
 async fn submit_dag(backend: &Backend) -> Result<Uuid, BenchError> {
     let queue = TaskQueue::new(backend.queue_store.clone());
-    let mut previous: Vec<Uuid> = Vec::new();
-    let mut last = None;
-    for layer in 0..DAG_TASKS / DAG_WIDTH {
-        let mut this = Vec::with_capacity(DAG_WIDTH);
-        let width = if layer + 1 == DAG_TASKS / DAG_WIDTH {
-            1
+    let mut ids: Vec<Uuid> = Vec::with_capacity(DAG_TASKS);
+    for i in 0..DAG_TASKS - 1 {
+        let (layer, k) = (i / DAG_WIDTH, i % DAG_WIDTH);
+        let dependencies = if layer == 0 {
+            Vec::new()
         } else {
-            DAG_WIDTH
+            let before = (layer - 1) * DAG_WIDTH;
+            vec![ids[before + k], ids[before + (k + 1) % DAG_WIDTH]]
         };
-        for k in 0..width {
-            let dependencies = if previous.is_empty() {
-                Vec::new()
-            } else {
-                vec![
-                    previous[k % previous.len()],
-                    previous[(k + 1) % previous.len()],
-                ]
-            };
-            let task = queue
-                .submit(NewTask {
-                    dependencies,
-                    ..NewTask::new(format!("dag {layer}.{k}"), "a step", AGENT_TYPE)
-                })
-                .await
-                .map_err(failed)?;
-            this.push(task.id);
-            last = Some(task.id);
-        }
-        previous = this;
+        let task = queue
+            .submit(NewTask {
+                dependencies,
+                ..NewTask::new(format!("dag {layer}.{k}"), "a step", AGENT_TYPE)
+            })
+            .await
+            .map_err(failed)?;
+        ids.push(task.id);
     }
-    last.ok_or_else(|| BenchError("the DAG is empty".into()))
+    let last_layer = (DAG_TASKS - 2) / DAG_WIDTH * DAG_WIDTH;
+    let last = queue
+        .submit(NewTask {
+            dependencies: ids[last_layer..].to_vec(),
+            ..NewTask::new("dag end", "the last step", AGENT_TYPE)
+        })
+        .await
+        .map_err(failed)?;
+    Ok(last.id)
 }

@@ -505,11 +505,14 @@ async fn search_candidates(
         return Ok(None);
     };
     let limit = i64::try_from(MAX_SEARCH_CANDIDATES + 1).unwrap_or(i64::MAX);
-    let ids = sqlx::query_scalar!(
+    // Planned for each search's own text (an unnamed statement): a plan made once for any
+    // text may read every summary to find a rare one, when the index finds it at once.
+    let ids: Vec<Uuid> = sqlx::query_scalar(
         r"SELECT task_id FROM task_summaries WHERE summary ILIKE $1 ESCAPE '\' LIMIT $2",
-        pattern,
-        limit
     )
+    .bind(pattern)
+    .bind(limit)
+    .persistent(false)
     .fetch_all(pool)
     .await
     .map_err(on(ENTITY, ""))?;
