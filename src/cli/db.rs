@@ -89,21 +89,32 @@ pub async fn check(db: &dyn DatabaseAdmin) -> Result<Rendered, CliError> {
     };
     if report.is_ok() {
         return Ok(Rendered {
-            json: serde_json::json!({ "ok": true, "integrity_problems": [], "foreign_key_problems": [] }),
+            json: serde_json::json!({
+                "ok": true,
+                "integrity_problems": [],
+                "foreign_key_problems": [],
+                "repairable_problems": []
+            }),
             human: "integrity: ok\nforeign keys: ok\n".to_string(),
         });
     }
-    let mut message = if report.integrity_problems.is_empty() {
+    let mut message = if !report.integrity_problems.is_empty() {
+        format!(
+            "the database file is corrupt: the integrity check found {} problems (and {} rows \
+             refer to rows that do not exist); restore it from a backup",
+            report.integrity_problems.len(),
+            report.foreign_key_problems.len()
+        )
+    } else if !report.foreign_key_problems.is_empty() {
         format!(
             "the database is inconsistent: {} rows refer to rows that do not exist",
             report.foreign_key_problems.len()
         )
     } else {
         format!(
-            "the database file is corrupt: the integrity check found {} problems (and {} rows \
-             refer to rows that do not exist); restore it from a backup",
-            report.integrity_problems.len(),
-            report.foreign_key_problems.len()
+            "the database is inconsistent: {} of the counts it keeps disagree with its rows; \
+             nothing is lost, and each line names the statement that sets it right",
+            report.repairable_problems.len()
         )
     };
     for problem in report.integrity_problems.iter().take(PROBLEMS_SHOWN) {
@@ -118,14 +129,17 @@ pub async fn check(db: &dyn DatabaseAdmin) -> Result<Rendered, CliError> {
             problem.table, problem.parent
         ));
     }
-    let hidden = report
-        .integrity_problems
-        .len()
-        .saturating_sub(PROBLEMS_SHOWN)
-        + report
-            .foreign_key_problems
-            .len()
-            .saturating_sub(PROBLEMS_SHOWN);
+    for problem in report.repairable_problems.iter().take(PROBLEMS_SHOWN) {
+        message.push_str(&format!("\n  {problem}"));
+    }
+    let hidden = [
+        report.integrity_problems.len(),
+        report.foreign_key_problems.len(),
+        report.repairable_problems.len(),
+    ]
+    .iter()
+    .map(|n| n.saturating_sub(PROBLEMS_SHOWN))
+    .sum::<usize>();
     if hidden > 0 {
         message.push_str(&format!("\n  and {hidden} more"));
     }

@@ -118,12 +118,11 @@ async fn around(tasks: &dyn TaskRepository, id: Uuid) -> Result<(Vec<Task>, bool
     let mut wanted: Vec<Uuid> = root.dependencies.clone().unwrap_or_default();
     found.insert(root.id, root.clone());
     while !wanted.is_empty() {
-        let mut layer: Vec<Uuid> = Vec::with_capacity(wanted.len());
-        for id in wanted {
-            if !found.contains_key(&id) && !layer.contains(&id) {
-                layer.push(id);
-            }
-        }
+        let mut seen = HashSet::with_capacity(wanted.len());
+        let mut layer: Vec<Uuid> = wanted
+            .into_iter()
+            .filter(|id| !found.contains_key(id) && seen.insert(*id))
+            .collect();
         let room = MAX_NODES
             .saturating_sub(found.len())
             .min(MAX_ROWS_READ.saturating_sub(read));
@@ -149,7 +148,13 @@ async fn around(tasks: &dyn TaskRepository, id: Uuid) -> Result<(Vec<Task>, bool
             truncated = true;
             break;
         }
-        let dependents = tasks.get_dependents_of_many(&layer).await?;
+        // One more than the rows left: a layer that has more is cut, and says so.
+        let left = MAX_ROWS_READ - read;
+        let mut dependents = tasks.get_dependents_of_many(&layer, left + 1).await?;
+        if dependents.len() > left {
+            truncated = true;
+            dependents.truncate(left);
+        }
         read += dependents.len().max(1);
         layer = Vec::new();
         for dependent in dependents {

@@ -69,7 +69,7 @@ fn check_reports_counts_per_status_that_disagree_with_the_tasks_and_how_to_repai
         .enable_all()
         .build()
         .unwrap();
-    let run = |sql: &'static str| {
+    let run = |sql: &str| {
         runtime.block_on(async {
             let mut conn = SqliteConnectOptions::new()
                 .filename(s.db_path())
@@ -80,18 +80,57 @@ fn check_reports_counts_per_status_that_disagree_with_the_tasks_and_how_to_repai
             conn.close().await.unwrap();
         });
     };
-    // A tool that writes the counts behind the triggers' back.
-    run("UPDATE task_status_counts SET tasks = 7 WHERE status = 'ready'");
+    // A tool that writes the counts behind the triggers' back, or deletes a row of them.
+    run(
+        "UPDATE task_status_counts SET tasks = 7 WHERE status = 'ready';
+         DELETE FROM task_status_counts WHERE status = 'blocked';
+         INSERT INTO tasks (id, summary, description, agent_type, priority, status,
+                            submitted_at, last_updated_at, source)
+         VALUES ('00000000-0000-4000-8000-00000000000b', 'b', '', 'w', 1, 'blocked',
+                 '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z', 'human')",
+    );
     let stderr = s.fails(&["db", "check"], 6);
     assert!(
-        stderr.contains("the overview's count of ready tasks is 7, but 1 tasks are ready"),
+        stderr.contains("2 of the counts it keeps disagree with its rows; nothing is lost")
+            && stderr.contains("the overview's count of ready tasks is 7, but 1 tasks are ready")
+            && stderr
+                .contains("the overview's count of blocked tasks is 0, but 1 tasks are blocked")
+            && !stderr.contains("backup"),
         "{stderr}"
     );
-    // The repair it names sets them right.
-    run(
-        "UPDATE task_status_counts SET tasks = (SELECT COUNT(*) FROM tasks t \
-         WHERE t.status = task_status_counts.status)",
-    );
+    // The repair it names sets them right, the missing row included.
+    let repair = stderr
+        .lines()
+        .find_map(|line| line.split('`').nth(1))
+        .expect("a repair between backquotes")
+        .to_string();
+    run(&repair);
+    assert_eq!(s.ok(&["db", "check"]), "integrity: ok\nforeign keys: ok\n");
+}
+
+#[test]
+fn check_reads_a_database_whose_schema_is_older_than_the_kept_counts() {
+    let s = Sandbox::new();
+    s.submit(&["older"]);
+    let down =
+        include_str!("../../crates/abathur-sqlite/migrations/0009_counts_and_search.down.sql");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(s.db_path())
+            .connect()
+            .await
+            .unwrap();
+        sqlx::raw_sql(down).execute(&mut conn).await.unwrap();
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 9")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    });
     assert_eq!(s.ok(&["db", "check"]), "integrity: ok\nforeign keys: ok\n");
 }
 

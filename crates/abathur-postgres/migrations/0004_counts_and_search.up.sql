@@ -7,6 +7,9 @@
 --    rows. Now and then a statement folds the rows it can lock into one per status, skipping
 --    rows another transaction holds, so the table stays at a few thousand rows whatever the
 --    rate of change.
+-- No task changes between the counts and the copies below and the triggers that keep them.
+LOCK TABLE tasks IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE task_status_counts (
     status text COLLATE "C" NOT NULL,
     tasks bigint NOT NULL

@@ -266,6 +266,7 @@ impl DatabaseAdmin for PgAdmin {
 
         // The counts the triggers of migration 0004 keep, against a count of the tasks, read
         // in one snapshot.
+        let mut repairable_problems = Vec::new();
         if present.iter().any(|p| p == "task_status_counts") {
             let mut tx = pool.begin().await.map_err(failed)?;
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -284,7 +285,7 @@ impl DatabaseAdmin for PgAdmin {
                     .await
                     .map_err(failed)?;
             drop(tx);
-            problems.extend(abathur_core::ports::status_count_problems(
+            repairable_problems.extend(abathur_core::ports::status_count_problems(
                 &kept,
                 &counted,
                 "`BEGIN; LOCK TABLE tasks IN SHARE MODE; DELETE FROM task_status_counts; \
@@ -419,6 +420,7 @@ impl DatabaseAdmin for PgAdmin {
         Ok(CheckReport {
             integrity_problems: problems,
             foreign_key_problems,
+            repairable_problems,
         })
     }
 
@@ -622,7 +624,7 @@ mod tests {
         .await;
         run(test.url(), INSERT_TASK).await;
         let report = admin.check().await.expect("check");
-        let problems = report.integrity_problems.join("\n");
+        let problems = report.repairable_problems.join("\n");
         assert!(
             problems.contains("the overview's count of ready tasks is 0, but 50 tasks are ready"),
             "{problems}"

@@ -491,9 +491,6 @@ fn push_filters(qb: &mut QueryBuilder<'_, Postgres>, f: &TaskFilters) {
     }
 }
 
-/// Appends the search, the cursor, the order and the limit of a page. The cursor's condition
-/// names the order's columns as its `ORDER BY` does, so the store walks the same index from
-/// the cursor on.
 /// The tasks whose summary may hold the search text, from the trigram index of migration 0004,
 /// when the text is long enough to look up and names at most [`MAX_SEARCH_CANDIDATES`]
 /// tasks; `None` when the page is to be read by scanning its order.
@@ -519,6 +516,9 @@ async fn search_candidates(
     Ok((ids.len() <= MAX_SEARCH_CANDIDATES).then_some(ids))
 }
 
+/// Appends the search, the cursor, the order and the limit of a page. The cursor's condition
+/// names the order's columns as its `ORDER BY` does, so the store walks the same index from
+/// the cursor on.
 fn push_page(qb: &mut QueryBuilder<'_, Postgres>, query: &TaskPageQuery) {
     if let Some(pattern) = query.summary_pattern() {
         // ILIKE: SQLite's LIKE ignores the case of ASCII letters, as the port promises.
@@ -741,18 +741,23 @@ impl PgTaskRepository {
 }
 
 impl PgTaskRepository {
-    /// The tasks whose id `ids_sql` selects, given `ids` as its one parameter, `$1`.
-    async fn read_by_ids(&self, ids_sql: &str, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError> {
-        if ids.is_empty() {
+    /// The tasks whose id `ids_sql` selects, given `ids` as `$1` and `limit`, when there is
+    /// one, as `$2`.
+    async fn read_by_ids(
+        &self,
+        ids_sql: &str,
+        ids: &[Uuid],
+        limit: Option<usize>,
+    ) -> Result<Vec<Task>, DatabaseError> {
+        if ids.is_empty() || limit == Some(0) {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query_as::<_, TaskRow>(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({ids_sql})"
-        ))
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(on(ENTITY, ""))?;
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({ids_sql})");
+        let mut query = sqlx::query_as::<_, TaskRow>(&sql).bind(ids);
+        if let Some(limit) = limit {
+            query = query.bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(on(ENTITY, ""))?;
         tasks_from_rows(rows)
     }
 }
@@ -871,13 +876,19 @@ impl TaskRepository for PgTaskRepository {
     }
 
     async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError> {
-        self.read_by_ids("SELECT unnest($1::uuid[])", ids).await
+        self.read_by_ids("SELECT unnest($1::uuid[])", ids, None)
+            .await
     }
 
-    async fn get_dependents_of_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError> {
+    async fn get_dependents_of_many(
+        &self,
+        ids: &[Uuid],
+        limit: usize,
+    ) -> Result<Vec<Task>, DatabaseError> {
         self.read_by_ids(
-            "SELECT task_id FROM task_dependencies WHERE depends_on_task_id = ANY($1)",
+            "SELECT task_id FROM task_dependencies WHERE depends_on_task_id = ANY($1) LIMIT $2",
             ids,
+            Some(limit),
         )
         .await
     }

@@ -89,6 +89,7 @@ impl From<connection::CheckReport> for CheckReport {
     fn from(report: connection::CheckReport) -> Self {
         Self {
             integrity_problems: report.integrity_problems,
+            repairable_problems: report.repairable_problems,
             foreign_key_problems: report
                 .foreign_key_problems
                 .into_iter()

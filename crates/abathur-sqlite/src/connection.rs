@@ -498,31 +498,36 @@ impl DatabaseConnection {
             .fetch_all(&self.pool)
             .await
             .map_err(failed)?;
-        let mut integrity_problems = if integrity == ["ok"] {
+        let integrity_problems = if integrity == ["ok"] {
             Vec::new()
         } else {
             integrity
         };
         // The counts the triggers of migration 0009 keep, against a count of the tasks, read
-        // in one snapshot.
+        // in one snapshot; a database at an older schema has none to compare.
         let mut tx = self.pool.begin().await.map_err(failed)?;
-        let kept: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, tasks FROM task_status_counts")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(failed)?;
-        let counted: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM tasks GROUP BY status")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(failed)?;
+        let kept_table: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'task_status_counts'",
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(failed)?;
+        let mut repairable_problems = Vec::new();
+        if kept_table.is_some() {
+            let kept: Vec<(String, i64)> =
+                sqlx::query_as("SELECT status, tasks FROM task_status_counts")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(failed)?;
+            let counted: Vec<(String, i64)> =
+                sqlx::query_as("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(failed)?;
+            repairable_problems =
+                abathur_core::ports::status_count_problems(&kept, &counted, REPAIR_STATUS_COUNTS);
+        }
         drop(tx);
-        integrity_problems.extend(abathur_core::ports::status_count_problems(
-            &kept,
-            &counted,
-            "`UPDATE task_status_counts SET tasks = (SELECT COUNT(*) FROM tasks t \
-             WHERE t.status = task_status_counts.status)`",
-        ));
         let rows: Vec<(String, Option<i64>, String)> =
             sqlx::query_as("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check")
                 .fetch_all(&self.pool)
@@ -539,6 +544,7 @@ impl DatabaseConnection {
         Ok(CheckReport {
             integrity_problems,
             foreign_key_problems,
+            repairable_problems,
         })
     }
 
@@ -685,6 +691,14 @@ pub struct DatabaseStatus {
     pub tasks_by_status: BTreeMap<TaskStatus, i64>,
 }
 
+/// The statement `db check` names to set the counts per status right: every status gets the
+/// number of its tasks, its row made again if it went missing.
+const REPAIR_STATUS_COUNTS: &str = "`INSERT INTO task_status_counts (status, tasks) \
+     SELECT s.column1, (SELECT COUNT(*) FROM tasks t WHERE t.status = s.column1) \
+     FROM (VALUES ('pending'), ('blocked'), ('ready'), ('running'), ('completed'), \
+     ('failed'), ('cancelled')) s WHERE true \
+     ON CONFLICT (status) DO UPDATE SET tasks = excluded.tasks`";
+
 /// What [`DatabaseConnection::check`] found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CheckReport {
@@ -692,12 +706,16 @@ pub struct CheckReport {
     pub integrity_problems: Vec<String>,
     /// Rows that refer to a parent row that does not exist.
     pub foreign_key_problems: Vec<ForeignKeyProblem>,
+    /// Kept counts per status that disagree with the tasks, each naming its repair.
+    pub repairable_problems: Vec<String>,
 }
 
 impl CheckReport {
     /// True when nothing was found.
     pub fn is_ok(&self) -> bool {
-        self.integrity_problems.is_empty() && self.foreign_key_problems.is_empty()
+        self.integrity_problems.is_empty()
+            && self.foreign_key_problems.is_empty()
+            && self.repairable_problems.is_empty()
     }
 }
 

@@ -275,9 +275,6 @@ impl TryFrom<TaskRow> for Task {
     }
 }
 
-/// Appends the search, the cursor, the order and the limit of a page. The cursor's condition
-/// names the order's columns as its `ORDER BY` does, so the store walks the same index from
-/// the cursor on.
 /// The rowids of the tasks whose summary may hold the search text, from the trigram index of
 /// migration 0009, when the text is long enough to look up and names at most
 /// [`MAX_SEARCH_CANDIDATES`] tasks; `None` when the page is to be read by scanning its order.
@@ -302,6 +299,9 @@ async fn search_candidates(
     Ok((rowids.len() <= MAX_SEARCH_CANDIDATES).then_some(rowids))
 }
 
+/// Appends the search, the cursor, the order and the limit of a page. The cursor's condition
+/// names the order's columns as its `ORDER BY` does, so the store walks the same index from
+/// the cursor on.
 fn push_page(qb: &mut QueryBuilder<'_, Sqlite>, query: &TaskPageQuery) {
     if let Some(pattern) = query.summary_pattern() {
         qb.push(" AND summary LIKE ")
@@ -773,19 +773,24 @@ fn push_filters(qb: &mut QueryBuilder<'_, Sqlite>, f: &TaskFilters) {
 }
 
 impl TaskRepositoryImpl {
-    /// The tasks whose id `ids_sql` selects, given `ids` as its one parameter, a JSON array.
-    async fn read_by_ids(&self, ids_sql: &str, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError> {
-        if ids.is_empty() {
+    /// The tasks whose id `ids_sql` selects, given `ids` as its first parameter, a JSON array,
+    /// and `limit`, when there is one, as its second.
+    async fn read_by_ids(
+        &self,
+        ids_sql: &str,
+        ids: &[Uuid],
+        limit: Option<usize>,
+    ) -> Result<Vec<Task>, DatabaseError> {
+        if ids.is_empty() || limit == Some(0) {
             return Ok(Vec::new());
         }
         let list = serde_json::Value::from(ids.iter().map(Uuid::to_string).collect::<Vec<_>>());
-        let rows = sqlx::query_as::<_, TaskRow>(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({ids_sql})"
-        ))
-        .bind(list.to_string())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(on(ENTITY, ""))?;
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({ids_sql})");
+        let mut query = sqlx::query_as::<_, TaskRow>(&sql).bind(list.to_string());
+        if let Some(limit) = limit {
+            query = query.bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(on(ENTITY, ""))?;
         tasks_from_rows(rows)
     }
 }
@@ -950,15 +955,20 @@ impl TaskRepository for TaskRepositoryImpl {
     }
 
     async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError> {
-        self.read_by_ids("SELECT value FROM json_each(?)", ids)
+        self.read_by_ids("SELECT value FROM json_each(?)", ids, None)
             .await
     }
 
-    async fn get_dependents_of_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError> {
+    async fn get_dependents_of_many(
+        &self,
+        ids: &[Uuid],
+        limit: usize,
+    ) -> Result<Vec<Task>, DatabaseError> {
         self.read_by_ids(
             "SELECT task_id FROM task_dependencies \
-             WHERE depends_on_task_id IN (SELECT value FROM json_each(?))",
+             WHERE depends_on_task_id IN (SELECT value FROM json_each(?)) LIMIT ?",
             ids,
+            Some(limit),
         )
         .await
     }

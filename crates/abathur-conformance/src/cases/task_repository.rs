@@ -873,6 +873,20 @@ pub async fn bad_page_arguments_are_refused(h: Harness) {
         ),
         (
             TaskPageQuery {
+                summary_contains: Some("ab\0c".into()),
+                ..good.clone()
+            },
+            "summary_contains",
+        ),
+        (
+            TaskPageQuery {
+                summary_contains: Some("\0".into()),
+                ..good.clone()
+            },
+            "summary_contains",
+        ),
+        (
+            TaskPageQuery {
                 after: Some(TaskCursor::after(TaskOrder::Priority, &task)),
                 order: TaskOrder::Newest,
                 ..good.clone()
@@ -1074,19 +1088,24 @@ pub async fn many_tasks_are_read_at_once_by_id_and_by_what_they_wait_for(h: Harn
     let whole = db(h.ports.tasks.get_many(&[d.id]).await);
     assert_eq!(whole, vec![db(h.ports.tasks.get(d.id).await).unwrap()]);
     assert_eq!(
-        sorted(db(h.ports.tasks.get_dependents_of_many(&[a.id]).await)),
+        sorted(db(h.ports.tasks.get_dependents_of_many(&[a.id], 10).await)),
         expect(vec![b.id, c.id])
     );
     assert_eq!(
         sorted(db(h
             .ports
             .tasks
-            .get_dependents_of_many(&[b.id, c.id, unknown])
+            .get_dependents_of_many(&[b.id, c.id, unknown], 10)
             .await)),
         vec![d.id]
     );
-    assert!(db(h.ports.tasks.get_dependents_of_many(&[d.id]).await).is_empty());
-    assert!(db(h.ports.tasks.get_dependents_of_many(&[]).await).is_empty());
+    assert!(db(h.ports.tasks.get_dependents_of_many(&[d.id], 10).await).is_empty());
+    assert!(db(h.ports.tasks.get_dependents_of_many(&[], 10).await).is_empty());
+    // At most `limit` of them: one task may have any number of dependents.
+    let one = db(h.ports.tasks.get_dependents_of_many(&[a.id], 1).await);
+    assert_eq!(one.len(), 1);
+    assert!([b.id, c.id].contains(&one[0].id));
+    assert!(db(h.ports.tasks.get_dependents_of_many(&[a.id], 0).await).is_empty());
 }
 
 pub async fn a_batch_may_refer_to_its_own_members_in_any_order(h: Harness) {

@@ -69,12 +69,17 @@ pub struct CheckReport {
     pub integrity_problems: Vec<String>,
     /// Rows that refer to a parent row that does not exist.
     pub foreign_key_problems: Vec<ForeignKeyProblem>,
+    /// Figures the store keeps beside its rows (the counts per status) that disagree with the
+    /// rows, each with the statement that sets it right: not damage, and no backup is needed.
+    pub repairable_problems: Vec<String>,
 }
 
 impl CheckReport {
     /// True when nothing was found.
     pub fn is_ok(&self) -> bool {
-        self.integrity_problems.is_empty() && self.foreign_key_problems.is_empty()
+        self.integrity_problems.is_empty()
+            && self.foreign_key_problems.is_empty()
+            && self.repairable_problems.is_empty()
     }
 }
 

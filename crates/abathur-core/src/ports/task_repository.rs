@@ -176,6 +176,14 @@ impl TaskPageQuery {
                     format!("{chars} characters; search for 1 to {MAX_SUMMARY_SEARCH_CHARS}"),
                 ));
             }
+            // No summary holds one (a task's text may not), and not every index can look one
+            // up.
+            if text.contains('\0') {
+                return Err(ValidationError::new(
+                    "summary_contains",
+                    "holds a NUL character, which no summary holds",
+                ));
+            }
         }
         if let Some(cursor) = &self.after {
             if cursor.order != self.order {
@@ -307,11 +315,16 @@ pub trait TaskRepository: Send + Sync {
     /// `CorruptRow` when a stored row does not parse.
     async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError>;
 
-    /// The tasks that list any of `ids` among their dependencies, each once, in no set order.
+    /// The tasks that list any of `ids` among their dependencies, each once, in no set order;
+    /// at most `limit` of them, since one task may have any number of dependents.
     ///
     /// # Errors
     /// `CorruptRow` when a stored row does not parse.
-    async fn get_dependents_of_many(&self, ids: &[Uuid]) -> Result<Vec<Task>, DatabaseError>;
+    async fn get_dependents_of_many(
+        &self,
+        ids: &[Uuid],
+        limit: usize,
+    ) -> Result<Vec<Task>, DatabaseError>;
 
     /// The tasks whose parent is `parent_id`.
     ///
