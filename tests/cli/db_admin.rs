@@ -5,6 +5,25 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::sandbox::{latest_schema_version, Sandbox};
 
+/// Runs `sql` on the sandbox's database as an outside tool would, with foreign keys checked or
+/// not.
+fn outside_tool(s: &Sandbox, foreign_keys: bool, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(s.db_path())
+            .foreign_keys(foreign_keys)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    });
+}
+
 #[test]
 fn migrate_says_what_it_applied_and_then_that_it_is_up_to_date() {
     let s = Sandbox::new();
@@ -32,27 +51,14 @@ fn check_reports_a_row_with_a_missing_parent_and_exits_with_6() {
     let id = s.submit(&["child"]);
     // Write an edge to a task that does not exist, with the foreign keys switched off, as an
     // outside tool might.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut conn = SqliteConnectOptions::new()
-            .filename(s.db_path())
-            .foreign_keys(false)
-            .connect()
-            .await
-            .unwrap();
-        sqlx::query(
+    outside_tool(
+        &s,
+        false,
+        &format!(
             "INSERT INTO task_dependencies (task_id, depends_on_task_id)
-             VALUES (?, '00000000-0000-4000-8000-000000000000')",
-        )
-        .bind(&id)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        conn.close().await.unwrap();
-    });
+             VALUES ('{id}', '00000000-0000-4000-8000-000000000000')"
+        ),
+    );
     let stderr = s.fails(&["db", "check"], 6);
     assert!(
         stderr.contains("1 rows refer to rows that do not exist")
@@ -65,21 +71,7 @@ fn check_reports_a_row_with_a_missing_parent_and_exits_with_6() {
 fn check_reports_counts_per_status_that_disagree_with_the_tasks_and_how_to_repair_them() {
     let s = Sandbox::new();
     s.submit(&["counted"]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let run = |sql: &str| {
-        runtime.block_on(async {
-            let mut conn = SqliteConnectOptions::new()
-                .filename(s.db_path())
-                .connect()
-                .await
-                .unwrap();
-            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-            conn.close().await.unwrap();
-        });
-    };
+    let run = |sql: &str| outside_tool(&s, true, sql);
     // A tool that writes the counts behind the triggers' back, or deletes a row of them.
     run(
         "UPDATE task_status_counts SET tasks = 7 WHERE status = 'ready';
@@ -114,23 +106,11 @@ fn check_reads_a_database_whose_schema_is_older_than_the_kept_counts() {
     s.submit(&["older"]);
     let down =
         include_str!("../../crates/abathur-sqlite/migrations/0009_counts_and_search.down.sql");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut conn = SqliteConnectOptions::new()
-            .filename(s.db_path())
-            .connect()
-            .await
-            .unwrap();
-        sqlx::raw_sql(down).execute(&mut conn).await.unwrap();
-        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 9")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-    });
+    outside_tool(
+        &s,
+        true,
+        &format!("{down}\nDELETE FROM _sqlx_migrations WHERE version = 9;"),
+    );
     assert_eq!(s.ok(&["db", "check"]), "integrity: ok\nforeign keys: ok\n");
 }
 

@@ -63,24 +63,7 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         args.join(" ")
     );
     println!("machine: {}", machine::describe());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("dashboard: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&settings)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dashboard: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    crate::run_command("dashboard", run(&settings))
 }
 
 fn parse(args: &[String]) -> Result<Settings, String> {

@@ -288,3 +288,24 @@ async fn run_async(options: &Options) -> Result<Outcome, BenchError> {
         failures,
     })
 }
+
+/// Runs `work` on a runtime of two worker threads, as the `soak` and `dashboard` commands do,
+/// and turns its outcome into the process's exit code, printing an error as `name: error`.
+pub fn run_command(
+    name: &str,
+    work: impl std::future::Future<Output = Result<(), BenchError>>,
+) -> std::process::ExitCode {
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(BenchError::from)
+        .and_then(|runtime| runtime.block_on(work));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

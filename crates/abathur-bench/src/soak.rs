@@ -45,24 +45,7 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("soak: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(soak(settings)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("soak: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    crate::run_command("soak", soak(settings))
 }
 
 fn parse(args: &[String]) -> Result<Settings, String> {

@@ -610,10 +610,10 @@ mod tests {
         let (test, db) = TestDatabase::migrated(PgConfig::default()).await;
         db.close().await;
         // A database made by the build before the latest migration.
-        run(test.url(), "DELETE FROM _sqlx_migrations WHERE version = 3").await;
+        run(test.url(), "DELETE FROM _sqlx_migrations WHERE version = 4").await;
         match open(test.url(), OpenMode::Read).await {
             Err(DatabaseError::SchemaOutOfDate { found, expected }) => {
-                assert_eq!((found, expected), (2, 3));
+                assert_eq!((found, expected), (3, 4));
             }
             other => panic!("{other:?}"),
         }
@@ -621,7 +621,7 @@ mod tests {
         run(test.url(), "DELETE FROM _sqlx_migrations").await;
         match open(test.url(), OpenMode::Read).await {
             Err(DatabaseError::SchemaOutOfDate { found, expected }) => {
-                assert_eq!((found, expected), (0, 3));
+                assert_eq!((found, expected), (0, 4));
             }
             other => panic!("{other:?}"),
         }
