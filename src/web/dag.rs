@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use abathur_core::models::Task;
-use abathur_core::ports::TaskRepository;
+use abathur_core::ports::{TaskFilters, TaskRepository};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State as Extract};
 use axum::Json;
@@ -93,14 +93,26 @@ pub async fn session_dag(
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<Dag>, ApiError> {
     let Path(session) = id?;
-    let mut tasks = state.tasks().get_by_session(session).await?;
+    // The first MAX_NODES in the order `get_by_session` gives, read as one page: a session may
+    // hold any number of tasks, and only their count is needed beyond that.
+    let filters = TaskFilters {
+        session_id: Some(session),
+        ..TaskFilters::default()
+    };
+    let tasks = state
+        .tasks()
+        .list(TaskFilters {
+            limit: Some(MAX_NODES as i64),
+            ..filters.clone()
+        })
+        .await?;
     if tasks.is_empty() {
         return Err(ApiError::not_found(format!(
             "session {session} has no tasks, or does not exist"
         )));
     }
-    let truncated = tasks.len() > MAX_NODES;
-    tasks.truncate(MAX_NODES);
+    let truncated =
+        tasks.len() == MAX_NODES && state.tasks().count(filters).await? > MAX_NODES as i64;
     Ok(Json(layout(tasks, truncated)))
 }
 

@@ -342,6 +342,40 @@ async fn the_openapi_document_describes_every_route() {
 }
 
 #[tokio::test]
+async fn the_dag_of_a_session_draws_its_tasks_up_to_the_limit_and_says_when_more_exist() {
+    let store = Store::new();
+    let small = store.cli(&["session", "create", "--app", "a", "--user", "u"]);
+    let large = store.cli(&["session", "create", "--app", "a", "--user", "u"]);
+    let mut lines = vec![
+        serde_json::json!({"key": "first", "description": "x", "session": small}).to_string(),
+        serde_json::json!({"key": "second", "description": "x", "session": small,
+                           "depends_on": ["first"]})
+        .to_string(),
+    ];
+    lines.extend((0..1001).map(|i| {
+        serde_json::json!({"summary": format!("many {i}"), "description": "x", "session": large})
+            .to_string()
+    }));
+    let file = store.path().with_file_name("sessions.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    store.cli(&["task", "import", file.to_str().unwrap()]);
+    let served = store.serve(&[]).await;
+
+    let dag = served
+        .get_json(&format!("/api/v1/sessions/{small}/dag"), 200)
+        .await;
+    assert_eq!(dag["nodes"].as_array().unwrap().len(), 2, "{dag}");
+    assert_eq!(dag["edges"].as_array().unwrap().len(), 1, "{dag}");
+    assert_eq!(dag["truncated"], false);
+    let dag = served
+        .get_json(&format!("/api/v1/sessions/{large}/dag"), 200)
+        .await;
+    assert_eq!(dag["nodes"].as_array().unwrap().len(), 1000);
+    assert_eq!(dag["truncated"], true);
+    served.stop().await;
+}
+
+#[tokio::test]
 async fn the_dag_of_a_task_holds_its_ancestors_and_descendants_in_layers() {
     let store = Store::new();
     let root = store.submit("root", &[]);
